@@ -1,0 +1,557 @@
+//! SIP messages: parsing a whole message from bytes, printing it back, and the
+//! few header accessors every layer needs.
+//!
+//! Parsing stands on `ezk-sip-types` (see `docs/decisions.md`): its pull
+//! parser splits lines (folded headers included), its `Name` knows compact
+//! header names, and typed headers are parsed on demand from the raw values.
+//! Two gaps of that crate are covered here, in one place:
+//! - its request line only takes `sip:`/`sips:` URIs, so other schemes
+//!   (`tel:`, `urn:`) are kept as [`RequestUri::Other`];
+//! - it has no message type, so [`Request`] and [`Response`] live here.
+
+use std::fmt::{self, Write as _};
+
+use bytes::{Bytes, BytesMut};
+use bytesstr::BytesStr;
+use ezk_sip_types::header::typed::{CSeq, CallID, FromTo, MaxForwards, Via};
+use ezk_sip_types::msg::{Line, MessageLine, PullParser};
+use ezk_sip_types::parse::Parse;
+use ezk_sip_types::print::{AppendCtx, PrintCtx, UriContext};
+use ezk_sip_types::uri::SipUri;
+use ezk_sip_types::{Headers, Method, Name, StatusCode};
+
+/// Largest message accepted on any transport.
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
+/// Most header lines accepted in one message.
+pub const MAX_HEADERS: usize = 128;
+
+/// Why bytes are not a SIP message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("message larger than {MAX_MESSAGE_SIZE} bytes")]
+    TooLarge,
+    #[error("more than {MAX_HEADERS} header lines")]
+    TooManyHeaders,
+    #[error("message head is incomplete")]
+    Incomplete,
+    #[error("message is not UTF-8 text")]
+    NotText,
+    #[error("bad start line")]
+    BadStartLine,
+    #[error("bad header line: {0}")]
+    BadHeader(String),
+    #[error("missing or malformed {0} header")]
+    MissingHeader(&'static str),
+    #[error("Content-Length {declared} exceeds the {available} bytes of body")]
+    BodyTruncated { declared: usize, available: usize },
+}
+
+/// The Request-URI: a SIP URI, or any other absolute URI (`tel:` …) kept as text.
+#[derive(Clone, Debug)]
+pub enum RequestUri {
+    Sip(SipUri),
+    Other(BytesStr),
+}
+
+impl RequestUri {
+    pub fn as_sip(&self) -> Option<&SipUri> {
+        match self {
+            RequestUri::Sip(uri) => Some(uri),
+            RequestUri::Other(_) => None,
+        }
+    }
+
+    /// The scheme in lower case: `sip`, `sips`, `tel`, …
+    pub fn scheme(&self) -> String {
+        match self {
+            RequestUri::Sip(uri) if uri.sips => "sips".into(),
+            RequestUri::Sip(_) => "sip".into(),
+            RequestUri::Other(s) => s.split(':').next().unwrap_or("").to_ascii_lowercase(),
+        }
+    }
+}
+
+impl fmt::Display for RequestUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestUri::Sip(uri) => {
+                let ctx = PrintCtx {
+                    method: None,
+                    uri: Some(UriContext::ReqUri),
+                };
+                write!(f, "{}", uri.print_ctx(ctx))
+            }
+            RequestUri::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A SIP request.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: Method,
+    pub uri: RequestUri,
+    pub headers: Headers,
+    pub body: Bytes,
+}
+
+/// A SIP response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Headers,
+    pub body: Bytes,
+}
+
+/// A request or a response.
+#[derive(Clone, Debug)]
+pub enum Message {
+    Request(Request),
+    Response(Response),
+}
+
+impl Message {
+    /// Parses one whole message (a UDP datagram, or a frame cut from a stream).
+    /// A body longer than Content-Length is cut; a shorter one is an error.
+    pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
+        if buf.len() > MAX_MESSAGE_SIZE {
+            return Err(ParseError::TooLarge);
+        }
+        let text = std::str::from_utf8(head_of(&buf)).map_err(|_| ParseError::NotText)?;
+        let mut lines = PullParser::new(text.as_bytes(), 0);
+        let first = match lines.next() {
+            Some(Ok(line)) => line,
+            _ => return Err(ParseError::Incomplete),
+        };
+        let first = as_str(first)?;
+        let start = parse_start_line(&buf, first)?;
+
+        let mut headers = Headers::with_capacity(16);
+        let mut count = 0;
+        for line in lines.by_ref() {
+            let line = as_str(line.map_err(|_| ParseError::Incomplete)?)?;
+            count += 1;
+            if count > MAX_HEADERS {
+                return Err(ParseError::TooManyHeaders);
+            }
+            let src = buf.slice_ref(line.as_bytes());
+            match Line::parse(&src, line) {
+                Ok((_, parsed)) if !parsed.name.as_print_str().is_empty() => {
+                    headers.insert(parsed.name, parsed.value)
+                }
+                _ => return Err(ParseError::BadHeader(truncate(line, 60))),
+            }
+        }
+        let body_start = lines.head_end();
+        let available = buf.len().saturating_sub(body_start);
+        let declared = content_length(&headers)?.unwrap_or(available);
+        if declared > available {
+            return Err(ParseError::BodyTruncated {
+                declared,
+                available,
+            });
+        }
+        let body = buf.slice(body_start..body_start + declared);
+
+        Ok(match start {
+            Start::Request(method, uri) => Message::Request(Request {
+                method,
+                uri,
+                headers,
+                body,
+            }),
+            Start::Response(status, reason) => Message::Response(Response {
+                status,
+                reason,
+                headers,
+                body,
+            }),
+        })
+    }
+
+    pub fn headers(&self) -> &Headers {
+        match self {
+            Message::Request(r) => &r.headers,
+            Message::Response(r) => &r.headers,
+        }
+    }
+
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        match self {
+            Message::Request(r) => &mut r.headers,
+            Message::Response(r) => &mut r.headers,
+        }
+    }
+
+    /// The message in wire form, with a Content-Length that matches the body.
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            Message::Request(r) => r.to_bytes(),
+            Message::Response(r) => r.to_bytes(),
+        }
+    }
+}
+
+enum Start {
+    Request(Method, RequestUri),
+    Response(u16, String),
+}
+
+fn parse_start_line(buf: &Bytes, line: &str) -> Result<Start, ParseError> {
+    let src = buf.slice_ref(line.as_bytes());
+    if let Ok((rest, parsed)) = MessageLine::parse(&src)(line) {
+        if rest.trim().is_empty() {
+            return Ok(match parsed {
+                MessageLine::Request(r) => Start::Request(r.method, RequestUri::Sip(r.uri)),
+                MessageLine::Response(s) => {
+                    let code = s.code.into_u16();
+                    if !(100..700).contains(&code) {
+                        return Err(ParseError::BadStartLine);
+                    }
+                    let reason = s.reason.map(|r| r.to_string()).unwrap_or_default();
+                    Start::Response(code, reason)
+                }
+            });
+        }
+    }
+    // Not a sip:/sips: request line: accept `METHOD absolute-URI SIP/2.0`.
+    let mut parts = line.split_ascii_whitespace();
+    let (Some(method), Some(uri), Some("SIP/2.0"), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ParseError::BadStartLine);
+    };
+    let scheme_ok = uri.split_once(':').is_some_and(|(scheme, rest)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && !rest.is_empty()
+            && !scheme.eq_ignore_ascii_case("sip")
+            && !scheme.eq_ignore_ascii_case("sips")
+    });
+    if !method.chars().all(|c| c.is_ascii_alphabetic()) || !scheme_ok {
+        return Err(ParseError::BadStartLine);
+    }
+    Ok(Start::Request(
+        Method::from(method),
+        RequestUri::Other(BytesStr::from_parse(&src, uri)),
+    ))
+}
+
+/// The bytes up to and including the blank line that ends the head, or all of
+/// them when there is none (the pull parser then reports the message incomplete).
+fn head_of(buf: &[u8]) -> &[u8] {
+    match find_head_end(buf) {
+        Some(end) => &buf[..end],
+        None => buf,
+    }
+}
+
+/// Index just past the blank line ending the head (CRLFCRLF or LFLF).
+pub(crate) fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1] == b'\n' {
+                return Some(i + 2);
+            }
+            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn as_str(line: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(line).map_err(|_| ParseError::NotText)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+fn content_length(headers: &Headers) -> Result<Option<usize>, ParseError> {
+    match headers.get_raw(&Name::CONTENT_LENGTH).next() {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| ParseError::MissingHeader("Content-Length")),
+    }
+}
+
+fn write_message(first_line: &str, headers: &Headers, body: &Bytes) -> Bytes {
+    let mut out = String::with_capacity(first_line.len() + headers.printed_len() + 64);
+    out.push_str(first_line);
+    out.push_str("\r\n");
+    for (name, value) in headers.iter() {
+        if *name == Name::CONTENT_LENGTH {
+            continue;
+        }
+        let _ = write!(out, "{}: {}\r\n", name.as_print_str(), value);
+    }
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    let mut bytes = BytesMut::with_capacity(out.len() + body.len());
+    bytes.extend_from_slice(out.as_bytes());
+    bytes.extend_from_slice(body);
+    bytes.freeze()
+}
+
+impl Request {
+    /// A request with no headers yet.
+    pub fn new(method: Method, uri: RequestUri) -> Request {
+        Request {
+            method,
+            uri,
+            headers: Headers::with_capacity(12),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        let line = format!("{} {} SIP/2.0", self.method, self.uri);
+        write_message(&line, &self.headers, &self.body)
+    }
+
+    /// Call-ID, CSeq number and method: what identifies the request in its dialog.
+    pub fn cseq(&self) -> Result<CSeq, ParseError> {
+        self.headers
+            .get_named::<CSeq>()
+            .map_err(|_| ParseError::MissingHeader("CSeq"))
+    }
+
+    pub fn max_forwards(&self) -> Option<u8> {
+        self.headers.get_named::<MaxForwards>().ok().map(|m| m.0)
+    }
+
+    /// A response to this request, copying Via, From, To, Call-ID and CSeq
+    /// (RFC 3261 §8.2.6.2). The To tag is added by the caller where needed.
+    pub fn response(&self, status: u16) -> Response {
+        let mut headers = Headers::with_capacity(8);
+        for name in [Name::VIA, Name::FROM, Name::TO, Name::CALL_ID, Name::CSEQ] {
+            for value in self.headers.get_raw(&name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        Response {
+            status,
+            reason: reason_phrase(status).to_string(),
+            headers,
+            body: Bytes::new(),
+        }
+    }
+}
+
+impl Response {
+    pub fn to_bytes(&self) -> Bytes {
+        let line = if self.reason.is_empty() {
+            format!("SIP/2.0 {}", self.status)
+        } else {
+            format!("SIP/2.0 {} {}", self.status, self.reason)
+        };
+        write_message(&line, &self.headers, &self.body)
+    }
+
+    pub fn cseq(&self) -> Result<CSeq, ParseError> {
+        self.headers
+            .get_named::<CSeq>()
+            .map_err(|_| ParseError::MissingHeader("CSeq"))
+    }
+
+    pub fn is_provisional(&self) -> bool {
+        self.status < 200
+    }
+}
+
+/// Accessors shared by requests and responses.
+pub trait HeaderAccess {
+    fn header_map(&self) -> &Headers;
+
+    /// All Via headers, top first.
+    fn vias(&self) -> Vec<Via> {
+        self.header_map()
+            .get_named::<Vec<Via>>()
+            .unwrap_or_default()
+    }
+
+    fn top_via(&self) -> Option<Via> {
+        self.vias().into_iter().next()
+    }
+
+    /// The branch parameter of the top Via.
+    fn branch(&self) -> Option<BytesStr> {
+        self.top_via()
+            .and_then(|v| v.params.get_val("branch").cloned())
+    }
+
+    fn call_id(&self) -> Option<BytesStr> {
+        self.header_map().get_named::<CallID>().ok().map(|c| c.0)
+    }
+
+    fn from_header(&self) -> Option<FromTo> {
+        self.header_map().get::<FromTo>(Name::FROM).ok()
+    }
+
+    fn to_header(&self) -> Option<FromTo> {
+        self.header_map().get::<FromTo>(Name::TO).ok()
+    }
+
+    fn raw(&self, name: &Name) -> Option<&BytesStr> {
+        self.header_map().get_raw(name).next()
+    }
+}
+
+impl HeaderAccess for Request {
+    fn header_map(&self) -> &Headers {
+        &self.headers
+    }
+}
+
+impl HeaderAccess for Response {
+    fn header_map(&self) -> &Headers {
+        &self.headers
+    }
+}
+
+impl HeaderAccess for Message {
+    fn header_map(&self) -> &Headers {
+        self.headers()
+    }
+}
+
+/// Replaces the top Via (the first value of the first Via header line).
+pub fn set_top_via(headers: &mut Headers, via: &Via) {
+    let mut vias = headers.get_named::<Vec<Via>>().unwrap_or_default();
+    if vias.is_empty() {
+        headers.insert_named_front(via);
+        return;
+    }
+    vias[0] = via.clone();
+    headers.remove(&Name::VIA);
+    headers.insert_named_front(&vias);
+}
+
+/// Removes the top Via and returns it.
+pub fn pop_top_via(headers: &mut Headers) -> Option<Via> {
+    let mut vias = headers.get_named::<Vec<Via>>().ok()?;
+    if vias.is_empty() {
+        return None;
+    }
+    let top = vias.remove(0);
+    headers.remove(&Name::VIA);
+    if !vias.is_empty() {
+        headers.insert_named_front(&vias);
+    }
+    Some(top)
+}
+
+/// The usual reason phrase for a status code.
+pub fn reason_phrase(status: u16) -> &'static str {
+    StatusCode::from(status)
+        .text()
+        .unwrap_or(match status / 100 {
+            1 => "Trying",
+            2 => "OK",
+            3 => "Redirect",
+            4 => "Client Error",
+            5 => "Server Error",
+            _ => "Global Failure",
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
+        v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776\r\n\
+        Max-Forwards: 70\r\n\
+        t: <sip:bob@example.com>\r\n\
+        f: Alice <sip:alice@example.com>;tag=1928\r\n\
+        i: a84b4c76e66710\r\n\
+        CSeq: 314159 INVITE\r\n\
+        Subject: folded\r\n  continued\r\n\
+        l: 4\r\n\r\nbodyEXTRA";
+
+    #[test]
+    fn parses_compact_and_folded_headers() {
+        let msg = Message::parse(Bytes::from_static(INVITE.as_bytes())).expect("parse");
+        let Message::Request(req) = msg else {
+            panic!("not a request")
+        };
+        assert_eq!(req.method, Method::INVITE);
+        assert_eq!(req.call_id().as_deref(), Some("a84b4c76e66710"));
+        assert_eq!(req.branch().as_deref(), Some("z9hG4bK776"));
+        assert_eq!(req.cseq().map(|c| c.cseq), Ok(314159));
+        assert_eq!(&req.body[..], b"body", "body cut at Content-Length");
+        let printed = String::from_utf8(req.to_bytes().to_vec()).expect("utf8");
+        assert!(printed.starts_with("INVITE sip:bob@example.com SIP/2.0\r\n"));
+        assert!(printed.contains("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776\r\n"));
+        assert!(printed.ends_with("Content-Length: 4\r\n\r\nbody"));
+    }
+
+    #[test]
+    fn keeps_tel_uris() {
+        let raw = "INVITE tel:+12125551234 SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n";
+        let Ok(Message::Request(req)) = Message::parse(Bytes::from(raw)) else {
+            panic!("tel: request did not parse")
+        };
+        assert_eq!(req.uri.scheme(), "tel");
+        assert_eq!(req.uri.to_string(), "tel:+12125551234");
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        for raw in [
+            "NOT A REQUEST\r\n\r\n",
+            "INVITE sip:a@b SIP/2.0\r\nNoColonHere\r\n\r\n",
+            "\u{1}\u{2}garbage",
+        ] {
+            assert!(
+                Message::parse(Bytes::from(raw)).is_err(),
+                "accepted {raw:?}"
+            );
+        }
+        let short = "MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 50\r\n\r\nhi";
+        assert!(matches!(
+            Message::parse(Bytes::from(short)),
+            Err(ParseError::BodyTruncated { .. })
+        ));
+        let big = vec![b'a'; MAX_MESSAGE_SIZE + 1];
+        assert_eq!(
+            Message::parse(Bytes::from(big)).err(),
+            Some(ParseError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn response_copies_dialog_headers_and_rewrites_via() {
+        let Ok(Message::Request(req)) = Message::parse(Bytes::from_static(INVITE.as_bytes()))
+        else {
+            panic!("parse")
+        };
+        let mut resp = req.response(180);
+        assert_eq!(resp.reason, "Ringing");
+        let mut via = resp.top_via().expect("via");
+        via.params.push_or_edit("received", "127.0.0.1");
+        set_top_via(&mut resp.headers, &via);
+        let back = Message::parse(resp.to_bytes()).expect("reparse");
+        let Message::Response(back) = back else {
+            panic!("not a response")
+        };
+        assert_eq!(back.status, 180);
+        assert_eq!(
+            back.top_via()
+                .and_then(|v| v.params.get_val("received").cloned())
+                .as_deref(),
+            Some("127.0.0.1")
+        );
+        assert!(pop_top_via(&mut resp.headers).is_some());
+        assert!(resp.top_via().is_none());
+    }
+}

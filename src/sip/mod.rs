@@ -1,0 +1,3 @@
+//! The SIP stack: messages, stream framing, transactions and transports.
+
+pub mod message;
