@@ -4,4 +4,8 @@
 //! Protocol logic is sans-I/O: state machines fed with messages and time that
 //! return messages to send and timers to arm; thin tokio drivers do the I/O.
 
+pub mod config;
+pub mod node;
+pub mod proxy;
+pub mod registrar;
 pub mod sip;

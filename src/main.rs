@@ -1,1 +1,168 @@
-fn main() {}
+//! `p2psip`: run a node. With no arguments it runs one with embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use p2psip::config::Config;
+use p2psip::node::core::{CoreConfig, RoutingMode};
+use p2psip::node::driver::Node;
+use p2psip::sip::transaction::Timers;
+use sha1::{Digest, Sha1};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "p2psip",
+    version,
+    about = "Peer-to-peer Internet telephony over SIP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: registrar and proxy for phones, member of the overlay.
+    Node(NodeArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct NodeArgs {
+    /// Address for SIP over UDP and TCP [default: 127.0.0.1:5060]
+    #[arg(long, value_name = "ADDR")]
+    sip: Option<SocketAddr>,
+    /// A domain this node serves (repeatable)
+    #[arg(long = "domain", value_name = "NAME")]
+    domains: Vec<String>,
+    /// Directory for state that survives a restart
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// How calls to local users are handled
+    #[arg(long, value_enum)]
+    routing: Option<RoutingArg>,
+    /// TOML file with a key for every flag; flags override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoutingArg {
+    Proxy,
+    Redirect,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Node(args)) => args,
+        None => NodeArgs::default(),
+    };
+    let config = match load(args) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("p2psip: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("p2psip: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("p2psip: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Defaults, then the config file, then the flags.
+fn load(args: NodeArgs) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(sip) = args.sip {
+        config.sip = sip;
+    }
+    if !args.domains.is_empty() {
+        config.domains = args.domains;
+    }
+    if let Some(data) = args.data {
+        config.data = Some(data);
+    }
+    if let Some(routing) = args.routing {
+        config.routing = match routing {
+            RoutingArg::Proxy => RoutingMode::Proxy,
+            RoutingArg::Redirect => RoutingMode::Redirect,
+        };
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let core = CoreConfig {
+        local: config.sip,
+        domains: config.domains.clone(),
+        routing: config.routing,
+        registrar: config.registrar_config(),
+        timers: Timers::default(),
+    };
+    let node = Node::bind(core)
+        .await
+        .map_err(|e| format!("cannot bind SIP on {}: {e}", config.sip))?;
+    let local = node.local_addr();
+    let node_id: String = Sha1::digest(local.to_string().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let domain = config
+        .domains
+        .first()
+        .cloned()
+        .unwrap_or_else(|| local.ip().to_string());
+    info!(%local, node_id = %node_id, domains = ?config.domains, routing = ?config.routing, "node started");
+    // The one line on stdout: where the node listens (tests and scripts read it).
+    println!("p2psip listening on {local} (udp, tcp) node-id {node_id}");
+    println!(
+        "register a phone as sip:USER@{domain} with registrar and outbound proxy {local}; call sip:OTHER@{domain}"
+    );
+    node.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    info!("shutting down");
+}

@@ -450,6 +450,55 @@ pub fn pop_top_via(headers: &mut Headers) -> Option<Via> {
     Some(top)
 }
 
+/// A 400 for bytes that did not parse, built from whatever Via, From, To,
+/// Call-ID and CSeq lines can be found in them. `None` when there is no Via
+/// to answer to, or the bytes are a response (never answered).
+pub fn bad_request_reply(raw: &[u8], why: &str) -> Option<Bytes> {
+    let head = &raw[..find_head_end(raw)
+        .unwrap_or(raw.len())
+        .min(MAX_MESSAGE_SIZE)];
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.lines();
+    let first = lines.next()?;
+    if first.starts_with("SIP/") {
+        return None;
+    }
+    let mut copied = String::new();
+    let mut has_via = false;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let canonical = match name.as_str() {
+            "via" | "v" => "Via",
+            "from" | "f" => "From",
+            "to" | "t" => "To",
+            "call-id" | "i" => "Call-ID",
+            "cseq" => "CSeq",
+            _ => continue,
+        };
+        let value = value.trim();
+        if value.is_empty() || value.chars().any(|c| c.is_control()) {
+            continue;
+        }
+        has_via |= canonical == "Via";
+        let _ = write!(copied, "{canonical}: {value}\r\n");
+    }
+    if !has_via {
+        return None;
+    }
+    let why: String = why
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"')
+        .take(100)
+        .collect();
+    let reply = format!(
+        "SIP/2.0 400 Bad Request\r\n{copied}Warning: 399 p2psip \"{why}\"\r\nContent-Length: 0\r\n\r\n"
+    );
+    Some(Bytes::from(reply))
+}
+
 /// The usual reason phrase for a status code.
 pub fn reason_phrase(status: u16) -> &'static str {
     StatusCode::from(status)
@@ -527,6 +576,18 @@ mod tests {
             Message::parse(Bytes::from(big)).err(),
             Some(ParseError::TooLarge)
         );
+    }
+
+    #[test]
+    fn answers_what_it_can_of_garbage() {
+        let raw = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nNoColon\r\nCall-ID: x\r\n\r\n";
+        let reply = bad_request_reply(raw, "bad header line").expect("a reply");
+        let text = String::from_utf8(reply.to_vec()).expect("utf8");
+        assert!(text.starts_with("SIP/2.0 400 Bad Request\r\n"));
+        assert!(text.contains("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n"));
+        assert!(text.contains("Call-ID: x\r\n"));
+        assert!(bad_request_reply(b"\x01\x02garbage", "x").is_none());
+        assert!(bad_request_reply(b"SIP/2.0 200 OK\r\nVia: a\r\n\r\n", "x").is_none());
     }
 
     #[test]

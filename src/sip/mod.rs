@@ -1,3 +1,6 @@
 //! The SIP stack: messages, stream framing, transactions and transports.
 
+pub mod framing;
 pub mod message;
+pub mod transaction;
+pub mod transport;

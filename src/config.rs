@@ -1,0 +1,179 @@
+//! The node's configuration: embedded defaults, a TOML file with a key for
+//! every flag, and the command line on top. A bad value is reported in one
+//! line naming the key and why.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::node::core::RoutingMode;
+use crate::registrar::RegistrarConfig;
+
+/// Everything a node is started with.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address for SIP over UDP and TCP.
+    pub sip: SocketAddr,
+    /// Domains this node serves.
+    pub domains: Vec<String>,
+    /// Directory for what must survive a restart.
+    pub data: Option<PathBuf>,
+    /// `proxy` or `redirect`.
+    pub routing: RoutingMode,
+    pub registrar: RegistrarSection,
+}
+
+/// The `[registrar]` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarSection {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_contacts: usize,
+}
+
+impl Default for RegistrarSection {
+    fn default() -> Self {
+        let d = RegistrarConfig::default();
+        RegistrarSection {
+            min_expires: d.min_expires,
+            max_expires: d.max_expires,
+            default_expires: d.default_expires,
+            max_contacts: d.max_contacts,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sip: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            domains: Vec::new(),
+            data: None,
+            routing: RoutingMode::Proxy,
+            registrar: RegistrarSection::default(),
+        }
+    }
+}
+
+/// A configuration problem, printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {why}")]
+    Read { path: String, why: String },
+    #[error("config file {path}: {why}")]
+    Parse { path: String, why: String },
+    #[error("config key `{key}`: {why}")]
+    Invalid { key: &'static str, why: String },
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        Config::from_toml(&text).map_err(|why| ConfigError::Parse {
+            path: path.display().to_string(),
+            why,
+        })
+    }
+
+    /// Parses TOML text; the error is one line with the line number and key.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let message = e.message().replace('\n', " ");
+            match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            }
+        })
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        for domain in &mut self.domains {
+            *domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            let ok = !domain.is_empty()
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "domains",
+                    why: format!("{domain:?} is not a domain name"),
+                });
+            }
+        }
+        let r = &self.registrar;
+        if r.min_expires == 0 || r.min_expires > r.max_expires {
+            return Err(ConfigError::Invalid {
+                key: "registrar.min_expires",
+                why: format!("must be between 1 and max_expires ({})", r.max_expires),
+            });
+        }
+        if r.default_expires < r.min_expires || r.default_expires > r.max_expires {
+            return Err(ConfigError::Invalid {
+                key: "registrar.default_expires",
+                why: "must lie between min_expires and max_expires".into(),
+            });
+        }
+        if r.max_contacts == 0 {
+            return Err(ConfigError::Invalid {
+                key: "registrar.max_contacts",
+                why: "must be at least 1".into(),
+            });
+        }
+        if self.sip.ip().is_unspecified() {
+            return Err(ConfigError::Invalid {
+                key: "sip",
+                why: "give the address phones reach this node at, not 0.0.0.0 (it goes into Via and Record-Route)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn registrar_config(&self) -> RegistrarConfig {
+        RegistrarConfig {
+            min_expires: self.registrar.min_expires,
+            max_expires: self.registrar.max_expires,
+            default_expires: self.registrar.default_expires,
+            max_contacts: self.registrar.max_contacts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::from_toml("").expect("empty config");
+        assert_eq!(config.sip.to_string(), "127.0.0.1:5060");
+        assert_eq!(config.routing, RoutingMode::Proxy);
+    }
+
+    #[test]
+    fn errors_name_the_key_in_one_line() {
+        let err =
+            Config::from_toml("sip = \"127.0.0.1:5070\"\nbogus = 1\n").expect_err("unknown key");
+        assert!(err.contains("line 2") && err.contains("bogus"), "{err}");
+        assert!(!err.contains('\n'));
+        let err = Config::from_toml("routing = \"sideways\"").expect_err("bad routing");
+        assert!(err.contains("sideways"), "{err}");
+        let mut config = Config::from_toml("domains = [\"bad domain\"]").expect("parses");
+        let err = config.validate().expect_err("bad domain").to_string();
+        assert!(err.starts_with("config key `domains`"), "{err}");
+        let mut config = Config::from_toml("[registrar]\nmin_expires = 0").expect("parses");
+        assert!(config.validate().is_err());
+    }
+}

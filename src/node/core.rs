@@ -1,0 +1,601 @@
+//! The node's protocol core, sans-I/O: bytes and time go in, bytes to send,
+//! names to resolve and the next deadline come out. It validates requests,
+//! feeds the transaction layer, and hands each new request to the registrar,
+//! the proxy or the node's own answers (OPTIONS).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ezk_sip_types::header::typed::Routing;
+use ezk_sip_types::host::{Host, HostPort};
+use ezk_sip_types::{Method, Name};
+use tracing::{debug, warn};
+
+use super::outbox::{Outbox, ResolveId};
+use crate::proxy::target::host_text;
+use crate::proxy::{Proxy, Target, forward_stray, loop_hash};
+use crate::registrar::binding::{Aor, Binding};
+use crate::registrar::location::{LocationAnswer, LocationOp, LocationStore};
+use crate::registrar::{self, Change, RegistrarConfig, Registration};
+use crate::sip::message::{
+    HeaderAccess, Message, Request, RequestUri, Response, bad_request_reply,
+};
+use crate::sip::transaction::{Event, Peer, ServerKey, Timers};
+
+/// How requests for local users are answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    /// Forward them to the user's contacts.
+    Proxy,
+    /// Answer 302 with the contacts.
+    Redirect,
+}
+
+/// What the core needs to know about the node.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// The address we listen on and put in Via and Record-Route.
+    pub local: SocketAddr,
+    /// Domains this node serves (lower case).
+    pub domains: Vec<String>,
+    pub routing: RoutingMode,
+    pub registrar: RegistrarConfig,
+    pub timers: Timers,
+}
+
+/// A hook in front of the registrar and proxy: returns a challenge (401/407)
+/// or refusal to send instead of serving the request. The digest issue plugs in here.
+pub trait Authenticator {
+    fn check(&mut self, request: &Request) -> Option<Response>;
+}
+
+/// Accepts everything.
+pub struct AllowAll;
+
+impl Authenticator for AllowAll {
+    fn check(&mut self, _request: &Request) -> Option<Response> {
+        None
+    }
+}
+
+/// What the node does when the location store answers.
+enum Waiting {
+    RegisterFetch {
+        key: ServerKey,
+        request: Request,
+        registration: Registration,
+    },
+    RegisterSave {
+        key: ServerKey,
+        request: Request,
+    },
+    Route {
+        key: ServerKey,
+        request: Request,
+        aor: Aor,
+    },
+}
+
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, INFO, UPDATE, REFER, PRACK";
+
+/// The node's protocol state.
+pub struct Core {
+    config: CoreConfig,
+    out: Outbox,
+    proxy: Proxy,
+    store: Box<dyn LocationStore + Send>,
+    auth: Box<dyn Authenticator + Send>,
+    waiting: HashMap<LocationOp, Waiting>,
+    next_op: u64,
+    next_housekeeping: Instant,
+}
+
+impl Core {
+    pub fn new(config: CoreConfig, store: Box<dyn LocationStore + Send>, now: Instant) -> Core {
+        Core {
+            out: Outbox::new(config.timers.clone()),
+            proxy: Proxy::new(config.local),
+            store,
+            auth: Box::new(AllowAll),
+            waiting: HashMap::new(),
+            next_op: 1,
+            next_housekeeping: now + HOUSEKEEPING_EVERY,
+            config,
+        }
+    }
+
+    pub fn set_authenticator(&mut self, auth: Box<dyn Authenticator + Send>) {
+        self.auth = auth;
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Bytes received from `from` (a datagram, or one framed message).
+    pub fn receive(&mut self, bytes: Bytes, from: Peer, now: Instant) {
+        match Message::parse(bytes.clone()) {
+            Err(error) => {
+                debug!(%error, from = %from.addr, "unparsable message");
+                if let Some(reply) = bad_request_reply(&bytes, &error.to_string()) {
+                    self.out.raw(from, reply);
+                }
+            }
+            Ok(Message::Request(mut request)) => {
+                if let Err(why) = validate(&request) {
+                    debug!(why, from = %from.addr, "bad request");
+                    if request.top_via().is_some() {
+                        let mut response = request.response(400);
+                        response.reason = format!("Bad Request ({why})");
+                        self.out.stateless(from, &Message::Response(response));
+                    }
+                    return;
+                }
+                stamp_via(&mut request, from);
+                self.out
+                    .transactions
+                    .receive(Message::Request(request), from, now);
+            }
+            Ok(Message::Response(response)) => {
+                if response.top_via().is_none() || response.cseq().is_err() {
+                    debug!(from = %from.addr, "dropping response without Via or CSeq");
+                    return;
+                }
+                self.out
+                    .transactions
+                    .receive(Message::Response(response), from, now);
+            }
+        }
+        self.process(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.out.transactions.handle_timeout(now);
+        if now >= self.next_housekeeping {
+            self.store.purge(now);
+            self.next_housekeeping = now + HOUSEKEEPING_EVERY;
+        }
+        self.process(now);
+    }
+
+    pub fn poll_timeout(&self) -> Instant {
+        match self.out.transactions.poll_timeout() {
+            Some(t) => t.min(self.next_housekeeping),
+            None => self.next_housekeeping,
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(Peer, Bytes)> {
+        self.out.poll_transmit()
+    }
+
+    pub fn poll_resolve(&mut self) -> Option<(ResolveId, crate::proxy::target::Destination)> {
+        self.out.poll_resolve()
+    }
+
+    /// The answer to a [`poll_resolve`](Self::poll_resolve): peers in the order to try.
+    pub fn resolved(&mut self, id: ResolveId, peers: Vec<Peer>, now: Instant) {
+        self.proxy.resolved(id, &peers, &mut self.out, now);
+        self.process(now);
+    }
+
+    /// Live transactions and forks, for metrics.
+    pub fn load(&self) -> (usize, usize) {
+        (self.out.transactions.len(), self.proxy.len())
+    }
+
+    /// Drains events of the transaction layer and answers of the store
+    /// until neither has more.
+    fn process(&mut self, now: Instant) {
+        loop {
+            let mut busy = false;
+            while let Some(event) = self.out.transactions.poll_event() {
+                busy = true;
+                self.on_event(event, now);
+            }
+            while let Some((op, answer)) = self.store.poll_answer() {
+                busy = true;
+                self.on_location(op, answer, now);
+            }
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Request { key, request, from } => self.on_request(key, request, from, now),
+            Event::Ack { mut request, .. } => {
+                self.strip_own_routes(&mut request);
+                if decrement_max_forwards(&mut request) {
+                    self.proxy.forward_stateless(request, &mut self.out);
+                }
+            }
+            Event::Cancel { invite, .. } => self.proxy.on_cancel(invite, &mut self.out, now),
+            Event::Response { key, response } => {
+                self.proxy.on_response(key, response, &mut self.out, now)
+            }
+            Event::Timeout { key } => self.proxy.on_timeout(key, &mut self.out, now),
+            Event::StrayResponse { response, .. } => {
+                let ours = response
+                    .top_via()
+                    .is_some_and(|via| via.sent_by.ip() == Some(self.config.local.ip()));
+                if ours {
+                    forward_stray(response, &mut self.out);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, key: ServerKey, mut request: Request, from: Peer, now: Instant) {
+        self.strip_own_routes(&mut request);
+        let has_route = request.headers.contains(&Name::ROUTE);
+        let target = request.uri.as_sip().map(|uri| {
+            let user = match &uri.user_part {
+                ezk_sip_types::uri::SipUriUserPart::Empty => None,
+                ezk_sip_types::uri::SipUriUserPart::User(u) => Some(u.to_string()),
+                ezk_sip_types::uri::SipUriUserPart::UserPw(u) => Some(u.user.to_string()),
+            };
+            (user, self.local_domain(&uri.host_port))
+        });
+
+        // Requests for the node itself.
+        if !has_route {
+            if let Some((None, Some(_))) = &target {
+                if request.method == Method::OPTIONS {
+                    let mut response = local_response(&request, 200);
+                    response.headers.insert(Name::ALLOW, ALLOW);
+                    response.headers.insert(Name::ACCEPT, "application/sdp");
+                    response.headers.insert(Name::SUPPORTED, "path");
+                    return self.out.respond(key, response, now);
+                }
+                if request.method != Method::REGISTER {
+                    return self.out.respond(key, local_response(&request, 404), now);
+                }
+            }
+        }
+
+        if !decrement_max_forwards(&mut request) {
+            return self.out.respond(key, local_response(&request, 483), now);
+        }
+        if self.is_loop(&request) {
+            return self.out.respond(key, local_response(&request, 482), now);
+        }
+        if let Some(refusal) = self.auth.check(&request) {
+            return self.out.respond(key, refusal, now);
+        }
+
+        match target {
+            Some((user, Some(domain))) if !has_route => {
+                if request.method == Method::REGISTER {
+                    return self.on_register(key, request, from, domain, now);
+                }
+                let Some(user) = user else {
+                    return self.out.respond(key, local_response(&request, 404), now);
+                };
+                let aor = Aor::new(&user, &domain);
+                let op = self.op();
+                self.store.fetch(op, &aor, now);
+                self.waiting
+                    .insert(op, Waiting::Route { key, request, aor });
+            }
+            _ => {
+                // Another domain, or a request with a route set: forward as addressed.
+                let target = Target {
+                    uri: request.uri.clone(),
+                    route: Vec::new(),
+                    via_connection: None,
+                };
+                self.proxy
+                    .forward(key, request, vec![vec![target]], &mut self.out, now);
+            }
+        }
+    }
+
+    fn on_register(
+        &mut self,
+        key: ServerKey,
+        request: Request,
+        from: Peer,
+        _domain: String,
+        now: Instant,
+    ) {
+        let Some(to) = request.to_header() else {
+            return self.out.respond(key, local_response(&request, 400), now);
+        };
+        let user = match &to.uri.uri.user_part {
+            ezk_sip_types::uri::SipUriUserPart::User(u) => u.to_string(),
+            ezk_sip_types::uri::SipUriUserPart::UserPw(u) => u.user.to_string(),
+            ezk_sip_types::uri::SipUriUserPart::Empty => {
+                return self.out.respond(key, local_response(&request, 400), now);
+            }
+        };
+        let Some(domain) = self.local_domain(&to.uri.uri.host_port) else {
+            let mut response = local_response(&request, 403);
+            response.reason = "Not A Domain Of This Registrar".into();
+            return self.out.respond(key, response, now);
+        };
+        let aor = Aor::new(&user, &domain);
+        match registrar::read(&request, aor.clone(), from, &self.config.registrar) {
+            Err(refusal) => self.out.respond(key, refusal.response(&request), now),
+            Ok(registration) => {
+                let op = self.op();
+                self.store.fetch(op, &aor, now);
+                self.waiting.insert(
+                    op,
+                    Waiting::RegisterFetch {
+                        key,
+                        request,
+                        registration,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_location(&mut self, op: LocationOp, answer: LocationAnswer, now: Instant) {
+        let Some(waiting) = self.waiting.remove(&op) else {
+            return;
+        };
+        match (waiting, answer) {
+            (Waiting::RegisterFetch { key, request, .. }, Err(error))
+            | (Waiting::RegisterSave { key, request }, Err(error))
+            | (Waiting::Route { key, request, .. }, Err(error)) => {
+                warn!(%error, "location store failed");
+                let mut response = local_response(&request, 503);
+                response.headers.insert(Name::RETRY_AFTER, "5");
+                self.out.respond(key, response, now);
+            }
+            (
+                Waiting::RegisterFetch {
+                    key,
+                    request,
+                    registration,
+                },
+                Ok(existing),
+            ) => {
+                let existing = existing.unwrap_or_default();
+                match registrar::apply(&registration, existing, &self.config.registrar, now) {
+                    Err(refusal) => self.out.respond(key, refusal.response(&request), now),
+                    Ok(bindings) if registration.change == Change::Query => {
+                        let response = registrar::ok_response(&request, &bindings, now);
+                        self.out.respond(key, with_to_tag(&request, response), now);
+                    }
+                    Ok(bindings) => {
+                        let op = self.op();
+                        self.store.save(op, &registration.aor, bindings, now);
+                        self.waiting
+                            .insert(op, Waiting::RegisterSave { key, request });
+                    }
+                }
+            }
+            (Waiting::RegisterSave { key, request }, Ok(saved)) => {
+                let bindings = saved.unwrap_or_default();
+                let response = registrar::ok_response(&request, &bindings, now);
+                self.out.respond(key, with_to_tag(&request, response), now);
+            }
+            (Waiting::Route { key, request, aor }, Ok(found)) => {
+                self.route_to_bindings(key, request, &aor, found, now)
+            }
+        }
+    }
+
+    fn route_to_bindings(
+        &mut self,
+        key: ServerKey,
+        request: Request,
+        aor: &Aor,
+        found: Option<Vec<Binding>>,
+        now: Instant,
+    ) {
+        let bindings = match found {
+            None => {
+                debug!(%aor, "unknown user");
+                return self.out.respond(key, local_response(&request, 404), now);
+            }
+            Some(b) if b.is_empty() => {
+                return self.out.respond(key, local_response(&request, 480), now);
+            }
+            Some(b) => b,
+        };
+        if self.config.routing == RoutingMode::Redirect {
+            let mut response = local_response(&request, 302);
+            for b in &bindings {
+                let value = match b.q_text() {
+                    Some(q) => format!("<{}>;q={q}", b.contact),
+                    None => format!("<{}>", b.contact),
+                };
+                response.headers.insert(Name::CONTACT, value);
+            }
+            return self.out.respond(key, response, now);
+        }
+        let groups = group_by_q(&bindings);
+        if groups.is_empty() {
+            return self.out.respond(key, local_response(&request, 480), now);
+        }
+        self.proxy.forward(key, request, groups, &mut self.out, now);
+    }
+
+    fn op(&mut self) -> LocationOp {
+        self.next_op += 1;
+        LocationOp(self.next_op)
+    }
+
+    /// The domain a host stands for when it is ours: one of our domains, or
+    /// our own address (which stands for our first domain, or our IP).
+    fn local_domain(&self, host_port: &HostPort) -> Option<String> {
+        let host = host_text(&host_port.host);
+        if let Some(domain) = self.config.domains.iter().find(|d| **d == host) {
+            return Some(domain.clone());
+        }
+        if self.is_own_address(host_port) {
+            return Some(
+                self.config
+                    .domains
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| self.config.local.ip().to_string()),
+            );
+        }
+        None
+    }
+
+    fn is_own_address(&self, host_port: &HostPort) -> bool {
+        let local = self.config.local;
+        let port_matches = host_port.port.unwrap_or(5060) == local.port();
+        let host_matches = match &host_port.host {
+            Host::IP4(ip) => std::net::IpAddr::V4(*ip) == local.ip(),
+            Host::IP6(ip) => std::net::IpAddr::V6(*ip) == local.ip(),
+            Host::Name(name) => name.eq_ignore_ascii_case("localhost") && local.ip().is_loopback(),
+        };
+        host_matches && port_matches
+    }
+
+    /// Loose routing (RFC 3261 §16.4): drop Route entries that name us.
+    fn strip_own_routes(&self, request: &mut Request) {
+        let Ok(routes) = request.headers.get::<Vec<Routing>>(Name::ROUTE) else {
+            return;
+        };
+        let keep: Vec<&Routing> = routes
+            .iter()
+            .skip_while(|r| self.is_own_address(&r.uri.uri.host_port))
+            .collect();
+        if keep.len() == routes.len() {
+            return;
+        }
+        request.headers.remove(&Name::ROUTE);
+        if !keep.is_empty() {
+            let kept: Vec<Routing> = keep.into_iter().cloned().collect();
+            request.headers.insert_type_front(Name::ROUTE, &kept);
+        }
+    }
+
+    /// A Via of ours carrying the branch this request would get again.
+    fn is_loop(&self, request: &Request) -> bool {
+        let prefix = format!("z9hG4bK{}.", loop_hash(request));
+        request.vias().iter().skip(1).any(|via| {
+            via.sent_by.ip() == Some(self.config.local.ip())
+                && via.sent_by.port == Some(self.config.local.port())
+                && via
+                    .params
+                    .get_val("branch")
+                    .is_some_and(|b| b.starts_with(&prefix))
+        })
+    }
+}
+
+/// Checks what RFC 3261 §8.2 and §16.3 require before a request is served.
+fn validate(request: &Request) -> Result<(), &'static str> {
+    if request.top_via().is_none() {
+        return Err("missing Via");
+    }
+    if request.from_header().is_none() {
+        return Err("missing or bad From");
+    }
+    if request.to_header().is_none() {
+        return Err("missing or bad To");
+    }
+    if request.call_id().is_none() {
+        return Err("missing Call-ID");
+    }
+    match request.cseq() {
+        Ok(cseq) if cseq.method == request.method => {}
+        Ok(_) => return Err("CSeq method does not match"),
+        Err(_) => return Err("missing or bad CSeq"),
+    }
+    if request.raw(&Name::MAX_FORWARDS).is_some() && request.max_forwards().is_none() {
+        return Err("bad Max-Forwards");
+    }
+    Ok(())
+}
+
+/// RFC 3581 and §18.2.1: note where the request really came from.
+fn stamp_via(request: &mut Request, from: Peer) {
+    let Some(mut via) = request.top_via() else {
+        return;
+    };
+    let mut changed = false;
+    if via.sent_by.ip() != Some(from.addr.ip()) {
+        via.params
+            .push_or_edit("received", from.addr.ip().to_string());
+        changed = true;
+    }
+    if via.params.get("rport").is_some() {
+        via.params
+            .push_or_edit("rport", from.addr.port().to_string());
+        if via.params.get_val("received").is_none() {
+            via.params
+                .push_or_edit("received", from.addr.ip().to_string());
+        }
+        changed = true;
+    }
+    if changed {
+        crate::sip::message::set_top_via(&mut request.headers, &via);
+    }
+}
+
+/// Decrements Max-Forwards (70 when absent); false when it was already 0.
+fn decrement_max_forwards(request: &mut Request) -> bool {
+    let current = request.max_forwards().unwrap_or(70);
+    if current == 0 {
+        return false;
+    }
+    request.headers.remove(&Name::MAX_FORWARDS);
+    request
+        .headers
+        .insert(Name::MAX_FORWARDS, (current - 1).to_string());
+    true
+}
+
+/// Contacts grouped by q-value, highest first; no q counts as 1.0.
+fn group_by_q(bindings: &[Binding]) -> Vec<Vec<Target>> {
+    let mut sorted: Vec<&Binding> = bindings.iter().collect();
+    sorted.sort_by_key(|b| std::cmp::Reverse(b.q.unwrap_or(1000)));
+    let mut groups: Vec<(u16, Vec<Target>)> = Vec::new();
+    for b in sorted {
+        let Ok(uri) = b.contact.parse() else {
+            warn!(contact = %b.contact, "stored contact does not parse");
+            continue;
+        };
+        let target = Target {
+            uri: RequestUri::Sip(uri),
+            route: b.path.clone(),
+            via_connection: b.source.filter(|s| s.transport.reliable()),
+        };
+        let q = b.q.unwrap_or(1000);
+        match groups.last_mut() {
+            Some((last_q, group)) if *last_q == q => group.push(target),
+            _ => groups.push((q, vec![target])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// A response generated here, with a To tag when it is final.
+pub fn local_response(request: &Request, status: u16) -> Response {
+    let response = request.response(status);
+    if status < 200 {
+        return response;
+    }
+    with_to_tag(request, response)
+}
+
+/// Adds our To tag to a response if the request had none.
+fn with_to_tag(request: &Request, mut response: Response) -> Response {
+    let Some(mut to) = response.to_header() else {
+        return response;
+    };
+    if to.tag.is_some() {
+        return response;
+    }
+    let tag = &loop_hash(request)[..10];
+    to.tag = Some(tag.into());
+    response.headers.remove(&Name::TO);
+    response.headers.insert_type(Name::TO, &to);
+    response
+}

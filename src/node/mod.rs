@@ -1,0 +1,5 @@
+//! The node: the protocol core and the tokio driver that pumps it.
+
+pub mod core;
+pub mod driver;
+pub mod outbox;

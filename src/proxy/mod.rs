@@ -1,0 +1,423 @@
+//! The stateful proxy (RFC 3261 §16): forwards a request to its targets —
+//! q-value groups one after another, the targets of a group in parallel —
+//! relays provisional responses, forwards the first 2xx and cancels the
+//! other branches, and otherwise answers with the best final response.
+//!
+//! Request validation, Route processing and target lookup happen before,
+//! in the node; the proxy gets a request ready to forward and its targets.
+
+pub mod fork;
+pub mod target;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ezk_sip_types::Name;
+use ezk_sip_types::header::typed::{Routing, Via};
+use ezk_sip_types::uri::SipUri;
+use sha1::{Digest, Sha1};
+
+use crate::node::outbox::{Outbox, ResolveId};
+use crate::sip::message::{HeaderAccess, Message, Request, RequestUri, Response, pop_top_via};
+use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind};
+use fork::Fork;
+use target::{NextHop, next_hop};
+
+/// One place to send a forwarded request.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The new Request-URI (a contact).
+    pub uri: RequestUri,
+    /// Route set to put in front (a binding's Path).
+    pub route: Vec<String>,
+    /// Send over this connection instead of resolving the URI (the
+    /// contact registered over TCP or TLS).
+    pub via_connection: Option<Peer>,
+}
+
+/// A request waiting for its next hop's name to resolve.
+enum Pending {
+    Branch { server: ServerKey, request: Request },
+    Stateless(Request),
+}
+
+/// The proxy core: forks in progress and their branches.
+pub struct Proxy {
+    local: SocketAddr,
+    forks: HashMap<ServerKey, Fork>,
+    branch_of: HashMap<ClientKey, ServerKey>,
+    resolving: HashMap<ResolveId, Pending>,
+    counter: u64,
+}
+
+impl Proxy {
+    pub fn new(local: SocketAddr) -> Proxy {
+        Proxy {
+            local,
+            forks: HashMap::new(),
+            branch_of: HashMap::new(),
+            resolving: HashMap::new(),
+            counter: 0,
+        }
+    }
+
+    /// Requests being forwarded now.
+    pub fn len(&self) -> usize {
+        self.forks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.forks.is_empty()
+    }
+
+    /// Forwards `request`, received on server transaction `server`, to the
+    /// targets; `groups` are tried one after another.
+    pub fn forward(
+        &mut self,
+        server: ServerKey,
+        request: Request,
+        groups: Vec<Vec<Target>>,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        let fork = Fork::new(server, request, groups);
+        self.forks.insert(server, fork);
+        self.next_group(server, out, now);
+    }
+
+    /// Starts the next group of targets, or answers when none is left.
+    fn next_group(&mut self, server: ServerKey, out: &mut Outbox, now: Instant) {
+        let Some(fork) = self.forks.get_mut(&server) else {
+            return;
+        };
+        let Some(group) = fork.waiting.pop_front() else {
+            return self.finish_if_done(server, out, now);
+        };
+        let base = fork.request.clone();
+        for target in group {
+            let mut request = base.clone();
+            request.uri = target.uri.clone();
+            if !target.route.is_empty() {
+                let existing: Vec<_> = request.headers.remove(&Name::ROUTE).unwrap_or_default();
+                for route in &target.route {
+                    request.headers.insert(Name::ROUTE, route.as_str());
+                }
+                for route in existing {
+                    request.headers.insert(Name::ROUTE, route);
+                }
+            }
+            match target
+                .via_connection
+                .map(NextHop::Peer)
+                .unwrap_or_else(|| hop_of(&request))
+            {
+                NextHop::Peer(peer) => self.send_branch(server, request, peer, out, now),
+                NextHop::Resolve(destination) => {
+                    let id = out.resolve(destination);
+                    self.resolving
+                        .insert(id, Pending::Branch { server, request });
+                    if let Some(fork) = self.forks.get_mut(&server) {
+                        fork.resolving += 1;
+                    }
+                }
+            }
+        }
+        self.finish_if_done(server, out, now);
+    }
+
+    fn send_branch(
+        &mut self,
+        server: ServerKey,
+        mut request: Request,
+        peer: Peer,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        let Some(fork) = self.forks.get(&server) else {
+            return;
+        };
+        if fork.invite && fork.request.to_header().is_some_and(|to| to.tag.is_none()) {
+            let rr = record_route(self.local, peer.transport);
+            request
+                .headers
+                .insert_front(Name::RECORD_ROUTE, rr.as_str());
+        }
+        self.counter += 1;
+        let branch = format!("z9hG4bK{}.{}", loop_hash(&fork.request), self.counter);
+        let via = Via::new(transport_name(peer.transport), self.local, branch);
+        request.headers.insert_named_front(&via);
+        let key = out.request(request, peer, now);
+        self.branch_of.insert(key, server);
+        if let Some(fork) = self.forks.get_mut(&server) {
+            fork.active.push(key);
+        }
+    }
+
+    /// A host name resolved (or failed to: `peers` empty).
+    pub fn resolved(&mut self, id: ResolveId, peers: &[Peer], out: &mut Outbox, now: Instant) {
+        let Some(pending) = self.resolving.remove(&id) else {
+            return;
+        };
+        match pending {
+            Pending::Branch { server, request } => {
+                if let Some(fork) = self.forks.get_mut(&server) {
+                    fork.resolving = fork.resolving.saturating_sub(1);
+                    match peers.first() {
+                        Some(peer) => self.send_branch(server, request, *peer, out, now),
+                        None => {
+                            let mut response = fork.request.response(503);
+                            response.reason = "Next Hop Not Resolved".into();
+                            fork.record_final(response);
+                        }
+                    }
+                }
+                self.finish_if_done(server, out, now);
+            }
+            Pending::Stateless(request) => {
+                if let Some(peer) = peers.first() {
+                    out.stateless(*peer, &Message::Request(request));
+                }
+            }
+        }
+    }
+
+    /// Forwards a request outside any transaction (ACK for a 2xx).
+    pub fn forward_stateless(&mut self, mut request: Request, out: &mut Outbox) {
+        let branch = format!("z9hG4bK{}.0", loop_hash(&request));
+        let hop = hop_of(&request);
+        let transport = match &hop {
+            NextHop::Peer(p) => p.transport,
+            NextHop::Resolve(d) => d.transport.unwrap_or(TransportKind::Udp),
+        };
+        let via = Via::new(transport_name(transport), self.local, branch);
+        request.headers.insert_named_front(&via);
+        match hop {
+            NextHop::Peer(peer) => out.stateless(peer, &Message::Request(request)),
+            NextHop::Resolve(destination) => {
+                let id = out.resolve(destination);
+                self.resolving.insert(id, Pending::Stateless(request));
+            }
+        }
+    }
+
+    /// A response arrived on one of our branches.
+    pub fn on_response(
+        &mut self,
+        key: ClientKey,
+        mut response: Response,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        let Some(&server) = self.branch_of.get(&key) else {
+            return;
+        };
+        pop_top_via(&mut response.headers);
+        let Some(fork) = self.forks.get_mut(&server) else {
+            return;
+        };
+        match response.status {
+            100 => {}
+            101..=199 => {
+                if !fork.answered {
+                    out.respond(server, response, now);
+                }
+            }
+            200..=299 => {
+                self.branch_of.remove(&key);
+                fork.active.retain(|k| *k != key);
+                if fork.answered {
+                    // A second 2xx to an INVITE is forwarded all the same (§16.7 step 5).
+                    if fork.invite {
+                        forward_response_upstream(response, out);
+                    }
+                } else {
+                    fork.answered = true;
+                    out.respond(server, response, now);
+                }
+                if fork.invite {
+                    for other in fork.active.clone() {
+                        out.transactions.cancel(other, now);
+                    }
+                    fork.waiting.clear();
+                }
+                self.finish_if_done(server, out, now);
+            }
+            _ => {
+                self.branch_of.remove(&key);
+                fork.active.retain(|k| *k != key);
+                fork.record_final(response);
+                if fork.invite && fork.has_global_failure() {
+                    for other in fork.active.clone() {
+                        out.transactions.cancel(other, now);
+                    }
+                    fork.waiting.clear();
+                }
+                self.finish_if_done(server, out, now);
+            }
+        }
+    }
+
+    /// A branch got no final response in time (or its transport failed).
+    pub fn on_timeout(&mut self, key: ClientKey, out: &mut Outbox, now: Instant) {
+        let Some(server) = self.branch_of.remove(&key) else {
+            return;
+        };
+        if let Some(fork) = self.forks.get_mut(&server) {
+            fork.active.retain(|k| *k != key);
+            let response = fork.request.response(408);
+            fork.record_final(response);
+        }
+        self.finish_if_done(server, out, now);
+    }
+
+    /// The caller cancelled the INVITE: cancel every branch and answer 487.
+    pub fn on_cancel(&mut self, invite: ServerKey, out: &mut Outbox, now: Instant) {
+        let Some(fork) = self.forks.get_mut(&invite) else {
+            return;
+        };
+        fork.waiting.clear();
+        for key in fork.active.clone() {
+            out.transactions.cancel(key, now);
+        }
+        if !fork.answered {
+            fork.answered = true;
+            let response = fork.request.response(487);
+            out.respond(invite, response, now);
+        }
+        self.finish_if_done(invite, out, now);
+    }
+
+    /// Sends the best response when every branch is done, and forgets the
+    /// fork once nothing more can arrive for it.
+    fn finish_if_done(&mut self, server: ServerKey, out: &mut Outbox, now: Instant) {
+        let Some(fork) = self.forks.get_mut(&server) else {
+            return;
+        };
+        if !fork.group_done() {
+            return;
+        }
+        if !fork.answered && !fork.waiting.is_empty() && !fork.has_global_failure() {
+            return self.next_group(server, out, now);
+        }
+        if !fork.answered {
+            fork.answered = true;
+            let response = fork.best_response();
+            out.respond(server, response, now);
+        }
+        self.forks.remove(&server);
+    }
+}
+
+/// Forwards a response that belongs to no branch we track (a retransmitted
+/// 2xx to an INVITE): pop our Via and send it to the next one (RFC 3581).
+pub fn forward_response_upstream(mut response: Response, out: &mut Outbox) {
+    let Some(via) = response.top_via() else {
+        return;
+    };
+    if let Some(peer) = via_peer(&via) {
+        let _ = &mut response;
+        out.stateless(peer, &Message::Response(response));
+    }
+}
+
+/// Pops our own top Via from a stray response, then forwards it.
+pub fn forward_stray(mut response: Response, out: &mut Outbox) {
+    pop_top_via(&mut response.headers);
+    forward_response_upstream(response, out);
+}
+
+/// Where a response to this Via goes: received/rport over sent-by.
+pub fn via_peer(via: &Via) -> Option<Peer> {
+    let transport = match via.transport.to_ascii_uppercase().as_str() {
+        "UDP" => TransportKind::Udp,
+        "TCP" => TransportKind::Tcp,
+        "TLS" => TransportKind::Tls,
+        _ => return None,
+    };
+    let host = via
+        .params
+        .get_val("received")
+        .and_then(|r| r.parse().ok())
+        .or_else(|| via.sent_by.ip())?;
+    let port = via
+        .params
+        .get_val("rport")
+        .and_then(|p| p.parse().ok())
+        .or(via.sent_by.port)
+        .unwrap_or(if transport == TransportKind::Tls {
+            5061
+        } else {
+            5060
+        });
+    Some(Peer {
+        transport,
+        addr: SocketAddr::new(host, port),
+    })
+}
+
+/// The next hop of a request: its first Route, else its Request-URI.
+pub fn hop_of(request: &Request) -> NextHop {
+    if let Ok(routes) = request.headers.get::<Vec<Routing>>(Name::ROUTE) {
+        if let Some(first) = routes.first() {
+            return next_hop(&first.uri.uri);
+        }
+    }
+    match &request.uri {
+        RequestUri::Sip(uri) => next_hop(uri),
+        RequestUri::Other(text) => NextHop::Resolve(target::Destination {
+            host: text.to_string(),
+            port: None,
+            transport: None,
+            sips: false,
+        }),
+    }
+}
+
+pub fn transport_name(transport: TransportKind) -> &'static str {
+    match transport {
+        TransportKind::Udp => "UDP",
+        TransportKind::Tcp => "TCP",
+        TransportKind::Tls => "TLS",
+    }
+}
+
+/// Our Record-Route entry.
+pub fn record_route(local: SocketAddr, transport: TransportKind) -> String {
+    let uri = SipUri::new(local.into());
+    let scheme = if transport == TransportKind::Tls {
+        "sips"
+    } else {
+        "sip"
+    };
+    let host = match local.ip() {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    let _ = uri;
+    match transport {
+        TransportKind::Tcp => format!("<{scheme}:{host}:{};transport=tcp;lr>", local.port()),
+        _ => format!("<{scheme}:{host}:{};lr>", local.port()),
+    }
+}
+
+/// The part of our branch that detects loops (RFC 3261 §16.6 step 8): the
+/// same request coming back with the same Request-URI hashes the same.
+pub fn loop_hash(request: &Request) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(request.uri.to_string().as_bytes());
+    if let Some(call_id) = request.call_id() {
+        hasher.update(call_id.as_bytes());
+    }
+    if let Ok(cseq) = request.cseq() {
+        hasher.update(cseq.cseq.to_be_bytes());
+    }
+    if let Some(tag) = request.from_header().and_then(|f| f.tag) {
+        hasher.update(tag.as_bytes());
+    }
+    if let Some(tag) = request.to_header().and_then(|t| t.tag) {
+        hasher.update(tag.as_bytes());
+    }
+    let digest = hasher.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}

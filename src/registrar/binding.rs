@@ -1,0 +1,146 @@
+//! Bindings: what a REGISTER leaves behind — an address-of-record mapped to
+//! the contacts where its user can be reached, each with an expiry.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sip::transaction::Peer;
+
+/// A canonical address-of-record, `user@domain` in the form keys are made of:
+/// user part as written, domain in lower case, no port, no parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Aor(pub String);
+
+impl Aor {
+    pub fn new(user: &str, domain: &str) -> Aor {
+        Aor(format!("{}@{}", user, domain.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Aor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One contact of an address-of-record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Binding {
+    /// The contact URI as the phone gave it (without header parameters).
+    pub contact: String,
+    /// q-value in thousandths (1000 = q=1.0); `None` when the phone gave none.
+    pub q: Option<u16>,
+    pub expires_at: Instant,
+    pub call_id: String,
+    pub cseq: u32,
+    /// Path headers (RFC 3327), used as the Route set towards the contact.
+    pub path: Vec<String>,
+    /// Where the REGISTER came from: requests to a contact registered over a
+    /// connection go back over that connection.
+    pub source: Option<Peer>,
+}
+
+impl Binding {
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.expires_at.saturating_duration_since(now)
+    }
+
+    pub fn is_live(&self, now: Instant) -> bool {
+        self.expires_at > now
+    }
+
+    /// The q-value as printed in a Contact parameter.
+    pub fn q_text(&self) -> Option<String> {
+        self.q.map(|q| {
+            let text = format!("{}.{:03}", q / 1000, q % 1000);
+            text.trim_end_matches('0').trim_end_matches('.').to_string()
+        })
+    }
+
+    /// A form that can travel between nodes: expiry as seconds left.
+    pub fn to_record(&self, now: Instant) -> BindingRecord {
+        BindingRecord {
+            contact: self.contact.clone(),
+            q: self.q,
+            expires_in: self.remaining(now).as_secs(),
+            call_id: self.call_id.clone(),
+            cseq: self.cseq,
+            path: self.path.clone(),
+            source: self.source.map(|p| (p.transport.to_string(), p.addr)),
+        }
+    }
+}
+
+/// A binding as stored in the ring or sent between nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    pub contact: String,
+    #[serde(default)]
+    pub q: Option<u16>,
+    pub expires_in: u64,
+    pub call_id: String,
+    pub cseq: u32,
+    #[serde(default)]
+    pub path: Vec<String>,
+    #[serde(default)]
+    pub source: Option<(String, std::net::SocketAddr)>,
+}
+
+impl BindingRecord {
+    pub fn into_binding(self, now: Instant) -> Binding {
+        Binding {
+            contact: self.contact,
+            q: self.q,
+            expires_at: now + Duration::from_secs(self.expires_in),
+            call_id: self.call_id,
+            cseq: self.cseq,
+            path: self.path,
+            source: self.source.and_then(|(transport, addr)| {
+                transport
+                    .parse()
+                    .ok()
+                    .map(|transport| Peer { transport, addr })
+            }),
+        }
+    }
+}
+
+/// Parses a q-value ("0.5", "1", "0.125") into thousandths.
+pub fn parse_q(text: &str) -> Option<u16> {
+    let value: f64 = text.trim().parse().ok()?;
+    if !(0.0..=1.0).contains(&value) {
+        return None;
+    }
+    Some((value * 1000.0).round() as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q_values_round_trip() {
+        assert_eq!(parse_q("0.5"), Some(500));
+        assert_eq!(parse_q("1"), Some(1000));
+        assert_eq!(parse_q("1.5"), None);
+        assert_eq!(parse_q("x"), None);
+        let now = Instant::now();
+        let b = Binding {
+            contact: "sip:a@127.0.0.1".into(),
+            q: Some(500),
+            expires_at: now + Duration::from_secs(60),
+            call_id: "c".into(),
+            cseq: 1,
+            path: vec![],
+            source: None,
+        };
+        assert_eq!(b.q_text().as_deref(), Some("0.5"));
+        let back = b.to_record(now).into_binding(now);
+        assert_eq!(back, b);
+    }
+}

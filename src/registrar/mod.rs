@@ -1,0 +1,263 @@
+//! The registrar (RFC 3261 §10.3): turns a REGISTER and the current bindings
+//! of its address-of-record into the new bindings and the answer.
+//!
+//! Pure rules, no store and no I/O: the node fetches the current bindings
+//! from its [`LocationStore`](location::LocationStore), calls [`apply`], saves
+//! the result and answers with [`ok_response`]. That keeps the same rules
+//! for a lone node and for the ring.
+
+pub mod binding;
+pub mod location;
+
+use std::time::{Duration, Instant};
+
+use ezk_sip_types::Name;
+use ezk_sip_types::header::typed::Contact;
+use ezk_sip_types::print::{AppendCtx, PrintCtx, UriContext};
+
+use crate::sip::message::{HeaderAccess, Request, Response};
+use crate::sip::transaction::Peer;
+use binding::{Aor, Binding, parse_q};
+
+/// Limits a registrar applies to expiry and contact count.
+#[derive(Clone, Debug)]
+pub struct RegistrarConfig {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_contacts: usize,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            max_contacts: 16,
+        }
+    }
+}
+
+/// A REGISTER read and checked, before the current bindings are known.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub aor: Aor,
+    pub call_id: String,
+    pub cseq: u32,
+    pub change: Change,
+    pub path: Vec<String>,
+    pub source: Peer,
+}
+
+/// What the REGISTER asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// No Contact: a query of the current bindings.
+    Query,
+    /// `Contact: *` with `Expires: 0`.
+    RemoveAll,
+    /// Add, refresh or remove (expires 0) these contacts.
+    Update(Vec<ContactChange>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContactChange {
+    pub contact: String,
+    pub q: Option<u16>,
+    pub expires: u32,
+}
+
+/// A registrar's refusal: status, reason and extra headers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: &'static str,
+    pub headers: Vec<(Name, String)>,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: &'static str) -> Refusal {
+        Refusal {
+            status,
+            reason,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The response to `request` that carries this refusal.
+    pub fn response(&self, request: &Request) -> Response {
+        let mut response = request.response(self.status);
+        response.reason = self.reason.to_string();
+        for (name, value) in &self.headers {
+            response.headers.insert(name.clone(), value.as_str());
+        }
+        response
+    }
+}
+
+/// Reads a REGISTER whose address-of-record is `aor` (already canonical).
+pub fn read(
+    request: &Request,
+    aor: Aor,
+    source: Peer,
+    config: &RegistrarConfig,
+) -> Result<Registration, Refusal> {
+    let call_id = request
+        .call_id()
+        .ok_or_else(|| Refusal::new(400, "Missing Call-ID"))?
+        .to_string();
+    let cseq = request
+        .cseq()
+        .map_err(|_| Refusal::new(400, "Bad CSeq"))?
+        .cseq;
+    let expires_header = match request.raw(&Name::EXPIRES) {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| Refusal::new(400, "Bad Expires"))?,
+        ),
+    };
+    let raw_contacts: Vec<&str> = request
+        .headers
+        .get_raw(&Name::CONTACT)
+        .map(|v| v.as_str())
+        .collect();
+    let path = request
+        .headers
+        .get_raw(&Name::from("Path"))
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+
+    let change = if raw_contacts.is_empty() {
+        Change::Query
+    } else if raw_contacts.iter().any(|c| c.trim() == "*") {
+        if raw_contacts.len() != 1 || expires_header != Some(0) {
+            return Err(Refusal::new(
+                400,
+                "Contact * needs Expires: 0 and no other Contact",
+            ));
+        }
+        Change::RemoveAll
+    } else {
+        let contacts = request
+            .headers
+            .get_named::<Vec<Contact>>()
+            .map_err(|_| Refusal::new(400, "Bad Contact"))?;
+        if contacts.is_empty() {
+            return Err(Refusal::new(400, "Bad Contact"));
+        }
+        let mut changes = Vec::with_capacity(contacts.len());
+        for contact in &contacts {
+            let expires = match contact.params.get_val("expires") {
+                Some(v) => v
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| Refusal::new(400, "Bad expires parameter"))?,
+                None => expires_header.unwrap_or(config.default_expires),
+            };
+            if expires > 0 && expires < config.min_expires {
+                let mut refusal = Refusal::new(423, "Interval Too Brief");
+                refusal
+                    .headers
+                    .push((Name::MIN_EXPIRES, config.min_expires.to_string()));
+                return Err(refusal);
+            }
+            let q = match contact.params.get_val("q") {
+                Some(v) => Some(parse_q(v).ok_or_else(|| Refusal::new(400, "Bad q-value"))?),
+                None => None,
+            };
+            changes.push(ContactChange {
+                contact: contact_uri(contact),
+                q,
+                expires: expires.min(config.max_expires),
+            });
+        }
+        Change::Update(changes)
+    };
+    Ok(Registration {
+        aor,
+        call_id,
+        cseq,
+        change,
+        path,
+        source,
+    })
+}
+
+/// The contact URI as text, without the Contact header's own parameters.
+fn contact_uri(contact: &Contact) -> String {
+    let ctx = PrintCtx {
+        method: None,
+        uri: Some(UriContext::Contact),
+    };
+    contact.uri.uri.print_ctx(ctx).to_string()
+}
+
+/// Applies a registration to the current bindings (§10.3 steps 6–8).
+pub fn apply(
+    registration: &Registration,
+    mut bindings: Vec<Binding>,
+    config: &RegistrarConfig,
+    now: Instant,
+) -> Result<Vec<Binding>, Refusal> {
+    bindings.retain(|b| b.is_live(now));
+    let out_of_order =
+        |b: &Binding| b.call_id == registration.call_id && registration.cseq <= b.cseq;
+    match &registration.change {
+        Change::Query => {}
+        Change::RemoveAll => {
+            if bindings.iter().any(out_of_order) {
+                return Err(Refusal::new(500, "Out of order REGISTER"));
+            }
+            bindings.clear();
+        }
+        Change::Update(changes) => {
+            for change in changes {
+                let existing = bindings.iter().position(|b| b.contact == change.contact);
+                if let Some(i) = existing {
+                    if out_of_order(&bindings[i]) {
+                        return Err(Refusal::new(500, "Out of order REGISTER"));
+                    }
+                    bindings.remove(i);
+                }
+                if change.expires > 0 {
+                    bindings.push(Binding {
+                        contact: change.contact.clone(),
+                        q: change.q,
+                        expires_at: now + Duration::from_secs(change.expires.into()),
+                        call_id: registration.call_id.clone(),
+                        cseq: registration.cseq,
+                        path: registration.path.clone(),
+                        source: Some(registration.source),
+                    });
+                }
+            }
+            if bindings.len() > config.max_contacts {
+                return Err(Refusal::new(403, "Too many contacts"));
+            }
+        }
+    }
+    Ok(bindings)
+}
+
+/// The 200 to a REGISTER: every current binding with its expiry, Path echoed.
+pub fn ok_response(request: &Request, bindings: &[Binding], now: Instant) -> Response {
+    let mut response = request.response(200);
+    for b in bindings {
+        let mut value = format!("<{}>;expires={}", b.contact, b.remaining(now).as_secs());
+        if let Some(q) = b.q_text() {
+            value.push_str(";q=");
+            value.push_str(&q);
+        }
+        response.headers.insert(Name::CONTACT, value);
+    }
+    let path = Name::from("Path");
+    for value in request.headers.get_raw(&path) {
+        response.headers.insert(path.clone(), value.clone());
+    }
+    response
+}
