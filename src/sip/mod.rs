@@ -1,3 +1,4 @@
 //! The SIP stack: messages, stream framing, transactions and transports.
 
 pub mod message;
+pub mod transaction;
