@@ -644,6 +644,10 @@ impl Transactions {
             tracing::debug!(method = %request.method, "request without a Via: dropped");
             return;
         };
+        if !request.headers.contains(&Name::CSEQ) {
+            tracing::debug!(method = %request.method, "request without a CSeq: dropped");
+            return;
+        }
         let branch = match via.params.get_val("branch") {
             Some(b) if b.starts_with(MAGIC_COOKIE) => b.clone(),
             other => match rfc2543_branch(&request, other) {
