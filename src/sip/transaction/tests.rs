@@ -841,3 +841,39 @@ fn many_transactions_drain() {
     assert_eq!(tx.poll_timeout(), None);
     assert!(tx.clients.is_empty() && tx.servers.is_empty());
 }
+
+#[test]
+fn comma_separated_vias_use_the_first() {
+    let t0 = Instant::now();
+    let mut tx = Transactions::new(Timers::default());
+    let req = invite("z9hG4bKcv");
+    let key = tx.send_request(req.clone(), udp(UAS), t0);
+    let text = "SIP/2.0 180 Ringing\r\n\
+        Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKcv;received=10.0.0.1, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKup\r\n\
+        From: Alice <sip:alice@example.com>;tag=1928\r\nTo: Bob <sip:bob@example.com>;tag=9\r\n\
+        Call-ID: a84b4c76e66710\r\nCSeq: 314159 INVITE\r\n\r\n";
+    tx.receive(parse(text), udp(UAS), t0 + ms(5));
+    assert!(matches!(events(&mut tx).as_slice(), [Event::Response { key: k, .. }] if *k == key));
+    // Same branch, other method (CSeq BYE): no match.
+    tx.receive(
+        parse(&text.replace("314159 INVITE", "314159 BYE")),
+        udp(UAS),
+        t0 + ms(6),
+    );
+    assert!(matches!(
+        events(&mut tx).as_slice(),
+        [Event::StrayResponse { .. }]
+    ));
+}
+
+#[test]
+fn late_timer_handling_does_not_burst() {
+    let t0 = Instant::now();
+    let mut tx = Transactions::new(Timers::default());
+    tx.send_request(request("OPTIONS", "z9hG4bKlate", 1), udp(UAS), t0);
+    transmits(&mut tx);
+    // The driver wakes up 3 s late: one retransmission, next one interval later.
+    tx.handle_timeout(t0 + ms(3_500));
+    assert_eq!(transmits(&mut tx).len(), 1);
+    assert_eq!(tx.poll_timeout(), Some(t0 + ms(4_500)));
+}
