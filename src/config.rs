@@ -88,7 +88,7 @@ impl Config {
         toml::from_str::<Config>(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             let message = e.message().replace('\n', " ");
             match line {
                 Some(line) => format!("line {line}: {message}"),

@@ -14,7 +14,7 @@ use ezk_sip_types::{Method, Name};
 use tracing::{debug, warn};
 
 use super::outbox::{Outbox, ResolveId};
-use crate::proxy::target::host_text;
+use crate::proxy::target::{NextHop, host_text};
 use crate::proxy::{Proxy, Target, forward_stray, loop_hash};
 use crate::registrar::binding::{Aor, Binding};
 use crate::registrar::location::{LocationAnswer, LocationOp, LocationStore};
@@ -562,10 +562,16 @@ fn group_by_q(bindings: &[Binding]) -> Vec<Vec<Target>> {
             warn!(contact = %b.contact, "stored contact does not parse");
             continue;
         };
+        // Reuse the connection the REGISTER came over when the contact names
+        // that very connection; otherwise reach the contact as it says.
+        let via_connection = b.source.filter(|source| {
+            source.transport.reliable()
+                && matches!(crate::proxy::target::next_hop(&uri), NextHop::Peer(p) if p.addr == source.addr)
+        });
         let target = Target {
             uri: RequestUri::Sip(uri),
             route: b.path.clone(),
-            via_connection: b.source.filter(|s| s.transport.reliable()),
+            via_connection,
         };
         let q = b.q.unwrap_or(1000);
         match groups.last_mut() {

@@ -95,11 +95,11 @@ impl Default for Timers {
 
 /// A server transaction, as seen by the TU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServerKey(u64);
+pub struct ServerKey(pub u64);
 
 /// A client transaction, as seen by the TU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientKey(u64);
+pub struct ClientKey(pub u64);
 
 /// A message to put on the wire.
 #[derive(Clone, Debug)]
