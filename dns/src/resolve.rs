@@ -370,7 +370,8 @@ impl SipResolver {
         } else if dest.transport.is_some() {
             // 3. Explicit transport, no port: SRV for that transport, else A/AAAA.
             let transport = self.explicit_transport(dest)?;
-            self.srv_targets(&name, transport, &host, &mut targets, &mut failures)
+            let srv_name = fqdn(&format!("{}.{}", transport.srv_prefix(), host))?;
+            self.srv_targets(&srv_name, transport, &host, &mut targets, &mut failures)
                 .await;
             if targets.is_empty() {
                 self.address_targets(
