@@ -226,14 +226,26 @@ pub fn order_srv<R: Rng + ?Sized>(mut records: Vec<SRV>, rng: &mut R) -> Vec<SRV
     out
 }
 
+/// The name server could not be reached at all (as opposed to an error answer).
+fn is_unreachable(e: &NetError) -> bool {
+    matches!(
+        e,
+        NetError::Timeout | NetError::NoConnections | NetError::Io(_)
+    )
+}
+
 /// Collected lookup failures, to tell "nothing there" from "could not ask".
 #[derive(Default)]
-struct Failures(Option<String>);
+struct Failures {
+    last: Option<String>,
+    unreachable: bool,
+}
 
 impl Failures {
     fn note(&mut self, what: &str, e: &NetError) {
         warn!(%what, error = %e, "DNS lookup failed");
-        self.0 = Some(format!("{what}: {e}"));
+        self.last = Some(format!("{what}: {e}"));
+        self.unreachable |= is_unreachable(e);
     }
 }
 
@@ -390,9 +402,16 @@ impl SipResolver {
                 return Err(DnsError::NoUsableTransport(dest.host.clone()));
             }
             // 4. NAPTR.
-            for (transport, replacement) in
-                self.naptr_services(&name, &allowed, &mut failures).await
-            {
+            let services = self.naptr_services(&name, &allowed, &mut failures).await;
+            if failures.unreachable {
+                // The name server does not answer: every further query would
+                // wait for the timeout too. Fail now.
+                return Err(DnsError::Lookup {
+                    name: host,
+                    reason: failures.last.unwrap_or_default(),
+                });
+            }
+            for (transport, replacement) in services {
                 self.srv_targets(&replacement, transport, &host, &mut targets, &mut failures)
                     .await;
             }
@@ -433,7 +452,7 @@ impl SipResolver {
         let mut out = alive;
         out.extend(dead);
         if out.is_empty() {
-            return Err(match failures.0 {
+            return Err(match failures.last {
                 Some(reason) => DnsError::Lookup { name: host, reason },
                 None => DnsError::NotFound(host),
             });

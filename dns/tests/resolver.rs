@@ -515,3 +515,37 @@ async fn enum_lookup_applies_regexp() {
     let log = asked(&server.query_log());
     assert_eq!(log[0], "NAPTR 4.3.2.1.5.5.5.2.1.2.1.e164.arpa");
 }
+
+#[tokio::test]
+async fn silent_nameserver_fails_fast_with_lookup_error() {
+    // a UDP socket that never answers, and no TCP listener on its port
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let resolver = SipResolver::new(ResolverConfig {
+        nameserver: Some(silent.local_addr().unwrap()),
+        timeout: Duration::from_millis(200),
+        transports: UDP_TCP.to_vec(),
+        ..ResolverConfig::default()
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        resolver.resolve(&SipDestination::new("overlay.test")),
+    )
+    .await
+    .expect("resolve must give up on its own");
+    // gave up after the NAPTR query (2 attempts x 200 ms), did not go on to
+    // SRV and A/AAAA queries that would time out too
+    match r {
+        Err(DnsError::Lookup { name, reason }) => {
+            assert_eq!(name, "overlay.test");
+            assert!(reason.starts_with("NAPTR overlay.test"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
