@@ -48,3 +48,16 @@ pub enum DnsError {
     #[error("invalid E.164 number: {0}")]
     InvalidE164(String),
 }
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<super::Zones>();
+        send_sync::<super::SipResolver>();
+        send_sync::<super::DnsServer>();
+        send_sync::<super::DnsError>();
+    }
+}

@@ -204,6 +204,14 @@ fn sort_key(r: &Record) -> (LowerName, u16, String) {
     )
 }
 
+/// (NAPTR service, SRV labels, NAPTR order, the gateway's port for it).
+type ServiceRow = (
+    &'static str,
+    &'static [&'static str],
+    u16,
+    fn(&Gateway) -> Option<u16>,
+);
+
 /// Derive the zone content (everything but the SOA) from gateways + statics.
 fn derive_content(
     config: &ZoneConfig,
@@ -251,7 +259,7 @@ fn derive_content(
     }
 
     // NAPTR + SRV per transport that at least one live gateway listens on.
-    let services: [(&str, &[&str], u16, fn(&Gateway) -> Option<u16>); 3] = [
+    let services: [ServiceRow; 3] = [
         ("SIPS+D2T", &["_sips", "_tcp"], NAPTR_ORDER_SIPS_D2T, |g| {
             g.tls
         }),
