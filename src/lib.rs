@@ -4,4 +4,5 @@
 //! Protocol logic is sans-I/O: state machines fed with messages and time that
 //! return messages to send and timers to arm; thin tokio drivers do the I/O.
 
+pub mod ring;
 pub mod sip;
