@@ -1,11 +1,15 @@
 //! p2psip: peer-to-peer Internet telephony over SIP.
 //!
-//! The crate holds the SIP stack ([`sip`]), and the node that ties it together.
-//! Protocol logic is sans-I/O: state machines fed with messages and time that
-//! return messages to send and timers to arm; thin tokio drivers do the I/O.
+//! The crate holds the SIP stack ([`sip`]), the registrar and proxy, the
+//! Chord ring ([`ring`]) and the overlay that runs it over SIP, and the node
+//! that ties them together. Protocol logic is sans-I/O: state machines fed
+//! with messages and time that return messages to send and timers to arm;
+//! thin tokio drivers do the I/O.
 
 pub mod config;
 pub mod node;
+pub mod overlay;
 pub mod proxy;
 pub mod registrar;
+pub mod ring;
 pub mod sip;

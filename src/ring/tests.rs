@@ -1,0 +1,190 @@
+//! Small rings driven through the simulator.
+
+use std::time::Duration;
+
+use super::sim::{Sim, SimConfig};
+use super::*;
+
+fn sim() -> Sim {
+    Sim::new(SimConfig::default())
+}
+
+fn item(key: &str, name: &str, sim: &Sim) -> Item {
+    Item {
+        key: NodeId::of_key(key),
+        name: name.to_string(),
+        kind: "binding".to_string(),
+        value: name.as_bytes().to_vec(),
+        version: 1,
+        expires: sim.now() + Duration::from_secs(3600),
+    }
+}
+
+#[test]
+fn ring_of_one_answers_itself() {
+    let mut s = sim();
+    let a = s.add_node();
+    let key = NodeId::of_key("alice@overlay.test");
+    s.lookup(a, key);
+    s.run_for(Duration::from_millis(10));
+    let r = &s.lookup_records[0];
+    assert_eq!(r.found, Some(s.nodes[a].ring.me()));
+    assert_eq!(r.hops, 0);
+    let it = item("alice@overlay.test", "sip:alice@192.0.2.1", &s);
+    let op = s.store(a, it.clone());
+    assert!(matches!(
+        s.take_result(a, op),
+        Some(RingEvent::StoreDone { result: Ok(()), .. })
+    ));
+    let op = s.fetch(a, it.key);
+    match s.take_result(a, op) {
+        Some(RingEvent::FetchDone {
+            result: Ok(items), ..
+        }) => assert_eq!(items, vec![it]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn two_and_three_nodes_stabilize() {
+    let mut s = sim();
+    let a = s.add_node();
+    let b = s.add_node();
+    s.join(b, a);
+    s.run_for(Duration::from_secs(5));
+    assert!(s.ring_consistent(), "two nodes");
+    assert_eq!(s.nodes[a].ring.successor(), s.nodes[b].ring.me());
+    assert_eq!(s.nodes[b].ring.successor(), s.nodes[a].ring.me());
+    let c = s.add_node();
+    s.join(c, b);
+    s.run_for(Duration::from_secs(5));
+    assert!(s.ring_consistent(), "three nodes");
+    for n in [a, b, c] {
+        assert_eq!(s.nodes[n].ring.successors().len(), 2);
+        assert!(s.nodes[n].ring.status().joined);
+    }
+    for _ in 0..50 {
+        let key = s.random_key();
+        let from = s.random_live();
+        s.lookup(from, key);
+    }
+    s.run_for(Duration::from_secs(2));
+    assert_eq!(s.lookup_records.len(), 50);
+    assert!(s.lookup_records.iter().all(|r| r.correct()));
+}
+
+#[test]
+fn store_fetch_replicate_and_leave() {
+    let mut s = sim();
+    s.grow(5, Duration::from_millis(200), Duration::from_secs(10));
+    assert!(s.ring_consistent());
+    let nodes = s.live_nodes();
+    let it = item("bob@overlay.test", "sip:bob@192.0.2.7", &s);
+    let op = s.store(nodes[0], it.clone());
+    s.run_for(Duration::from_secs(1));
+    assert!(matches!(
+        s.take_result(nodes[0], op),
+        Some(RingEvent::StoreDone { result: Ok(()), .. })
+    ));
+    let mut holders = s.holders_of(it.key, &it.name);
+    holders.sort();
+    let mut want = s.true_holders(it.key, 3);
+    want.sort();
+    assert_eq!(holders, want, "primary and two replicas");
+
+    // A newer version replaces the old one.
+    let mut v2 = it.clone();
+    v2.version = 2;
+    v2.value = b"two".to_vec();
+    s.store(nodes[1], v2.clone());
+    s.run_for(Duration::from_secs(1));
+    let op = s.fetch(nodes[2], it.key);
+    s.run_for(Duration::from_secs(1));
+    match s.take_result(nodes[2], op) {
+        Some(RingEvent::FetchDone {
+            result: Ok(items), ..
+        }) => assert_eq!(items, vec![v2.clone()]),
+        other => panic!("{other:?}"),
+    }
+
+    // The primary leaves gracefully: the item stays on three live nodes.
+    let primary = s.true_holders(it.key, 1)[0];
+    s.leave(primary);
+    s.run_for(Duration::from_secs(5));
+    assert!(!s.nodes[primary].alive, "left");
+    assert!(s.ring_consistent());
+    let mut holders = s.holders_of(it.key, &it.name);
+    holders.sort();
+    let mut want = s.true_holders(it.key, 3);
+    want.sort();
+    assert_eq!(holders, want, "re-replicated after leave");
+
+    // Remove deletes it everywhere.
+    let from = s.live_nodes()[0];
+    let op = s.remove(from, it.key, it.name.clone());
+    s.run_for(Duration::from_secs(1));
+    assert!(matches!(
+        s.take_result(from, op),
+        Some(RingEvent::StoreDone { result: Ok(()), .. })
+    ));
+    assert!(s.holders_of(it.key, &it.name).is_empty());
+}
+
+#[test]
+fn join_takes_over_keys_and_crash_keeps_them() {
+    let mut s = sim();
+    s.grow(8, Duration::from_millis(200), Duration::from_secs(10));
+    let first = s.live_nodes()[0];
+    let mut items = Vec::new();
+    for k in 0..40 {
+        let it = item(&format!("user{k}@overlay.test"), "sip:u@192.0.2.9", &s);
+        s.store(first, it.clone());
+        items.push(it);
+    }
+    s.run_for(Duration::from_secs(2));
+    s.grow(4, Duration::from_millis(500), Duration::from_secs(10));
+    assert!(s.ring_consistent());
+    for it in &items {
+        let holders = s.holders_of(it.key, &it.name);
+        for h in s.true_holders(it.key, 3) {
+            assert!(
+                holders.contains(&h),
+                "{h} should hold {:?} after joins",
+                it.key
+            );
+        }
+    }
+    // Crash two neighbours: items they held are still fetchable.
+    let victim = s.true_holders(items[0].key, 1)[0];
+    let next = s.true_holders(items[0].key, 2)[1];
+    s.crash(victim);
+    s.crash(next);
+    s.run_for(Duration::from_secs(10));
+    assert!(s.ring_consistent());
+    for it in &items {
+        let from = s.random_live();
+        let op = s.fetch(from, it.key);
+        s.run_for(Duration::from_secs(1));
+        match s.take_result(from, op) {
+            Some(RingEvent::FetchDone {
+                result: Ok(got), ..
+            }) => {
+                assert_eq!(got.len(), 1, "{:?}", it.key)
+            }
+            other => panic!("{other:?}"),
+        }
+        let holders = s.holders_of(it.key, &it.name);
+        assert!(holders.len() >= 3, "re-replicated: {holders:?}");
+    }
+}
+
+#[test]
+fn iterative_lookups_agree() {
+    let mut cfg = SimConfig::default();
+    cfg.ring.iterative = true;
+    let mut s = Sim::new(cfg);
+    s.grow(30, Duration::from_millis(100), Duration::from_secs(30));
+    assert!(s.ring_consistent());
+    let stats = s.lookup_batch(200, Duration::ZERO, Duration::from_secs(10));
+    assert_eq!(stats.correct, 200, "{stats:?}");
+}

@@ -1,0 +1,1 @@
+//! The SIP wire form of overlay messages (see `docs/protocol.md`).
