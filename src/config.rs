@@ -22,6 +22,12 @@ pub struct Config {
     pub data: Option<PathBuf>,
     /// `proxy` or `redirect`.
     pub routing: RoutingMode,
+    /// Overlay nodes to join through; empty: the saved peers, else a ring of one.
+    pub join: Vec<SocketAddr>,
+    /// Copies of each item in the ring.
+    pub replicas: usize,
+    /// Address for the HTTP status page and metrics.
+    pub http: Option<SocketAddr>,
     pub registrar: RegistrarSection,
 }
 
@@ -54,6 +60,9 @@ impl Default for Config {
             domains: Vec::new(),
             data: None,
             routing: RoutingMode::Proxy,
+            join: Vec::new(),
+            replicas: 3,
+            http: None,
             registrar: RegistrarSection::default(),
         }
     }
@@ -130,6 +139,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "registrar.max_contacts",
                 why: "must be at least 1".into(),
+            });
+        }
+        if self.replicas == 0 || self.replicas > 8 {
+            return Err(ConfigError::Invalid {
+                key: "replicas",
+                why: format!(
+                    "{} is not between 1 and 8 (the successor list)",
+                    self.replicas
+                ),
             });
         }
         if self.sip.ip().is_unspecified() {

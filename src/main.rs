@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use p2psip::config::Config;
 use p2psip::node::core::{CoreConfig, RoutingMode};
-use p2psip::node::driver::Node;
+use p2psip::node::driver::{Node, NodeOptions};
+use p2psip::ring::RingConfig;
 use p2psip::sip::transaction::Timers;
-use sha1::{Digest, Sha1};
 use tracing::info;
 
 #[derive(Parser)]
@@ -43,6 +43,15 @@ struct NodeArgs {
     /// How calls to local users are handled
     #[arg(long, value_enum)]
     routing: Option<RoutingArg>,
+    /// An overlay node to join through (repeatable); none: the saved peers, else a new ring
+    #[arg(long, value_name = "ADDR")]
+    join: Vec<SocketAddr>,
+    /// Copies of each registration in the ring [default: 3]
+    #[arg(long, value_name = "N")]
+    replicas: Option<usize>,
+    /// Serve /status and /metrics over HTTP on this address
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
     /// TOML file with a key for every flag; flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -105,6 +114,15 @@ fn load(args: NodeArgs) -> Result<Config, String> {
     if !args.domains.is_empty() {
         config.domains = args.domains;
     }
+    if !args.join.is_empty() {
+        config.join = args.join;
+    }
+    if let Some(replicas) = args.replicas {
+        config.replicas = replicas;
+    }
+    if let Some(http) = args.http {
+        config.http = Some(http);
+    }
     if let Some(data) = args.data {
         config.data = Some(data);
     }
@@ -119,21 +137,30 @@ fn load(args: NodeArgs) -> Result<Config, String> {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let core = CoreConfig {
-        local: config.sip,
-        domains: config.domains.clone(),
-        routing: config.routing,
-        registrar: config.registrar_config(),
-        timers: Timers::default(),
+    let options = NodeOptions {
+        core: CoreConfig {
+            local: config.sip,
+            domains: config.domains.clone(),
+            routing: config.routing,
+            registrar: config.registrar_config(),
+            timers: Timers::default(),
+        },
+        ring: RingConfig {
+            replicas: config.replicas,
+            ..RingConfig::default()
+        },
+        join: config.join.clone(),
+        http: config.http,
+        data: config.data.clone(),
     };
-    let node = Node::bind(core)
-        .await
-        .map_err(|e| format!("cannot bind SIP on {}: {e}", config.sip))?;
+    let node = Node::bind(options).await.map_err(|e| {
+        format!(
+            "cannot bind on {} (SIP) or {:?} (HTTP): {e}",
+            config.sip, config.http
+        )
+    })?;
     let local = node.local_addr();
-    let node_id: String = Sha1::digest(local.to_string().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let node_id = node.node_id();
     let domain = config
         .domains
         .first()

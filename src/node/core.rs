@@ -13,11 +13,13 @@ use ezk_sip_types::host::{Host, HostPort};
 use ezk_sip_types::{Method, Name};
 use tracing::{debug, warn};
 
+use super::metrics::Metrics;
 use super::outbox::{Outbox, ResolveId};
+use crate::overlay::Overlay;
 use crate::proxy::target::{NextHop, host_text};
 use crate::proxy::{Proxy, Target, forward_stray, loop_hash};
 use crate::registrar::binding::{Aor, Binding};
-use crate::registrar::location::{LocationAnswer, LocationOp, LocationStore};
+use crate::registrar::location::{LocationAnswer, LocationOp, LocationStore, MemoryLocation};
 use crate::registrar::{self, Change, RegistrarConfig, Registration};
 use crate::sip::message::{
     HeaderAccess, Message, Request, RequestUri, Response, bad_request_reply,
@@ -61,6 +63,28 @@ impl Authenticator for AllowAll {
     }
 }
 
+/// Where bindings live: this process's memory, or the ring.
+pub enum Location {
+    Memory(MemoryLocation),
+    Overlay(Box<Overlay>),
+}
+
+impl Location {
+    fn store(&mut self) -> &mut dyn LocationStore {
+        match self {
+            Location::Memory(memory) => memory,
+            Location::Overlay(overlay) => &mut overlay.location,
+        }
+    }
+
+    fn overlay(&mut self) -> Option<&mut Overlay> {
+        match self {
+            Location::Memory(_) => None,
+            Location::Overlay(overlay) => Some(overlay),
+        }
+    }
+}
+
 /// What the node does when the location store answers.
 enum Waiting {
     RegisterFetch {
@@ -87,23 +111,32 @@ pub struct Core {
     config: CoreConfig,
     out: Outbox,
     proxy: Proxy,
-    store: Box<dyn LocationStore + Send>,
+    location: Location,
+    /// Forks routed to a looked-up user, to drop a cached answer that failed.
+    routed: HashMap<ServerKey, Aor>,
     auth: Box<dyn Authenticator + Send>,
     waiting: HashMap<LocationOp, Waiting>,
     next_op: u64,
     next_housekeeping: Instant,
+    pub metrics: Metrics,
 }
 
 impl Core {
-    pub fn new(config: CoreConfig, store: Box<dyn LocationStore + Send>, now: Instant) -> Core {
+    pub fn new(config: CoreConfig, mut location: Location, now: Instant) -> Core {
+        let metrics = Metrics::default();
+        if let Some(overlay) = location.overlay() {
+            overlay.metrics = metrics.clone();
+        }
         Core {
             out: Outbox::new(config.timers.clone()),
             proxy: Proxy::new(config.local),
-            store,
+            location,
+            routed: HashMap::new(),
             auth: Box::new(AllowAll),
             waiting: HashMap::new(),
             next_op: 1,
             next_housekeeping: now + HOUSEKEEPING_EVERY,
+            metrics,
             config,
         }
     }
@@ -126,6 +159,7 @@ impl Core {
                 }
             }
             Ok(Message::Request(mut request)) => {
+                self.metrics.count(&request.method.to_string(), "in");
                 if let Err(why) = validate(&request) {
                     debug!(why, from = %from.addr, "bad request");
                     if request.top_via().is_some() {
@@ -141,6 +175,7 @@ impl Core {
                     .receive(Message::Request(request), from, now);
             }
             Ok(Message::Response(response)) => {
+                self.metrics.count("response", "in");
                 if response.top_via().is_none() || response.cseq().is_err() {
                     debug!(from = %from.addr, "dropping response without Via or CSeq");
                     return;
@@ -155,22 +190,65 @@ impl Core {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.out.transactions.handle_timeout(now);
+        if let Some(overlay) = self.location.overlay() {
+            overlay.handle_timeout(&mut self.out, now);
+        }
         if now >= self.next_housekeeping {
-            self.store.purge(now);
+            self.location.store().purge(now);
             self.next_housekeeping = now + HOUSEKEEPING_EVERY;
         }
         self.process(now);
     }
 
     pub fn poll_timeout(&self) -> Instant {
-        match self.out.transactions.poll_timeout() {
-            Some(t) => t.min(self.next_housekeeping),
-            None => self.next_housekeeping,
+        let mut deadline = self.next_housekeeping;
+        if let Some(t) = self.out.transactions.poll_timeout() {
+            deadline = deadline.min(t);
+        }
+        if let Location::Overlay(overlay) = &self.location {
+            if let Some(t) = overlay.poll_timeout() {
+                deadline = deadline.min(t);
+            }
+        }
+        deadline
+    }
+
+    /// The overlay, when this node is part of one.
+    pub fn overlay(&self) -> Option<&Overlay> {
+        match &self.location {
+            Location::Overlay(overlay) => Some(overlay),
+            Location::Memory(_) => None,
         }
     }
 
+    /// Starts leaving the overlay gracefully (items handed to the successor).
+    pub fn leave(&mut self, now: Instant) {
+        if let Some(overlay) = self.location.overlay() {
+            overlay.leave(&mut self.out, now);
+        }
+        self.process(now);
+    }
+
+    /// True when there is no overlay to leave, or the leave is complete.
+    pub fn has_left(&self) -> bool {
+        self.overlay().is_none_or(|o| o.has_left())
+    }
+
+    /// Addresses-of-record with live bindings in this node's store.
+    pub fn registrations(&mut self) -> usize {
+        self.location.store().len()
+    }
+
     pub fn poll_transmit(&mut self) -> Option<(Peer, Bytes)> {
-        self.out.poll_transmit()
+        let (peer, bytes) = self.out.poll_transmit()?;
+        let first = bytes.split(|b| *b == b' ').next().unwrap_or_default();
+        let method = if first.starts_with(b"SIP/") {
+            "response"
+        } else {
+            std::str::from_utf8(first).unwrap_or("?")
+        };
+        self.metrics.count(method, "out");
+        Some((peer, bytes))
     }
 
     pub fn poll_resolve(&mut self) -> Option<(ResolveId, crate::proxy::target::Destination)> {
@@ -197,9 +275,19 @@ impl Core {
                 busy = true;
                 self.on_event(event, now);
             }
-            while let Some((op, answer)) = self.store.poll_answer() {
+            if let Some(overlay) = self.location.overlay() {
+                overlay.pump(&mut self.out, now);
+            }
+            while let Some((op, answer)) = self.location.store().poll_answer() {
                 busy = true;
                 self.on_location(op, answer, now);
+            }
+            while let Some((server, status)) = self.proxy.poll_finished() {
+                if let Some(aor) = self.routed.remove(&server) {
+                    if matches!(status, 408 | 480 | 500 | 503) {
+                        self.location.store().forget(&aor);
+                    }
+                }
             }
             if !busy {
                 break;
@@ -209,7 +297,14 @@ impl Core {
 
     fn on_event(&mut self, event: Event, now: Instant) {
         match event {
-            Event::Request { key, request, from } => self.on_request(key, request, from, now),
+            Event::Request { key, request, from } => {
+                if let Some(overlay) = self.location.overlay() {
+                    if Overlay::is_overlay(&request) {
+                        return overlay.on_request(key, request, from, &mut self.out, now);
+                    }
+                }
+                self.on_request(key, request, from, now)
+            }
             Event::Ack { mut request, .. } => {
                 self.strip_own_routes(&mut request);
                 if decrement_max_forwards(&mut request) {
@@ -218,9 +313,21 @@ impl Core {
             }
             Event::Cancel { invite, .. } => self.proxy.on_cancel(invite, &mut self.out, now),
             Event::Response { key, response } => {
+                if let Some(overlay) = self.location.overlay() {
+                    if overlay.on_response(key, &response, &mut self.out, now) {
+                        return;
+                    }
+                }
                 self.proxy.on_response(key, response, &mut self.out, now)
             }
-            Event::Timeout { key } => self.proxy.on_timeout(key, &mut self.out, now),
+            Event::Timeout { key } => {
+                if let Some(overlay) = self.location.overlay() {
+                    if overlay.on_timeout(key, &mut self.out, now) {
+                        return;
+                    }
+                }
+                self.proxy.on_timeout(key, &mut self.out, now)
+            }
             Event::StrayResponse { response, .. } => {
                 let ours = response
                     .top_via()
@@ -280,7 +387,7 @@ impl Core {
                 };
                 let aor = Aor::new(&user, &domain);
                 let op = self.op();
-                self.store.fetch(op, &aor, now);
+                self.location.store().lookup(op, &aor, now);
                 self.waiting
                     .insert(op, Waiting::Route { key, request, aor });
             }
@@ -325,7 +432,7 @@ impl Core {
             Err(refusal) => self.out.respond(key, refusal.response(&request), now),
             Ok(registration) => {
                 let op = self.op();
-                self.store.fetch(op, &aor, now);
+                self.location.store().fetch(op, &aor, now);
                 self.waiting.insert(
                     op,
                     Waiting::RegisterFetch {
@@ -368,7 +475,9 @@ impl Core {
                     }
                     Ok(bindings) => {
                         let op = self.op();
-                        self.store.save(op, &registration.aor, bindings, now);
+                        self.location
+                            .store()
+                            .save(op, &registration.aor, bindings, now);
                         self.waiting
                             .insert(op, Waiting::RegisterSave { key, request });
                     }
@@ -418,6 +527,7 @@ impl Core {
         if groups.is_empty() {
             return self.out.respond(key, local_response(&request, 480), now);
         }
+        self.routed.insert(key, aor.clone());
         self.proxy.forward(key, request, groups, &mut self.out, now);
     }
 

@@ -1,44 +1,93 @@
 //! The tokio side of a node: owns the sockets and a clock, and pumps the
-//! sans-I/O [`Core`] — bytes in, bytes out, deadlines, name resolution.
-//! It makes no protocol decision of its own.
+//! sans-I/O [`Core`] — bytes in, bytes out, deadlines, name resolution,
+//! status queries. It makes no protocol decision of its own.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::core::{Core, CoreConfig};
+use super::core::{Core, CoreConfig, Location};
+use super::http::{self, Query};
 use super::outbox::ResolveId;
+use crate::overlay::Overlay;
 use crate::proxy::target::Destination;
-use crate::registrar::location::MemoryLocation;
+use crate::ring::RingConfig;
 use crate::sip::transaction::{Peer, TransportKind};
 use crate::sip::transport::{Inbound, Transports};
 
 /// Datagrams read in one go before the node sends what they caused.
 const UDP_BATCH: usize = 64;
+/// Longest wait for a graceful leave to hand items over.
+const LEAVE_FOR: Duration = Duration::from_secs(5);
+/// How often the peer cache is written.
+const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
+/// The peer cache file in the data directory.
+const PEERS_FILE: &str = "peers.json";
+
+/// How to start a node.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub core: CoreConfig,
+    pub ring: RingConfig,
+    /// Bootstrap addresses; empty means: the saved peers, else a ring of one.
+    pub join: Vec<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+}
 
 /// A node bound to its sockets, ready to run.
 pub struct Node {
     core: Core,
     transports: Transports,
     inbound: mpsc::Receiver<Inbound>,
+    queries: mpsc::Receiver<Query>,
+    http: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    started: Instant,
 }
 
 impl Node {
-    /// Binds the sockets. `config.local` may have port 0; [`local_addr`](Self::local_addr) tells the real one.
-    pub async fn bind(mut config: CoreConfig) -> io::Result<Node> {
+    /// Binds the sockets. `core.local` may have port 0; [`local_addr`](Self::local_addr) tells the real one.
+    pub async fn bind(mut options: NodeOptions) -> io::Result<Node> {
         let (tx, inbound) = mpsc::channel(8192);
-        let transports = Transports::bind(config.local, tx).await?;
-        config.local = transports.local_addr();
-        let core = Core::new(config, Box::new(MemoryLocation::new()), Instant::now());
+        let transports = Transports::bind(options.core.local, tx).await?;
+        let local = transports.local_addr();
+        options.core.local = local;
+        let now = Instant::now();
+        let mut join = options.join.clone();
+        if join.is_empty() {
+            join = load_peers(options.data.as_ref());
+            if !join.is_empty() {
+                info!(peers = join.len(), "rejoining through saved peers");
+            }
+        }
+        let overlay = Overlay::new(local, options.ring.clone(), &join, now);
+        let core = Core::new(options.core, Location::Overlay(Box::new(overlay)), now);
+        let (query_tx, queries) = mpsc::channel(64);
+        let http = match options.http {
+            Some(addr) => Some(http::serve(addr, query_tx).await?),
+            None => None,
+        };
+        if let Some(addr) = http {
+            info!(%addr, "status on http://{addr}/status, metrics on /metrics");
+        }
+        if let Some(dir) = &options.data {
+            std::fs::create_dir_all(dir)?;
+        }
         Ok(Node {
             core,
             transports,
             inbound,
+            queries,
+            http,
+            data: options.data,
+            started: now,
         })
     }
 
@@ -46,15 +95,41 @@ impl Node {
         self.transports.local_addr()
     }
 
-    /// Serves until `shutdown` completes.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+    }
+
+    pub fn node_id(&self) -> String {
+        self.core
+            .overlay()
+            .map(|o| o.ring().me().id.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Serves until `shutdown` completes, then leaves the ring gracefully.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let (resolved_tx, mut resolved_rx) = mpsc::channel::<(ResolveId, Vec<Peer>)>(256);
         let mut buf = vec![0u8; 65536];
+        let mut leaving_until: Option<Instant> = None;
+        let mut next_save = Instant::now() + SAVE_PEERS_EVERY;
         loop {
-            let deadline = tokio::time::Instant::from_std(self.core.poll_timeout());
+            if let Some(until) = leaving_until {
+                if self.core.has_left() || Instant::now() >= until {
+                    break;
+                }
+            }
+            let mut deadline = self.core.poll_timeout().min(next_save);
+            if let Some(until) = leaving_until {
+                deadline = deadline.min(until);
+            }
+            let deadline = tokio::time::Instant::from_std(deadline);
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown, if leaving_until.is_none() => {
+                    info!("leaving the ring");
+                    leaving_until = Some(Instant::now() + LEAVE_FOR);
+                    self.core.leave(Instant::now());
+                }
                 read = self.transports.udp().recv_from(&mut buf) => {
                     let now = Instant::now();
                     if let Ok((n, from)) = read {
@@ -76,8 +151,14 @@ impl Node {
                 Some((id, peers)) = resolved_rx.recv() => {
                     self.core.resolved(id, peers, Instant::now());
                 }
+                Some(query) = self.queries.recv() => self.answer(query),
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.core.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.core.handle_timeout(now);
+                    if now >= next_save {
+                        next_save = now + SAVE_PEERS_EVERY;
+                        self.save_peers();
+                    }
                 }
             }
             while let Some((peer, bytes)) = self.core.poll_transmit() {
@@ -91,8 +172,90 @@ impl Node {
                 });
             }
         }
+        self.save_peers();
         info!("node stopped");
     }
+
+    fn answer(&mut self, query: Query) {
+        let (transactions, forks) = self.core.load();
+        self.core.metrics.transactions.set(transactions as i64);
+        let registrations = self.core.registrations();
+        self.core.metrics.registrations.set(registrations as i64);
+        let ring = self.core.overlay().map(|o| o.status());
+        if let Some(ring) = &ring {
+            self.core
+                .metrics
+                .items_primary
+                .set(ring.items_primary as i64);
+            self.core
+                .metrics
+                .items_replica
+                .set(ring.items_replica as i64);
+        }
+        match query {
+            Query::Status(reply) => {
+                let mut value = serde_json::to_value(&ring).unwrap_or_default();
+                if !value.is_object() {
+                    value = serde_json::json!({});
+                }
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("uptime_s".into(), self.started.elapsed().as_secs().into());
+                    object.insert("domains".into(), self.core.config().domains.clone().into());
+                    object.insert("registrations".into(), registrations.into());
+                    object.insert("transactions".into(), transactions.into());
+                    object.insert("forks".into(), forks.into());
+                    if let Some(overlay) = self.core.overlay() {
+                        if let Ok(counters) = serde_json::to_value(&overlay.counters) {
+                            object.insert("overlay".into(), counters);
+                        }
+                    }
+                }
+                let _ = reply.send(value);
+            }
+            Query::Metrics(reply) => {
+                let _ = reply.send(self.core.metrics.encode());
+            }
+        }
+    }
+
+    /// Writes the peers this node knows, to rejoin through them after a restart.
+    fn save_peers(&self) {
+        let (Some(dir), Some(overlay)) = (&self.data, self.core.overlay()) else {
+            return;
+        };
+        let peers: Vec<String> = overlay
+            .ring()
+            .known_peers()
+            .iter()
+            .filter(|p| **p != self.local_addr())
+            .map(|p| p.to_string())
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let path = dir.join(PEERS_FILE);
+        let tmp = dir.join(format!("{PEERS_FILE}.tmp"));
+        let written = serde_json::to_vec_pretty(&peers)
+            .map_err(io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => debug!(peers = peers.len(), "saved peers"),
+            Err(error) => warn!(%error, path = %path.display(), "could not save peers"),
+        }
+    }
+}
+
+/// Peers saved by an earlier run, if any.
+fn load_peers(data: Option<&PathBuf>) -> Vec<SocketAddr> {
+    let Some(dir) = data else {
+        return Vec::new();
+    };
+    let Ok(bytes) = std::fs::read(dir.join(PEERS_FILE)) else {
+        return Vec::new();
+    };
+    let peers: Vec<String> = serde_json::from_slice(&bytes).unwrap_or_default();
+    peers.iter().filter_map(|p| p.parse().ok()).collect()
 }
 
 fn udp(addr: SocketAddr) -> Peer {

@@ -2,4 +2,6 @@
 
 pub mod core;
 pub mod driver;
+pub mod http;
+pub mod metrics;
 pub mod outbox;

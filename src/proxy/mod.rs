@@ -49,6 +49,8 @@ pub struct Proxy {
     branch_of: HashMap<ClientKey, ServerKey>,
     resolving: HashMap<ResolveId, Pending>,
     counter: u64,
+    /// Forks that ended, with the status sent upstream.
+    finished: Vec<(ServerKey, u16)>,
 }
 
 impl Proxy {
@@ -59,7 +61,13 @@ impl Proxy {
             branch_of: HashMap::new(),
             resolving: HashMap::new(),
             counter: 0,
+            finished: Vec::new(),
         }
+    }
+
+    /// A fork that ended with a final response of its own choosing (not a 2xx relayed).
+    pub fn poll_finished(&mut self) -> Option<(ServerKey, u16)> {
+        self.finished.pop()
     }
 
     /// Requests being forwarded now.
@@ -303,6 +311,7 @@ impl Proxy {
         if !fork.answered {
             fork.answered = true;
             let response = fork.best_response();
+            self.finished.push((server, response.status));
             out.respond(server, response, now);
         }
         self.forks.remove(&server);

@@ -32,6 +32,13 @@ pub type LocationAnswer = Result<Lookup, LocationError>;
 pub trait LocationStore {
     /// Starts fetching the live bindings of `aor`.
     fn fetch(&mut self, op: LocationOp, aor: &Aor, now: Instant);
+    /// Starts a lookup for routing a request: like [`fetch`](Self::fetch),
+    /// but a store may answer from a cache of recent answers.
+    fn lookup(&mut self, op: LocationOp, aor: &Aor, now: Instant) {
+        self.fetch(op, aor, now)
+    }
+    /// A request routed by a looked-up answer failed: drop any cached answer.
+    fn forget(&mut self, _aor: &Aor) {}
     /// Starts replacing the bindings of `aor` by `bindings` (empty: remove all).
     /// The answer carries the bindings as saved.
     fn save(&mut self, op: LocationOp, aor: &Aor, bindings: Vec<Binding>, now: Instant);

@@ -1,0 +1,293 @@
+//! The node's seat in the overlay: runs the Chord [`Ring`](crate::ring::Ring)
+//! over the node's own SIP transactions (P2P-over-SIP, `docs/protocol.md`),
+//! and keeps users' bindings in the ring as the node's location store.
+//!
+//! Ring requests go out as SIP client transactions and come in as server
+//! transactions; this module maps one to the other and never touches a socket.
+
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use crate::node::metrics::Metrics;
+use crate::node::outbox::Outbox;
+use crate::ring::wire;
+use crate::ring::{IncomingId, Outgoing, RequestId, Ring, RingConfig, RingEvent, RingStatus};
+use crate::sip::message::{HeaderAccess, Request, Response};
+use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind, new_branch};
+use store::RingLocation;
+
+/// Counters the status page and metrics show.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct OverlayCounters {
+    pub requests_in: u64,
+    pub requests_out: u64,
+    pub lookups: u64,
+    pub lookup_hops_total: u64,
+    pub stabilize_rounds: u64,
+    pub failures: u64,
+}
+
+/// The ring plus what ties it to SIP.
+pub struct Overlay {
+    ring: Ring,
+    /// Our ring requests travelling as SIP client transactions.
+    sent: HashMap<ClientKey, RequestId>,
+    /// Ring requests we received and have not answered yet.
+    received: HashMap<IncomingId, (ServerKey, Request)>,
+    next_incoming: u64,
+    /// The location store that lives in the ring.
+    pub location: RingLocation,
+    cseq: u32,
+    call_id: String,
+    pub counters: OverlayCounters,
+    /// The node's metrics (set by the core).
+    pub metrics: Metrics,
+}
+
+impl Overlay {
+    /// A ring of one at `local`, joining through `bootstrap` when given.
+    pub fn new(
+        local: SocketAddr,
+        config: RingConfig,
+        bootstrap: &[SocketAddr],
+        now: Instant,
+    ) -> Overlay {
+        let mut ring = Ring::new(local, config, now);
+        info!(node_id = %ring.me().id, %local, "overlay node");
+        for addr in bootstrap {
+            if *addr != local {
+                info!(bootstrap = %addr, "joining the ring");
+                ring.join(*addr, now);
+            }
+        }
+        Overlay {
+            ring,
+            sent: HashMap::new(),
+            received: HashMap::new(),
+            next_incoming: 1,
+            location: RingLocation::new(),
+            cseq: 1,
+            call_id: format!("{}@{}", &new_branch()[7..], local),
+            counters: OverlayCounters::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    pub fn status(&self) -> RingStatus {
+        self.ring.status()
+    }
+
+    /// Whether a request is an overlay message rather than user traffic.
+    pub fn is_overlay(request: &Request) -> bool {
+        wire::is_overlay(request)
+    }
+
+    /// An overlay request arrived on server transaction `key`.
+    pub fn on_request(
+        &mut self,
+        key: ServerKey,
+        request: Request,
+        from: Peer,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        self.counters.requests_in += 1;
+        match wire::decode_request(&request) {
+            Ok(ring_request) => {
+                let id = IncomingId(self.next_incoming);
+                self.next_incoming += 1;
+                self.received.insert(id, (key, request));
+                // Overlay peers are known by their listening address (in the
+                // From/Contact of the message), not by an ephemeral source port.
+                let _ = from;
+                self.ring.handle_request(
+                    sender_of(&ring_request, from.addr),
+                    id,
+                    ring_request,
+                    now,
+                );
+            }
+            Err(error) => {
+                debug!(%error, "bad overlay request");
+                let mut response = request.response(400);
+                response.reason = format!("Bad Overlay Request ({error})");
+                out.respond(key, response, now);
+            }
+        }
+        self.pump(out, now);
+    }
+
+    /// A response on one of our transactions; false when it is not ours.
+    pub fn on_response(
+        &mut self,
+        key: ClientKey,
+        response: &Response,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> bool {
+        let Some(&id) = self.sent.get(&key) else {
+            return false;
+        };
+        if response.status < 200 {
+            return true;
+        }
+        self.sent.remove(&key);
+        match wire::decode_response(response) {
+            Ok(ring_response) => self.ring.handle_response(id, ring_response, now),
+            Err(error) => {
+                debug!(%error, status = response.status, "bad overlay response");
+                self.ring.handle_failure(id, now);
+            }
+        }
+        self.pump(out, now);
+        true
+    }
+
+    /// One of our transactions timed out; false when it is not ours.
+    pub fn on_timeout(&mut self, key: ClientKey, out: &mut Outbox, now: Instant) -> bool {
+        let Some(id) = self.sent.remove(&key) else {
+            return false;
+        };
+        self.counters.failures += 1;
+        self.ring.handle_failure(id, now);
+        self.pump(out, now);
+        true
+    }
+
+    pub fn handle_timeout(&mut self, out: &mut Outbox, now: Instant) {
+        self.ring.handle_timeout(now);
+        self.pump(out, now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.ring.poll_timeout()
+    }
+
+    /// Starts a graceful leave: items go to the successor first.
+    pub fn leave(&mut self, out: &mut Outbox, now: Instant) {
+        self.ring.leave(now);
+        self.pump(out, now);
+    }
+
+    pub fn has_left(&self) -> bool {
+        self.ring.has_left()
+    }
+
+    /// Moves work between the ring, the location store and the transactions
+    /// until none of them has more.
+    pub fn pump(&mut self, out: &mut Outbox, now: Instant) {
+        loop {
+            let mut busy = self.location.start_ops(&mut self.ring, now);
+            while let Some(outgoing) = self.ring.poll_transmit() {
+                busy = true;
+                self.transmit(outgoing, out, now);
+            }
+            while let Some(event) = self.ring.poll_event() {
+                busy = true;
+                self.on_ring_event(event, now);
+            }
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    fn transmit(&mut self, outgoing: Outgoing, out: &mut Outbox, now: Instant) {
+        match outgoing {
+            Outgoing::Request { id, to, request } => {
+                self.counters.requests_out += 1;
+                if matches!(request, crate::ring::RingRequest::GetPredecessor) {
+                    self.counters.stabilize_rounds += 1;
+                    self.metrics.stabilize_rounds.inc();
+                }
+                let mut sip = wire::encode_request(&request, &self.ring.me(), to);
+                self.cseq = self.cseq.wrapping_add(1);
+                complete_request(&mut sip, self.ring.me().addr, &self.call_id, self.cseq);
+                let peer = Peer {
+                    transport: TransportKind::Udp,
+                    addr: to,
+                };
+                let key = out.request(sip, peer, now);
+                self.sent.insert(key, id);
+            }
+            Outgoing::Response { to, response } => {
+                let Some((key, original)) = self.received.remove(&to) else {
+                    return;
+                };
+                let sip = wire::encode_response(&original, &response);
+                out.respond(key, sip, now);
+            }
+        }
+    }
+
+    fn on_ring_event(&mut self, event: RingEvent, now: Instant) {
+        match &event {
+            RingEvent::Joined { successor } => {
+                info!(successor = %successor.addr, successor_id = %successor.id, "joined the ring")
+            }
+            RingEvent::SuccessorChanged { old, new } => {
+                info!(old = ?old.map(|p| p.addr), new = %new.addr, "successor changed")
+            }
+            RingEvent::PredecessorChanged { old, new } => {
+                info!(old = ?old.map(|p| p.addr), new = ?new.map(|p| p.addr), "predecessor changed")
+            }
+            RingEvent::LookupDone {
+                result: Ok((_, hops)),
+                ..
+            } => {
+                self.counters.lookups += 1;
+                self.counters.lookup_hops_total += u64::from(*hops);
+                self.metrics.lookups.inc();
+                self.metrics.lookup_hops.observe(f64::from(*hops));
+            }
+            RingEvent::Left => info!("left the ring"),
+            _ => {}
+        }
+        if let Err(error) = self.location.on_ring_event(event, now) {
+            warn!(%error, "ring operation failed");
+        }
+    }
+}
+
+/// The address a ring request comes from, as the ring knows its sender:
+/// overlay requests leave from the node's one UDP socket, so the source is
+/// the sender's listening address.
+fn sender_of(_request: &crate::ring::RingRequest, source: SocketAddr) -> SocketAddr {
+    source
+}
+
+/// Adds what makes an encoded overlay request a complete SIP request: our
+/// Via with a fresh branch, Max-Forwards, Call-ID, CSeq and a From tag.
+fn complete_request(request: &mut Request, local: SocketAddr, call_id: &str, cseq: u32) {
+    use ezk_sip_types::Name;
+    use ezk_sip_types::header::typed::Via;
+    let via = Via::new("UDP", local, new_branch());
+    request.headers.insert_named_front(&via);
+    if !request.headers.contains(&Name::MAX_FORWARDS) {
+        request.headers.insert(Name::MAX_FORWARDS, "70");
+    }
+    if !request.headers.contains(&Name::CALL_ID) {
+        request.headers.insert(Name::CALL_ID, call_id);
+    }
+    if !request.headers.contains(&Name::CSEQ) {
+        request
+            .headers
+            .insert(Name::CSEQ, format!("{cseq} {}", request.method));
+    }
+    if let Some(mut from) = request.from_header() {
+        if from.tag.is_none() {
+            from.tag = Some(new_branch()[7..15].to_string().into());
+            request.headers.remove(&Name::FROM);
+            request.headers.insert_type(Name::FROM, &from);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Bindings kept in the ring: the location store of an overlay node.
+//!
+//! The bindings of an address-of-record are one ring item under
+//! SHA-1(aor), named by the AOR, holding the bindings as JSON
+//! ([`BindingRecord`]s, expiry as seconds left). An emptied record stays as
+//! a tombstone for a while, so a call then gets 480 rather than 404.
+//! Lookups for routing may be answered from a short cache of recent answers
+//! (the seed's "known buddies, use cache first"); a failed call drops the entry.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::registrar::binding::{Aor, Binding, BindingRecord};
+use crate::registrar::location::{
+    LocationAnswer, LocationError, LocationOp, LocationStore, Lookup,
+};
+use crate::ring::{Item, NodeId, OpId, Ring, RingError, RingEvent};
+
+/// How long a looked-up binding set may be used without asking the ring.
+pub const CACHE_FOR: Duration = Duration::from_secs(30);
+/// How long an emptied record is kept.
+const TOMBSTONE_FOR: Duration = Duration::from_secs(3600);
+/// The item kind of a binding set.
+pub const KIND: &str = "binding";
+
+enum Queued {
+    Fetch(Aor),
+    Save(Aor, Vec<Binding>),
+}
+
+enum InFlight {
+    Fetch(Aor),
+    Save(Aor, Vec<Binding>),
+}
+
+/// The location store in the ring.
+#[derive(Default)]
+pub struct RingLocation {
+    queued: VecDeque<(LocationOp, Queued)>,
+    in_flight: HashMap<OpId, (LocationOp, InFlight)>,
+    answers: VecDeque<(LocationOp, LocationAnswer)>,
+    cache: HashMap<Aor, (Vec<Binding>, Instant)>,
+    /// Highest item version seen per AOR, so a save supersedes it.
+    versions: HashMap<Aor, u64>,
+    /// AORs with live bindings saved through this node (for metrics).
+    saved_here: usize,
+}
+
+impl RingLocation {
+    pub fn new() -> RingLocation {
+        RingLocation::default()
+    }
+
+    /// Drops a cached answer (the call to it failed).
+    pub fn forget(&mut self, aor: &Aor) {
+        self.cache.remove(aor);
+    }
+
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Hands queued operations to the ring; true when there were some.
+    pub fn start_ops(&mut self, ring: &mut Ring, now: Instant) -> bool {
+        let busy = !self.queued.is_empty();
+        while let Some((op, queued)) = self.queued.pop_front() {
+            match queued {
+                Queued::Fetch(aor) => {
+                    let id = ring.fetch(NodeId::of_key(aor.as_str()), now);
+                    self.in_flight.insert(id, (op, InFlight::Fetch(aor)));
+                }
+                Queued::Save(aor, bindings) => {
+                    let version = self.versions.get(&aor).copied().unwrap_or(0) + 1;
+                    self.versions.insert(aor.clone(), version);
+                    let item = to_item(&aor, &bindings, version, now);
+                    let id = ring.store(item, now);
+                    self.in_flight
+                        .insert(id, (op, InFlight::Save(aor, bindings)));
+                }
+            }
+        }
+        busy
+    }
+
+    /// Finishes operations the ring completed.
+    pub fn on_ring_event(&mut self, event: RingEvent, now: Instant) -> Result<(), RingError> {
+        match event {
+            RingEvent::FetchDone { op, result } => {
+                let Some((location_op, InFlight::Fetch(aor))) = self.in_flight.remove(&op) else {
+                    return Ok(());
+                };
+                let answer = match &result {
+                    Ok(items) => Ok(self.read_items(&aor, items, now)),
+                    Err(error) => Err(LocationError::Unreachable(error.to_string())),
+                };
+                if let Ok(Some(bindings)) = &answer {
+                    if !bindings.is_empty() {
+                        self.cache.insert(aor, (bindings.clone(), now));
+                    }
+                }
+                self.answers.push_back((location_op, answer));
+                result.map(|_| ())
+            }
+            RingEvent::StoreDone { op, result } => {
+                let Some((location_op, InFlight::Save(aor, bindings))) = self.in_flight.remove(&op)
+                else {
+                    return Ok(());
+                };
+                let answer = match &result {
+                    Ok(()) => {
+                        if bindings.is_empty() {
+                            self.cache.remove(&aor);
+                        } else {
+                            self.cache.insert(aor, (bindings.clone(), now));
+                        }
+                        Ok(Some(bindings))
+                    }
+                    Err(error) => Err(LocationError::Unreachable(error.to_string())),
+                };
+                self.answers.push_back((location_op, answer));
+                result
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn read_items(&mut self, aor: &Aor, items: &[Item], now: Instant) -> Lookup {
+        let item = items
+            .iter()
+            .filter(|i| i.kind == KIND && i.name == aor.as_str())
+            .max_by_key(|i| i.version)?;
+        let seen = self.versions.entry(aor.clone()).or_insert(0);
+        *seen = (*seen).max(item.version);
+        let records: Vec<BindingRecord> = serde_json::from_slice(&item.value).unwrap_or_default();
+        Some(
+            records
+                .into_iter()
+                .map(|r| r.into_binding(now))
+                .filter(|b| b.is_live(now))
+                .collect(),
+        )
+    }
+}
+
+/// The ring item holding an AOR's bindings.
+pub fn to_item(aor: &Aor, bindings: &[Binding], version: u64, now: Instant) -> Item {
+    let records: Vec<BindingRecord> = bindings.iter().map(|b| b.to_record(now)).collect();
+    let expires = bindings
+        .iter()
+        .map(|b| b.expires_at)
+        .max()
+        .unwrap_or(now + TOMBSTONE_FOR);
+    Item {
+        key: NodeId::of_key(aor.as_str()),
+        name: aor.as_str().to_string(),
+        kind: KIND.to_string(),
+        value: serde_json::to_vec(&records).unwrap_or_default(),
+        version,
+        expires,
+    }
+}
+
+impl LocationStore for RingLocation {
+    fn fetch(&mut self, op: LocationOp, aor: &Aor, _now: Instant) {
+        self.queued.push_back((op, Queued::Fetch(aor.clone())));
+    }
+
+    fn lookup(&mut self, op: LocationOp, aor: &Aor, now: Instant) {
+        if let Some((bindings, at)) = self.cache.get(aor) {
+            if now.saturating_duration_since(*at) < CACHE_FOR {
+                let live: Vec<Binding> = bindings
+                    .iter()
+                    .filter(|b| b.is_live(now))
+                    .cloned()
+                    .collect();
+                if !live.is_empty() {
+                    self.answers.push_back((op, Ok(Some(live))));
+                    return;
+                }
+            }
+        }
+        self.fetch(op, aor, now)
+    }
+
+    fn save(&mut self, op: LocationOp, aor: &Aor, bindings: Vec<Binding>, _now: Instant) {
+        if !bindings.is_empty() {
+            self.saved_here += 1;
+        }
+        self.queued
+            .push_back((op, Queued::Save(aor.clone(), bindings)));
+    }
+
+    fn poll_answer(&mut self) -> Option<(LocationOp, LocationAnswer)> {
+        self.answers.pop_front()
+    }
+
+    fn purge(&mut self, now: Instant) {
+        self.cache
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < CACHE_FOR);
+    }
+
+    fn len(&self) -> usize {
+        self.saved_here
+    }
+
+    fn forget(&mut self, aor: &Aor) {
+        RingLocation::forget(self, aor)
+    }
+}
