@@ -60,6 +60,15 @@ impl ChildGuard {
     }
 }
 
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Keep the log of a failed test; drop the rest.
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -242,6 +251,14 @@ impl Transport {
         }
     }
 
+    /// The transport's name in a Via.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
     /// A contact URI for `user` at 127.0.0.1:`port` over this transport.
     pub fn contact(self, user: &str, port: u16) -> String {
         match self {
@@ -283,6 +300,14 @@ pub struct Sipp {
     pub port: u16,
     pub dir: PathBuf,
     guard: ChildGuard,
+}
+
+/// What a successful SIPp run logged.
+pub struct SippRun {
+    /// `<log>` actions (`-trace_logs`).
+    pub logs: String,
+    /// Messages sent and received (`-trace_msg`): `(received, text)` in order.
+    pub messages: Vec<(bool, String)>,
 }
 
 /// What a finished SIPp run reported.
@@ -418,8 +443,8 @@ impl Sipp {
     }
 
     /// Waits for SIPp to exit and asserts exit code 0 with `calls` successful
-    /// calls and no failed one in its statistics.
-    pub fn expect_success(self, calls: u64) {
+    /// calls and no failed one in its statistics. Returns what it logged.
+    pub fn expect_success(self, calls: u64) -> SippRun {
         let name = self.name.clone();
         let dir = self.dir.clone();
         let result = self.finish();
@@ -429,11 +454,12 @@ impl Sipp {
             "{name}: expected exit 0 and {calls} successful call(s), got {result:?}\n{}",
             diagnostics_of(&dir)
         );
-    }
-
-    /// SIPp's `<log>` output (`-trace_logs`).
-    pub fn logs(&self) -> String {
-        read_lossy(&self.dir.join("logs.log"))
+        let run = SippRun {
+            logs: read_lossy(&dir.join("logs.log")),
+            messages: sipp_messages(&dir),
+        };
+        let _ = fs::remove_dir_all(&dir);
+        run
     }
 
     pub fn diagnostics(&self) -> String {
@@ -571,4 +597,41 @@ pub fn read_stream_message(stream: &mut impl Read) -> std::io::Result<Option<Vec
     stream.read_exact(&mut body)?;
     buf.extend_from_slice(&body);
     Ok(Some(buf))
+}
+
+/// The messages a SIPp run logged with `-trace_msg`: `(received, text)` in order.
+pub fn sipp_messages(dir: &Path) -> Vec<(bool, String)> {
+    let log = read_lossy(&dir.join("messages.log"));
+    let mut out = Vec::new();
+    for entry in log
+        .split("-----------------------------------------------")
+        .skip(1)
+    {
+        let mut lines = entry.lines();
+        let _date = lines.next();
+        let Some(kind) = lines.next() else { continue };
+        let received = kind.contains("message received");
+        if !received && !kind.contains("message sent") {
+            continue;
+        }
+        let text: Vec<&str> = lines.skip_while(|l| l.trim().is_empty()).collect();
+        out.push((received, text.join("\r\n")));
+    }
+    out
+}
+
+/// The Via values of a message head, top first (comma-separated values split).
+pub fn via_values(message: &str) -> Vec<String> {
+    message
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case("via") || n.trim().eq_ignore_ascii_case("v"))
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
