@@ -482,7 +482,7 @@ fn diagnostics_of(dir: &Path) -> String {
 pub fn parse_stats(csv: &str) -> Option<(u64, u64)> {
     let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next()?.split(';').collect();
-    let last: Vec<&str> = lines.last()?.split(';').collect();
+    let last: Vec<&str> = lines.next_back()?.split(';').collect();
     let col = |name: &str| -> Option<u64> {
         let i = header.iter().position(|h| *h == name)?;
         last.get(i)?.trim().parse().ok()
