@@ -28,6 +28,12 @@ pub struct Config {
     pub replicas: usize,
     /// Address for the HTTP status page and metrics.
     pub http: Option<SocketAddr>,
+    /// Serve the domains' DNS here and advertise this node as their gateway.
+    pub dns: Option<SocketAddr>,
+    /// TTL of the served DNS records, seconds.
+    pub dns_ttl: u32,
+    /// Name server for RFC 3263 and ENUM look-ups; none: the system's.
+    pub nameserver: Option<SocketAddr>,
     pub registrar: RegistrarSection,
 }
 
@@ -63,6 +69,9 @@ impl Default for Config {
             join: Vec::new(),
             replicas: 3,
             http: None,
+            dns: None,
+            dns_ttl: 30,
+            nameserver: None,
             registrar: RegistrarSection::default(),
         }
     }
@@ -148,6 +157,18 @@ impl Config {
                     "{} is not between 1 and 8 (the successor list)",
                     self.replicas
                 ),
+            });
+        }
+        if self.dns.is_some() && self.domains.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "dns",
+                why: "a gateway serves the DNS of its domains: give at least one domain".into(),
+            });
+        }
+        if self.dns_ttl == 0 {
+            return Err(ConfigError::Invalid {
+                key: "dns_ttl",
+                why: "must be at least 1 second".into(),
             });
         }
         if self.sip.ip().is_unspecified() {

@@ -52,6 +52,12 @@ struct NodeArgs {
     /// Serve /status and /metrics over HTTP on this address
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Serve the domains' DNS (NAPTR/SRV/A) here and act as their gateway
+    #[arg(long, value_name = "ADDR")]
+    dns: Option<SocketAddr>,
+    /// Name server for RFC 3263 and ENUM look-ups [default: the system's]
+    #[arg(long, value_name = "ADDR")]
+    nameserver: Option<SocketAddr>,
     /// TOML file with a key for every flag; flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -120,6 +126,12 @@ fn load(args: NodeArgs) -> Result<Config, String> {
     if let Some(replicas) = args.replicas {
         config.replicas = replicas;
     }
+    if let Some(dns) = args.dns {
+        config.dns = Some(dns);
+    }
+    if let Some(nameserver) = args.nameserver {
+        config.nameserver = Some(nameserver);
+    }
     if let Some(http) = args.http {
         config.http = Some(http);
     }
@@ -152,6 +164,9 @@ async fn serve(config: Config) -> Result<(), String> {
         join: config.join.clone(),
         http: config.http,
         data: config.data.clone(),
+        dns: config.dns,
+        dns_ttl: config.dns_ttl,
+        nameserver: config.nameserver,
     };
     let node = Node::bind(options).await.map_err(|e| {
         format!(

@@ -172,15 +172,11 @@ fn via_order_in_a_proxied_call(transport: Transport) {
 }
 
 #[test]
-#[ignore = "node bug: a forwarded request gets the node's Via second instead of on top, \
-            and the response to the caller keeps the node's Via and loses the caller's"]
 fn via_order_in_a_proxied_call_over_udp() {
     via_order_in_a_proxied_call(Transport::Udp);
 }
 
 #[test]
-#[ignore = "node bug: a forwarded request gets the node's Via second instead of on top, \
-            and the response to the caller keeps the node's Via and loses the caller's"]
 fn via_order_in_a_proxied_call_over_tcp() {
     via_order_in_a_proxied_call(Transport::Tcp);
 }

@@ -189,6 +189,7 @@ impl Core {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.proxy.handle_timeout(&mut self.out, now);
         self.out.transactions.handle_timeout(now);
         if let Some(overlay) = self.location.overlay() {
             overlay.handle_timeout(&mut self.out, now);
@@ -205,6 +206,9 @@ impl Core {
         if let Some(t) = self.out.transactions.poll_timeout() {
             deadline = deadline.min(t);
         }
+        if let Some(t) = self.proxy.poll_timeout() {
+            deadline = deadline.min(t);
+        }
         if let Location::Overlay(overlay) = &self.location {
             if let Some(t) = overlay.poll_timeout() {
                 deadline = deadline.min(t);
@@ -219,6 +223,27 @@ impl Core {
             Location::Overlay(overlay) => Some(overlay),
             Location::Memory(_) => None,
         }
+    }
+
+    /// Next hops that failed (for the resolver's list of dead targets).
+    pub fn take_dead(&mut self) -> Vec<Peer> {
+        self.proxy.take_dead()
+    }
+
+    /// Makes this node a gateway of its domains, advertised in the ring.
+    pub fn advertise_gateway(&mut self, me: crate::overlay::gateways::GatewayRecord, now: Instant) {
+        let domains = self.config.domains.clone();
+        if let Some(overlay) = self.location.overlay() {
+            overlay.advertise_gateway(me, domains, now);
+        }
+        self.process(now);
+    }
+
+    /// A domain whose live gateway set changed.
+    pub fn poll_gateways(
+        &mut self,
+    ) -> Option<(String, Vec<crate::overlay::gateways::GatewayRecord>)> {
+        self.location.overlay()?.poll_gateways()
     }
 
     /// Starts leaving the overlay gracefully (items handed to the successor).

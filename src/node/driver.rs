@@ -16,10 +16,15 @@ use super::core::{Core, CoreConfig, Location};
 use super::http::{self, Query};
 use super::outbox::ResolveId;
 use crate::overlay::Overlay;
+use crate::overlay::gateways::GatewayRecord;
 use crate::proxy::target::Destination;
 use crate::ring::RingConfig;
 use crate::sip::transaction::{Peer, TransportKind};
 use crate::sip::transport::{Inbound, Transports};
+use p2psip_dns::{
+    DnsServer, Gateway, ResolverConfig, SipDestination, SipResolver, Target, Transport, ZoneConfig,
+    Zones,
+};
 
 /// Datagrams read in one go before the node sends what they caused.
 const UDP_BATCH: usize = 64;
@@ -39,6 +44,12 @@ pub struct NodeOptions {
     pub join: Vec<SocketAddr>,
     pub http: Option<SocketAddr>,
     pub data: Option<PathBuf>,
+    /// Serve the domains' DNS here and advertise this node as their gateway.
+    pub dns: Option<SocketAddr>,
+    /// TTL of the served DNS records.
+    pub dns_ttl: u32,
+    /// Name server for RFC 3263 and ENUM look-ups; `None`: the system's.
+    pub nameserver: Option<SocketAddr>,
 }
 
 /// A node bound to its sockets, ready to run.
@@ -50,6 +61,9 @@ pub struct Node {
     http: Option<SocketAddr>,
     data: Option<PathBuf>,
     started: Instant,
+    /// The authoritative DNS server and its zones, on a gateway.
+    dns: Option<(DnsServer, Zones)>,
+    nameserver: Option<SocketAddr>,
 }
 
 impl Node {
@@ -68,7 +82,36 @@ impl Node {
             }
         }
         let overlay = Overlay::new(local, options.ring.clone(), &join, now);
-        let core = Core::new(options.core, Location::Overlay(Box::new(overlay)), now);
+        let domains = options.core.domains.clone();
+        let mut core = Core::new(options.core, Location::Overlay(Box::new(overlay)), now);
+        let dns = match options.dns {
+            Some(addr) => {
+                let zones = Zones::new();
+                for domain in &domains {
+                    let mut zone = ZoneConfig::new(domain.clone());
+                    zone.ttl = options.dns_ttl;
+                    zones.add_zone(zone);
+                }
+                let server = DnsServer::bind(addr, zones.clone())
+                    .await
+                    .map_err(|e| io::Error::other(format!("DNS on {addr}: {e}")))?;
+                info!(addr = %server.local_addr(), ?domains, "serving DNS for the overlay domains");
+                let id = core
+                    .overlay()
+                    .map(|o| o.ring().me().id.to_string())
+                    .unwrap_or_default();
+                let me = GatewayRecord {
+                    name: format!("gw-{}", &id[..id.len().min(8)]),
+                    addr: local.ip(),
+                    udp: Some(local.port()),
+                    tcp: Some(local.port()),
+                    tls: None,
+                };
+                core.advertise_gateway(me, now);
+                Some((server, zones))
+            }
+            None => None,
+        };
         let (query_tx, queries) = mpsc::channel(64);
         let http = match options.http {
             Some(addr) => Some(http::serve(addr, query_tx).await?),
@@ -88,6 +131,8 @@ impl Node {
             http,
             data: options.data,
             started: now,
+            dns,
+            nameserver: options.nameserver,
         })
     }
 
@@ -97,6 +142,10 @@ impl Node {
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http
+    }
+
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns.as_ref().map(|(server, _)| server.local_addr())
     }
 
     pub fn node_id(&self) -> String {
@@ -113,6 +162,12 @@ impl Node {
         let mut buf = vec![0u8; 65536];
         let mut leaving_until: Option<Instant> = None;
         let mut next_save = Instant::now() + SAVE_PEERS_EVERY;
+        let resolver = SipResolver::new(ResolverConfig {
+            nameserver: self.nameserver,
+            ..ResolverConfig::default()
+        })
+        .map_err(|e| warn!(error = %e, "no RFC 3263 resolver; using the system resolver"))
+        .ok();
         loop {
             if let Some(until) = leaving_until {
                 if self.core.has_left() || Instant::now() >= until {
@@ -166,10 +221,27 @@ impl Node {
             }
             while let Some((id, destination)) = self.core.poll_resolve() {
                 let tx = resolved_tx.clone();
+                let resolver = resolver.clone();
                 tokio::spawn(async move {
-                    let peers = resolve(&destination).await;
+                    let peers = resolve(resolver.as_ref(), &destination).await;
                     let _ = tx.send((id, peers)).await;
                 });
+            }
+            if let Some(resolver) = &resolver {
+                for peer in self.core.take_dead() {
+                    debug!(target = %peer.addr, "marking next hop dead");
+                    resolver.mark_dead(&Target {
+                        addr: peer.addr,
+                        transport: dns_transport(peer.transport),
+                        host: String::new(),
+                    });
+                }
+            }
+            while let Some((domain, set)) = self.core.poll_gateways() {
+                if let Some((_, zones)) = &self.dns {
+                    info!(%domain, gateways = set.len(), "gateway set changed");
+                    zones.set_gateways(&domain, set.into_iter().map(to_dns_gateway).collect());
+                }
             }
         }
         self.save_peers();
@@ -265,8 +337,57 @@ fn udp(addr: SocketAddr) -> Peer {
     }
 }
 
+fn dns_transport(transport: TransportKind) -> Transport {
+    match transport {
+        TransportKind::Udp => Transport::Udp,
+        TransportKind::Tcp => Transport::Tcp,
+        TransportKind::Tls => Transport::Tls,
+    }
+}
+
+fn to_dns_gateway(record: GatewayRecord) -> Gateway {
+    Gateway {
+        name: record.name,
+        addrs: vec![record.addr],
+        udp: record.udp,
+        tcp: record.tcp,
+        tls: record.tls,
+    }
+}
+
+/// Resolves a destination by RFC 3263 (NAPTR, SRV, A/AAAA), in failover
+/// order; without a resolver, by the system's A/AAAA look-up.
+async fn resolve(resolver: Option<&SipResolver>, destination: &Destination) -> Vec<Peer> {
+    if let Some(resolver) = resolver {
+        let wanted = SipDestination {
+            host: destination.host.clone(),
+            port: destination.port,
+            transport: destination.transport.map(dns_transport),
+            sips: destination.sips,
+        };
+        return match resolver.resolve(&wanted).await {
+            Ok(targets) => targets
+                .into_iter()
+                .map(|t| Peer {
+                    transport: match t.transport {
+                        Transport::Udp => TransportKind::Udp,
+                        Transport::Tcp => TransportKind::Tcp,
+                        Transport::Tls => TransportKind::Tls,
+                    },
+                    addr: t.addr,
+                })
+                .collect(),
+            Err(error) => {
+                debug!(%error, host = %destination.host, "RFC 3263 resolution failed");
+                Vec::new()
+            }
+        };
+    }
+    system_resolve(destination).await
+}
+
 /// Resolves a host name with the system resolver (A/AAAA).
-async fn resolve(destination: &Destination) -> Vec<Peer> {
+async fn system_resolve(destination: &Destination) -> Vec<Peer> {
     let transport = destination.transport.unwrap_or(TransportKind::Udp);
     let port = destination
         .port

@@ -5,6 +5,7 @@
 //! Ring requests go out as SIP client transactions and come in as server
 //! transactions; this module maps one to the other and never touches a socket.
 
+pub mod gateways;
 pub mod store;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use crate::ring::wire;
 use crate::ring::{IncomingId, Outgoing, RequestId, Ring, RingConfig, RingEvent, RingStatus};
 use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind, new_branch};
+use gateways::{GatewayRecord, Gateways};
 use store::RingLocation;
 
 /// Counters the status page and metrics show.
@@ -47,6 +49,8 @@ pub struct Overlay {
     pub counters: OverlayCounters,
     /// The node's metrics (set by the core).
     pub metrics: Metrics,
+    /// Gateway advertisements, when this node is a gateway.
+    gateways: Option<Gateways>,
 }
 
 impl Overlay {
@@ -75,7 +79,20 @@ impl Overlay {
             call_id: format!("{}@{}", &new_branch()[7..], local),
             counters: OverlayCounters::default(),
             metrics: Metrics::default(),
+            gateways: None,
         }
+    }
+
+    /// Makes this node a gateway of `domains`: it advertises `me` in the ring
+    /// and reports every domain's live gateway set (see [`poll_gateways`](Self::poll_gateways)).
+    pub fn advertise_gateway(&mut self, me: GatewayRecord, domains: Vec<String>, now: Instant) {
+        let every = self.ring.config().stabilize_every;
+        self.gateways = Some(Gateways::new(me, domains, every, now));
+    }
+
+    /// A domain whose live gateway set changed.
+    pub fn poll_gateways(&mut self) -> Option<(String, Vec<GatewayRecord>)> {
+        self.gateways.as_mut()?.poll_change()
     }
 
     pub fn ring(&self) -> &Ring {
@@ -169,11 +186,18 @@ impl Overlay {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.ring.poll_timeout()
+        let gateway = self.gateways.as_ref().and_then(|g| g.poll_timeout());
+        match (self.ring.poll_timeout(), gateway) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Starts a graceful leave: items go to the successor first.
     pub fn leave(&mut self, out: &mut Outbox, now: Instant) {
+        if let Some(gateways) = &mut self.gateways {
+            gateways.stop();
+        }
         self.ring.leave(now);
         self.pump(out, now);
     }
@@ -187,6 +211,9 @@ impl Overlay {
     pub fn pump(&mut self, out: &mut Outbox, now: Instant) {
         loop {
             let mut busy = self.location.start_ops(&mut self.ring, now);
+            if let Some(gateways) = &mut self.gateways {
+                busy |= gateways.start_ops(&mut self.ring, now);
+            }
             while let Some(outgoing) = self.ring.poll_transmit() {
                 busy = true;
                 self.transmit(outgoing, out, now);
@@ -252,6 +279,9 @@ impl Overlay {
             RingEvent::Left => info!("left the ring"),
             _ => {}
         }
+        if let Some(gateways) = &mut self.gateways {
+            gateways.on_ring_event(&event);
+        }
         if let Err(error) = self.location.on_ring_event(event, now) {
             warn!(%error, "ring operation failed");
         }
@@ -271,7 +301,7 @@ fn complete_request(request: &mut Request, local: SocketAddr, call_id: &str, cse
     use ezk_sip_types::Name;
     use ezk_sip_types::header::typed::Via;
     let via = Via::new("UDP", local, new_branch());
-    request.headers.insert_named_front(&via);
+    crate::sip::message::push_via(&mut request.headers, &via);
     if !request.headers.contains(&Name::MAX_FORWARDS) {
         request.headers.insert(Name::MAX_FORWARDS, "70");
     }

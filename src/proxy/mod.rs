@@ -9,8 +9,9 @@
 pub mod fork;
 pub mod target;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::time::Duration;
 use std::time::Instant;
 
 use ezk_sip_types::Name;
@@ -51,7 +52,25 @@ pub struct Proxy {
     counter: u64,
     /// Forks that ended, with the status sent upstream.
     finished: Vec<(ServerKey, u16)>,
+    /// Branches with further resolved targets to fail over to (RFC 3263 §4.3).
+    alternatives: HashMap<ClientKey, Alternatives>,
+    /// When a branch with alternatives that heard nothing moves on.
+    failover_at: BTreeSet<(Instant, ClientKey)>,
+    /// Targets that failed, for the resolver's dead list.
+    dead: Vec<Peer>,
 }
+
+/// What a branch falls back to when its target does not answer.
+struct Alternatives {
+    request: Request,
+    peer: Peer,
+    next: Vec<Peer>,
+    heard: bool,
+}
+
+/// How long a branch with alternatives waits for any answer before the next
+/// target gets the request: 4·T1, well inside Timer B/F.
+pub const FAILOVER_AFTER: Duration = Duration::from_secs(2);
 
 impl Proxy {
     pub fn new(local: SocketAddr) -> Proxy {
@@ -62,6 +81,9 @@ impl Proxy {
             resolving: HashMap::new(),
             counter: 0,
             finished: Vec::new(),
+            alternatives: HashMap::new(),
+            failover_at: BTreeSet::new(),
+            dead: Vec::new(),
         }
     }
 
@@ -120,7 +142,9 @@ impl Proxy {
                 .map(NextHop::Peer)
                 .unwrap_or_else(|| hop_of(&request))
             {
-                NextHop::Peer(peer) => self.send_branch(server, request, peer, out, now),
+                NextHop::Peer(peer) => {
+                    self.send_branch(server, request, peer, out, now);
+                }
                 NextHop::Resolve(destination) => {
                     let id = out.resolve(destination);
                     self.resolving
@@ -141,25 +165,88 @@ impl Proxy {
         peer: Peer,
         out: &mut Outbox,
         now: Instant,
-    ) {
-        let Some(fork) = self.forks.get(&server) else {
-            return;
-        };
-        if fork.invite && fork.request.to_header().is_some_and(|to| to.tag.is_none()) {
+    ) -> Option<ClientKey> {
+        let fork = self.forks.get(&server)?;
+        let dialog_forming = matches!(
+            fork.request.method.to_string().as_str(),
+            "INVITE" | "SUBSCRIBE" | "REFER"
+        );
+        if dialog_forming && fork.request.to_header().is_some_and(|to| to.tag.is_none()) {
             let rr = record_route(self.local, peer.transport);
-            request
-                .headers
-                .insert_front(Name::RECORD_ROUTE, rr.as_str());
+            crate::sip::message::prepend(&mut request.headers, Name::RECORD_ROUTE, rr.into());
         }
         self.counter += 1;
         let branch = format!("z9hG4bK{}.{}", loop_hash(&fork.request), self.counter);
         let via = Via::new(transport_name(peer.transport), self.local, branch);
-        request.headers.insert_named_front(&via);
+        crate::sip::message::push_via(&mut request.headers, &via);
         let key = out.request(request, peer, now);
         self.branch_of.insert(key, server);
         if let Some(fork) = self.forks.get_mut(&server) {
             fork.active.push(key);
         }
+        Some(key)
+    }
+
+    /// The earliest failover deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.failover_at.first().map(|(t, _)| *t)
+    }
+
+    /// Branches with alternatives that heard nothing in time are given up
+    /// (their transaction ends as a timeout, which fails over).
+    pub fn handle_timeout(&mut self, out: &mut Outbox, now: Instant) {
+        while let Some(&(at, key)) = self.failover_at.first() {
+            if at > now {
+                break;
+            }
+            self.failover_at.remove(&(at, key));
+            if self.alternatives.get(&key).is_some_and(|a| !a.heard) {
+                out.transactions.transport_error(key, now);
+            }
+        }
+    }
+
+    /// Targets found dead since the last call.
+    pub fn take_dead(&mut self) -> Vec<Peer> {
+        std::mem::take(&mut self.dead)
+    }
+
+    /// Moves a failed branch to its next target; false when there is none.
+    fn fail_over(
+        &mut self,
+        key: ClientKey,
+        server: ServerKey,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> bool {
+        let Some(mut alt) = self.alternatives.remove(&key) else {
+            return false;
+        };
+        self.dead.push(alt.peer);
+        if alt.next.is_empty() {
+            return false;
+        }
+        let peer = alt.next.remove(0);
+        if let Some(fork) = self.forks.get_mut(&server) {
+            fork.active.retain(|k| *k != key);
+        }
+        self.branch_of.remove(&key);
+        let plain = alt.request.clone();
+        if let Some(new_key) = self.send_branch(server, alt.request, peer, out, now) {
+            if !alt.next.is_empty() {
+                self.alternatives.insert(
+                    new_key,
+                    Alternatives {
+                        request: plain,
+                        peer,
+                        next: alt.next,
+                        heard: false,
+                    },
+                );
+                self.failover_at.insert((now + FAILOVER_AFTER, new_key));
+            }
+        }
+        true
     }
 
     /// A host name resolved (or failed to: `peers` empty).
@@ -171,8 +258,24 @@ impl Proxy {
             Pending::Branch { server, request } => {
                 if let Some(fork) = self.forks.get_mut(&server) {
                     fork.resolving = fork.resolving.saturating_sub(1);
-                    match peers.first() {
-                        Some(peer) => self.send_branch(server, request, *peer, out, now),
+                    match peers.split_first() {
+                        Some((peer, rest)) => {
+                            let plain = request.clone();
+                            if let Some(key) = self.send_branch(server, request, *peer, out, now) {
+                                if !rest.is_empty() {
+                                    self.alternatives.insert(
+                                        key,
+                                        Alternatives {
+                                            request: plain,
+                                            peer: *peer,
+                                            next: rest.to_vec(),
+                                            heard: false,
+                                        },
+                                    );
+                                    self.failover_at.insert((now + FAILOVER_AFTER, key));
+                                }
+                            }
+                        }
                         None => {
                             let mut response = fork.request.response(503);
                             response.reason = "Next Hop Not Resolved".into();
@@ -199,7 +302,7 @@ impl Proxy {
             NextHop::Resolve(d) => d.transport.unwrap_or(TransportKind::Udp),
         };
         let via = Via::new(transport_name(transport), self.local, branch);
-        request.headers.insert_named_front(&via);
+        crate::sip::message::push_via(&mut request.headers, &via);
         match hop {
             NextHop::Peer(peer) => out.stateless(peer, &Message::Request(request)),
             NextHop::Resolve(destination) => {
@@ -221,6 +324,15 @@ impl Proxy {
             return;
         };
         pop_top_via(&mut response.headers);
+        if let Some(alt) = self.alternatives.get_mut(&key) {
+            alt.heard = true;
+            if response.status == 503 && self.fail_over(key, server, out, now) {
+                return;
+            }
+            if response.status >= 200 {
+                self.alternatives.remove(&key);
+            }
+        }
         let Some(fork) = self.forks.get_mut(&server) else {
             return;
         };
@@ -268,9 +380,13 @@ impl Proxy {
 
     /// A branch got no final response in time (or its transport failed).
     pub fn on_timeout(&mut self, key: ClientKey, out: &mut Outbox, now: Instant) {
-        let Some(server) = self.branch_of.remove(&key) else {
+        let Some(&server) = self.branch_of.get(&key) else {
             return;
         };
+        if self.fail_over(key, server, out, now) {
+            return;
+        }
+        self.branch_of.remove(&key);
         if let Some(fork) = self.forks.get_mut(&server) {
             fork.active.retain(|k| *k != key);
             let response = fork.request.response(408);

@@ -51,6 +51,9 @@ pub fn check(buf: &[u8]) -> Result<Frame, FrameError> {
         }
         return Ok(Frame::Incomplete);
     };
+    if head_len > MAX_MESSAGE_SIZE {
+        return Err(FrameError::HeadTooLarge);
+    }
     let body_len = content_length(&buf[..head_len])?;
     let total = head_len + body_len;
     if total > MAX_MESSAGE_SIZE {

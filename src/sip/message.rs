@@ -424,6 +424,27 @@ impl HeaderAccess for Message {
     }
 }
 
+/// Puts `value` first among the values of `name`, and the header first in
+/// the message. (ezk's `insert_*_front` only puts a *new* header first; a
+/// value for an existing one goes last, which is wrong for Via and
+/// Record-Route — see docs/decisions.md.)
+pub fn prepend(headers: &mut Headers, name: Name, value: BytesStr) {
+    let old = headers.remove(&name).unwrap_or_default();
+    headers.insert_front(name.clone(), value);
+    for v in old {
+        headers.insert(name.clone(), v);
+    }
+}
+
+/// Puts our Via on top.
+pub fn push_via(headers: &mut Headers, via: &Via) {
+    let mut one = Headers::with_capacity(1);
+    one.insert_named(via);
+    if let Some(value) = one.get_raw(&Name::VIA).next().cloned() {
+        prepend(headers, Name::VIA, value);
+    }
+}
+
 /// Replaces the top Via (the first value of the first Via header line).
 pub fn set_top_via(headers: &mut Headers, via: &Via) {
     let mut vias = headers.get_named::<Vec<Via>>().unwrap_or_default();
