@@ -261,3 +261,123 @@ pub fn ok_response(request: &Request, bindings: &[Binding], now: Instant) -> Res
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::Message;
+    use crate::sip::transaction::TransportKind;
+    use bytes::Bytes;
+
+    fn register(contacts: &[&str], expires: Option<u32>, call_id: &str, cseq: u32) -> Request {
+        let mut raw = format!(
+            "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK{cseq}\r\n\
+             From: <sip:alice@example.test>;tag=1\r\nTo: <sip:alice@example.test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+        );
+        for c in contacts {
+            raw.push_str(&format!("Contact: {c}\r\n"));
+        }
+        if let Some(e) = expires {
+            raw.push_str(&format!("Expires: {e}\r\n"));
+        }
+        raw.push_str("\r\n");
+        match Message::parse(Bytes::from(raw)) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("bad test request: {other:?}"),
+        }
+    }
+
+    fn source() -> Peer {
+        Peer {
+            transport: TransportKind::Udp,
+            addr: "127.0.0.1:5090".parse().expect("addr"),
+        }
+    }
+
+    fn run(req: &Request, existing: Vec<Binding>, now: Instant) -> Result<Vec<Binding>, Refusal> {
+        let config = RegistrarConfig::default();
+        let reg = read(req, Aor::new("alice", "example.test"), source(), &config)?;
+        apply(&reg, existing, &config, now)
+    }
+
+    #[test]
+    fn adds_refreshes_and_removes_contacts() {
+        let now = Instant::now();
+        let req = register(
+            &[
+                "<sip:alice@127.0.0.1:5090>;q=0.5",
+                "<sip:alice@127.0.0.1:5091>;expires=120",
+            ],
+            Some(600),
+            "c1",
+            1,
+        );
+        let bindings = run(&req, vec![], now).expect("accepted");
+        assert_eq!(bindings.len(), 2);
+        assert_eq!(bindings[0].q, Some(500));
+        assert_eq!(bindings[0].remaining(now).as_secs(), 600);
+        assert_eq!(bindings[1].remaining(now).as_secs(), 120);
+        let ok = ok_response(&req, &bindings, now);
+        let contacts: Vec<_> = ok
+            .headers
+            .get_raw(&Name::CONTACT)
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(
+            contacts,
+            vec![
+                "<sip:alice@127.0.0.1:5090>;expires=600;q=0.5",
+                "<sip:alice@127.0.0.1:5091>;expires=120"
+            ]
+        );
+
+        let remove = register(&["<sip:alice@127.0.0.1:5090>"], Some(0), "c1", 2);
+        let left = run(&remove, bindings.clone(), now).expect("removed");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].contact, "sip:alice@127.0.0.1:5091");
+
+        let all = register(&["*"], Some(0), "c2", 1);
+        assert!(run(&all, bindings, now).expect("wildcard").is_empty());
+    }
+
+    #[test]
+    fn refuses_what_the_rfc_refuses() {
+        let now = Instant::now();
+        let brief = register(&["<sip:alice@127.0.0.1:5090>"], Some(10), "c1", 1);
+        let refusal = run(&brief, vec![], now).expect_err("too brief");
+        assert_eq!(refusal.status, 423);
+        assert_eq!(refusal.headers, vec![(Name::MIN_EXPIRES, "60".to_string())]);
+
+        let star = register(&["*"], Some(60), "c1", 1);
+        assert_eq!(run(&star, vec![], now).expect_err("star").status, 400);
+
+        let first = register(&["<sip:alice@127.0.0.1:5090>"], Some(600), "c1", 5);
+        let bindings = run(&first, vec![], now).expect("ok");
+        let stale = register(&["<sip:alice@127.0.0.1:5090>"], Some(600), "c1", 4);
+        assert_eq!(
+            run(&stale, bindings.clone(), now)
+                .expect_err("out of order")
+                .status,
+            500
+        );
+        let other_call = register(&["<sip:alice@127.0.0.1:5090>"], Some(600), "c9", 1);
+        assert!(
+            run(&other_call, bindings, now).is_ok(),
+            "another Call-ID may have any CSeq"
+        );
+    }
+
+    #[test]
+    fn caps_expiry_and_expires_on_time() {
+        let now = Instant::now();
+        let long = register(&["<sip:alice@127.0.0.1:5090>"], Some(99999), "c1", 1);
+        let bindings = run(&long, vec![], now).expect("ok");
+        assert_eq!(bindings[0].remaining(now).as_secs(), 7200);
+        let later = now + std::time::Duration::from_secs(7201);
+        let query = register(&[], None, "c1", 2);
+        assert!(
+            run(&query, bindings, later).expect("query").is_empty(),
+            "expired binding dropped"
+        );
+    }
+}
