@@ -182,6 +182,7 @@ impl Node {
             tokio::select! {
                 _ = &mut shutdown, if leaving_until.is_none() => {
                     info!("leaving the ring");
+                    self.save_peers();
                     leaving_until = Some(Instant::now() + LEAVE_FOR);
                     self.core.leave(Instant::now());
                 }
@@ -244,7 +245,6 @@ impl Node {
                 }
             }
         }
-        self.save_peers();
         info!("node stopped");
     }
 

@@ -118,7 +118,7 @@ impl Overlay {
         now: Instant,
     ) {
         self.counters.requests_in += 1;
-        match wire::decode_request(&request) {
+        match wire::decode_request(&request, now) {
             Ok(ring_request) => {
                 let id = IncomingId(self.next_incoming);
                 self.next_incoming += 1;
@@ -158,7 +158,7 @@ impl Overlay {
             return true;
         }
         self.sent.remove(&key);
-        match wire::decode_response(response) {
+        match wire::decode_response(response, now) {
             Ok(ring_response) => self.ring.handle_response(id, ring_response, now),
             Err(error) => {
                 debug!(%error, status = response.status, "bad overlay response");
@@ -236,7 +236,7 @@ impl Overlay {
                     self.counters.stabilize_rounds += 1;
                     self.metrics.stabilize_rounds.inc();
                 }
-                let mut sip = wire::encode_request(&request, &self.ring.me(), to);
+                let mut sip = wire::encode_request(&request, &self.ring.me(), to, now);
                 self.cseq = self.cseq.wrapping_add(1);
                 complete_request(&mut sip, self.ring.me().addr, &self.call_id, self.cseq);
                 let peer = Peer {
@@ -250,7 +250,7 @@ impl Overlay {
                 let Some((key, original)) = self.received.remove(&to) else {
                     return;
                 };
-                let sip = wire::encode_response(&original, &response);
+                let sip = wire::encode_response(&original, &response, now);
                 out.respond(key, sip, now);
             }
         }

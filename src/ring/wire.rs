@@ -1,25 +1,618 @@
-//! The SIP wire form of overlay messages (see `docs/protocol.md`).
+//! The SIP wire form of overlay messages (P2P-over-SIP; `docs/protocol.md`).
+//!
+//! Every overlay request carries one `P2P-Overlay: chord;op=…` header: that
+//! header, and nothing else, tells overlay traffic from user traffic. Ring
+//! operations travel as REGISTER (the seed's choice) with the key in the To
+//! URI and neighbours in Contact parameters; the liveness probe is OPTIONS.
+//! Items travel as a JSON body. Responses say what they carry in a
+//! `P2P-Result` header; "ask this node next" is a 302.
+//!
+//! The codec builds and reads the overlay-specific parts only; the node adds
+//! Via, Call-ID, CSeq, Max-Forwards and the From tag.
 
-// TEMPORARY integration stubs (replaced by the ring branch's codec).
-pub fn is_overlay(_r: &crate::sip::message::Request) -> bool {
-    false
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ezk_sip_types::header::typed::Contact;
+use ezk_sip_types::host::Host;
+use ezk_sip_types::uri::{SipUri, SipUriUserPart};
+use ezk_sip_types::{Method, Name};
+use serde::{Deserialize, Serialize};
+
+use super::{Item, NodeId, Peer, RingRequest, RingResponse};
+use crate::sip::message::{HeaderAccess, Request, RequestUri, Response};
+
+/// The header that marks an overlay request.
+pub const OVERLAY: &str = "P2P-Overlay";
+/// How many FindSuccessor messages a lookup has taken so far.
+pub const HOPS: &str = "P2P-Hops";
+/// What a 2xx response carries.
+pub const RESULT: &str = "P2P-Result";
+/// The host of key URIs (`sip:<key>@overlay.invalid`): keys are not hosts.
+const KEY_HOST: &str = "overlay.invalid";
+
+/// Why a message is not a well-formed overlay message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("no P2P-Overlay header")]
+    NotOverlay,
+    #[error("unknown overlay operation {0:?}")]
+    UnknownOp(String),
+    #[error("missing or bad {0}")]
+    Missing(&'static str),
+    #[error("bad item body: {0}")]
+    BadBody(String),
 }
-pub fn decode_request(_r: &crate::sip::message::Request) -> Result<super::RingRequest, String> {
-    Err("stub".into())
+
+/// Whether a request is an overlay message.
+pub fn is_overlay(request: &Request) -> bool {
+    request.raw(&Name::from(OVERLAY)).is_some()
 }
-pub fn decode_response(_r: &crate::sip::message::Response) -> Result<super::RingResponse, String> {
-    Err("stub".into())
+
+/// An item as it travels: expiry as milliseconds left, value in hex.
+#[derive(Serialize, Deserialize)]
+struct WireItem {
+    key: String,
+    name: String,
+    kind: String,
+    value: String,
+    version: u64,
+    expires_ms: u64,
 }
-pub fn encode_request(
-    _r: &super::RingRequest,
-    _me: &super::Peer,
-    _to: std::net::SocketAddr,
-) -> crate::sip::message::Request {
-    unimplemented!()
+
+/// The body of Store and Transfer requests and of Items responses.
+#[derive(Serialize, Deserialize)]
+struct ItemsBody {
+    items: Vec<WireItem>,
 }
-pub fn encode_response(
-    o: &crate::sip::message::Request,
-    _r: &super::RingResponse,
-) -> crate::sip::message::Response {
-    o.response(500)
+
+/// The body of a Remove request.
+#[derive(Serialize, Deserialize)]
+struct RemoveBody {
+    name: String,
+}
+
+fn node_uri(peer: &Peer) -> String {
+    format!("sip:{}@{}", peer.id, peer.addr)
+}
+
+fn key_uri(key: &NodeId) -> String {
+    format!("sip:{key}@{KEY_HOST}")
+}
+
+fn contact(peer: &Peer, role: &str) -> String {
+    format!("<{}>;{role}", node_uri(peer))
+}
+
+/// Builds the SIP request for a ring request from `me` to the node at `to`.
+pub fn encode_request(request: &RingRequest, me: &Peer, to: SocketAddr, now: Instant) -> Request {
+    let method = match request {
+        RingRequest::Ping => Method::OPTIONS,
+        _ => Method::REGISTER,
+    };
+    let target = match SipUri::new(to.into()) {
+        uri => RequestUri::Sip(uri),
+    };
+    let mut sip = Request::new(method, target);
+    let (op, flags) = op_of(request);
+    let mut overlay = format!("chord;op={op}");
+    for flag in flags {
+        overlay.push(';');
+        overlay.push_str(flag);
+    }
+    sip.headers.insert(Name::from(OVERLAY), overlay);
+    sip.headers
+        .insert(Name::FROM, format!("<{}>", node_uri(me)));
+    let to_uri = match request {
+        RingRequest::FindSuccessor { key, .. }
+        | RingRequest::Fetch { key }
+        | RingRequest::Remove { key, .. } => key_uri(key),
+        _ => format!("sip:{to}"),
+    };
+    sip.headers.insert(Name::TO, format!("<{to_uri}>"));
+    sip.headers
+        .insert(Name::CONTACT, format!("<{}>", node_uri(me)));
+    match request {
+        RingRequest::FindSuccessor { hops, .. } => {
+            sip.headers.insert(Name::from(HOPS), hops.to_string())
+        }
+        RingRequest::Notify { predecessor } => sip
+            .headers
+            .insert(Name::CONTACT, contact(predecessor, "predecessor")),
+        RingRequest::Store { items, .. } | RingRequest::Transfer { items } => {
+            set_items(&mut sip.headers, &mut sip.body, items, now)
+        }
+        RingRequest::Remove { name, .. } => {
+            let body = serde_json::to_vec(&RemoveBody { name: name.clone() }).unwrap_or_default();
+            sip.headers.insert(Name::CONTENT_TYPE, "application/json");
+            sip.body = body.into();
+        }
+        RingRequest::Leave {
+            leaving,
+            predecessor,
+            successors,
+        } => {
+            sip.headers
+                .insert(Name::CONTACT, contact(leaving, "leaving"));
+            if let Some(p) = predecessor {
+                sip.headers.insert(Name::CONTACT, contact(p, "predecessor"));
+            }
+            for s in successors {
+                sip.headers.insert(Name::CONTACT, contact(s, "successor"));
+            }
+        }
+        RingRequest::GetPredecessor | RingRequest::Ping | RingRequest::Fetch { .. } => {}
+    }
+    sip
+}
+
+/// The operation name and flags of a request's `P2P-Overlay` header.
+fn op_of(request: &RingRequest) -> (&'static str, Vec<&'static str>) {
+    match request {
+        RingRequest::FindSuccessor { iterative, .. } => (
+            "find-successor",
+            if *iterative {
+                vec!["iterative"]
+            } else {
+                vec![]
+            },
+        ),
+        RingRequest::GetPredecessor => ("get-predecessor", vec![]),
+        RingRequest::Notify { .. } => ("notify", vec![]),
+        RingRequest::Ping => ("ping", vec![]),
+        RingRequest::Store { replica, .. } => {
+            ("store", if *replica { vec!["replica"] } else { vec![] })
+        }
+        RingRequest::Fetch { .. } => ("fetch", vec![]),
+        RingRequest::Remove { replica, .. } => {
+            ("remove", if *replica { vec!["replica"] } else { vec![] })
+        }
+        RingRequest::Transfer { .. } => ("transfer", vec![]),
+        RingRequest::Leave { .. } => ("leave", vec![]),
+    }
+}
+
+/// Reads a ring request out of a SIP request.
+pub fn decode_request(request: &Request, now: Instant) -> Result<RingRequest, WireError> {
+    let header = request
+        .raw(&Name::from(OVERLAY))
+        .ok_or(WireError::NotOverlay)?;
+    let mut parts = header.split(';').map(str::trim);
+    if parts.next() != Some("chord") {
+        return Err(WireError::UnknownOp(header.to_string()));
+    }
+    let mut op = "";
+    let mut flags = Vec::new();
+    for part in parts {
+        match part.split_once('=') {
+            Some(("op", value)) => op = value,
+            _ => flags.push(part),
+        }
+    }
+    let flag = |name: &str| flags.contains(&name);
+    let key = || key_of_to(request);
+    Ok(match op {
+        "find-successor" => RingRequest::FindSuccessor {
+            key: key()?,
+            hops: request
+                .raw(&Name::from(HOPS))
+                .and_then(|h| h.trim().parse().ok())
+                .ok_or(WireError::Missing(HOPS))?,
+            iterative: flag("iterative"),
+        },
+        "get-predecessor" => RingRequest::GetPredecessor,
+        "notify" => RingRequest::Notify {
+            predecessor: contacts_with(request.header_map(), "predecessor")
+                .into_iter()
+                .next()
+                .ok_or(WireError::Missing("Contact;predecessor"))?,
+        },
+        "ping" => RingRequest::Ping,
+        "store" => RingRequest::Store {
+            items: items_of(&request.body, now)?,
+            replica: flag("replica"),
+        },
+        "fetch" => RingRequest::Fetch { key: key()? },
+        "remove" => {
+            let body: RemoveBody = serde_json::from_slice(&request.body)
+                .map_err(|e| WireError::BadBody(e.to_string()))?;
+            RingRequest::Remove {
+                key: key()?,
+                name: body.name,
+                replica: flag("replica"),
+            }
+        }
+        "transfer" => RingRequest::Transfer {
+            items: items_of(&request.body, now)?,
+        },
+        "leave" => RingRequest::Leave {
+            leaving: contacts_with(request.header_map(), "leaving")
+                .into_iter()
+                .next()
+                .ok_or(WireError::Missing("Contact;leaving"))?,
+            predecessor: contacts_with(request.header_map(), "predecessor")
+                .into_iter()
+                .next(),
+            successors: contacts_with(request.header_map(), "successor"),
+        },
+        other => return Err(WireError::UnknownOp(other.to_string())),
+    })
+}
+
+/// Builds the SIP response to `original` that carries a ring response.
+pub fn encode_response(original: &Request, response: &RingResponse, now: Instant) -> Response {
+    let mut sip = match response {
+        RingResponse::Next { .. } => original.response(302),
+        RingResponse::Error { code, .. } => original.response((*code).clamp(300, 699)),
+        _ => original.response(200),
+    };
+    let result = Name::from(RESULT);
+    match response {
+        RingResponse::Found {
+            successor,
+            hops,
+            replicas,
+        } => {
+            sip.headers.insert(result, "found");
+            sip.headers.insert(Name::from(HOPS), hops.to_string());
+            sip.headers
+                .insert(Name::CONTACT, contact(successor, "successor"));
+            for r in replicas {
+                sip.headers.insert(Name::CONTACT, contact(r, "replica"));
+            }
+        }
+        RingResponse::Next { ask, hops } => {
+            sip.headers.insert(Name::from(HOPS), hops.to_string());
+            sip.headers.insert(Name::CONTACT, contact(ask, "next"));
+        }
+        RingResponse::Predecessor {
+            predecessor,
+            successors,
+        } => {
+            sip.headers.insert(result, "predecessor");
+            if let Some(p) = predecessor {
+                sip.headers.insert(Name::CONTACT, contact(p, "predecessor"));
+            }
+            for s in successors {
+                sip.headers.insert(Name::CONTACT, contact(s, "successor"));
+            }
+        }
+        RingResponse::Ok => sip.headers.insert(result, "ok"),
+        RingResponse::Stored => sip.headers.insert(result, "stored"),
+        RingResponse::Items { items } => {
+            sip.headers.insert(result, "items");
+            set_items(&mut sip.headers, &mut sip.body, items, now);
+        }
+        RingResponse::Error { reason, .. } => {
+            sip.reason = reason
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(80)
+                .collect();
+        }
+    }
+    sip
+}
+
+/// Reads a ring response out of a final SIP response.
+pub fn decode_response(response: &Response, now: Instant) -> Result<RingResponse, WireError> {
+    let hops = || {
+        response
+            .raw(&Name::from(HOPS))
+            .and_then(|h| h.trim().parse().ok())
+            .ok_or(WireError::Missing(HOPS))
+    };
+    if response.status == 302 {
+        return Ok(RingResponse::Next {
+            ask: contacts_with(&response.headers, "next")
+                .into_iter()
+                .next()
+                .ok_or(WireError::Missing("Contact;next"))?,
+            hops: hops()?,
+        });
+    }
+    if !(200..300).contains(&response.status) {
+        return Ok(RingResponse::Error {
+            code: response.status,
+            reason: response.reason.clone(),
+        });
+    }
+    let result = response
+        .raw(&Name::from(RESULT))
+        .map(|r| r.trim().to_string())
+        .ok_or(WireError::Missing(RESULT))?;
+    Ok(match result.as_str() {
+        "found" => RingResponse::Found {
+            successor: contacts_with(&response.headers, "successor")
+                .into_iter()
+                .next()
+                .ok_or(WireError::Missing("Contact;successor"))?,
+            hops: hops()?,
+            replicas: contacts_with(&response.headers, "replica"),
+        },
+        "predecessor" => RingResponse::Predecessor {
+            predecessor: contacts_with(&response.headers, "predecessor")
+                .into_iter()
+                .next(),
+            successors: contacts_with(&response.headers, "successor"),
+        },
+        "ok" => RingResponse::Ok,
+        "stored" => RingResponse::Stored,
+        "items" => RingResponse::Items {
+            items: items_of(&response.body, now)?,
+        },
+        other => return Err(WireError::UnknownOp(other.to_string())),
+    })
+}
+
+fn set_items(
+    headers: &mut ezk_sip_types::Headers,
+    body: &mut bytes::Bytes,
+    items: &[Item],
+    now: Instant,
+) {
+    let wire = ItemsBody {
+        items: items
+            .iter()
+            .map(|i| WireItem {
+                key: i.key.to_string(),
+                name: i.name.clone(),
+                kind: i.kind.clone(),
+                value: i.value.iter().map(|b| format!("{b:02x}")).collect(),
+                version: i.version,
+                expires_ms: i.expires.saturating_duration_since(now).as_millis() as u64,
+            })
+            .collect(),
+    };
+    headers.insert(Name::CONTENT_TYPE, "application/json");
+    *body = serde_json::to_vec(&wire).unwrap_or_default().into();
+}
+
+fn items_of(body: &[u8], now: Instant) -> Result<Vec<Item>, WireError> {
+    let wire: ItemsBody =
+        serde_json::from_slice(body).map_err(|e| WireError::BadBody(e.to_string()))?;
+    wire.items
+        .into_iter()
+        .map(|w| {
+            Ok(Item {
+                key: w
+                    .key
+                    .parse()
+                    .map_err(|_| WireError::BadBody("bad item key".into()))?,
+                name: w.name,
+                kind: w.kind,
+                value: hex_bytes(&w.value)
+                    .ok_or_else(|| WireError::BadBody("bad item value".into()))?,
+                version: w.version,
+                expires: now + Duration::from_millis(w.expires_ms.min(10 * 365 * 86_400_000)),
+            })
+        })
+        .collect()
+}
+
+fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The key named by the user part of the To URI.
+fn key_of_to(request: &Request) -> Result<NodeId, WireError> {
+    let to = request.to_header().ok_or(WireError::Missing("To"))?;
+    match &to.uri.uri.user_part {
+        SipUriUserPart::User(user) => user.parse().map_err(|_| WireError::Missing("key in To")),
+        _ => Err(WireError::Missing("key in To")),
+    }
+}
+
+/// The peers in Contact headers carrying parameter `role`, in order.
+fn contacts_with(headers: &ezk_sip_types::Headers, role: &str) -> Vec<Peer> {
+    let contacts = headers.get_named::<Vec<Contact>>().unwrap_or_default();
+    contacts
+        .iter()
+        .filter(|c| c.params.get(role).is_some())
+        .filter_map(|c| peer_of(&c.uri.uri))
+        .collect()
+}
+
+/// `sip:<node-id>@<ip>:<port>` as a peer.
+fn peer_of(uri: &SipUri) -> Option<Peer> {
+    let SipUriUserPart::User(user) = &uri.user_part else {
+        return None;
+    };
+    let id: NodeId = user.parse().ok()?;
+    let ip = match &uri.host_port.host {
+        Host::IP4(ip) => (*ip).into(),
+        Host::IP6(ip) => (*ip).into(),
+        Host::Name(_) => return None,
+    };
+    Some(Peer {
+        id,
+        addr: SocketAddr::new(ip, uri.host_port.port?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::Message;
+
+    fn peer(port: u16) -> Peer {
+        Peer::of_addr(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// Encodes, prints, parses and decodes: what a peer would read.
+    fn round_trip(request: RingRequest) -> RingRequest {
+        let now = Instant::now();
+        let sip = encode_request(
+            &request,
+            &peer(5060),
+            "127.0.0.1:5070".parse().expect("addr"),
+            now,
+        );
+        let mut sip = sip;
+        sip.headers
+            .insert(Name::VIA, "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx");
+        sip.headers.insert(Name::CALL_ID, "c");
+        sip.headers.insert(Name::CSEQ, format!("1 {}", sip.method));
+        let Ok(Message::Request(back)) = Message::parse(sip.to_bytes()) else {
+            panic!("encoded request does not parse")
+        };
+        assert!(is_overlay(&back));
+        let decoded = decode_request(&back, now).expect("decodes");
+        // Responses too, on the same request.
+        for response in responses() {
+            let encoded = encode_response(&back, &response, now);
+            let Ok(Message::Response(parsed)) = Message::parse(encoded.to_bytes()) else {
+                panic!("encoded response does not parse")
+            };
+            let again = decode_response(&parsed, now).expect("response decodes");
+            assert_eq!(strip_expiry_resp(again), strip_expiry_resp(response));
+        }
+        decoded
+    }
+
+    fn item(name: &str) -> Item {
+        Item {
+            key: NodeId::of_key("alice@example.test"),
+            name: name.into(),
+            kind: "binding".into(),
+            value: vec![0, 1, 2, 255],
+            version: 7,
+            expires: Instant::now() + Duration::from_secs(3600),
+        }
+    }
+
+    fn strip_items(items: Vec<Item>) -> Vec<(NodeId, String, String, Vec<u8>, u64)> {
+        items
+            .into_iter()
+            .map(|i| (i.key, i.name, i.kind, i.value, i.version))
+            .collect()
+    }
+
+    fn strip_expiry_resp(r: RingResponse) -> String {
+        match r {
+            RingResponse::Items { items } => format!("items {:?}", strip_items(items)),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn responses() -> Vec<RingResponse> {
+        vec![
+            RingResponse::Found {
+                successor: peer(5080),
+                hops: 3,
+                replicas: vec![peer(5081), peer(5082)],
+            },
+            RingResponse::Next {
+                ask: peer(5090),
+                hops: 2,
+            },
+            RingResponse::Predecessor {
+                predecessor: Some(peer(5050)),
+                successors: vec![peer(5080), peer(5081)],
+            },
+            RingResponse::Predecessor {
+                predecessor: None,
+                successors: vec![],
+            },
+            RingResponse::Ok,
+            RingResponse::Stored,
+            RingResponse::Items {
+                items: vec![item("a"), item("b")],
+            },
+            RingResponse::Error {
+                code: 503,
+                reason: "Leaving".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_request_survives_the_wire() {
+        let key = NodeId::of_key("alice@example.test");
+        for request in [
+            RingRequest::FindSuccessor {
+                key,
+                hops: 4,
+                iterative: true,
+            },
+            RingRequest::FindSuccessor {
+                key,
+                hops: 1,
+                iterative: false,
+            },
+            RingRequest::GetPredecessor,
+            RingRequest::Notify {
+                predecessor: peer(5050),
+            },
+            RingRequest::Ping,
+            RingRequest::Fetch { key },
+            RingRequest::Remove {
+                key,
+                name: "alice@example.test".into(),
+                replica: true,
+            },
+            RingRequest::Leave {
+                leaving: peer(5060),
+                predecessor: Some(peer(5050)),
+                successors: vec![peer(5070), peer(5080)],
+            },
+        ] {
+            assert_eq!(round_trip(request.clone()), request);
+        }
+        for request in [
+            RingRequest::Store {
+                items: vec![item("x")],
+                replica: false,
+            },
+            RingRequest::Transfer {
+                items: vec![item("x"), item("y")],
+            },
+        ] {
+            let back = round_trip(request.clone());
+            match (back, request) {
+                (
+                    RingRequest::Store {
+                        items: a,
+                        replica: ra,
+                    },
+                    RingRequest::Store {
+                        items: b,
+                        replica: rb,
+                    },
+                ) => {
+                    assert_eq!(strip_items(a), strip_items(b));
+                    assert_eq!(ra, rb);
+                }
+                (RingRequest::Transfer { items: a }, RingRequest::Transfer { items: b }) => {
+                    assert_eq!(strip_items(a), strip_items(b))
+                }
+                other => panic!("changed kind: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn user_traffic_is_not_overlay_and_bad_overlay_is_refused() {
+        let raw =
+            "INVITE sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n";
+        let Ok(Message::Request(invite)) = Message::parse(bytes::Bytes::from(raw)) else {
+            panic!("parse")
+        };
+        assert!(!is_overlay(&invite));
+        let raw = "REGISTER sip:127.0.0.1 SIP/2.0\r\nP2P-Overlay: chord;op=teleport\r\n\r\n";
+        let Ok(Message::Request(bad)) = Message::parse(bytes::Bytes::from(raw)) else {
+            panic!("parse")
+        };
+        assert!(is_overlay(&bad));
+        assert_eq!(
+            decode_request(&bad, Instant::now()),
+            Err(WireError::UnknownOp("teleport".into()))
+        );
+    }
 }

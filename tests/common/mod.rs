@@ -152,6 +152,20 @@ impl Node {
         read_lossy(&self.dir.join("node.log"))
     }
 
+    /// Kills the node at once (SIGKILL): no goodbye to the ring.
+    pub fn kill(&mut self) {
+        let _ = self.guard.child.kill();
+        let _ = self.guard.child.wait();
+    }
+
+    /// Asks the node to stop (SIGTERM) and waits, bounded, for it to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.guard.id().to_string()])
+            .status();
+        self.guard.wait_bounded(WAIT)
+    }
+
     /// Panics when the node process has exited.
     pub fn assert_alive(&mut self) {
         if let Some(status) = self.guard.try_wait() {
@@ -634,4 +648,19 @@ pub fn via_values(message: &str) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+// ---------------------------------------------------------------- HTTP
+
+/// GET `path` from `addr` over plain HTTP/1.0; the body, or None when the
+/// server cannot be reached. Bounded by short socket timeouts.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.to_string())
 }

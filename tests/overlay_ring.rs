@@ -1,0 +1,229 @@
+//! The overlay with real processes: ten `p2psip` nodes on 127.0.0.1 form one
+//! Chord ring over SIP; users registered through one node are called and
+//! messaged through another (SIPp); the node holding a user's binding is
+//! killed and the call still completes from a replica; a node stopped with
+//! SIGTERM hands its items over; a restarted node rejoins from its saved peers.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use sha1::{Digest, Sha1};
+
+/// A node with its status page and data directory.
+struct RingNode {
+    node: Node,
+    http: SocketAddr,
+    data: PathBuf,
+}
+
+fn start(join: Option<SocketAddr>, data: Option<PathBuf>) -> RingNode {
+    let http = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let data = data.unwrap_or_else(|| temp_dir("ring-data"));
+    let http_arg = http.to_string();
+    let data_arg = data.display().to_string();
+    let join_arg = join.map(|j| j.to_string());
+    let mut args = vec!["--http", http_arg.as_str(), "--data", data_arg.as_str()];
+    if let Some(j) = &join_arg {
+        args.extend(["--join", j.as_str()]);
+    }
+    RingNode {
+        node: Node::start(&args),
+        http,
+        data,
+    }
+}
+
+fn status(node: &RingNode) -> Option<Value> {
+    http_get(node.http, "/status").and_then(|body| serde_json::from_str(&body).ok())
+}
+
+/// Polls `check` every 100 ms until it holds; panics after `limit`.
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every live node's successor and predecessor are its true neighbours.
+fn ring_is_consistent(nodes: &[Option<RingNode>]) -> bool {
+    let live: Vec<&RingNode> = nodes.iter().flatten().collect();
+    let mut ids: Vec<String> = live.iter().map(|n| n.node.node_id.clone()).collect();
+    ids.sort();
+    live.iter().all(|n| {
+        let Some(s) = status(n) else { return false };
+        let me = ids.iter().position(|id| *id == n.node.node_id).unwrap_or(0);
+        let next = &ids[(me + 1) % ids.len()];
+        let prev = &ids[(me + ids.len() - 1) % ids.len()];
+        s["successors"][0]["id"].as_str() == Some(next.as_str())
+            && s["predecessor"]["id"].as_str() == Some(prev.as_str())
+    })
+}
+
+/// The live node responsible for `aor`: the first Node-ID at or after SHA-1(aor).
+fn holder_of(nodes: &[Option<RingNode>], aor: &str) -> usize {
+    let key: String = Sha1::digest(aor.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut live: Vec<(String, usize)> = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| n.as_ref().map(|n| (n.node.node_id.clone(), i)))
+        .collect();
+    live.sort();
+    live.iter()
+        .find(|(id, _)| *id >= key)
+        .or(live.first())
+        .map(|(_, i)| *i)
+        .expect("a live node")
+}
+
+fn addr(nodes: &[Option<RingNode>], i: usize) -> SocketAddr {
+    nodes[i].as_ref().expect("live node").node.addr
+}
+
+/// Registers `user` at node `via` with `contact`.
+fn register(nodes: &[Option<RingNode>], via: usize, user: &str, contact: &str) {
+    SippBuilder::new(&format!("register-{user}"), "register.xml", Transport::Udp)
+        .to(addr(nodes, via))
+        .key("user", user)
+        .key("domain", DOMAIN)
+        .key("contact", contact)
+        .key("expires", "3600")
+        .spawn()
+        .expect_success(1);
+}
+
+fn call(nodes: &[Option<RingNode>], via: usize, user: &str) {
+    SippBuilder::new(&format!("call-{user}"), "uac_call.xml", Transport::Udp)
+        .to(addr(nodes, via))
+        .service(user)
+        .key("domain", DOMAIN)
+        .spawn()
+        .expect_success(1);
+}
+
+fn message(nodes: &[Option<RingNode>], via: usize, user: &str) {
+    SippBuilder::new(
+        &format!("message-{user}"),
+        "uac_message.xml",
+        Transport::Udp,
+    )
+    .to(addr(nodes, via))
+    .service(user)
+    .key("domain", DOMAIN)
+    .spawn()
+    .expect_success(1);
+}
+
+/// A node index that is live and not in `avoid`.
+fn other(nodes: &[Option<RingNode>], avoid: &[usize]) -> usize {
+    (0..nodes.len())
+        .find(|i| nodes[*i].is_some() && !avoid.contains(i))
+        .expect("another live node")
+}
+
+#[test]
+fn ten_nodes_form_a_ring_and_survive_failure() {
+    let mut nodes: Vec<Option<RingNode>> = Vec::new();
+    nodes.push(Some(start(None, None)));
+    let bootstrap = addr(&nodes, 0);
+    for _ in 1..10 {
+        nodes.push(Some(start(Some(bootstrap), None)));
+    }
+    wait_until(
+        "ten nodes agree on one ring",
+        Duration::from_secs(90),
+        || ring_is_consistent(&nodes),
+    );
+
+    // alice answers two calls; carol answers a message.
+    let mut alice = SippBuilder::new("alice", "uas_call.xml", Transport::Udp)
+        .calls(2)
+        .spawn();
+    alice.wait_listening(Transport::Udp);
+    let mut carol = SippBuilder::new("carol", "uas_message.xml", Transport::Udp).spawn();
+    carol.wait_listening(Transport::Udp);
+
+    let holder = holder_of(&nodes, &format!("alice@{DOMAIN}"));
+    let registrar = other(&nodes, &[holder]);
+    register(
+        &nodes,
+        registrar,
+        "alice",
+        &Transport::Udp.contact("alice", alice.port),
+    );
+    register(
+        &nodes,
+        registrar,
+        "carol",
+        &Transport::Udp.contact("carol", carol.port),
+    );
+
+    // Registered through one node, called and messaged through another.
+    let caller = other(&nodes, &[holder, registrar]);
+    call(&nodes, caller, "alice");
+    message(&nodes, caller, "carol");
+    carol.expect_success(1);
+
+    // The node holding alice's binding dies; a replica answers.
+    nodes[holder].as_mut().expect("holder").node.kill();
+    nodes[holder] = None;
+    let second_caller = other(&nodes, &[registrar, caller]);
+    call(&nodes, second_caller, "alice");
+    alice.expect_success(2);
+
+    // SIGTERM hands items over: dave's holder leaves, dave is still found.
+    let mut dave = SippBuilder::new("dave", "uas_message.xml", Transport::Udp).spawn();
+    dave.wait_listening(Transport::Udp);
+    let dave_holder = holder_of(&nodes, &format!("dave@{DOMAIN}"));
+    let dave_registrar = other(&nodes, &[dave_holder]);
+    register(
+        &nodes,
+        dave_registrar,
+        "dave",
+        &Transport::Udp.contact("dave", dave.port),
+    );
+    let exit = nodes[dave_holder]
+        .as_mut()
+        .expect("dave's holder")
+        .node
+        .terminate();
+    assert!(
+        exit.success(),
+        "SIGTERM should end the node cleanly: {exit}"
+    );
+    nodes[dave_holder] = None;
+    let dave_caller = other(&nodes, &[dave_registrar]);
+    message(&nodes, dave_caller, "dave");
+    dave.expect_success(1);
+
+    // A node restarted without --join rejoins through the peers it saved.
+    let restart = other(&nodes, &[0]);
+    let data = nodes[restart].as_ref().expect("node").data.clone();
+    let exit = nodes[restart].as_mut().expect("node").node.terminate();
+    assert!(exit.success(), "{exit}");
+    assert!(
+        data.join("peers.json").is_file(),
+        "the node saved its peers"
+    );
+    nodes[restart] = None;
+    nodes[restart] = Some(start(None, Some(data)));
+    wait_until(
+        "the restarted node is back in the ring",
+        Duration::from_secs(60),
+        || ring_is_consistent(&nodes),
+    );
+    let back = status(nodes[restart].as_ref().expect("restarted")).expect("status");
+    assert_eq!(back["joined"], Value::Bool(true), "{back}");
+    for node in nodes.iter_mut().flatten() {
+        node.node.assert_alive();
+    }
+}
