@@ -334,6 +334,19 @@ impl GatewayConfig {
         Ok(())
     }
 
+    /// The domains to serve in DNS: [`GatewayConfig::domains`], or the
+    /// node's own domains when that list is empty.
+    pub fn served_domains(&self, node_domains: &[String]) -> Vec<String> {
+        let list = if self.domains.is_empty() {
+            node_domains
+        } else {
+            &self.domains
+        };
+        list.iter()
+            .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+            .collect()
+    }
+
     /// Whether `domain` is one of [`GatewayConfig::domains`].
     pub fn serves(&self, domain: &str) -> bool {
         self.domains.iter().any(|d| same_domain(d.trim(), domain))
@@ -358,12 +371,13 @@ impl GatewayConfig {
         })
     }
 
-    /// The zones the DNS server serves, with [`GatewayConfig::dns_ttl`].
-    pub fn zone_configs(&self) -> Vec<p2psip_dns::ZoneConfig> {
-        self.domains
-            .iter()
+    /// The zones the DNS server serves ([`GatewayConfig::served_domains`]),
+    /// with [`GatewayConfig::dns_ttl`].
+    pub fn zone_configs(&self, node_domains: &[String]) -> Vec<p2psip_dns::ZoneConfig> {
+        self.served_domains(node_domains)
+            .into_iter()
             .map(|d| {
-                let mut z = p2psip_dns::ZoneConfig::new(d.trim().trim_end_matches('.'));
+                let mut z = p2psip_dns::ZoneConfig::new(d);
                 z.ttl = self.dns_ttl;
                 z
             })
@@ -578,7 +592,16 @@ users = "all"
         assert!(c.locates_in_overlay("a.corp.test"));
         assert!(!c.locates_in_overlay("corp.test"));
         assert!(!c.locates_in_overlay("xcorp.test"));
-        assert_eq!(c.zone_configs()[0].ttl, 20);
+        assert_eq!(c.zone_configs(&[])[0].ttl, 20);
+        assert_eq!(
+            c.served_domains(&["node.test".into()]),
+            vec!["overlay.test"]
+        );
+        let empty = GatewayConfig::default();
+        assert_eq!(
+            empty.served_domains(&["Node.test.".into()]),
+            vec!["node.test"]
+        );
         assert_eq!(c.resolver_config().nameserver, c.nameserver);
     }
 

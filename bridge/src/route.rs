@@ -74,12 +74,13 @@ impl TargetUri {
                 user_is_phone: false,
             });
         }
-        // Headers (`?…`) are not part of the routing decision.
-        let rest = rest.split('?').next().unwrap_or("");
-        let (userinfo, hostpart) = match rest.rsplit_once('@') {
+        // A user part has no unescaped '@', so the first one ends it; headers
+        // (`?…`) are not part of the routing decision.
+        let (userinfo, hostpart) = match rest.split_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, rest),
         };
+        let hostpart = hostpart.split('?').next().unwrap_or("");
         let user = userinfo.map(|u| u.split(':').next().unwrap_or("").to_string());
         let mut pieces = hostpart.split(';');
         let hostport = pieces.next().unwrap_or("");
@@ -348,6 +349,12 @@ mod tests {
         assert_eq!(t("sip:[::1]:5060").host, "[::1]");
         assert!(t("sip:[::1]:5060").host_ip().is_some());
         assert_eq!(t("sip:bob:pw@h.test").user.as_deref(), Some("bob"));
+        let odd = t("sip:a?b@h.test;user=phone?subject=x@y");
+        assert_eq!(
+            (odd.user.as_deref(), odd.host.as_str()),
+            (Some("a?b"), "h.test")
+        );
+        assert!(odd.user_is_phone);
         assert_eq!(t("tel:+1-212;x=y").user.as_deref(), Some("+1-212;x=y"));
         assert!(TargetUri::parse("nonsense").is_none());
     }
