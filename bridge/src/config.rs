@@ -219,7 +219,8 @@ pub(crate) fn is_domain_name(s: &str) -> bool {
 
 /// `host`, `host:port`, `ip`, `ip:port`, `[v6]`, `[v6]:port`.
 pub(crate) fn is_host_port(s: &str) -> bool {
-    if s.parse::<SocketAddr>().is_ok() || s.parse::<IpAddr>().is_ok() {
+    // A bare IPv6 address would be ambiguous in a URI: brackets required.
+    if s.parse::<SocketAddr>().is_ok() || s.parse::<std::net::Ipv4Addr>().is_ok() {
         return true;
     }
     if let Some(rest) = s.strip_prefix('[') {

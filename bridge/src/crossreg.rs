@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::UpstreamConfig;
 use crate::digest::{self, Credentials};
+use crate::route::TargetUri;
 
 /// First back-off after a failed registration; doubled per further failure.
 pub const RETRY_BASE: Duration = Duration::from_secs(30);
@@ -139,6 +140,22 @@ impl CrossRegistrar {
     /// The mapping covers `user@domain` (also checks `overlay_domain`).
     pub fn wants_aor(&self, user: &str, domain: &str) -> bool {
         self.upstream.covers(user, domain)
+    }
+
+    /// A request from the legacy side addressed to a cross-registration
+    /// Contact (`sip:user@<gateway ip>[:port]`): the overlay user it is for.
+    /// The node retargets it to `sip:user@<overlay domain>`
+    /// (`upstream().overlay_domain`, else its own domain) before
+    /// [`crate::route::decide`], which would send an IP host to DNS.
+    pub fn inbound_user(&self, target: &TargetUri) -> Option<String> {
+        if !matches!(target.scheme.as_str(), "sip" | "sips") {
+            return None;
+        }
+        if target.host_ip()? != self.gateway_addr.ip() {
+            return None;
+        }
+        let user = target.user.as_deref()?;
+        self.wants(user).then(|| user.to_string())
     }
 
     fn entry(&mut self, user: &str) -> &mut Entry {
@@ -510,6 +527,15 @@ mod tests {
         assert!(
             scoped.wants_aor("alice", "OVERLAY.test") && !scoped.wants_aor("alice", "other.test")
         );
+        let t = |s: &str| TargetUri::parse(s).unwrap();
+        assert_eq!(
+            list.inbound_user(&t("sip:alice@192.0.2.10:5060;transport=udp"))
+                .as_deref(),
+            Some("alice")
+        );
+        assert_eq!(list.inbound_user(&t("sip:bob@192.0.2.10")), None);
+        assert_eq!(list.inbound_user(&t("sip:alice@192.0.2.11")), None);
+        assert_eq!(list.inbound_user(&t("sip:alice@legacy.test")), None);
         let mut list = list;
         list.user_present("bob", Instant::now());
         assert!(list.poll_register().is_none());

@@ -89,8 +89,8 @@ pub fn same_contact(a: &str, b: &str) -> bool {
 }
 
 /// The expiry the registrar granted `contact`: its `expires` parameter in
-/// the 2xx, else the 2xx's `Expires` header; `None` when the 2xx does not
-/// list the contact.
+/// the 2xx, else the 2xx's `Expires` header. `None` when the 2xx does not
+/// list the contact or gives no expiry for it.
 pub fn granted_expires(
     contact: &str,
     response_contacts: &[ContactEntry],
@@ -99,8 +99,11 @@ pub fn granted_expires(
     response_contacts
         .iter()
         .find(|c| same_contact(&c.uri, contact))
-        .map(|c| c.expires.or(response_expires).unwrap_or(0))
+        .and_then(|c| c.expires.or(response_expires))
 }
+
+/// Registrars choose 3600 s when nobody says (RFC 3261 §10.2.1.1).
+const DEFAULT_EXPIRES: u32 = 3600;
 
 /// After the legacy registrar answered a forwarded REGISTER: what to change
 /// in the ring. Nothing unless 2xx. `Contact: *` removes everything; each
@@ -127,7 +130,19 @@ pub fn mirror_bindings(
         .iter()
         .map(|c| {
             let contact = bare(&c.uri).to_string();
-            match granted_expires(&c.uri, response_contacts, response_expires) {
+            let listed = response_contacts
+                .iter()
+                .find(|r| same_contact(&r.uri, &c.uri));
+            // Listed without any expiry (a registrar that breaks §10.3 step 8):
+            // what was asked, else the default.
+            let expires = listed.map(|r| {
+                r.expires
+                    .or(response_expires)
+                    .or(c.expires)
+                    .or(request_expires)
+                    .unwrap_or(DEFAULT_EXPIRES)
+            });
+            match expires {
                 Some(expires) if expires > 0 => MirrorOp::Store { contact, expires },
                 _ => MirrorOp::Remove { contact },
             }
@@ -218,5 +233,27 @@ mod tests {
         ));
         assert!(!same_contact("sip:Bob@host.test", "sip:bob@host.test"));
         assert_eq!(granted_expires("sip:x@y", &[], Some(5)), None);
+        assert_eq!(
+            granted_expires("sip:x@y", &[c("sip:x@y", None)], None),
+            None
+        );
+        assert_eq!(
+            granted_expires("sip:x@y", &[c("sip:x@y", None)], Some(5)),
+            Some(5)
+        );
+        // Listed without any expiry: what the request asked for.
+        assert_eq!(
+            mirror_bindings(
+                &[c("sip:x@y", Some(90))],
+                None,
+                200,
+                &[c("sip:x@y", None)],
+                None
+            ),
+            vec![MirrorOp::Store {
+                contact: "sip:x@y".into(),
+                expires: 90
+            }]
+        );
     }
 }
