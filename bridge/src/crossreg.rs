@@ -148,7 +148,7 @@ impl CrossRegistrar {
     /// (`upstream().overlay_domain`, else its own domain) before
     /// [`crate::route::decide`], which would send an IP host to DNS.
     pub fn inbound_user(&self, target: &TargetUri) -> Option<String> {
-        if !matches!(target.scheme.as_str(), "sip" | "sips") {
+        if !matches!(target.scheme.to_ascii_lowercase().as_str(), "sip" | "sips") {
             return None;
         }
         if target.host_ip()? != self.gateway_addr.ip() {
