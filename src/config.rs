@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use p2psip_bridge::config::GatewayConfig;
+
 use crate::node::core::RoutingMode;
 use crate::registrar::RegistrarConfig;
 
@@ -28,13 +30,9 @@ pub struct Config {
     pub replicas: usize,
     /// Address for the HTTP status page and metrics.
     pub http: Option<SocketAddr>,
-    /// Serve the domains' DNS here and advertise this node as their gateway.
-    pub dns: Option<SocketAddr>,
-    /// TTL of the served DNS records, seconds.
-    pub dns_ttl: u32,
-    /// Name server for RFC 3263 and ENUM look-ups; none: the system's.
-    pub nameserver: Option<SocketAddr>,
     pub registrar: RegistrarSection,
+    /// The hybrid gateway (`[gateway]`; see docs/gateway.md).
+    pub gateway: GatewayConfig,
 }
 
 /// The `[registrar]` section.
@@ -69,10 +67,8 @@ impl Default for Config {
             join: Vec::new(),
             replicas: 3,
             http: None,
-            dns: None,
-            dns_ttl: 30,
-            nameserver: None,
             registrar: RegistrarSection::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -86,6 +82,8 @@ pub enum ConfigError {
     Parse { path: String, why: String },
     #[error("config key `{key}`: {why}")]
     Invalid { key: &'static str, why: String },
+    #[error("config key {0}")]
+    Gateway(String),
 }
 
 impl Config {
@@ -159,16 +157,15 @@ impl Config {
                 ),
             });
         }
-        if self.dns.is_some() && self.domains.is_empty() {
+        self.gateway
+            .validate()
+            .map_err(|e| ConfigError::Gateway(e.to_string()))?;
+        if self.gateway.dns_listen.is_some()
+            && self.gateway.served_domains(&self.domains).is_empty()
+        {
             return Err(ConfigError::Invalid {
-                key: "dns",
+                key: "gateway.dns_listen",
                 why: "a gateway serves the DNS of its domains: give at least one domain".into(),
-            });
-        }
-        if self.dns_ttl == 0 {
-            return Err(ConfigError::Invalid {
-                key: "dns_ttl",
-                why: "must be at least 1 second".into(),
             });
         }
         if self.sip.ip().is_unspecified() {

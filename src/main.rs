@@ -127,10 +127,10 @@ fn load(args: NodeArgs) -> Result<Config, String> {
         config.replicas = replicas;
     }
     if let Some(dns) = args.dns {
-        config.dns = Some(dns);
+        config.gateway.dns_listen = Some(dns);
     }
     if let Some(nameserver) = args.nameserver {
-        config.nameserver = Some(nameserver);
+        config.gateway.nameserver = Some(nameserver);
     }
     if let Some(http) = args.http {
         config.http = Some(http);
@@ -156,6 +156,7 @@ async fn serve(config: Config) -> Result<(), String> {
             routing: config.routing,
             registrar: config.registrar_config(),
             timers: Timers::default(),
+            gateway: config.gateway.clone(),
         },
         ring: RingConfig {
             replicas: config.replicas,
@@ -164,9 +165,9 @@ async fn serve(config: Config) -> Result<(), String> {
         join: config.join.clone(),
         http: config.http,
         data: config.data.clone(),
-        dns: config.dns,
-        dns_ttl: config.dns_ttl,
-        nameserver: config.nameserver,
+        dns: config.gateway.dns_listen,
+        dns_ttl: config.gateway.dns_ttl,
+        nameserver: config.gateway.nameserver,
     };
     let node = Node::bind(options).await.map_err(|e| {
         format!(

@@ -46,6 +46,8 @@ pub struct CoreConfig {
     pub routing: RoutingMode,
     pub registrar: RegistrarConfig,
     pub timers: Timers,
+    /// The hybrid gateway's part (`[gateway]`); defaults route by DNS only.
+    pub gateway: p2psip_bridge::config::GatewayConfig,
 }
 
 /// A hook in front of the registrar and proxy: returns a challenge (401/407)
@@ -70,14 +72,14 @@ pub enum Location {
 }
 
 impl Location {
-    fn store(&mut self) -> &mut dyn LocationStore {
+    pub(super) fn store(&mut self) -> &mut dyn LocationStore {
         match self {
             Location::Memory(memory) => memory,
             Location::Overlay(overlay) => &mut overlay.location,
         }
     }
 
-    fn overlay(&mut self) -> Option<&mut Overlay> {
+    pub(super) fn overlay(&mut self) -> Option<&mut Overlay> {
         match self {
             Location::Memory(_) => None,
             Location::Overlay(overlay) => Some(overlay),
@@ -86,7 +88,7 @@ impl Location {
 }
 
 /// What the node does when the location store answers.
-enum Waiting {
+pub(super) enum Waiting {
     RegisterFetch {
         key: ServerKey,
         request: Request,
@@ -95,12 +97,22 @@ enum Waiting {
     RegisterSave {
         key: ServerKey,
         request: Request,
+        aor: Aor,
+        was_empty: bool,
     },
     Route {
         key: ServerKey,
         request: Request,
         aor: Aor,
+        then_dns: bool,
     },
+    /// A legacy user's registration, mirrored into the ring.
+    Mirror {
+        aor: Aor,
+        ops: Vec<p2psip_bridge::legacy::MirrorOp>,
+    },
+    /// The save of a mirrored registration; nobody waits for it.
+    MirrorSave,
 }
 
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
@@ -108,17 +120,18 @@ const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSC
 
 /// The node's protocol state.
 pub struct Core {
-    config: CoreConfig,
-    out: Outbox,
-    proxy: Proxy,
-    location: Location,
+    pub(super) config: CoreConfig,
+    pub(super) out: Outbox,
+    pub(super) proxy: Proxy,
+    pub(super) location: Location,
     /// Forks routed to a looked-up user, to drop a cached answer that failed.
-    routed: HashMap<ServerKey, Aor>,
-    auth: Box<dyn Authenticator + Send>,
-    waiting: HashMap<LocationOp, Waiting>,
-    next_op: u64,
-    next_housekeeping: Instant,
+    pub(super) routed: HashMap<ServerKey, Aor>,
+    pub(super) auth: Box<dyn Authenticator + Send>,
+    pub(super) waiting: HashMap<LocationOp, Waiting>,
+    pub(super) next_op: u64,
+    pub(super) next_housekeeping: Instant,
     pub metrics: Metrics,
+    pub(super) gateway: super::gateway::GatewaySide,
 }
 
 impl Core {
@@ -137,6 +150,7 @@ impl Core {
             next_op: 1,
             next_housekeeping: now + HOUSEKEEPING_EVERY,
             metrics,
+            gateway: super::gateway::GatewaySide::new(config.gateway.clone(), config.local, now),
             config,
         }
     }
@@ -194,6 +208,7 @@ impl Core {
         if let Some(overlay) = self.location.overlay() {
             overlay.handle_timeout(&mut self.out, now);
         }
+        self.gateway_timeout(now);
         if now >= self.next_housekeeping {
             self.location.store().purge(now);
             self.next_housekeeping = now + HOUSEKEEPING_EVERY;
@@ -207,6 +222,9 @@ impl Core {
             deadline = deadline.min(t);
         }
         if let Some(t) = self.proxy.poll_timeout() {
+            deadline = deadline.min(t);
+        }
+        if let Some(t) = self.gateway.poll_timeout() {
             deadline = deadline.min(t);
         }
         if let Location::Overlay(overlay) = &self.location {
@@ -232,7 +250,7 @@ impl Core {
 
     /// Makes this node a gateway of its domains, advertised in the ring.
     pub fn advertise_gateway(&mut self, me: crate::overlay::gateways::GatewayRecord, now: Instant) {
-        let domains = self.config.domains.clone();
+        let domains = self.gateway.config.served_domains(&self.config.domains);
         if let Some(overlay) = self.location.overlay() {
             overlay.advertise_gateway(me, domains, now);
         }
@@ -276,13 +294,20 @@ impl Core {
         Some((peer, bytes))
     }
 
+    /// The next ENUM look-up to make: its id and E.164 number.
+    pub fn poll_enum(&mut self) -> Option<(ResolveId, String)> {
+        self.out.poll_enum()
+    }
+
     pub fn poll_resolve(&mut self) -> Option<(ResolveId, crate::proxy::target::Destination)> {
         self.out.poll_resolve()
     }
 
     /// The answer to a [`poll_resolve`](Self::poll_resolve): peers in the order to try.
     pub fn resolved(&mut self, id: ResolveId, peers: Vec<Peer>, now: Instant) {
-        self.proxy.resolved(id, &peers, &mut self.out, now);
+        if !self.cross_resolved(id, &peers, now) {
+            self.proxy.resolved(id, &peers, &mut self.out, now);
+        }
         self.process(now);
     }
 
@@ -293,7 +318,7 @@ impl Core {
 
     /// Drains events of the transaction layer and answers of the store
     /// until neither has more.
-    fn process(&mut self, now: Instant) {
+    pub(super) fn process(&mut self, now: Instant) {
         loop {
             let mut busy = false;
             while let Some(event) = self.out.transactions.poll_event() {
@@ -307,7 +332,12 @@ impl Core {
                 busy = true;
                 self.on_location(op, answer, now);
             }
+            while let Some((server, response)) = self.proxy.poll_registered() {
+                self.on_registered(server, &response, now);
+            }
+            self.gateway_fetched(now);
             while let Some((server, status)) = self.proxy.poll_finished() {
+                self.forget_mirror(server);
                 if let Some(aor) = self.routed.remove(&server) {
                     if matches!(status, 408 | 480 | 500 | 503) {
                         self.location.store().forget(&aor);
@@ -338,6 +368,9 @@ impl Core {
             }
             Event::Cancel { invite, .. } => self.proxy.on_cancel(invite, &mut self.out, now),
             Event::Response { key, response } => {
+                if self.cross_response(key, &response, now) {
+                    return;
+                }
                 if let Some(overlay) = self.location.overlay() {
                     if overlay.on_response(key, &response, &mut self.out, now) {
                         return;
@@ -346,6 +379,9 @@ impl Core {
                 self.proxy.on_response(key, response, &mut self.out, now)
             }
             Event::Timeout { key } => {
+                if self.cross_timeout(key, now) {
+                    return;
+                }
                 if let Some(overlay) = self.location.overlay() {
                     if overlay.on_timeout(key, &mut self.out, now) {
                         return;
@@ -402,31 +438,41 @@ impl Core {
             return self.out.respond(key, refusal, now);
         }
 
-        match target {
-            Some((user, Some(domain))) if !has_route => {
-                if request.method == Method::REGISTER {
-                    return self.on_register(key, request, from, domain, now);
-                }
-                let Some(user) = user else {
-                    return self.out.respond(key, local_response(&request, 404), now);
-                };
-                let aor = Aor::new(&user, &domain);
-                let op = self.op();
-                self.location.store().lookup(op, &aor, now);
-                self.waiting
-                    .insert(op, Waiting::Route { key, request, aor });
-            }
-            _ => {
-                // Another domain, or a request with a route set: forward as addressed.
-                let target = Target {
-                    uri: request.uri.clone(),
-                    route: Vec::new(),
-                    via_connection: None,
-                };
-                self.proxy
-                    .forward(key, request, vec![vec![target]], &mut self.out, now);
-            }
+        if has_route {
+            return self.forward_as_addressed(key, request, now);
         }
+        if request.method == Method::REGISTER {
+            if self.register_upstream(key, &request, now) {
+                return;
+            }
+            if let Some((_, Some(domain))) = target {
+                return self.on_register(key, request, from, domain, now);
+            }
+            return self.forward_as_addressed(key, request, now);
+        }
+        self.route_request(key, request, now);
+    }
+
+    /// Looks a user up in the location store, then routes to the bindings.
+    pub(super) fn look_up(
+        &mut self,
+        key: ServerKey,
+        request: Request,
+        aor: Aor,
+        then_dns: bool,
+        now: Instant,
+    ) {
+        let op = self.op();
+        self.location.store().lookup(op, &aor, now);
+        self.waiting.insert(
+            op,
+            Waiting::Route {
+                key,
+                request,
+                aor,
+                then_dns,
+            },
+        );
     }
 
     fn on_register(
@@ -476,12 +522,22 @@ impl Core {
         };
         match (waiting, answer) {
             (Waiting::RegisterFetch { key, request, .. }, Err(error))
-            | (Waiting::RegisterSave { key, request }, Err(error))
+            | (Waiting::RegisterSave { key, request, .. }, Err(error))
             | (Waiting::Route { key, request, .. }, Err(error)) => {
                 warn!(%error, "location store failed");
                 let mut response = local_response(&request, 503);
                 response.headers.insert(Name::RETRY_AFTER, "5");
                 self.out.respond(key, response, now);
+            }
+            (Waiting::Mirror { aor, .. }, Err(error)) => {
+                warn!(%error, %aor, "could not mirror a legacy registration");
+            }
+            (Waiting::MirrorSave, _) => {}
+            (Waiting::Mirror { aor, ops }, Ok(existing)) => {
+                let bindings = Self::apply_mirror(existing.unwrap_or_default(), &ops, now);
+                let op = self.op();
+                self.location.store().save(op, &aor, bindings, now);
+                self.waiting.insert(op, Waiting::MirrorSave);
             }
             (
                 Waiting::RegisterFetch {
@@ -492,6 +548,7 @@ impl Core {
                 Ok(existing),
             ) => {
                 let existing = existing.unwrap_or_default();
+                let was_empty = existing.iter().all(|b| !b.is_live(now));
                 match registrar::apply(&registration, existing, &self.config.registrar, now) {
                     Err(refusal) => self.out.respond(key, refusal.response(&request), now),
                     Ok(bindings) if registration.change == Change::Query => {
@@ -503,17 +560,46 @@ impl Core {
                         self.location
                             .store()
                             .save(op, &registration.aor, bindings, now);
-                        self.waiting
-                            .insert(op, Waiting::RegisterSave { key, request });
+                        self.waiting.insert(
+                            op,
+                            Waiting::RegisterSave {
+                                key,
+                                request,
+                                aor: registration.aor,
+                                was_empty,
+                            },
+                        );
                     }
                 }
             }
-            (Waiting::RegisterSave { key, request }, Ok(saved)) => {
+            (
+                Waiting::RegisterSave {
+                    key,
+                    request,
+                    aor,
+                    was_empty,
+                },
+                Ok(saved),
+            ) => {
                 let bindings = saved.unwrap_or_default();
+                self.update_directory(&aor, &bindings, was_empty, now);
                 let response = registrar::ok_response(&request, &bindings, now);
                 self.out.respond(key, with_to_tag(&request, response), now);
             }
-            (Waiting::Route { key, request, aor }, Ok(found)) => {
+            (
+                Waiting::Route {
+                    key,
+                    request,
+                    aor,
+                    then_dns,
+                },
+                Ok(found),
+            ) => {
+                let empty = found.as_ref().is_none_or(|b| b.is_empty());
+                if then_dns && empty {
+                    debug!(%aor, "not in the overlay; trying DNS");
+                    return self.forward_as_addressed(key, request, now);
+                }
                 self.route_to_bindings(key, request, &aor, found, now)
             }
         }
@@ -556,14 +642,14 @@ impl Core {
         self.proxy.forward(key, request, groups, &mut self.out, now);
     }
 
-    fn op(&mut self) -> LocationOp {
+    pub(super) fn op(&mut self) -> LocationOp {
         self.next_op += 1;
         LocationOp(self.next_op)
     }
 
     /// The domain a host stands for when it is ours: one of our domains, or
     /// our own address (which stands for our first domain, or our IP).
-    fn local_domain(&self, host_port: &HostPort) -> Option<String> {
+    pub(super) fn local_domain(&self, host_port: &HostPort) -> Option<String> {
         let host = host_text(&host_port.host);
         if let Some(domain) = self.config.domains.iter().find(|d| **d == host) {
             return Some(domain.clone());

@@ -22,8 +22,7 @@ use crate::ring::RingConfig;
 use crate::sip::transaction::{Peer, TransportKind};
 use crate::sip::transport::{Inbound, Transports};
 use p2psip_dns::{
-    DnsServer, Gateway, ResolverConfig, SipDestination, SipResolver, Target, Transport, ZoneConfig,
-    Zones,
+    DnsServer, Gateway, ResolverConfig, SipDestination, SipResolver, Target, Transport, Zones,
 };
 
 /// Datagrams read in one go before the node sends what they caused.
@@ -83,13 +82,12 @@ impl Node {
         }
         let overlay = Overlay::new(local, options.ring.clone(), &join, now);
         let domains = options.core.domains.clone();
+        let zone_configs = options.core.gateway.zone_configs(&domains);
         let mut core = Core::new(options.core, Location::Overlay(Box::new(overlay)), now);
         let dns = match options.dns {
             Some(addr) => {
                 let zones = Zones::new();
-                for domain in &domains {
-                    let mut zone = ZoneConfig::new(domain.clone());
-                    zone.ttl = options.dns_ttl;
+                for zone in zone_configs {
                     zones.add_zone(zone);
                 }
                 let server = DnsServer::bind(addr, zones.clone())
@@ -159,6 +157,7 @@ impl Node {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let (resolved_tx, mut resolved_rx) = mpsc::channel::<(ResolveId, Vec<Peer>)>(256);
+        let (enum_tx, mut enum_rx) = mpsc::channel::<(ResolveId, Option<String>)>(64);
         let mut buf = vec![0u8; 65536];
         let mut leaving_until: Option<Instant> = None;
         let mut next_save = Instant::now() + SAVE_PEERS_EVERY;
@@ -207,6 +206,9 @@ impl Node {
                 Some((id, peers)) = resolved_rx.recv() => {
                     self.core.resolved(id, peers, Instant::now());
                 }
+                Some((id, uri)) = enum_rx.recv() => {
+                    self.core.enum_resolved(id, uri, Instant::now());
+                }
                 Some(query) = self.queries.recv() => self.answer(query),
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now();
@@ -226,6 +228,21 @@ impl Node {
                 tokio::spawn(async move {
                     let peers = resolve(resolver.as_ref(), &destination).await;
                     let _ = tx.send((id, peers)).await;
+                });
+            }
+            while let Some((id, e164)) = self.core.poll_enum() {
+                let tx = enum_tx.clone();
+                let resolver = resolver.clone();
+                let suffix = self.core.enum_suffix();
+                tokio::spawn(async move {
+                    let uri = match resolver {
+                        Some(r) => r.enum_lookup(&e164, &suffix).await.unwrap_or_else(|e| {
+                            debug!(error = %e, %e164, "ENUM look-up failed");
+                            None
+                        }),
+                        None => None,
+                    };
+                    let _ = tx.send((id, uri)).await;
                 });
             }
             if let Some(resolver) = &resolver {

@@ -2,6 +2,7 @@
 
 pub mod core;
 pub mod driver;
+pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod outbox;

@@ -19,6 +19,7 @@ pub struct Outbox {
     pub transactions: Transactions,
     raw: VecDeque<(Peer, Bytes)>,
     resolves: VecDeque<(ResolveId, Destination)>,
+    enums: VecDeque<(ResolveId, String)>,
     next_resolve: u64,
 }
 
@@ -28,6 +29,7 @@ impl Outbox {
             transactions: Transactions::new(timers),
             raw: VecDeque::new(),
             resolves: VecDeque::new(),
+            enums: VecDeque::new(),
             next_resolve: 1,
         }
     }
@@ -67,5 +69,17 @@ impl Outbox {
 
     pub fn poll_resolve(&mut self) -> Option<(ResolveId, Destination)> {
         self.resolves.pop_front()
+    }
+
+    /// Asks the driver for the ENUM record of an E.164 number.
+    pub fn enum_lookup(&mut self, e164: String) -> ResolveId {
+        let id = ResolveId(self.next_resolve);
+        self.next_resolve += 1;
+        self.enums.push_back((id, e164));
+        id
+    }
+
+    pub fn poll_enum(&mut self) -> Option<(ResolveId, String)> {
+        self.enums.pop_front()
     }
 }

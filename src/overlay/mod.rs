@@ -8,7 +8,7 @@
 pub mod gateways;
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -17,7 +17,10 @@ use tracing::{debug, info, warn};
 use crate::node::metrics::Metrics;
 use crate::node::outbox::Outbox;
 use crate::ring::wire;
-use crate::ring::{IncomingId, Outgoing, RequestId, Ring, RingConfig, RingEvent, RingStatus};
+use crate::ring::{
+    IncomingId, Item, NodeId, OpId, Outgoing, RequestId, Ring, RingConfig, RingError, RingEvent,
+    RingStatus,
+};
 use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind, new_branch};
 use gateways::{GatewayRecord, Gateways};
@@ -51,6 +54,9 @@ pub struct Overlay {
     pub metrics: Metrics,
     /// Gateway advertisements, when this node is a gateway.
     gateways: Option<Gateways>,
+    /// Fetches started for other parts of the node, and their answers.
+    raw_fetches: HashSet<OpId>,
+    fetched: VecDeque<(OpId, Result<Vec<Item>, RingError>)>,
 }
 
 impl Overlay {
@@ -80,7 +86,30 @@ impl Overlay {
             counters: OverlayCounters::default(),
             metrics: Metrics::default(),
             gateways: None,
+            raw_fetches: HashSet::new(),
+            fetched: VecDeque::new(),
         }
+    }
+
+    /// Stores an item in the ring (fire and forget).
+    pub fn store_item(&mut self, item: Item, now: Instant) {
+        self.ring.store(item, now);
+    }
+
+    /// Removes an item from the ring (fire and forget).
+    pub fn remove_item(&mut self, key: NodeId, name: String, now: Instant) {
+        self.ring.remove(key, name, now);
+    }
+
+    /// Starts fetching the items under `key`; the answer comes from [`poll_fetched`](Self::poll_fetched).
+    pub fn fetch_items(&mut self, key: NodeId, now: Instant) -> OpId {
+        let op = self.ring.fetch(key, now);
+        self.raw_fetches.insert(op);
+        op
+    }
+
+    pub fn poll_fetched(&mut self) -> Option<(OpId, Result<Vec<Item>, RingError>)> {
+        self.fetched.pop_front()
     }
 
     /// Makes this node a gateway of `domains`: it advertises `me` in the ring
@@ -281,6 +310,12 @@ impl Overlay {
         }
         if let Some(gateways) = &mut self.gateways {
             gateways.on_ring_event(&event);
+        }
+        if let RingEvent::FetchDone { op, result } = &event {
+            if self.raw_fetches.remove(op) {
+                self.fetched.push_back((*op, result.clone()));
+                return;
+            }
         }
         if let Err(error) = self.location.on_ring_event(event, now) {
             warn!(%error, "ring operation failed");

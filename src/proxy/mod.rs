@@ -58,6 +58,8 @@ pub struct Proxy {
     failover_at: BTreeSet<(Instant, ClientKey)>,
     /// Targets that failed, for the resolver's dead list.
     dead: Vec<Peer>,
+    /// 2xx responses relayed for forwarded REGISTERs (the gateway mirrors them).
+    registered: Vec<(ServerKey, Response)>,
 }
 
 /// What a branch falls back to when its target does not answer.
@@ -84,6 +86,7 @@ impl Proxy {
             alternatives: HashMap::new(),
             failover_at: BTreeSet::new(),
             dead: Vec::new(),
+            registered: Vec::new(),
         }
     }
 
@@ -204,6 +207,11 @@ impl Proxy {
                 out.transactions.transport_error(key, now);
             }
         }
+    }
+
+    /// The 2xx relayed for a forwarded REGISTER, if any since the last call.
+    pub fn poll_registered(&mut self) -> Option<(ServerKey, Response)> {
+        self.registered.pop()
     }
 
     /// Targets found dead since the last call.
@@ -353,6 +361,9 @@ impl Proxy {
                     }
                 } else {
                     fork.answered = true;
+                    if fork.request.method == ezk_sip_types::Method::REGISTER {
+                        self.registered.push((server, response.clone()));
+                    }
                     out.respond(server, response, now);
                 }
                 if fork.invite {
