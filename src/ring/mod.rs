@@ -385,6 +385,8 @@ pub struct Ring {
     fixing: bool,
     checking: bool,
     dead: HashMap<SocketAddr, Instant>,
+    /// When each peer last answered us.
+    heard: HashMap<SocketAddr, Instant>,
     bootstraps: Vec<SocketAddr>,
     next_bootstrap: usize,
     joining: bool,
@@ -430,6 +432,7 @@ impl Ring {
             fixing: false,
             checking: false,
             dead: HashMap::new(),
+            heard: HashMap::new(),
             bootstraps: Vec::new(),
             next_bootstrap: 0,
             joining: false,
@@ -529,6 +532,11 @@ impl Ring {
             } => {
                 if hops > self.config.max_hops {
                     self.respond(id, error(482, "lookup loop"));
+                    return;
+                }
+                if !self.joined && !self.bootstraps.is_empty() {
+                    // Still joining: answering as a ring of one would split the ring.
+                    self.respond(id, error(503, "not joined yet"));
                     return;
                 }
                 self.route(
@@ -643,6 +651,7 @@ impl Ring {
         let pending = entry.pending;
         if let Some(addr) = pending_peer_addr(&pending) {
             self.dead.remove(&addr);
+            self.heard.insert(addr, now);
         }
         match pending {
             Pending::Route {
@@ -756,7 +765,7 @@ impl Ring {
                 attempts,
                 to,
             } => {
-                if iterative || hops <= 1 {
+                if iterative {
                     // We asked `to` directly and it only had to answer.
                     self.mark_dead(to, now);
                 } else {
@@ -1303,24 +1312,39 @@ impl Ring {
                 return self.answer(parent, found, now);
             }
         }
-        let succ = self.successors[0];
-        if key.in_open_closed(self.me.id, succ.id) {
-            let replicas = self
-                .successors
-                .iter()
-                .skip(1)
-                .take(self.config.replicas.saturating_sub(1))
-                .copied()
-                .collect();
-            let found = RingResponse::Found {
-                successor: succ,
-                hops,
-                replicas,
-            };
-            return self.answer(parent, found, now);
-        }
-        let Some(next) = self.closest_preceding(key, &exclude) else {
+        // Our first successor not excluded (the excluded ones failed us).
+        let Some(si) = self
+            .successors
+            .iter()
+            .position(|p| !exclude.contains(&p.id))
+        else {
             return self.answer(parent, error(408, "no route"), now);
+        };
+        let succ = self.successors[si];
+        let next = if key.in_open_closed(self.me.id, succ.id) {
+            if self.is_fresh(succ.addr, now) {
+                let replicas = self
+                    .successors
+                    .iter()
+                    .skip(si + 1)
+                    .take(self.config.replicas.saturating_sub(1))
+                    .copied()
+                    .collect();
+                let found = RingResponse::Found {
+                    successor: succ,
+                    hops,
+                    replicas,
+                };
+                return self.answer(parent, found, now);
+            }
+            // Not heard from it lately (it may have crashed since): let it
+            // answer for itself, which costs a hop but never names a dead node.
+            succ
+        } else {
+            match self.closest_preceding(key, &exclude) {
+                Some(next) => next,
+                None => return self.answer(parent, error(408, "no route"), now),
+            }
         };
         if remote && iterative {
             // Iterative request: tell the asker where to go next.
@@ -1475,15 +1499,22 @@ impl Ring {
         now: Instant,
     ) {
         let mut list = Vec::with_capacity(self.config.successors + 1);
+        let mut closer = false;
         if let Some(x) = their_pred {
             if x.id.in_open(self.me.id, from.id) && !self.dead.contains_key(&x.addr) {
                 list.push(x);
+                closer = true;
             }
         }
         list.push(from);
         list.extend(their_succs);
         self.set_successors(list, now);
-        if let Some(succ) = self.successors.first().copied() {
+        if closer {
+            // A closer successor: ask it at once instead of a period later, so
+            // a node that joined with a stale successor walks back to the true
+            // one in round trips (each step strictly closer: this ends).
+            self.stabilize(now);
+        } else if let Some(succ) = self.successors.first().copied() {
             self.notify(succ, now);
         }
     }
@@ -1754,7 +1785,18 @@ impl Ring {
         }
     }
 
+    /// Did `addr` answer us within the last one and a half stabilize periods?
+    fn is_fresh(&self, addr: SocketAddr, now: Instant) -> bool {
+        let window = self.config.stabilize_every + self.config.stabilize_every / 2;
+        self.heard
+            .get(&addr)
+            .is_some_and(|t| now.saturating_duration_since(*t) <= window)
+    }
+
     fn purge(&mut self, now: Instant) {
+        let keep = self.config.stabilize_every * 10;
+        self.heard
+            .retain(|_, t| now.saturating_duration_since(*t) <= keep);
         self.items.retain(|_, items| {
             items.retain(|i| i.expires > now);
             !items.is_empty()
