@@ -137,6 +137,10 @@ pub enum RingRequest {
     /// Key hand-over: on join (successor to new predecessor) and on leave
     /// (leaving node to its successor).
     Transfer { items: Vec<Item> },
+    /// "My predecessor is now `predecessor`": sent by a node to its previous
+    /// predecessor, which then stabilizes at once and adopts the newcomer as
+    /// its successor instead of a period later.
+    NewPredecessor { predecessor: Peer },
     /// Graceful leave: `leaving` goes; its predecessor and successor list let the
     /// neighbours close the gap at once.
     Leave {
@@ -289,6 +293,8 @@ enum Parent {
     Op(OpId),
     /// Refreshing finger `i`.
     Finger(usize),
+    /// Checking our successor by a lookup routed through the ring.
+    SuccessorCheck,
 }
 
 #[derive(Clone, Debug)]
@@ -370,6 +376,8 @@ pub struct Ring {
     finger_starts: Vec<NodeId>,
     next_finger: usize,
     finger_burst: bool,
+    /// The successor check of this finger cycle is done.
+    succ_checked: bool,
     items: BTreeMap<NodeId, Vec<Item>>,
     pending: HashMap<u64, PendingEntry>,
     deadlines: BTreeSet<(Instant, u64)>,
@@ -382,9 +390,13 @@ pub struct Ring {
     next_fix: Instant,
     next_check: Instant,
     stabilizing: bool,
+    /// Stabilize again as soon as the one in flight ends.
+    restabilize: bool,
     fixing: bool,
     checking: bool,
     dead: HashMap<SocketAddr, Instant>,
+    /// When each peer last answered us.
+    heard: HashMap<SocketAddr, Instant>,
     bootstraps: Vec<SocketAddr>,
     next_bootstrap: usize,
     joining: bool,
@@ -418,6 +430,7 @@ impl Ring {
             finger_starts,
             next_finger: 0,
             finger_burst: false,
+            succ_checked: false,
             items: BTreeMap::new(),
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
@@ -427,9 +440,11 @@ impl Ring {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stabilizing: false,
+            restabilize: false,
             fixing: false,
             checking: false,
             dead: HashMap::new(),
+            heard: HashMap::new(),
             bootstraps: Vec::new(),
             next_bootstrap: 0,
             joining: false,
@@ -531,6 +546,11 @@ impl Ring {
                     self.respond(id, error(482, "lookup loop"));
                     return;
                 }
+                if !self.joined && !self.bootstraps.is_empty() {
+                    // Still joining: answering as a ring of one would split the ring.
+                    self.respond(id, error(503, "not joined yet"));
+                    return;
+                }
                 self.route(
                     key,
                     hops,
@@ -554,6 +574,17 @@ impl Ring {
                 self.on_notify(predecessor, now);
             }
             RingRequest::Ping => self.respond(id, RingResponse::Ok),
+            RingRequest::NewPredecessor { predecessor } => {
+                self.respond(id, RingResponse::Ok);
+                let succ = self.successor();
+                if predecessor != self.me && predecessor.id.in_open(self.me.id, succ.id) {
+                    if self.stabilizing {
+                        self.restabilize = true;
+                    } else {
+                        self.stabilize(now);
+                    }
+                }
+            }
             RingRequest::Store { items, replica } => {
                 if self.state == State::Leaving {
                     self.respond(id, error(503, "node is leaving"));
@@ -643,6 +674,7 @@ impl Ring {
         let pending = entry.pending;
         if let Some(addr) = pending_peer_addr(&pending) {
             self.dead.remove(&addr);
+            self.heard.insert(addr, now);
         }
         match pending {
             Pending::Route {
@@ -724,6 +756,10 @@ impl Ring {
                 {
                     self.on_stabilize(to, predecessor, successors, now);
                 }
+                if self.restabilize && !self.stabilizing {
+                    self.restabilize = false;
+                    self.stabilize(now);
+                }
             }
             Pending::Notify { .. } | Pending::Push { .. } | Pending::Probe { .. } => {}
             Pending::CheckPredecessor { .. } => self.checking = false,
@@ -756,7 +792,7 @@ impl Ring {
                 attempts,
                 to,
             } => {
-                if iterative || hops <= 1 {
+                if iterative {
                     // We asked `to` directly and it only had to answer.
                     self.mark_dead(to, now);
                 } else {
@@ -1303,24 +1339,39 @@ impl Ring {
                 return self.answer(parent, found, now);
             }
         }
-        let succ = self.successors[0];
-        if key.in_open_closed(self.me.id, succ.id) {
-            let replicas = self
-                .successors
-                .iter()
-                .skip(1)
-                .take(self.config.replicas.saturating_sub(1))
-                .copied()
-                .collect();
-            let found = RingResponse::Found {
-                successor: succ,
-                hops,
-                replicas,
-            };
-            return self.answer(parent, found, now);
-        }
-        let Some(next) = self.closest_preceding(key, &exclude) else {
+        // Our first successor not excluded (the excluded ones failed us).
+        let Some(si) = self
+            .successors
+            .iter()
+            .position(|p| !exclude.contains(&p.id))
+        else {
             return self.answer(parent, error(408, "no route"), now);
+        };
+        let succ = self.successors[si];
+        let next = if key.in_open_closed(self.me.id, succ.id) {
+            if self.is_fresh(succ.addr, now) {
+                let replicas = self
+                    .successors
+                    .iter()
+                    .skip(si + 1)
+                    .take(self.config.replicas.saturating_sub(1))
+                    .copied()
+                    .collect();
+                let found = RingResponse::Found {
+                    successor: succ,
+                    hops,
+                    replicas,
+                };
+                return self.answer(parent, found, now);
+            }
+            // Not heard from it lately (it may have crashed since): let it
+            // answer for itself, which costs a hop but never names a dead node.
+            succ
+        } else {
+            match self.closest_preceding(key, &exclude) {
+                Some(next) => next,
+                None => return self.answer(parent, error(408, "no route"), now),
+            }
         };
         if remote && iterative {
             // Iterative request: tell the asker where to go next.
@@ -1411,6 +1462,25 @@ impl Ring {
                 };
                 self.op_found(op, result, now);
             }
+            Parent::SuccessorCheck => {
+                self.fixing = false;
+                if let RingResponse::Found { successor, .. } = response {
+                    let succ = self.successor();
+                    if successor != self.me
+                        && successor.id.in_open(self.me.id, succ.id)
+                        && !self.dead.contains_key(&successor.addr)
+                    {
+                        // The ring knows a closer successor than we do (two
+                        // strands of a loopy ring): take it and stabilize.
+                        let mut list = vec![successor];
+                        list.extend(self.successors.iter().copied());
+                        self.set_successors(list, now);
+                        if !self.stabilizing {
+                            self.stabilize(now);
+                        }
+                    }
+                }
+            }
             Parent::Finger(i) => {
                 let result = match response {
                     RingResponse::Found { successor, .. } => Some(successor),
@@ -1475,15 +1545,22 @@ impl Ring {
         now: Instant,
     ) {
         let mut list = Vec::with_capacity(self.config.successors + 1);
+        let mut closer = false;
         if let Some(x) = their_pred {
             if x.id.in_open(self.me.id, from.id) && !self.dead.contains_key(&x.addr) {
                 list.push(x);
+                closer = true;
             }
         }
         list.push(from);
         list.extend(their_succs);
         self.set_successors(list, now);
-        if let Some(succ) = self.successors.first().copied() {
+        if closer {
+            // A closer successor: ask it at once instead of a period later, so
+            // a node that joined with a stale successor walks back to the true
+            // one in round trips (each step strictly closer: this ends).
+            self.stabilize(now);
+        } else if let Some(succ) = self.successors.first().copied() {
             self.notify(succ, now);
         }
     }
@@ -1517,6 +1594,11 @@ impl Ring {
         self.joined = true;
         self.events
             .push_back(RingEvent::PredecessorChanged { old, new: Some(p) });
+        if let Some(o) = old {
+            // Tell the old predecessor, so it adopts p now.
+            let hint = RingRequest::NewPredecessor { predecessor: p };
+            self.send(o.addr, hint, Pending::Notify { to: o }, now);
+        }
         // Keys in (old predecessor, p] now belong to p; we keep our copies as
         // its first replica.
         let from = old.map(|o| o.id).unwrap_or(self.me.id);
@@ -1585,6 +1667,41 @@ impl Ring {
             return;
         }
         let succ = self.successors[0];
+        if self.next_finger == 0 && !self.finger_burst && !self.succ_checked {
+            // Once per finger cycle: look up our own successor through the
+            // farthest finger, not locally. Stabilize alone cannot repair a
+            // ring whose successor pointers wind around it twice.
+            self.succ_checked = true;
+            let far = self
+                .fingers
+                .iter()
+                .rev()
+                .flatten()
+                .find(|f| **f != succ)
+                .copied();
+            if let Some(to) = far {
+                self.fixing = true;
+                let key = self.me.id.add_pow2(0);
+                let iterative = self.config.iterative;
+                let request = RingRequest::FindSuccessor {
+                    key,
+                    hops: 1,
+                    iterative,
+                };
+                let pending = Pending::Route {
+                    key,
+                    parent: Parent::SuccessorCheck,
+                    hops: 1,
+                    iterative,
+                    exclude: Vec::new(),
+                    attempts: 0,
+                    to,
+                };
+                self.send(to.addr, request, pending, now);
+                return;
+            }
+        }
+        self.succ_checked = false;
         let mut i = self.next_finger;
         while i < ID_BITS as usize && self.finger_starts[i].in_open_closed(self.me.id, succ.id) {
             self.fingers[i] = Some(succ);
@@ -1754,7 +1871,18 @@ impl Ring {
         }
     }
 
+    /// Did `addr` answer us within the last one and a half stabilize periods?
+    fn is_fresh(&self, addr: SocketAddr, now: Instant) -> bool {
+        let window = self.config.stabilize_every + self.config.stabilize_every / 2;
+        self.heard
+            .get(&addr)
+            .is_some_and(|t| now.saturating_duration_since(*t) <= window)
+    }
+
     fn purge(&mut self, now: Instant) {
+        let keep = self.config.stabilize_every * 10;
+        self.heard
+            .retain(|_, t| now.saturating_duration_since(*t) <= keep);
         self.items.retain(|_, items| {
             items.retain(|i| i.expires > now);
             !items.is_empty()

@@ -578,6 +578,24 @@ impl Sim {
         sent as f64 / self.live_count().max(1) as f64 / window.as_secs_f64()
     }
 
+    /// Live nodes whose successor, resp. predecessor, is not the true one.
+    pub fn inconsistencies(&self) -> (usize, usize) {
+        let ids: Vec<(NodeId, usize)> = self.live.iter().map(|(k, v)| (*k, *v)).collect();
+        let n = ids.len();
+        let (mut succ_bad, mut pred_bad) = (0, 0);
+        if n < 2 {
+            return (0, 0);
+        }
+        for (k, (_, i)) in ids.iter().enumerate() {
+            let ring = &self.nodes[*i].ring;
+            let succ = self.nodes[ids[(k + 1) % n].1].ring.me();
+            let pred = self.nodes[ids[(k + n - 1) % n].1].ring.me();
+            succ_bad += (ring.successor() != succ) as usize;
+            pred_bad += (ring.predecessor() != Some(pred)) as usize;
+        }
+        (succ_bad, pred_bad)
+    }
+
     /// Have all live nodes the true successor and predecessor?
     pub fn ring_consistent(&self) -> bool {
         let ids: Vec<(NodeId, usize)> = self.live.iter().map(|(k, v)| (*k, *v)).collect();
@@ -615,9 +633,36 @@ impl Sim {
         for k in 0..n {
             let node = self.add_node();
             if k > 0 || first > 0 {
+                // A member: the first node, or one whose join completed.
                 let bootstrap = loop {
                     let b = self.random_live();
-                    if b != node {
+                    if b != node && (b == first || self.nodes[b].ring.is_joined()) {
+                        break b;
+                    }
+                };
+                self.join(node, bootstrap);
+                // One by one: the next starts once this one has its successor.
+                self.run_until_cond(Duration::from_millis(5), Duration::from_secs(10), |s| {
+                    s.nodes[node].ring.is_joined()
+                });
+            }
+            self.run_for(spacing);
+        }
+        self.run_for(settle);
+    }
+
+    /// Like [`Sim::grow`], but each node starts its join `spacing` after the
+    /// previous one without waiting for it (concurrent joins), through a random
+    /// member that has joined. Faster for large networks; the ring needs longer
+    /// to settle.
+    pub fn grow_concurrent(&mut self, n: usize, spacing: Duration, settle: Duration) {
+        let first = self.nodes.len();
+        for k in 0..n {
+            let node = self.add_node();
+            if k > 0 || first > 0 {
+                let bootstrap = loop {
+                    let b = self.random_live();
+                    if b != node && (b == first || self.nodes[b].ring.is_joined()) {
                         break b;
                     }
                 };
