@@ -116,7 +116,7 @@ pub fn encode_request(request: &RingRequest, me: &Peer, to: SocketAddr, now: Ins
         RingRequest::FindSuccessor { hops, .. } => {
             sip.headers.insert(Name::from(HOPS), hops.to_string())
         }
-        RingRequest::Notify { predecessor } => sip
+        RingRequest::Notify { predecessor } | RingRequest::NewPredecessor { predecessor } => sip
             .headers
             .insert(Name::CONTACT, contact(predecessor, "predecessor")),
         RingRequest::Store { items, .. } | RingRequest::Transfer { items } => {
@@ -159,6 +159,7 @@ fn op_of(request: &RingRequest) -> (&'static str, Vec<&'static str>) {
         ),
         RingRequest::GetPredecessor => ("get-predecessor", vec![]),
         RingRequest::Notify { .. } => ("notify", vec![]),
+        RingRequest::NewPredecessor { .. } => ("new-predecessor", vec![]),
         RingRequest::Ping => ("ping", vec![]),
         RingRequest::Store { replica, .. } => {
             ("store", if *replica { vec!["replica"] } else { vec![] })
@@ -202,6 +203,12 @@ pub fn decode_request(request: &Request, now: Instant) -> Result<RingRequest, Wi
         },
         "get-predecessor" => RingRequest::GetPredecessor,
         "notify" => RingRequest::Notify {
+            predecessor: contacts_with(request.header_map(), "predecessor")
+                .into_iter()
+                .next()
+                .ok_or(WireError::Missing("Contact;predecessor"))?,
+        },
+        "new-predecessor" => RingRequest::NewPredecessor {
             predecessor: contacts_with(request.header_map(), "predecessor")
                 .into_iter()
                 .next()
@@ -549,6 +556,9 @@ mod tests {
             RingRequest::GetPredecessor,
             RingRequest::Notify {
                 predecessor: peer(5050),
+            },
+            RingRequest::NewPredecessor {
+                predecessor: peer(5040),
             },
             RingRequest::Ping,
             RingRequest::Fetch { key },
