@@ -192,6 +192,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("```toml\n")
+            .expect("a toml block in the README")
+            + 8;
+        let end = start + readme[start..].find("```").expect("end of the block");
+        let mut config =
+            Config::from_toml(&readme[start..end]).expect("the README's config parses");
+        config.validate().expect("the README's config is valid");
+        assert_eq!(config.domains, vec!["example.test".to_string()]);
+        assert!(config.gateway.upstream.is_some());
+    }
+
+    #[test]
     fn defaults_need_no_file() {
         let config = Config::from_toml("").expect("empty config");
         assert_eq!(config.sip.to_string(), "127.0.0.1:5060");
