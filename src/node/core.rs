@@ -715,10 +715,12 @@ fn validate(request: &Request) -> Result<(), &'static str> {
     if request.top_via().is_none() {
         return Err("missing Via");
     }
-    if request.from_header().is_none() {
+    // From and To may hold any URI (RFC 3261 §20.20, §20.39): `tel:` is
+    // common, and the typed header only parses SIP URIs.
+    if request.from_header().is_none() && !names_a_uri(request.raw(&Name::FROM)) {
         return Err("missing or bad From");
     }
-    if request.to_header().is_none() {
+    if request.to_header().is_none() && !names_a_uri(request.raw(&Name::TO)) {
         return Err("missing or bad To");
     }
     if request.call_id().is_none() {
@@ -733,6 +735,27 @@ fn validate(request: &Request) -> Result<(), &'static str> {
         return Err("bad Max-Forwards");
     }
     Ok(())
+}
+
+/// A From/To value the typed header could not parse still names a URI
+/// (`scheme:rest`, optionally in angle brackets).
+fn names_a_uri(value: Option<&bytesstr::BytesStr>) -> bool {
+    let Some(value) = value else {
+        return false;
+    };
+    let value = value.trim();
+    let uri = match (value.find('<'), value.find('>')) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        (None, None) => value,
+        _ => return false,
+    };
+    uri.split_once(':').is_some_and(|(scheme, rest)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && !rest.is_empty()
+    })
 }
 
 /// RFC 3581 and §18.2.1: note where the request really came from.
@@ -815,6 +838,17 @@ pub fn local_response(request: &Request, status: u16) -> Response {
 /// Adds our To tag to a response if the request had none.
 fn with_to_tag(request: &Request, mut response: Response) -> Response {
     let Some(mut to) = response.to_header() else {
+        // A To the typed header cannot parse (`tel:`): add the tag as text.
+        let Some(raw) = response.raw(&Name::TO).map(|v| v.to_string()) else {
+            return response;
+        };
+        if crate::proxy::raw_tag(&raw).is_none() {
+            let tag = &loop_hash(request)[..10];
+            response.headers.remove(&Name::TO);
+            response
+                .headers
+                .insert(Name::TO, format!("{raw};tag={tag}"));
+        }
         return response;
     };
     if to.tag.is_some() {

@@ -174,7 +174,7 @@ impl Proxy {
             fork.request.method.to_string().as_str(),
             "INVITE" | "SUBSCRIBE" | "REFER"
         );
-        if dialog_forming && fork.request.to_header().is_some_and(|to| to.tag.is_none()) {
+        if dialog_forming && to_tag(&fork.request).is_none() {
             let rr = record_route(self.local, peer.transport);
             crate::sip::message::prepend(&mut request.headers, Name::RECORD_ROUTE, rr.into());
         }
@@ -461,6 +461,30 @@ pub fn forward_response_upstream(mut response: Response, out: &mut Outbox) {
 pub fn forward_stray(mut response: Response, out: &mut Outbox) {
     pop_top_via(&mut response.headers);
     forward_response_upstream(response, out);
+}
+
+/// The To tag of a request, also when its To holds a URI the typed header
+/// cannot parse (`tel:`).
+pub fn to_tag(request: &Request) -> Option<String> {
+    match request.to_header() {
+        Some(to) => to.tag.map(|t| t.to_string()),
+        None => raw_tag(request.raw(&Name::TO)?),
+    }
+}
+
+/// The `tag` parameter of a From/To value as text: the header parameters
+/// follow the `>` of a name-addr, or the first `;` of a bare addr-spec.
+pub fn raw_tag(value: &str) -> Option<String> {
+    let params = match value.rfind('>') {
+        Some(close) => &value[close + 1..],
+        None => value.split_once(';').map(|(_, p)| p).unwrap_or(""),
+    };
+    params.split(';').find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("tag")
+            .then(|| value.trim().to_string())
+    })
 }
 
 /// Where a response to this Via goes: received/rport over sent-by.
