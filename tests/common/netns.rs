@@ -1,0 +1,600 @@
+//! A private network namespace for one test, and what runs inside it: `p2psip`
+//! nodes, SIPp, Kamailio, named, dig. Inside, 127.0.0.0/8 is the namespace's
+//! own loopback (lo has 127.0.0.1, .2 and .3), so fixed well-known ports (53, 5060, 5070) are free, and
+//! `/etc/netns/NAME/resolv.conf` (`nameserver 127.0.0.1`) is what programs
+//! started with `ip netns exec` see as `/etc/resolv.conf`.
+//!
+//! [`Netns`] deletes everything on drop, also on panic: it kills every
+//! process left in the namespace (`ip netns pids`), deletes the namespace and
+//! its `/etc/netns` directory. Every wait is bounded. Needs root and `ip`.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::{
+    ChildGuard, WAIT, parse_listening_line, parse_stats, read_lossy, sipp_messages, tail, temp_dir,
+};
+
+/// Panics (the test fails) when `tool` is not an executable on PATH or in
+/// /usr/sbin, naming the Debian package that has it.
+pub fn require_tool(tool: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from));
+    for dir in dirs {
+        let candidate = dir.join(tool);
+        if let Ok(meta) = fs::metadata(&candidate) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "{tool} is not installed: this test needs it (Debian package {package}); \
+         scripts/test.sh installs it"
+    );
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `limit` with `what`
+/// and the text `context` gives at that moment.
+pub fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> bool,
+    context: impl FnOnce() -> String,
+) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        if Instant::now() >= deadline {
+            panic!("not within {limit:?}: {what}\n{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A network namespace that lives as long as this value.
+pub struct Netns {
+    pub name: String,
+    /// Logs and generated files of this test.
+    pub dir: PathBuf,
+    ip: PathBuf,
+}
+
+impl Netns {
+    /// Creates `p2g-TAG-PID-N` with `lo` up and a resolv.conf naming 127.0.0.1.
+    pub fn new(tag: &str) -> Netns {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let ip = require_tool("ip", "iproute2");
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("p2g-{tag}-{}-{n}", std::process::id());
+        let dir = temp_dir(&format!("netns-{tag}"));
+        let status = Command::new(&ip)
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip");
+        assert!(
+            status.success(),
+            "cannot create network namespace {name} (these tests need root)"
+        );
+        // From here on, Drop cleans up.
+        let ns = Netns { name, dir, ip };
+        let etc = ns.etc_dir();
+        fs::create_dir_all(&etc).expect("create /etc/netns dir");
+        fs::write(
+            etc.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n",
+        )
+        .expect("write resolv.conf");
+        let out = ns.run(&["ip", "link", "set", "lo", "up"]);
+        assert!(out.0.success(), "ip link set lo up: {}", out.2);
+        // Linux lets programs bind any 127/8 address, but named listens only
+        // on interface addresses: give lo 127.0.0.2 and 127.0.0.3 too.
+        for addr in ["127.0.0.2/8", "127.0.0.3/8"] {
+            let out = ns.run(&["ip", "addr", "add", addr, "dev", "lo"]);
+            assert!(out.0.success(), "ip addr add {addr}: {}", out.2);
+        }
+        ns
+    }
+
+    fn etc_dir(&self) -> PathBuf {
+        Path::new("/etc/netns").join(&self.name)
+    }
+
+    /// `ip netns exec NAME PROGRAM`: runs inside the namespace (ip execs the
+    /// program, so the child's pid is the program's).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(&self.ip);
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `args` inside and waits (at most 20 s): status, stdout, stderr.
+    pub fn run(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let out_path = self.dir.join(format!("run-{n}.out"));
+        let err_path = self.dir.join(format!("run-{n}.err"));
+        let child = self
+            .command(args[0])
+            .args(&args[1..])
+            .stdout(fs::File::create(&out_path).expect("out file"))
+            .stderr(fs::File::create(&err_path).expect("err file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+        let mut guard = ChildGuard::new(args.join(" "), child);
+        let status = guard.wait_bounded(Duration::from_secs(20));
+        let out = read_lossy(&out_path);
+        let err = read_lossy(&err_path);
+        let _ = fs::remove_file(out_path);
+        let _ = fs::remove_file(err_path);
+        (status, out, err)
+    }
+
+    /// Spawns a long-running program inside, its stdout and stderr in
+    /// `DIR/LOG.out` and `DIR/LOG.log`.
+    pub fn spawn(&self, log: &str, args: &[&str]) -> ChildGuard {
+        let child = self
+            .command(args[0])
+            .args(&args[1..])
+            .stdout(fs::File::create(self.dir.join(format!("{log}.out"))).expect("out"))
+            .stderr(fs::File::create(self.dir.join(format!("{log}.log"))).expect("log"))
+            .current_dir(&self.dir)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {args:?}: {e}"));
+        ChildGuard::new(log, child)
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        read_lossy(&self.dir.join(name))
+    }
+
+    /// `dig +short` inside the namespace against `server` (UDP, 1 s, 2 tries);
+    /// panics when dig fails (no answer at all).
+    pub fn dig(&self, server: &str, qtype: &str, name: &str) -> Vec<String> {
+        self.try_dig(server, qtype, name)
+            .unwrap_or_else(|why| panic!("dig {qtype} {name} @{server}: {why}"))
+    }
+
+    /// `dig +short`; Err with its output when dig failed.
+    pub fn try_dig(&self, server: &str, qtype: &str, name: &str) -> Result<Vec<String>, String> {
+        let (host, port) = server.rsplit_once(':').unwrap_or((server, "53"));
+        let (status, out, err) = self.run(&[
+            "dig",
+            &format!("@{host}"),
+            "-p",
+            port,
+            "+short",
+            "+time=1",
+            "+tries=2",
+            qtype,
+            name,
+        ]);
+        if !status.success() {
+            return Err(format!("{status}: {out}{err}"));
+        }
+        Ok(out
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty() && !l.starts_with(';'))
+            .collect())
+    }
+
+    /// An HTTP GET inside the namespace (bash's /dev/tcp; no curl needed).
+    pub fn http_get(&self, addr: SocketAddr, path: &str) -> Option<String> {
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/{} || exit 1; printf 'GET {path} HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; timeout 5 cat <&3",
+            addr.ip(),
+            addr.port()
+        );
+        let (status, out, _) = self.run(&["bash", "-c", &script]);
+        if !status.success() {
+            return None;
+        }
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.").then(|| body.to_string())
+    }
+
+    /// Pids of the processes inside the namespace.
+    pub fn pids(&self) -> Vec<u32> {
+        let out = Command::new(&self.ip)
+            .args(["netns", "pids", &self.name])
+            .output();
+        match out {
+            Ok(out) => String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Everything still inside was started by this test.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            for pid in pids {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new(&self.ip)
+            .args(["netns", "del", &self.name])
+            .status();
+        // /etc/netns itself stays: other namespaces may be adding theirs.
+        let _ = fs::remove_dir_all(self.etc_dir());
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("logs of {} kept in {}", self.name, self.dir.display());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- p2psip node
+
+/// A `p2psip node` inside a namespace.
+pub struct NsNode {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub node_id: String,
+    log: PathBuf,
+    guard: ChildGuard,
+}
+
+impl NsNode {
+    /// Starts `p2psip node ARGS` inside `ns` and waits (bounded) for its
+    /// "listening" line. Its log is `DIR/NAME.log`.
+    pub fn start(ns: &Netns, name: &str, args: &[&str]) -> NsNode {
+        let log = ns.dir.join(format!("{name}.log"));
+        let out = ns.dir.join(format!("{name}.out"));
+        let child = ns
+            .command(env!("CARGO_BIN_EXE_p2psip"))
+            .arg("node")
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(fs::File::create(&out).expect("node stdout"))
+            .stderr(fs::File::create(&log).expect("node log"))
+            .current_dir(&ns.dir)
+            .spawn()
+            .expect("spawn p2psip");
+        let mut guard = ChildGuard::new(name, child);
+        let deadline = Instant::now() + WAIT;
+        let line = loop {
+            let text = read_lossy(&out);
+            if let Some(line) = text.lines().next().filter(|_| text.contains('\n')) {
+                break line.to_string();
+            }
+            if let Some(status) = guard.try_wait() {
+                panic!(
+                    "{name}: p2psip exited ({status}) before listening; log:\n{}",
+                    tail(&read_lossy(&log), 40)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: p2psip printed no listening line within {WAIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (addr, node_id) = parse_listening_line(&line)
+            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"));
+        NsNode {
+            name: name.to_string(),
+            addr,
+            node_id,
+            log,
+            guard,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        read_lossy(&self.log)
+    }
+
+    /// SIGTERM, then a bounded wait for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.guard.id().to_string()])
+            .status();
+        self.guard.wait_bounded(WAIT)
+    }
+
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.guard.try_wait() {
+            panic!(
+                "{} exited ({status}); log:\n{}",
+                self.name,
+                tail(&self.log(), 60)
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- SIPp
+
+/// A SIPp run inside a namespace, on a fixed port of the namespace's loopback.
+pub struct NsSipp {
+    pub name: String,
+    pub port: u16,
+    dir: PathBuf,
+    guard: ChildGuard,
+}
+
+pub struct NsSippBuilder {
+    name: String,
+    scenario: String,
+    port: u16,
+    remote: Option<String>,
+    calls: u32,
+    args: Vec<String>,
+}
+
+impl NsSippBuilder {
+    /// SIPp running tests/sipp/`scenario` on 127.0.0.1:`port` (UDP), media
+    /// on 30000 + 4·(`port` mod 1000) and the three ports above.
+    pub fn new(name: &str, scenario: &str, port: u16) -> NsSippBuilder {
+        NsSippBuilder {
+            name: name.to_string(),
+            scenario: scenario.to_string(),
+            port,
+            remote: None,
+            calls: 1,
+            args: Vec::new(),
+        }
+    }
+
+    pub fn to(mut self, remote: impl ToString) -> Self {
+        self.remote = Some(remote.to_string());
+        self
+    }
+
+    pub fn calls(mut self, n: u32) -> Self {
+        self.calls = n;
+        self
+    }
+
+    pub fn key(mut self, name: &str, value: &str) -> Self {
+        self.args
+            .extend(["-key".to_string(), name.to_string(), value.to_string()]);
+        self
+    }
+
+    pub fn service(mut self, user: &str) -> Self {
+        self.args.extend(["-s".to_string(), user.to_string()]);
+        self
+    }
+
+    pub fn spawn(self, ns: &Netns) -> NsSipp {
+        let sipp = require_tool("sipp", "sip-tester");
+        let scenario = crate::common::scenario(&self.scenario);
+        assert!(scenario.is_file(), "missing {}", scenario.display());
+        let dir = ns.dir.join(format!("sipp-{}", self.name));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("sipp dir");
+        let mut cmd = ns.command(sipp);
+        if let Some(remote) = &self.remote {
+            cmd.arg(remote);
+        }
+        cmd.arg("-sf")
+            .arg(&scenario)
+            .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &self.port.to_string()])
+            // SIPp binds four media ports from -mp up.
+            .args(["-mp", &(30000 + (self.port % 1000) * 4).to_string()])
+            .args(["-m", &self.calls.to_string()])
+            .args(["-nostdin", "-timeout", "25s", "-timeout_error"])
+            .args(["-trace_stat", "-stf", "stat.csv"])
+            .args(["-trace_err", "-error_file", "errors.log"])
+            .args(["-trace_msg", "-message_file", "messages.log"])
+            .args(["-trace_logs", "-log_file", "logs.log"])
+            .args(&self.args)
+            .current_dir(&dir)
+            .stdout(fs::File::create(dir.join("stdout.log")).expect("stdout"))
+            .stderr(fs::File::create(dir.join("stderr.log")).expect("stderr"));
+        let child = cmd.spawn().expect("spawn sipp");
+        NsSipp {
+            name: self.name,
+            port: self.port,
+            dir,
+            guard: ChildGuard::new("sipp", child),
+        }
+    }
+}
+
+/// Whether something listens on 127.0.0.1:`port` (UDP) inside `ns`, read
+/// from the namespace's /proc/net/udp (seen through a process inside it).
+pub fn udp_bound(ns: &Netns, port: u16) -> bool {
+    let (_, out, _) = ns.run(&["cat", "/proc/net/udp"]);
+    let want = format!("0100007F:{port:04X}");
+    out.lines().skip(1).any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .is_some_and(|local| local == want)
+    })
+}
+
+impl NsSipp {
+    /// Waits (10 s at most) until a UAS's socket is bound.
+    pub fn wait_listening(&mut self, ns: &Netns) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !udp_bound(ns, self.port) {
+            if let Some(status) = self.guard.try_wait() {
+                panic!(
+                    "{} exited ({status}) before listening:\n{}",
+                    self.name,
+                    self.diagnostics()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not listening after 10 s",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for file in ["stderr.log", "errors.log", "messages.log"] {
+            let text = read_lossy(&self.dir.join(file));
+            if !text.trim().is_empty() {
+                out.push_str(&format!("--- {} {file}:\n{}\n", self.name, tail(&text, 80)));
+            }
+        }
+        out
+    }
+
+    /// Waits (bounded) for SIPp to exit; asserts exit 0 with `calls`
+    /// successful calls and none failed. Returns the messages it sent and
+    /// received (`(received, text)`). `context` is added to a failure.
+    pub fn expect_success(
+        mut self,
+        calls: u64,
+        context: impl FnOnce() -> String,
+    ) -> Vec<(bool, String)> {
+        let status = self.guard.wait_bounded(WAIT);
+        let (ok_calls, failed) =
+            parse_stats(&read_lossy(&self.dir.join("stat.csv"))).unwrap_or((0, 0));
+        assert!(
+            status.code() == Some(0) && ok_calls == calls && failed == 0,
+            "{}: expected exit 0 and {calls} successful call(s), got {status}, {ok_calls} ok, {failed} failed\n{}\n{}",
+            self.name,
+            self.diagnostics(),
+            context()
+        );
+        sipp_messages(&self.dir)
+    }
+}
+
+// ---------------------------------------------------------------- daemons
+
+/// bind9 `named` inside `ns` on `addr`:53 with the zones of tests/dns/;
+/// returns when it answers the SOA of legacy.test.
+pub fn start_named(ns: &Netns, addr: &str) -> ChildGuard {
+    let named = require_tool("named", "bind9");
+    require_tool("dig", "bind9-dnsutils");
+    let zones = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dns");
+    let work = ns.dir.join("named");
+    fs::create_dir_all(&work).expect("named dir");
+    let conf = read_lossy(&zones.join("named.conf.in"))
+        .replace("@TMP@", &work.display().to_string())
+        .replace("@ZONEDIR@", &zones.display().to_string())
+        .replace("@ADDR@", addr)
+        .replace("@PORT@", "53");
+    let conf_path = work.join("named.conf");
+    fs::write(&conf_path, conf).expect("named.conf");
+    let named = named.display().to_string();
+    let conf_arg = conf_path.display().to_string();
+    let guard = ns.spawn("named", &[&named, "-g", "-c", &conf_arg]);
+    let server = format!("{addr}:53");
+    wait_until(
+        "named answers SOA legacy.test",
+        Duration::from_secs(15),
+        || {
+            ns.try_dig(&server, "SOA", "legacy.test")
+                .is_ok_and(|a| !a.is_empty())
+        },
+        || tail(&ns.log("named.log"), 30),
+    );
+    guard
+}
+
+/// Kamailio (tests/kamailio/legacy.cfg, domain legacy.test) inside `ns` on
+/// 127.0.0.1:5070, with its ctl socket for kamcmd; returns when kamcmd answers.
+pub struct Kamailio {
+    pub ctl: String,
+    guard: ChildGuard,
+}
+
+impl Kamailio {
+    pub fn start(ns: &Netns) -> Kamailio {
+        let kamailio = require_tool("kamailio", "kamailio");
+        require_tool("kamcmd", "kamailio");
+        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/legacy.cfg");
+        let run = ns.dir.join("kamailio");
+        fs::create_dir_all(&run).expect("kamailio dir");
+        let ctl = format!("unix:{}/kamailio_ctl", run.display());
+        let args = [
+            kamailio.display().to_string(),
+            "-DD".into(),
+            "-E".into(),
+            "-f".into(),
+            cfg.display().to_string(),
+            "-Y".into(),
+            run.display().to_string(),
+            "-P".into(),
+            run.join("kamailio.pid").display().to_string(),
+            "-m".into(),
+            "64".into(),
+            "-M".into(),
+            "8".into(),
+            "-A".into(),
+            "LISTEN_SOCK=udp:127.0.0.1:5070".into(),
+            "-A".into(),
+            "KAM_CHILDREN=2".into(),
+            "-A".into(),
+            "KAM_DEBUG=2".into(),
+            "-A".into(),
+            format!("CTL_SOCK=\"{ctl}\""),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let guard = ns.spawn("kamailio", &args);
+        let k = Kamailio { ctl, guard };
+        wait_until(
+            "kamailio answers kamcmd and listens on 127.0.0.1:5070",
+            Duration::from_secs(15),
+            || udp_bound(ns, 5070) && k.kamcmd(ns, &["core.version"]).is_some(),
+            || tail(&ns.log("kamailio.log"), 30),
+        );
+        k
+    }
+
+    /// `kamcmd -s CTL ARGS`: its output, None when it failed.
+    pub fn kamcmd(&self, ns: &Netns, args: &[&str]) -> Option<String> {
+        let mut all = vec!["kamcmd", "-s", self.ctl.as_str()];
+        all.extend_from_slice(args);
+        let (status, out, _) = ns.run(&all);
+        status.success().then_some(out)
+    }
+
+    /// The location table (`ul.dump`).
+    pub fn ul_dump(&self, ns: &Netns) -> String {
+        self.kamcmd(ns, &["ul.dump"]).unwrap_or_default()
+    }
+
+    /// The contacts of `user` in the location table (usrloc keeps the user
+    /// part only: the config does not set `use_domain`).
+    pub fn contacts(&self, ns: &Netns, user: &str) -> Vec<String> {
+        let mut current = false;
+        let mut out = Vec::new();
+        for line in self.ul_dump(ns).lines() {
+            let line = line.trim();
+            if let Some(aor) = line.strip_prefix("AoR: ") {
+                current = aor == user;
+            } else if let Some(address) = line.strip_prefix("Address: ")
+                && current
+            {
+                out.push(address.to_string());
+            }
+        }
+        out
+    }
+}

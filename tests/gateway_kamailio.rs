@@ -1,0 +1,678 @@
+//! The hybrid gateway against real legacy software: Kamailio 5.6 (the legacy
+//! domain `legacy.test`'s registrar and proxy), bind9 `named` (the legacy
+//! zones and ENUM), SIPp phones and `dig`. Each test runs in a network
+//! namespace of its own (created and deleted by [`Netns`]), so the well-known
+//! ports are free: inside it
+//!
+//! | what | where |
+//! |---|---|
+//! | gateway G: `p2psip node --domain overlay.test --dns 127.0.0.1:53` | SIP 127.0.0.1:5060 |
+//! | node N, joined to G | SIP 127.0.0.1:5062 |
+//! | Kamailio, `legacy.test`, resolves through `/etc/netns/NS/resolv.conf` = G's DNS | 127.0.0.1:5070 |
+//! | named: `legacy.test`, `legacy2.test`, `e164.arpa` (tests/dns/) | 127.0.0.2:53 |
+//! | SIPp phones | 127.0.0.1:509x |
+//!
+//! Needs root; a missing tool (ip, kamailio, kamcmd, sipp, dig, named) fails
+//! the test with the package to install (scripts/test.sh installs them).
+
+mod common;
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::{tail, via_values};
+use netns::{Kamailio, Netns, NsNode, NsSippBuilder, start_named, wait_until};
+use serde_json::Value;
+
+const G: &str = "127.0.0.1:5060";
+const N: &str = "127.0.0.1:5062";
+const KAMAILIO: &str = "127.0.0.1:5070";
+const NAMED: &str = "127.0.0.2:53";
+
+/// Writes a node config file into the namespace's directory.
+fn config(ns: &Netns, name: &str, toml: &str) -> String {
+    let path = ns.dir.join(name);
+    fs::write(&path, toml).expect("write config");
+    path.display().to_string()
+}
+
+fn status(ns: &Netns, http: &str) -> Option<Value> {
+    let body = ns.http_get(http.parse().expect("http addr"), "/status")?;
+    serde_json::from_str(&body).ok()
+}
+
+/// Waits until G and N are each other's successor and predecessor.
+fn wait_ring_of_two(ns: &Netns, g: &NsNode, g_http: &str, n: &NsNode, n_http: &str) {
+    wait_until(
+        "G and N form a ring of two",
+        Duration::from_secs(15),
+        || {
+            let (Some(gs), Some(nstat)) = (status(ns, g_http), status(ns, n_http)) else {
+                return false;
+            };
+            gs["successors"][0]["id"].as_str() == Some(n.node_id.as_str())
+                && gs["predecessor"]["id"].as_str() == Some(n.node_id.as_str())
+                && nstat["successors"][0]["id"].as_str() == Some(g.node_id.as_str())
+                && nstat["predecessor"]["id"].as_str() == Some(g.node_id.as_str())
+        },
+        || format!("G: {:?}\nN: {:?}", status(ns, g_http), status(ns, n_http)),
+    );
+}
+
+/// REGISTERs `user@domain` with `contact` at `registrar` (SIPp on `port`).
+fn register(ns: &Netns, registrar: &str, user: &str, domain: &str, contact: &str, port: u16) {
+    NsSippBuilder::new(&format!("register-{user}"), "register.xml", port)
+        .to(registrar)
+        .key("user", user)
+        .key("domain", domain)
+        .key("contact", contact)
+        .key("expires", "3600")
+        .spawn(ns)
+        .expect_success(1, String::new);
+}
+
+/// The requests a UAS received (their text), in order.
+fn received_requests(messages: &[(bool, String)]) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|(received, text)| *received && !text.starts_with("SIP/2.0"))
+        .map(|(_, text)| text.clone())
+        .collect()
+}
+
+fn request_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+/// Node logs for a failure message.
+fn logs(ns: &Netns, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("--- {n}:\n{}\n", tail(&ns.log(n), 40)))
+        .collect()
+}
+
+/// Acceptance 1: the gateway's DNS serves NAPTR, SRV and A for overlay.test;
+/// a second gateway that joins adds its SRV target, and leaves it on SIGTERM.
+#[test]
+fn gateway_dns_tracks_the_live_gateways() {
+    let ns = Netns::new("dns");
+    let _g = NsNode::start(
+        &ns,
+        "g",
+        &[
+            "--sip",
+            G,
+            "--domain",
+            "overlay.test",
+            "--dns",
+            "127.0.0.1:53",
+        ],
+    );
+    let g_name = format!("gw-{}.overlay.test.", &_g.node_id[..8]);
+    // The gateway's own advert goes through the ring before it is served.
+    let started = Instant::now();
+    wait_until(
+        "G serves its own NAPTR",
+        Duration::from_secs(10),
+        || !ns.dig("127.0.0.1:53", "NAPTR", "overlay.test").is_empty(),
+        || logs(&ns, &["g.log"]),
+    );
+    eprintln!(
+        "G's zone filled {:?} after its listening line",
+        started.elapsed()
+    );
+    let naptr = ns.dig("127.0.0.1:53", "NAPTR", "overlay.test");
+    assert!(
+        naptr
+            .iter()
+            .any(|r| r.contains("\"SIP+D2U\"") && r.ends_with("_sip._udp.overlay.test.")),
+        "NAPTR overlay.test: {naptr:?}"
+    );
+    assert!(
+        naptr
+            .iter()
+            .any(|r| r.contains("\"SIP+D2T\"") && r.ends_with("_sip._tcp.overlay.test.")),
+        "NAPTR overlay.test: {naptr:?}"
+    );
+    let srv = ns.dig("127.0.0.1:53", "SRV", "_sip._udp.overlay.test");
+    assert_eq!(
+        srv,
+        vec![format!("0 10 5060 {g_name}")],
+        "SRV with one gateway"
+    );
+    let a = ns.dig("127.0.0.1:53", "A", &g_name);
+    assert_eq!(a, vec!["127.0.0.1".to_string()], "A {g_name}");
+    // Not our zone: REFUSED, so nothing.
+    assert!(
+        ns.dig("127.0.0.1:53", "SRV", "_sip._udp.legacy.test")
+            .is_empty()
+    );
+
+    // A second gateway joins the ring, with its own DNS on 127.0.0.3.
+    let mut g2 = NsNode::start(
+        &ns,
+        "g2",
+        &[
+            "--sip",
+            "127.0.0.3:5060",
+            "--domain",
+            "overlay.test",
+            "--dns",
+            "127.0.0.3:53",
+            "--join",
+            G,
+        ],
+    );
+    let g2_name = format!("gw-{}.overlay.test.", &g2.node_id[..8]);
+    let both = {
+        let mut v = vec![
+            format!("0 10 5060 {g_name}"),
+            format!("0 10 5060 {g2_name}"),
+        ];
+        v.sort();
+        v
+    };
+    let sorted_srv = |server: &str| {
+        let mut v = ns.dig(server, "SRV", "_sip._udp.overlay.test");
+        v.sort();
+        v
+    };
+    wait_until(
+        "G's DNS lists both gateways",
+        Duration::from_secs(15),
+        || sorted_srv("127.0.0.1:53") == both,
+        || {
+            format!(
+                "{:?}\n{}",
+                sorted_srv("127.0.0.1:53"),
+                logs(&ns, &["g.log", "g2.log"])
+            )
+        },
+    );
+    assert_eq!(
+        ns.dig("127.0.0.1:53", "A", &g2_name),
+        vec!["127.0.0.3".to_string()],
+        "G serves the A record of G2"
+    );
+    wait_until(
+        "G2's DNS lists both gateways",
+        Duration::from_secs(15),
+        || sorted_srv("127.0.0.3:53") == both,
+        || format!("{:?}", sorted_srv("127.0.0.3:53")),
+    );
+
+    // G2 leaves: its advert lives 3 stabilize periods at most.
+    let stopped = Instant::now();
+    let exit = g2.terminate();
+    assert!(exit.success(), "G2 exit status {exit}");
+    wait_until(
+        "G's DNS drops G2 after SIGTERM",
+        Duration::from_secs(15),
+        || {
+            ns.dig("127.0.0.1:53", "SRV", "_sip._udp.overlay.test")
+                == vec![format!("0 10 5060 {g_name}")]
+        },
+        || {
+            format!(
+                "{:?}\n{}",
+                ns.dig("127.0.0.1:53", "SRV", "_sip._udp.overlay.test"),
+                logs(&ns, &["g.log"])
+            )
+        },
+    );
+    eprintln!("G2 gone from G's SRV {:?} after SIGTERM", stopped.elapsed());
+}
+
+/// Acceptance 2: a legacy.test phone sends MESSAGE and INVITE to
+/// sip:alice@overlay.test through Kamailio, which finds the gateway only by
+/// DNS (NAPTR → SRV → A from G); alice is registered at another node, N.
+#[test]
+fn legacy_phone_reaches_overlay_user_through_kamailio() {
+    let ns = Netns::new("in");
+    let g = NsNode::start(
+        &ns,
+        "g",
+        &[
+            "--sip",
+            G,
+            "--domain",
+            "overlay.test",
+            "--dns",
+            "127.0.0.1:53",
+            "--http",
+            "127.0.0.1:8060",
+        ],
+    );
+    let n = NsNode::start(
+        &ns,
+        "n",
+        &[
+            "--sip",
+            N,
+            "--domain",
+            "overlay.test",
+            "--join",
+            G,
+            "--http",
+            "127.0.0.1:8062",
+        ],
+    );
+    let kamailio = Kamailio::start(&ns);
+    wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
+
+    let mut alice = NsSippBuilder::new("alice", "uas_message_call.xml", 5090)
+        .calls(2)
+        .spawn(&ns);
+    alice.wait_listening(&ns);
+    register(
+        &ns,
+        N,
+        "alice",
+        "overlay.test",
+        "sip:alice@127.0.0.1:5090",
+        5190,
+    );
+    // bob is a phone of legacy.test, registered at Kamailio.
+    register(
+        &ns,
+        KAMAILIO,
+        "bob",
+        "legacy.test",
+        "sip:bob@127.0.0.1:5091",
+        5191,
+    );
+    assert_eq!(
+        kamailio.contacts(&ns, "bob"),
+        vec!["sip:bob@127.0.0.1:5091"]
+    );
+
+    let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
+    NsSippBuilder::new("bob-message", "uac_message.xml", 5091)
+        .to(KAMAILIO)
+        .service("alice")
+        .key("domain", "overlay.test")
+        .spawn(&ns)
+        .expect_success(1, context);
+    NsSippBuilder::new("bob-call", "uac_call.xml", 5091)
+        .to(KAMAILIO)
+        .service("alice")
+        .key("domain", "overlay.test")
+        .spawn(&ns)
+        .expect_success(1, context);
+    let got = received_requests(&alice.expect_success(2, context));
+    let message = got
+        .iter()
+        .find(|t| t.starts_with("MESSAGE "))
+        .expect("alice got the MESSAGE");
+    let invite = got
+        .iter()
+        .find(|t| t.starts_with("INVITE "))
+        .expect("alice got the INVITE");
+    for request in [message, invite] {
+        assert!(
+            request_line(request).contains("sip:alice@127.0.0.1:5090"),
+            "retargeted to alice's contact: {}",
+            request_line(request)
+        );
+        let vias = via_values(request);
+        assert!(
+            vias.len() >= 3
+                && vias[0].contains("127.0.0.1:5060")
+                && vias[1].contains("127.0.0.1:5070")
+                && vias[2].contains("127.0.0.1:5091"),
+            "path bob → Kamailio → G → alice: {vias:?}"
+        );
+    }
+    // Kamailio found G by asking G's DNS for the NAPTR of overlay.test (the
+    // SRV and A records come with it as additional data).
+    assert!(
+        ns.log("g.log").contains("query:overlay.test.:NAPTR:IN"),
+        "G's DNS answered Kamailio's NAPTR query"
+    );
+}
+
+/// Acceptance 3 and 5: an overlay phone calls and messages
+/// sip:carol@legacy.test through the gateway, which finds Kamailio by
+/// NAPTR/SRV at named; and a domain whose first SRV target is dead
+/// (legacy2.test) is reached at its second target after the failover delay.
+#[test]
+fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
+    let ns = Netns::new("out");
+    let _named = start_named(&ns, "127.0.0.2");
+    let _g = NsNode::start(
+        &ns,
+        "g",
+        &[
+            "--sip",
+            G,
+            "--domain",
+            "overlay.test",
+            "--dns",
+            "127.0.0.1:53",
+            "--nameserver",
+            NAMED,
+        ],
+    );
+    let kamailio = Kamailio::start(&ns);
+    let mut carol = NsSippBuilder::new("carol", "uas_message_call.xml", 5092)
+        .calls(2)
+        .spawn(&ns);
+    carol.wait_listening(&ns);
+    register(
+        &ns,
+        KAMAILIO,
+        "carol",
+        "legacy.test",
+        "sip:carol@127.0.0.1:5092",
+        5192,
+    );
+    assert_eq!(
+        kamailio.contacts(&ns, "carol"),
+        vec!["sip:carol@127.0.0.1:5092"]
+    );
+
+    let context = || logs(&ns, &["g.log", "kamailio.log", "named.log"]);
+    NsSippBuilder::new("alice-message", "uac_message.xml", 5093)
+        .to(G)
+        .service("carol")
+        .key("domain", "legacy.test")
+        .spawn(&ns)
+        .expect_success(1, context);
+    NsSippBuilder::new("alice-call", "uac_call.xml", 5093)
+        .to(G)
+        .service("carol")
+        .key("domain", "legacy.test")
+        .spawn(&ns)
+        .expect_success(1, context);
+    let got = received_requests(&carol.expect_success(2, context));
+    for method in ["MESSAGE", "INVITE"] {
+        let request = got
+            .iter()
+            .find(|t| t.starts_with(method))
+            .unwrap_or_else(|| panic!("carol got no {method}"));
+        let vias = via_values(request);
+        assert!(
+            vias.len() >= 3
+                && vias[0].contains("127.0.0.1:5070")
+                && vias[1].contains("127.0.0.1:5060")
+                && vias[2].contains("127.0.0.1:5093"),
+            "path alice → G → Kamailio → carol: {vias:?}"
+        );
+    }
+    let queries = ns.log("named.log");
+    assert!(
+        queries.contains("query: legacy.test IN NAPTR")
+            && queries.contains("query: _sip._udp.legacy.test IN SRV"),
+        "G asked named NAPTR then SRV:\n{}",
+        tail(&queries, 20)
+    );
+
+    // Failover: _sip._udp.legacy2.test has priority 0 on a dead port.
+    let mut live = NsSippBuilder::new("legacy2-live", "uas_message.xml", 5096).spawn(&ns);
+    live.wait_listening(&ns);
+    let started = Instant::now();
+    NsSippBuilder::new("to-legacy2", "uac_message.xml", 5093)
+        .to(G)
+        .service("x")
+        .key("domain", "legacy2.test")
+        .spawn(&ns)
+        .expect_success(1, context);
+    let took = started.elapsed();
+    let got = received_requests(&live.expect_success(1, context));
+    assert!(
+        got.iter()
+            .any(|t| request_line(t).starts_with("MESSAGE sip:x@legacy2.test")),
+        "the live target got the MESSAGE: {got:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1900),
+        "the dead target was tried first (2 s failover), took {took:?}"
+    );
+}
+
+/// Acceptance 4: cross-registration. An overlay user shows in Kamailio's
+/// location table with the gateway as contact and is called through
+/// Kamailio; a legacy phone registering through the gateway is registered at
+/// Kamailio and found in the ring by a node that has no DNS for legacy.test.
+#[test]
+fn cross_registration_both_ways() {
+    let ns = Netns::new("xreg");
+    let g_config = config(
+        &ns,
+        "g.toml",
+        "[gateway.upstream]\n\
+         registrar = \"127.0.0.1:5070\"\n\
+         domain = \"legacy.test\"\n\
+         users = \"all\"\n\
+         expires = 300\n\
+         overlay_domain = \"overlay.test\"\n",
+    );
+    let n_config = config(
+        &ns,
+        "n.toml",
+        "[gateway]\nlocate_in_overlay = [\"legacy.test\"]\n",
+    );
+    let g = NsNode::start(
+        &ns,
+        "g",
+        &[
+            "--sip",
+            G,
+            "--domain",
+            "overlay.test",
+            "--dns",
+            "127.0.0.1:53",
+            "--http",
+            "127.0.0.1:8060",
+            "--config",
+            &g_config,
+        ],
+    );
+    let n = NsNode::start(
+        &ns,
+        "n",
+        &[
+            "--sip",
+            N,
+            "--domain",
+            "overlay.test",
+            "--join",
+            G,
+            "--http",
+            "127.0.0.1:8062",
+            "--config",
+            &n_config,
+        ],
+    );
+    let kamailio = Kamailio::start(&ns);
+    wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
+    let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
+
+    // Overlay → legacy: alice registers at N; G registers her at Kamailio.
+    let mut alice = NsSippBuilder::new("alice", "uas_message_call.xml", 5090).spawn(&ns);
+    alice.wait_listening(&ns);
+    register(
+        &ns,
+        N,
+        "alice",
+        "overlay.test",
+        "sip:alice@127.0.0.1:5090",
+        5190,
+    );
+    wait_until(
+        "Kamailio's location table has alice@legacy.test → the gateway",
+        Duration::from_secs(15),
+        || kamailio.contacts(&ns, "alice") == vec!["sip:alice@127.0.0.1:5060"],
+        || format!("{}\n{}", kamailio.ul_dump(&ns), context()),
+    );
+    NsSippBuilder::new("bob-call", "uac_call.xml", 5091)
+        .to(KAMAILIO)
+        .service("alice")
+        .key("domain", "legacy.test")
+        .spawn(&ns)
+        .expect_success(1, context);
+    let got = received_requests(&alice.expect_success(1, context));
+    let invite = got
+        .iter()
+        .find(|t| t.starts_with("INVITE "))
+        .expect("alice got the INVITE");
+    let vias = via_values(invite);
+    assert!(
+        vias.len() >= 3 && vias[0].contains("127.0.0.1:5060") && vias[1].contains("127.0.0.1:5070"),
+        "path bob → Kamailio → G → alice: {vias:?}"
+    );
+
+    // Legacy → overlay: carol2@legacy.test registers with G as outbound proxy.
+    let mut carol2 = NsSippBuilder::new("carol2", "uas_message.xml", 5094).spawn(&ns);
+    carol2.wait_listening(&ns);
+    register(
+        &ns,
+        G,
+        "carol2",
+        "legacy.test",
+        "sip:carol2@127.0.0.1:5094",
+        5194,
+    );
+    assert_eq!(
+        kamailio.contacts(&ns, "carol2"),
+        vec!["sip:carol2@127.0.0.1:5094"],
+        "carol2 registered at Kamailio through G"
+    );
+    // N: locate_in_overlay = legacy.test, no name server that knows legacy.test.
+    NsSippBuilder::new("to-carol2", "uac_message.xml", 5095)
+        .to(N)
+        .service("carol2")
+        .key("domain", "legacy.test")
+        .spawn(&ns)
+        .expect_success(1, context);
+    let got = received_requests(&carol2.expect_success(1, context));
+    let message = got.first().expect("carol2 got the MESSAGE");
+    let vias = via_values(message);
+    assert!(
+        vias.len() == 2 && vias[0].contains("127.0.0.1:5062") && vias[1].contains("127.0.0.1:5095"),
+        "found in the ring by N, not through Kamailio: {vias:?}"
+    );
+}
+
+/// Acceptance 6: a telephone number goes to the PSTN gateway unless ENUM
+/// (named) maps it to a SIP URI, here the overlay user dave.
+#[test]
+fn telephone_numbers_take_enum_then_the_pstn() {
+    let ns = Netns::new("tel");
+    let _named = start_named(&ns, "127.0.0.2");
+    let g_config = config(
+        &ns,
+        "g.toml",
+        "[gateway.pstn]\naddress = \"127.0.0.1:5098\"\n",
+    );
+    let g = NsNode::start(
+        &ns,
+        "g",
+        &[
+            "--sip",
+            G,
+            "--domain",
+            "overlay.test",
+            "--dns",
+            "127.0.0.1:53",
+            "--nameserver",
+            NAMED,
+            "--http",
+            "127.0.0.1:8060",
+            "--config",
+            &g_config,
+        ],
+    );
+    let n = NsNode::start(
+        &ns,
+        "n",
+        &[
+            "--sip",
+            N,
+            "--domain",
+            "overlay.test",
+            "--join",
+            G,
+            "--http",
+            "127.0.0.1:8062",
+        ],
+    );
+    wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
+    let context = || logs(&ns, &["g.log", "n.log", "named.log"]);
+
+    let mut pstn = NsSippBuilder::new("pstn", "uas_message_call.xml", 5098)
+        .calls(3)
+        .spawn(&ns);
+    pstn.wait_listening(&ns);
+    let mut dave = NsSippBuilder::new("dave", "uas_message.xml", 5097).spawn(&ns);
+    dave.wait_listening(&ns);
+    register(
+        &ns,
+        N,
+        "dave",
+        "overlay.test",
+        "sip:dave@127.0.0.1:5097",
+        5197,
+    );
+
+    for ruri in [
+        "tel:+1-212-555-0000",
+        "sip:+12125559876@overlay.test;user=phone",
+        "tel:+12125551234",
+    ] {
+        NsSippBuilder::new("caller", "uac_message_uri.xml", 5099)
+            .to(G)
+            .key("ruri", ruri)
+            .spawn(&ns)
+            .expect_success(1, context);
+    }
+    // A call to a number without ENUM record: to the PSTN gateway, and the
+    // gateway stays in the dialog (Record-Route) although To is a tel: URI.
+    let call = NsSippBuilder::new("caller-call", "uac_call_uri.xml", 5099)
+        .to(G)
+        .key("ruri", "tel:+12125550000")
+        .spawn(&ns)
+        .expect_success(1, context);
+    let ok = call
+        .iter()
+        .find(|(received, t)| *received && t.starts_with("SIP/2.0 200") && t.contains("INVITE"))
+        .map(|(_, t)| t.clone())
+        .expect("the caller got a 200 to its INVITE");
+    assert!(
+        ok.lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("record-route:")
+                && l.contains("127.0.0.1:5060")),
+        "G record-routes the call to tel:+12125550000:\n{ok}"
+    );
+
+    let to_pstn = received_requests(&pstn.expect_success(3, context));
+    let lines: Vec<&str> = to_pstn
+        .iter()
+        .map(|t| request_line(t))
+        .filter(|l| l.starts_with("MESSAGE") || l.starts_with("INVITE"))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "MESSAGE sip:+12125550000@127.0.0.1:5098;user=phone SIP/2.0",
+            "MESSAGE sip:+12125559876@127.0.0.1:5098;user=phone SIP/2.0",
+            "INVITE sip:+12125550000@127.0.0.1:5098;user=phone SIP/2.0",
+        ],
+        "numbers without ENUM go to the PSTN gateway"
+    );
+    let to_dave = received_requests(&dave.expect_success(1, context));
+    assert_eq!(
+        to_dave.iter().map(|t| request_line(t)).collect::<Vec<_>>(),
+        vec!["MESSAGE sip:dave@127.0.0.1:5097 SIP/2.0"],
+        "ENUM maps +12125551234 to dave@overlay.test"
+    );
+    let queries = ns.log("named.log");
+    assert!(
+        queries.contains("query: 4.3.2.1.5.5.5.2.1.2.1.e164.arpa IN NAPTR"),
+        "G asked ENUM:\n{}",
+        tail(&queries, 20)
+    );
+}
