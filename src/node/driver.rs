@@ -83,6 +83,7 @@ impl Node {
         let overlay = Overlay::new(local, options.ring.clone(), &join, now);
         let domains = options.core.domains.clone();
         let zone_configs = options.core.gateway.zone_configs(&domains);
+        let served = options.core.gateway.served_domains(&domains);
         let mut core = Core::new(options.core, Location::Overlay(Box::new(overlay)), now);
         let dns = match options.dns {
             Some(addr) => {
@@ -105,6 +106,12 @@ impl Node {
                     tcp: Some(local.port()),
                     tls: None,
                 };
+                // Serve ourselves at once: the ring reports the full set a
+                // round later, and an empty zone until then would be cached
+                // as NODATA by resolvers (negative TTL = zone TTL).
+                for domain in &served {
+                    zones.set_gateways(domain, vec![to_dns_gateway(me.clone())]);
+                }
                 core.advertise_gateway(me, now);
                 Some((server, zones))
             }
