@@ -63,12 +63,25 @@ fn wait_ring_of_two(ns: &Netns, g: &NsNode, g_http: &str, n: &NsNode, n_http: &s
 
 /// REGISTERs `user@domain` with `contact` at `registrar` (SIPp on `port`).
 fn register(ns: &Netns, registrar: &str, user: &str, domain: &str, contact: &str, port: u16) {
+    register_for(ns, registrar, user, domain, contact, port, 3600);
+}
+
+/// The same with `Expires: expires` (0 removes the binding).
+fn register_for(
+    ns: &Netns,
+    registrar: &str,
+    user: &str,
+    domain: &str,
+    contact: &str,
+    port: u16,
+    expires: u32,
+) {
     NsSippBuilder::new(&format!("register-{user}"), "register.xml", port)
         .to(registrar)
         .key("user", user)
         .key("domain", domain)
         .key("contact", contact)
-        .key("expires", "3600")
+        .key("expires", &expires.to_string())
         .spawn(ns)
         .expect_success(1, String::new);
 }
@@ -323,9 +336,9 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
     );
 }
 
-/// Acceptance 3 and 5: an overlay phone calls and messages
-/// sip:carol@legacy.test through the gateway, which finds Kamailio by
-/// NAPTR/SRV at named; and a domain whose first SRV target is dead
+/// Acceptance 3 and 5: an overlay phone messages sip:carol@legacy.test
+/// through a node of the ring and calls her through the gateway; both find
+/// Kamailio by NAPTR/SRV at named (`--nameserver`); and a domain whose first SRV target is dead
 /// (legacy2.test) is reached at its second target after the failover delay.
 #[test]
 fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
@@ -341,6 +354,21 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
             "overlay.test",
             "--dns",
             "127.0.0.1:53",
+            "--nameserver",
+            NAMED,
+        ],
+    );
+    // N: an ordinary node of the ring, with the same name server.
+    let _n = NsNode::start(
+        &ns,
+        "n",
+        &[
+            "--sip",
+            N,
+            "--domain",
+            "overlay.test",
+            "--join",
+            G,
             "--nameserver",
             NAMED,
         ],
@@ -363,9 +391,9 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
         vec!["sip:carol@127.0.0.1:5092"]
     );
 
-    let context = || logs(&ns, &["g.log", "kamailio.log", "named.log"]);
+    let context = || logs(&ns, &["g.log", "n.log", "kamailio.log", "named.log"]);
     NsSippBuilder::new("alice-message", "uac_message.xml", 5093)
-        .to(G)
+        .to(N)
         .service("carol")
         .key("domain", "legacy.test")
         .spawn(&ns)
@@ -377,7 +405,8 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
         .spawn(&ns)
         .expect_success(1, context);
     let got = received_requests(&carol.expect_success(2, context));
-    for method in ["MESSAGE", "INVITE"] {
+    // The MESSAGE went through N, the call through G.
+    for (method, node) in [("MESSAGE", "127.0.0.1:5062"), ("INVITE", "127.0.0.1:5060")] {
         let request = got
             .iter()
             .find(|t| t.starts_with(method))
@@ -386,9 +415,9 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
         assert!(
             vias.len() >= 3
                 && vias[0].contains("127.0.0.1:5070")
-                && vias[1].contains("127.0.0.1:5060")
+                && vias[1].contains(node)
                 && vias[2].contains("127.0.0.1:5093"),
-            "path alice → G → Kamailio → carol: {vias:?}"
+            "{method}: path alice → {node} → Kamailio → carol: {vias:?}"
         );
     }
     let queries = ns.log("named.log");
@@ -543,6 +572,38 @@ fn cross_registration_both_ways() {
     assert!(
         vias.len() == 2 && vias[0].contains("127.0.0.1:5062") && vias[1].contains("127.0.0.1:5095"),
         "found in the ring by N, not through Kamailio: {vias:?}"
+    );
+
+    // alice leaves the ring: G de-registers her at Kamailio.
+    register_for(
+        &ns,
+        N,
+        "alice",
+        "overlay.test",
+        "sip:alice@127.0.0.1:5090",
+        5190,
+        0,
+    );
+    wait_until(
+        "alice gone from Kamailio's location table",
+        Duration::from_secs(15),
+        || kamailio.contacts(&ns, "alice").is_empty(),
+        || format!("{}\n{}", kamailio.ul_dump(&ns), context()),
+    );
+    // carol2 de-registers through G: gone from Kamailio.
+    register_for(
+        &ns,
+        G,
+        "carol2",
+        "legacy.test",
+        "sip:carol2@127.0.0.1:5094",
+        5194,
+        0,
+    );
+    assert!(
+        kamailio.contacts(&ns, "carol2").is_empty(),
+        "carol2 de-registered at Kamailio through G:\n{}",
+        kamailio.ul_dump(&ns)
     );
 }
 
