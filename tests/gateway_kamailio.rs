@@ -336,6 +336,95 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
     );
 }
 
+/// Dialogs across Kamailio and the gateway beyond the happy path: a call from
+/// legacy.test to an overlay user cancelled while ringing (CANCEL and the
+/// 487 pass Kamailio, G and N's registration), and a call the overlay
+/// callee hangs up (BYE along the Record-Route set: G, then Kamailio).
+#[test]
+fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
+    let ns = Netns::new("dlg");
+    let g = NsNode::start(
+        &ns,
+        "g",
+        &[
+            "--sip",
+            G,
+            "--domain",
+            "overlay.test",
+            "--dns",
+            "127.0.0.1:53",
+            "--http",
+            "127.0.0.1:8060",
+        ],
+    );
+    let n = NsNode::start(
+        &ns,
+        "n",
+        &[
+            "--sip",
+            N,
+            "--domain",
+            "overlay.test",
+            "--join",
+            G,
+            "--http",
+            "127.0.0.1:8062",
+        ],
+    );
+    let _kamailio = Kamailio::start(&ns);
+    wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
+    let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
+
+    let mut erin = NsSippBuilder::new("erin", "uas_cancel.xml", 5086).spawn(&ns);
+    erin.wait_listening(&ns);
+    register(
+        &ns,
+        N,
+        "erin",
+        "overlay.test",
+        "sip:erin@127.0.0.1:5086",
+        5186,
+    );
+    let mut frank = NsSippBuilder::new("frank", "uas_call_hangs_up.xml", 5087).spawn(&ns);
+    frank.wait_listening(&ns);
+    register(
+        &ns,
+        N,
+        "frank",
+        "overlay.test",
+        "sip:frank@127.0.0.1:5087",
+        5187,
+    );
+
+    NsSippBuilder::new("bob-cancels", "uac_cancel.xml", 5091)
+        .to(KAMAILIO)
+        .service("erin")
+        .key("domain", "overlay.test")
+        .spawn(&ns)
+        .expect_success(1, context);
+    erin.expect_success(1, context);
+
+    let bob = NsSippBuilder::new("bob-hung-up-on", "uac_call_callee_bye.xml", 5091)
+        .to(KAMAILIO)
+        .service("frank")
+        .key("domain", "overlay.test")
+        .spawn(&ns)
+        .expect_success(1, context);
+    frank.expect_success(1, context);
+    let bye = received_requests(&bob)
+        .into_iter()
+        .find(|t| t.starts_with("BYE "))
+        .expect("bob got frank's BYE");
+    let vias = via_values(&bye);
+    assert!(
+        vias.len() == 3
+            && vias[0].contains("127.0.0.1:5070")
+            && vias[1].contains("127.0.0.1:5060")
+            && vias[2].contains("127.0.0.1:5087"),
+        "BYE path frank → G → Kamailio → bob: {vias:?}"
+    );
+}
+
 /// Acceptance 3 and 5: an overlay phone messages sip:carol@legacy.test
 /// through a node of the ring and calls her through the gateway; both find
 /// Kamailio by NAPTR/SRV at named (`--nameserver`); and a domain whose first SRV target is dead
