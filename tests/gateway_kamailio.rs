@@ -554,7 +554,7 @@ fn cross_registration_both_ways() {
          registrar = \"127.0.0.1:5070\"\n\
          domain = \"legacy.test\"\n\
          users = \"all\"\n\
-         expires = 300\n\
+         expires = 10\n\
          overlay_domain = \"overlay.test\"\n",
     );
     let n_config = config(
@@ -630,6 +630,24 @@ fn cross_registration_both_ways() {
     assert!(
         vias.len() >= 3 && vias[0].contains("127.0.0.1:5060") && vias[1].contains("127.0.0.1:5070"),
         "path bob → Kamailio → G → alice: {vias:?}"
+    );
+
+    // G refreshes the registration before it expires (10 s asked, refresh
+    // at half): same Call-ID, next CSeq.
+    let first = kamailio.contact_fields(&ns, "alice");
+    wait_until(
+        "G refreshes alice's registration at Kamailio",
+        Duration::from_secs(10),
+        || {
+            let now = kamailio.contact_fields(&ns, "alice");
+            now.len() == 1
+                && now[0].get("Call-ID") == first[0].get("Call-ID")
+                && now[0]
+                    .get("CSeq")
+                    .and_then(|c| c.parse::<u32>().ok())
+                    .is_some_and(|c| c >= 2)
+        },
+        || format!("{}\n{}", kamailio.ul_dump(&ns), context()),
     );
 
     // Legacy → overlay: carol2@legacy.test registers with G as outbound proxy.

@@ -583,16 +583,32 @@ impl Kamailio {
     /// The contacts of `user` in the location table (usrloc keeps the user
     /// part only: the config does not set `use_domain`).
     pub fn contacts(&self, ns: &Netns, user: &str) -> Vec<String> {
+        self.contact_fields(ns, user)
+            .iter()
+            .filter_map(|fields| fields.get("Address").cloned())
+            .collect()
+    }
+
+    /// Every field (`Address`, `Expires`, `CSeq`, `Call-ID` ...) of each
+    /// contact of `user` in `ul.dump`.
+    pub fn contact_fields(
+        &self,
+        ns: &Netns,
+        user: &str,
+    ) -> Vec<std::collections::HashMap<String, String>> {
         let mut current = false;
-        let mut out = Vec::new();
+        let mut out: Vec<std::collections::HashMap<String, String>> = Vec::new();
         for line in self.ul_dump(ns).lines() {
             let line = line.trim();
             if let Some(aor) = line.strip_prefix("AoR: ") {
                 current = aor == user;
-            } else if let Some(address) = line.strip_prefix("Address: ")
+            } else if line == "Contact: {" && current {
+                out.push(Default::default());
+            } else if let Some((key, value)) = line.split_once(": ")
                 && current
+                && let Some(fields) = out.last_mut()
             {
-                out.push(address.to_string());
+                fields.insert(key.to_string(), value.to_string());
             }
         }
         out
