@@ -698,8 +698,16 @@ impl Core {
 
     /// A Via of ours carrying the branch this request would get again.
     fn is_loop(&self, request: &Request) -> bool {
+        let vias = request.vias();
+        let ours = |via: &&ezk_sip_types::header::typed::Via| {
+            via.sent_by.ip() == Some(self.config.local.ip())
+                && via.sent_by.port == Some(self.config.local.port())
+        };
+        if !vias.iter().skip(1).any(|v| ours(&v)) {
+            return false;
+        }
         let prefix = format!("z9hG4bK{}.", loop_hash(request));
-        request.vias().iter().skip(1).any(|via| {
+        vias.iter().skip(1).any(|via| {
             via.sent_by.ip() == Some(self.config.local.ip())
                 && via.sent_by.port == Some(self.config.local.port())
                 && via
@@ -717,13 +725,13 @@ fn validate(request: &Request) -> Result<(), &'static str> {
     }
     // From and To may hold any URI (RFC 3261 §20.20, §20.39): `tel:` is
     // common, and the typed header only parses SIP URIs.
-    if request.from_header().is_none() && !names_a_uri(request.raw(&Name::FROM)) {
+    if !names_a_uri(request.raw(&Name::FROM)) && request.from_header().is_none() {
         return Err("missing or bad From");
     }
-    if request.to_header().is_none() && !names_a_uri(request.raw(&Name::TO)) {
+    if !names_a_uri(request.raw(&Name::TO)) && request.to_header().is_none() {
         return Err("missing or bad To");
     }
-    if request.call_id().is_none() {
+    if request.raw(&Name::CALL_ID).is_none() {
         return Err("missing Call-ID");
     }
     match request.cseq() {
@@ -835,28 +843,20 @@ pub fn local_response(request: &Request, status: u16) -> Response {
     with_to_tag(request, response)
 }
 
-/// Adds our To tag to a response if the request had none.
-fn with_to_tag(request: &Request, mut response: Response) -> Response {
-    let Some(mut to) = response.to_header() else {
-        // A To the typed header cannot parse (`tel:`): add the tag as text.
-        let Some(raw) = response.raw(&Name::TO).map(|v| v.to_string()) else {
-            return response;
-        };
-        if crate::proxy::raw_tag(&raw).is_none() {
-            let tag = &loop_hash(request)[..10];
-            response.headers.remove(&Name::TO);
-            response
-                .headers
-                .insert(Name::TO, format!("{raw};tag={tag}"));
-        }
+/// Adds our To tag to a response if the request had none. The tag is
+/// appended to the To value as written (a `tel:` To parses as no typed
+/// header); it need not be derived from the request, since a retransmitted
+/// request gets the stored response again from the transaction layer.
+fn with_to_tag(_request: &Request, mut response: Response) -> Response {
+    let Some(raw) = response.raw(&Name::TO).map(|v| v.to_string()) else {
         return response;
     };
-    if to.tag.is_some() {
-        return response;
+    if crate::proxy::raw_tag(&raw).is_none() {
+        let tag = format!("{:x}", rand::random::<u64>());
+        response.headers.remove(&Name::TO);
+        response
+            .headers
+            .insert(Name::TO, format!("{raw};tag={tag}"));
     }
-    let tag = &loop_hash(request)[..10];
-    to.tag = Some(tag.into());
-    response.headers.remove(&Name::TO);
-    response.headers.insert_type(Name::TO, &to);
     response
 }

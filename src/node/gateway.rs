@@ -32,9 +32,18 @@ const DIRECTORY_EVERY: Duration = Duration::from_secs(2);
 /// The item kind of a user-directory entry.
 pub const DIRECTORY_KIND: &str = "directory";
 
-/// The ring key of a domain's user directory: one item per registered AOR.
-pub fn directory_key(domain: &str) -> NodeId {
-    NodeId::of_key(&format!("users:{domain}"))
+/// The user directory of a domain is split over this many ring keys, so no
+/// one key holds (and no one answer carries) every user.
+pub const DIRECTORY_SHARDS: u8 = 32;
+
+/// The ring key of one shard of a domain's user directory.
+pub fn directory_key(domain: &str, shard: u8) -> NodeId {
+    NodeId::of_key(&format!("users:{domain}:{shard}"))
+}
+
+/// The directory shard an AOR is listed in.
+pub fn directory_shard(aor: &Aor) -> u8 {
+    NodeId::of_key(aor.as_str()).0[0] % DIRECTORY_SHARDS
 }
 
 /// Where a request goes, decided before any lookup.
@@ -68,8 +77,9 @@ pub struct GatewaySide {
     cross_resolving: HashMap<ResolveId, (u64, Request)>,
     enum_pending: HashMap<ResolveId, (ServerKey, Request, String)>,
     mirrors: HashMap<ServerKey, Mirror>,
-    directory_ops: HashMap<OpId, String>,
-    present: HashMap<String, HashSet<String>>,
+    directory_ops: HashMap<OpId, (String, u8)>,
+    /// Users seen in each directory shard at the last poll.
+    present: HashMap<(String, u8), HashSet<String>>,
     next_poll: Instant,
 }
 
@@ -387,7 +397,7 @@ impl Core {
         let Some(overlay) = self.location.overlay() else {
             return;
         };
-        let key = directory_key(&domain);
+        let key = directory_key(&domain, directory_shard(aor));
         match bindings.iter().map(|b| b.expires_at).max() {
             None => overlay.remove_item(key, aor.to_string(), now),
             Some(expires) if was_empty || bindings.len() == 1 => overlay.store_item(
@@ -419,8 +429,12 @@ impl Core {
             };
             if let Some(overlay) = self.location.overlay() {
                 for domain in domains {
-                    let op = overlay.fetch_items(directory_key(&domain), now);
-                    self.gateway.directory_ops.insert(op, domain);
+                    for shard in 0..DIRECTORY_SHARDS {
+                        let op = overlay.fetch_items(directory_key(&domain, shard), now);
+                        self.gateway
+                            .directory_ops
+                            .insert(op, (domain.clone(), shard));
+                    }
                 }
             }
         }
@@ -433,7 +447,7 @@ impl Core {
             let Some((op, result)) = self.location.overlay().and_then(|o| o.poll_fetched()) else {
                 break;
             };
-            let Some(domain) = self.gateway.directory_ops.remove(&op) else {
+            let Some((domain, shard)) = self.gateway.directory_ops.remove(&op) else {
                 continue;
             };
             let Ok(items) = result else {
@@ -450,14 +464,18 @@ impl Core {
                     (d == domain && cross.wants_aor(user, d)).then(|| user.to_string())
                 })
                 .collect();
-            let before = self.gateway.present.remove(&domain).unwrap_or_default();
+            let before = self
+                .gateway
+                .present
+                .remove(&(domain.clone(), shard))
+                .unwrap_or_default();
             for user in &now_present {
                 cross.user_present(user, now);
             }
             for user in before.difference(&now_present) {
                 cross.user_gone(user, now);
             }
-            self.gateway.present.insert(domain, now_present);
+            self.gateway.present.insert((domain, shard), now_present);
         }
         self.send_cross_registers(now);
     }
