@@ -518,7 +518,9 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     );
 
     // Failover: _sip._udp.legacy2.test has priority 0 on a dead port.
-    let mut live = NsSippBuilder::new("legacy2-live", "uas_message.xml", 5096).spawn(&ns);
+    let mut live = NsSippBuilder::new("legacy2-live", "uas_message.xml", 5096)
+        .calls(2)
+        .spawn(&ns);
     live.wait_listening(&ns);
     let started = Instant::now();
     NsSippBuilder::new("to-legacy2", "uac_message.xml", 5093)
@@ -528,15 +530,31 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
         .spawn(&ns)
         .expect_success(1, context);
     let took = started.elapsed();
-    let got = received_requests(&live.expect_success(1, context));
+    // The dead target is remembered: the next request goes to the live one at once.
+    let started = Instant::now();
+    NsSippBuilder::new("to-legacy2-again", "uac_message.xml", 5093)
+        .to(G)
+        .service("y")
+        .key("domain", "legacy2.test")
+        .spawn(&ns)
+        .expect_success(1, context);
+    let again = started.elapsed();
+    let got = received_requests(&live.expect_success(2, context));
     assert!(
         got.iter()
-            .any(|t| request_line(t).starts_with("MESSAGE sip:x@legacy2.test")),
-        "the live target got the MESSAGE: {got:?}"
+            .any(|t| request_line(t).starts_with("MESSAGE sip:x@legacy2.test"))
+            && got
+                .iter()
+                .any(|t| request_line(t).starts_with("MESSAGE sip:y@legacy2.test")),
+        "the live target got both MESSAGEs: {got:?}"
     );
     assert!(
         took >= Duration::from_millis(1900),
         "the dead target was tried first (2 s failover), took {took:?}"
+    );
+    assert!(
+        again < Duration::from_millis(1500),
+        "the dead target is tried last for a while, but the second MESSAGE took {again:?}"
     );
 }
 
