@@ -30,6 +30,10 @@ pub struct Config {
     pub replicas: usize,
     /// Address for the HTTP status page and metrics.
     pub http: Option<SocketAddr>,
+    /// Find peers on the LAN by multicast REGISTER (sip.mcast.net).
+    pub discover: bool,
+    /// The port of the discovery multicast group.
+    pub discover_port: u16,
     pub registrar: RegistrarSection,
     /// The hybrid gateway (`[gateway]`; see docs/gateway.md).
     pub gateway: GatewayConfig,
@@ -67,6 +71,8 @@ impl Default for Config {
             join: Vec::new(),
             replicas: 3,
             http: None,
+            discover: false,
+            discover_port: 5060,
             registrar: RegistrarSection::default(),
             gateway: GatewayConfig::default(),
         }

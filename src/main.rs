@@ -49,6 +49,9 @@ struct NodeArgs {
     /// Copies of each registration in the ring [default: 3]
     #[arg(long, value_name = "N")]
     replicas: Option<usize>,
+    /// Find peers on the LAN by multicast REGISTER to sip.mcast.net (off by default)
+    #[arg(long)]
+    discover: bool,
     /// Serve /status and /metrics over HTTP on this address
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
@@ -132,6 +135,9 @@ fn load(args: NodeArgs) -> Result<Config, String> {
     if let Some(nameserver) = args.nameserver {
         config.gateway.nameserver = Some(nameserver);
     }
+    if args.discover {
+        config.discover = true;
+    }
     if let Some(http) = args.http {
         config.http = Some(http);
     }
@@ -168,6 +174,7 @@ async fn serve(config: Config) -> Result<(), String> {
         dns: config.gateway.dns_listen,
         dns_ttl: config.gateway.dns_ttl,
         nameserver: config.gateway.nameserver,
+        discover: config.discover.then_some(config.discover_port),
     };
     let node = Node::bind(options).await.map_err(|e| {
         format!(

@@ -264,6 +264,27 @@ impl Core {
         self.location.overlay()?.poll_gateways()
     }
 
+    /// This node's place in the overlay.
+    pub fn me(&self) -> Option<crate::ring::Peer> {
+        self.overlay().map(|o| o.ring().me())
+    }
+
+    /// True while this node's ring has no other node.
+    pub fn is_alone(&self) -> bool {
+        self.overlay().is_some_and(|o| o.is_alone())
+    }
+
+    /// An announcement heard on the LAN; true when the announcer should be
+    /// answered directly (we are in a ring it can join).
+    pub fn on_announcement(&mut self, peer: crate::ring::Peer, now: Instant) -> bool {
+        let answer = self
+            .location
+            .overlay()
+            .is_some_and(|o| o.discovered(peer, now));
+        self.process(now);
+        answer
+    }
+
     /// Starts leaving the overlay gracefully (items handed to the successor).
     pub fn leave(&mut self, now: Instant) {
         if let Some(overlay) = self.location.overlay() {

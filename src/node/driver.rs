@@ -16,6 +16,7 @@ use super::core::{Core, CoreConfig, Location};
 use super::http::{self, Query};
 use super::outbox::ResolveId;
 use crate::overlay::Overlay;
+use crate::overlay::discovery::{Announcer, GROUP, announcement, announcer};
 use crate::overlay::gateways::GatewayRecord;
 use crate::proxy::target::Destination;
 use crate::ring::RingConfig;
@@ -49,6 +50,8 @@ pub struct NodeOptions {
     pub dns_ttl: u32,
     /// Name server for RFC 3263 and ENUM look-ups; `None`: the system's.
     pub nameserver: Option<SocketAddr>,
+    /// LAN discovery by multicast REGISTER on this port (usually 5060).
+    pub discover: Option<u16>,
 }
 
 /// A node bound to its sockets, ready to run.
@@ -63,6 +66,8 @@ pub struct Node {
     /// The authoritative DNS server and its zones, on a gateway.
     dns: Option<(DnsServer, Zones)>,
     nameserver: Option<SocketAddr>,
+    /// The multicast socket and the group address, with `--discover`.
+    discovery: Option<(tokio::net::UdpSocket, SocketAddr)>,
 }
 
 impl Node {
@@ -138,6 +143,10 @@ impl Node {
             started: now,
             dns,
             nameserver: options.nameserver,
+            discovery: match options.discover {
+                Some(port) => Some(bind_discovery(local, port)?),
+                None => None,
+            },
         })
     }
 
@@ -168,6 +177,8 @@ impl Node {
         let mut buf = vec![0u8; 65536];
         let mut leaving_until: Option<Instant> = None;
         let mut next_save = Instant::now() + SAVE_PEERS_EVERY;
+        let mut announcer = Announcer::new(Instant::now());
+        let mut mbuf = vec![0u8; 65536];
         let resolver = SipResolver::new(ResolverConfig {
             nameserver: self.nameserver,
             ..ResolverConfig::default()
@@ -181,6 +192,11 @@ impl Node {
                 }
             }
             let mut deadline = self.core.poll_timeout().min(next_save);
+            if self.discovery.is_some() {
+                if let Some(t) = announcer.poll_timeout(self.core.is_alone()) {
+                    deadline = deadline.min(t);
+                }
+            }
             if let Some(until) = leaving_until {
                 deadline = deadline.min(until);
             }
@@ -217,9 +233,25 @@ impl Node {
                     self.core.enum_resolved(id, uri, Instant::now());
                 }
                 Some(query) = self.queries.recv() => self.answer(query),
+                heard = recv_discovery(self.discovery.as_ref(), &mut mbuf) => {
+                    if let Some(peer) = heard {
+                        if self.core.on_announcement(peer, Instant::now()) {
+                            if let Some(me) = self.core.me() {
+                                let answer = announcement(&me, peer.addr);
+                                self.transports.send(udp(peer.addr), answer.to_bytes());
+                            }
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now();
                     self.core.handle_timeout(now);
+                    if let (Some((socket, group)), Some(me)) = (&self.discovery, self.core.me()) {
+                        if announcer.due(self.core.is_alone(), now) {
+                            debug!(%group, "announcing this node on the LAN");
+                            let _ = socket.try_send_to(&announcement(&me, *group).to_bytes(), *group);
+                        }
+                    }
                     if now >= next_save {
                         next_save = now + SAVE_PEERS_EVERY;
                         self.save_peers();
@@ -352,6 +384,45 @@ fn load_peers(data: Option<&PathBuf>) -> Vec<SocketAddr> {
     };
     let peers: Vec<String> = serde_json::from_slice(&bytes).unwrap_or_default();
     peers.iter().filter_map(|p| p.parse().ok()).collect()
+}
+
+/// The multicast socket for LAN discovery: bound to the group and port,
+/// shared with other nodes on the host, sending on the node's interface.
+fn bind_discovery(local: SocketAddr, port: u16) -> io::Result<(tokio::net::UdpSocket, SocketAddr)> {
+    let std::net::IpAddr::V4(interface) = local.ip() else {
+        return Err(io::Error::other("--discover needs an IPv4 SIP address"));
+    };
+    let group = SocketAddr::from((GROUP, port));
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&group.into())?;
+    socket.join_multicast_v4(&GROUP, &interface)?;
+    socket.set_multicast_if_v4(&interface)?;
+    socket.set_multicast_loop_v4(true)?;
+    socket.set_multicast_ttl_v4(1)?;
+    socket.set_nonblocking(true)?;
+    info!(%group, %interface, "LAN discovery on");
+    Ok((tokio::net::UdpSocket::from_std(socket.into())?, group))
+}
+
+/// The next announcement heard on the discovery socket (never, without one).
+async fn recv_discovery(
+    discovery: Option<&(tokio::net::UdpSocket, SocketAddr)>,
+    buf: &mut [u8],
+) -> Option<crate::ring::Peer> {
+    let Some((socket, _)) = discovery else {
+        return std::future::pending().await;
+    };
+    let (n, _) = socket.recv_from(buf).await.ok()?;
+    match crate::sip::message::Message::parse(Bytes::copy_from_slice(&buf[..n])) {
+        Ok(crate::sip::message::Message::Request(request)) => announcer(&request),
+        _ => None,
+    }
 }
 
 fn udp(addr: SocketAddr) -> Peer {

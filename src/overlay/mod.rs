@@ -5,6 +5,7 @@
 //! Ring requests go out as SIP client transactions and come in as server
 //! transactions; this module maps one to the other and never touches a socket.
 
+pub mod discovery;
 pub mod gateways;
 pub mod store;
 
@@ -91,6 +92,26 @@ impl Overlay {
         }
     }
 
+    /// True while this node's ring has no other node.
+    pub fn is_alone(&self) -> bool {
+        self.ring.successor() == self.ring.me()
+    }
+
+    /// A peer found by LAN discovery: join it when alone. Returns true when
+    /// the announcer should be answered so that it joins us instead.
+    pub fn discovered(&mut self, peer: crate::ring::Peer, now: Instant) -> bool {
+        if peer.addr == self.ring.me().addr {
+            return false;
+        }
+        if self.is_alone() {
+            info!(peer = %peer.addr, "discovered a peer on the LAN; joining it");
+            self.ring.join(peer.addr, now);
+            false
+        } else {
+            true
+        }
+    }
+
     /// Stores an item in the ring (fire and forget).
     pub fn store_item(&mut self, item: Item, now: Instant) {
         self.ring.store(item, now);
@@ -147,6 +168,12 @@ impl Overlay {
         now: Instant,
     ) {
         self.counters.requests_in += 1;
+        if let Some(peer) = discovery::announcer(&request) {
+            // An answer to our announcement (or a unicast one): join it if alone.
+            out.respond(key, request.response(200), now);
+            self.discovered(peer, now);
+            return self.pump(out, now);
+        }
         match wire::decode_request(&request, now) {
             Ok(ring_request) => {
                 let id = IncomingId(self.next_incoming);
