@@ -851,3 +851,52 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         tail(&queries, 20)
     );
 }
+
+/// The PSTN gateway asks for Digest credentials (`[gateway.pstn]` username
+/// and password): the node answers the challenge and the number is reached.
+#[test]
+fn pstn_gateway_challenge_is_answered() {
+    let ns = Netns::new("pstnauth");
+    let g_config = config(
+        &ns,
+        "g.toml",
+        "[gateway.pstn]\n\
+         address = \"127.0.0.1:5098\"\n\
+         username = \"gateway\"\n\
+         password = \"secret\"\n",
+    );
+    // G's own DNS answers the ENUM query (REFUSED): no ENUM, so the PSTN.
+    let _g = NsNode::start(
+        &ns,
+        "g",
+        &[
+            "--sip",
+            G,
+            "--domain",
+            "overlay.test",
+            "--dns",
+            "127.0.0.1:53",
+            "--config",
+            &g_config,
+        ],
+    );
+    let context = || logs(&ns, &["g.log"]);
+    let mut pstn = NsSippBuilder::new("pstn", "uas_message_auth.xml", 5098)
+        .key("user", "gateway")
+        .spawn(&ns);
+    pstn.wait_listening(&ns);
+    NsSippBuilder::new("caller", "uac_message_uri.xml", 5099)
+        .to(G)
+        .key("ruri", "tel:+12125550000")
+        .spawn(&ns)
+        .expect_success(1, || format!("{}{}", pstn.diagnostics(), context()));
+    let got = received_requests(&pstn.expect_success(1, context));
+    assert_eq!(got.len(), 2, "challenged, then authorised: {got:?}");
+    assert!(
+        got[1]
+            .lines()
+            .any(|l| l.starts_with("Authorization: Digest username=\"gateway\"")),
+        "the second MESSAGE carries the credentials:\n{}",
+        got[1]
+    );
+}

@@ -276,7 +276,27 @@ impl Core {
                     Ok(uri) => {
                         info!(%e164, %text, "to the PSTN gateway");
                         request.uri = RequestUri::Sip(uri);
-                        self.forward_as_addressed(key, request, now);
+                        let target = Target {
+                            uri: request.uri.clone(),
+                            route: Vec::new(),
+                            via_connection: None,
+                        };
+                        // The PSTN gateway's challenges are answered with
+                        // the configured credentials.
+                        let credentials = self
+                            .gateway
+                            .config
+                            .pstn
+                            .as_ref()
+                            .and_then(|p| p.credentials());
+                        self.proxy.forward_with_credentials(
+                            key,
+                            request,
+                            vec![vec![target]],
+                            credentials,
+                            &mut self.out,
+                            now,
+                        );
                     }
                     Err(_) => self.out.respond(key, local_response(&request, 404), now),
                 },

@@ -24,6 +24,10 @@ pub struct Fork {
     best: Option<Response>,
     /// A final response went upstream already.
     pub answered: bool,
+    /// Digest credentials for the next hop's 401/407 (the PSTN gateway's).
+    pub credentials: Option<p2psip_bridge::digest::Credentials>,
+    /// A challenge was answered already: a second one is a failure.
+    pub challenged: bool,
 }
 
 impl Fork {
@@ -38,6 +42,8 @@ impl Fork {
             resolving: 0,
             best: None,
             answered: false,
+            credentials: None,
+            challenged: false,
         }
     }
 

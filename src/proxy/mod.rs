@@ -60,6 +60,9 @@ pub struct Proxy {
     dead: Vec<Peer>,
     /// 2xx responses relayed for forwarded REGISTERs (the gateway mirrors them).
     registered: Vec<(ServerKey, Response)>,
+    /// Branches of forks with credentials: where they went and what was
+    /// sent (before our Via), to send again with an answer to a challenge.
+    challengeable: HashMap<ClientKey, (Peer, Request)>,
 }
 
 /// What a branch falls back to when its target does not answer.
@@ -87,6 +90,7 @@ impl Proxy {
             failover_at: BTreeSet::new(),
             dead: Vec::new(),
             registered: Vec::new(),
+            challengeable: HashMap::new(),
         }
     }
 
@@ -114,7 +118,23 @@ impl Proxy {
         out: &mut Outbox,
         now: Instant,
     ) {
-        let fork = Fork::new(server, request, groups);
+        self.forward_with_credentials(server, request, groups, None, out, now);
+    }
+
+    /// [`forward`](Self::forward), answering one 401/407 challenge of the
+    /// next hop with `credentials` (RFC 2617; the request is sent again on a
+    /// new branch with `Authorization` or `Proxy-Authorization`).
+    pub fn forward_with_credentials(
+        &mut self,
+        server: ServerKey,
+        request: Request,
+        groups: Vec<Vec<Target>>,
+        credentials: Option<p2psip_bridge::digest::Credentials>,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        let mut fork = Fork::new(server, request, groups);
+        fork.credentials = credentials;
         self.forks.insert(server, fork);
         self.next_group(server, out, now);
     }
@@ -180,9 +200,13 @@ impl Proxy {
         }
         self.counter += 1;
         let branch = format!("z9hG4bK{}.{}", loop_hash(&fork.request), self.counter);
+        let plain = fork.credentials.is_some().then(|| request.clone());
         let via = Via::new(transport_name(peer.transport), self.local, branch);
         crate::sip::message::push_via(&mut request.headers, &via);
         let key = out.request(request, peer, now);
+        if let Some(plain) = plain {
+            self.challengeable.insert(key, (peer, plain));
+        }
         self.branch_of.insert(key, server);
         if let Some(fork) = self.forks.get_mut(&server) {
             fork.active.push(key);
@@ -332,6 +356,15 @@ impl Proxy {
             return;
         };
         pop_top_via(&mut response.headers);
+        if response.status >= 200 {
+            let sent = self.challengeable.remove(&key);
+            if matches!(response.status, 401 | 407)
+                && let Some((peer, sent)) = sent
+                && self.answer_challenge(key, server, &response, peer, sent, out, now)
+            {
+                return;
+            }
+        }
         if let Some(alt) = self.alternatives.get_mut(&key) {
             alt.heard = true;
             if response.status == 503 && self.fail_over(key, server, out, now) {
@@ -389,8 +422,64 @@ impl Proxy {
         }
     }
 
+    /// Sends a challenged branch's request again with the fork's
+    /// credentials, once per fork; false when it cannot (no credentials,
+    /// answered before, an unusable challenge).
+    #[allow(clippy::too_many_arguments)]
+    fn answer_challenge(
+        &mut self,
+        key: ClientKey,
+        server: ServerKey,
+        response: &Response,
+        peer: Peer,
+        mut request: Request,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> bool {
+        let Some(fork) = self.forks.get_mut(&server) else {
+            return false;
+        };
+        if fork.answered || fork.challenged {
+            return false;
+        }
+        let Some(credentials) = fork.credentials.clone() else {
+            return false;
+        };
+        let (challenge, answer) = if response.status == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let Some(challenge) = response.raw(&Name::from(challenge)) else {
+            return false;
+        };
+        let uri = request.uri.to_string();
+        let value = match p2psip_bridge::digest::authorization(
+            challenge,
+            &request.method.to_string(),
+            &uri,
+            &credentials,
+            &p2psip_bridge::digest::new_cnonce(),
+            1,
+        ) {
+            Ok(value) => value,
+            Err(error) => {
+                tracing::debug!(%error, "cannot answer the next hop's challenge");
+                return false;
+            }
+        };
+        fork.challenged = true;
+        fork.active.retain(|k| *k != key);
+        self.branch_of.remove(&key);
+        self.alternatives.remove(&key);
+        request.headers.insert(Name::from(answer), value);
+        self.send_branch(server, request, peer, out, now);
+        true
+    }
+
     /// A branch got no final response in time (or its transport failed).
     pub fn on_timeout(&mut self, key: ClientKey, out: &mut Outbox, now: Instant) {
+        self.challengeable.remove(&key);
         let Some(&server) = self.branch_of.get(&key) else {
             return;
         };
