@@ -559,8 +559,8 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
 }
 
 /// Acceptance 4: cross-registration. An overlay user shows in Kamailio's
-/// location table with the gateway as contact and is called through
-/// Kamailio; a legacy phone registering through the gateway is registered at
+/// location table with the gateway as contact (the gateway answers
+/// Kamailio's Digest challenge) and is called through Kamailio; a legacy phone registering through the gateway is registered at
 /// Kamailio and found in the ring by a node that has no DNS for legacy.test.
 #[test]
 fn cross_registration_both_ways() {
@@ -571,6 +571,8 @@ fn cross_registration_both_ways() {
         "[gateway.upstream]\n\
          registrar = \"127.0.0.1:5070\"\n\
          domain = \"legacy.test\"\n\
+         username = \"gateway\"\n\
+         password = \"secret\"\n\
          users = \"all\"\n\
          expires = 10\n\
          overlay_domain = \"overlay.test\"\n",
@@ -612,7 +614,8 @@ fn cross_registration_both_ways() {
             &n_config,
         ],
     );
-    let kamailio = Kamailio::start(&ns);
+    // Kamailio challenges REGISTERs whose Contact is the gateway's.
+    let kamailio = Kamailio::start_with(&ns, &["WITH_GW_AUTH"]);
     wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
     let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
 

@@ -526,6 +526,11 @@ pub struct Kamailio {
 
 impl Kamailio {
     pub fn start(ns: &Netns) -> Kamailio {
+        Kamailio::start_with(ns, &[])
+    }
+
+    /// The same with extra `-A` defines (e.g. `WITH_GW_AUTH`).
+    pub fn start_with(ns: &Netns, defines: &[&str]) -> Kamailio {
         let kamailio = require_tool("kamailio", "kamailio");
         require_tool("kamcmd", "kamailio");
         let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/legacy.cfg");
@@ -555,7 +560,10 @@ impl Kamailio {
             "-A".into(),
             format!("CTL_SOCK=\"{ctl}\""),
         ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        for define in defines {
+            args.extend(["-A", define]);
+        }
         let guard = ns.spawn("kamailio", &args);
         let k = Kamailio { ctl, guard };
         wait_until(
