@@ -782,7 +782,7 @@ fn telephone_numbers_take_enum_then_the_pstn() {
     let context = || logs(&ns, &["g.log", "n.log", "named.log"]);
 
     let mut pstn = NsSippBuilder::new("pstn", "uas_message_call.xml", 5098)
-        .calls(3)
+        .calls(4)
         .spawn(&ns);
     pstn.wait_listening(&ns);
     let mut dave = NsSippBuilder::new("dave", "uas_message.xml", 5097).spawn(&ns);
@@ -800,6 +800,9 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         "tel:+1-212-555-0000",
         "sip:+12125559876@overlay.test;user=phone",
         "tel:+12125551234",
+        // ENUM maps it to sip:+12125557777@overlay.test;user=phone: a
+        // number again, which must not be looked up again.
+        "tel:+12125557777",
     ] {
         NsSippBuilder::new("caller", "uac_message_uri.xml", 5099)
             .to(G)
@@ -826,7 +829,7 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         "G record-routes the call to tel:+12125550000:\n{ok}"
     );
 
-    let to_pstn = received_requests(&pstn.expect_success(3, context));
+    let to_pstn = received_requests(&pstn.expect_success(4, context));
     let lines: Vec<&str> = to_pstn
         .iter()
         .map(|t| request_line(t))
@@ -837,6 +840,7 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         vec![
             "MESSAGE sip:+12125550000@127.0.0.1:5098;user=phone SIP/2.0",
             "MESSAGE sip:+12125559876@127.0.0.1:5098;user=phone SIP/2.0",
+            "MESSAGE sip:+12125557777@127.0.0.1:5098;user=phone SIP/2.0",
             "INVITE sip:+12125550000@127.0.0.1:5098;user=phone SIP/2.0",
         ],
         "numbers without ENUM go to the PSTN gateway"

@@ -262,48 +262,69 @@ impl Core {
 
     /// The answer to an ENUM look-up: a SIP URI, or none.
     pub fn enum_resolved(&mut self, id: ResolveId, uri: Option<String>, now: Instant) {
-        if let Some((key, mut request, e164)) = self.gateway.enum_pending.remove(&id) {
-            match telephone_route(&e164, uri.as_deref(), &self.gateway.config) {
-                TelRoute::Uri(text) => match text.parse::<SipUri>() {
-                    Ok(uri) => {
-                        info!(%e164, %text, "ENUM answered");
-                        request.uri = RequestUri::Sip(uri);
-                        self.route_request(key, request, now);
-                    }
-                    Err(_) => self.out.respond(key, local_response(&request, 404), now),
-                },
-                TelRoute::Pstn(text) => match text.parse::<SipUri>() {
-                    Ok(uri) => {
-                        info!(%e164, %text, "to the PSTN gateway");
-                        request.uri = RequestUri::Sip(uri);
-                        let target = Target {
-                            uri: request.uri.clone(),
-                            route: Vec::new(),
-                            via_connection: None,
-                        };
-                        // The PSTN gateway's challenges are answered with
-                        // the configured credentials.
-                        let credentials = self
-                            .gateway
-                            .config
-                            .pstn
-                            .as_ref()
-                            .and_then(|p| p.credentials());
-                        self.proxy.forward_with_credentials(
-                            key,
-                            request,
-                            vec![vec![target]],
-                            credentials,
-                            &mut self.out,
-                            now,
-                        );
-                    }
-                    Err(_) => self.out.respond(key, local_response(&request, 404), now),
-                },
-                TelRoute::NotFound => self.out.respond(key, local_response(&request, 404), now),
-            }
+        if let Some((key, request, e164)) = self.gateway.enum_pending.remove(&id) {
+            self.telephone(key, request, &e164, uri.as_deref(), now);
         }
         self.process(now);
+    }
+
+    /// Routes a telephone number after ENUM gave `enum_uri` (or nothing).
+    fn telephone(
+        &mut self,
+        key: ServerKey,
+        mut request: Request,
+        e164: &str,
+        enum_uri: Option<&str>,
+        now: Instant,
+    ) {
+        match telephone_route(e164, enum_uri, &self.gateway.config) {
+            TelRoute::Uri(text) => match text.parse::<SipUri>() {
+                Ok(uri) => {
+                    info!(%e164, %text, "ENUM answered");
+                    request.uri = RequestUri::Sip(uri);
+                    // ENUM is asked once per request: a URI that is a
+                    // number again (user=phone) goes on as if ENUM had no
+                    // SIP URI for it, instead of to ENUM over and over.
+                    match self.route_target(&request) {
+                        Routed::Telephone(number) => {
+                            debug!(%number, "ENUM gave a number again: not asking twice");
+                            self.telephone(key, request, &number, None, now)
+                        }
+                        _ => self.route_request(key, request, now),
+                    }
+                }
+                Err(_) => self.out.respond(key, local_response(&request, 404), now),
+            },
+            TelRoute::Pstn(text) => match text.parse::<SipUri>() {
+                Ok(uri) => {
+                    info!(%e164, %text, "to the PSTN gateway");
+                    request.uri = RequestUri::Sip(uri);
+                    let target = Target {
+                        uri: request.uri.clone(),
+                        route: Vec::new(),
+                        via_connection: None,
+                    };
+                    // The PSTN gateway's challenges are answered with
+                    // the configured credentials.
+                    let credentials = self
+                        .gateway
+                        .config
+                        .pstn
+                        .as_ref()
+                        .and_then(|p| p.credentials());
+                    self.proxy.forward_with_credentials(
+                        key,
+                        request,
+                        vec![vec![target]],
+                        credentials,
+                        &mut self.out,
+                        now,
+                    );
+                }
+                Err(_) => self.out.respond(key, local_response(&request, 404), now),
+            },
+            TelRoute::NotFound => self.out.respond(key, local_response(&request, 404), now),
+        }
     }
 
     /// A REGISTER for a user of the legacy domain: forwarded to the legacy
