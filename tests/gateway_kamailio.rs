@@ -702,6 +702,22 @@ fn cross_registration_both_ways() {
         "found in the ring by N, not through Kamailio: {vias:?}"
     );
 
+    // A legacy phone configured with the gateway's address as registrar
+    // (Request-URI sip:127.0.0.1:5060): registered at Kamailio all the same.
+    NsSippBuilder::new("register-carol3", "register_at_server.xml", 5196)
+        .to(G)
+        .key("user", "carol3")
+        .key("domain", "legacy.test")
+        .key("contact", "sip:carol3@127.0.0.1:5096")
+        .key("expires", "3600")
+        .spawn(&ns)
+        .expect_success(1, context);
+    assert_eq!(
+        kamailio.contacts(&ns, "carol3"),
+        vec!["sip:carol3@127.0.0.1:5096"],
+        "carol3 registered at Kamailio through G"
+    );
+
     // alice leaves the ring: G de-registers her at Kamailio.
     register_for(
         &ns,

@@ -350,6 +350,15 @@ impl Core {
         };
         let registrar = upstream.registrar.trim().to_string();
         let mut forwarded = request.clone();
+        // A phone that has us as its registrar addresses the REGISTER to us
+        // (sip:<our address>); the legacy registrar serves its domain.
+        let to_us = request
+            .uri
+            .as_sip()
+            .is_some_and(|uri| self.local_domain(&uri.host_port).is_some());
+        if to_us && let Ok(uri) = format!("sip:{domain}").parse::<SipUri>() {
+            forwarded.uri = RequestUri::Sip(uri);
+        }
         let route = format!("<sip:{registrar};lr>");
         crate::sip::message::prepend(&mut forwarded.headers, Name::ROUTE, BytesStr::from(route));
         self.gateway.mirrors.insert(
