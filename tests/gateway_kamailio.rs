@@ -556,6 +556,23 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
         again < Duration::from_millis(1500),
         "the dead target is tried last for a while, but the second MESSAGE took {again:?}"
     );
+
+    // The same for a call: legacy3.test's first SRV target is dead too.
+    let mut live3 = NsSippBuilder::new("legacy3-live", "uas_call.xml", 5097).spawn(&ns);
+    live3.wait_listening(&ns);
+    let started = Instant::now();
+    NsSippBuilder::new("call-legacy3", "uac_call.xml", 5093)
+        .to(G)
+        .service("z")
+        .key("domain", "legacy3.test")
+        .spawn(&ns)
+        .expect_success(1, context);
+    let took = started.elapsed();
+    live3.expect_success(1, context);
+    assert!(
+        took >= Duration::from_millis(1900),
+        "the call went to the dead target first (2 s failover), took {took:?}"
+    );
 }
 
 /// Acceptance 4: cross-registration. An overlay user shows in Kamailio's
