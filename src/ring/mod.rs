@@ -337,6 +337,8 @@ enum Pending {
     /// A Transfer or Leave sent while leaving.
     Leave {
         to: Peer,
+        /// Items and leave notice to a successor (retried with the next one).
+        handover: bool,
     },
 }
 
@@ -404,6 +406,8 @@ pub struct Ring {
     synced_pred: Option<NodeId>,
     synced_replicas: Vec<SocketAddr>,
     leave_pending: usize,
+    /// Successors we tried to hand our items to while leaving.
+    leave_tried: Vec<SocketAddr>,
 }
 
 impl Ring {
@@ -452,6 +456,7 @@ impl Ring {
             synced_pred: None,
             synced_replicas: Vec::new(),
             leave_pending: 0,
+            leave_tried: Vec::new(),
         }
     }
 
@@ -764,7 +769,12 @@ impl Ring {
             Pending::Notify { .. } | Pending::Push { .. } | Pending::Probe { .. } => {}
             Pending::CheckPredecessor { .. } => self.checking = false,
             Pending::OpRequest { op, to } => self.op_answer(op, to, Some(response), now),
-            Pending::Leave { .. } => self.leave_step(),
+            Pending::Leave { to, handover } => {
+                if handover && matches!(response, RingResponse::Error { .. }) {
+                    self.hand_over_failed(to, now);
+                }
+                self.leave_step();
+            }
         }
         self.resync(now);
     }
@@ -832,7 +842,12 @@ impl Ring {
                 self.mark_dead(to, now);
                 self.op_answer(op, to, None, now);
             }
-            Pending::Leave { .. } => self.leave_step(),
+            Pending::Leave { to, handover } => {
+                if handover {
+                    self.hand_over_failed(to, now);
+                }
+                self.leave_step();
+            }
         }
     }
 
@@ -1191,6 +1206,35 @@ impl Ring {
             self.events.push_back(RingEvent::Left);
             return;
         };
+        self.hand_over(succ, now);
+        if let Some(pred) = self.predecessor {
+            if pred != succ && pred != self.me {
+                let notice = self.leave_notice();
+                self.leave_pending += 1;
+                self.send(
+                    pred.addr,
+                    notice,
+                    Pending::Leave {
+                        to: pred,
+                        handover: false,
+                    },
+                    now,
+                );
+            }
+        }
+    }
+
+    fn leave_notice(&self) -> RingRequest {
+        RingRequest::Leave {
+            leaving: self.me,
+            predecessor: self.predecessor,
+            successors: self.successors.clone(),
+        }
+    }
+
+    /// Transfer all items to `succ` and tell it we leave.
+    fn hand_over(&mut self, succ: Peer, now: Instant) {
+        self.leave_tried.push(succ.addr);
         let items: Vec<Item> = self
             .items
             .values()
@@ -1198,25 +1242,35 @@ impl Ring {
             .filter(|i| i.expires > now)
             .cloned()
             .collect();
+        let pending = Pending::Leave {
+            to: succ,
+            handover: true,
+        };
         for chunk in items.chunks(ITEMS_PER_MESSAGE) {
             let request = RingRequest::Transfer {
                 items: chunk.to_vec(),
             };
             self.leave_pending += 1;
-            self.send(succ.addr, request, Pending::Leave { to: succ }, now);
+            self.send(succ.addr, request, pending.clone(), now);
         }
-        let notice = RingRequest::Leave {
-            leaving: self.me,
-            predecessor: self.predecessor,
-            successors: self.successors.clone(),
-        };
+        let notice = self.leave_notice();
         self.leave_pending += 1;
-        self.send(succ.addr, notice.clone(), Pending::Leave { to: succ }, now);
-        if let Some(pred) = self.predecessor {
-            if pred != succ && pred != self.me {
-                self.leave_pending += 1;
-                self.send(pred.addr, notice, Pending::Leave { to: pred }, now);
-            }
+        self.send(succ.addr, notice, pending, now);
+    }
+
+    /// A hand-over failed (the successor is gone or leaving too): hand over to
+    /// the next successor we have not tried.
+    fn hand_over_failed(&mut self, to: Peer, now: Instant) {
+        if self.leave_tried.last() != Some(&to.addr) {
+            return; // already moved on
+        }
+        let next = self
+            .successors
+            .iter()
+            .find(|p| !self.leave_tried.contains(&p.addr))
+            .copied();
+        if let Some(next) = next {
+            self.hand_over(next, now);
         }
     }
 
@@ -1225,8 +1279,10 @@ impl Ring {
         if self.leave_pending == 0 && self.state == State::Leaving {
             self.state = State::Left;
             self.items.clear();
-            for (_, op) in std::mem::take(&mut self.ops) {
-                let _ = op;
+            let mut ops: Vec<(u64, Op)> = std::mem::take(&mut self.ops).into_iter().collect();
+            ops.sort_by_key(|(id, _)| *id);
+            for (id, op) in ops {
+                self.finish_op(OpId(id), &op.kind, Err(RingError::Left));
             }
             self.pending.clear();
             self.deadlines.clear();
@@ -1999,7 +2055,7 @@ fn pending_peer_addr(p: &Pending) -> Option<SocketAddr> {
         | Pending::Probe { to }
         | Pending::Push { to }
         | Pending::OpRequest { to, .. }
-        | Pending::Leave { to } => Some(to.addr),
+        | Pending::Leave { to, .. } => Some(to.addr),
         Pending::Join { bootstrap } => Some(*bootstrap),
     }
 }
