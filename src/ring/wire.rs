@@ -830,3 +830,235 @@ mod tests {
         }
     }
 }
+
+/// Prints one example of every overlay message, as on the wire once the
+/// driver added its headers: `cargo test -p p2psip --lib print_protocol_examples -- --ignored --nocapture`.
+/// `docs/protocol.md` quotes this output.
+#[cfg(test)]
+mod examples {
+    use super::*;
+
+    fn peer(last: u8) -> Peer {
+        Peer::of_addr(SocketAddr::from(([192, 0, 2, last], 5060)))
+    }
+
+    fn wire_request(r: &RingRequest, from: &Peer, to: &Peer, n: u32, now: Instant) -> Request {
+        let mut req = encode_request_at(r, from, to.addr, now);
+        // What the driver adds: Via with a branch, Max-Forwards, From tag,
+        // Call-ID and CSeq.
+        let from_value = req.headers.remove(&Name::FROM).expect("from")[0].clone();
+        req.headers.insert_front(
+            Name::VIA,
+            BytesStr::from(format!("SIP/2.0/UDP {};branch=z9hG4bK-{n:04}", from.addr)),
+        );
+        req.headers
+            .insert(Name::MAX_FORWARDS, BytesStr::from_static("70"));
+        req.headers.insert(
+            Name::FROM,
+            BytesStr::from(format!("{from_value};tag=t{n:04}")),
+        );
+        req.headers.insert(
+            Name::CALL_ID,
+            BytesStr::from(format!("ov{n:04}@{}", from.addr.ip())),
+        );
+        req.headers
+            .insert(Name::CSEQ, BytesStr::from(format!("{n} {}", req.method)));
+        req
+    }
+
+    fn show(title: &str, req: &Request, resp: &Response) {
+        println!("=== {title}");
+        println!("{}", String::from_utf8_lossy(&req.to_bytes()));
+        println!("---");
+        println!("{}", String::from_utf8_lossy(&resp.to_bytes()));
+    }
+
+    #[test]
+    #[ignore]
+    fn print_protocol_examples() {
+        let now = Instant::now();
+        let (a, b, c, d, e) = (peer(1), peer(2), peer(3), peer(4), peer(5));
+        println!(
+            "A = {} {}\nB = {} {}\nC = {} {}\nD = {} {}\nE = {} {}",
+            a.addr, a.id, b.addr, b.id, c.addr, c.id, d.addr, d.id, e.addr, e.id
+        );
+        let alice = NodeId::of_key("alice@overlay.test");
+        let binding = Item {
+            key: alice,
+            name: "sip:alice@198.51.100.7:5060".into(),
+            kind: "binding".into(),
+            value: b"<sip:alice@198.51.100.7:5060>;expires=3600".to_vec(),
+            version: 3,
+            expires: now + Duration::from_secs(3600),
+        };
+        let mut n = 0;
+        let mut ex = |title: &str, from: &Peer, to: &Peer, rq: RingRequest, rs: RingResponse| {
+            n += 1;
+            let req = wire_request(&rq, from, to, n, now);
+            assert_eq!(decode_request_at(&req, now).as_ref(), Ok(&rq));
+            let resp = encode_response_at(&req, &rs, now);
+            assert_eq!(decode_response_at(&resp, now).as_ref(), Ok(&rs));
+            show(title, &req, &resp);
+        };
+        // Ring order: D 7cc7.. < A 780c.. < B b59d.. < E d888.. < C ff99..;
+        // alice (bcd8..) lives at E, replicas C and D; bob (87de..) at B.
+        let bob = Item {
+            key: NodeId::of_key("bob@overlay.test"),
+            name: "sip:bob@198.51.100.9:5062".into(),
+            kind: "binding".into(),
+            value: b"<sip:bob@198.51.100.9:5062>;expires=600".to_vec(),
+            version: 1,
+            expires: now + Duration::from_secs(600),
+        };
+        ex(
+            "find-successor, recursive",
+            &a,
+            &b,
+            RingRequest::FindSuccessor {
+                key: alice,
+                hops: 1,
+                iterative: false,
+            },
+            RingResponse::Found {
+                successor: e,
+                hops: 1,
+                replicas: vec![c, d],
+            },
+        );
+        ex(
+            "find-successor, iterative (302 ask next)",
+            &c,
+            &a,
+            RingRequest::FindSuccessor {
+                key: alice,
+                hops: 1,
+                iterative: true,
+            },
+            RingResponse::Next { ask: b, hops: 1 },
+        );
+        ex(
+            "get-predecessor (stabilize)",
+            &a,
+            &b,
+            RingRequest::GetPredecessor,
+            RingResponse::Predecessor {
+                predecessor: Some(a),
+                successors: vec![e, c, d],
+            },
+        );
+        ex(
+            "notify",
+            &a,
+            &b,
+            RingRequest::Notify { predecessor: a },
+            RingResponse::Ok,
+        );
+        ex(
+            "new-predecessor",
+            &b,
+            &d,
+            RingRequest::NewPredecessor { predecessor: a },
+            RingResponse::Ok,
+        );
+        ex(
+            "ping (liveness probe)",
+            &b,
+            &a,
+            RingRequest::Ping,
+            RingResponse::Ok,
+        );
+        ex(
+            "store (to the key's successor)",
+            &a,
+            &e,
+            RingRequest::Store {
+                items: vec![binding.clone()],
+                replica: false,
+            },
+            RingResponse::Stored,
+        );
+        ex(
+            "store-replica",
+            &e,
+            &c,
+            RingRequest::Store {
+                items: vec![binding.clone()],
+                replica: true,
+            },
+            RingResponse::Stored,
+        );
+        ex(
+            "fetch",
+            &a,
+            &e,
+            RingRequest::Fetch { key: alice },
+            RingResponse::Items {
+                items: vec![binding.clone()],
+            },
+        );
+        ex(
+            "remove",
+            &a,
+            &e,
+            RingRequest::Remove {
+                key: alice,
+                name: binding.name.clone(),
+                replica: false,
+            },
+            RingResponse::Stored,
+        );
+        ex(
+            "remove-replica",
+            &e,
+            &c,
+            RingRequest::Remove {
+                key: alice,
+                name: binding.name.clone(),
+                replica: true,
+            },
+            RingResponse::Stored,
+        );
+        ex(
+            "transfer on join (E hands the keys in (A, B] to its new predecessor B)",
+            &e,
+            &b,
+            RingRequest::Transfer {
+                items: vec![bob.clone()],
+            },
+            RingResponse::Ok,
+        );
+        ex(
+            "transfer on leave (E hands everything to its successor C)",
+            &e,
+            &c,
+            RingRequest::Transfer {
+                items: vec![binding.clone(), bob.clone()],
+            },
+            RingResponse::Ok,
+        );
+        ex(
+            "leave (E to its successor C; the same to its predecessor B)",
+            &e,
+            &c,
+            RingRequest::Leave {
+                leaving: e,
+                predecessor: Some(b),
+                successors: vec![c, d, a],
+            },
+            RingResponse::Ok,
+        );
+        ex(
+            "error",
+            &a,
+            &e,
+            RingRequest::Store {
+                items: vec![binding.clone()],
+                replica: false,
+            },
+            RingResponse::Error {
+                code: 503,
+                reason: "node is leaving".into(),
+            },
+        );
+    }
+}
