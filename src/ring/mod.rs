@@ -869,11 +869,11 @@ impl Ring {
         if self.state != State::Active {
             return;
         }
-        if let Some(at) = self.join_retry_at {
-            if at <= now {
-                self.join_retry_at = None;
-                self.try_join(now);
-            }
+        if let Some(at) = self.join_retry_at
+            && at <= now
+        {
+            self.join_retry_at = None;
+            self.try_join(now);
         }
         if self.next_stabilize <= now {
             self.next_stabilize = now + self.config.stabilize_every;
@@ -1207,20 +1207,21 @@ impl Ring {
             return;
         };
         self.hand_over(succ, now);
-        if let Some(pred) = self.predecessor {
-            if pred != succ && pred != self.me {
-                let notice = self.leave_notice();
-                self.leave_pending += 1;
-                self.send(
-                    pred.addr,
-                    notice,
-                    Pending::Leave {
-                        to: pred,
-                        handover: false,
-                    },
-                    now,
-                );
-            }
+        if let Some(pred) = self.predecessor
+            && pred != succ
+            && pred != self.me
+        {
+            let notice = self.leave_notice();
+            self.leave_pending += 1;
+            self.send(
+                pred.addr,
+                notice,
+                Pending::Leave {
+                    to: pred,
+                    handover: false,
+                },
+                now,
+            );
         }
     }
 
@@ -1384,16 +1385,16 @@ impl Ring {
             };
             return self.answer(parent, found, now);
         }
-        if let Some(pred) = self.predecessor {
-            if key.in_open_closed(pred.id, self.me.id) {
-                let replicas = self.replica_targets();
-                let found = RingResponse::Found {
-                    successor: self.me,
-                    hops,
-                    replicas,
-                };
-                return self.answer(parent, found, now);
-            }
+        if let Some(pred) = self.predecessor
+            && key.in_open_closed(pred.id, self.me.id)
+        {
+            let replicas = self.replica_targets();
+            let found = RingResponse::Found {
+                successor: self.me,
+                hops,
+                replicas,
+            };
+            return self.answer(parent, found, now);
         }
         // Our first successor not excluded (the excluded ones failed us).
         let Some(si) = self
@@ -1602,11 +1603,12 @@ impl Ring {
     ) {
         let mut list = Vec::with_capacity(self.config.successors + 1);
         let mut closer = false;
-        if let Some(x) = their_pred {
-            if x.id.in_open(self.me.id, from.id) && !self.dead.contains_key(&x.addr) {
-                list.push(x);
-                closer = true;
-            }
+        if let Some(x) = their_pred
+            && x.id.in_open(self.me.id, from.id)
+            && !self.dead.contains_key(&x.addr)
+        {
+            list.push(x);
+            closer = true;
         }
         list.push(from);
         list.extend(their_succs);
@@ -1812,7 +1814,10 @@ impl Ring {
     fn join_failed(&mut self, now: Instant) {
         self.joining = false;
         self.next_bootstrap += 1;
-        if self.next_bootstrap % self.bootstraps.len().max(1) == 0 {
+        if self
+            .next_bootstrap
+            .is_multiple_of(self.bootstraps.len().max(1))
+        {
             // Tried them all: wait a little before the next round.
             self.join_retry_at = Some(now + self.config.stabilize_every * 5);
         } else {
@@ -1878,11 +1883,11 @@ impl Ring {
         let old = self.successors.first().copied();
         let new = out.first().copied();
         self.successors = out;
-        if old != new {
-            if let Some(new) = new {
-                self.events
-                    .push_back(RingEvent::SuccessorChanged { old, new });
-            }
+        if old != new
+            && let Some(new) = new
+        {
+            self.events
+                .push_back(RingEvent::SuccessorChanged { old, new });
         }
     }
 

@@ -301,10 +301,10 @@ pub fn encode_response_at(original: &Request, response: &RingResponse, now: Inst
         RingResponse::Error { code, .. } => (*code, "error"),
     };
     let mut r = original.response(status);
-    if let RingResponse::Error { reason, .. } = response {
-        if !reason.is_empty() {
-            r.reason = reason.clone();
-        }
+    if let RingResponse::Error { reason, .. } = response
+        && !reason.is_empty()
+    {
+        r.reason = reason.clone();
     }
     let mut add = |name: &str, value: String| {
         r.headers.insert(
