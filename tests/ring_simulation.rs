@@ -27,11 +27,20 @@ fn item(sim: &Sim, k: usize) -> Item {
     }
 }
 
+/// The seed; `RING_SEED` overrides it to try other runs (the simulation is
+/// deterministic per seed).
 fn config(seed: u64) -> SimConfig {
-    SimConfig {
+    let seed = std::env::var("RING_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(seed);
+    let mut config = SimConfig {
         seed,
         ..SimConfig::default()
-    }
+    };
+    // `RING_ITERATIVE=1` runs the same scenarios with iterative lookups.
+    config.ring.iterative = std::env::var("RING_ITERATIVE").is_ok_and(|v| v == "1");
+    config
 }
 
 #[test]

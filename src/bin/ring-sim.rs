@@ -400,23 +400,31 @@ fn write_markdown(path: &PathBuf, args: &Args, rows: &[Row]) {
         args.crash * 100.0,
         args.seed
     );
-    let _ = writeln!(sec, "Command: `{}`\n", args.command);
+    let _ = writeln!(sec, "Command: `{}`\n", args.command.trim());
     if !args.machine.is_empty() {
-        let _ = writeln!(sec, "Machine: {}\n", args.machine);
+        let _ = writeln!(
+            sec,
+            "Machine: {}; shared with other builds while it ran, so the wall times are only indicative.\n",
+            args.machine
+        );
     }
     let _ = writeln!(
         sec,
-        "| N | mean hops | p99 hops | Chord ½·log2 N | msgs / node / s | estimate M | lookups correct (window) | correct 3 periods after crash | items lost / at risk (all r holders crashed) | wall s |"
+        "| N | mean hops | p99 hops | Chord ½·log2 N | mean lookup latency | msgs / node / s | estimate M | lookups correct (window) | correct 3 periods after crash | items lost (after the crash) | wall s |"
     );
-    let _ = writeln!(sec, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        sec,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in rows {
         let _ = writeln!(
             sec,
-            "| {} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {}/{} | {}/{} | {} of {} ({} had all {} holders crashed) | {:.0} |",
+            "| {} | {:.2} | {} | {:.2} | {:.0} ms | {:.2} | {:.2} | {}/{} | {}/{} | {} of {} ({} more had all {} holders crashed) | {:.1} |",
             r.n,
             r.window.hops_mean,
             r.window.hops_p99,
             r.half_log2_n,
+            r.window.latency_mean_ms,
             r.msgs_per_node_s,
             r.estimate_m,
             r.window.correct,
@@ -426,7 +434,7 @@ fn write_markdown(path: &PathBuf, args: &Args, rows: &[Row]) {
             r.items_lost,
             r.items - r.items_doomed,
             r.items_doomed,
-            3,
+            p2psip::ring::RingConfig::default().replicas,
             r.wall_secs
         );
     }

@@ -337,6 +337,8 @@ enum Pending {
     /// A Transfer or Leave sent while leaving.
     Leave {
         to: Peer,
+        /// Items and leave notice to a successor (retried with the next one).
+        handover: bool,
     },
 }
 
@@ -404,6 +406,8 @@ pub struct Ring {
     synced_pred: Option<NodeId>,
     synced_replicas: Vec<SocketAddr>,
     leave_pending: usize,
+    /// Successors we tried to hand our items to while leaving.
+    leave_tried: Vec<SocketAddr>,
 }
 
 impl Ring {
@@ -452,6 +456,7 @@ impl Ring {
             synced_pred: None,
             synced_replicas: Vec::new(),
             leave_pending: 0,
+            leave_tried: Vec::new(),
         }
     }
 
@@ -764,7 +769,12 @@ impl Ring {
             Pending::Notify { .. } | Pending::Push { .. } | Pending::Probe { .. } => {}
             Pending::CheckPredecessor { .. } => self.checking = false,
             Pending::OpRequest { op, to } => self.op_answer(op, to, Some(response), now),
-            Pending::Leave { .. } => self.leave_step(),
+            Pending::Leave { to, handover } => {
+                if handover && matches!(response, RingResponse::Error { .. }) {
+                    self.hand_over_failed(to, now);
+                }
+                self.leave_step();
+            }
         }
         self.resync(now);
     }
@@ -832,7 +842,12 @@ impl Ring {
                 self.mark_dead(to, now);
                 self.op_answer(op, to, None, now);
             }
-            Pending::Leave { .. } => self.leave_step(),
+            Pending::Leave { to, handover } => {
+                if handover {
+                    self.hand_over_failed(to, now);
+                }
+                self.leave_step();
+            }
         }
     }
 
@@ -854,11 +869,11 @@ impl Ring {
         if self.state != State::Active {
             return;
         }
-        if let Some(at) = self.join_retry_at {
-            if at <= now {
-                self.join_retry_at = None;
-                self.try_join(now);
-            }
+        if let Some(at) = self.join_retry_at
+            && at <= now
+        {
+            self.join_retry_at = None;
+            self.try_join(now);
         }
         if self.next_stabilize <= now {
             self.next_stabilize = now + self.config.stabilize_every;
@@ -1191,6 +1206,36 @@ impl Ring {
             self.events.push_back(RingEvent::Left);
             return;
         };
+        self.hand_over(succ, now);
+        if let Some(pred) = self.predecessor
+            && pred != succ
+            && pred != self.me
+        {
+            let notice = self.leave_notice();
+            self.leave_pending += 1;
+            self.send(
+                pred.addr,
+                notice,
+                Pending::Leave {
+                    to: pred,
+                    handover: false,
+                },
+                now,
+            );
+        }
+    }
+
+    fn leave_notice(&self) -> RingRequest {
+        RingRequest::Leave {
+            leaving: self.me,
+            predecessor: self.predecessor,
+            successors: self.successors.clone(),
+        }
+    }
+
+    /// Transfer all items to `succ` and tell it we leave.
+    fn hand_over(&mut self, succ: Peer, now: Instant) {
+        self.leave_tried.push(succ.addr);
         let items: Vec<Item> = self
             .items
             .values()
@@ -1198,25 +1243,35 @@ impl Ring {
             .filter(|i| i.expires > now)
             .cloned()
             .collect();
+        let pending = Pending::Leave {
+            to: succ,
+            handover: true,
+        };
         for chunk in items.chunks(ITEMS_PER_MESSAGE) {
             let request = RingRequest::Transfer {
                 items: chunk.to_vec(),
             };
             self.leave_pending += 1;
-            self.send(succ.addr, request, Pending::Leave { to: succ }, now);
+            self.send(succ.addr, request, pending.clone(), now);
         }
-        let notice = RingRequest::Leave {
-            leaving: self.me,
-            predecessor: self.predecessor,
-            successors: self.successors.clone(),
-        };
+        let notice = self.leave_notice();
         self.leave_pending += 1;
-        self.send(succ.addr, notice.clone(), Pending::Leave { to: succ }, now);
-        if let Some(pred) = self.predecessor {
-            if pred != succ && pred != self.me {
-                self.leave_pending += 1;
-                self.send(pred.addr, notice, Pending::Leave { to: pred }, now);
-            }
+        self.send(succ.addr, notice, pending, now);
+    }
+
+    /// A hand-over failed (the successor is gone or leaving too): hand over to
+    /// the next successor we have not tried.
+    fn hand_over_failed(&mut self, to: Peer, now: Instant) {
+        if self.leave_tried.last() != Some(&to.addr) {
+            return; // already moved on
+        }
+        let next = self
+            .successors
+            .iter()
+            .find(|p| !self.leave_tried.contains(&p.addr))
+            .copied();
+        if let Some(next) = next {
+            self.hand_over(next, now);
         }
     }
 
@@ -1225,8 +1280,10 @@ impl Ring {
         if self.leave_pending == 0 && self.state == State::Leaving {
             self.state = State::Left;
             self.items.clear();
-            for (_, op) in std::mem::take(&mut self.ops) {
-                let _ = op;
+            let mut ops: Vec<(u64, Op)> = std::mem::take(&mut self.ops).into_iter().collect();
+            ops.sort_by_key(|(id, _)| *id);
+            for (id, op) in ops {
+                self.finish_op(OpId(id), &op.kind, Err(RingError::Left));
             }
             self.pending.clear();
             self.deadlines.clear();
@@ -1328,16 +1385,16 @@ impl Ring {
             };
             return self.answer(parent, found, now);
         }
-        if let Some(pred) = self.predecessor {
-            if key.in_open_closed(pred.id, self.me.id) {
-                let replicas = self.replica_targets();
-                let found = RingResponse::Found {
-                    successor: self.me,
-                    hops,
-                    replicas,
-                };
-                return self.answer(parent, found, now);
-            }
+        if let Some(pred) = self.predecessor
+            && key.in_open_closed(pred.id, self.me.id)
+        {
+            let replicas = self.replica_targets();
+            let found = RingResponse::Found {
+                successor: self.me,
+                hops,
+                replicas,
+            };
+            return self.answer(parent, found, now);
         }
         // Our first successor not excluded (the excluded ones failed us).
         let Some(si) = self
@@ -1546,11 +1603,12 @@ impl Ring {
     ) {
         let mut list = Vec::with_capacity(self.config.successors + 1);
         let mut closer = false;
-        if let Some(x) = their_pred {
-            if x.id.in_open(self.me.id, from.id) && !self.dead.contains_key(&x.addr) {
-                list.push(x);
-                closer = true;
-            }
+        if let Some(x) = their_pred
+            && x.id.in_open(self.me.id, from.id)
+            && !self.dead.contains_key(&x.addr)
+        {
+            list.push(x);
+            closer = true;
         }
         list.push(from);
         list.extend(their_succs);
@@ -1756,7 +1814,10 @@ impl Ring {
     fn join_failed(&mut self, now: Instant) {
         self.joining = false;
         self.next_bootstrap += 1;
-        if self.next_bootstrap % self.bootstraps.len().max(1) == 0 {
+        if self
+            .next_bootstrap
+            .is_multiple_of(self.bootstraps.len().max(1))
+        {
             // Tried them all: wait a little before the next round.
             self.join_retry_at = Some(now + self.config.stabilize_every * 5);
         } else {
@@ -1822,11 +1883,11 @@ impl Ring {
         let old = self.successors.first().copied();
         let new = out.first().copied();
         self.successors = out;
-        if old != new {
-            if let Some(new) = new {
-                self.events
-                    .push_back(RingEvent::SuccessorChanged { old, new });
-            }
+        if old != new
+            && let Some(new) = new
+        {
+            self.events
+                .push_back(RingEvent::SuccessorChanged { old, new });
         }
     }
 
@@ -1999,7 +2060,7 @@ fn pending_peer_addr(p: &Pending) -> Option<SocketAddr> {
         | Pending::Probe { to }
         | Pending::Push { to }
         | Pending::OpRequest { to, .. }
-        | Pending::Leave { to } => Some(to.addr),
+        | Pending::Leave { to, .. } => Some(to.addr),
         Pending::Join { bootstrap } => Some(*bootstrap),
     }
 }

@@ -188,3 +188,54 @@ fn iterative_lookups_agree() {
     let stats = s.lookup_batch(200, Duration::ZERO, Duration::from_secs(10));
     assert_eq!(stats.correct, 200, "{stats:?}");
 }
+
+#[test]
+fn neighbours_leaving_together_lose_nothing() {
+    let mut s = sim();
+    s.grow(12, Duration::from_millis(100), Duration::from_secs(15));
+    let first = s.live_nodes()[0];
+    let items: Vec<Item> = (0..60)
+        .map(|k| item(&format!("n{k}@overlay.test"), "sip:n@192.0.2.3", &s))
+        .collect();
+    for it in &items {
+        s.store(first, it.clone());
+    }
+    s.run_for(Duration::from_secs(2));
+    // A node, its successor and the one after leave at the same instant.
+    let a = s.true_holders(items[0].key, 3);
+    for n in &a {
+        s.leave(*n);
+    }
+    s.run_for(Duration::from_secs(10));
+    assert!(a.iter().all(|n| !s.nodes[*n].alive));
+    assert!(s.ring_consistent(), "{:?}", s.inconsistencies());
+    for it in &items {
+        let on = s.holders_of(it.key, &it.name);
+        for h in s.true_holders(it.key, 3) {
+            assert!(on.contains(&h), "{:?} missing on {h}: {on:?}", it.key);
+        }
+    }
+}
+
+#[test]
+fn pending_operations_fail_when_leaving() {
+    let mut s = sim();
+    s.grow(3, Duration::from_millis(100), Duration::from_secs(5));
+    let n = s.live_nodes()[0];
+    let op = s.fetch(n, NodeId::of_key("x@overlay.test"));
+    s.leave(n);
+    s.run_for(Duration::from_secs(3));
+    assert!(matches!(
+        s.take_result(n, op),
+        Some(RingEvent::FetchDone { .. })
+    ));
+    let now = s.now();
+    let late = s.nodes[n].ring.lookup(NodeId::of_key("y"), now);
+    assert_eq!(
+        s.nodes[n].ring.poll_event(),
+        Some(RingEvent::LookupDone {
+            op: late,
+            result: Err(RingError::Left)
+        })
+    );
+}
