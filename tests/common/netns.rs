@@ -72,6 +72,7 @@ impl Netns {
     pub fn new(tag: &str) -> Netns {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let ip = require_tool("ip", "iproute2");
+        remove_orphans(&ip);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("p2g-{tag}-{}-{n}", std::process::id());
         let dir = temp_dir(&format!("netns-{tag}"));
@@ -214,6 +215,34 @@ impl Netns {
                 .collect(),
             Err(_) => Vec::new(),
         }
+    }
+}
+
+/// Deletes namespaces of earlier test runs that were killed before their
+/// guard ran (`p2g-TAG-PID-N` whose PID is gone), with what runs inside.
+fn remove_orphans(ip: &Path) {
+    let Ok(out) = Command::new(ip).args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let parts: Vec<&str> = name.split('-').collect();
+        let pid = match parts.as_slice() {
+            ["p2g", .., pid, _n] => pid.parse::<u32>().ok(),
+            _ => None,
+        };
+        let Some(pid) = pid else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        // Dropping a guard for it kills what is inside and deletes it.
+        drop(Netns {
+            name: name.to_string(),
+            dir: std::env::temp_dir().join(format!("{name}-orphan")),
+            ip: ip.to_path_buf(),
+        });
     }
 }
 
