@@ -940,3 +940,91 @@ fn pstn_gateway_challenge_is_answered() {
         got[1]
     );
 }
+
+/// Cross-registration of a user with two phones: refreshing both keeps the
+/// user registered at Kamailio after the first registrations' expiry.
+#[test]
+fn cross_registration_of_a_user_with_two_phones() {
+    let ns = Netns::new("xreg2");
+    let g_config = config(
+        &ns,
+        "g.toml",
+        "[gateway.upstream]\n\
+         registrar = \"127.0.0.1:5070\"\n\
+         domain = \"legacy.test\"\n\
+         users = \"all\"\n\
+         overlay_domain = \"overlay.test\"\n",
+    );
+    // N accepts short registrations.
+    let n_config = config(
+        &ns,
+        "n.toml",
+        "[registrar]\nmin_expires = 1\ndefault_expires = 60\n",
+    );
+    let g = NsNode::start(
+        &ns,
+        "g",
+        &[
+            "--sip",
+            G,
+            "--domain",
+            "overlay.test",
+            "--http",
+            "127.0.0.1:8060",
+            "--config",
+            &g_config,
+        ],
+    );
+    let n = NsNode::start(
+        &ns,
+        "n",
+        &[
+            "--sip",
+            N,
+            "--domain",
+            "overlay.test",
+            "--join",
+            G,
+            "--http",
+            "127.0.0.1:8062",
+            "--config",
+            &n_config,
+        ],
+    );
+    let kamailio = Kamailio::start(&ns);
+    wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
+    let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
+
+    // Two phones for 3 s, then both refreshed for 60 s.
+    let first = Instant::now();
+    for (contact, port) in [
+        ("sip:alice@127.0.0.1:5090", 5190),
+        ("sip:alice@127.0.0.1:5091", 5191),
+    ] {
+        register_for(&ns, N, "alice", "overlay.test", contact, port, 3);
+    }
+    wait_until(
+        "Kamailio's location table has alice → the gateway",
+        Duration::from_secs(10),
+        || kamailio.contacts(&ns, "alice") == vec!["sip:alice@127.0.0.1:5060"],
+        || format!("{}\n{}", kamailio.ul_dump(&ns), context()),
+    );
+    for (contact, port) in [
+        ("sip:alice@127.0.0.1:5090", 5190),
+        ("sip:alice@127.0.0.1:5091", 5191),
+    ] {
+        register_for(&ns, N, "alice", "overlay.test", contact, port, 60);
+    }
+    // The first registrations end at +3 s; the gateway reads the directory
+    // every 2 s. Watch until well after that: alice must stay.
+    while first.elapsed() < Duration::from_secs(8) {
+        assert_eq!(
+            kamailio.contacts(&ns, "alice"),
+            vec!["sip:alice@127.0.0.1:5060"],
+            "alice (two phones, refreshed for 60 s) was dropped at Kamailio after {:?}\n{}",
+            first.elapsed(),
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -98,7 +98,8 @@ pub(super) enum Waiting {
         key: ServerKey,
         request: Request,
         aor: Aor,
-        was_empty: bool,
+        /// When the AOR's last live binding expired before this REGISTER.
+        previous_latest: Option<Instant>,
     },
     Route {
         key: ServerKey,
@@ -569,7 +570,11 @@ impl Core {
                 Ok(existing),
             ) => {
                 let existing = existing.unwrap_or_default();
-                let was_empty = existing.iter().all(|b| !b.is_live(now));
+                let previous_latest = existing
+                    .iter()
+                    .filter(|b| b.is_live(now))
+                    .map(|b| b.expires_at)
+                    .max();
                 match registrar::apply(&registration, existing, &self.config.registrar, now) {
                     Err(refusal) => self.out.respond(key, refusal.response(&request), now),
                     Ok(bindings) if registration.change == Change::Query => {
@@ -587,7 +592,7 @@ impl Core {
                                 key,
                                 request,
                                 aor: registration.aor,
-                                was_empty,
+                                previous_latest,
                             },
                         );
                     }
@@ -598,12 +603,12 @@ impl Core {
                     key,
                     request,
                     aor,
-                    was_empty,
+                    previous_latest,
                 },
                 Ok(saved),
             ) => {
                 let bindings = saved.unwrap_or_default();
-                self.update_directory(&aor, &bindings, was_empty, now);
+                self.update_directory(&aor, &bindings, previous_latest, now);
                 let response = registrar::ok_response(&request, &bindings, now);
                 self.out.respond(key, with_to_tag(&request, response), now);
             }

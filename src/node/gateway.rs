@@ -433,12 +433,15 @@ impl Core {
         bindings
     }
 
-    /// Keeps the domain's user directory in the ring up to date after a save.
+    /// Keeps the domain's user directory in the ring up to date after a save:
+    /// the AOR's entry lives as long as its latest binding, so it is stored
+    /// again whenever that moves later than before (`previous_latest`: the
+    /// latest expiry before this REGISTER, `None` when there was none).
     pub(super) fn update_directory(
         &mut self,
         aor: &Aor,
         bindings: &[Binding],
-        was_empty: bool,
+        previous_latest: Option<Instant>,
         now: Instant,
     ) {
         let Some(domain) = aor.as_str().rsplit_once('@').map(|(_, d)| d.to_string()) else {
@@ -450,7 +453,7 @@ impl Core {
         let key = directory_key(&domain, directory_shard(aor));
         match bindings.iter().map(|b| b.expires_at).max() {
             None => overlay.remove_item(key, aor.to_string(), now),
-            Some(expires) if was_empty || bindings.len() == 1 => overlay.store_item(
+            Some(expires) if previous_latest.is_none_or(|p| expires > p) => overlay.store_item(
                 Item {
                     key,
                     name: aor.to_string(),
