@@ -893,7 +893,8 @@ fn telephone_numbers_take_enum_then_the_pstn() {
 }
 
 /// The PSTN gateway asks for Digest credentials (`[gateway.pstn]` username
-/// and password): the node answers the challenge and the number is reached.
+/// and password): the node answers the challenge and the number is reached,
+/// by a MESSAGE and by a call.
 #[test]
 fn pstn_gateway_challenge_is_answered() {
     let ns = Netns::new("pstnauth");
@@ -938,6 +939,31 @@ fn pstn_gateway_challenge_is_answered() {
             .any(|l| l.starts_with("Authorization: Digest username=\"gateway\"")),
         "the second MESSAGE carries the credentials:\n{}",
         got[1]
+    );
+
+    // A call: the INVITE is challenged, answered, and the gateway stays in
+    // the dialog with one Record-Route.
+    let mut pstn = NsSippBuilder::new("pstn-call", "uas_call_auth.xml", 5098)
+        .key("user", "gateway")
+        .spawn(&ns);
+    pstn.wait_listening(&ns);
+    NsSippBuilder::new("caller-call", "uac_call_uri.xml", 5099)
+        .to(G)
+        .key("ruri", "tel:+12125550000")
+        .spawn(&ns)
+        .expect_success(1, || format!("{}{}", pstn.diagnostics(), context()));
+    let got = received_requests(&pstn.expect_success(1, context));
+    let invites: Vec<&String> = got.iter().filter(|t| t.starts_with("INVITE ")).collect();
+    assert_eq!(invites.len(), 2, "challenged, then authorised: {got:?}");
+    let record_routes: Vec<&str> = invites[1]
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("record-route:"))
+        .collect();
+    assert_eq!(
+        record_routes,
+        vec!["Record-Route: <sip:127.0.0.1:5060;lr>"],
+        "the authorised INVITE carries G's Record-Route once:\n{}",
+        invites[1]
     );
 }
 

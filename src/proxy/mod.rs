@@ -61,7 +61,8 @@ pub struct Proxy {
     /// 2xx responses relayed for forwarded REGISTERs (the gateway mirrors them).
     registered: Vec<(ServerKey, Response)>,
     /// Branches of forks with credentials: where they went and what was
-    /// sent (before our Via), to send again with an answer to a challenge.
+    /// sent (before our Record-Route and Via), to send again with an answer
+    /// to a challenge.
     challengeable: HashMap<ClientKey, (Peer, Request)>,
 }
 
@@ -190,6 +191,9 @@ impl Proxy {
         now: Instant,
     ) -> Option<ClientKey> {
         let fork = self.forks.get(&server)?;
+        // As it is before our Record-Route and Via: to send again on a
+        // new branch when the next hop challenges.
+        let plain = fork.credentials.is_some().then(|| request.clone());
         let dialog_forming = matches!(
             fork.request.method.to_string().as_str(),
             "INVITE" | "SUBSCRIBE" | "REFER"
@@ -200,7 +204,6 @@ impl Proxy {
         }
         self.counter += 1;
         let branch = format!("z9hG4bK{}.{}", loop_hash(&fork.request), self.counter);
-        let plain = fork.credentials.is_some().then(|| request.clone());
         let via = Via::new(transport_name(peer.transport), self.local, branch);
         crate::sip::message::push_via(&mut request.headers, &via);
         let key = out.request(request, peer, now);
