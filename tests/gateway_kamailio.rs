@@ -9,7 +9,8 @@
 //! | gateway G: `p2psip node --domain overlay.test --dns 127.0.0.1:53` | SIP 127.0.0.1:5060 |
 //! | node N, joined to G | SIP 127.0.0.1:5062 |
 //! | Kamailio, `legacy.test`, resolves through `/etc/netns/NS/resolv.conf` = G's DNS | 127.0.0.1:5070 |
-//! | named: `legacy.test`, `legacy2.test`, `e164.arpa` (tests/dns/) | 127.0.0.2:53 |
+//! | named: `legacy.test`, `legacy2.test`, `legacy3.test`, `e164.arpa` (tests/dns/) | 127.0.0.2:53 |
+//! | a second gateway G2 (first test only) | SIP and DNS on 127.0.0.3 |
 //! | SIPp phones | 127.0.0.1:509x |
 //!
 //! Needs root; a missing tool (ip, kamailio, kamcmd, sipp, dig, named) fails
@@ -112,7 +113,7 @@ fn logs(ns: &Netns, names: &[&str]) -> String {
 #[test]
 fn gateway_dns_tracks_the_live_gateways() {
     let ns = Netns::new("dns");
-    let _g = NsNode::start(
+    let g = NsNode::start(
         &ns,
         "g",
         &[
@@ -124,7 +125,7 @@ fn gateway_dns_tracks_the_live_gateways() {
             "127.0.0.1:53",
         ],
     );
-    let g_name = format!("gw-{}.overlay.test.", &_g.node_id[..8]);
+    let g_name = format!("gw-{}.overlay.test.", &g.node_id[..8]);
     // Served from the moment the node says it listens.
     let naptr = ns.dig("127.0.0.1:53", "NAPTR", "overlay.test");
     assert!(
@@ -396,13 +397,23 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
         5187,
     );
 
-    NsSippBuilder::new("bob-cancels", "uac_cancel.xml", 5091)
+    let bob = NsSippBuilder::new("bob-cancels", "uac_cancel.xml", 5091)
         .to(KAMAILIO)
         .service("erin")
         .key("domain", "overlay.test")
         .spawn(&ns)
         .expect_success(1, context);
     erin.expect_success(1, context);
+    // (The scenario's own check: its CANCEL and ACK reuse the INVITE's branch.)
+    let sent_vias: Vec<String> = bob
+        .iter()
+        .filter(|(received, _)| !received)
+        .map(|(_, t)| via_values(t).join(","))
+        .collect();
+    assert!(
+        sent_vias.len() >= 3 && sent_vias.iter().all(|v| *v == sent_vias[0]),
+        "INVITE, CANCEL and ACK on one branch: {sent_vias:?}"
+    );
 
     let bob = NsSippBuilder::new("bob-hung-up-on", "uac_call_callee_bye.xml", 5091)
         .to(KAMAILIO)
