@@ -1,0 +1,262 @@
+#!/bin/bash
+# bench-node.sh — p2psip node vs Kamailio, same machine, same run, same SIPp load.
+#
+# In one private network namespace it starts Kamailio (scripts/bench/kamailio-legacy.cfg,
+# children=4, UDP 127.0.0.1:5070) and the node (`p2psip node --sip 127.0.0.1:5060
+# --domain legacy.test`), then drives each of them in turn with identical SIPp load:
+#   1. REGISTER, unique users, at fixed offered rates  -> CPU ms per 1,000 REGISTERs
+#   2. calls (uac_call.xml -> server -> uas_call.xml registered as bob) at fixed rates
+#                                                       -> CPU ms per 1,000 calls
+#   3. a ladder of short (STEP_SECS) steps above the fixed rates -> highest clean rate
+# CPU = utime+stime (/proc/PID/stat) summed over the server's processes, read just before
+# and just after each SIPp run. "OK" (as the shared interop bench.sh): 0 failed calls,
+# 0 retransmissions, achieved >= 95% of the offered rate. For every rate the two servers
+# run back to back (which one goes first alternates), so slow drift in the machine's
+# load hits both alike.
+#
+# Usage: scripts/bench-node.sh            (default, ~6-8 min)
+#        QUICK=1 scripts/bench-node.sh    (smoke run, ~1 min)
+# env:   P2PSIP_BIN=path        use this binary instead of building target/release/p2psip
+#        REG_RATES="2000 5000"  REG_N=20000        fixed-rate REGISTER runs
+#        CALL_RATES="200 500"   CALL_N=5000        fixed-rate call runs
+#        REPS=3                 repetitions of each fixed-rate run (server order alternates)
+#        REG_STEPS="10000 15000 20000" CALL_STEPS="1000 2000 3000 4000" STEP_SECS=5  (one run each)
+#        SIPP_BUFF=1048576      SIPp socket buffers (65535 = SIPp's default)
+#        SERVERS="kamailio p2psip"  KINDS="register call"  KAM_CHILDREN=4  RESULTS=file  KEEP=1 (keep logs)
+#        RUST_LOG (passed to the node; unset = its default, info)
+# Output: a table (kind, rate, server, cpu_ms_per_1000, ok, failed, retrans, verdict, ...),
+# the p2psip/kamailio ratios and the highest clean rates; raw lines are appended to
+# scripts/bench/results-<date>.txt.
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+B=$HERE/bench
+
+# ---------------------------------------------------------------- parameters
+if [ "${QUICK:-0}" = 1 ]; then
+  REG_RATES=${REG_RATES-2000}; REG_N=${REG_N:-6000}
+  CALL_RATES=${CALL_RATES-200}; CALL_N=${CALL_N:-1000}
+  REG_STEPS=${REG_STEPS-5000}; CALL_STEPS=${CALL_STEPS-500}; STEP_SECS=${STEP_SECS:-2}; REPS=${REPS:-1}
+else
+  REG_RATES=${REG_RATES-"2000 5000"}; REG_N=${REG_N:-20000}
+  CALL_RATES=${CALL_RATES-"200 500"}; CALL_N=${CALL_N:-5000}
+  REG_STEPS=${REG_STEPS-"10000 15000 20000"}; CALL_STEPS=${CALL_STEPS-"1000 2000 3000 4000"}
+  STEP_SECS=${STEP_SECS:-5}; REPS=${REPS:-3}
+fi
+SERVERS=${SERVERS:-"kamailio p2psip"}
+KINDS=${KINDS:-"register call"}
+# SIPp's socket buffers (-buff_size). SIPp's own default, 65535, overflows on bursts of responses
+# (see docs/BENCHMARKS.md); 1 MB keeps the client from being the bottleneck. Same for both servers.
+SIPP_BUFF=${SIPP_BUFF:-1048576}
+KAM_CHILDREN=${KAM_CHILDREN:-4}
+KAM_PORT=5070; NODE_PORT=5060; UAS_PORT=5090
+DOMAIN=legacy.test
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+RESULTS=${RESULTS:-$B/results-$(date -u +%Y%m%d).txt}
+
+# ---------------------------------------------------------------- tools
+need=""
+for p in kamailio sip-tester iproute2 procps bc; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
+done
+if [ -n "$need" ]; then
+  echo "installing:$need" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends $need >/dev/null \
+    || { echo "cannot install$need" >&2; exit 1; }
+fi
+command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+
+if [ -z "${P2PSIP_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -p p2psip) || { echo "cargo build failed" >&2; exit 1; }
+  P2PSIP_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/p2psip
+fi
+[ -x "$P2PSIP_BIN" ] || { echo "no p2psip binary at $P2PSIP_BIN" >&2; exit 1; }
+P2PSIP_BIN=$(cd "$(dirname "$P2PSIP_BIN")" && pwd)/$(basename "$P2PSIP_BIN")
+
+# ---------------------------------------------------------------- namespace + cleanup
+NS=nodebench$$
+TMP=$(mktemp -d /tmp/nodebench.XXXXXX)
+PIDS=()
+cleanup() {
+  for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill "${PIDS[$i]}" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null
+  done
+  for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+  ip netns del "$NS" 2>/dev/null
+  if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+ip netns add "$NS" || { echo "cannot create netns $NS (root needed)" >&2; exit 1; }
+ip netns exec "$NS" ip link set lo up
+HZ=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- servers
+# Started as `ip netns exec NS prog &` directly so $! is the daemon itself.
+udp_bound() { ip netns exec "$NS" ss -Hlun "sport = :$1" | grep -q .; }
+
+start_kamailio() {
+  ip netns exec "$NS" kamailio -DD -E -f "$B/kamailio-legacy.cfg" -Y "$TMP" -P "$TMP/kam.pid" \
+     -m 1024 -M 16 -A "LISTEN_SOCK=udp:127.0.0.1:$KAM_PORT" -A "KAM_CHILDREN=$KAM_CHILDREN" \
+     -A 'KAM_DEBUG=1' >"$TMP/kamailio.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 50); do udp_bound $KAM_PORT && return 0; sleep 0.2; done
+  echo "kamailio did not start" >&2; tail "$TMP/kamailio.log" >&2; exit 1
+}
+start_node() {
+  ip netns exec "$NS" "$P2PSIP_BIN" node --sip "127.0.0.1:$NODE_PORT" --domain "$DOMAIN" \
+     >"$TMP/p2psip.out" 2>"$TMP/p2psip.err" &
+  NODEPID=$!; PIDS+=($NODEPID)
+  for _ in $(seq 50); do grep -q '^p2psip listening on' "$TMP/p2psip.out" && return 0; sleep 0.2; done
+  echo "p2psip did not start" >&2; tail "$TMP/p2psip.err" >&2; exit 1
+}
+port_of() { [ "$1" = kamailio ] && echo $KAM_PORT || echo $NODE_PORT; }
+comm_of() { [ "$1" = kamailio ] && echo kamailio || basename "$P2PSIP_BIN" | cut -c1-15; }
+
+# Kernel receive-buffer drops: of the server's UDP socket on port $1 (/proc/net/udp "drops"),
+# or, with "all", of the whole namespace (/proc/net/snmp Udp RcvbufErrors; SIPp's sockets are
+# gone by the time a run ends, so their share is all minus the server's).
+udp_drops() {
+  if [ "${2:-}" = all ]; then
+    ip netns exec "$NS" awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } else print $c["RcvbufErrors"] }' /proc/net/snmp
+  else
+    ip netns exec "$NS" awk -v port="$(printf '%04X' "$1")" \
+      'NR > 1 { split($2, a, ":"); if (a[2] == port) d += $NF } END { print d + 0 }' /proc/net/udp
+  fi
+}
+
+# utime+stime clock ticks of all the server's processes in the namespace
+ticks() {
+  local comm t=0 p s; comm=$(comm_of "$1")
+  for p in $(ip netns pids "$NS"); do
+    [ "$(cat /proc/$p/comm 2>/dev/null)" = "$comm" ] || continue
+    s=($(sed 's/^.*) //' /proc/$p/stat 2>/dev/null)) || continue
+    [ ${#s[@]} -gt 13 ] && t=$((t + s[11] + s[12]))   # fields 14,15 counting from pid
+  done
+  echo $t
+}
+
+# ---------------------------------------------------------------- one SIPp run
+# run_sipp KIND PHASE SERVER RATE N [sipp args...]; appends a raw key=value line
+run_sipp() {
+  local kind=$1 phase=$2 server=$3 rate=$4 n=$5; shift 5
+  local port tag stf t0 t1 c0 c1 limit maxcalls
+  port=$(port_of "$server"); tag=$kind-$phase-$rate-$server
+  stf="$TMP/$tag.csv"
+  limit=$(( n / rate + 30 ))
+  # open-calls cap below the open-files limit (SIPp wants sockets + calls < ulimit -n)
+  maxcalls=$(( rate * 4 + 100 )); [ "$maxcalls" -gt 15000 ] && maxcalls=15000
+  local d0 o0 d1 o1
+  d0=$(udp_drops "$port"); o0=$(udp_drops "$port" all)
+  c0=$(ticks "$server"); t0=$(date +%s.%N)
+  (cd "$TMP" && timeout -k 5 "$limit" ip netns exec "$NS" sipp "127.0.0.1:$port" -i 127.0.0.1 \
+      -r "$rate" -m "$n" -l "$maxcalls" -timeout "$limit" -nostdin \
+      -buff_size "$SIPP_BUFF" -trace_stat -stf "$stf" -fd 1 -trace_err -error_file "$TMP/$tag.err" "$@" \
+      </dev/null >"$TMP/$tag.out" 2>&1)
+  local rc=$?
+  t1=$(date +%s.%N); c1=$(ticks "$server")
+  d1=$(udp_drops "$port"); o1=$(udp_drops "$port" all)
+  python3 "$B/summarise.py" line --stf "$stf" --kind "$kind" --phase "$phase" --server "$server" \
+     --rate "$rate" --n "$n" --ticks $((c1 - c0)) --hz "$HZ" --wall "$(echo "$t1 - $t0" | bc -l)" \
+     --rc "$rc" --stamp "$STAMP" \
+     --drops $((d1 - d0)) --client-drops $(( (o1 - o0) - (d1 - d0) )) >>"$TMP/raw.txt"
+  tail -1 "$TMP/raw.txt" | python3 "$B/summarise.py" pretty
+  alive || { sed -i '$ s/$/ INVALID=process_gone/' "$TMP/raw.txt"; return 1; }
+}
+
+# Every server and the UAS must still be running (on a shared machine someone's `pkill sipp`
+# or `pkill p2psip` would otherwise show up as failed calls). Stops the measurement if not.
+GONE=""
+alive() {
+  local p
+  for p in "${PIDS[@]}"; do
+    kill -0 "$p" 2>/dev/null || GONE="$GONE $p"
+  done
+  [ -z "$GONE" ] && return 0
+  echo "!! a process of the benchmark exited during the last run (killed from outside?): pid(s)$GONE;" \
+       "stopping here, the last run is marked INVALID" >&2
+  return 1
+}
+
+# order of the two servers for the i-th rate: alternate who goes first
+order() { local s; s=($SERVERS); if [ $(( $1 % 2 )) = 1 ] && [ ${#s[@]} = 2 ]; then echo "${s[1]} ${s[0]}"; else echo "${s[*]}"; fi; }
+
+# plan: "phase rate n" lines — fixed rates REPS times, then the ladder steps once
+plan() { # RATES STEPS N
+  local r k
+  for r in $1; do for k in $(seq "$REPS"); do echo "fixed $r $3"; done; done
+  for r in $2; do [[ " $1 " == *" $r "* ]] || echo "step $r $(( r * STEP_SECS ))"; done
+}
+
+# ---------------------------------------------------------------- header
+{
+  echo "# bench-node.sh $(date -u -Is) cores=$(nproc) cpu=\"$(lscpu | sed -n 's/^Model name: *//p' | head -1)\" quick=${QUICK:-0}"
+  echo "# $(kamailio -v 2>&1 | head -1 | sed 's/^version: //') children=$KAM_CHILDREN; $(sipp -v 2>&1 | grep -m1 SIPp | sed 's/^ *//'); p2psip $("$P2PSIP_BIN" --version 2>/dev/null | awk '{print $2}') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+  echo "# loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg); SIPp and both servers share the same cores; sipp -buff_size $SIPP_BUFF"
+} | tee "$TMP/header.txt"
+
+for s in $SERVERS; do case $s in kamailio) start_kamailio ;; p2psip) start_node ;; *) echo "unknown server $s"; exit 1 ;; esac; done
+
+# ---------------------------------------------------------------- 1. REGISTER
+if [[ " $KINDS " == *" register "* ]]; then
+i=0
+while read -r phase r n; do
+  [ -n "$r" ] || continue
+  # the same unique users for both servers (each has its own location table); new users each run
+  bash "$B/sipp/make-users-csv.sh" "$TMP/users.csv" "$n" "$DOMAIN" "u${i}x"
+  for s in $(order $i); do
+    run_sipp register "$phase" "$s" "$r" "$n" -sf "$B/sipp/register.xml" -inf "$TMP/users.csv" -p 7000 || break 2
+    sleep 0.5
+  done
+  i=$((i + 1))
+done < <(plan "$REG_RATES" "$REG_STEPS" "$REG_N")
+fi
+
+# ---------------------------------------------------------------- 2. calls
+if [[ " $KINDS " == *" call "* ]] && [ -z "$GONE" ]; then
+# one UAS (bob at 127.0.0.1:5090) registered with both servers
+ip netns exec "$NS" sipp -sf "$B/sipp/uas_call.xml" -i 127.0.0.1 -p $UAS_PORT -mp 16000 -l 15000 \
+   -buff_size "$SIPP_BUFF" -nostdin -bind_local -trace_err -error_file "$TMP/uas.err" >"$TMP/uas.out" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do udp_bound $UAS_PORT && break; sleep 0.2; done
+printf 'SEQUENTIAL\nbob;%s\n' "$DOMAIN" > "$TMP/bob.csv"
+sed "s/\[field0\]@\[local_ip\]:\[local_port\]/bob@127.0.0.1:$UAS_PORT/" "$B/sipp/register.xml" > "$TMP/reg-bob.xml"
+for s in $SERVERS; do
+  (cd "$TMP" && timeout 15 ip netns exec "$NS" sipp "127.0.0.1:$(port_of "$s")" -i 127.0.0.1 -p 7001 \
+     -sf reg-bob.xml -inf bob.csv -m 1 -timeout 10 -nostdin >"$TMP/reg-bob-$s.out" 2>&1) \
+     || { echo "registering bob with $s failed" >&2; exit 1; }
+done
+
+i=0
+while read -r phase r n; do
+  [ -n "$r" ] || continue
+  for s in $(order $i); do
+    run_sipp call "$phase" "$s" "$r" "$n" -sf "$B/sipp/uac_call.xml" -s bob -key domain "$DOMAIN" \
+      -p 7002 -mp 17000 -d 0 || break 2
+    sleep 1
+  done
+  i=$((i + 1))
+done < <(plan "$CALL_RATES" "$CALL_STEPS" "$CALL_N")
+fi
+
+# ---------------------------------------------------------------- summary
+echo
+{ cat "$TMP/header.txt"; python3 "$B/summarise.py" table <"$TMP/raw.txt"; } | tee "$TMP/summary.txt"
+{ cat "$TMP/header.txt"; cat "$TMP/raw.txt"; sed 's/^/# /' "$TMP/summary.txt" | grep -v '^# #'; echo; } >>"$RESULTS"
+echo "raw lines appended to ${RESULTS#"$ROOT"/}"
+
+# what went wrong, if anything: SIPp's error logs summarised by reason, and the node's stderr
+if grep -q ' failed=[1-9]' "$TMP/raw.txt"; then
+  echo; echo "--- failures: SIPp error logs, counted by reason"
+  for f in "$TMP"/*-*.err "$TMP/uas.err"; do
+    [ -s "$f" ] || continue
+    echo "== $(basename "$f" .err | sed 's/-[0-9]*$//')"
+    grep -o "Aborting call on [a-zA-Z ]*\|received 'SIP/2.0 [0-9]* [A-Za-z ]*\|received '[A-Z]* sip" "$f" \
+      | sed 's/ for Call$//' | sort | uniq -c | sort -rn | head -5
+  done
+  echo "== p2psip stderr (last lines)"; tail -5 "$TMP/p2psip.err" | sed 's/\x1b\[[0-9;]*m//g'
+fi
+[ -z "$GONE" ] || { echo "incomplete: a benchmark process exited during the run (see above)" >&2; exit 1; }
