@@ -438,7 +438,8 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
 
 /// Acceptance 3 and 5: an overlay phone messages sip:carol@legacy.test
 /// through a node of the ring and calls her through the gateway; both find
-/// Kamailio by NAPTR/SRV at named (`--nameserver`); and a domain whose first SRV target is dead
+/// Kamailio by NAPTR/SRV at named (`--nameserver`); a number ENUM maps to
+/// carol reaches her too; and a domain whose first SRV target is dead
 /// (legacy2.test) is reached at its second target after the failover delay.
 #[test]
 fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
@@ -475,7 +476,7 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     );
     let kamailio = Kamailio::start(&ns);
     let mut carol = NsSippBuilder::new("carol", "uas_message_call.xml", 5092)
-        .calls(2)
+        .calls(3)
         .spawn(&ns);
     carol.wait_listening(&ns);
     register(
@@ -504,7 +505,20 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
         .key("domain", "legacy.test")
         .spawn(&ns)
         .expect_success(1, context);
-    let got = received_requests(&carol.expect_success(2, context));
+    // A number whose ENUM record names carol@legacy.test.
+    NsSippBuilder::new("alice-dials-carol", "uac_message_uri.xml", 5093)
+        .to(G)
+        .key("ruri", "tel:+12125550002")
+        .spawn(&ns)
+        .expect_success(1, context);
+    let got = received_requests(&carol.expect_success(3, context));
+    assert_eq!(
+        got.iter()
+            .filter(|t| request_line(t).starts_with("MESSAGE sip:carol@127.0.0.1:5092"))
+            .count(),
+        2,
+        "carol got the MESSAGE to her name and the one to her number: {got:?}"
+    );
     // The MESSAGE went through N, the call through G.
     for (method, node) in [("MESSAGE", "127.0.0.1:5062"), ("INVITE", "127.0.0.1:5060")] {
         let request = got
