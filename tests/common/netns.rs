@@ -550,7 +550,14 @@ pub fn start_named(ns: &Netns, addr: &str) -> ChildGuard {
 /// 127.0.0.1:5070, with its ctl socket for kamcmd; returns when kamcmd answers.
 pub struct Kamailio {
     pub ctl: String,
+    socket: PathBuf,
     guard: ChildGuard,
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.socket);
+    }
 }
 
 impl Kamailio {
@@ -565,7 +572,9 @@ impl Kamailio {
         let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/legacy.cfg");
         let run = ns.dir.join("kamailio");
         fs::create_dir_all(&run).expect("kamailio dir");
-        let ctl = format!("unix:{}/kamailio_ctl", run.display());
+        // A unix socket path must stay short (108 bytes): not under target/.
+        let socket = std::env::temp_dir().join(format!("{}.kamctl", ns.name));
+        let ctl = format!("unix:{}", socket.display());
         let args = [
             kamailio.display().to_string(),
             "-DD".into(),
@@ -594,7 +603,7 @@ impl Kamailio {
             args.extend(["-A", define]);
         }
         let guard = ns.spawn("kamailio", &args);
-        let k = Kamailio { ctl, guard };
+        let k = Kamailio { ctl, socket, guard };
         wait_until(
             "kamailio answers kamcmd and listens on 127.0.0.1:5070",
             Duration::from_secs(15),
