@@ -73,7 +73,7 @@ impl Fork {
                 }
                 best
             }
-            None => self.request.response(408),
+            None => super::own_response(&self.request, 408),
         }
     }
 
@@ -92,7 +92,7 @@ fn rank(status: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::message::{Message, RequestUri};
+    use crate::sip::message::{HeaderAccess, Message, RequestUri};
     use bytes::Bytes;
 
     fn invite() -> Request {
@@ -120,7 +120,13 @@ mod tests {
         assert_eq!(fork.best_response().status, 603);
         fork.record_final(req.response(503));
         assert_eq!(fork.best_response().status, 500, "503 becomes 500");
-        assert_eq!(fork.best_response().status, 408, "no response at all");
+        let timeout = fork.best_response();
+        assert_eq!(timeout.status, 408, "no response at all");
+        let to = timeout.raw(&ezk_sip_types::Name::TO).map(|v| v.to_string());
+        assert!(
+            to.as_deref().and_then(super::super::raw_tag).is_some(),
+            "our own 408 has a To tag: {to:?}"
+        );
         let _ = RequestUri::Other("x".into());
     }
 }

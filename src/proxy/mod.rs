@@ -312,7 +312,7 @@ impl Proxy {
                             }
                         }
                         None => {
-                            let mut response = fork.request.response(503);
+                            let mut response = own_response(&fork.request, 503);
                             response.reason = "Next Hop Not Resolved".into();
                             fork.record_final(response);
                         }
@@ -492,7 +492,7 @@ impl Proxy {
         self.branch_of.remove(&key);
         if let Some(fork) = self.forks.get_mut(&server) {
             fork.active.retain(|k| *k != key);
-            let response = fork.request.response(408);
+            let response = own_response(&fork.request, 408);
             fork.record_final(response);
         }
         self.finish_if_done(server, out, now);
@@ -509,7 +509,7 @@ impl Proxy {
         }
         if !fork.answered {
             fork.answered = true;
-            let response = fork.request.response(487);
+            let response = own_response(&fork.request, 487);
             out.respond(invite, response, now);
         }
         self.finish_if_done(invite, out, now);
@@ -553,6 +553,24 @@ pub fn forward_response_upstream(mut response: Response, out: &mut Outbox) {
 pub fn forward_stray(mut response: Response, out: &mut Outbox) {
     pop_top_via(&mut response.headers);
     forward_response_upstream(response, out);
+}
+
+/// A final response the proxy makes up itself (408, 487, 503): with a To
+/// tag of ours when the request had none (RFC 3261 §8.2.6.2), appended to
+/// the To value as written.
+pub fn own_response(request: &Request, status: u16) -> Response {
+    let mut response = request.response(status);
+    let Some(raw) = response.raw(&Name::TO).map(|v| v.to_string()) else {
+        return response;
+    };
+    if raw_tag(&raw).is_none() {
+        let tag = format!("{:x}", rand::random::<u64>());
+        response.headers.remove(&Name::TO);
+        response
+            .headers
+            .insert(Name::TO, format!("{raw};tag={tag}"));
+    }
+    response
 }
 
 /// The To tag of a request, also when its To holds a URI the typed header
