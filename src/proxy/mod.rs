@@ -17,7 +17,6 @@ use std::time::Instant;
 use ezk_sip_types::Name;
 use ezk_sip_types::header::typed::{Routing, Via};
 use ezk_sip_types::uri::SipUri;
-use sha1::{Digest, Sha1};
 
 use crate::node::outbox::{Outbox, ResolveId};
 use crate::sip::message::{HeaderAccess, Message, Request, RequestUri, Response, pop_top_via};
@@ -673,21 +672,20 @@ pub fn record_route(local: SocketAddr, transport: TransportKind) -> String {
 
 /// The part of our branch that detects loops (RFC 3261 §16.6 step 8): the
 /// same request coming back with the same Request-URI hashes the same.
+/// Computed from the header values as written (no parsing): Request-URI,
+/// Call-ID, CSeq, and the From and To tags.
 pub fn loop_hash(request: &Request) -> String {
-    let mut hasher = Sha1::new();
-    hasher.update(request.uri.to_string().as_bytes());
-    if let Some(call_id) = request.call_id() {
-        hasher.update(call_id.as_bytes());
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    request.uri.to_string().hash(&mut hasher);
+    for name in [Name::CALL_ID, Name::CSEQ] {
+        request.raw(&name).map(|v| v.trim()).hash(&mut hasher);
     }
-    if let Ok(cseq) = request.cseq() {
-        hasher.update(cseq.cseq.to_be_bytes());
+    for name in [Name::FROM, Name::TO] {
+        request
+            .raw(&name)
+            .and_then(|v| raw_tag(v))
+            .hash(&mut hasher);
     }
-    if let Some(tag) = request.from_header().and_then(|f| f.tag) {
-        hasher.update(tag.as_bytes());
-    }
-    if let Some(tag) = request.to_header().and_then(|t| t.tag) {
-        hasher.update(tag.as_bytes());
-    }
-    let digest = hasher.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:016x}", hasher.finish())
 }

@@ -286,20 +286,24 @@ fn content_length(headers: &Headers) -> Result<Option<usize>, ParseError> {
 }
 
 fn write_message(first_line: &str, headers: &Headers, body: &Bytes) -> Bytes {
-    let mut out = String::with_capacity(first_line.len() + headers.printed_len() + 64);
-    out.push_str(first_line);
-    out.push_str("\r\n");
+    let mut out =
+        BytesMut::with_capacity(first_line.len() + headers.printed_len() + body.len() + 32);
+    out.extend_from_slice(first_line.as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in headers.iter() {
         if *name == Name::CONTENT_LENGTH {
             continue;
         }
-        let _ = write!(out, "{}: {}\r\n", name.as_print_str(), value);
+        out.extend_from_slice(name.as_print_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
-    let mut bytes = BytesMut::with_capacity(out.len() + body.len());
-    bytes.extend_from_slice(out.as_bytes());
-    bytes.extend_from_slice(body);
-    bytes.freeze()
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+    out.freeze()
 }
 
 impl Request {
