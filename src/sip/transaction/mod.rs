@@ -530,6 +530,34 @@ impl Transactions {
         self.terminate(key.0);
     }
 
+    /// A [`Transmit`] taken from [`Transactions::poll_transmit`] could not be
+    /// sent (connection refused or lost, no route). If it carried the request
+    /// of a client transaction, that transaction ends with
+    /// [`Event::Timeout`] (RFC 3261 §17.1.4); found by its top Via branch and
+    /// method, no scan. Other failed messages (responses, ACKs) are left to
+    /// the timers.
+    pub fn transmit_failed(&mut self, transmit: &Transmit, now: Instant) {
+        let Message::Request(request) = &transmit.message else {
+            return;
+        };
+        let Some(branch) = top_via(&request.headers).and_then(|v| branch_of(&v)) else {
+            return;
+        };
+        let key = ClientMatch {
+            branch,
+            method: request.method.clone(),
+        };
+        if let Some(&id) = self.clients.get(&key)
+            && let Some(Txn {
+                kind: Kind::Client(client),
+                ..
+            }) = self.slab.get(id)
+            && client.to == transmit.to
+        {
+            self.transport_error(ClientKey(id), now);
+        }
+    }
+
     fn receive_response(&mut self, response: Response, from: Peer, now: Instant) {
         let key = top_via(&response.headers)
             .and_then(|v| branch_of(&v))
