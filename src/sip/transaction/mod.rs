@@ -336,6 +336,24 @@ pub struct Transactions {
     events: VecDeque<Event>,
 }
 
+impl Default for Transactions {
+    fn default() -> Self {
+        Transactions::new(Timers::default())
+    }
+}
+
+impl std::fmt::Debug for Transactions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transactions")
+            .field("timers", &self.timers)
+            .field("live", &self.slab.live)
+            .field("next_timeout", &self.poll_timeout())
+            .field("queued_transmits", &self.transmits.len())
+            .field("queued_events", &self.events.len())
+            .finish()
+    }
+}
+
 impl Transactions {
     pub fn new(timers: Timers) -> Self {
         Transactions {
