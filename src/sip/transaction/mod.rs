@@ -336,6 +336,24 @@ pub struct Transactions {
     events: VecDeque<Event>,
 }
 
+impl Default for Transactions {
+    fn default() -> Self {
+        Transactions::new(Timers::default())
+    }
+}
+
+impl std::fmt::Debug for Transactions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transactions")
+            .field("timers", &self.timers)
+            .field("live", &self.slab.live)
+            .field("next_timeout", &self.poll_timeout())
+            .field("queued_transmits", &self.transmits.len())
+            .field("queued_events", &self.events.len())
+            .finish()
+    }
+}
+
 impl Transactions {
     pub fn new(timers: Timers) -> Self {
         Transactions {
@@ -528,6 +546,34 @@ impl Transactions {
             self.events.push_back(Event::Timeout { key });
         }
         self.terminate(key.0);
+    }
+
+    /// A [`Transmit`] taken from [`Transactions::poll_transmit`] could not be
+    /// sent (connection refused or lost, no route). If it carried the request
+    /// of a client transaction, that transaction ends with
+    /// [`Event::Timeout`] (RFC 3261 §17.1.4); found by its top Via branch and
+    /// method, no scan. Other failed messages (responses, ACKs) are left to
+    /// the timers.
+    pub fn transmit_failed(&mut self, transmit: &Transmit, now: Instant) {
+        let Message::Request(request) = &transmit.message else {
+            return;
+        };
+        let Some(branch) = top_via(&request.headers).and_then(|v| branch_of(&v)) else {
+            return;
+        };
+        let key = ClientMatch {
+            branch,
+            method: request.method.clone(),
+        };
+        if let Some(&id) = self.clients.get(&key)
+            && let Some(Txn {
+                kind: Kind::Client(client),
+                ..
+            }) = self.slab.get(id)
+            && client.to == transmit.to
+        {
+            self.transport_error(ClientKey(id), now);
+        }
     }
 
     fn receive_response(&mut self, response: Response, from: Peer, now: Instant) {

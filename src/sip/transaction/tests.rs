@@ -877,3 +877,31 @@ fn late_timer_handling_does_not_burst() {
     assert_eq!(transmits(&mut tx).len(), 1);
     assert_eq!(tx.poll_timeout(), Some(t0 + ms(4_500)));
 }
+
+#[test]
+fn failed_transmit_times_out_its_client_transaction() {
+    let t0 = Instant::now();
+    let mut tx = Transactions::new(Timers::default());
+    let req = invite("z9hG4bKfail");
+    let key = tx.send_request(req.clone(), peer(TransportKind::Tcp, UAS), t0);
+    let sent = transmits(&mut tx);
+    // A failure reported for another peer does not match.
+    let other = Transmit {
+        to: udp(UAC),
+        message: sent[0].message.clone(),
+    };
+    tx.transmit_failed(&other, t0);
+    assert!(events(&mut tx).is_empty());
+    tx.transmit_failed(&sent[0], t0 + ms(1));
+    assert!(matches!(events(&mut tx).as_slice(), [Event::Timeout { key: k }] if *k == key));
+    assert!(tx.is_empty());
+    // A response that failed is ignored.
+    tx.transmit_failed(
+        &Transmit {
+            to: udp(UAC),
+            message: answer(&req, 200, None),
+        },
+        t0,
+    );
+    assert!(events(&mut tx).is_empty());
+}
