@@ -269,6 +269,10 @@ pub struct RingStatus {
     pub pending_requests: usize,
 }
 
+/// How often expired items are dropped. Reads already skip expired items;
+/// the purge only frees memory, and scans every item, so it runs seldom.
+pub const PURGE_EVERY: Duration = Duration::from_secs(30);
+
 /// Items per Store/Transfer message.
 const ITEMS_PER_MESSAGE: usize = 64;
 /// How long a peer found dead is kept out of our tables unless it talks to us.
@@ -380,7 +384,9 @@ pub struct Ring {
     finger_burst: bool,
     /// The successor check of this finger cycle is done.
     succ_checked: bool,
-    items: BTreeMap<NodeId, Vec<Item>>,
+    /// Items by key, then by name: a store or remove finds its item at once
+    /// however many share the key.
+    items: BTreeMap<NodeId, BTreeMap<String, Item>>,
     pending: HashMap<u64, PendingEntry>,
     deadlines: BTreeSet<(Instant, u64)>,
     next_request: u64,
@@ -391,6 +397,8 @@ pub struct Ring {
     next_stabilize: Instant,
     next_fix: Instant,
     next_check: Instant,
+    /// When expired items are next dropped (a scan of every item).
+    next_purge: Instant,
     stabilizing: bool,
     /// Stabilize again as soon as the one in flight ends.
     restabilize: bool,
@@ -425,6 +433,7 @@ impl Ring {
             next_stabilize: phase(config.stabilize_every, 0),
             next_fix: phase(config.fix_fingers_every, 1),
             next_check: phase(config.check_predecessor_every, 2),
+            next_purge: now + PURGE_EVERY,
             config,
             state: State::Active,
             joined: false,
@@ -880,6 +889,9 @@ impl Ring {
             if !self.stabilizing {
                 self.stabilize(now);
             }
+        }
+        if self.next_purge <= now {
+            self.next_purge = now + PURGE_EVERY;
             self.purge(now);
         }
         if self.next_fix <= now {
@@ -914,7 +926,11 @@ impl Ring {
         if self.state == State::Leaving {
             return request;
         }
-        let mut t = self.next_stabilize.min(self.next_fix).min(self.next_check);
+        let mut t = self
+            .next_stabilize
+            .min(self.next_fix)
+            .min(self.next_check)
+            .min(self.next_purge);
         if let Some(r) = request {
             t = t.min(r);
         }
@@ -1239,7 +1255,7 @@ impl Ring {
         let items: Vec<Item> = self
             .items
             .values()
-            .flatten()
+            .flat_map(|m| m.values())
             .filter(|i| i.expires > now)
             .cloned()
             .collect();
@@ -1325,12 +1341,15 @@ impl Ring {
     /// What this node holds for `key`, primary or replica (expired ones included
     /// until the next purge).
     pub fn local_items(&self, key: NodeId) -> Vec<Item> {
-        self.items.get(&key).cloned().unwrap_or_default()
+        self.items
+            .get(&key)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Every item held here.
     pub fn all_items(&self) -> impl Iterator<Item = &Item> {
-        self.items.values().flatten()
+        self.items.values().flat_map(|m| m.values())
     }
 
     /// Peers worth remembering for a later bootstrap.
@@ -1663,7 +1682,7 @@ impl Ring {
         let handover: Vec<Item> = self
             .items
             .values()
-            .flatten()
+            .flat_map(|m| m.values())
             .filter(|i| i.key.in_open_closed(from, p.id) && i.expires > now)
             .cloned()
             .collect();
@@ -1920,7 +1939,7 @@ impl Ring {
         let primary: Vec<Item> = self
             .items
             .values()
-            .flatten()
+            .flat_map(|m| m.values())
             .filter(|i| i.key.in_open_closed(pred.id, self.me.id) && i.expires > now)
             .cloned()
             .collect();
@@ -1945,7 +1964,7 @@ impl Ring {
         self.heard
             .retain(|_, t| now.saturating_duration_since(*t) <= keep);
         self.items.retain(|_, items| {
-            items.retain(|i| i.expires > now);
+            items.retain(|_, i| i.expires > now);
             !items.is_empty()
         });
     }
@@ -1972,19 +1991,21 @@ impl Ring {
             return;
         }
         let list = self.items.entry(item.key).or_default();
-        match list.iter_mut().find(|i| i.name == item.name) {
+        match list.get_mut(&item.name) {
             Some(existing) => {
                 if existing.version <= item.version {
                     *existing = item;
                 }
             }
-            None => list.push(item),
+            None => {
+                list.insert(item.name.clone(), item);
+            }
         }
     }
 
     fn remove_local(&mut self, key: NodeId, name: &str) {
         if let Some(list) = self.items.get_mut(&key) {
-            list.retain(|i| i.name != name);
+            list.remove(name);
             if list.is_empty() {
                 self.items.remove(&key);
             }
@@ -1994,7 +2015,7 @@ impl Ring {
     fn local_items_at(&self, key: NodeId, now: Instant) -> Vec<Item> {
         self.items
             .get(&key)
-            .map(|l| l.iter().filter(|i| i.expires > now).cloned().collect())
+            .map(|l| l.values().filter(|i| i.expires > now).cloned().collect())
             .unwrap_or_default()
     }
 
