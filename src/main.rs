@@ -12,6 +12,12 @@ use p2psip::ring::RingConfig;
 use p2psip::sip::transaction::Timers;
 use tracing::info;
 
+/// mimalloc rather than glibc's malloc: with hundreds of thousands of
+/// bindings and transactions alive, glibc's free lists fragment and malloc
+/// took a third of the node's CPU per call (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "p2psip",
