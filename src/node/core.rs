@@ -142,7 +142,7 @@ impl Core {
             overlay.metrics = metrics.clone();
         }
         Core {
-            out: Outbox::new(config.timers.clone()),
+            out: Outbox::new(config.timers),
             proxy: Proxy::new(config.local),
             location,
             routed: HashMap::new(),
@@ -228,10 +228,10 @@ impl Core {
         if let Some(t) = self.gateway.poll_timeout() {
             deadline = deadline.min(t);
         }
-        if let Location::Overlay(overlay) = &self.location {
-            if let Some(t) = overlay.poll_timeout() {
-                deadline = deadline.min(t);
-            }
+        if let Location::Overlay(overlay) = &self.location
+            && let Some(t) = overlay.poll_timeout()
+        {
+            deadline = deadline.min(t);
         }
         deadline
     }
@@ -360,10 +360,10 @@ impl Core {
             self.gateway_fetched(now);
             while let Some((server, status)) = self.proxy.poll_finished() {
                 self.forget_mirror(server);
-                if let Some(aor) = self.routed.remove(&server) {
-                    if matches!(status, 408 | 480 | 500 | 503) {
-                        self.location.store().forget(&aor);
-                    }
+                if let Some(aor) = self.routed.remove(&server)
+                    && matches!(status, 408 | 480 | 500 | 503)
+                {
+                    self.location.store().forget(&aor);
                 }
             }
             if !busy {
@@ -375,10 +375,10 @@ impl Core {
     fn on_event(&mut self, event: Event, now: Instant) {
         match event {
             Event::Request { key, request, from } => {
-                if let Some(overlay) = self.location.overlay() {
-                    if Overlay::is_overlay(&request) {
-                        return overlay.on_request(key, request, from, &mut self.out, now);
-                    }
+                if let Some(overlay) = self.location.overlay()
+                    && Overlay::is_overlay(&request)
+                {
+                    return overlay.on_request(key, request, from, &mut self.out, now);
                 }
                 self.on_request(key, request, from, now)
             }
@@ -393,10 +393,10 @@ impl Core {
                 if self.cross_response(key, &response, now) {
                     return;
                 }
-                if let Some(overlay) = self.location.overlay() {
-                    if overlay.on_response(key, &response, &mut self.out, now) {
-                        return;
-                    }
+                if let Some(overlay) = self.location.overlay()
+                    && overlay.on_response(key, &response, &mut self.out, now)
+                {
+                    return;
                 }
                 self.proxy.on_response(key, response, &mut self.out, now)
             }
@@ -404,10 +404,10 @@ impl Core {
                 if self.cross_timeout(key, now) {
                     return;
                 }
-                if let Some(overlay) = self.location.overlay() {
-                    if overlay.on_timeout(key, &mut self.out, now) {
-                        return;
-                    }
+                if let Some(overlay) = self.location.overlay()
+                    && overlay.on_timeout(key, &mut self.out, now)
+                {
+                    return;
                 }
                 self.proxy.on_timeout(key, &mut self.out, now)
             }
@@ -435,18 +435,16 @@ impl Core {
         });
 
         // Requests for the node itself.
-        if !has_route {
-            if let Some((None, Some(_))) = &target {
-                if request.method == Method::OPTIONS {
-                    let mut response = local_response(&request, 200);
-                    response.headers.insert(Name::ALLOW, ALLOW);
-                    response.headers.insert(Name::ACCEPT, "application/sdp");
-                    response.headers.insert(Name::SUPPORTED, "path");
-                    return self.out.respond(key, response, now);
-                }
-                if request.method != Method::REGISTER {
-                    return self.out.respond(key, local_response(&request, 404), now);
-                }
+        if !has_route && let Some((None, Some(_))) = &target {
+            if request.method == Method::OPTIONS {
+                let mut response = local_response(&request, 200);
+                response.headers.insert(Name::ALLOW, ALLOW);
+                response.headers.insert(Name::ACCEPT, "application/sdp");
+                response.headers.insert(Name::SUPPORTED, "path");
+                return self.out.respond(key, response, now);
+            }
+            if request.method != Method::REGISTER {
+                return self.out.respond(key, local_response(&request, 404), now);
             }
         }
 

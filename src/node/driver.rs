@@ -186,16 +186,16 @@ impl Node {
         .map_err(|e| warn!(error = %e, "no RFC 3263 resolver; using the system resolver"))
         .ok();
         loop {
-            if let Some(until) = leaving_until {
-                if self.core.has_left() || Instant::now() >= until {
-                    break;
-                }
+            if let Some(until) = leaving_until
+                && (self.core.has_left() || Instant::now() >= until)
+            {
+                break;
             }
             let mut deadline = self.core.poll_timeout().min(next_save);
-            if self.discovery.is_some() {
-                if let Some(t) = announcer.poll_timeout(self.core.is_alone()) {
-                    deadline = deadline.min(t);
-                }
+            if self.discovery.is_some()
+                && let Some(t) = announcer.poll_timeout(self.core.is_alone())
+            {
+                deadline = deadline.min(t);
             }
             if let Some(until) = leaving_until {
                 deadline = deadline.min(until);
@@ -234,24 +234,21 @@ impl Node {
                 }
                 Some(query) = self.queries.recv() => self.answer(query),
                 heard = recv_discovery(self.discovery.as_ref(), &mut mbuf) => {
-                    if let Some(peer) = heard {
-                        if self.core.on_announcement(peer, Instant::now()) {
-                            if let Some(me) = self.core.me() {
+                    if let Some(peer) = heard
+                        && self.core.on_announcement(peer, Instant::now())
+                            && let Some(me) = self.core.me() {
                                 let answer = announcement(&me, peer.addr);
                                 self.transports.send(udp(peer.addr), answer.to_bytes());
                             }
-                        }
-                    }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now();
                     self.core.handle_timeout(now);
-                    if let (Some((socket, group)), Some(me)) = (&self.discovery, self.core.me()) {
-                        if announcer.due(self.core.is_alone(), now) {
+                    if let (Some((socket, group)), Some(me)) = (&self.discovery, self.core.me())
+                        && announcer.due(self.core.is_alone(), now) {
                             debug!(%group, "announcing this node on the LAN");
                             let _ = socket.try_send_to(&announcement(&me, *group).to_bytes(), *group);
                         }
-                    }
                     if now >= next_save {
                         next_save = now + SAVE_PEERS_EVERY;
                         self.save_peers();
@@ -332,10 +329,10 @@ impl Node {
                     object.insert("registrations".into(), registrations.into());
                     object.insert("transactions".into(), transactions.into());
                     object.insert("forks".into(), forks.into());
-                    if let Some(overlay) = self.core.overlay() {
-                        if let Ok(counters) = serde_json::to_value(&overlay.counters) {
-                            object.insert("overlay".into(), counters);
-                        }
+                    if let Some(overlay) = self.core.overlay()
+                        && let Ok(counters) = serde_json::to_value(&overlay.counters)
+                    {
+                        object.insert("overlay".into(), counters);
                     }
                 }
                 let _ = reply.send(value);

@@ -172,34 +172,34 @@ impl Core {
         let Some(target) = target_uri(&request.uri) else {
             return Routed::Reject(416, "Unsupported URI Scheme".into());
         };
-        if let Some(cross) = &self.gateway.cross {
-            if let Some(user) = cross.inbound_user(&target) {
-                let domain = cross
-                    .upstream()
-                    .overlay_domain
-                    .clone()
-                    .or_else(|| self.config.domains.first().cloned())
-                    .unwrap_or_else(|| self.config.local.ip().to_string());
-                return Routed::Local {
-                    aor: Aor::new(&user, &domain),
-                    then_dns: false,
-                };
-            }
+        if let Some(cross) = &self.gateway.cross
+            && let Some(user) = cross.inbound_user(&target)
+        {
+            let domain = cross
+                .upstream()
+                .overlay_domain
+                .clone()
+                .or_else(|| self.config.domains.first().cloned())
+                .unwrap_or_else(|| self.config.local.ip().to_string());
+            return Routed::Local {
+                aor: Aor::new(&user, &domain),
+                then_dns: false,
+            };
         }
         let decision = decide(&target, &self.config.domains, &self.gateway.config);
         if let Decision::Telephone { e164 } = decision {
             return Routed::Telephone(e164);
         }
-        if let Some(uri) = request.uri.as_sip() {
-            if let Some(domain) = self.local_domain(&uri.host_port) {
-                return match user_of(uri) {
-                    Some(user) => Routed::Local {
-                        aor: Aor::new(&user, &domain),
-                        then_dns: false,
-                    },
-                    None => Routed::Reject(404, "Not Found".into()),
-                };
-            }
+        if let Some(uri) = request.uri.as_sip()
+            && let Some(domain) = self.local_domain(&uri.host_port)
+        {
+            return match user_of(uri) {
+                Some(user) => Routed::Local {
+                    aor: Aor::new(&user, &domain),
+                    then_dns: false,
+                },
+                None => Routed::Reject(404, "Not Found".into()),
+            };
         }
         let aor = || {
             let user = target.user.clone()?;
@@ -496,10 +496,7 @@ impl Core {
 
     /// Takes the directory answers the ring finished.
     pub(super) fn gateway_fetched(&mut self, now: Instant) {
-        loop {
-            let Some((op, result)) = self.location.overlay().and_then(|o| o.poll_fetched()) else {
-                break;
-            };
+        while let Some((op, result)) = self.location.overlay().and_then(|o| o.poll_fetched()) {
             let Some((domain, shard)) = self.gateway.directory_ops.remove(&op) else {
                 continue;
             };
@@ -534,10 +531,7 @@ impl Core {
     }
 
     fn send_cross_registers(&mut self, now: Instant) {
-        loop {
-            let Some(out) = self.gateway.cross.as_mut().and_then(|c| c.poll_register()) else {
-                break;
-            };
+        while let Some(out) = self.gateway.cross.as_mut().and_then(|c| c.poll_register()) {
             let token = out.token;
             let Some(request) = self.cross_request(&out) else {
                 continue;

@@ -338,11 +338,11 @@ impl Overlay {
         if let Some(gateways) = &mut self.gateways {
             gateways.on_ring_event(&event);
         }
-        if let RingEvent::FetchDone { op, result } = &event {
-            if self.raw_fetches.remove(op) {
-                self.fetched.push_back((*op, result.clone()));
-                return;
-            }
+        if let RingEvent::FetchDone { op, result } = &event
+            && self.raw_fetches.remove(op)
+        {
+            self.fetched.push_back((*op, result.clone()));
+            return;
         }
         if let Err(error) = self.location.on_ring_event(event, now) {
             warn!(%error, "ring operation failed");
@@ -375,11 +375,11 @@ fn complete_request(request: &mut Request, local: SocketAddr, call_id: &str, cse
             .headers
             .insert(Name::CSEQ, format!("{cseq} {}", request.method));
     }
-    if let Some(mut from) = request.from_header() {
-        if from.tag.is_none() {
-            from.tag = Some(new_branch()[7..15].to_string().into());
-            request.headers.remove(&Name::FROM);
-            request.headers.insert_type(Name::FROM, &from);
-        }
+    if let Some(mut from) = request.from_header()
+        && from.tag.is_none()
+    {
+        from.tag = Some(new_branch()[7..15].to_string().into());
+        request.headers.remove(&Name::FROM);
+        request.headers.insert_type(Name::FROM, &from);
     }
 }

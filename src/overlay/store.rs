@@ -93,10 +93,10 @@ impl RingLocation {
                     Ok(items) => Ok(self.read_items(&aor, items, now)),
                     Err(error) => Err(LocationError::Unreachable(error.to_string())),
                 };
-                if let Ok(Some(bindings)) = &answer {
-                    if !bindings.is_empty() {
-                        self.cache.insert(aor, (bindings.clone(), now));
-                    }
+                if let Ok(Some(bindings)) = &answer
+                    && !bindings.is_empty()
+                {
+                    self.cache.insert(aor, (bindings.clone(), now));
                 }
                 self.answers.push_back((location_op, answer));
                 result.map(|_| ())
@@ -166,17 +166,17 @@ impl LocationStore for RingLocation {
     }
 
     fn lookup(&mut self, op: LocationOp, aor: &Aor, now: Instant) {
-        if let Some((bindings, at)) = self.cache.get(aor) {
-            if now.saturating_duration_since(*at) < CACHE_FOR {
-                let live: Vec<Binding> = bindings
-                    .iter()
-                    .filter(|b| b.is_live(now))
-                    .cloned()
-                    .collect();
-                if !live.is_empty() {
-                    self.answers.push_back((op, Ok(Some(live))));
-                    return;
-                }
+        if let Some((bindings, at)) = self.cache.get(aor)
+            && now.saturating_duration_since(*at) < CACHE_FOR
+        {
+            let live: Vec<Binding> = bindings
+                .iter()
+                .filter(|b| b.is_live(now))
+                .cloned()
+                .collect();
+            if !live.is_empty() {
+                self.answers.push_back((op, Ok(Some(live))));
+                return;
             }
         }
         self.fetch(op, aor, now)

@@ -266,19 +266,19 @@ impl Proxy {
         }
         self.branch_of.remove(&key);
         let plain = alt.request.clone();
-        if let Some(new_key) = self.send_branch(server, alt.request, peer, out, now) {
-            if !alt.next.is_empty() {
-                self.alternatives.insert(
-                    new_key,
-                    Alternatives {
-                        request: plain,
-                        peer,
-                        next: alt.next,
-                        heard: false,
-                    },
-                );
-                self.failover_at.insert((now + FAILOVER_AFTER, new_key));
-            }
+        if let Some(new_key) = self.send_branch(server, alt.request, peer, out, now)
+            && !alt.next.is_empty()
+        {
+            self.alternatives.insert(
+                new_key,
+                Alternatives {
+                    request: plain,
+                    peer,
+                    next: alt.next,
+                    heard: false,
+                },
+            );
+            self.failover_at.insert((now + FAILOVER_AFTER, new_key));
         }
         true
     }
@@ -295,19 +295,19 @@ impl Proxy {
                     match peers.split_first() {
                         Some((peer, rest)) => {
                             let plain = request.clone();
-                            if let Some(key) = self.send_branch(server, request, *peer, out, now) {
-                                if !rest.is_empty() {
-                                    self.alternatives.insert(
-                                        key,
-                                        Alternatives {
-                                            request: plain,
-                                            peer: *peer,
-                                            next: rest.to_vec(),
-                                            heard: false,
-                                        },
-                                    );
-                                    self.failover_at.insert((now + FAILOVER_AFTER, key));
-                                }
+                            if let Some(key) = self.send_branch(server, request, *peer, out, now)
+                                && !rest.is_empty()
+                            {
+                                self.alternatives.insert(
+                                    key,
+                                    Alternatives {
+                                        request: plain,
+                                        peer: *peer,
+                                        next: rest.to_vec(),
+                                        heard: false,
+                                    },
+                                );
+                                self.failover_at.insert((now + FAILOVER_AFTER, key));
                             }
                         }
                         None => {
@@ -627,10 +627,10 @@ pub fn via_peer(via: &Via) -> Option<Peer> {
 
 /// The next hop of a request: its first Route, else its Request-URI.
 pub fn hop_of(request: &Request) -> NextHop {
-    if let Ok(routes) = request.headers.get::<Vec<Routing>>(Name::ROUTE) {
-        if let Some(first) = routes.first() {
-            return next_hop(&first.uri.uri);
-        }
+    if let Ok(routes) = request.headers.get::<Vec<Routing>>(Name::ROUTE)
+        && let Some(first) = routes.first()
+    {
+        return next_hop(&first.uri.uri);
     }
     match &request.uri {
         RequestUri::Sip(uri) => next_hop(uri),

@@ -90,9 +90,7 @@ pub fn encode_request(request: &RingRequest, me: &Peer, to: SocketAddr, now: Ins
         RingRequest::Ping => Method::OPTIONS,
         _ => Method::REGISTER,
     };
-    let target = match SipUri::new(to.into()) {
-        uri => RequestUri::Sip(uri),
-    };
+    let target = RequestUri::Sip(SipUri::new(to.into()));
     let mut sip = Request::new(method, target);
     let (op, flags) = op_of(request);
     let mut overlay = format!("chord;op={op}");
@@ -398,7 +396,7 @@ fn items_of(body: &[u8], now: Instant) -> Result<Vec<Item>, WireError> {
 }
 
 fn hex_bytes(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

@@ -200,20 +200,20 @@ enum Start {
 
 fn parse_start_line(buf: &Bytes, line: &str) -> Result<Start, ParseError> {
     let src = buf.slice_ref(line.as_bytes());
-    if let Ok((rest, parsed)) = MessageLine::parse(&src)(line) {
-        if rest.trim().is_empty() {
-            return Ok(match parsed {
-                MessageLine::Request(r) => Start::Request(r.method, RequestUri::Sip(r.uri)),
-                MessageLine::Response(s) => {
-                    let code = s.code.into_u16();
-                    if !(100..700).contains(&code) {
-                        return Err(ParseError::BadStartLine);
-                    }
-                    let reason = s.reason.map(|r| r.to_string()).unwrap_or_default();
-                    Start::Response(code, reason)
+    if let Ok((rest, parsed)) = MessageLine::parse(&src)(line)
+        && rest.trim().is_empty()
+    {
+        return Ok(match parsed {
+            MessageLine::Request(r) => Start::Request(r.method, RequestUri::Sip(r.uri)),
+            MessageLine::Response(s) => {
+                let code = s.code.into_u16();
+                if !(100..700).contains(&code) {
+                    return Err(ParseError::BadStartLine);
                 }
-            });
-        }
+                let reason = s.reason.map(|r| r.to_string()).unwrap_or_default();
+                Start::Response(code, reason)
+            }
+        });
     }
     // Not a sip:/sips: request line: accept `METHOD absolute-URI SIP/2.0`.
     let mut parts = line.split_ascii_whitespace();
@@ -397,6 +397,7 @@ pub trait HeaderAccess {
         self.header_map().get_named::<CallID>().ok().map(|c| c.0)
     }
 
+    #[allow(clippy::wrong_self_convention)] // the From header, not a conversion
     fn from_header(&self) -> Option<FromTo> {
         self.header_map().get::<FromTo>(Name::FROM).ok()
     }

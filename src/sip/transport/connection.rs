@@ -38,11 +38,10 @@ pub async fn run<S>(
                 match read {
                     Ok(0) | Err(_) => {
                         // The peer is done sending: answer what is left if it can be answered.
-                        if !buf.is_empty() {
-                            if let Some(reply) = bad_request_reply(&buf, "incomplete message: Content-Length beyond the body") {
+                        if !buf.is_empty()
+                            && let Some(reply) = bad_request_reply(&buf, "incomplete message: Content-Length beyond the body") {
                                 let _ = writer.write_all(&reply).await;
                             }
-                        }
                         // Keep writing for a while: answers may still be on their way.
                         reading = false;
                         idle = LINGER;

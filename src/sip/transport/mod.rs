@@ -127,10 +127,10 @@ impl Transports {
                 }
             }
             TransportKind::Tcp => {
-                if let Some(writer) = self.connections.get(&to.addr) {
-                    if writer.send(bytes.clone()).is_ok() {
-                        return;
-                    }
+                if let Some(writer) = self.connections.get(&to.addr)
+                    && writer.send(bytes.clone()).is_ok()
+                {
+                    return;
                 }
                 if self.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
                     warn!(to = %to.addr, "too many connections; not connecting");
