@@ -24,6 +24,8 @@ pub struct Fork {
     best: Option<Response>,
     /// A final response went upstream already.
     pub answered: bool,
+    /// Its status (0 until then).
+    pub status: u16,
     /// Digest credentials for the next hop's 401/407 (the PSTN gateway's).
     pub credentials: Option<p2psip_bridge::digest::Credentials>,
     /// A challenge was answered already: a second one is a failure.
@@ -42,6 +44,7 @@ impl Fork {
             resolving: 0,
             best: None,
             answered: false,
+            status: 0,
             credentials: None,
             challenged: false,
         }

@@ -94,7 +94,7 @@ impl Proxy {
         }
     }
 
-    /// A fork that ended with a final response of its own choosing (not a 2xx relayed).
+    /// A fork that ended, with the final status that went upstream.
     pub fn poll_finished(&mut self) -> Option<(ServerKey, u16)> {
         self.finished.pop()
     }
@@ -396,6 +396,7 @@ impl Proxy {
                     }
                 } else {
                     fork.answered = true;
+                    fork.status = response.status;
                     if fork.request.method == ezk_sip_types::Method::REGISTER {
                         self.registered.push((server, response.clone()));
                     }
@@ -508,6 +509,7 @@ impl Proxy {
         }
         if !fork.answered {
             fork.answered = true;
+            fork.status = 487;
             let response = own_response(&fork.request, 487);
             out.respond(invite, response, now);
         }
@@ -529,9 +531,10 @@ impl Proxy {
         if !fork.answered {
             fork.answered = true;
             let response = fork.best_response();
-            self.finished.push((server, response.status));
+            fork.status = response.status;
             out.respond(server, response, now);
         }
+        self.finished.push((server, fork.status));
         self.forks.remove(&server);
     }
 }
