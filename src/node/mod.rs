@@ -6,3 +6,6 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! The node's core driven without sockets: messages in, messages out, a
+//! virtual clock. A registration and a proxied call, then every timer run
+//! out: nothing may be left behind.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ezk_sip_types::Name;
+
+use super::core::{Core, CoreConfig, Location, RoutingMode};
+use crate::registrar::RegistrarConfig;
+use crate::registrar::location::MemoryLocation;
+use crate::sip::message::{HeaderAccess, Message, Request, Response};
+use crate::sip::transaction::{Peer, Timers, TransportKind};
+
+fn udp(port: u16) -> Peer {
+    Peer {
+        transport: TransportKind::Udp,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn core(now: Instant) -> Core {
+    let config = CoreConfig {
+        local: udp(5060).addr,
+        domains: vec!["example.test".into()],
+        routing: RoutingMode::Proxy,
+        registrar: RegistrarConfig::default(),
+        timers: Timers::default(),
+        gateway: Default::default(),
+    };
+    Core::new(config, Location::Memory(MemoryLocation::new()), now)
+}
+
+/// Everything the core wants to send now, parsed.
+fn sent(core: &mut Core) -> Vec<(Peer, Message)> {
+    let mut out = Vec::new();
+    while let Some((peer, bytes)) = core.poll_transmit() {
+        out.push((
+            peer,
+            Message::parse(bytes).expect("the core sends what parses"),
+        ));
+    }
+    out
+}
+
+fn request(text: &str) -> Bytes {
+    Bytes::from(text.replace('\n', "\r\n"))
+}
+
+/// The response a UAS sends to `request`, with a To tag.
+fn answer(request: &Request, status: u16) -> Bytes {
+    let mut response: Response = request.response(status);
+    let to = response
+        .raw(&Name::TO)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    response.headers.remove(&Name::TO);
+    response.headers.insert(Name::TO, format!("{to};tag=uas1"));
+    response
+        .headers
+        .insert(Name::CONTACT, "<sip:alice@127.0.0.1:5090>");
+    response.to_bytes()
+}
+
+#[test]
+fn a_call_through_the_core_leaves_nothing_behind() {
+    let t0 = Instant::now();
+    let mut core = core(t0);
+
+    core.receive(
+        request(
+            "REGISTER sip:example.test SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKreg1
+From: <sip:alice@example.test>;tag=a1
+To: <sip:alice@example.test>
+Call-ID: reg-1
+CSeq: 1 REGISTER
+Contact: <sip:alice@127.0.0.1:5090>
+Expires: 600
+Content-Length: 0
+
+",
+        ),
+        udp(5090),
+        t0,
+    );
+    let out = sent(&mut core);
+    assert!(
+        matches!(&out[..], [(p, Message::Response(r))] if *p == udp(5090) && r.status == 200),
+        "REGISTER answered 200: {out:?}"
+    );
+
+    core.receive(
+        request(
+            "INVITE sip:alice@example.test SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKinv1
+Max-Forwards: 70
+From: <sip:bob@example.test>;tag=b1
+To: <sip:alice@example.test>
+Call-ID: call-1
+CSeq: 1 INVITE
+Contact: <sip:bob@127.0.0.1:7000>
+Content-Length: 0
+
+",
+        ),
+        udp(7000),
+        t0,
+    );
+    let out = sent(&mut core);
+    let forwarded = out
+        .iter()
+        .find_map(|(peer, m)| match m {
+            Message::Request(r) if *peer == udp(5090) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("the INVITE goes to alice's contact");
+    assert!(
+        out.iter()
+            .any(|(p, m)| *p == udp(7000) && matches!(m, Message::Response(r) if r.status == 100))
+    );
+    let vias = forwarded.vias();
+    assert_eq!(vias.len(), 2, "our Via on top of bob's");
+    assert_eq!(vias[0].sent_by.port, Some(5060));
+    assert_eq!(forwarded.max_forwards(), Some(69));
+    assert!(
+        forwarded
+            .raw(&Name::RECORD_ROUTE)
+            .is_some_and(|r| r.contains("127.0.0.1:5060;lr"))
+    );
+
+    let t1 = t0 + Duration::from_millis(20);
+    core.receive(answer(&forwarded, 180), udp(5090), t1);
+    core.receive(answer(&forwarded, 200), udp(5090), t1);
+    let out = sent(&mut core);
+    let statuses: Vec<u16> = out
+        .iter()
+        .filter(|(p, _)| *p == udp(7000))
+        .filter_map(|(_, m)| match m {
+            Message::Response(r) => Some(r.status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, vec![180, 200], "relayed to bob in order");
+    for (_, m) in &out {
+        if let Message::Response(r) = m {
+            assert_eq!(r.vias().len(), 1, "bob sees only his own Via");
+        }
+    }
+
+    // Every timer runs out: no transaction, fork or routing entry is left.
+    let mut now = t1;
+    for _ in 0..100 {
+        now = core.poll_timeout().max(now);
+        if now > t1 + Duration::from_secs(120) {
+            break;
+        }
+        core.handle_timeout(now);
+        sent(&mut core);
+    }
+    assert_eq!(core.load(), (0, 0), "transactions and forks all gone");
+    assert!(
+        core.routed.is_empty(),
+        "no routing entry left after a relayed 2xx"
+    );
+}
