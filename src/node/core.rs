@@ -133,6 +133,8 @@ pub struct Core {
     pub(super) next_housekeeping: Instant,
     pub metrics: Metrics,
     pub(super) gateway: super::gateway::GatewaySide,
+    /// INVITEs cancelled before they were forwarded (already answered 487).
+    pub(super) cancelled: std::collections::HashSet<ServerKey>,
 }
 
 impl Core {
@@ -152,6 +154,7 @@ impl Core {
             next_housekeeping: now + HOUSEKEEPING_EVERY,
             metrics,
             gateway: super::gateway::GatewaySide::new(config.gateway.clone(), config.local, now),
+            cancelled: std::collections::HashSet::new(),
             config,
         }
     }
@@ -177,8 +180,9 @@ impl Core {
                 self.metrics.count(&request.method.to_string(), "in");
                 if let Err(why) = validate(&request) {
                     debug!(why, from = %from.addr, "bad request");
-                    if request.top_via().is_some() {
-                        let mut response = request.response(400);
+                    // An ACK is never answered (RFC 3261 §17.2.3).
+                    if request.top_via().is_some() && request.method != Method::ACK {
+                        let mut response = request.final_response(400);
                         response.reason = format!("Bad Request ({why})");
                         self.out.stateless(from, &Message::Response(response));
                     }
@@ -388,7 +392,23 @@ impl Core {
                     self.proxy.forward_stateless(request, &mut self.out);
                 }
             }
-            Event::Cancel { invite, .. } => self.proxy.on_cancel(invite, &mut self.out, now),
+            Event::Cancel {
+                invite, request, ..
+            } => {
+                if !self.proxy.on_cancel(invite, &mut self.out, now) {
+                    // Still looking the callee up: answer 487 now, and
+                    // forward nothing when the lookup ends.
+                    let mut response = request.final_response(487);
+                    if let Ok(cseq) = request.cseq() {
+                        response.headers.remove(&Name::CSEQ);
+                        response
+                            .headers
+                            .insert(Name::CSEQ, format!("{} INVITE", cseq.cseq));
+                    }
+                    self.out.respond(invite, response, now);
+                    self.cancelled.insert(invite);
+                }
+            }
             Event::Response { key, response } => {
                 if self.cross_response(key, &response, now) {
                     return;
@@ -412,9 +432,11 @@ impl Core {
                 self.proxy.on_timeout(key, &mut self.out, now)
             }
             Event::StrayResponse { response, .. } => {
-                let ours = response
-                    .top_via()
-                    .is_some_and(|via| via.sent_by.ip() == Some(self.config.local.ip()));
+                let local = self.config.local;
+                let ours = response.top_via().is_some_and(|via| {
+                    via.sent_by.ip() == Some(local.ip())
+                        && via.sent_by.port.unwrap_or(5060) == local.port()
+                });
                 if ours {
                     forward_stray(response, &mut self.out);
                 }
@@ -540,6 +562,11 @@ impl Core {
         let Some(waiting) = self.waiting.remove(&op) else {
             return;
         };
+        if let Waiting::Route { key, .. } = &waiting {
+            if self.cancelled.remove(key) {
+                return;
+            }
+        }
         match (waiting, answer) {
             (Waiting::RegisterFetch { key, request, .. }, Err(error))
             | (Waiting::RegisterSave { key, request, .. }, Err(error))
@@ -860,27 +887,19 @@ fn group_by_q(bindings: &[Binding]) -> Vec<Vec<Target>> {
 
 /// A response generated here, with a To tag when it is final.
 pub fn local_response(request: &Request, status: u16) -> Response {
-    let response = request.response(status);
-    if status < 200 {
-        return response;
-    }
-    with_to_tag(request, response)
+    request.final_response(status)
 }
 
-/// Adds our To tag to a response if the request had none. The tag is
-/// appended to the To value as written (a `tel:` To parses as no typed
-/// header); it need not be derived from the request, since a retransmitted
-/// request gets the stored response again from the transaction layer.
-fn with_to_tag(_request: &Request, mut response: Response) -> Response {
-    let Some(raw) = response.raw(&Name::TO).map(|v| v.to_string()) else {
-        return response;
-    };
-    if crate::proxy::raw_tag(&raw).is_none() {
-        let tag = format!("{:x}", rand::random::<u64>());
-        response.headers.remove(&Name::TO);
-        response
-            .headers
-            .insert(Name::TO, format!("{raw};tag={tag}"));
+/// Adds our To tag to a response if the request had none.
+fn with_to_tag(request: &Request, mut response: Response) -> Response {
+    if let Some(raw) = response.raw(&Name::TO).map(|v| v.to_string()) {
+        if crate::sip::message::raw_tag(&raw).is_none() {
+            let tagged = request.final_response(response.status);
+            if let Some(to) = tagged.raw(&Name::TO).cloned() {
+                response.headers.remove(&Name::TO);
+                response.headers.insert(Name::TO, to);
+            }
+        }
     }
     response
 }

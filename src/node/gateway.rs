@@ -246,6 +246,9 @@ impl Core {
 
     /// Forwards a request to its Request-URI (or route set).
     pub(super) fn forward_as_addressed(&mut self, key: ServerKey, request: Request, now: Instant) {
+        if self.cancelled.remove(&key) {
+            return;
+        }
         let target = Target {
             uri: request.uri.clone(),
             route: Vec::new(),
@@ -263,7 +266,9 @@ impl Core {
     /// The answer to an ENUM look-up: a SIP URI, or none.
     pub fn enum_resolved(&mut self, id: ResolveId, uri: Option<String>, now: Instant) {
         if let Some((key, request, e164)) = self.gateway.enum_pending.remove(&id) {
-            self.telephone(key, request, &e164, uri.as_deref(), now);
+            if !self.cancelled.remove(&key) {
+                self.telephone(key, request, &e164, uri.as_deref(), now);
+            }
         }
         self.process(now);
     }

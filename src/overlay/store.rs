@@ -42,8 +42,9 @@ pub struct RingLocation {
     cache: HashMap<Aor, (Vec<Binding>, Instant)>,
     /// Highest item version seen per AOR, so a save supersedes it.
     versions: HashMap<Aor, u64>,
-    /// AORs with live bindings saved through this node (for metrics).
-    saved_here: usize,
+    /// AORs with live bindings saved through this node, with their latest
+    /// expiry (for metrics).
+    saved_here: HashMap<Aor, Instant>,
 }
 
 impl RingLocation {
@@ -183,8 +184,13 @@ impl LocationStore for RingLocation {
     }
 
     fn save(&mut self, op: LocationOp, aor: &Aor, bindings: Vec<Binding>, _now: Instant) {
-        if !bindings.is_empty() {
-            self.saved_here += 1;
+        match bindings.iter().map(|b| b.expires_at).max() {
+            Some(latest) => {
+                self.saved_here.insert(aor.clone(), latest);
+            }
+            None => {
+                self.saved_here.remove(aor);
+            }
         }
         self.queued
             .push_back((op, Queued::Save(aor.clone(), bindings)));
@@ -197,10 +203,15 @@ impl LocationStore for RingLocation {
     fn purge(&mut self, now: Instant) {
         self.cache
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < CACHE_FOR);
+        self.saved_here.retain(|_, latest| *latest > now);
+        // Every save is preceded by a fetch, which learns the version again.
+        if self.in_flight.is_empty() && self.queued.is_empty() {
+            self.versions.clear();
+        }
     }
 
     fn len(&self) -> usize {
-        self.saved_here
+        self.saved_here.len()
     }
 
     fn forget(&mut self, aor: &Aor) {

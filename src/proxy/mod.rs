@@ -23,6 +23,7 @@ use crate::sip::message::{HeaderAccess, Message, Request, RequestUri, Response, 
 use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind};
 use fork::Fork;
 use target::{NextHop, next_hop};
+use tracing::debug;
 
 /// One place to send a forwarded request.
 #[derive(Clone, Debug)]
@@ -57,6 +58,10 @@ pub struct Proxy {
     failover_at: BTreeSet<(Instant, ClientKey)>,
     /// Targets that failed, for the resolver's dead list.
     dead: Vec<Peer>,
+    /// Timer C of INVITE branches (RFC 3261 §16.6 step 11): a branch that
+    /// rang and then went silent is cancelled. Stale entries are skipped.
+    timer_c: BTreeSet<(Instant, ClientKey)>,
+    timer_c_at: HashMap<ClientKey, Instant>,
     /// 2xx responses relayed for forwarded REGISTERs (the gateway mirrors them).
     registered: Vec<(ServerKey, Response)>,
     /// Branches of forks with credentials: where they went and what was
@@ -77,6 +82,10 @@ struct Alternatives {
 /// target gets the request: 4·T1, well inside Timer B/F.
 pub const FAILOVER_AFTER: Duration = Duration::from_secs(2);
 
+/// Timer C: how long an INVITE branch may go without a response once it
+/// has one (more than 3 minutes, RFC 3261 §16.6 step 11).
+pub const TIMER_C: Duration = Duration::from_secs(181);
+
 impl Proxy {
     pub fn new(local: SocketAddr) -> Proxy {
         Proxy {
@@ -90,6 +99,8 @@ impl Proxy {
             failover_at: BTreeSet::new(),
             dead: Vec::new(),
             registered: Vec::new(),
+            timer_c: BTreeSet::new(),
+            timer_c_at: HashMap::new(),
             challengeable: HashMap::new(),
         }
     }
@@ -205,25 +216,53 @@ impl Proxy {
         let branch = format!("z9hG4bK{}.{}", loop_hash(&fork.request), self.counter);
         let via = Via::new(transport_name(peer.transport), self.local, branch);
         crate::sip::message::push_via(&mut request.headers, &via);
+        let invite = request.method == ezk_sip_types::Method::INVITE;
         let key = out.request(request, peer, now);
         if let Some(plain) = plain {
             self.challengeable.insert(key, (peer, plain));
         }
         self.branch_of.insert(key, server);
+        if invite {
+            self.arm_timer_c(key, now);
+        }
         if let Some(fork) = self.forks.get_mut(&server) {
             fork.active.push(key);
         }
         Some(key)
     }
 
-    /// The earliest failover deadline.
+    /// The earliest failover or Timer C deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.failover_at.first().map(|(t, _)| *t)
+        let failover = self.failover_at.first().map(|(t, _)| *t);
+        let timer_c = self.timer_c.first().map(|(t, _)| *t);
+        match (failover, timer_c) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// (Re)arms Timer C of an INVITE branch.
+    fn arm_timer_c(&mut self, key: ClientKey, now: Instant) {
+        if let Some(old) = self.timer_c_at.insert(key, now + TIMER_C) {
+            self.timer_c.remove(&(old, key));
+        }
+        self.timer_c.insert((now + TIMER_C, key));
     }
 
     /// Branches with alternatives that heard nothing in time are given up
     /// (their transaction ends as a timeout, which fails over).
     pub fn handle_timeout(&mut self, out: &mut Outbox, now: Instant) {
+        while let Some(&(at, key)) = self.timer_c.first() {
+            if at > now {
+                break;
+            }
+            self.timer_c.remove(&(at, key));
+            self.timer_c_at.remove(&key);
+            if self.branch_of.contains_key(&key) {
+                debug!(?key, "Timer C: cancelling a silent INVITE branch");
+                out.transactions.cancel(key, now);
+            }
+        }
         while let Some(&(at, key)) = self.failover_at.first() {
             if at > now {
                 break;
@@ -256,6 +295,10 @@ impl Proxy {
         let Some(mut alt) = self.alternatives.remove(&key) else {
             return false;
         };
+        // Answered or cancelled meanwhile: no new branch.
+        if self.forks.get(&server).is_none_or(|f| f.answered) {
+            return false;
+        }
         self.dead.push(alt.peer);
         if alt.next.is_empty() {
             return false;
@@ -292,6 +335,8 @@ impl Proxy {
             Pending::Branch { server, request } => {
                 if let Some(fork) = self.forks.get_mut(&server) {
                     fork.resolving = fork.resolving.saturating_sub(1);
+                    // Answered or cancelled meanwhile: no new branch.
+                    let peers = if fork.answered { &[][..] } else { peers };
                     match peers.split_first() {
                         Some((peer, rest)) => {
                             let plain = request.clone();
@@ -382,6 +427,12 @@ impl Proxy {
         match response.status {
             100 => {}
             101..=199 => {
+                if fork.invite {
+                    self.arm_timer_c(key, now);
+                }
+                let Some(fork) = self.forks.get_mut(&server) else {
+                    return;
+                };
                 if !fork.answered {
                     out.respond(server, response, now);
                 }
@@ -499,9 +550,10 @@ impl Proxy {
     }
 
     /// The caller cancelled the INVITE: cancel every branch and answer 487.
-    pub fn on_cancel(&mut self, invite: ServerKey, out: &mut Outbox, now: Instant) {
+    /// False when no fork exists for the INVITE (yet).
+    pub fn on_cancel(&mut self, invite: ServerKey, out: &mut Outbox, now: Instant) -> bool {
         let Some(fork) = self.forks.get_mut(&invite) else {
-            return;
+            return false;
         };
         fork.waiting.clear();
         for key in fork.active.clone() {
@@ -514,6 +566,7 @@ impl Proxy {
             out.respond(invite, response, now);
         }
         self.finish_if_done(invite, out, now);
+        true
     }
 
     /// Sends the best response when every branch is done, and forgets the
@@ -561,18 +614,7 @@ pub fn forward_stray(mut response: Response, out: &mut Outbox) {
 /// tag of ours when the request had none (RFC 3261 §8.2.6.2), appended to
 /// the To value as written.
 pub fn own_response(request: &Request, status: u16) -> Response {
-    let mut response = request.response(status);
-    let Some(raw) = response.raw(&Name::TO).map(|v| v.to_string()) else {
-        return response;
-    };
-    if raw_tag(&raw).is_none() {
-        let tag = format!("{:x}", rand::random::<u64>());
-        response.headers.remove(&Name::TO);
-        response
-            .headers
-            .insert(Name::TO, format!("{raw};tag={tag}"));
-    }
-    response
+    request.final_response(status)
 }
 
 /// The To tag of a request, also when its To holds a URI the typed header
@@ -587,16 +629,7 @@ pub fn to_tag(request: &Request) -> Option<String> {
 /// The `tag` parameter of a From/To value as text: the header parameters
 /// follow the `>` of a name-addr, or the first `;` of a bare addr-spec.
 pub fn raw_tag(value: &str) -> Option<String> {
-    let params = match value.rfind('>') {
-        Some(close) => &value[close + 1..],
-        None => value.split_once(';').map(|(_, p)| p).unwrap_or(""),
-    };
-    params.split(';').find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("tag")
-            .then(|| value.trim().to_string())
-    })
+    crate::sip::message::raw_tag(value)
 }
 
 /// Where a response to this Via goes: received/rport over sent-by.

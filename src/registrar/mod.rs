@@ -87,7 +87,7 @@ impl Refusal {
 
     /// The response to `request` that carries this refusal.
     pub fn response(&self, request: &Request) -> Response {
-        let mut response = request.response(self.status);
+        let mut response = request.final_response(self.status);
         response.reason = self.reason.to_string();
         for (name, value) in &self.headers {
             response.headers.insert(name.clone(), value.as_str());
@@ -217,7 +217,11 @@ pub fn apply(
         }
         Change::Update(changes) => {
             for change in changes {
-                let existing = bindings.iter().position(|b| b.contact == change.contact);
+                // URI equality, not text (RFC 3261 §10.3 step 7, §19.1.4):
+                // scheme and host case-insensitively.
+                let existing = bindings
+                    .iter()
+                    .position(|b| p2psip_bridge::legacy::same_contact(&b.contact, &change.contact));
                 if let Some(i) = existing {
                     if out_of_order(&bindings[i]) {
                         return Err(Refusal::new(500, "Out of order REGISTER"));

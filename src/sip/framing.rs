@@ -55,7 +55,7 @@ pub fn check(buf: &[u8]) -> Result<Frame, FrameError> {
         return Err(FrameError::HeadTooLarge);
     }
     let body_len = content_length(&buf[..head_len])?;
-    let total = head_len + body_len;
+    let total = head_len.saturating_add(body_len);
     if total > MAX_MESSAGE_SIZE {
         return Err(FrameError::BodyTooLarge(body_len));
     }
@@ -132,5 +132,10 @@ mod tests {
         );
         let huge = vec![b'a'; MAX_MESSAGE_SIZE + 1];
         assert_eq!(check(&huge), Err(FrameError::HeadTooLarge));
+        let max = format!("OPTIONS sip:x SIP/2.0\r\nl: {}\r\n\r\n", usize::MAX);
+        assert!(
+            matches!(check(max.as_bytes()), Err(FrameError::BodyTooLarge(_))),
+            "a Content-Length near usize::MAX must not overflow"
+        );
     }
 }

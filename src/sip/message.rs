@@ -317,6 +317,28 @@ impl Request {
         }
     }
 
+    /// A response generated here (not relayed): as [`response`](Self::response),
+    /// with a To tag of ours when it is final and the request had none
+    /// (RFC 3261 §8.2.6.2). The tag is appended to the To text, so a To the
+    /// typed header cannot parse (`tel:`) gets one too.
+    pub fn final_response(&self, status: u16) -> Response {
+        let mut response = self.response(status);
+        if status < 200 {
+            return response;
+        }
+        let Some(raw) = response.raw(&Name::TO).map(|v| v.to_string()) else {
+            return response;
+        };
+        if raw_tag(&raw).is_none() {
+            let tag = format!("{:x}", rand::random::<u64>());
+            response.headers.remove(&Name::TO);
+            response
+                .headers
+                .insert(Name::TO, format!("{raw};tag={tag}"));
+        }
+        response
+    }
+
     pub fn to_bytes(&self) -> Bytes {
         let line = format!("{} {} SIP/2.0", self.method, self.uri);
         write_message(&line, &self.headers, &self.body)
@@ -486,7 +508,8 @@ pub fn bad_request_reply(raw: &[u8], why: &str) -> Option<Bytes> {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.lines();
     let first = lines.next()?;
-    if first.starts_with("SIP/") {
+    // A response, or an ACK: never answered.
+    if first.starts_with("SIP/") || first.starts_with("ACK ") {
         return None;
     }
     let mut copied = String::new();
@@ -523,6 +546,20 @@ pub fn bad_request_reply(raw: &[u8], why: &str) -> Option<Bytes> {
         "SIP/2.0 400 Bad Request\r\n{copied}Warning: 399 p2psip \"{why}\"\r\nContent-Length: 0\r\n\r\n"
     );
     Some(Bytes::from(reply))
+}
+
+/// The `tag` parameter of a From or To value as written.
+pub fn raw_tag(value: &str) -> Option<String> {
+    let params = match value.rfind('>') {
+        Some(close) => &value[close + 1..],
+        None => value.split_once(';').map(|(_, p)| p).unwrap_or(""),
+    };
+    params.split(';').find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("tag")
+            .then(|| value.trim().to_string())
+    })
 }
 
 /// The usual reason phrase for a status code.
@@ -613,6 +650,12 @@ mod tests {
         assert!(text.contains("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n"));
         assert!(text.contains("Call-ID: x\r\n"));
         assert!(bad_request_reply(b"\x01\x02garbage", "x").is_none());
+        let ack =
+            b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\nNoColon\r\n\r\n";
+        assert!(
+            bad_request_reply(ack, "x").is_none(),
+            "an ACK is never answered"
+        );
         assert!(bad_request_reply(b"SIP/2.0 200 OK\r\nVia: a\r\n\r\n", "x").is_none());
     }
 

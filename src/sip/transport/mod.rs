@@ -112,7 +112,15 @@ impl Transports {
                 self.connections.insert(peer.addr, writer.clone());
             }
             Inbound::Closed { peer } => {
-                self.connections.remove(&peer.addr);
+                // Only the closed connection's writer: a newer connection to
+                // the same address may already be in its place.
+                if self
+                    .connections
+                    .get(&peer.addr)
+                    .is_some_and(|writer| writer.is_closed())
+                {
+                    self.connections.remove(&peer.addr);
+                }
             }
             Inbound::Message { .. } => {}
         }
@@ -217,7 +225,12 @@ async fn connect(
             let _ = stream.set_nodelay(true);
             connection::run(stream, peer, outgoing, inbound.clone()).await;
         }
-        Err(error) => debug!(%error, to = %peer.addr, "TCP connect failed"),
+        Err(error) => {
+            debug!(%error, to = %peer.addr, "TCP connect failed");
+            // Close the channel first: later sends then open a new connection
+            // instead of queueing into this dead one.
+            drop(outgoing);
+        }
     }
     open.fetch_sub(1, Ordering::Relaxed);
     let _ = inbound.send(Inbound::Closed { peer }).await;
