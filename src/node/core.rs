@@ -562,10 +562,10 @@ impl Core {
         let Some(waiting) = self.waiting.remove(&op) else {
             return;
         };
-        if let Waiting::Route { key, .. } = &waiting {
-            if self.cancelled.remove(key) {
-                return;
-            }
+        if let Waiting::Route { key, .. } = &waiting
+            && self.cancelled.remove(key)
+        {
+            return;
         }
         match (waiting, answer) {
             (Waiting::RegisterFetch { key, request, .. }, Err(error))
@@ -892,13 +892,13 @@ pub fn local_response(request: &Request, status: u16) -> Response {
 
 /// Adds our To tag to a response if the request had none.
 fn with_to_tag(request: &Request, mut response: Response) -> Response {
-    if let Some(raw) = response.raw(&Name::TO).map(|v| v.to_string()) {
-        if crate::sip::message::raw_tag(&raw).is_none() {
-            let tagged = request.final_response(response.status);
-            if let Some(to) = tagged.raw(&Name::TO).cloned() {
-                response.headers.remove(&Name::TO);
-                response.headers.insert(Name::TO, to);
-            }
+    if let Some(raw) = response.raw(&Name::TO).map(|v| v.to_string())
+        && crate::sip::message::raw_tag(&raw).is_none()
+    {
+        let tagged = request.final_response(response.status);
+        if let Some(to) = tagged.raw(&Name::TO).cloned() {
+            response.headers.remove(&Name::TO);
+            response.headers.insert(Name::TO, to);
         }
     }
     response

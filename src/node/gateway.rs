@@ -265,10 +265,10 @@ impl Core {
 
     /// The answer to an ENUM look-up: a SIP URI, or none.
     pub fn enum_resolved(&mut self, id: ResolveId, uri: Option<String>, now: Instant) {
-        if let Some((key, request, e164)) = self.gateway.enum_pending.remove(&id) {
-            if !self.cancelled.remove(&key) {
-                self.telephone(key, request, &e164, uri.as_deref(), now);
-            }
+        if let Some((key, request, e164)) = self.gateway.enum_pending.remove(&id)
+            && !self.cancelled.remove(&key)
+        {
+            self.telephone(key, request, &e164, uri.as_deref(), now);
         }
         self.process(now);
     }
