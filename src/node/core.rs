@@ -133,6 +133,9 @@ pub struct Core {
     pub(super) next_housekeeping: Instant,
     pub metrics: Metrics,
     pub(super) gateway: super::gateway::GatewaySide,
+    /// REGISTERs waiting for the one in progress for the same AOR.
+    pub(super) registering:
+        HashMap<Aor, std::collections::VecDeque<(ServerKey, Request, Registration)>>,
     /// INVITEs cancelled before they were forwarded (already answered 487).
     pub(super) cancelled: std::collections::HashSet<ServerKey>,
 }
@@ -155,6 +158,7 @@ impl Core {
             metrics,
             gateway: super::gateway::GatewaySide::new(config.gateway.clone(), config.local, now),
             cancelled: std::collections::HashSet::new(),
+            registering: HashMap::new(),
             config,
         }
     }
@@ -544,16 +548,46 @@ impl Core {
         match registrar::read(&request, aor.clone(), from, &self.config.registrar) {
             Err(refusal) => self.out.respond(key, refusal.response(&request), now),
             Ok(registration) => {
-                let op = self.op();
-                self.location.store().fetch(op, &aor, now);
-                self.waiting.insert(
-                    op,
-                    Waiting::RegisterFetch {
-                        key,
-                        request,
-                        registration,
-                    },
-                );
+                // One REGISTER per AOR at a time: fetch, apply and save is a
+                // read-modify-write of the AOR's bindings.
+                if let Some(queue) = self.registering.get_mut(&aor) {
+                    queue.push_back((key, request, registration));
+                    return;
+                }
+                self.registering.insert(aor.clone(), Default::default());
+                self.start_register(key, request, registration, now);
+            }
+        }
+    }
+
+    fn start_register(
+        &mut self,
+        key: ServerKey,
+        request: Request,
+        registration: Registration,
+        now: Instant,
+    ) {
+        let op = self.op();
+        self.location.store().fetch(op, &registration.aor, now);
+        self.waiting.insert(
+            op,
+            Waiting::RegisterFetch {
+                key,
+                request,
+                registration,
+            },
+        );
+    }
+
+    /// A REGISTER for `aor` ended: start the next one waiting, if any.
+    fn register_done(&mut self, aor: &Aor, now: Instant) {
+        let next = self.registering.get_mut(aor).and_then(|q| q.pop_front());
+        match next {
+            Some((key, request, registration)) => {
+                self.start_register(key, request, registration, now)
+            }
+            None => {
+                self.registering.remove(aor);
             }
         }
     }
@@ -567,6 +601,18 @@ impl Core {
         {
             return;
         }
+        let registered_aor = match (&waiting, &answer) {
+            (Waiting::RegisterSave { aor, .. }, _) => Some(aor.clone()),
+            (Waiting::RegisterFetch { registration, .. }, Err(_)) => Some(registration.aor.clone()),
+            _ => None,
+        };
+        self.answer_location(waiting, answer, now);
+        if let Some(aor) = registered_aor {
+            self.register_done(&aor, now);
+        }
+    }
+
+    fn answer_location(&mut self, waiting: Waiting, answer: LocationAnswer, now: Instant) {
         match (waiting, answer) {
             (Waiting::RegisterFetch { key, request, .. }, Err(error))
             | (Waiting::RegisterSave { key, request, .. }, Err(error))
@@ -601,10 +647,14 @@ impl Core {
                     .map(|b| b.expires_at)
                     .max();
                 match registrar::apply(&registration, existing, &self.config.registrar, now) {
-                    Err(refusal) => self.out.respond(key, refusal.response(&request), now),
+                    Err(refusal) => {
+                        self.out.respond(key, refusal.response(&request), now);
+                        self.register_done(&registration.aor, now);
+                    }
                     Ok(bindings) if registration.change == Change::Query => {
                         let response = registrar::ok_response(&request, &bindings, now);
                         self.out.respond(key, with_to_tag(&request, response), now);
+                        self.register_done(&registration.aor, now);
                     }
                     Ok(bindings) => {
                         let op = self.op();
