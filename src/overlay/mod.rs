@@ -179,15 +179,9 @@ impl Overlay {
                 let id = IncomingId(self.next_incoming);
                 self.next_incoming += 1;
                 self.received.insert(id, (key, request));
-                // Overlay peers are known by their listening address (in the
-                // From/Contact of the message), not by an ephemeral source port.
-                let _ = from;
-                self.ring.handle_request(
-                    sender_of(&ring_request, from.addr),
-                    id,
-                    ring_request,
-                    now,
-                );
+                // Overlay requests leave from a node's one UDP socket, so the
+                // source address is the sender's listening address.
+                self.ring.handle_request(from.addr, id, ring_request, now);
             }
             Err(error) => {
                 debug!(%error, "bad overlay request");
@@ -348,13 +342,6 @@ impl Overlay {
             warn!(%error, "ring operation failed");
         }
     }
-}
-
-/// The address a ring request comes from, as the ring knows its sender:
-/// overlay requests leave from the node's one UDP socket, so the source is
-/// the sender's listening address.
-fn sender_of(_request: &crate::ring::RingRequest, source: SocketAddr) -> SocketAddr {
-    source
 }
 
 /// Adds what makes an encoded overlay request a complete SIP request: our

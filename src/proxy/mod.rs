@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use ezk_sip_types::Name;
 use ezk_sip_types::header::typed::{Routing, Via};
-use ezk_sip_types::uri::SipUri;
 
 use crate::node::outbox::{Outbox, ResolveId};
 use crate::sip::message::{HeaderAccess, Message, Request, RequestUri, Response, pop_top_via};
@@ -594,12 +593,11 @@ impl Proxy {
 
 /// Forwards a response that belongs to no branch we track (a retransmitted
 /// 2xx to an INVITE): pop our Via and send it to the next one (RFC 3581).
-pub fn forward_response_upstream(mut response: Response, out: &mut Outbox) {
+pub fn forward_response_upstream(response: Response, out: &mut Outbox) {
     let Some(via) = response.top_via() else {
         return;
     };
     if let Some(peer) = via_peer(&via) {
-        let _ = &mut response;
         out.stateless(peer, &Message::Response(response));
     }
 }
@@ -689,7 +687,6 @@ pub fn transport_name(transport: TransportKind) -> &'static str {
 
 /// Our Record-Route entry.
 pub fn record_route(local: SocketAddr, transport: TransportKind) -> String {
-    let uri = SipUri::new(local.into());
     let scheme = if transport == TransportKind::Tls {
         "sips"
     } else {
@@ -699,7 +696,6 @@ pub fn record_route(local: SocketAddr, transport: TransportKind) -> String {
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         std::net::IpAddr::V4(ip) => ip.to_string(),
     };
-    let _ = uri;
     match transport {
         TransportKind::Tcp => format!("<{scheme}:{host}:{};transport=tcp;lr>", local.port()),
         _ => format!("<{scheme}:{host}:{};lr>", local.port()),
