@@ -405,8 +405,12 @@ pub trait HeaderAccess {
             .unwrap_or_default()
     }
 
+    /// The top Via: only the first value of the first Via line is parsed.
     fn top_via(&self) -> Option<Via> {
-        self.vias().into_iter().next()
+        let value = self.header_map().get_raw(&Name::VIA).next()?;
+        <Via as ezk_sip_types::header::HeaderParse>::parse(value.as_ref(), value.as_str())
+            .ok()
+            .map(|(_, via)| via)
     }
 
     /// The branch parameter of the top Via.
