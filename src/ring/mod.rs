@@ -1019,6 +1019,22 @@ impl Ring {
         self.events.push_back(event);
     }
 
+    /// Routes an operation again from scratch, unless it has used up its
+    /// retries; false then.
+    fn retry_op(&mut self, op: OpId, now: Instant) -> bool {
+        let Some(o) = self.ops.get_mut(&op.0) else {
+            return false;
+        };
+        if o.attempts >= self.config.op_retries {
+            return false;
+        }
+        o.attempts += 1;
+        let key = o.key;
+        let iterative = self.config.iterative;
+        self.route(key, 0, Parent::Op(op), iterative, Vec::new(), 0, false, now);
+        true
+    }
+
     /// The lookup of an operation ended.
     fn op_found(
         &mut self,
@@ -1032,20 +1048,7 @@ impl Ring {
         let (holder, hops, replicas) = match result {
             Ok(found) => found,
             Err(e) => {
-                if o.attempts < self.config.op_retries {
-                    o.attempts += 1;
-                    let key = o.key;
-                    self.route(
-                        key,
-                        0,
-                        Parent::Op(op),
-                        self.config.iterative,
-                        Vec::new(),
-                        0,
-                        false,
-                        now,
-                    );
-                } else {
+                if !self.retry_op(op, now) {
                     let o = self.ops.remove(&op.0).expect("op");
                     self.finish_op(op, &o.kind, Err(e));
                 }
@@ -1181,20 +1184,7 @@ impl Ring {
                 }
                 other => {
                     // Holder dead or refusing: route again after the ring heals.
-                    if o.attempts < self.config.op_retries {
-                        o.attempts += 1;
-                        let key = o.key;
-                        self.route(
-                            key,
-                            0,
-                            Parent::Op(op),
-                            self.config.iterative,
-                            Vec::new(),
-                            0,
-                            false,
-                            now,
-                        );
-                    } else {
+                    if !self.retry_op(op, now) {
                         self.ops.remove(&op.0);
                         let err = match other {
                             Some(RingResponse::Error { code, reason }) => {
