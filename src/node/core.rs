@@ -181,7 +181,8 @@ impl Core {
                 }
             }
             Ok(Message::Request(mut request)) => {
-                self.metrics.count(&request.method.to_string(), "in");
+                self.metrics
+                    .count(super::metrics::label_of(&request.method), "in");
                 if let Err(why) = validate(&request) {
                     debug!(why, from = %from.addr, "bad request");
                     // An ACK is never answered (RFC 3261 §17.2.3).

@@ -12,8 +12,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MessageLabels {
-    /// The request method, or "response".
-    pub method: String,
+    /// The request method, "response", or "other" (an extension method).
+    pub method: &'static str,
     /// "in" or "out".
     pub direction: &'static str,
 }
@@ -46,12 +46,65 @@ impl Default for Metrics {
     }
 }
 
+/// A method name as a label that needs no allocation.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 15] = [
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "MESSAGE",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "INFO",
+        "UPDATE",
+        "REFER",
+        "PRACK",
+        "PUBLISH",
+        "response",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The label of a parsed method, without printing it.
+pub fn label_of(method: &ezk_sip_types::Method) -> &'static str {
+    use ezk_sip_types::Method;
+    let known = [
+        (Method::INVITE, "INVITE"),
+        (Method::ACK, "ACK"),
+        (Method::BYE, "BYE"),
+        (Method::CANCEL, "CANCEL"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::REGISTER, "REGISTER"),
+        (Method::MESSAGE, "MESSAGE"),
+        (Method::SUBSCRIBE, "SUBSCRIBE"),
+        (Method::NOTIFY, "NOTIFY"),
+        (Method::INFO, "INFO"),
+        (Method::UPDATE, "UPDATE"),
+        (Method::REFER, "REFER"),
+        (Method::PRACK, "PRACK"),
+        (Method::PUBLISH, "PUBLISH"),
+    ];
+    known
+        .iter()
+        .find(|(m, _)| m == method)
+        .map(|(_, name)| *name)
+        .unwrap_or("other")
+}
+
 impl Metrics {
-    /// Counts one message.
+    /// Counts one message. `method` is the method's name as written (or
+    /// "response"); names outside RFC 3261 and its extensions count as "other".
     pub fn count(&self, method: &str, direction: &'static str) {
         self.messages
             .get_or_create(&MessageLabels {
-                method: method.to_string(),
+                method: method_label(method),
                 direction,
             })
             .inc();
