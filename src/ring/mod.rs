@@ -624,24 +624,10 @@ impl Ring {
                     self.respond(id, error(503, "node is leaving"));
                     return;
                 }
-                self.remove_local(key, &name);
-                if !replica {
-                    // One more than the replicas: a node that joined recently
-                    // may have left a stale copy one further along.
-                    let targets: Vec<Peer> = self
-                        .successors
-                        .iter()
-                        .take(self.config.replicas)
-                        .copied()
-                        .collect();
-                    for to in targets {
-                        let request = RingRequest::Remove {
-                            key,
-                            name: name.clone(),
-                            replica: true,
-                        };
-                        self.send(to.addr, request, Pending::Push { to }, now);
-                    }
+                if replica {
+                    self.remove_local(key, &name);
+                } else {
+                    self.remove_everywhere(key, &name, now);
                 }
                 self.respond(id, RingResponse::Stored);
             }
@@ -1085,21 +1071,7 @@ impl Ring {
             }
             OpKind::Remove(name) => {
                 if holder == self.me {
-                    self.remove_local(key, &name);
-                    let targets: Vec<Peer> = self
-                        .successors
-                        .iter()
-                        .take(self.config.replicas)
-                        .copied()
-                        .collect();
-                    for to in targets {
-                        let request = RingRequest::Remove {
-                            key,
-                            name: name.clone(),
-                            replica: true,
-                        };
-                        self.send(to.addr, request, Pending::Push { to }, now);
-                    }
+                    self.remove_everywhere(key, &name, now);
                     self.ops.remove(&op.0);
                     self.finish_op(op, &kind, Ok(OpOutcome::Done));
                 } else {
@@ -1990,6 +1962,27 @@ impl Ring {
             None => {
                 list.insert(item.name.clone(), item);
             }
+        }
+    }
+
+    /// As the key's holder: remove the item here and from the replicas —
+    /// one more than the replicas, since a node that joined recently may
+    /// have left a stale copy one further along.
+    fn remove_everywhere(&mut self, key: NodeId, name: &str, now: Instant) {
+        self.remove_local(key, name);
+        let targets: Vec<Peer> = self
+            .successors
+            .iter()
+            .take(self.config.replicas)
+            .copied()
+            .collect();
+        for to in targets {
+            let request = RingRequest::Remove {
+                key,
+                name: name.to_string(),
+                replica: true,
+            };
+            self.send(to.addr, request, Pending::Push { to }, now);
         }
     }
 
