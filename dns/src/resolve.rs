@@ -462,25 +462,32 @@ impl SipResolver {
     }
 
     /// Usable NAPTR services of `name`: (transport, SRV name), by order/preference.
+    /// One look-up; a failure other than "no such data" is noted in `failures`.
+    async fn lookup_noting(
+        &self,
+        name: &Name,
+        rtype: RecordType,
+        failures: &mut Failures,
+    ) -> Option<hickory_resolver::lookup::Lookup> {
+        match self.inner.resolver.lookup(name.clone(), rtype).await {
+            Ok(lookup) => Some(lookup),
+            Err(e) => {
+                if !is_no_data(&e) {
+                    failures.note(&format!("{rtype} {name}"), &e);
+                }
+                None
+            }
+        }
+    }
+
     async fn naptr_services(
         &self,
         name: &Name,
         allowed: &[Transport],
         failures: &mut Failures,
     ) -> Vec<(Transport, Name)> {
-        let lookup = match self
-            .inner
-            .resolver
-            .lookup(name.clone(), RecordType::NAPTR)
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                if !is_no_data(&e) {
-                    failures.note(&format!("NAPTR {name}"), &e);
-                }
-                return Vec::new();
-            }
+        let Some(lookup) = self.lookup_noting(name, RecordType::NAPTR, failures).await else {
+            return Vec::new();
         };
         let mut naptrs: Vec<&NAPTR> = lookup
             .answers()
@@ -515,19 +522,11 @@ impl SipResolver {
         out: &mut Vec<Target>,
         failures: &mut Failures,
     ) {
-        let lookup = match self
-            .inner
-            .resolver
-            .lookup(srv_name.clone(), RecordType::SRV)
+        let Some(lookup) = self
+            .lookup_noting(srv_name, RecordType::SRV, failures)
             .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                if !is_no_data(&e) {
-                    failures.note(&format!("SRV {srv_name}"), &e);
-                }
-                return;
-            }
+        else {
+            return;
         };
         let srvs: Vec<SRV> = lookup
             .answers()
