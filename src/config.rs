@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use p2psip_bridge::config::GatewayConfig;
 
-use crate::node::core::RoutingMode;
+use crate::proxy::RoutingMode;
 use crate::registrar::RegistrarConfig;
 
 /// Everything a node is started with.

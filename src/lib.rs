@@ -7,6 +7,10 @@
 //! thin tokio drivers do the I/O.
 
 pub mod config;
+pub mod core;
+pub mod gateway;
+pub mod metrics;
+pub mod outbox;
 pub mod node;
 pub mod overlay;
 pub mod proxy;

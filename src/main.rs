@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use p2psip::config::Config;
-use p2psip::node::core::{CoreConfig, RoutingMode};
+use p2psip::core::CoreConfig;
+use p2psip::proxy::RoutingMode;
 use p2psip::node::driver::{Node, NodeOptions};
 use p2psip::ring::RingConfig;
 use p2psip::sip::transaction::Timers;
@@ -169,6 +170,11 @@ async fn serve(config: Config) -> Result<(), String> {
             registrar: config.registrar_config(),
             timers: Timers::default(),
             gateway: config.gateway.clone(),
+            // The driver draws the seed and sets the LAN and peer-saving
+            // chores from the options below.
+            seed: 0,
+            discover: None,
+            save_peers: false,
         },
         ring: RingConfig {
             replicas: config.replicas,

@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tracing::{debug, info, warn};
 
 use crate::config::UpstreamConfig;
@@ -103,7 +105,11 @@ pub struct CrossRegistrar {
     next_token: u64,
     call_id_base: u64,
     call_ids: u64,
-    now: Option<Instant>,
+    /// The latest time the owner gave (stamps REGISTERs as sent).
+    now: Instant,
+    /// Tags and Call-IDs come from here: seeded by the owner, so a node fed
+    /// the same inputs sends the same REGISTERs.
+    rng: StdRng,
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -112,8 +118,10 @@ fn backoff(failures: u32) -> Duration {
 }
 
 impl CrossRegistrar {
-    pub fn new(upstream: UpstreamConfig, gateway_addr: SocketAddr) -> Self {
+    /// A registrar of no user yet; `seed` feeds its tags, Call-IDs and client nonces.
+    pub fn new(upstream: UpstreamConfig, gateway_addr: SocketAddr, seed: u64, now: Instant) -> Self {
         let creds = upstream.credentials();
+        let mut rng = StdRng::seed_from_u64(seed);
         CrossRegistrar {
             upstream,
             creds,
@@ -121,9 +129,10 @@ impl CrossRegistrar {
             entries: BTreeMap::new(),
             queue: VecDeque::new(),
             next_token: 1,
-            call_id_base: rand::random(),
+            call_id_base: rng.random(),
             call_ids: 0,
-            now: None,
+            now,
+            rng,
         }
     }
 
@@ -164,7 +173,7 @@ impl CrossRegistrar {
             let ip = self.gateway_addr.ip();
             let entry = Entry {
                 call_id: format!("xreg-{:016x}-{}@{ip}", self.call_id_base, self.call_ids),
-                from_tag: format!("{:016x}", rand::random::<u64>()),
+                from_tag: format!("{:016x}", self.rng.random::<u64>()),
                 cseq: 0,
                 want: false,
                 registered_until: None,
@@ -199,7 +208,7 @@ impl CrossRegistrar {
     /// The overlay has a binding for `user`: register upstream (if not yet)
     /// and keep the registration refreshed.
     pub fn user_present(&mut self, user: &str, now: Instant) {
-        self.now = Some(now);
+        self.now = now;
         if !self.wants(user) {
             debug!(user, "not covered by the cross-registration mapping");
             return;
@@ -220,7 +229,7 @@ impl CrossRegistrar {
 
     /// The overlay binding of `user` is gone: de-register (`Expires: 0`) once.
     pub fn user_gone(&mut self, user: &str, now: Instant) {
-        self.now = Some(now);
+        self.now = now;
         let Some(entry) = self.entries.get_mut(user) else {
             return;
         };
@@ -253,7 +262,7 @@ impl CrossRegistrar {
         granted_expires: Option<u32>,
         now: Instant,
     ) {
-        self.now = Some(now);
+        self.now = now;
         let Some((user, entry)) = self
             .entries
             .iter_mut()
@@ -363,7 +372,7 @@ impl CrossRegistrar {
     /// Refreshes and retries that are due; responses overdue by
     /// [`RESPONSE_GUARD`] count as 408.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = Some(now);
+        self.now = now;
         let overdue: Vec<u64> = self
             .entries
             .values()
@@ -424,6 +433,7 @@ impl CrossRegistrar {
                 .trim_end_matches('.')
                 .to_string();
             let request_uri = format!("sip:{domain}");
+            let cnonce: u64 = self.rng.random();
             let authorization = match (&entry.challenge, &self.creds) {
                 (Some((name, value)), Some(creds)) => {
                     entry.nc += 1;
@@ -432,7 +442,7 @@ impl CrossRegistrar {
                         "REGISTER",
                         &request_uri,
                         creds,
-                        &digest::new_cnonce(),
+                        &format!("{:016x}", cnonce),
                         entry.nc,
                     ) {
                         Ok(v) => {
@@ -455,7 +465,7 @@ impl CrossRegistrar {
             entry.cseq += 1;
             let token = self.next_token;
             self.next_token += 1;
-            let now = self.now.unwrap_or_else(Instant::now);
+            let now = self.now;
             entry.in_flight = Some(InFlight {
                 token,
                 expires,
@@ -517,13 +527,13 @@ mod tests {
 
     #[test]
     fn mapping() {
-        let all = CrossRegistrar::new(upstream(CrossUsers::All), gw());
+        let all = CrossRegistrar::new(upstream(CrossUsers::All), gw(), 7, Instant::now());
         assert!(all.wants("anyone"));
-        let list = CrossRegistrar::new(upstream(CrossUsers::List(vec!["alice".into()])), gw());
+        let list = CrossRegistrar::new(upstream(CrossUsers::List(vec!["alice".into()])), gw(), 7, Instant::now());
         assert!(list.wants("alice") && !list.wants("bob"));
         let mut up = upstream(CrossUsers::All);
         up.overlay_domain = Some("overlay.test".into());
-        let scoped = CrossRegistrar::new(up, gw());
+        let scoped = CrossRegistrar::new(up, gw(), 7, Instant::now());
         assert!(
             scoped.wants_aor("alice", "OVERLAY.test") && !scoped.wants_aor("alice", "other.test")
         );
@@ -545,7 +555,7 @@ mod tests {
     #[test]
     fn lifecycle_challenge_refresh_deregister() {
         let t0 = Instant::now();
-        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw());
+        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw(), 7, Instant::now());
         cr.user_present("alice", t0);
         let r1 = cr.poll_register().expect("first REGISTER");
         assert!(cr.poll_register().is_none());
@@ -646,7 +656,7 @@ mod tests {
     #[test]
     fn backoff_after_repeated_401() {
         let t0 = Instant::now();
-        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw());
+        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw(), 7, Instant::now());
         cr.user_present("bob", t0);
         let r1 = cr.poll_register().unwrap();
         cr.handle_response(
@@ -698,7 +708,7 @@ mod tests {
     #[test]
     fn proxy_challenge_and_failures() {
         let t0 = Instant::now();
-        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw());
+        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw(), 7, Instant::now());
         cr.user_present("carol", t0);
         let r1 = cr.poll_register().unwrap();
         cr.handle_response(
@@ -719,7 +729,7 @@ mod tests {
         let mut up = upstream(CrossUsers::All);
         up.username = None;
         up.password = None;
-        let mut cr = CrossRegistrar::new(up, gw());
+        let mut cr = CrossRegistrar::new(up, gw(), 7, Instant::now());
         cr.user_present("dave", t0);
         let r = cr.poll_register().unwrap();
         cr.handle_response(
@@ -736,7 +746,7 @@ mod tests {
     #[test]
     fn unanswered_request_times_out() {
         let t0 = Instant::now();
-        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw());
+        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw(), 7, Instant::now());
         cr.user_present("erin", t0);
         let r1 = cr.poll_register().unwrap();
         assert_eq!(cr.poll_timeout(), Some(t0 + RESPONSE_GUARD));
@@ -751,7 +761,7 @@ mod tests {
     #[test]
     fn gone_while_registering_and_interval_too_brief() {
         let t0 = Instant::now();
-        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw());
+        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw(), 7, Instant::now());
         cr.user_present("fred", t0);
         let r1 = cr.poll_register().unwrap();
         // 423 with Min-Expires 600 → resent at once asking for 600.
@@ -779,7 +789,7 @@ mod tests {
     #[test]
     fn registration_expires_when_refreshes_fail() {
         let t0 = Instant::now();
-        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw());
+        let mut cr = CrossRegistrar::new(upstream(CrossUsers::All), gw(), 7, Instant::now());
         cr.user_present("hal", t0);
         let r1 = cr.poll_register().unwrap();
         cr.handle_response(r1.token, 200, None, Some(100), t0);

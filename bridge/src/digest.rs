@@ -231,10 +231,6 @@ pub fn authorization(
     Ok(out)
 }
 
-/// A fresh random client nonce (16 hex digits).
-pub fn new_cnonce() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,24 +1,25 @@
-//! The tokio side of a node: owns the sockets and a clock, and pumps the
-//! sans-I/O [`Core`] — bytes in, bytes out, deadlines, name resolution,
-//! status queries. It makes no protocol decision of its own.
+//! The tokio side of a node: owns the sockets, the resolver, the DNS server
+//! and a clock, and pumps the sans-I/O [`Core`]: every wake-up reads the
+//! clock once, feeds what arrived as [`Input`]s, then acts on the
+//! [`Output`]s until the next deadline. It makes no protocol decision.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::core::{Core, CoreConfig, Location};
+use crate::core::{Core, CoreConfig, Input, Location, Output};
 use super::http::{self, Query};
-use super::outbox::ResolveId;
+use crate::outbox::ResolveId;
 use crate::overlay::Overlay;
-use crate::overlay::discovery::{Announcer, GROUP, announcement, announcer};
+use crate::overlay::discovery::GROUP;
 use crate::overlay::gateways::GatewayRecord;
-use crate::proxy::target::Destination;
+use crate::sip::target::Destination;
 use crate::ring::RingConfig;
 use crate::sip::transaction::{Peer, TransportKind};
 use crate::sip::transport::{Inbound, Transports};
@@ -28,10 +29,6 @@ use p2psip_dns::{
 
 /// Datagrams read in one go before the node sends what they caused.
 const UDP_BATCH: usize = 64;
-/// Longest wait for a graceful leave to hand items over.
-const LEAVE_FOR: Duration = Duration::from_secs(5);
-/// How often the peer cache is written.
-const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
 /// The peer cache file in the data directory.
 const PEERS_FILE: &str = "peers.json";
 
@@ -85,6 +82,9 @@ impl Node {
                 info!(peers = join.len(), "rejoining through saved peers");
             }
         }
+        options.core.seed = rand::random();
+        options.core.discover = options.discover;
+        options.core.save_peers = options.data.is_some();
         let overlay = Overlay::new(local, options.ring.clone(), &join, now);
         let domains = options.core.domains.clone();
         let zone_configs = options.core.gateway.zone_configs(&domains);
@@ -174,131 +174,106 @@ impl Node {
         tokio::pin!(shutdown);
         let (resolved_tx, mut resolved_rx) = mpsc::channel::<(ResolveId, Vec<Peer>)>(256);
         let (enum_tx, mut enum_rx) = mpsc::channel::<(ResolveId, Option<String>)>(64);
+        let lookups = Lookups {
+            resolver: SipResolver::new(ResolverConfig {
+                nameserver: self.nameserver,
+                ..ResolverConfig::default()
+            })
+            .map_err(|e| warn!(error = %e, "no RFC 3263 resolver; using the system resolver"))
+            .ok(),
+            resolved: resolved_tx,
+            enums: enum_tx,
+        };
         let mut buf = vec![0u8; 65536];
-        let mut leaving_until: Option<Instant> = None;
-        let mut next_save = Instant::now() + SAVE_PEERS_EVERY;
-        let mut announcer = Announcer::new(Instant::now());
         let mut mbuf = vec![0u8; 65536];
-        let resolver = SipResolver::new(ResolverConfig {
-            nameserver: self.nameserver,
-            ..ResolverConfig::default()
-        })
-        .map_err(|e| warn!(error = %e, "no RFC 3263 resolver; using the system resolver"))
-        .ok();
+        let mut leave_asked = false;
+        let mut deadline = self.act(&lookups);
         loop {
-            if let Some(until) = leaving_until
-                && (self.core.has_left() || Instant::now() >= until)
-            {
+            if self.core.has_stopped(Instant::now()) {
                 break;
             }
-            let mut deadline = self.core.poll_timeout().min(next_save);
-            if self.discovery.is_some()
-                && let Some(t) = announcer.poll_timeout(self.core.is_alone())
-            {
-                deadline = deadline.min(t);
-            }
-            if let Some(until) = leaving_until {
-                deadline = deadline.min(until);
-            }
-            let deadline = tokio::time::Instant::from_std(deadline);
-            tokio::select! {
-                _ = &mut shutdown, if leaving_until.is_none() => {
-                    info!("leaving the ring");
-                    self.save_peers();
-                    leaving_until = Some(Instant::now() + LEAVE_FOR);
-                    self.core.leave(Instant::now());
+            let sleep = tokio::time::Instant::from_std(deadline);
+            let wake = tokio::select! {
+                _ = &mut shutdown, if !leave_asked => {
+                    leave_asked = true;
+                    Wake::Input(Input::Leave)
                 }
-                read = self.transports.udp().recv_from(&mut buf) => {
-                    let now = Instant::now();
-                    if let Ok((n, from)) = read {
-                        self.core.receive(Bytes::copy_from_slice(&buf[..n]), udp(from), now);
+                read = self.transports.udp().recv_from(&mut buf) => match read {
+                    Ok((n, from)) => Wake::Udp(n, from),
+                    Err(_) => Wake::Nothing,
+                },
+                Some(event) = self.inbound.recv() => match event {
+                    Inbound::Message { bytes, from } => Wake::Input(Input::Datagram { bytes, from }),
+                    Inbound::Closed { peer } => {
+                        self.transports.on_inbound(&Inbound::Closed { peer });
+                        Wake::Input(Input::ConnectionClosed(peer))
                     }
+                    other => {
+                        self.transports.on_inbound(&other);
+                        Wake::Nothing
+                    }
+                },
+                Some((id, peers)) = resolved_rx.recv() => Wake::Input(Input::Resolved { id, peers }),
+                Some((id, uri)) = enum_rx.recv() => Wake::Input(Input::Enum { id, uri }),
+                Some(query) = self.queries.recv() => {
+                    self.answer(query);
+                    Wake::Nothing
+                }
+                heard = recv_discovery(self.discovery.as_ref(), &mut mbuf) => match heard {
+                    Some(bytes) => Wake::Input(Input::Announcement { bytes }),
+                    None => Wake::Nothing,
+                },
+                _ = tokio::time::sleep_until(sleep) => Wake::Input(Input::Timeout),
+            };
+            let now = Instant::now();
+            match wake {
+                Wake::Input(input) => self.core.handle_input(input, now),
+                Wake::Udp(n, from) => {
+                    let bytes = Bytes::copy_from_slice(&buf[..n]);
+                    self.core.handle_input(Input::Datagram { bytes, from: udp(from) }, now);
                     for _ in 0..UDP_BATCH {
-                        match self.transports.udp().try_recv_from(&mut buf) {
-                            Ok((n, from)) => self.core.receive(Bytes::copy_from_slice(&buf[..n]), udp(from), now),
-                            Err(_) => break,
-                        }
+                        let Ok((n, from)) = self.transports.udp().try_recv_from(&mut buf) else {
+                            break;
+                        };
+                        let bytes = Bytes::copy_from_slice(&buf[..n]);
+                        self.core.handle_input(Input::Datagram { bytes, from: udp(from) }, now);
                     }
                 }
-                Some(event) = self.inbound.recv() => {
-                    match event {
-                        Inbound::Message { bytes, from } => self.core.receive(bytes, from, Instant::now()),
-                        other => self.transports.on_inbound(&other),
-                    }
-                }
-                Some((id, peers)) = resolved_rx.recv() => {
-                    self.core.resolved(id, peers, Instant::now());
-                }
-                Some((id, uri)) = enum_rx.recv() => {
-                    self.core.enum_resolved(id, uri, Instant::now());
-                }
-                Some(query) = self.queries.recv() => self.answer(query),
-                heard = recv_discovery(self.discovery.as_ref(), &mut mbuf) => {
-                    if let Some(peer) = heard
-                        && self.core.on_announcement(peer, Instant::now())
-                            && let Some(me) = self.core.me() {
-                                let answer = announcement(&me, peer.addr);
-                                self.transports.send(udp(peer.addr), answer.to_bytes());
-                            }
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    let now = Instant::now();
-                    self.core.handle_timeout(now);
-                    if let (Some((socket, group)), Some(me)) = (&self.discovery, self.core.me())
-                        && announcer.due(self.core.is_alone(), now) {
-                            debug!(%group, "announcing this node on the LAN");
-                            let _ = socket.try_send_to(&announcement(&me, *group).to_bytes(), *group);
-                        }
-                    if now >= next_save {
-                        next_save = now + SAVE_PEERS_EVERY;
-                        self.save_peers();
-                    }
-                }
+                Wake::Nothing => {}
             }
-            while let Some((peer, bytes)) = self.core.poll_transmit() {
-                self.transports.send(peer, bytes);
-            }
-            while let Some((id, destination)) = self.core.poll_resolve() {
-                let tx = resolved_tx.clone();
-                let resolver = resolver.clone();
-                tokio::spawn(async move {
-                    let peers = resolve(resolver.as_ref(), &destination).await;
-                    let _ = tx.send((id, peers)).await;
-                });
-            }
-            while let Some((id, e164)) = self.core.poll_enum() {
-                let tx = enum_tx.clone();
-                let resolver = resolver.clone();
-                let suffix = self.core.enum_suffix();
-                tokio::spawn(async move {
-                    let uri = match resolver {
-                        Some(r) => r.enum_lookup(&e164, &suffix).await.unwrap_or_else(|e| {
-                            debug!(error = %e, %e164, "ENUM look-up failed");
-                            None
-                        }),
-                        None => None,
-                    };
-                    let _ = tx.send((id, uri)).await;
-                });
-            }
-            if let Some(resolver) = &resolver {
-                for peer in self.core.take_dead() {
-                    debug!(target = %peer.addr, "marking next hop dead");
-                    resolver.mark_dead(&Target {
-                        addr: peer.addr,
-                        transport: dns_transport(peer.transport),
-                        host: String::new(),
-                    });
-                }
-            }
-            while let Some((domain, set)) = self.core.poll_gateways() {
-                if let Some((_, zones)) = &self.dns {
-                    info!(%domain, gateways = set.len(), "gateway set changed");
-                    zones.set_gateways(&domain, set.into_iter().map(to_dns_gateway).collect());
-                }
-            }
+            deadline = self.act(&lookups);
         }
         info!("node stopped");
+    }
+
+    /// Acts on the core's outputs until it gives the next deadline.
+    fn act(&mut self, lookups: &Lookups) -> Instant {
+        loop {
+            match self.core.poll_output() {
+                Output::Timeout(deadline) => return deadline,
+                Output::Transmit { to, bytes } => {
+                    if !self.transports.send(to, bytes) {
+                        self.core.handle_input(Input::SendFailed(to), Instant::now());
+                    }
+                }
+                Output::Announce { bytes } => {
+                    if let Some((socket, group)) = &self.discovery {
+                        let _ = socket.try_send_to(&bytes, *group);
+                    }
+                }
+                Output::Resolve { id, destination } => lookups.resolve(id, destination),
+                Output::Enum { id, e164, suffix } => lookups.enum_lookup(id, e164, suffix),
+                Output::MarkDead(peer) => lookups.mark_dead(peer),
+                Output::Gateways { domain, gateways } => {
+                    if let Some((_, zones)) = &self.dns {
+                        info!(%domain, gateways = gateways.len(), "gateway set changed");
+                        let set = gateways.into_iter().map(to_dns_gateway).collect();
+                        zones.set_gateways(&domain, set);
+                    }
+                }
+                Output::SavePeers(peers) => self.save_peers(&peers),
+            }
+        }
     }
 
     fn answer(&mut self, query: Query) {
@@ -343,21 +318,12 @@ impl Node {
         }
     }
 
-    /// Writes the peers this node knows, to rejoin through them after a restart.
-    fn save_peers(&self) {
-        let (Some(dir), Some(overlay)) = (&self.data, self.core.overlay()) else {
+    /// Writes the peers the core handed out, to rejoin through them after a restart.
+    fn save_peers(&self, peers: &[SocketAddr]) {
+        let Some(dir) = &self.data else {
             return;
         };
-        let peers: Vec<String> = overlay
-            .ring()
-            .known_peers()
-            .iter()
-            .filter(|p| **p != self.local_addr())
-            .map(|p| p.to_string())
-            .collect();
-        if peers.is_empty() {
-            return;
-        }
+        let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
         let path = dir.join(PEERS_FILE);
         let tmp = dir.join(format!("{PEERS_FILE}.tmp"));
         let written = serde_json::to_vec_pretty(&peers)
@@ -367,6 +333,58 @@ impl Node {
         match written {
             Ok(()) => debug!(peers = peers.len(), "saved peers"),
             Err(error) => warn!(%error, path = %path.display(), "could not save peers"),
+        }
+    }
+}
+
+/// What woke the driver up.
+enum Wake {
+    Input(Input),
+    /// A datagram of this length is in the buffer (more may follow).
+    Udp(usize, SocketAddr),
+    Nothing,
+}
+
+/// The resolver and the channels its answers come back on.
+struct Lookups {
+    resolver: Option<SipResolver>,
+    resolved: mpsc::Sender<(ResolveId, Vec<Peer>)>,
+    enums: mpsc::Sender<(ResolveId, Option<String>)>,
+}
+
+impl Lookups {
+    fn resolve(&self, id: ResolveId, destination: Destination) {
+        let tx = self.resolved.clone();
+        let resolver = self.resolver.clone();
+        tokio::spawn(async move {
+            let peers = resolve(resolver.as_ref(), &destination).await;
+            let _ = tx.send((id, peers)).await;
+        });
+    }
+
+    fn enum_lookup(&self, id: ResolveId, e164: String, suffix: String) {
+        let tx = self.enums.clone();
+        let resolver = self.resolver.clone();
+        tokio::spawn(async move {
+            let uri = match resolver {
+                Some(r) => r.enum_lookup(&e164, &suffix).await.unwrap_or_else(|e| {
+                    debug!(error = %e, %e164, "ENUM look-up failed");
+                    None
+                }),
+                None => None,
+            };
+            let _ = tx.send((id, uri)).await;
+        });
+    }
+
+    fn mark_dead(&self, peer: Peer) {
+        if let Some(resolver) = &self.resolver {
+            debug!(target = %peer.addr, "marking next hop dead");
+            resolver.mark_dead(&Target {
+                addr: peer.addr,
+                transport: dns_transport(peer.transport),
+                host: String::new(),
+            });
         }
     }
 }
@@ -407,19 +425,16 @@ fn bind_discovery(local: SocketAddr, port: u16) -> io::Result<(tokio::net::UdpSo
     Ok((tokio::net::UdpSocket::from_std(socket.into())?, group))
 }
 
-/// The next announcement heard on the discovery socket (never, without one).
+/// The next datagram heard on the discovery socket (never, without one).
 async fn recv_discovery(
     discovery: Option<&(tokio::net::UdpSocket, SocketAddr)>,
     buf: &mut [u8],
-) -> Option<crate::ring::Peer> {
+) -> Option<Bytes> {
     let Some((socket, _)) = discovery else {
         return std::future::pending().await;
     };
     let (n, _) = socket.recv_from(buf).await.ok()?;
-    match crate::sip::message::Message::parse(Bytes::copy_from_slice(&buf[..n])) {
-        Ok(crate::sip::message::Message::Request(request)) => announcer(&request),
-        _ => None,
-    }
+    Some(Bytes::copy_from_slice(&buf[..n]))
 }
 
 fn udp(addr: SocketAddr) -> Peer {

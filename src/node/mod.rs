@@ -1,11 +1,5 @@
-//! The node: the protocol core and the tokio driver that pumps it.
+//! The node's I/O: the tokio driver that pumps the sans-I/O
+//! [`Core`](crate::core::Core), and the HTTP window onto it.
 
-pub mod core;
 pub mod driver;
-pub mod gateway;
 pub mod http;
-pub mod metrics;
-pub mod outbox;
-
-#[cfg(test)]
-mod tests;

@@ -14,7 +14,6 @@ use ezk_sip_types::{Method, Name};
 
 use crate::ring::{NodeId, Peer};
 use crate::sip::message::{HeaderAccess, Request, RequestUri};
-use crate::sip::transaction::new_branch;
 
 /// sip.mcast.net (RFC 3261 §10.2.6).
 pub const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 1, 75);
@@ -26,14 +25,15 @@ pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
 /// The `P2P-Overlay` value of an announcement.
 const DISCOVER: &str = "chord;op=discover";
 
-/// A complete announcement of `me` (a REGISTER to the group).
-pub fn announcement(me: &Peer, to: SocketAddr) -> Request {
+/// A complete announcement of `me` (a REGISTER to the group); `nonce`
+/// (random hex from the core) makes its branch, tag and Call-ID.
+pub fn announcement(me: &Peer, to: SocketAddr, nonce: &str) -> Request {
     let uri = SipUri::new(to.into());
     let mut request = Request::new(Method::REGISTER, RequestUri::Sip(uri));
     let node = format!("<sip:{}@{}>", me.id, me.addr);
     request.headers.insert(
         Name::VIA,
-        format!("SIP/2.0/UDP {};branch={}", me.addr, new_branch()),
+        format!("SIP/2.0/UDP {};branch=z9hG4bK{nonce}", me.addr),
     );
     request.headers.insert(Name::MAX_FORWARDS, "1");
     request
@@ -41,11 +41,11 @@ pub fn announcement(me: &Peer, to: SocketAddr) -> Request {
         .insert(Name::from(super::super::ring::wire::OVERLAY), DISCOVER);
     request
         .headers
-        .insert(Name::FROM, format!("{node};tag={}", &new_branch()[7..15]));
+        .insert(Name::FROM, format!("{node};tag={nonce}"));
     request.headers.insert(Name::TO, node.as_str());
     request
         .headers
-        .insert(Name::CALL_ID, format!("{}@{}", &new_branch()[7..], me.addr));
+        .insert(Name::CALL_ID, format!("{nonce}@{}", me.addr));
     request.headers.insert(Name::CSEQ, "1 REGISTER");
     request.headers.insert(Name::CONTACT, node.as_str());
     request
@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn announcements_name_their_node_and_are_bounded() {
         let me = Peer::of_addr("127.0.0.1:5060".parse().expect("addr"));
-        let request = announcement(&me, SocketAddr::from((GROUP, 5060)));
+        let request = announcement(&me, SocketAddr::from((GROUP, 5060)), "0123456789abcdef");
         let Ok(Message::Request(back)) = Message::parse(request.to_bytes()) else {
             panic!("announcement does not parse")
         };

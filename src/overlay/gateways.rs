@@ -37,6 +37,8 @@ pub fn key_of(domain: &str) -> NodeId {
 /// This node's advertisements and the sets it has seen.
 pub struct Gateways {
     me: GatewayRecord,
+    /// When advertising began: versions count milliseconds from here.
+    started: Instant,
     domains: Vec<String>,
     every: Duration,
     /// How long an advertisement lives without a refresh.
@@ -52,6 +54,7 @@ impl Gateways {
     pub fn new(me: GatewayRecord, domains: Vec<String>, every: Duration, now: Instant) -> Gateways {
         Gateways {
             me,
+            started: now,
             domains,
             every,
             lifetime: every * 3,
@@ -89,7 +92,7 @@ impl Gateways {
                 ),
                 kind: KIND.to_string(),
                 value: value.clone(),
-                version: version_of(now),
+                version: version_of(self.started, now),
                 expires: now + self.lifetime,
             };
             ring.store(item, now);
@@ -130,11 +133,8 @@ impl Gateways {
 }
 
 /// Advertisements replace older ones of the same name: the version grows
-/// with time. A process-local monotonic count is enough, since each gateway
+/// with time since advertising began. That is enough, since each gateway
 /// only ever replaces its own item.
-fn version_of(now: Instant) -> u64 {
-    use std::sync::OnceLock;
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(|| now);
-    now.saturating_duration_since(start).as_millis() as u64 + 1
+fn version_of(started: Instant, now: Instant) -> u64 {
+    now.saturating_duration_since(started).as_millis() as u64 + 1
 }

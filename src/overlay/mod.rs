@@ -5,6 +5,7 @@
 //! Ring requests go out as SIP client transactions and come in as server
 //! transactions; this module maps one to the other and never touches a socket.
 
+pub mod directory;
 pub mod discovery;
 pub mod gateways;
 pub mod store;
@@ -15,15 +16,16 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use crate::node::metrics::Metrics;
-use crate::node::outbox::Outbox;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::ring::wire;
 use crate::ring::{
     IncomingId, Item, NodeId, OpId, Outgoing, RequestId, Ring, RingConfig, RingError, RingEvent,
     RingStatus,
 };
 use crate::sip::message::{HeaderAccess, Request, Response};
-use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind, new_branch};
+use crate::outbox::owner;
+use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind};
 use gateways::{GatewayRecord, Gateways};
 use store::RingLocation;
 
@@ -49,7 +51,8 @@ pub struct Overlay {
     /// The location store that lives in the ring.
     pub location: RingLocation,
     cseq: u32,
-    call_id: String,
+    /// The Call-ID of our ring requests, drawn from the core's RNG at the first.
+    call_id: Option<String>,
     pub counters: OverlayCounters,
     /// The node's metrics (set by the core).
     pub metrics: Metrics,
@@ -83,7 +86,7 @@ impl Overlay {
             next_incoming: 1,
             location: RingLocation::new(),
             cseq: 1,
-            call_id: format!("{}@{}", &new_branch()[7..], local),
+            call_id: None,
             counters: OverlayCounters::default(),
             metrics: Metrics::default(),
             gateways: None,
@@ -193,19 +196,13 @@ impl Overlay {
         self.pump(out, now);
     }
 
-    /// A response on one of our transactions; false when it is not ours.
-    pub fn on_response(
-        &mut self,
-        key: ClientKey,
-        response: &Response,
-        out: &mut Outbox,
-        now: Instant,
-    ) -> bool {
+    /// A response on one of our transactions.
+    pub fn on_response(&mut self, key: ClientKey, response: &Response, out: &mut Outbox, now: Instant) {
         let Some(&id) = self.sent.get(&key) else {
-            return false;
+            return;
         };
         if response.status < 200 {
-            return true;
+            return;
         }
         self.sent.remove(&key);
         match wire::decode_response(response, now) {
@@ -216,18 +213,16 @@ impl Overlay {
             }
         }
         self.pump(out, now);
-        true
     }
 
-    /// One of our transactions timed out; false when it is not ours.
-    pub fn on_timeout(&mut self, key: ClientKey, out: &mut Outbox, now: Instant) -> bool {
+    /// One of our transactions timed out.
+    pub fn on_timeout(&mut self, key: ClientKey, out: &mut Outbox, now: Instant) {
         let Some(id) = self.sent.remove(&key) else {
-            return false;
+            return;
         };
         self.counters.failures += 1;
         self.ring.handle_failure(id, now);
         self.pump(out, now);
-        true
     }
 
     pub fn handle_timeout(&mut self, out: &mut Outbox, now: Instant) {
@@ -288,12 +283,20 @@ impl Overlay {
                 }
                 let mut sip = wire::encode_request(&request, &self.ring.me(), to, now);
                 self.cseq = self.cseq.wrapping_add(1);
-                complete_request(&mut sip, self.ring.me().addr, &self.call_id, self.cseq);
+                let me = self.ring.me().addr;
+                let call_id = self
+                    .call_id
+                    .get_or_insert_with(|| format!("{}@{me}", out.random_hex()));
+                let fresh = Fresh {
+                    branch: out.new_branch(),
+                    tag: out.random_hex(),
+                };
+                complete_request(&mut sip, me, call_id, self.cseq, fresh);
                 let peer = Peer {
                     transport: TransportKind::Udp,
                     addr: to,
                 };
-                let key = out.request(sip, peer, now);
+                let key = out.request(owner::OVERLAY, sip, peer, now);
                 self.sent.insert(key, id);
             }
             Outgoing::Response { to, response } => {
@@ -344,12 +347,24 @@ impl Overlay {
     }
 }
 
+/// A branch and a tag from the core's RNG, for one request.
+struct Fresh {
+    branch: String,
+    tag: String,
+}
+
 /// Adds what makes an encoded overlay request a complete SIP request: our
 /// Via with a fresh branch, Max-Forwards, Call-ID, CSeq and a From tag.
-fn complete_request(request: &mut Request, local: SocketAddr, call_id: &str, cseq: u32) {
+fn complete_request(
+    request: &mut Request,
+    local: SocketAddr,
+    call_id: &str,
+    cseq: u32,
+    fresh: Fresh,
+) {
     use ezk_sip_types::Name;
     use ezk_sip_types::header::typed::Via;
-    let via = Via::new("UDP", local, new_branch());
+    let via = Via::new("UDP", local, fresh.branch);
     crate::sip::message::push_via(&mut request.headers, &via);
     if !request.headers.contains(&Name::MAX_FORWARDS) {
         request.headers.insert(Name::MAX_FORWARDS, "70");
@@ -365,7 +380,7 @@ fn complete_request(request: &mut Request, local: SocketAddr, call_id: &str, cse
     if let Some(mut from) = request.from_header()
         && from.tag.is_none()
     {
-        from.tag = Some(new_branch()[7..15].to_string().into());
+        from.tag = Some(fresh.tag.into());
         request.headers.remove(&Name::FROM);
         request.headers.insert_type(Name::FROM, &from);
     }

@@ -7,7 +7,6 @@
 //! in the node; the proxy gets a request ready to forward and its targets.
 
 pub mod fork;
-pub mod target;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -17,12 +16,22 @@ use std::time::Instant;
 use ezk_sip_types::Name;
 use ezk_sip_types::header::typed::{Routing, Via};
 
-use crate::node::outbox::{Outbox, ResolveId};
+use crate::outbox::{Outbox, ResolveId, owner};
 use crate::sip::message::{HeaderAccess, Message, Request, RequestUri, Response, pop_top_via};
 use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind};
 use fork::Fork;
-use target::{NextHop, next_hop};
+use crate::sip::target::{self, NextHop, next_hop};
 use tracing::debug;
+
+/// How requests for local users are answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    /// Forward them to the user's contacts.
+    Proxy,
+    /// Answer 302 with the contacts.
+    Redirect,
+}
 
 /// One place to send a forwarded request.
 #[derive(Clone, Debug)]
@@ -179,7 +188,7 @@ impl Proxy {
                     self.send_branch(server, request, peer, out, now);
                 }
                 NextHop::Resolve(destination) => {
-                    let id = out.resolve(destination);
+                    let id = out.resolve(owner::PROXY, destination);
                     self.resolving
                         .insert(id, Pending::Branch { server, request });
                     if let Some(fork) = self.forks.get_mut(&server) {
@@ -216,7 +225,7 @@ impl Proxy {
         let via = Via::new(transport_name(peer.transport), self.local, branch);
         crate::sip::message::push_via(&mut request.headers, &via);
         let invite = request.method == ezk_sip_types::Method::INVITE;
-        let key = out.request(request, peer, now);
+        let key = out.request(owner::PROXY, request, peer, now);
         if let Some(plain) = plain {
             self.challengeable.insert(key, (peer, plain));
         }
@@ -384,7 +393,7 @@ impl Proxy {
         match hop {
             NextHop::Peer(peer) => out.stateless(peer, &Message::Request(request)),
             NextHop::Resolve(destination) => {
-                let id = out.resolve(destination);
+                let id = out.resolve(owner::PROXY, destination);
                 self.resolving.insert(id, Pending::Stateless(request));
             }
         }
@@ -512,7 +521,7 @@ impl Proxy {
             &request.method.to_string(),
             &uri,
             &credentials,
-            &p2psip_bridge::digest::new_cnonce(),
+            &out.random_hex(),
             1,
         ) {
             Ok(value) => value,

@@ -319,7 +319,7 @@ impl Request {
 
     /// A response generated here (not relayed): as [`response`](Self::response),
     /// with a To tag of ours when it is final and the request had none
-    /// (RFC 3261 §8.2.6.2). The tag is appended to the To text, so a To the
+    /// (RFC 3261 §8.2.6.2; the tag is [`local_tag`]). The tag is appended to the To text, so a To the
     /// typed header cannot parse (`tel:`) gets one too.
     pub fn final_response(&self, status: u16) -> Response {
         let mut response = self.response(status);
@@ -330,7 +330,7 @@ impl Request {
             return response;
         };
         if raw_tag(&raw).is_none() {
-            let tag = format!("{:x}", rand::random::<u64>());
+            let tag = local_tag(&self.headers);
             response.headers.remove(&Name::TO);
             response
                 .headers
@@ -688,4 +688,21 @@ mod tests {
         assert!(pop_top_via(&mut resp.headers).is_some());
         assert!(resp.top_via().is_none());
     }
+}
+
+/// The To tag for a response this node makes itself (RFC 3261 §8.2.6.2): a
+/// hash of what makes the request unique (Call-ID, From, the top Via, CSeq),
+/// as Kamailio's `sl` module does. The same request always gets the same tag
+/// (a retransmitted answer names the same dialog), different requests get
+/// different ones, and no random source is needed: a core fed the same
+/// messages answers the same.
+pub fn local_tag(headers: &Headers) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    for name in [&Name::CALL_ID, &Name::FROM, &Name::VIA, &Name::CSEQ] {
+        if let Some(value) = headers.get_raw(name).next() {
+            value.as_bytes().hash(&mut hasher);
+        }
+    }
+    format!("{:016x}", hasher.finish())
 }

@@ -2,5 +2,6 @@
 
 pub mod framing;
 pub mod message;
+pub mod target;
 pub mod transaction;
 pub mod transport;

@@ -27,7 +27,7 @@ use ezk_sip_types::header::typed::{CSeq, CallID, FromTo, Via};
 use ezk_sip_types::host::{Host, HostPort};
 use ezk_sip_types::{Headers, Method, Name};
 
-use super::message::{Message, Request, Response};
+use super::message::{Message, Request, Response, local_tag};
 
 #[cfg(test)]
 mod tests;
@@ -38,15 +38,12 @@ pub const MAGIC_COOKIE: &str = "z9hG4bK";
 /// Timer D for unreliable transports (RFC 3261 §17.1.1.2: at least 32 s).
 const TIMER_D: Duration = Duration::from_secs(32);
 
-/// A fresh RFC 3261 branch: the magic cookie followed by 128 random bits in hex.
-pub fn new_branch() -> String {
-    format!("{MAGIC_COOKIE}{:032x}", rand::random::<u128>())
-}
-
-/// A fresh tag for a To header the layer answers on its own (481, 200 to CANCEL).
-fn new_tag() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
+/// Who started a client transaction: an opaque tag the layer keeps with it
+/// and hands back with each of its events, so that the transaction user
+/// gives a response or a timeout to the part that sent the request and to no
+/// other. The layer gives it no meaning; `Owner::default()` is "nobody".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Owner(pub u8);
 
 /// The transport a message came in on or goes out on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -128,9 +125,13 @@ pub enum Event {
         from: Peer,
     },
     /// A response for a client transaction (provisional or final; retransmitted finals are absorbed).
-    Response { key: ClientKey, response: Response },
+    Response {
+        key: ClientKey,
+        owner: Owner,
+        response: Response,
+    },
     /// The client transaction got no final response (Timer B / F) or the transport failed: treat as 408.
-    Timeout { key: ClientKey },
+    Timeout { key: ClientKey, owner: Owner },
     /// A response matching no client transaction (e.g. a 2xx retransmission to INVITE): a proxy forwards
     /// it statelessly.
     StrayResponse { response: Response, from: Peer },
@@ -196,6 +197,8 @@ struct Client {
     cancel: CancelState,
     /// The ACK sent for a non-2xx final response, re-sent on retransmissions.
     ack: Option<Message>,
+    /// Who sent the request (returned with every event).
+    owner: Owner,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,6 +425,18 @@ impl Transactions {
     /// branch is sent and retransmitted but cannot match a response; it ends
     /// with [`Event::Timeout`].
     pub fn send_request(&mut self, request: Request, to: Peer, now: Instant) -> ClientKey {
+        self.send_request_for(Owner::default(), request, to, now)
+    }
+
+    /// [`send_request`](Self::send_request) on behalf of `owner`, whose tag
+    /// every event of the transaction carries.
+    pub fn send_request_for(
+        &mut self,
+        owner: Owner,
+        request: Request,
+        to: Peer,
+        now: Instant,
+    ) -> ClientKey {
         if request.method == Method::ACK {
             self.transmits.push_back(Transmit {
                 to,
@@ -430,10 +445,17 @@ impl Transactions {
             // Slot index u32::MAX is never allocated: this key refers to nothing.
             return ClientKey(u64::MAX);
         }
-        ClientKey(self.start_client(request, to, now, false))
+        ClientKey(self.start_client(request, to, now, false, owner))
     }
 
-    fn start_client(&mut self, request: Request, to: Peer, now: Instant, silent: bool) -> u64 {
+    fn start_client(
+        &mut self,
+        request: Request,
+        to: Peer,
+        now: Instant,
+        silent: bool,
+        owner: Owner,
+    ) -> u64 {
         let invite = request.method == Method::INVITE;
         let index = match top_via(&request.headers).and_then(|v| branch_of(&v)) {
             Some(branch) => IndexKey::Client(ClientMatch {
@@ -466,6 +488,7 @@ impl Transactions {
                 silent,
                 cancel: CancelState::None,
                 ack: None,
+                owner,
             }),
         });
         if let Some(k) = match_key
@@ -528,7 +551,7 @@ impl Transactions {
         let limit = now + 64 * self.timers.t1;
         self.deadlines.arm(txn, id, Slot::Lifetime, limit);
         if let Some(cancel) = cancel {
-            self.start_client(cancel, to, now, true);
+            self.start_client(cancel, to, now, true, Owner::default());
         }
     }
 
@@ -543,9 +566,36 @@ impl Transactions {
             return;
         };
         if client.state != ClientState::Completed && !client.silent {
-            self.events.push_back(Event::Timeout { key });
+            let owner = client.owner;
+            self.events.push_back(Event::Timeout { key, owner });
         }
         self.terminate(key.0);
+    }
+
+    /// Nothing more can reach `peer` (its connection closed, or a send to it
+    /// failed): every client transaction still waiting for its answer from
+    /// that peer ends with [`Event::Timeout`] (RFC 3261 §17.1.4). Over UDP
+    /// the failure is a local one (no route, a refused send), so the same
+    /// holds. A rare event: the transactions are scanned.
+    pub fn peer_failed(&mut self, peer: Peer, now: Instant) {
+        let failed: Vec<u64> = self
+            .slab
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(index, entry)| match &entry.txn {
+                Some(Txn {
+                    kind: Kind::Client(client),
+                    ..
+                }) if client.to == peer && client.state != ClientState::Completed => {
+                    Some((u64::from(entry.generation) << 32) | index as u64)
+                }
+                _ => None,
+            })
+            .collect();
+        for id in failed {
+            self.transport_error(ClientKey(id), now);
+        }
     }
 
     /// A [`Transmit`] taken from [`Transactions::poll_transmit`] could not be
@@ -600,6 +650,7 @@ impl Transactions {
         let status = response.status;
         let reliable = client.to.transport.reliable();
         let key = ClientKey(id);
+        let owner = client.owner;
         if client.invite {
             match client.state {
                 ClientState::Initial | ClientState::Proceeding => {
@@ -611,12 +662,20 @@ impl Transactions {
                             self.deadlines.disarm(txn, Slot::Retransmit);
                             self.deadlines.disarm(txn, Slot::Lifetime);
                         }
-                        self.events.push_back(Event::Response { key, response });
+                        self.events.push_back(Event::Response {
+                            key,
+                            owner,
+                            response,
+                        });
                         if send_cancel {
                             self.send_cancel(id, now);
                         }
                     } else if status < 300 {
-                        self.events.push_back(Event::Response { key, response });
+                        self.events.push_back(Event::Response {
+                            key,
+                            owner,
+                            response,
+                        });
                         self.terminate(id);
                     } else {
                         let ack = match &client.request {
@@ -638,7 +697,11 @@ impl Transactions {
                             CancelState::Pending => CancelState::None,
                             other => other,
                         };
-                        self.events.push_back(Event::Response { key, response });
+                        self.events.push_back(Event::Response {
+                            key,
+                            owner,
+                            response,
+                        });
                         self.deadlines.disarm(txn, Slot::Retransmit);
                         if reliable {
                             self.terminate(id);
@@ -674,7 +737,11 @@ impl Transactions {
                         }
                     }
                     if !silent {
-                        self.events.push_back(Event::Response { key, response });
+                        self.events.push_back(Event::Response {
+                            key,
+                            owner,
+                            response,
+                        });
                     }
                 }
                 ClientState::Completed => {}
@@ -942,7 +1009,8 @@ impl Transactions {
                 // Timer B / F, or the 64*T1 limit after a CANCEL: a timeout.
                 // Timer D / K: the end of the Completed state.
                 if client.state != ClientState::Completed && !client.silent {
-                    self.events.push_back(Event::Timeout { key: ClientKey(id) });
+                    let (key, owner) = (ClientKey(id), client.owner);
+                    self.events.push_back(Event::Timeout { key, owner });
                 }
                 self.terminate(id);
             }
@@ -1088,6 +1156,6 @@ fn add_to_tag(response: &mut Response) {
         response.headers.remove(&Name::TO);
         response
             .headers
-            .insert(Name::TO, format!("{to};tag={}", new_tag()));
+            .insert(Name::TO, format!("{to};tag={}", local_tag(&response.headers)));
     }
 }

@@ -126,23 +126,30 @@ impl Transports {
         }
     }
 
-    /// Sends bytes to a peer.
-    pub fn send(&mut self, to: Peer, bytes: Bytes) {
+    /// Sends bytes to a peer; false when they certainly cannot go (a UDP
+    /// send refused for another reason than a full buffer, no room for
+    /// another connection, no TLS). A connection that fails later is
+    /// reported as [`Inbound::Closed`].
+    pub fn send(&mut self, to: Peer, bytes: Bytes) -> bool {
         match to.transport {
-            TransportKind::Udp => {
-                if let Err(error) = self.udp.try_send_to(&bytes, to.addr) {
+            TransportKind::Udp => match self.udp.try_send_to(&bytes, to.addr) {
+                Ok(_) => true,
+                // A full send buffer is a datagram lost: retransmission covers it.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => true,
+                Err(error) => {
                     debug!(%error, to = %to.addr, "UDP send failed");
+                    false
                 }
-            }
+            },
             TransportKind::Tcp => {
                 if let Some(writer) = self.connections.get(&to.addr)
                     && writer.send(bytes.clone()).is_ok()
                 {
-                    return;
+                    return true;
                 }
                 if self.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
                     warn!(to = %to.addr, "too many connections; not connecting");
-                    return;
+                    return false;
                 }
                 let (writer, outgoing) = mpsc::unbounded_channel();
                 let _ = writer.send(bytes);
@@ -153,9 +160,11 @@ impl Transports {
                     self.inbound.clone(),
                     self.open.clone(),
                 ));
+                true
             }
             TransportKind::Tls => {
                 warn!(to = %to.addr, "TLS is not configured on this node; dropping message");
+                false
             }
         }
     }

@@ -79,6 +79,16 @@ pub fn next_hop(uri: &SipUri) -> NextHop {
     }
 }
 
+/// The user part of a SIP URI, if it has one.
+pub fn user_of(uri: &SipUri) -> Option<String> {
+    use ezk_sip_types::uri::SipUriUserPart;
+    match &uri.user_part {
+        SipUriUserPart::Empty => None,
+        SipUriUserPart::User(u) => Some(u.to_string()),
+        SipUriUserPart::UserPw(u) => Some(u.user.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ezk_sip_types::Name;
 
-use super::core::{Core, CoreConfig, Location, RoutingMode};
-use crate::registrar::RegistrarConfig;
+use super::{Core, CoreConfig, Input, Location, Output};
 use crate::registrar::location::MemoryLocation;
 use crate::sip::message::{HeaderAccess, Message, Request, Response};
-use crate::sip::transaction::{Peer, Timers, TransportKind};
+use crate::sip::transaction::{Peer, TransportKind};
 
 fn udp(port: u16) -> Peer {
     Peer {
@@ -22,27 +21,39 @@ fn udp(port: u16) -> Peer {
 }
 
 fn core(now: Instant) -> Core {
-    let config = CoreConfig {
-        local: udp(5060).addr,
-        domains: vec!["example.test".into()],
-        routing: RoutingMode::Proxy,
-        registrar: RegistrarConfig::default(),
-        timers: Timers::default(),
-        gateway: Default::default(),
-    };
+    let config = CoreConfig::new(udp(5060).addr, vec!["example.test".into()]);
     Core::new(config, Location::Memory(MemoryLocation::new()), now)
 }
 
 /// Everything the core wants to send now, parsed.
 fn sent(core: &mut Core) -> Vec<(Peer, Message)> {
     let mut out = Vec::new();
-    while let Some((peer, bytes)) = core.poll_transmit() {
-        out.push((
-            peer,
-            Message::parse(bytes).expect("the core sends what parses"),
-        ));
+    loop {
+        match core.poll_output() {
+            Output::Transmit { to, bytes } => out.push((
+                to,
+                Message::parse(bytes).expect("the core sends what parses"),
+            )),
+            Output::Timeout(_) => return out,
+            _ => {}
+        }
     }
-    out
+}
+
+/// Drains the outputs and gives the deadline they end with.
+fn next_deadline(core: &mut Core) -> Instant {
+    loop {
+        if let Output::Timeout(at) = core.poll_output() {
+            return at;
+        }
+    }
+}
+
+fn datagram(bytes: Bytes, port: u16) -> Input {
+    Input::Datagram {
+        bytes,
+        from: udp(port),
+    }
 }
 
 fn request(text: &str) -> Bytes {
@@ -69,8 +80,9 @@ fn a_call_through_the_core_leaves_nothing_behind() {
     let t0 = Instant::now();
     let mut core = core(t0);
 
-    core.receive(
-        request(
+    core.handle_input(
+        Input::Datagram {
+            bytes: request(
             "REGISTER sip:example.test SIP/2.0
 Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKreg1
 From: <sip:alice@example.test>;tag=a1
@@ -83,7 +95,8 @@ Content-Length: 0
 
 ",
         ),
-        udp(5090),
+            from: udp(5090),
+        },
         t0,
     );
     let out = sent(&mut core);
@@ -92,8 +105,9 @@ Content-Length: 0
         "REGISTER answered 200: {out:?}"
     );
 
-    core.receive(
-        request(
+    core.handle_input(
+        Input::Datagram {
+            bytes: request(
             "INVITE sip:alice@example.test SIP/2.0
 Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKinv1
 Max-Forwards: 70
@@ -106,7 +120,8 @@ Content-Length: 0
 
 ",
         ),
-        udp(7000),
+            from: udp(7000),
+        },
         t0,
     );
     let out = sent(&mut core);
@@ -132,8 +147,8 @@ Content-Length: 0
     );
 
     let t1 = t0 + Duration::from_millis(20);
-    core.receive(answer(&forwarded, 180), udp(5090), t1);
-    core.receive(answer(&forwarded, 200), udp(5090), t1);
+    core.handle_input(datagram(answer(&forwarded, 180), 5090), t1);
+    core.handle_input(datagram(answer(&forwarded, 200), 5090), t1);
     let out = sent(&mut core);
     let statuses: Vec<u16> = out
         .iter()
@@ -153,12 +168,11 @@ Content-Length: 0
     // Every timer runs out: no transaction, fork or routing entry is left.
     let mut now = t1;
     for _ in 0..100 {
-        now = core.poll_timeout().max(now);
+        now = next_deadline(&mut core).max(now);
         if now > t1 + Duration::from_secs(120) {
             break;
         }
-        core.handle_timeout(now);
-        sent(&mut core);
+        core.handle_input(Input::Timeout, now);
     }
     assert_eq!(core.load(), (0, 0), "transactions and forks all gone");
     assert!(

@@ -98,6 +98,16 @@ pub fn label_of(method: &ezk_sip_types::Method) -> &'static str {
         .unwrap_or("other")
 }
 
+/// The label of a message about to be sent, from its first word: the
+/// method of a request, or "response".
+pub fn label_of_bytes(bytes: &[u8]) -> &'static str {
+    let first = bytes.split(|b| *b == b' ').next().unwrap_or_default();
+    if first.starts_with(b"SIP/") {
+        return "response";
+    }
+    method_label(std::str::from_utf8(first).unwrap_or("?"))
+}
+
 impl Metrics {
     /// Counts one message. `method` is the method's name as written (or
     /// "response"); names outside RFC 3261 and its extensions count as "other".

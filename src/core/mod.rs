@@ -1,0 +1,539 @@
+//! The node's protocol core, sans-I/O, in str0m's shape: feed it with
+//! [`Core::handle_input`] (datagrams and framed stream messages, DNS and
+//! ENUM answers, LAN announcements, closed connections, failed sends, time),
+//! then drain [`Core::poll_output`] until it gives [`Output::Timeout`]
+//! (bytes to send, names to resolve, targets found dead, gateway sets, peers
+//! to save, and the next deadline). The driver reads the clock once per
+//! wake-up and makes no protocol decision.
+//!
+//! Inside, components sit side by side, each with its own state: the
+//! transactions ([`Outbox`]), the [`Proxy`], the [`Overlay`] (the ring and
+//! the location store in it) and the [`Gateway`]. Every client transaction
+//! and every look-up is tagged with the component that started it
+//! ([`crate::outbox::owner`]), so an answer goes to one place. The core's
+//! own modules route requests ([`routing`]), run the registrar's
+//! read-modify-write of bindings ([`registration`]), check what comes in
+//! ([`checks`]) and keep the node's periodic chores ([`upkeep`]).
+
+mod checks;
+mod registration;
+mod routing;
+mod upkeep;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ezk_sip_types::{Method, Name};
+use tracing::debug;
+
+use crate::gateway::Gateway;
+use crate::metrics::{self, Metrics};
+use crate::outbox::{Outbox, ResolveId, owner};
+use crate::overlay::Overlay;
+use crate::overlay::gateways::GatewayRecord;
+use crate::proxy::{Proxy, RoutingMode, forward_stray};
+use crate::registrar::RegistrarConfig;
+use crate::registrar::binding::Aor;
+use crate::registrar::location::{LocationOp, LocationStore, MemoryLocation};
+use crate::sip::message::{HeaderAccess, Message, Request, Response, bad_request_reply};
+use crate::sip::target::Destination;
+use crate::sip::transaction::{Event, Owner, Peer, ServerKey, Timers};
+
+pub use checks::local_response;
+use registration::{Registering, Waiting};
+use upkeep::Upkeep;
+
+/// What the core needs to know about the node.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// The address we listen on and put in Via and Record-Route.
+    pub local: SocketAddr,
+    /// Domains this node serves (lower case).
+    pub domains: Vec<String>,
+    pub routing: RoutingMode,
+    pub registrar: RegistrarConfig,
+    pub timers: Timers,
+    /// The hybrid gateway's part (`[gateway]`); defaults route by DNS only.
+    pub gateway: p2psip_bridge::config::GatewayConfig,
+    /// Seeds the core's one random source (branches, tags, Call-IDs): the
+    /// same seed and the same inputs give the same outputs.
+    pub seed: u64,
+    /// Announce this node on the LAN while it is alone (`--discover`), to
+    /// the group on this port.
+    pub discover: Option<u16>,
+    /// Hand the known peers out to be saved, now and then and on leaving
+    /// (the driver writes them to the data directory).
+    pub save_peers: bool,
+}
+
+impl CoreConfig {
+    /// A configuration with the defaults for everything but the address and domains.
+    pub fn new(local: SocketAddr, domains: Vec<String>) -> CoreConfig {
+        CoreConfig {
+            local,
+            domains,
+            routing: RoutingMode::Proxy,
+            registrar: RegistrarConfig::default(),
+            timers: Timers::default(),
+            gateway: Default::default(),
+            seed: 0,
+            discover: None,
+            save_peers: false,
+        }
+    }
+}
+
+/// A hook in front of the registrar and proxy: returns a challenge (401/407)
+/// or refusal to send instead of serving the request. The digest issue plugs in here.
+pub trait Authenticator {
+    fn check(&mut self, request: &Request) -> Option<Response>;
+}
+
+/// Accepts everything.
+pub struct AllowAll;
+
+impl Authenticator for AllowAll {
+    fn check(&mut self, _request: &Request) -> Option<Response> {
+        None
+    }
+}
+
+/// Where bindings live: this process's memory, or the ring.
+pub enum Location {
+    Memory(MemoryLocation),
+    Overlay(Box<Overlay>),
+}
+
+impl Location {
+    fn store(&mut self) -> &mut dyn LocationStore {
+        match self {
+            Location::Memory(memory) => memory,
+            Location::Overlay(overlay) => &mut overlay.location,
+        }
+    }
+
+    fn overlay(&mut self) -> Option<&mut Overlay> {
+        match self {
+            Location::Memory(_) => None,
+            Location::Overlay(overlay) => Some(overlay),
+        }
+    }
+}
+
+/// What goes into the core.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Bytes from `from`: a datagram, or one message framed off a stream.
+    Datagram { bytes: Bytes, from: Peer },
+    /// The answer to an [`Output::Resolve`]: peers in the order to try.
+    Resolved { id: ResolveId, peers: Vec<Peer> },
+    /// The answer to an [`Output::Enum`]: a SIP URI, or none.
+    Enum { id: ResolveId, uri: Option<String> },
+    /// A datagram heard on the LAN discovery group.
+    Announcement { bytes: Bytes },
+    /// A stream connection to this peer closed, or could not be opened.
+    ConnectionClosed(Peer),
+    /// Bytes for this peer could not be sent.
+    SendFailed(Peer),
+    /// Leave the ring gracefully (items handed over), then stop.
+    Leave,
+    /// Time passed (the deadline of the last [`Output::Timeout`], or later).
+    Timeout,
+}
+
+/// What comes out of the core, in the order to act on it.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Bytes to send to a peer.
+    Transmit { to: Peer, bytes: Bytes },
+    /// Bytes to send to the LAN discovery group.
+    Announce { bytes: Bytes },
+    /// Resolve a name by RFC 3263 (answer with [`Input::Resolved`]).
+    Resolve { id: ResolveId, destination: Destination },
+    /// Look an E.164 number up in ENUM under `suffix` (answer with [`Input::Enum`]).
+    Enum { id: ResolveId, e164: String, suffix: String },
+    /// A next hop that failed: the resolver's list of dead targets.
+    MarkDead(Peer),
+    /// The live gateway set of a domain changed (for the DNS zones).
+    Gateways { domain: String, gateways: Vec<GatewayRecord> },
+    /// Peers to save for the next start.
+    SavePeers(Vec<SocketAddr>),
+    /// Nothing more now: call [`Core::handle_input`] with
+    /// [`Input::Timeout`] at this instant, or earlier with other input.
+    Timeout(Instant),
+}
+
+/// The node's protocol state.
+pub struct Core {
+    config: CoreConfig,
+    out: Outbox,
+    proxy: Proxy,
+    location: Location,
+    gateway: Gateway,
+    auth: Box<dyn Authenticator + Send>,
+    /// Location operations in progress, and what the core does with each answer.
+    waiting: HashMap<LocationOp, Waiting>,
+    /// Location operations the gateway started (it ignores their answers).
+    gateway_ops: HashSet<LocationOp>,
+    next_op: u64,
+    /// Forks routed to a looked-up user, to drop a cached answer that failed.
+    routed: HashMap<ServerKey, Aor>,
+    /// REGISTERs waiting for the one in progress for the same AOR.
+    registering: Registering,
+    /// INVITEs cancelled before they were forwarded (already answered 487).
+    cancelled: HashSet<ServerKey>,
+    upkeep: Upkeep,
+    /// Outputs other than transmits, in order.
+    outputs: VecDeque<Output>,
+    pub metrics: Metrics,
+}
+
+impl Core {
+    pub fn new(config: CoreConfig, mut location: Location, now: Instant) -> Core {
+        let metrics = Metrics::default();
+        if let Some(overlay) = location.overlay() {
+            overlay.metrics = metrics.clone();
+        }
+        let mut out = Outbox::new(config.timers, config.seed);
+        let gateway = Gateway::new(
+            config.gateway.clone(),
+            config.domains.clone(),
+            config.local,
+            out.seed(),
+            now,
+        );
+        Core {
+            upkeep: Upkeep::new(&config, now),
+            out,
+            proxy: Proxy::new(config.local),
+            location,
+            gateway,
+            auth: Box::new(AllowAll),
+            waiting: HashMap::new(),
+            gateway_ops: HashSet::new(),
+            next_op: 1,
+            routed: HashMap::new(),
+            registering: Registering::default(),
+            cancelled: HashSet::new(),
+            outputs: VecDeque::new(),
+            metrics,
+            config,
+        }
+    }
+
+    pub fn set_authenticator(&mut self, auth: Box<dyn Authenticator + Send>) {
+        self.auth = auth;
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Feeds one input at `now`.
+    pub fn handle_input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Datagram { bytes, from } => self.receive(bytes, from, now),
+            Input::Resolved { id, peers } => match self.out.asker(id) {
+                Some(owner::GATEWAY) => self.gateway.on_resolved(id, &peers, &mut self.out, now),
+                Some(owner::PROXY) => self.proxy.resolved(id, &peers, &mut self.out, now),
+                _ => debug!(?id, "an answer nobody asked for"),
+            },
+            Input::Enum { id, uri } => {
+                if self.out.asker(id) == Some(owner::GATEWAY)
+                    && let Some((key, request, e164)) = self.gateway.enum_answered(id)
+                    && !self.cancelled.remove(&key)
+                {
+                    self.telephone(key, request, &e164, uri.as_deref(), now);
+                }
+            }
+            Input::Announcement { bytes } => self.on_announcement(bytes, now),
+            Input::ConnectionClosed(peer) | Input::SendFailed(peer) => {
+                // Whatever was on its way to the peer will not arrive: the
+                // client transactions end at once (RFC 3261 §17.1.4), and
+                // their owners fail over instead of waiting for Timer B/F.
+                self.out.transactions.peer_failed(peer, now);
+            }
+            Input::Leave => self.leave(now),
+            Input::Timeout => self.handle_timeout(now),
+        }
+        self.process(now);
+    }
+
+    /// The next output; ends with [`Output::Timeout`] when nothing is left.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some((to, bytes)) = self.out.poll_transmit() {
+            self.metrics.count(metrics::label_of_bytes(&bytes), "out");
+            return Output::Transmit { to, bytes };
+        }
+        if let Some(output) = self.outputs.pop_front() {
+            return output;
+        }
+        if let Some((id, destination)) = self.out.poll_resolve() {
+            return Output::Resolve { id, destination };
+        }
+        if let Some((id, e164)) = self.out.poll_enum() {
+            let suffix = self.gateway.enum_suffix();
+            return Output::Enum { id, e164, suffix };
+        }
+        if let Some(peer) = self.proxy.take_dead().into_iter().next() {
+            return Output::MarkDead(peer);
+        }
+        if let Some((domain, gateways)) = self.location.overlay().and_then(|o| o.poll_gateways()) {
+            return Output::Gateways { domain, gateways };
+        }
+        Output::Timeout(self.poll_timeout())
+    }
+
+    /// The overlay, when this node is part of one.
+    pub fn overlay(&self) -> Option<&Overlay> {
+        match &self.location {
+            Location::Overlay(overlay) => Some(overlay),
+            Location::Memory(_) => None,
+        }
+    }
+
+    /// This node's place in the overlay.
+    pub fn me(&self) -> Option<crate::ring::Peer> {
+        self.overlay().map(|o| o.ring().me())
+    }
+
+    /// True while this node's ring has no other node.
+    pub fn is_alone(&self) -> bool {
+        self.overlay().is_some_and(|o| o.is_alone())
+    }
+
+    /// Makes this node a gateway of its domains, advertised in the ring.
+    pub fn advertise_gateway(&mut self, me: GatewayRecord, now: Instant) {
+        let domains = self.gateway.served_domains();
+        if let Some(overlay) = self.location.overlay() {
+            overlay.advertise_gateway(me, domains, now);
+        }
+        self.process(now);
+    }
+
+    /// True once a leave asked with [`Input::Leave`] is complete (or has
+    /// run out of time): the driver may stop.
+    pub fn has_stopped(&self, now: Instant) -> bool {
+        self.upkeep.leaving_until().is_some_and(|until| {
+            now >= until || self.overlay().is_none_or(|o| o.has_left())
+        })
+    }
+
+    /// Addresses-of-record with live bindings in this node's store.
+    pub fn registrations(&mut self) -> usize {
+        self.location.store().len()
+    }
+
+    /// Live transactions and forks, for metrics.
+    pub fn load(&self) -> (usize, usize) {
+        (self.out.transactions.len(), self.proxy.len())
+    }
+
+    /// Overlay users registered at the legacy registrar now.
+    pub fn cross_registered(&self) -> Vec<String> {
+        self.gateway.cross_registered()
+    }
+
+    /// Bytes received from `from` (a datagram, or one framed message).
+    fn receive(&mut self, bytes: Bytes, from: Peer, now: Instant) {
+        match Message::parse(bytes.clone()) {
+            Err(error) => {
+                debug!(%error, from = %from.addr, "unparsable message");
+                if let Some(reply) = bad_request_reply(&bytes, &error.to_string()) {
+                    self.out.raw(from, reply);
+                }
+            }
+            Ok(Message::Request(mut request)) => {
+                self.metrics.count(metrics::label_of(&request.method), "in");
+                if let Err(why) = checks::validate(&request) {
+                    debug!(why, from = %from.addr, "bad request");
+                    // An ACK is never answered (RFC 3261 §17.2.3).
+                    if request.top_via().is_some() && request.method != Method::ACK {
+                        let mut response = request.final_response(400);
+                        response.reason = format!("Bad Request ({why})");
+                        self.out.stateless(from, &Message::Response(response));
+                    }
+                    return;
+                }
+                checks::stamp_via(&mut request, from);
+                self.out
+                    .transactions
+                    .receive(Message::Request(request), from, now);
+            }
+            Ok(Message::Response(response)) => {
+                self.metrics.count("response", "in");
+                if response.top_via().is_none() || response.cseq().is_err() {
+                    debug!(from = %from.addr, "dropping response without Via or CSeq");
+                    return;
+                }
+                self.out
+                    .transactions
+                    .receive(Message::Response(response), from, now);
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.proxy.handle_timeout(&mut self.out, now);
+        self.out.transactions.handle_timeout(now);
+        if let Some(overlay) = self.location.overlay() {
+            overlay.handle_timeout(&mut self.out, now);
+        }
+        self.gateway
+            .handle_timeout(self.location.overlay(), &mut self.out, now);
+        self.upkeep_due(now);
+    }
+
+    fn poll_timeout(&self) -> Instant {
+        let mut deadline = self.upkeep.poll_timeout(self.is_alone());
+        let others = [
+            self.out.transactions.poll_timeout(),
+            self.proxy.poll_timeout(),
+            self.gateway.poll_timeout(),
+            self.overlay().and_then(|o| o.poll_timeout()),
+        ];
+        for t in others.into_iter().flatten() {
+            deadline = deadline.min(t);
+        }
+        deadline
+    }
+
+    /// Drains events of the transaction layer and answers of the store
+    /// until neither has more.
+    fn process(&mut self, now: Instant) {
+        loop {
+            let mut busy = false;
+            while let Some(event) = self.out.transactions.poll_event() {
+                busy = true;
+                self.on_event(event, now);
+            }
+            if let Some(overlay) = self.location.overlay() {
+                overlay.pump(&mut self.out, now);
+            }
+            while let Some((op, answer)) = self.location.store().poll_answer() {
+                busy = true;
+                if self.gateway_ops.remove(&op) {
+                    if let Some((aor, bindings)) = self.gateway.on_location(op, answer, now) {
+                        let save = self.op();
+                        self.location.store().save(save, &aor, bindings, now);
+                        self.gateway_ops.insert(save);
+                    }
+                } else {
+                    self.on_location(op, answer, now);
+                }
+            }
+            while let Some((server, response)) = self.proxy.poll_registered() {
+                if let Some(fetch) = self.gateway.on_registered(server, &response) {
+                    let op = self.op();
+                    self.location.store().fetch(op, fetch.aor(), now);
+                    self.gateway_ops.insert(op);
+                    self.gateway.mirror_fetching(op, fetch);
+                }
+            }
+            while let Some((op, result)) = self.location.overlay().and_then(|o| o.poll_fetched()) {
+                busy = true;
+                self.gateway.on_fetched(op, result, &mut self.out, now);
+            }
+            while let Some((server, status)) = self.proxy.poll_finished() {
+                self.gateway.forget_mirror(server);
+                if let Some(aor) = self.routed.remove(&server)
+                    && matches!(status, 408 | 480 | 500 | 503)
+                {
+                    self.location.store().forget(&aor);
+                }
+            }
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    /// One event of the transaction layer, to the component it belongs to.
+    fn on_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Request { key, request, from } => {
+                if let Some(overlay) = self.location.overlay()
+                    && Overlay::is_overlay(&request)
+                {
+                    return overlay.on_request(key, request, from, &mut self.out, now);
+                }
+                self.on_request(key, request, from, now)
+            }
+            Event::Ack { mut request, .. } => {
+                self.strip_own_routes(&mut request);
+                if checks::decrement_max_forwards(&mut request) {
+                    self.proxy.forward_stateless(request, &mut self.out);
+                }
+            }
+            Event::Cancel {
+                invite, request, ..
+            } => {
+                if !self.proxy.on_cancel(invite, &mut self.out, now) {
+                    // Still looking the callee up: answer 487 now, and
+                    // forward nothing when the lookup ends.
+                    let mut response = request.final_response(487);
+                    if let Ok(cseq) = request.cseq() {
+                        response.headers.remove(&Name::CSEQ);
+                        response
+                            .headers
+                            .insert(Name::CSEQ, format!("{} INVITE", cseq.cseq));
+                    }
+                    self.out.respond(invite, response, now);
+                    self.cancelled.insert(invite);
+                }
+            }
+            Event::Response {
+                key,
+                owner,
+                response,
+            } => self.to_owner(owner, key, Some(response), now),
+            Event::Timeout { key, owner } => self.to_owner(owner, key, None, now),
+            Event::StrayResponse { response, .. } => {
+                let local = self.config.local;
+                let ours = response.top_via().is_some_and(|via| {
+                    via.sent_by.ip() == Some(local.ip())
+                        && via.sent_by.port.unwrap_or(5060) == local.port()
+                });
+                if ours {
+                    forward_stray(response, &mut self.out);
+                }
+            }
+        }
+    }
+
+    /// A response (or, with none, a timeout) on a client transaction, to the
+    /// component that started it.
+    fn to_owner(
+        &mut self,
+        owner: Owner,
+        key: crate::sip::transaction::ClientKey,
+        response: Option<Response>,
+        now: Instant,
+    ) {
+        let out = &mut self.out;
+        match (owner, response) {
+            (owner::PROXY, Some(response)) => self.proxy.on_response(key, response, out, now),
+            (owner::PROXY, None) => self.proxy.on_timeout(key, out, now),
+            (owner::OVERLAY, response) => {
+                if let Some(overlay) = self.location.overlay() {
+                    match response {
+                        Some(response) => overlay.on_response(key, &response, out, now),
+                        None => overlay.on_timeout(key, out, now),
+                    }
+                }
+            }
+            (owner::GATEWAY, response) => self.gateway.on_response(key, response.as_ref(), out, now),
+            (other, _) => debug!(?other, ?key, "an event for no component"),
+        }
+    }
+
+    fn op(&mut self) -> LocationOp {
+        self.next_op += 1;
+        LocationOp(self.next_op)
+    }
+}

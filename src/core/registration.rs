@@ -1,0 +1,207 @@
+//! The registrar's part of the core: a REGISTER is a read-modify-write of
+//! the AOR's bindings in the location store (fetch, [`registrar::apply`],
+//! save), one at a time per AOR; and the answers of the store to the
+//! look-ups the router started.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use ezk_sip_types::Name;
+use tracing::warn;
+
+use super::Core;
+use super::checks::{local_response, refusal, with_to_tag};
+use crate::sip::target::user_of;
+use crate::registrar::binding::Aor;
+use crate::registrar::location::{LocationAnswer, LocationOp};
+use crate::registrar::{self, Change, Registration};
+use crate::sip::message::{HeaderAccess, Request};
+use crate::sip::transaction::{Peer, ServerKey};
+
+/// What the core does when the location store answers.
+pub(super) enum Waiting {
+    RegisterFetch {
+        key: ServerKey,
+        request: Request,
+        registration: Registration,
+    },
+    RegisterSave {
+        key: ServerKey,
+        request: Request,
+        aor: Aor,
+        /// When the AOR's last live binding expired before this REGISTER.
+        previous_latest: Option<Instant>,
+    },
+    Route {
+        key: ServerKey,
+        request: Request,
+        aor: Aor,
+        then_dns: bool,
+    },
+}
+
+/// REGISTERs waiting for the one in progress for the same AOR.
+#[derive(Default)]
+pub(super) struct Registering(HashMap<Aor, VecDeque<(ServerKey, Request, Registration)>>);
+
+impl Core {
+    /// A REGISTER for one of our domains (by its Request-URI).
+    pub(super) fn on_register(&mut self, key: ServerKey, request: Request, from: Peer, now: Instant) {
+        let Some(to) = request.to_header() else {
+            return self.out.respond(key, local_response(&request, 400), now);
+        };
+        let Some(user) = user_of(&to.uri.uri) else {
+            return self.out.respond(key, local_response(&request, 400), now);
+        };
+        let Some(domain) = self.local_domain(&to.uri.uri.host_port) else {
+            let response = refusal(&request, 403, "Not A Domain Of This Registrar");
+            return self.out.respond(key, response, now);
+        };
+        let aor = Aor::new(&user, &domain);
+        match registrar::read(&request, aor.clone(), from, &self.config.registrar) {
+            Err(refusal) => self.out.respond(key, refusal.response(&request), now),
+            Ok(registration) => {
+                // One REGISTER per AOR at a time: fetch, apply and save is a
+                // read-modify-write of the AOR's bindings.
+                if let Some(queue) = self.registering.0.get_mut(&aor) {
+                    queue.push_back((key, request, registration));
+                    return;
+                }
+                self.registering.0.insert(aor, VecDeque::new());
+                self.start_register(key, request, registration, now);
+            }
+        }
+    }
+
+    fn start_register(
+        &mut self,
+        key: ServerKey,
+        request: Request,
+        registration: Registration,
+        now: Instant,
+    ) {
+        let op = self.op();
+        self.location.store().fetch(op, &registration.aor, now);
+        self.waiting.insert(
+            op,
+            Waiting::RegisterFetch {
+                key,
+                request,
+                registration,
+            },
+        );
+    }
+
+    /// A REGISTER for `aor` ended: start the next one waiting, if any.
+    fn register_done(&mut self, aor: &Aor, now: Instant) {
+        let next = self.registering.0.get_mut(aor).and_then(|q| q.pop_front());
+        match next {
+            Some((key, request, registration)) => {
+                self.start_register(key, request, registration, now)
+            }
+            None => {
+                self.registering.0.remove(aor);
+            }
+        }
+    }
+
+    /// The location store answered one of the core's operations.
+    pub(super) fn on_location(&mut self, op: LocationOp, answer: LocationAnswer, now: Instant) {
+        let Some(waiting) = self.waiting.remove(&op) else {
+            return;
+        };
+        if let Waiting::Route { key, .. } = &waiting
+            && self.cancelled.remove(key)
+        {
+            return;
+        }
+        let registered_aor = match (&waiting, &answer) {
+            (Waiting::RegisterSave { aor, .. }, _) => Some(aor.clone()),
+            (Waiting::RegisterFetch { registration, .. }, Err(_)) => Some(registration.aor.clone()),
+            _ => None,
+        };
+        self.answer_location(waiting, answer, now);
+        if let Some(aor) = registered_aor {
+            self.register_done(&aor, now);
+        }
+    }
+
+    fn answer_location(&mut self, waiting: Waiting, answer: LocationAnswer, now: Instant) {
+        match (waiting, answer) {
+            (Waiting::RegisterFetch { key, request, .. }, Err(error))
+            | (Waiting::RegisterSave { key, request, .. }, Err(error))
+            | (Waiting::Route { key, request, .. }, Err(error)) => {
+                warn!(%error, "location store failed");
+                let mut response = local_response(&request, 503);
+                response.headers.insert(Name::RETRY_AFTER, "5");
+                self.out.respond(key, response, now);
+            }
+            (
+                Waiting::RegisterFetch {
+                    key,
+                    request,
+                    registration,
+                },
+                Ok(existing),
+            ) => {
+                let existing = existing.unwrap_or_default();
+                let previous_latest = existing
+                    .iter()
+                    .filter(|b| b.is_live(now))
+                    .map(|b| b.expires_at)
+                    .max();
+                match registrar::apply(&registration, existing, &self.config.registrar, now) {
+                    Err(refusal) => {
+                        self.out.respond(key, refusal.response(&request), now);
+                        self.register_done(&registration.aor, now);
+                    }
+                    Ok(bindings) if registration.change == Change::Query => {
+                        let response = registrar::ok_response(&request, &bindings, now);
+                        self.out.respond(key, with_to_tag(&request, response), now);
+                        self.register_done(&registration.aor, now);
+                    }
+                    Ok(bindings) => {
+                        let op = self.op();
+                        self.location
+                            .store()
+                            .save(op, &registration.aor, bindings, now);
+                        self.waiting.insert(
+                            op,
+                            Waiting::RegisterSave {
+                                key,
+                                request,
+                                aor: registration.aor,
+                                previous_latest,
+                            },
+                        );
+                    }
+                }
+            }
+            (
+                Waiting::RegisterSave {
+                    key,
+                    request,
+                    aor,
+                    previous_latest,
+                },
+                Ok(saved),
+            ) => {
+                let bindings = saved.unwrap_or_default();
+                if let Some(overlay) = self.location.overlay() {
+                    overlay.update_directory(&aor, &bindings, previous_latest, now);
+                }
+                let response = registrar::ok_response(&request, &bindings, now);
+                self.out.respond(key, with_to_tag(&request, response), now);
+            }
+            (
+                Waiting::Route {
+                    key,
+                    request,
+                    aor,
+                    then_dns,
+                },
+                Ok(found),
+            ) => self.route_found(key, request, &aor, found, then_dns, now),
+        }
+    }
+}

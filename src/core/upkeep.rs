@@ -1,0 +1,142 @@
+//! The node's periodic chores, as timers of the core rather than of the
+//! driver: purging expired bindings, announcing the node on the LAN while
+//! it is alone, handing out the known peers to be saved, and the time a
+//! graceful leave may take.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, info};
+
+use super::{Core, CoreConfig, Output};
+use crate::overlay::discovery::{self, Announcer, GROUP};
+
+/// How often expired bindings are dropped from the location store.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
+/// How often the known peers are handed out to be saved.
+const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
+/// Longest wait for a graceful leave to hand items over.
+const LEAVE_FOR: Duration = Duration::from_secs(5);
+
+/// The chores' timers.
+pub(super) struct Upkeep {
+    next_housekeeping: Instant,
+    next_save: Option<Instant>,
+    announcer: Option<Announcer>,
+    leaving_until: Option<Instant>,
+}
+
+impl Upkeep {
+    pub(super) fn new(config: &CoreConfig, now: Instant) -> Upkeep {
+        Upkeep {
+            next_housekeeping: now + HOUSEKEEPING_EVERY,
+            next_save: config.save_peers.then_some(now + SAVE_PEERS_EVERY),
+            announcer: config.discover.map(|_| Announcer::new(now)),
+            leaving_until: None,
+        }
+    }
+
+    pub(super) fn poll_timeout(&self, alone: bool) -> Instant {
+        let others = [
+            self.next_save,
+            self.announcer.as_ref().and_then(|a| a.poll_timeout(alone)),
+            self.leaving_until,
+        ];
+        others
+            .into_iter()
+            .flatten()
+            .fold(self.next_housekeeping, Instant::min)
+    }
+
+    pub(super) fn leaving_until(&self) -> Option<Instant> {
+        self.leaving_until
+    }
+}
+
+impl Core {
+    /// Runs the chores that are due.
+    pub(super) fn upkeep_due(&mut self, now: Instant) {
+        if now >= self.upkeep.next_housekeeping {
+            self.location.store().purge(now);
+            self.upkeep.next_housekeeping = now + HOUSEKEEPING_EVERY;
+        }
+        if self.upkeep.next_save.is_some_and(|t| now >= t) {
+            self.upkeep.next_save = Some(now + SAVE_PEERS_EVERY);
+            self.save_peers();
+        }
+        let alone = self.is_alone();
+        let me = self.me();
+        if let (Some(announcer), Some(me)) = (&mut self.upkeep.announcer, me)
+            && announcer.due(alone, now)
+        {
+            debug!(group = %GROUP, "announcing this node on the LAN");
+            let port = self.config.discover.unwrap_or(5060);
+            let group = std::net::SocketAddr::from((GROUP, port));
+            let nonce = self.out.random_hex();
+            let bytes = discovery::announcement(&me, group, &nonce).to_bytes();
+            self.outputs.push_back(Output::Announce { bytes });
+        }
+    }
+
+    /// A datagram heard on the LAN group: join the announcer when alone,
+    /// else answer it directly so that it joins our ring.
+    pub(super) fn on_announcement(&mut self, bytes: Bytes, now: Instant) {
+        let Ok(crate::sip::message::Message::Request(request)) =
+            crate::sip::message::Message::parse(bytes)
+        else {
+            return;
+        };
+        let Some(peer) = discovery::announcer(&request) else {
+            return;
+        };
+        let answer = self
+            .location
+            .overlay()
+            .is_some_and(|o| o.discovered(peer, now));
+        if answer && let Some(me) = self.me() {
+            let nonce = self.out.random_hex();
+            let bytes = discovery::announcement(&me, peer.addr, &nonce).to_bytes();
+            self.out.raw(udp(peer.addr), bytes);
+        }
+    }
+
+    /// Starts leaving the overlay gracefully (items handed to the successor).
+    pub(super) fn leave(&mut self, now: Instant) {
+        if self.upkeep.leaving_until.is_some() {
+            return;
+        }
+        info!("leaving the ring");
+        self.save_peers();
+        self.upkeep.leaving_until = Some(now + LEAVE_FOR);
+        if let Some(overlay) = self.location.overlay() {
+            overlay.leave(&mut self.out, now);
+        }
+    }
+
+    /// Hands out the peers this node knows, to rejoin through them after a restart.
+    fn save_peers(&mut self) {
+        if !self.config.save_peers {
+            return;
+        }
+        let local = self.config.local;
+        let Some(overlay) = self.overlay() else {
+            return;
+        };
+        let peers: Vec<_> = overlay
+            .ring()
+            .known_peers()
+            .into_iter()
+            .filter(|p| *p != local)
+            .collect();
+        if !peers.is_empty() {
+            self.outputs.push_back(Output::SavePeers(peers));
+        }
+    }
+}
+
+fn udp(addr: std::net::SocketAddr) -> crate::sip::transaction::Peer {
+    crate::sip::transaction::Peer {
+        transport: crate::sip::transaction::TransportKind::Udp,
+        addr,
+    }
+}
