@@ -17,20 +17,29 @@
 //! the test with the package to install (scripts/test.sh installs them).
 
 mod common;
-#[path = "common/netns.rs"]
-mod netns;
 
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::{tail, via_values};
-use netns::{Kamailio, Netns, NsNode, NsSippBuilder, start_named, wait_until};
+use common::netns::{Kamailio, Netns, start_named};
+use common::{Node, SippBuilder, SippRun, Transport, tail, via_values, wait_until};
 use serde_json::Value;
 
 const G: &str = "127.0.0.1:5060";
 const N: &str = "127.0.0.1:5062";
 const KAMAILIO: &str = "127.0.0.1:5070";
 const NAMED: &str = "127.0.0.2:53";
+
+fn node(ns: &Netns, name: &str, args: &[&str]) -> Node {
+    Node::builder().name(name).args(args).in_netns(ns).spawn()
+}
+
+/// A SIPp (UDP) in `ns` on 127.0.0.1:`port`.
+fn sipp<'a>(ns: &'a Netns, name: &str, scenario: &str, port: u16) -> SippBuilder<'a> {
+    SippBuilder::new(name, scenario, Transport::Udp)
+        .port(port)
+        .in_netns(ns)
+}
 
 /// Writes a node config file into the namespace's directory.
 fn config(ns: &Netns, name: &str, toml: &str) -> String {
@@ -45,7 +54,7 @@ fn status(ns: &Netns, http: &str) -> Option<Value> {
 }
 
 /// Waits until G and N are each other's successor and predecessor.
-fn wait_ring_of_two(ns: &Netns, g: &NsNode, g_http: &str, n: &NsNode, n_http: &str) {
+fn wait_ring_of_two(ns: &Netns, g: &Node, g_http: &str, n: &Node, n_http: &str) {
     wait_until(
         "G and N form a ring of two",
         Duration::from_secs(15),
@@ -77,19 +86,19 @@ fn register_for(
     port: u16,
     expires: u32,
 ) {
-    NsSippBuilder::new(&format!("register-{user}"), "register.xml", port)
+    sipp(ns, &format!("register-{user}"), "register.xml", port)
         .to(registrar)
         .key("user", user)
         .key("domain", domain)
         .key("contact", contact)
         .key("expires", &expires.to_string())
-        .spawn(ns)
-        .expect_success(1, String::new);
+        .spawn()
+        .expect_success(1);
 }
 
 /// The requests a UAS received (their text), in order.
-fn received_requests(messages: &[(bool, String)]) -> Vec<String> {
-    messages
+fn received_requests(run: &SippRun) -> Vec<String> {
+    run.messages
         .iter()
         .filter(|(received, text)| *received && !text.starts_with("SIP/2.0"))
         .map(|(_, text)| text.clone())
@@ -113,7 +122,7 @@ fn logs(ns: &Netns, names: &[&str]) -> String {
 #[test]
 fn gateway_dns_tracks_the_live_gateways() {
     let ns = Netns::new("dns");
-    let g = NsNode::start(
+    let g = node(
         &ns,
         "g",
         &[
@@ -155,7 +164,7 @@ fn gateway_dns_tracks_the_live_gateways() {
     );
 
     // A second gateway joins the ring, with its own DNS on 127.0.0.3.
-    let mut g2 = NsNode::start(
+    let mut g2 = node(
         &ns,
         "g2",
         &[
@@ -235,7 +244,7 @@ fn gateway_dns_tracks_the_live_gateways() {
 #[test]
 fn legacy_phone_reaches_overlay_user_through_kamailio() {
     let ns = Netns::new("in");
-    let g = NsNode::start(
+    let g = node(
         &ns,
         "g",
         &[
@@ -249,7 +258,7 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
             "127.0.0.1:8060",
         ],
     );
-    let n = NsNode::start(
+    let n = node(
         &ns,
         "n",
         &[
@@ -266,10 +275,10 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
     let kamailio = Kamailio::start(&ns);
     wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
 
-    let mut alice = NsSippBuilder::new("alice", "uas_message_call.xml", 5090)
+    let mut alice = sipp(&ns, "alice", "uas_message_call.xml", 5090)
         .calls(2)
-        .spawn(&ns);
-    alice.wait_listening(&ns);
+        .spawn();
+    alice.wait_listening();
     register(
         &ns,
         N,
@@ -293,19 +302,19 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
     );
 
     let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
-    NsSippBuilder::new("bob-message", "uac_message.xml", 5091)
+    sipp(&ns, "bob-message", "uac_message.xml", 5091)
         .to(KAMAILIO)
         .service("alice")
         .key("domain", "overlay.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    NsSippBuilder::new("bob-call", "uac_call.xml", 5091)
+        .spawn()
+        .expect_success_with(1, context);
+    sipp(&ns, "bob-call", "uac_call.xml", 5091)
         .to(KAMAILIO)
         .service("alice")
         .key("domain", "overlay.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    let got = received_requests(&alice.expect_success(2, context));
+        .spawn()
+        .expect_success_with(1, context);
+    let got = received_requests(&alice.expect_success_with(2, context));
     let message = got
         .iter()
         .find(|t| t.starts_with("MESSAGE "))
@@ -344,7 +353,7 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
 #[test]
 fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
     let ns = Netns::new("dlg");
-    let g = NsNode::start(
+    let g = node(
         &ns,
         "g",
         &[
@@ -358,7 +367,7 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
             "127.0.0.1:8060",
         ],
     );
-    let n = NsNode::start(
+    let n = node(
         &ns,
         "n",
         &[
@@ -376,8 +385,8 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
     wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
     let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
 
-    let mut erin = NsSippBuilder::new("erin", "uas_cancel.xml", 5086).spawn(&ns);
-    erin.wait_listening(&ns);
+    let mut erin = sipp(&ns, "erin", "uas_cancel.xml", 5086).spawn();
+    erin.wait_listening();
     register(
         &ns,
         N,
@@ -386,8 +395,8 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
         "sip:erin@127.0.0.1:5086",
         5186,
     );
-    let mut frank = NsSippBuilder::new("frank", "uas_call_hangs_up.xml", 5087).spawn(&ns);
-    frank.wait_listening(&ns);
+    let mut frank = sipp(&ns, "frank", "uas_call_hangs_up.xml", 5087).spawn();
+    frank.wait_listening();
     register(
         &ns,
         N,
@@ -397,15 +406,16 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
         5187,
     );
 
-    let bob = NsSippBuilder::new("bob-cancels", "uac_cancel.xml", 5091)
+    let bob = sipp(&ns, "bob-cancels", "uac_cancel.xml", 5091)
         .to(KAMAILIO)
         .service("erin")
         .key("domain", "overlay.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    erin.expect_success(1, context);
+        .spawn()
+        .expect_success_with(1, context);
+    erin.expect_success_with(1, context);
     // (The scenario's own check: its CANCEL and ACK reuse the INVITE's branch.)
     let sent_vias: Vec<String> = bob
+        .messages
         .iter()
         .filter(|(received, _)| !received)
         .map(|(_, t)| via_values(t).join(","))
@@ -415,13 +425,13 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
         "INVITE, CANCEL and ACK on one branch: {sent_vias:?}"
     );
 
-    let bob = NsSippBuilder::new("bob-hung-up-on", "uac_call_callee_bye.xml", 5091)
+    let bob = sipp(&ns, "bob-hung-up-on", "uac_call_callee_bye.xml", 5091)
         .to(KAMAILIO)
         .service("frank")
         .key("domain", "overlay.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    frank.expect_success(1, context);
+        .spawn()
+        .expect_success_with(1, context);
+    frank.expect_success_with(1, context);
     let bye = received_requests(&bob)
         .into_iter()
         .find(|t| t.starts_with("BYE "))
@@ -445,7 +455,7 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
 fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     let ns = Netns::new("out");
     let _named = start_named(&ns, "127.0.0.2");
-    let _g = NsNode::start(
+    let _g = node(
         &ns,
         "g",
         &[
@@ -460,7 +470,7 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
         ],
     );
     // N: an ordinary node of the ring, with the same name server.
-    let _n = NsNode::start(
+    let _n = node(
         &ns,
         "n",
         &[
@@ -475,10 +485,10 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
         ],
     );
     let kamailio = Kamailio::start(&ns);
-    let mut carol = NsSippBuilder::new("carol", "uas_message_call.xml", 5092)
+    let mut carol = sipp(&ns, "carol", "uas_message_call.xml", 5092)
         .calls(3)
-        .spawn(&ns);
-    carol.wait_listening(&ns);
+        .spawn();
+    carol.wait_listening();
     register(
         &ns,
         KAMAILIO,
@@ -493,25 +503,25 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     );
 
     let context = || logs(&ns, &["g.log", "n.log", "kamailio.log", "named.log"]);
-    NsSippBuilder::new("alice-message", "uac_message.xml", 5093)
+    sipp(&ns, "alice-message", "uac_message.xml", 5093)
         .to(N)
         .service("carol")
         .key("domain", "legacy.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    NsSippBuilder::new("alice-call", "uac_call.xml", 5093)
+        .spawn()
+        .expect_success_with(1, context);
+    sipp(&ns, "alice-call", "uac_call.xml", 5093)
         .to(G)
         .service("carol")
         .key("domain", "legacy.test")
-        .spawn(&ns)
-        .expect_success(1, context);
+        .spawn()
+        .expect_success_with(1, context);
     // A number whose ENUM record names carol@legacy.test.
-    NsSippBuilder::new("alice-dials-carol", "uac_message_uri.xml", 5093)
+    sipp(&ns, "alice-dials-carol", "uac_message_uri.xml", 5093)
         .to(G)
         .key("ruri", "tel:+12125550002")
-        .spawn(&ns)
-        .expect_success(1, context);
-    let got = received_requests(&carol.expect_success(3, context));
+        .spawn()
+        .expect_success_with(1, context);
+    let got = received_requests(&carol.expect_success_with(3, context));
     assert_eq!(
         got.iter()
             .filter(|t| request_line(t).starts_with("MESSAGE sip:carol@127.0.0.1:5092"))
@@ -543,28 +553,28 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     );
 
     // Failover: _sip._udp.legacy2.test has priority 0 on a dead port.
-    let mut live = NsSippBuilder::new("legacy2-live", "uas_message.xml", 5096)
+    let mut live = sipp(&ns, "legacy2-live", "uas_message.xml", 5096)
         .calls(2)
-        .spawn(&ns);
-    live.wait_listening(&ns);
+        .spawn();
+    live.wait_listening();
     let started = Instant::now();
-    NsSippBuilder::new("to-legacy2", "uac_message.xml", 5093)
+    sipp(&ns, "to-legacy2", "uac_message.xml", 5093)
         .to(G)
         .service("x")
         .key("domain", "legacy2.test")
-        .spawn(&ns)
-        .expect_success(1, context);
+        .spawn()
+        .expect_success_with(1, context);
     let took = started.elapsed();
     // The dead target is remembered: the next request goes to the live one at once.
     let started = Instant::now();
-    NsSippBuilder::new("to-legacy2-again", "uac_message.xml", 5093)
+    sipp(&ns, "to-legacy2-again", "uac_message.xml", 5093)
         .to(G)
         .service("y")
         .key("domain", "legacy2.test")
-        .spawn(&ns)
-        .expect_success(1, context);
+        .spawn()
+        .expect_success_with(1, context);
     let again = started.elapsed();
-    let got = received_requests(&live.expect_success(2, context));
+    let got = received_requests(&live.expect_success_with(2, context));
     assert!(
         got.iter()
             .any(|t| request_line(t).starts_with("MESSAGE sip:x@legacy2.test"))
@@ -583,17 +593,17 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     );
 
     // The same for a call: legacy3.test's first SRV target is dead too.
-    let mut live3 = NsSippBuilder::new("legacy3-live", "uas_call.xml", 5097).spawn(&ns);
-    live3.wait_listening(&ns);
+    let mut live3 = sipp(&ns, "legacy3-live", "uas_call.xml", 5097).spawn();
+    live3.wait_listening();
     let started = Instant::now();
-    NsSippBuilder::new("call-legacy3", "uac_call.xml", 5093)
+    sipp(&ns, "call-legacy3", "uac_call.xml", 5093)
         .to(G)
         .service("z")
         .key("domain", "legacy3.test")
-        .spawn(&ns)
-        .expect_success(1, context);
+        .spawn()
+        .expect_success_with(1, context);
     let took = started.elapsed();
-    live3.expect_success(1, context);
+    live3.expect_success_with(1, context);
     assert!(
         took >= Duration::from_millis(1900),
         "the call went to the dead target first (2 s failover), took {took:?}"
@@ -624,7 +634,7 @@ fn cross_registration_both_ways() {
         "n.toml",
         "[gateway]\nlocate_in_overlay = [\"legacy.test\"]\n",
     );
-    let g = NsNode::start(
+    let g = node(
         &ns,
         "g",
         &[
@@ -640,7 +650,7 @@ fn cross_registration_both_ways() {
             &g_config,
         ],
     );
-    let n = NsNode::start(
+    let n = node(
         &ns,
         "n",
         &[
@@ -662,8 +672,8 @@ fn cross_registration_both_ways() {
     let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
 
     // Overlay → legacy: alice registers at N; G registers her at Kamailio.
-    let mut alice = NsSippBuilder::new("alice", "uas_message_call.xml", 5090).spawn(&ns);
-    alice.wait_listening(&ns);
+    let mut alice = sipp(&ns, "alice", "uas_message_call.xml", 5090).spawn();
+    alice.wait_listening();
     register(
         &ns,
         N,
@@ -678,13 +688,13 @@ fn cross_registration_both_ways() {
         || kamailio.contacts(&ns, "alice") == vec!["sip:alice@127.0.0.1:5060"],
         || format!("{}\n{}", kamailio.ul_dump(&ns), context()),
     );
-    NsSippBuilder::new("bob-call", "uac_call.xml", 5091)
+    sipp(&ns, "bob-call", "uac_call.xml", 5091)
         .to(KAMAILIO)
         .service("alice")
         .key("domain", "legacy.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    let got = received_requests(&alice.expect_success(1, context));
+        .spawn()
+        .expect_success_with(1, context);
+    let got = received_requests(&alice.expect_success_with(1, context));
     let invite = got
         .iter()
         .find(|t| t.starts_with("INVITE "))
@@ -714,8 +724,8 @@ fn cross_registration_both_ways() {
     );
 
     // Legacy → overlay: carol2@legacy.test registers with G as outbound proxy.
-    let mut carol2 = NsSippBuilder::new("carol2", "uas_message.xml", 5094).spawn(&ns);
-    carol2.wait_listening(&ns);
+    let mut carol2 = sipp(&ns, "carol2", "uas_message.xml", 5094).spawn();
+    carol2.wait_listening();
     register(
         &ns,
         G,
@@ -730,13 +740,13 @@ fn cross_registration_both_ways() {
         "carol2 registered at Kamailio through G"
     );
     // N: locate_in_overlay = legacy.test, no name server that knows legacy.test.
-    NsSippBuilder::new("to-carol2", "uac_message.xml", 5095)
+    sipp(&ns, "to-carol2", "uac_message.xml", 5095)
         .to(N)
         .service("carol2")
         .key("domain", "legacy.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    let got = received_requests(&carol2.expect_success(1, context));
+        .spawn()
+        .expect_success_with(1, context);
+    let got = received_requests(&carol2.expect_success_with(1, context));
     let message = got.first().expect("carol2 got the MESSAGE");
     let vias = via_values(message);
     assert!(
@@ -746,14 +756,14 @@ fn cross_registration_both_ways() {
 
     // A legacy phone configured with the gateway's address as registrar
     // (Request-URI sip:127.0.0.1:5060): registered at Kamailio all the same.
-    NsSippBuilder::new("register-carol3", "register_at_server.xml", 5196)
+    sipp(&ns, "register-carol3", "register_at_server.xml", 5196)
         .to(G)
         .key("user", "carol3")
         .key("domain", "legacy.test")
         .key("contact", "sip:carol3@127.0.0.1:5096")
         .key("expires", "3600")
-        .spawn(&ns)
-        .expect_success(1, context);
+        .spawn()
+        .expect_success_with(1, context);
     assert_eq!(
         kamailio.contacts(&ns, "carol3"),
         vec!["sip:carol3@127.0.0.1:5096"],
@@ -804,7 +814,7 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         "g.toml",
         "[gateway.pstn]\naddress = \"127.0.0.1:5098\"\n",
     );
-    let g = NsNode::start(
+    let g = node(
         &ns,
         "g",
         &[
@@ -822,7 +832,7 @@ fn telephone_numbers_take_enum_then_the_pstn() {
             &g_config,
         ],
     );
-    let n = NsNode::start(
+    let n = node(
         &ns,
         "n",
         &[
@@ -839,12 +849,12 @@ fn telephone_numbers_take_enum_then_the_pstn() {
     wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
     let context = || logs(&ns, &["g.log", "n.log", "named.log"]);
 
-    let mut pstn = NsSippBuilder::new("pstn", "uas_message_call.xml", 5098)
+    let mut pstn = sipp(&ns, "pstn", "uas_message_call.xml", 5098)
         .calls(4)
-        .spawn(&ns);
-    pstn.wait_listening(&ns);
-    let mut dave = NsSippBuilder::new("dave", "uas_message.xml", 5097).spawn(&ns);
-    dave.wait_listening(&ns);
+        .spawn();
+    pstn.wait_listening();
+    let mut dave = sipp(&ns, "dave", "uas_message.xml", 5097).spawn();
+    dave.wait_listening();
     register(
         &ns,
         N,
@@ -862,20 +872,21 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         // number again, which must not be looked up again.
         "tel:+12125557777",
     ] {
-        NsSippBuilder::new("caller", "uac_message_uri.xml", 5099)
+        sipp(&ns, "caller", "uac_message_uri.xml", 5099)
             .to(G)
             .key("ruri", ruri)
-            .spawn(&ns)
-            .expect_success(1, context);
+            .spawn()
+            .expect_success_with(1, context);
     }
     // A call to a number without ENUM record: to the PSTN gateway, and the
     // gateway stays in the dialog (Record-Route) although To is a tel: URI.
-    let call = NsSippBuilder::new("caller-call", "uac_call_uri.xml", 5099)
+    let call = sipp(&ns, "caller-call", "uac_call_uri.xml", 5099)
         .to(G)
         .key("ruri", "tel:+12125550000")
-        .spawn(&ns)
-        .expect_success(1, context);
+        .spawn()
+        .expect_success_with(1, context);
     let ok = call
+        .messages
         .iter()
         .find(|(received, t)| *received && t.starts_with("SIP/2.0 200") && t.contains("INVITE"))
         .map(|(_, t)| t.clone())
@@ -887,7 +898,7 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         "G record-routes the call to tel:+12125550000:\n{ok}"
     );
 
-    let to_pstn = received_requests(&pstn.expect_success(4, context));
+    let to_pstn = received_requests(&pstn.expect_success_with(4, context));
     let lines: Vec<&str> = to_pstn
         .iter()
         .map(|t| request_line(t))
@@ -903,7 +914,7 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         ],
         "numbers without ENUM go to the PSTN gateway"
     );
-    let to_dave = received_requests(&dave.expect_success(1, context));
+    let to_dave = received_requests(&dave.expect_success_with(1, context));
     assert_eq!(
         to_dave.iter().map(|t| request_line(t)).collect::<Vec<_>>(),
         vec!["MESSAGE sip:dave@127.0.0.1:5097 SIP/2.0"],
@@ -932,7 +943,7 @@ fn pstn_gateway_challenge_is_answered() {
          password = \"secret\"\n",
     );
     // G's own DNS answers the ENUM query (REFUSED): no ENUM, so the PSTN.
-    let _g = NsNode::start(
+    let _g = node(
         &ns,
         "g",
         &[
@@ -947,16 +958,16 @@ fn pstn_gateway_challenge_is_answered() {
         ],
     );
     let context = || logs(&ns, &["g.log"]);
-    let mut pstn = NsSippBuilder::new("pstn", "uas_message_auth.xml", 5098)
+    let mut pstn = sipp(&ns, "pstn", "uas_message_auth.xml", 5098)
         .key("user", "gateway")
-        .spawn(&ns);
-    pstn.wait_listening(&ns);
-    NsSippBuilder::new("caller", "uac_message_uri.xml", 5099)
+        .spawn();
+    pstn.wait_listening();
+    sipp(&ns, "caller", "uac_message_uri.xml", 5099)
         .to(G)
         .key("ruri", "tel:+12125550000")
-        .spawn(&ns)
-        .expect_success(1, || format!("{}{}", pstn.diagnostics(), context()));
-    let got = received_requests(&pstn.expect_success(1, context));
+        .spawn()
+        .expect_success_with(1, || format!("{}{}", pstn.diagnostics(), context()));
+    let got = received_requests(&pstn.expect_success_with(1, context));
     assert_eq!(got.len(), 2, "challenged, then authorised: {got:?}");
     assert!(
         got[1]
@@ -968,16 +979,16 @@ fn pstn_gateway_challenge_is_answered() {
 
     // A call: the INVITE is challenged, answered, and the gateway stays in
     // the dialog with one Record-Route.
-    let mut pstn = NsSippBuilder::new("pstn-call", "uas_call_auth.xml", 5098)
+    let mut pstn = sipp(&ns, "pstn-call", "uas_call_auth.xml", 5098)
         .key("user", "gateway")
-        .spawn(&ns);
-    pstn.wait_listening(&ns);
-    NsSippBuilder::new("caller-call", "uac_call_uri.xml", 5099)
+        .spawn();
+    pstn.wait_listening();
+    sipp(&ns, "caller-call", "uac_call_uri.xml", 5099)
         .to(G)
         .key("ruri", "tel:+12125550000")
-        .spawn(&ns)
-        .expect_success(1, || format!("{}{}", pstn.diagnostics(), context()));
-    let got = received_requests(&pstn.expect_success(1, context));
+        .spawn()
+        .expect_success_with(1, || format!("{}{}", pstn.diagnostics(), context()));
+    let got = received_requests(&pstn.expect_success_with(1, context));
     let invites: Vec<&String> = got.iter().filter(|t| t.starts_with("INVITE ")).collect();
     assert_eq!(invites.len(), 2, "challenged, then authorised: {got:?}");
     let record_routes: Vec<&str> = invites[1]
@@ -1012,7 +1023,7 @@ fn cross_registration_of_a_user_with_two_phones() {
         "n.toml",
         "[registrar]\nmin_expires = 1\ndefault_expires = 60\n",
     );
-    let g = NsNode::start(
+    let g = node(
         &ns,
         "g",
         &[
@@ -1026,7 +1037,7 @@ fn cross_registration_of_a_user_with_two_phones() {
             &g_config,
         ],
     );
-    let n = NsNode::start(
+    let n = node(
         &ns,
         "n",
         &[
