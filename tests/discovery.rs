@@ -4,13 +4,12 @@
 //! ring; a third node finds the ring the same way.
 
 mod common;
-#[path = "common/netns.rs"]
-mod netns;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use netns::{Netns, NsNode, wait_until};
+use common::netns::Netns;
+use common::{Node, wait_until};
 use serde_json::Value;
 
 fn successor(ns: &Netns, http: SocketAddr) -> Option<String> {
@@ -32,28 +31,28 @@ fn nodes_on_one_lan_find_each_other() {
     let https: Vec<SocketAddr> = (0..3)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], 8060 + i)))
         .collect();
-    let a = NsNode::start(
-        &ns,
-        "a",
-        &[
+    let a = Node::builder()
+        .name("a")
+        .args([
             "--sip",
             "127.0.0.1:5060",
             "--discover",
             "--http",
             &https[0].to_string(),
-        ],
-    );
-    let b = NsNode::start(
-        &ns,
-        "b",
-        &[
+        ])
+        .in_netns(&ns)
+        .spawn();
+    let b = Node::builder()
+        .name("b")
+        .args([
             "--sip",
             "127.0.0.1:5070",
             "--discover",
             "--http",
             &https[1].to_string(),
-        ],
-    );
+        ])
+        .in_netns(&ns)
+        .spawn();
     wait_until(
         "a and b form one ring by discovery",
         Duration::from_secs(20),
@@ -70,17 +69,17 @@ fn nodes_on_one_lan_find_each_other() {
         },
     );
     // A newcomer hears back from the ring and joins it.
-    let c = NsNode::start(
-        &ns,
-        "c",
-        &[
+    let c = Node::builder()
+        .name("c")
+        .args([
             "--sip",
             "127.0.0.1:5080",
             "--discover",
             "--http",
             &https[2].to_string(),
-        ],
-    );
+        ])
+        .in_netns(&ns)
+        .spawn();
     wait_until(
         "c joins the ring of a and b",
         Duration::from_secs(20),

@@ -1,8 +1,9 @@
 //! The hybrid gateway against real legacy software: Kamailio 5.6 (the legacy
 //! domain `legacy.test`'s registrar and proxy), bind9 `named` (the legacy
 //! zones and ENUM), SIPp phones and `dig`. Each test runs in a network
-//! namespace of its own (created and deleted by [`Netns`]), so the well-known
-//! ports are free: inside it
+//! namespace of its own (created and deleted by [`Netns`]; each test's
+//! set-up is one [`GatewayTopology::start`]), so the well-known ports are
+//! free: inside it
 //!
 //! | what | where |
 //! |---|---|
@@ -17,20 +18,168 @@
 //! the test with the package to install (scripts/test.sh installs them).
 
 mod common;
-#[path = "common/netns.rs"]
-mod netns;
 
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::{tail, via_values};
-use netns::{Kamailio, Netns, NsNode, NsSippBuilder, start_named, wait_until};
+use common::netns::{Kamailio, Netns, start_named};
+use common::{ChildGuard, Node, SippBuilder, SippRun, Transport, tail, via_values, wait_until};
 use serde_json::Value;
 
 const G: &str = "127.0.0.1:5060";
 const N: &str = "127.0.0.1:5062";
 const KAMAILIO: &str = "127.0.0.1:5070";
 const NAMED: &str = "127.0.0.2:53";
+const G_HTTP: &str = "127.0.0.1:8060";
+const N_HTTP: &str = "127.0.0.1:8062";
+
+/// What runs in a test's namespace besides the gateway G (see the table above).
+struct Options {
+    /// G serves overlay.test's DNS on 127.0.0.1:53 (`--dns`).
+    dns: bool,
+    /// named on 127.0.0.2:53, G's `--nameserver`.
+    named: bool,
+    /// G's config file (`--config`), TOML.
+    g_config: Option<&'static str>,
+    /// Node N, joined to G.
+    n: bool,
+    /// N's `--nameserver` is named too.
+    n_uses_named: bool,
+    n_config: Option<&'static str>,
+    /// G and N serve /status (`--http`); the set-up waits for their ring of two.
+    http: bool,
+    /// Kamailio, with these extra `-A` defines.
+    kamailio: Option<&'static [&'static str]>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            dns: true,
+            named: false,
+            g_config: None,
+            n: false,
+            n_uses_named: false,
+            n_config: None,
+            http: false,
+            kamailio: None,
+        }
+    }
+}
+
+/// The gateway tests' topology, started in a namespace of its own: named, G,
+/// N, Kamailio, in that order, as `Options` asks. Everything in it stops and
+/// the namespace is deleted when this is dropped (`ns` goes last).
+struct GatewayTopology {
+    g: Node,
+    n: Option<Node>,
+    kamailio: Option<Kamailio>,
+    named: Option<ChildGuard>,
+    ns: Netns,
+}
+
+impl GatewayTopology {
+    fn start(tag: &str, options: Options) -> GatewayTopology {
+        let ns = Netns::new(tag);
+        let named = options.named.then(|| start_named(&ns, "127.0.0.2"));
+        let mut g_args = vec!["--sip", G, "--domain", "overlay.test"];
+        if options.dns {
+            g_args.extend(["--dns", "127.0.0.1:53"]);
+        }
+        if options.named {
+            g_args.extend(["--nameserver", NAMED]);
+        }
+        if options.http {
+            g_args.extend(["--http", G_HTTP]);
+        }
+        let g_config = options.g_config.map(|toml| config(&ns, "g.toml", toml));
+        if let Some(path) = &g_config {
+            g_args.extend(["--config", path]);
+        }
+        let g = node(&ns, "g", &g_args);
+        let n = options.n.then(|| {
+            let mut n_args = vec!["--sip", N, "--domain", "overlay.test", "--join", G];
+            if options.n_uses_named {
+                n_args.extend(["--nameserver", NAMED]);
+            }
+            if options.http {
+                n_args.extend(["--http", N_HTTP]);
+            }
+            let n_config = options.n_config.map(|toml| config(&ns, "n.toml", toml));
+            if let Some(path) = &n_config {
+                n_args.extend(["--config", path]);
+            }
+            node(&ns, "n", &n_args)
+        });
+        let kamailio = options
+            .kamailio
+            .map(|defines| Kamailio::start_with(&ns, defines));
+        if let (true, Some(n)) = (options.http, &n) {
+            wait_ring_of_two(&ns, &g, n);
+        }
+        GatewayTopology {
+            g,
+            n,
+            kamailio,
+            named,
+            ns,
+        }
+    }
+
+    fn kamailio(&self) -> &Kamailio {
+        self.kamailio
+            .as_ref()
+            .expect("this topology has no Kamailio")
+    }
+
+    /// Another node in the namespace: `p2psip node ARGS`, its log `NAME.log`.
+    fn node(&self, name: &str, args: &[&str]) -> Node {
+        node(&self.ns, name, args)
+    }
+
+    /// The logs of what runs here (nodes, Kamailio, named), for a failure message.
+    fn logs(&self) -> String {
+        let mut names = vec!["g.log"];
+        if self.n.is_some() {
+            names.push("n.log");
+        }
+        if self.kamailio.is_some() {
+            names.push("kamailio.log");
+        }
+        if self.named.is_some() {
+            names.push("named.log");
+        }
+        logs(&self.ns, &names)
+    }
+}
+
+fn node(ns: &Netns, name: &str, args: &[&str]) -> Node {
+    Node::builder().name(name).args(args).in_netns(ns).spawn()
+}
+
+/// A SIPp (UDP) in `ns` on 127.0.0.1:`port`.
+fn sipp<'a>(ns: &'a Netns, name: &str, scenario: &str, port: u16) -> SippBuilder<'a> {
+    SippBuilder::new(name, scenario, Transport::Udp)
+        .port(port)
+        .in_netns(ns)
+}
+
+/// A SIPp UAC in `ns` on `port` sending `scenario` to `to`, addressed to
+/// `aor` (`user@domain`: `[service]` and `[domain]`).
+fn uac<'a>(
+    ns: &'a Netns,
+    name: &str,
+    scenario: &str,
+    port: u16,
+    to: &str,
+    aor: &str,
+) -> SippBuilder<'a> {
+    let (user, domain) = aor.split_once('@').expect("user@domain");
+    sipp(ns, name, scenario, port)
+        .to(to)
+        .service(user)
+        .key("domain", domain)
+}
 
 /// Writes a node config file into the namespace's directory.
 fn config(ns: &Netns, name: &str, toml: &str) -> String {
@@ -45,12 +194,12 @@ fn status(ns: &Netns, http: &str) -> Option<Value> {
 }
 
 /// Waits until G and N are each other's successor and predecessor.
-fn wait_ring_of_two(ns: &Netns, g: &NsNode, g_http: &str, n: &NsNode, n_http: &str) {
+fn wait_ring_of_two(ns: &Netns, g: &Node, n: &Node) {
     wait_until(
         "G and N form a ring of two",
         Duration::from_secs(15),
         || {
-            let (Some(gs), Some(nstat)) = (status(ns, g_http), status(ns, n_http)) else {
+            let (Some(gs), Some(nstat)) = (status(ns, G_HTTP), status(ns, N_HTTP)) else {
                 return false;
             };
             gs["successors"][0]["id"].as_str() == Some(n.node_id.as_str())
@@ -58,38 +207,31 @@ fn wait_ring_of_two(ns: &Netns, g: &NsNode, g_http: &str, n: &NsNode, n_http: &s
                 && nstat["successors"][0]["id"].as_str() == Some(g.node_id.as_str())
                 && nstat["predecessor"]["id"].as_str() == Some(g.node_id.as_str())
         },
-        || format!("G: {:?}\nN: {:?}", status(ns, g_http), status(ns, n_http)),
+        || format!("G: {:?}\nN: {:?}", status(ns, G_HTTP), status(ns, N_HTTP)),
     );
 }
 
-/// REGISTERs `user@domain` with `contact` at `registrar` (SIPp on `port`).
-fn register(ns: &Netns, registrar: &str, user: &str, domain: &str, contact: &str, port: u16) {
-    register_for(ns, registrar, user, domain, contact, port, 3600);
+/// REGISTERs `aor` (`user@domain`) with `contact` at `registrar` (SIPp on `port`).
+fn register(ns: &Netns, registrar: &str, aor: &str, contact: &str, port: u16) {
+    register_for(ns, registrar, aor, contact, port, 3600);
 }
 
 /// The same with `Expires: expires` (0 removes the binding).
-fn register_for(
-    ns: &Netns,
-    registrar: &str,
-    user: &str,
-    domain: &str,
-    contact: &str,
-    port: u16,
-    expires: u32,
-) {
-    NsSippBuilder::new(&format!("register-{user}"), "register.xml", port)
+fn register_for(ns: &Netns, registrar: &str, aor: &str, contact: &str, port: u16, expires: u32) {
+    let (user, domain) = aor.split_once('@').expect("user@domain");
+    sipp(ns, &format!("register-{user}"), "register.xml", port)
         .to(registrar)
         .key("user", user)
         .key("domain", domain)
         .key("contact", contact)
         .key("expires", &expires.to_string())
-        .spawn(ns)
-        .expect_success(1, String::new);
+        .spawn()
+        .expect_success(1);
 }
 
 /// The requests a UAS received (their text), in order.
-fn received_requests(messages: &[(bool, String)]) -> Vec<String> {
-    messages
+fn received_requests(run: &SippRun) -> Vec<String> {
+    run.messages
         .iter()
         .filter(|(received, text)| *received && !text.starts_with("SIP/2.0"))
         .map(|(_, text)| text.clone())
@@ -112,19 +254,8 @@ fn logs(ns: &Netns, names: &[&str]) -> String {
 /// a second gateway that joins adds its SRV target, and leaves it on SIGTERM.
 #[test]
 fn gateway_dns_tracks_the_live_gateways() {
-    let ns = Netns::new("dns");
-    let g = NsNode::start(
-        &ns,
-        "g",
-        &[
-            "--sip",
-            G,
-            "--domain",
-            "overlay.test",
-            "--dns",
-            "127.0.0.1:53",
-        ],
-    );
+    let t = GatewayTopology::start("dns", Options::default());
+    let (ns, g) = (&t.ns, &t.g);
     let g_name = format!("gw-{}.overlay.test.", &g.node_id[..8]);
     // Served from the moment the node says it listens.
     let naptr = ns.dig("127.0.0.1:53", "NAPTR", "overlay.test");
@@ -155,8 +286,7 @@ fn gateway_dns_tracks_the_live_gateways() {
     );
 
     // A second gateway joins the ring, with its own DNS on 127.0.0.3.
-    let mut g2 = NsNode::start(
-        &ns,
+    let mut g2 = t.node(
         "g2",
         &[
             "--sip",
@@ -234,47 +364,25 @@ fn gateway_dns_tracks_the_live_gateways() {
 /// DNS (NAPTR → SRV → A from G); alice is registered at another node, N.
 #[test]
 fn legacy_phone_reaches_overlay_user_through_kamailio() {
-    let ns = Netns::new("in");
-    let g = NsNode::start(
-        &ns,
-        "g",
-        &[
-            "--sip",
-            G,
-            "--domain",
-            "overlay.test",
-            "--dns",
-            "127.0.0.1:53",
-            "--http",
-            "127.0.0.1:8060",
-        ],
+    let t = GatewayTopology::start(
+        "in",
+        Options {
+            n: true,
+            http: true,
+            kamailio: Some(&[]),
+            ..Options::default()
+        },
     );
-    let n = NsNode::start(
-        &ns,
-        "n",
-        &[
-            "--sip",
-            N,
-            "--domain",
-            "overlay.test",
-            "--join",
-            G,
-            "--http",
-            "127.0.0.1:8062",
-        ],
-    );
-    let kamailio = Kamailio::start(&ns);
-    wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
+    let (ns, kamailio) = (&t.ns, t.kamailio());
 
-    let mut alice = NsSippBuilder::new("alice", "uas_message_call.xml", 5090)
+    let mut alice = sipp(&ns, "alice", "uas_message_call.xml", 5090)
         .calls(2)
-        .spawn(&ns);
-    alice.wait_listening(&ns);
+        .spawn();
+    alice.wait_listening();
     register(
         &ns,
         N,
-        "alice",
-        "overlay.test",
+        "alice@overlay.test",
         "sip:alice@127.0.0.1:5090",
         5190,
     );
@@ -282,8 +390,7 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
     register(
         &ns,
         KAMAILIO,
-        "bob",
-        "legacy.test",
+        "bob@legacy.test",
         "sip:bob@127.0.0.1:5091",
         5191,
     );
@@ -292,20 +399,28 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
         vec!["sip:bob@127.0.0.1:5091"]
     );
 
-    let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
-    NsSippBuilder::new("bob-message", "uac_message.xml", 5091)
-        .to(KAMAILIO)
-        .service("alice")
-        .key("domain", "overlay.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    NsSippBuilder::new("bob-call", "uac_call.xml", 5091)
-        .to(KAMAILIO)
-        .service("alice")
-        .key("domain", "overlay.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    let got = received_requests(&alice.expect_success(2, context));
+    let context = || t.logs();
+    uac(
+        &ns,
+        "bob-message",
+        "uac_message.xml",
+        5091,
+        KAMAILIO,
+        "alice@overlay.test",
+    )
+    .spawn()
+    .expect_success_with(1, context);
+    uac(
+        &ns,
+        "bob-call",
+        "uac_call.xml",
+        5091,
+        KAMAILIO,
+        "alice@overlay.test",
+    )
+    .spawn()
+    .expect_success_with(1, context);
+    let got = received_requests(&alice.expect_success_with(2, context));
     let message = got
         .iter()
         .find(|t| t.starts_with("MESSAGE "))
@@ -343,69 +458,45 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
 /// callee hangs up (BYE along the Record-Route set: G, then Kamailio).
 #[test]
 fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
-    let ns = Netns::new("dlg");
-    let g = NsNode::start(
-        &ns,
-        "g",
-        &[
-            "--sip",
-            G,
-            "--domain",
-            "overlay.test",
-            "--dns",
-            "127.0.0.1:53",
-            "--http",
-            "127.0.0.1:8060",
-        ],
+    let t = GatewayTopology::start(
+        "dlg",
+        Options {
+            n: true,
+            http: true,
+            kamailio: Some(&[]),
+            ..Options::default()
+        },
     );
-    let n = NsNode::start(
-        &ns,
-        "n",
-        &[
-            "--sip",
-            N,
-            "--domain",
-            "overlay.test",
-            "--join",
-            G,
-            "--http",
-            "127.0.0.1:8062",
-        ],
-    );
-    let _kamailio = Kamailio::start(&ns);
-    wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
-    let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
+    let ns = &t.ns;
+    let context = || t.logs();
 
-    let mut erin = NsSippBuilder::new("erin", "uas_cancel.xml", 5086).spawn(&ns);
-    erin.wait_listening(&ns);
+    let mut erin = sipp(&ns, "erin", "uas_cancel.xml", 5086).spawn();
+    erin.wait_listening();
+    register(&ns, N, "erin@overlay.test", "sip:erin@127.0.0.1:5086", 5186);
+    let mut frank = sipp(&ns, "frank", "uas_call_hangs_up.xml", 5087).spawn();
+    frank.wait_listening();
     register(
         &ns,
         N,
-        "erin",
-        "overlay.test",
-        "sip:erin@127.0.0.1:5086",
-        5186,
-    );
-    let mut frank = NsSippBuilder::new("frank", "uas_call_hangs_up.xml", 5087).spawn(&ns);
-    frank.wait_listening(&ns);
-    register(
-        &ns,
-        N,
-        "frank",
-        "overlay.test",
+        "frank@overlay.test",
         "sip:frank@127.0.0.1:5087",
         5187,
     );
 
-    let bob = NsSippBuilder::new("bob-cancels", "uac_cancel.xml", 5091)
-        .to(KAMAILIO)
-        .service("erin")
-        .key("domain", "overlay.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    erin.expect_success(1, context);
+    let bob = uac(
+        &ns,
+        "bob-cancels",
+        "uac_cancel.xml",
+        5091,
+        KAMAILIO,
+        "erin@overlay.test",
+    )
+    .spawn()
+    .expect_success_with(1, context);
+    erin.expect_success_with(1, context);
     // (The scenario's own check: its CANCEL and ACK reuse the INVITE's branch.)
     let sent_vias: Vec<String> = bob
+        .messages
         .iter()
         .filter(|(received, _)| !received)
         .map(|(_, t)| via_values(t).join(","))
@@ -415,13 +506,17 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
         "INVITE, CANCEL and ACK on one branch: {sent_vias:?}"
     );
 
-    let bob = NsSippBuilder::new("bob-hung-up-on", "uac_call_callee_bye.xml", 5091)
-        .to(KAMAILIO)
-        .service("frank")
-        .key("domain", "overlay.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    frank.expect_success(1, context);
+    let bob = uac(
+        &ns,
+        "bob-hung-up-on",
+        "uac_call_callee_bye.xml",
+        5091,
+        KAMAILIO,
+        "frank@overlay.test",
+    )
+    .spawn()
+    .expect_success_with(1, context);
+    frank.expect_success_with(1, context);
     let bye = received_requests(&bob)
         .into_iter()
         .find(|t| t.starts_with("BYE "))
@@ -443,47 +538,26 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
 /// (legacy2.test) is reached at its second target after the failover delay.
 #[test]
 fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
-    let ns = Netns::new("out");
-    let _named = start_named(&ns, "127.0.0.2");
-    let _g = NsNode::start(
-        &ns,
-        "g",
-        &[
-            "--sip",
-            G,
-            "--domain",
-            "overlay.test",
-            "--dns",
-            "127.0.0.1:53",
-            "--nameserver",
-            NAMED,
-        ],
+    let t = GatewayTopology::start(
+        "out",
+        Options {
+            named: true,
+            // N: an ordinary node of the ring, with the same name server.
+            n: true,
+            n_uses_named: true,
+            kamailio: Some(&[]),
+            ..Options::default()
+        },
     );
-    // N: an ordinary node of the ring, with the same name server.
-    let _n = NsNode::start(
-        &ns,
-        "n",
-        &[
-            "--sip",
-            N,
-            "--domain",
-            "overlay.test",
-            "--join",
-            G,
-            "--nameserver",
-            NAMED,
-        ],
-    );
-    let kamailio = Kamailio::start(&ns);
-    let mut carol = NsSippBuilder::new("carol", "uas_message_call.xml", 5092)
+    let (ns, kamailio) = (&t.ns, t.kamailio());
+    let mut carol = sipp(&ns, "carol", "uas_message_call.xml", 5092)
         .calls(3)
-        .spawn(&ns);
-    carol.wait_listening(&ns);
+        .spawn();
+    carol.wait_listening();
     register(
         &ns,
         KAMAILIO,
-        "carol",
-        "legacy.test",
+        "carol@legacy.test",
         "sip:carol@127.0.0.1:5092",
         5192,
     );
@@ -492,26 +566,34 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
         vec!["sip:carol@127.0.0.1:5092"]
     );
 
-    let context = || logs(&ns, &["g.log", "n.log", "kamailio.log", "named.log"]);
-    NsSippBuilder::new("alice-message", "uac_message.xml", 5093)
-        .to(N)
-        .service("carol")
-        .key("domain", "legacy.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    NsSippBuilder::new("alice-call", "uac_call.xml", 5093)
-        .to(G)
-        .service("carol")
-        .key("domain", "legacy.test")
-        .spawn(&ns)
-        .expect_success(1, context);
+    let context = || t.logs();
+    uac(
+        &ns,
+        "alice-message",
+        "uac_message.xml",
+        5093,
+        N,
+        "carol@legacy.test",
+    )
+    .spawn()
+    .expect_success_with(1, context);
+    uac(
+        &ns,
+        "alice-call",
+        "uac_call.xml",
+        5093,
+        G,
+        "carol@legacy.test",
+    )
+    .spawn()
+    .expect_success_with(1, context);
     // A number whose ENUM record names carol@legacy.test.
-    NsSippBuilder::new("alice-dials-carol", "uac_message_uri.xml", 5093)
+    sipp(&ns, "alice-dials-carol", "uac_message_uri.xml", 5093)
         .to(G)
         .key("ruri", "tel:+12125550002")
-        .spawn(&ns)
-        .expect_success(1, context);
-    let got = received_requests(&carol.expect_success(3, context));
+        .spawn()
+        .expect_success_with(1, context);
+    let got = received_requests(&carol.expect_success_with(3, context));
     assert_eq!(
         got.iter()
             .filter(|t| request_line(t).starts_with("MESSAGE sip:carol@127.0.0.1:5092"))
@@ -543,28 +625,36 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     );
 
     // Failover: _sip._udp.legacy2.test has priority 0 on a dead port.
-    let mut live = NsSippBuilder::new("legacy2-live", "uas_message.xml", 5096)
+    let mut live = sipp(&ns, "legacy2-live", "uas_message.xml", 5096)
         .calls(2)
-        .spawn(&ns);
-    live.wait_listening(&ns);
+        .spawn();
+    live.wait_listening();
     let started = Instant::now();
-    NsSippBuilder::new("to-legacy2", "uac_message.xml", 5093)
-        .to(G)
-        .service("x")
-        .key("domain", "legacy2.test")
-        .spawn(&ns)
-        .expect_success(1, context);
+    uac(
+        &ns,
+        "to-legacy2",
+        "uac_message.xml",
+        5093,
+        G,
+        "x@legacy2.test",
+    )
+    .spawn()
+    .expect_success_with(1, context);
     let took = started.elapsed();
     // The dead target is remembered: the next request goes to the live one at once.
     let started = Instant::now();
-    NsSippBuilder::new("to-legacy2-again", "uac_message.xml", 5093)
-        .to(G)
-        .service("y")
-        .key("domain", "legacy2.test")
-        .spawn(&ns)
-        .expect_success(1, context);
+    uac(
+        &ns,
+        "to-legacy2-again",
+        "uac_message.xml",
+        5093,
+        G,
+        "y@legacy2.test",
+    )
+    .spawn()
+    .expect_success_with(1, context);
     let again = started.elapsed();
-    let got = received_requests(&live.expect_success(2, context));
+    let got = received_requests(&live.expect_success_with(2, context));
     assert!(
         got.iter()
             .any(|t| request_line(t).starts_with("MESSAGE sip:x@legacy2.test"))
@@ -583,17 +673,21 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     );
 
     // The same for a call: legacy3.test's first SRV target is dead too.
-    let mut live3 = NsSippBuilder::new("legacy3-live", "uas_call.xml", 5097).spawn(&ns);
-    live3.wait_listening(&ns);
+    let mut live3 = sipp(&ns, "legacy3-live", "uas_call.xml", 5097).spawn();
+    live3.wait_listening();
     let started = Instant::now();
-    NsSippBuilder::new("call-legacy3", "uac_call.xml", 5093)
-        .to(G)
-        .service("z")
-        .key("domain", "legacy3.test")
-        .spawn(&ns)
-        .expect_success(1, context);
+    uac(
+        &ns,
+        "call-legacy3",
+        "uac_call.xml",
+        5093,
+        G,
+        "z@legacy3.test",
+    )
+    .spawn()
+    .expect_success_with(1, context);
     let took = started.elapsed();
-    live3.expect_success(1, context);
+    live3.expect_success_with(1, context);
     assert!(
         took >= Duration::from_millis(1900),
         "the call went to the dead target first (2 s failover), took {took:?}"
@@ -606,69 +700,37 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
 /// Kamailio and found in the ring by a node that has no DNS for legacy.test.
 #[test]
 fn cross_registration_both_ways() {
-    let ns = Netns::new("xreg");
-    let g_config = config(
-        &ns,
-        "g.toml",
-        "[gateway.upstream]\n\
-         registrar = \"127.0.0.1:5070\"\n\
-         domain = \"legacy.test\"\n\
-         username = \"gateway\"\n\
-         password = \"secret\"\n\
-         users = \"all\"\n\
-         expires = 10\n\
-         overlay_domain = \"overlay.test\"\n",
+    let t = GatewayTopology::start(
+        "xreg",
+        Options {
+            g_config: Some(
+                "[gateway.upstream]\n\
+                 registrar = \"127.0.0.1:5070\"\n\
+                 domain = \"legacy.test\"\n\
+                 username = \"gateway\"\n\
+                 password = \"secret\"\n\
+                 users = \"all\"\n\
+                 expires = 10\n\
+                 overlay_domain = \"overlay.test\"\n",
+            ),
+            n: true,
+            n_config: Some("[gateway]\nlocate_in_overlay = [\"legacy.test\"]\n"),
+            http: true,
+            // Kamailio challenges REGISTERs whose Contact is the gateway's.
+            kamailio: Some(&["WITH_GW_AUTH"]),
+            ..Options::default()
+        },
     );
-    let n_config = config(
-        &ns,
-        "n.toml",
-        "[gateway]\nlocate_in_overlay = [\"legacy.test\"]\n",
-    );
-    let g = NsNode::start(
-        &ns,
-        "g",
-        &[
-            "--sip",
-            G,
-            "--domain",
-            "overlay.test",
-            "--dns",
-            "127.0.0.1:53",
-            "--http",
-            "127.0.0.1:8060",
-            "--config",
-            &g_config,
-        ],
-    );
-    let n = NsNode::start(
-        &ns,
-        "n",
-        &[
-            "--sip",
-            N,
-            "--domain",
-            "overlay.test",
-            "--join",
-            G,
-            "--http",
-            "127.0.0.1:8062",
-            "--config",
-            &n_config,
-        ],
-    );
-    // Kamailio challenges REGISTERs whose Contact is the gateway's.
-    let kamailio = Kamailio::start_with(&ns, &["WITH_GW_AUTH"]);
-    wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
-    let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
+    let (ns, kamailio) = (&t.ns, t.kamailio());
+    let context = || t.logs();
 
     // Overlay → legacy: alice registers at N; G registers her at Kamailio.
-    let mut alice = NsSippBuilder::new("alice", "uas_message_call.xml", 5090).spawn(&ns);
-    alice.wait_listening(&ns);
+    let mut alice = sipp(&ns, "alice", "uas_message_call.xml", 5090).spawn();
+    alice.wait_listening();
     register(
         &ns,
         N,
-        "alice",
-        "overlay.test",
+        "alice@overlay.test",
         "sip:alice@127.0.0.1:5090",
         5190,
     );
@@ -678,13 +740,17 @@ fn cross_registration_both_ways() {
         || kamailio.contacts(&ns, "alice") == vec!["sip:alice@127.0.0.1:5060"],
         || format!("{}\n{}", kamailio.ul_dump(&ns), context()),
     );
-    NsSippBuilder::new("bob-call", "uac_call.xml", 5091)
-        .to(KAMAILIO)
-        .service("alice")
-        .key("domain", "legacy.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    let got = received_requests(&alice.expect_success(1, context));
+    uac(
+        &ns,
+        "bob-call",
+        "uac_call.xml",
+        5091,
+        KAMAILIO,
+        "alice@legacy.test",
+    )
+    .spawn()
+    .expect_success_with(1, context);
+    let got = received_requests(&alice.expect_success_with(1, context));
     let invite = got
         .iter()
         .find(|t| t.starts_with("INVITE "))
@@ -714,13 +780,12 @@ fn cross_registration_both_ways() {
     );
 
     // Legacy → overlay: carol2@legacy.test registers with G as outbound proxy.
-    let mut carol2 = NsSippBuilder::new("carol2", "uas_message.xml", 5094).spawn(&ns);
-    carol2.wait_listening(&ns);
+    let mut carol2 = sipp(&ns, "carol2", "uas_message.xml", 5094).spawn();
+    carol2.wait_listening();
     register(
         &ns,
         G,
-        "carol2",
-        "legacy.test",
+        "carol2@legacy.test",
         "sip:carol2@127.0.0.1:5094",
         5194,
     );
@@ -730,13 +795,17 @@ fn cross_registration_both_ways() {
         "carol2 registered at Kamailio through G"
     );
     // N: locate_in_overlay = legacy.test, no name server that knows legacy.test.
-    NsSippBuilder::new("to-carol2", "uac_message.xml", 5095)
-        .to(N)
-        .service("carol2")
-        .key("domain", "legacy.test")
-        .spawn(&ns)
-        .expect_success(1, context);
-    let got = received_requests(&carol2.expect_success(1, context));
+    uac(
+        &ns,
+        "to-carol2",
+        "uac_message.xml",
+        5095,
+        N,
+        "carol2@legacy.test",
+    )
+    .spawn()
+    .expect_success_with(1, context);
+    let got = received_requests(&carol2.expect_success_with(1, context));
     let message = got.first().expect("carol2 got the MESSAGE");
     let vias = via_values(message);
     assert!(
@@ -746,14 +815,14 @@ fn cross_registration_both_ways() {
 
     // A legacy phone configured with the gateway's address as registrar
     // (Request-URI sip:127.0.0.1:5060): registered at Kamailio all the same.
-    NsSippBuilder::new("register-carol3", "register_at_server.xml", 5196)
+    sipp(&ns, "register-carol3", "register_at_server.xml", 5196)
         .to(G)
         .key("user", "carol3")
         .key("domain", "legacy.test")
         .key("contact", "sip:carol3@127.0.0.1:5096")
         .key("expires", "3600")
-        .spawn(&ns)
-        .expect_success(1, context);
+        .spawn()
+        .expect_success_with(1, context);
     assert_eq!(
         kamailio.contacts(&ns, "carol3"),
         vec!["sip:carol3@127.0.0.1:5096"],
@@ -764,8 +833,7 @@ fn cross_registration_both_ways() {
     register_for(
         &ns,
         N,
-        "alice",
-        "overlay.test",
+        "alice@overlay.test",
         "sip:alice@127.0.0.1:5090",
         5190,
         0,
@@ -780,8 +848,7 @@ fn cross_registration_both_ways() {
     register_for(
         &ns,
         G,
-        "carol2",
-        "legacy.test",
+        "carol2@legacy.test",
         "sip:carol2@127.0.0.1:5094",
         5194,
         0,
@@ -797,62 +864,26 @@ fn cross_registration_both_ways() {
 /// (named) maps it to a SIP URI, here the overlay user dave.
 #[test]
 fn telephone_numbers_take_enum_then_the_pstn() {
-    let ns = Netns::new("tel");
-    let _named = start_named(&ns, "127.0.0.2");
-    let g_config = config(
-        &ns,
-        "g.toml",
-        "[gateway.pstn]\naddress = \"127.0.0.1:5098\"\n",
+    let t = GatewayTopology::start(
+        "tel",
+        Options {
+            named: true,
+            g_config: Some("[gateway.pstn]\naddress = \"127.0.0.1:5098\"\n"),
+            n: true,
+            http: true,
+            ..Options::default()
+        },
     );
-    let g = NsNode::start(
-        &ns,
-        "g",
-        &[
-            "--sip",
-            G,
-            "--domain",
-            "overlay.test",
-            "--dns",
-            "127.0.0.1:53",
-            "--nameserver",
-            NAMED,
-            "--http",
-            "127.0.0.1:8060",
-            "--config",
-            &g_config,
-        ],
-    );
-    let n = NsNode::start(
-        &ns,
-        "n",
-        &[
-            "--sip",
-            N,
-            "--domain",
-            "overlay.test",
-            "--join",
-            G,
-            "--http",
-            "127.0.0.1:8062",
-        ],
-    );
-    wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
-    let context = || logs(&ns, &["g.log", "n.log", "named.log"]);
+    let ns = &t.ns;
+    let context = || t.logs();
 
-    let mut pstn = NsSippBuilder::new("pstn", "uas_message_call.xml", 5098)
+    let mut pstn = sipp(&ns, "pstn", "uas_message_call.xml", 5098)
         .calls(4)
-        .spawn(&ns);
-    pstn.wait_listening(&ns);
-    let mut dave = NsSippBuilder::new("dave", "uas_message.xml", 5097).spawn(&ns);
-    dave.wait_listening(&ns);
-    register(
-        &ns,
-        N,
-        "dave",
-        "overlay.test",
-        "sip:dave@127.0.0.1:5097",
-        5197,
-    );
+        .spawn();
+    pstn.wait_listening();
+    let mut dave = sipp(&ns, "dave", "uas_message.xml", 5097).spawn();
+    dave.wait_listening();
+    register(&ns, N, "dave@overlay.test", "sip:dave@127.0.0.1:5097", 5197);
 
     for ruri in [
         "tel:+1-212-555-0000",
@@ -862,20 +893,21 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         // number again, which must not be looked up again.
         "tel:+12125557777",
     ] {
-        NsSippBuilder::new("caller", "uac_message_uri.xml", 5099)
+        sipp(&ns, "caller", "uac_message_uri.xml", 5099)
             .to(G)
             .key("ruri", ruri)
-            .spawn(&ns)
-            .expect_success(1, context);
+            .spawn()
+            .expect_success_with(1, context);
     }
     // A call to a number without ENUM record: to the PSTN gateway, and the
     // gateway stays in the dialog (Record-Route) although To is a tel: URI.
-    let call = NsSippBuilder::new("caller-call", "uac_call_uri.xml", 5099)
+    let call = sipp(&ns, "caller-call", "uac_call_uri.xml", 5099)
         .to(G)
         .key("ruri", "tel:+12125550000")
-        .spawn(&ns)
-        .expect_success(1, context);
+        .spawn()
+        .expect_success_with(1, context);
     let ok = call
+        .messages
         .iter()
         .find(|(received, t)| *received && t.starts_with("SIP/2.0 200") && t.contains("INVITE"))
         .map(|(_, t)| t.clone())
@@ -887,7 +919,7 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         "G record-routes the call to tel:+12125550000:\n{ok}"
     );
 
-    let to_pstn = received_requests(&pstn.expect_success(4, context));
+    let to_pstn = received_requests(&pstn.expect_success_with(4, context));
     let lines: Vec<&str> = to_pstn
         .iter()
         .map(|t| request_line(t))
@@ -903,7 +935,7 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         ],
         "numbers without ENUM go to the PSTN gateway"
     );
-    let to_dave = received_requests(&dave.expect_success(1, context));
+    let to_dave = received_requests(&dave.expect_success_with(1, context));
     assert_eq!(
         to_dave.iter().map(|t| request_line(t)).collect::<Vec<_>>(),
         vec!["MESSAGE sip:dave@127.0.0.1:5097 SIP/2.0"],
@@ -922,41 +954,31 @@ fn telephone_numbers_take_enum_then_the_pstn() {
 /// by a MESSAGE and by a call.
 #[test]
 fn pstn_gateway_challenge_is_answered() {
-    let ns = Netns::new("pstnauth");
-    let g_config = config(
-        &ns,
-        "g.toml",
-        "[gateway.pstn]\n\
-         address = \"127.0.0.1:5098\"\n\
-         username = \"gateway\"\n\
-         password = \"secret\"\n",
-    );
     // G's own DNS answers the ENUM query (REFUSED): no ENUM, so the PSTN.
-    let _g = NsNode::start(
-        &ns,
-        "g",
-        &[
-            "--sip",
-            G,
-            "--domain",
-            "overlay.test",
-            "--dns",
-            "127.0.0.1:53",
-            "--config",
-            &g_config,
-        ],
+    let t = GatewayTopology::start(
+        "pstnauth",
+        Options {
+            g_config: Some(
+                "[gateway.pstn]\n\
+                 address = \"127.0.0.1:5098\"\n\
+                 username = \"gateway\"\n\
+                 password = \"secret\"\n",
+            ),
+            ..Options::default()
+        },
     );
-    let context = || logs(&ns, &["g.log"]);
-    let mut pstn = NsSippBuilder::new("pstn", "uas_message_auth.xml", 5098)
+    let ns = &t.ns;
+    let context = || t.logs();
+    let mut pstn = sipp(&ns, "pstn", "uas_message_auth.xml", 5098)
         .key("user", "gateway")
-        .spawn(&ns);
-    pstn.wait_listening(&ns);
-    NsSippBuilder::new("caller", "uac_message_uri.xml", 5099)
+        .spawn();
+    pstn.wait_listening();
+    sipp(&ns, "caller", "uac_message_uri.xml", 5099)
         .to(G)
         .key("ruri", "tel:+12125550000")
-        .spawn(&ns)
-        .expect_success(1, || format!("{}{}", pstn.diagnostics(), context()));
-    let got = received_requests(&pstn.expect_success(1, context));
+        .spawn()
+        .expect_success_with(1, || format!("{}{}", pstn.diagnostics(), context()));
+    let got = received_requests(&pstn.expect_success_with(1, context));
     assert_eq!(got.len(), 2, "challenged, then authorised: {got:?}");
     assert!(
         got[1]
@@ -968,16 +990,16 @@ fn pstn_gateway_challenge_is_answered() {
 
     // A call: the INVITE is challenged, answered, and the gateway stays in
     // the dialog with one Record-Route.
-    let mut pstn = NsSippBuilder::new("pstn-call", "uas_call_auth.xml", 5098)
+    let mut pstn = sipp(&ns, "pstn-call", "uas_call_auth.xml", 5098)
         .key("user", "gateway")
-        .spawn(&ns);
-    pstn.wait_listening(&ns);
-    NsSippBuilder::new("caller-call", "uac_call_uri.xml", 5099)
+        .spawn();
+    pstn.wait_listening();
+    sipp(&ns, "caller-call", "uac_call_uri.xml", 5099)
         .to(G)
         .key("ruri", "tel:+12125550000")
-        .spawn(&ns)
-        .expect_success(1, || format!("{}{}", pstn.diagnostics(), context()));
-    let got = received_requests(&pstn.expect_success(1, context));
+        .spawn()
+        .expect_success_with(1, || format!("{}{}", pstn.diagnostics(), context()));
+    let got = received_requests(&pstn.expect_success_with(1, context));
     let invites: Vec<&String> = got.iter().filter(|t| t.starts_with("INVITE ")).collect();
     assert_eq!(invites.len(), 2, "challenged, then authorised: {got:?}");
     let record_routes: Vec<&str> = invites[1]
@@ -996,55 +1018,27 @@ fn pstn_gateway_challenge_is_answered() {
 /// user registered at Kamailio after the first registrations' expiry.
 #[test]
 fn cross_registration_of_a_user_with_two_phones() {
-    let ns = Netns::new("xreg2");
-    let g_config = config(
-        &ns,
-        "g.toml",
-        "[gateway.upstream]\n\
-         registrar = \"127.0.0.1:5070\"\n\
-         domain = \"legacy.test\"\n\
-         users = \"all\"\n\
-         overlay_domain = \"overlay.test\"\n",
+    let t = GatewayTopology::start(
+        "xreg2",
+        Options {
+            dns: false,
+            g_config: Some(
+                "[gateway.upstream]\n\
+                 registrar = \"127.0.0.1:5070\"\n\
+                 domain = \"legacy.test\"\n\
+                 users = \"all\"\n\
+                 overlay_domain = \"overlay.test\"\n",
+            ),
+            n: true,
+            // N accepts short registrations.
+            n_config: Some("[registrar]\nmin_expires = 1\ndefault_expires = 60\n"),
+            http: true,
+            kamailio: Some(&[]),
+            ..Options::default()
+        },
     );
-    // N accepts short registrations.
-    let n_config = config(
-        &ns,
-        "n.toml",
-        "[registrar]\nmin_expires = 1\ndefault_expires = 60\n",
-    );
-    let g = NsNode::start(
-        &ns,
-        "g",
-        &[
-            "--sip",
-            G,
-            "--domain",
-            "overlay.test",
-            "--http",
-            "127.0.0.1:8060",
-            "--config",
-            &g_config,
-        ],
-    );
-    let n = NsNode::start(
-        &ns,
-        "n",
-        &[
-            "--sip",
-            N,
-            "--domain",
-            "overlay.test",
-            "--join",
-            G,
-            "--http",
-            "127.0.0.1:8062",
-            "--config",
-            &n_config,
-        ],
-    );
-    let kamailio = Kamailio::start(&ns);
-    wait_ring_of_two(&ns, &g, "127.0.0.1:8060", &n, "127.0.0.1:8062");
-    let context = || logs(&ns, &["g.log", "n.log", "kamailio.log"]);
+    let (ns, kamailio) = (&t.ns, t.kamailio());
+    let context = || t.logs();
 
     // Two phones for 5 s, then both refreshed for 60 s (well before 5 s).
     let first = Instant::now();
@@ -1052,7 +1046,7 @@ fn cross_registration_of_a_user_with_two_phones() {
         ("sip:alice@127.0.0.1:5090", 5190),
         ("sip:alice@127.0.0.1:5091", 5191),
     ] {
-        register_for(&ns, N, "alice", "overlay.test", contact, port, 5);
+        register_for(&ns, N, "alice@overlay.test", contact, port, 5);
     }
     wait_until(
         "Kamailio's location table has alice → the gateway",
@@ -1064,7 +1058,7 @@ fn cross_registration_of_a_user_with_two_phones() {
         ("sip:alice@127.0.0.1:5090", 5190),
         ("sip:alice@127.0.0.1:5091", 5191),
     ] {
-        register_for(&ns, N, "alice", "overlay.test", contact, port, 60);
+        register_for(&ns, N, "alice@overlay.test", contact, port, 60);
     }
     assert!(
         first.elapsed() < Duration::from_secs(4),

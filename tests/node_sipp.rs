@@ -27,7 +27,7 @@ fn register(node: &Node, transport: Transport, user: &str, contact: &str, expire
 /// A UAS playing `user` with `scenario` for one call, listening before it returns.
 fn uas(name: &str, scenario: &str, transport: Transport) -> Sipp {
     let mut uas = SippBuilder::new(name, scenario, transport).calls(1).spawn();
-    uas.wait_listening(transport);
+    uas.wait_listening();
     uas
 }
 

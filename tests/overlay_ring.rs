@@ -148,9 +148,9 @@ fn ten_nodes_form_a_ring_and_survive_failure() {
     let mut alice = SippBuilder::new("alice", "uas_call.xml", Transport::Udp)
         .calls(2)
         .spawn();
-    alice.wait_listening(Transport::Udp);
+    alice.wait_listening();
     let mut carol = SippBuilder::new("carol", "uas_message.xml", Transport::Udp).spawn();
-    carol.wait_listening(Transport::Udp);
+    carol.wait_listening();
 
     let holder = holder_of(&nodes, &format!("alice@{DOMAIN}"));
     let registrar = other(&nodes, &[holder]);
@@ -182,7 +182,7 @@ fn ten_nodes_form_a_ring_and_survive_failure() {
 
     // SIGTERM hands items over: dave's holder leaves, dave is still found.
     let mut dave = SippBuilder::new("dave", "uas_message.xml", Transport::Udp).spawn();
-    dave.wait_listening(Transport::Udp);
+    dave.wait_listening();
     let dave_holder = holder_of(&nodes, &format!("dave@{DOMAIN}"));
     let dave_registrar = other(&nodes, &[dave_holder]);
     register(

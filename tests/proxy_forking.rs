@@ -39,7 +39,7 @@ fn register(node: &Node, user: &str, contact: &str, q: Option<&str>) {
 /// A UAS running `scenario` for one call, listening before it returns.
 fn uas(name: &str, scenario: &str) -> Sipp {
     let mut uas = SippBuilder::new(name, scenario, TRANSPORT).calls(1).spawn();
-    uas.wait_listening(TRANSPORT);
+    uas.wait_listening();
     uas
 }
 

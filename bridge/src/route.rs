@@ -9,6 +9,9 @@ use ezk_sip_types::uri::{SipUri, SipUriUserPart};
 
 use crate::config::{GatewayConfig, PstnConfig};
 
+/// E.164 normalisation is the DNS crate's (ENUM needs it there too).
+pub use p2psip_dns::normalize_e164;
+
 /// The parts of a Request-URI the routing decision looks at.
 ///
 /// For `sip:`/`sips:` URIs `user` is the user part and `host` the host
@@ -199,26 +202,6 @@ pub fn decide(target: &TargetUri, overlay_domains: &[String], config: &GatewayCo
             reason: format!("unsupported URI scheme {other:?}"),
         },
     }
-}
-
-/// `"+1 (212) 555-1234"`, `"tel:+1-212-555-1234;phone-context=…"` →
-/// `"+12125551234"`. Visual separators (space, `-`, `.`, `(`, `)`) are
-/// removed; the number must start with `+` and have 1 to 15 digits.
-pub fn normalize_e164(text: &str) -> Option<String> {
-    let mut s = text.trim();
-    if s.len() >= 4 && s[..4].eq_ignore_ascii_case("tel:") {
-        s = &s[4..];
-    }
-    let s = s.split(';').next().unwrap_or("").trim();
-    let rest = s.strip_prefix('+')?;
-    let digits: String = rest
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-        .collect();
-    if digits.is_empty() || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    Some(format!("+{digits}"))
 }
 
 /// A `tel:` URI (RFC 3966) to E.164. A global number (`tel:+1-212-555-1234`)
@@ -466,33 +449,6 @@ mod tests {
             decide(&t("mailto:a@b.test"), &ov, &config),
             Decision::Reject { status: 416, .. }
         ));
-    }
-
-    #[test]
-    fn e164_normalisation() {
-        assert_eq!(
-            normalize_e164("+1 (212) 555-1234").as_deref(),
-            Some("+12125551234")
-        );
-        assert_eq!(
-            normalize_e164("tel:+12125551234;phone-context=example.com").as_deref(),
-            Some("+12125551234")
-        );
-        assert_eq!(
-            normalize_e164("TEL:+44.20.7946.0000").as_deref(),
-            Some("+442079460000")
-        );
-        assert_eq!(normalize_e164(" +1 ").as_deref(), Some("+1"));
-        assert_eq!(
-            normalize_e164("+123456789012345").as_deref(),
-            Some("+123456789012345")
-        );
-        assert_eq!(normalize_e164("+1234567890123456"), None); // 16 digits
-        assert_eq!(normalize_e164("2125551234"), None);
-        assert_eq!(normalize_e164("+"), None);
-        assert_eq!(normalize_e164("++1"), None);
-        assert_eq!(normalize_e164("+1-212-CALL"), None);
-        assert_eq!(normalize_e164("+1/212"), None);
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! domains ([`SipResolver`]). Plain types only: this crate does not depend on
 //! `p2psip`. See `docs/dns.md`.
 
+pub mod e164;
 pub mod resolve;
 pub mod server;
 pub mod zone;
 
+pub use e164::normalize_e164;
 pub use resolve::{ResolverConfig, SipDestination, SipResolver, Target, Transport};
 pub use server::{DnsServer, LoggedQuery};
 pub use zone::{Gateway, ZoneConfig, Zones};

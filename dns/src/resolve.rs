@@ -664,20 +664,9 @@ fn is_e2u_sip(services: &[u8]) -> bool {
     has_e2u && has_sip
 }
 
-/// `+1 212-555 1234` → `+12125551234`.
+/// `+1 212-555 1234` → `+12125551234`, or [`DnsError::InvalidE164`].
 fn normalize_e164(e164: &str) -> Result<String, DnsError> {
-    let s = e164.trim();
-    let rest = s
-        .strip_prefix('+')
-        .ok_or_else(|| DnsError::InvalidE164(e164.to_string()))?;
-    let digits: String = rest
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-        .collect();
-    if digits.is_empty() || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit()) {
-        return Err(DnsError::InvalidE164(e164.to_string()));
-    }
-    Ok(format!("+{digits}"))
+    crate::e164::normalize_e164(e164).ok_or_else(|| DnsError::InvalidE164(e164.to_string()))
 }
 
 /// `+12125551234`, `e164.arpa` → `4.3.2.1.5.5.5.2.1.2.1.e164.arpa.`

@@ -3,12 +3,15 @@
 //! in tests/data). A missing `named` is a failure: the test install script
 //! installs bind9.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use p2psip_dns::{ResolverConfig, SipDestination, SipResolver, Transport};
+use common::{resolve, resolver_config, short};
+use p2psip_dns::{SipDestination, SipResolver, Transport};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -103,30 +106,23 @@ async fn start_named() -> Named {
 async fn resolver_against_bind9_named() {
     let named = start_named().await;
     assert!(!named.log.is_empty());
-    let resolver = SipResolver::new(ResolverConfig {
-        nameserver: Some(named.addr),
-        transports: vec![Transport::Udp, Transport::Tcp],
-        ..ResolverConfig::default()
-    })
+    let resolver = SipResolver::new(resolver_config(
+        named.addr,
+        &[Transport::Udp, Transport::Tcp],
+    ))
     .unwrap();
 
     // legacy.test: NAPTR SIP+D2U -> _sip._udp SRV 0 0 5070 proxy -> 127.0.0.1
-    let legacy = resolver
-        .resolve(&SipDestination::new("legacy.test"))
-        .await
-        .unwrap();
-    let got: Vec<(SocketAddr, Transport)> = legacy.iter().map(|t| (t.addr, t.transport)).collect();
+    let legacy = resolve(&resolver, "legacy.test").await;
+    let got = short(&legacy);
     assert_eq!(
         got,
         vec![("127.0.0.1:5070".parse().unwrap(), Transport::Udp)]
     );
 
     // overlay.test stand-in: NAPTR 10 D2U, 20 D2T -> gw 127.0.0.1:5080 both
-    let overlay = resolver
-        .resolve(&SipDestination::new("overlay.test"))
-        .await
-        .unwrap();
-    let got: Vec<(SocketAddr, Transport)> = overlay.iter().map(|t| (t.addr, t.transport)).collect();
+    let overlay = resolve(&resolver, "overlay.test").await;
+    let got = short(&overlay);
     assert_eq!(
         got,
         vec![
@@ -136,16 +132,8 @@ async fn resolver_against_bind9_named() {
     );
 
     // TCP-only client: only the D2T chain; explicit port: A only
-    let tcp_only = SipResolver::new(ResolverConfig {
-        nameserver: Some(named.addr),
-        transports: vec![Transport::Tcp],
-        ..ResolverConfig::default()
-    })
-    .unwrap();
-    let t = tcp_only
-        .resolve(&SipDestination::new("overlay.test"))
-        .await
-        .unwrap();
+    let tcp_only = SipResolver::new(resolver_config(named.addr, &[Transport::Tcp])).unwrap();
+    let t = resolve(&tcp_only, "overlay.test").await;
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].transport, Transport::Tcp);
     let p = resolver

@@ -7,36 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use p2psip_dns::proto::rr::rdata::{A, NAPTR, SRV};
-use p2psip_dns::proto::rr::{Name, RData, RecordType};
+use p2psip_dns::proto::rr::{RData, RecordType};
 use p2psip_dns::{
-    DnsError, DnsServer, LoggedQuery, ResolverConfig, SipDestination, SipResolver, Target,
-    Transport, ZoneConfig, Zones,
+    DnsError, DnsServer, LoggedQuery, ResolverConfig, SipDestination, SipResolver, Transport,
+    ZoneConfig, Zones,
 };
-
-fn naptr(order: u16, flags: &str, services: &str, regexp: &str, replacement: &str) -> RData {
-    RData::NAPTR(NAPTR::new(
-        order,
-        10,
-        flags.as_bytes().into(),
-        services.as_bytes().into(),
-        regexp.as_bytes().into(),
-        Name::from_ascii(replacement).unwrap(),
-    ))
-}
-
-fn srv(priority: u16, weight: u16, port: u16, target: &str) -> RData {
-    RData::SRV(SRV::new(
-        priority,
-        weight,
-        port,
-        Name::from_ascii(target).unwrap(),
-    ))
-}
-
-fn a(ip: [u8; 4]) -> RData {
-    RData::A(A(ip.into()))
-}
 
 /// Zones for the resolver tests:
 /// - overlay.test: gw1 127.0.0.1 (UDP 5080, TCP 5081), gw2 127.0.0.2 (TLS 5061)
@@ -71,54 +46,88 @@ fn resolver_zones() -> Zones {
         "legacy.test",
         naptr(10, "S", "SIP+D2U", "", "_sip._udp.legacy.test."),
     );
-    add(
-        "_sip._udp.legacy.test",
-        srv(0, 0, 5070, "proxy.legacy.test."),
-    );
-    add("proxy.legacy.test", a([127, 0, 0, 1]));
-
-    add("_sip._udp.prio.test", srv(20, 0, 5071, "b.prio.test."));
-    add("_sip._udp.prio.test", srv(10, 0, 5070, "a.prio.test."));
-    add("a.prio.test", a([127, 0, 0, 11]));
-    add("b.prio.test", a([127, 0, 0, 12]));
-
-    add(
-        "_sip._udp.weight.test",
-        srv(0, 90, 5060, "heavy.weight.test."),
-    );
-    add(
-        "_sip._udp.weight.test",
-        srv(0, 10, 5060, "light.weight.test."),
-    );
-    add("heavy.weight.test", a([127, 0, 0, 21]));
-    add("light.weight.test", a([127, 0, 0, 22]));
-
-    add("_sips._tcp.secure.test", srv(0, 0, 5061, "s.secure.test."));
-    add("_sip._udp.secure.test", srv(0, 0, 5060, "u.secure.test."));
-    add("s.secure.test", a([127, 0, 0, 51]));
-    add("u.secure.test", a([127, 0, 0, 52]));
-
+    // SRV records and the A records of their targets, in this order.
+    for (service, (priority, weight, port), target, ip) in [
+        (
+            "_sip._udp.legacy.test",
+            (0, 0, 5070),
+            "proxy.legacy.test",
+            [127, 0, 0, 1],
+        ),
+        (
+            "_sip._udp.prio.test",
+            (20, 0, 5071),
+            "b.prio.test",
+            [127, 0, 0, 12],
+        ),
+        (
+            "_sip._udp.prio.test",
+            (10, 0, 5070),
+            "a.prio.test",
+            [127, 0, 0, 11],
+        ),
+        (
+            "_sip._udp.weight.test",
+            (0, 90, 5060),
+            "heavy.weight.test",
+            [127, 0, 0, 21],
+        ),
+        (
+            "_sip._udp.weight.test",
+            (0, 10, 5060),
+            "light.weight.test",
+            [127, 0, 0, 22],
+        ),
+        (
+            "_sips._tcp.secure.test",
+            (0, 0, 5061),
+            "s.secure.test",
+            [127, 0, 0, 51],
+        ),
+        (
+            "_sip._udp.secure.test",
+            (0, 0, 5060),
+            "u.secure.test",
+            [127, 0, 0, 52],
+        ),
+    ] {
+        add_srv_a(&z, service, (priority, weight, port), target, ip);
+    }
     add("plain.test", a([127, 0, 0, 41]));
 
-    // +12125551234: a tel: rule first (not SIP, skipped), then the SIP one
-    add(
-        "4.3.2.1.5.5.5.2.1.2.1.e164.arpa",
-        naptr(50, "u", "E2U+tel", "!^.*$!tel:+12125551234!", "."),
-    );
-    add(
-        "4.3.2.1.5.5.5.2.1.2.1.e164.arpa",
-        naptr(100, "u", "E2U+sip", "!^.*$!sip:bob@overlay.test!", "."),
-    );
-    // +442079460000: backreference
-    add(
-        "0.0.0.0.6.4.9.7.0.2.4.4.e164.arpa",
-        naptr(100, "u", "E2U+sip", r"!^\+44(.*)$!sip:\1@legacy.test!", "."),
-    );
-    // +15550001: only a non-SIP service
-    add(
-        "1.0.0.0.5.5.5.1.e164.arpa",
-        naptr(100, "u", "E2U+email:mailto", "!^.*$!mailto:x@y.test!", "."),
-    );
+    // ENUM: +12125551234, a tel: rule first (not SIP, skipped), then the SIP
+    // one; +442079460000, a backreference; +15550001, only a non-SIP service.
+    for (name, order, services, regexp) in [
+        (
+            "4.3.2.1.5.5.5.2.1.2.1",
+            50,
+            "E2U+tel",
+            "!^.*$!tel:+12125551234!",
+        ),
+        (
+            "4.3.2.1.5.5.5.2.1.2.1",
+            100,
+            "E2U+sip",
+            "!^.*$!sip:bob@overlay.test!",
+        ),
+        (
+            "0.0.0.0.6.4.9.7.0.2.4.4",
+            100,
+            "E2U+sip",
+            r"!^\+44(.*)$!sip:\1@legacy.test!",
+        ),
+        (
+            "1.0.0.0.5.5.5.1",
+            100,
+            "E2U+email:mailto",
+            "!^.*$!mailto:x@y.test!",
+        ),
+    ] {
+        add(
+            &format!("{name}.e164.arpa"),
+            naptr(order, "u", services, regexp, "."),
+        );
+    }
     z
 }
 
@@ -127,10 +136,9 @@ async fn setup(transports: &[Transport]) -> (DnsServer, SipResolver) {
         .await
         .unwrap();
     let resolver = SipResolver::new(ResolverConfig {
-        nameserver: Some(server.local_addr()),
         timeout: Duration::from_secs(2),
         dead_for: Duration::from_secs(30),
-        transports: transports.to_vec(),
+        ..resolver_config(server.local_addr(), transports)
     })
     .unwrap();
     (server, resolver)
@@ -143,10 +151,6 @@ fn t(ip: [u8; 4], port: u16, transport: Transport) -> (SocketAddr, Transport) {
     (SocketAddr::new(IpAddr::from(ip), port), transport)
 }
 
-fn short(targets: &[Target]) -> Vec<(SocketAddr, Transport)> {
-    targets.iter().map(|t| (t.addr, t.transport)).collect()
-}
-
 fn asked(log: &[LoggedQuery]) -> Vec<String> {
     log.iter()
         .map(|q| format!("{} {}", q.rtype, q.name))
@@ -156,10 +160,7 @@ fn asked(log: &[LoggedQuery]) -> Vec<String> {
 #[tokio::test]
 async fn naptr_srv_a_chain_transport_from_naptr() {
     let (server, resolver) = setup(UDP_TCP).await;
-    let targets = resolver
-        .resolve(&SipDestination::new("overlay.test"))
-        .await
-        .unwrap();
+    let targets = resolve(&resolver, "overlay.test").await;
     // SIPS+D2T (order 10) is skipped: no TLS here. SIP+D2T (20) before SIP+D2U (30).
     assert_eq!(
         short(&targets),
@@ -182,10 +183,7 @@ async fn naptr_srv_a_chain_transport_from_naptr() {
 
     // with TLS the SIPS+D2T service comes first
     let (_s2, all) = setup(ALL).await;
-    let targets = all
-        .resolve(&SipDestination::new("overlay.test"))
-        .await
-        .unwrap();
+    let targets = resolve(&all, "overlay.test").await;
     assert_eq!(
         short(&targets),
         vec![
@@ -196,10 +194,7 @@ async fn naptr_srv_a_chain_transport_from_naptr() {
     );
     // UDP only: just the D2U chain
     let (_s3, udp) = setup(&[Transport::Udp]).await;
-    let targets = udp
-        .resolve(&SipDestination::new("overlay.test"))
-        .await
-        .unwrap();
+    let targets = resolve(&udp, "overlay.test").await;
     assert_eq!(
         short(&targets),
         vec![t([127, 0, 0, 1], 5080, Transport::Udp)]
@@ -209,10 +204,7 @@ async fn naptr_srv_a_chain_transport_from_naptr() {
 #[tokio::test]
 async fn legacy_domain_like_kamailio_sees_it() {
     let (server, resolver) = setup(UDP_TCP).await;
-    let targets = resolver
-        .resolve(&SipDestination::new("legacy.test"))
-        .await
-        .unwrap();
+    let targets = resolve(&resolver, "legacy.test").await;
     assert_eq!(
         short(&targets),
         vec![t([127, 0, 0, 1], 5070, Transport::Udp)]
@@ -232,10 +224,7 @@ async fn legacy_domain_like_kamailio_sees_it() {
 async fn srv_priority_order_and_weights() {
     let (server, resolver) = setup(UDP_TCP).await;
     // no NAPTR: SRV for each transport we support, in our order
-    let targets = resolver
-        .resolve(&SipDestination::new("prio.test"))
-        .await
-        .unwrap();
+    let targets = resolve(&resolver, "prio.test").await;
     assert_eq!(
         short(&targets),
         vec![
@@ -249,10 +238,7 @@ async fn srv_priority_order_and_weights() {
 
     let mut heavy_first = 0;
     for _ in 0..300 {
-        let targets = resolver
-            .resolve(&SipDestination::new("weight.test"))
-            .await
-            .unwrap();
+        let targets = resolve(&resolver, "weight.test").await;
         assert_eq!(targets.len(), 2);
         if targets[0].addr.ip() == v4(127, 0, 0, 21) {
             heavy_first += 1;
@@ -352,10 +338,7 @@ async fn explicit_transport_uses_its_srv_then_a() {
 #[tokio::test]
 async fn no_naptr_no_srv_falls_back_to_a_with_default_port() {
     let (_server, resolver) = setup(UDP_TCP).await;
-    let targets = resolver
-        .resolve(&SipDestination::new("plain.test"))
-        .await
-        .unwrap();
+    let targets = resolve(&resolver, "plain.test").await;
     assert_eq!(
         short(&targets),
         vec![t([127, 0, 0, 41], 5060, Transport::Udp)]
@@ -365,17 +348,11 @@ async fn no_naptr_no_srv_falls_back_to_a_with_default_port() {
 #[tokio::test]
 async fn mark_dead_moves_target_last_until_alive() {
     let (_server, resolver) = setup(UDP_TCP).await;
-    let first = resolver
-        .resolve(&SipDestination::new("prio.test"))
-        .await
-        .unwrap();
+    let first = resolve(&resolver, "prio.test").await;
     assert_eq!(first[0].addr.ip(), v4(127, 0, 0, 11));
     resolver.mark_dead(&first[0]);
     assert!(resolver.is_dead(&first[0]));
-    let again = resolver
-        .resolve(&SipDestination::new("prio.test"))
-        .await
-        .unwrap();
+    let again = resolve(&resolver, "prio.test").await;
     assert_eq!(
         short(&again),
         vec![
@@ -386,30 +363,19 @@ async fn mark_dead_moves_target_last_until_alive() {
     // clones share the memory
     let clone = resolver.clone();
     clone.mark_alive(&first[0]);
-    let back = resolver
-        .resolve(&SipDestination::new("prio.test"))
-        .await
-        .unwrap();
+    let back = resolve(&resolver, "prio.test").await;
     assert_eq!(back[0].addr.ip(), v4(127, 0, 0, 11));
 
     // dead_for = 0: the mark expires at once
     let (server, _) = setup(UDP_TCP).await;
     let quick = SipResolver::new(ResolverConfig {
-        nameserver: Some(server.local_addr()),
         dead_for: Duration::ZERO,
-        transports: UDP_TCP.to_vec(),
-        ..ResolverConfig::default()
+        ..resolver_config(server.local_addr(), UDP_TCP)
     })
     .unwrap();
-    let a = quick
-        .resolve(&SipDestination::new("prio.test"))
-        .await
-        .unwrap();
+    let a = resolve(&quick, "prio.test").await;
     quick.mark_dead(&a[0]);
-    let b = quick
-        .resolve(&SipDestination::new("prio.test"))
-        .await
-        .unwrap();
+    let b = resolve(&quick, "prio.test").await;
     assert_eq!(a, b);
 }
 
@@ -437,10 +403,7 @@ async fn sips_uses_only_tls() {
     assert_eq!(log[i + 1], "SRV _sips._tcp.secure.test");
     assert!(!log.contains(&"SRV _sip._udp.secure.test".to_string()));
     // plain sip at secure.test with all transports: TLS is our last preference
-    let targets = resolver
-        .resolve(&SipDestination::new("secure.test"))
-        .await
-        .unwrap();
+    let targets = resolve(&resolver, "secure.test").await;
     assert_eq!(
         short(&targets),
         vec![
@@ -521,10 +484,8 @@ async fn silent_nameserver_fails_fast_with_lookup_error() {
     // a UDP socket that never answers, and no TCP listener on its port
     let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let resolver = SipResolver::new(ResolverConfig {
-        nameserver: Some(silent.local_addr().unwrap()),
         timeout: Duration::from_millis(200),
-        transports: UDP_TCP.to_vec(),
-        ..ResolverConfig::default()
+        ..resolver_config(silent.local_addr().unwrap(), UDP_TCP)
     })
     .unwrap();
     let started = std::time::Instant::now();

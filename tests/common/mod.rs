@@ -1,8 +1,12 @@
-//! Shared helpers for the integration tests: a `p2psip` node process, SIPp
-//! processes, free ports, and raw-socket SIP helpers. Every child process is
+//! Shared helpers for the integration tests: one launcher for `p2psip` node
+//! processes ([`Node::builder`]) and one for SIPp ([`SippBuilder`]), each on
+//! the host or inside a network namespace ([`Host`], [`netns`]), free ports,
+//! and raw-socket SIP helpers. Every child process is
 //! killed when its guard is dropped (also on panic); every wait is bounded.
 
 #![allow(dead_code)]
+
+pub mod netns;
 
 use std::collections::HashSet;
 use std::fs;
@@ -14,6 +18,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use netns::Netns;
 
 /// Upper bound for any single wait (node start-up, a SIPp run).
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -60,15 +66,6 @@ impl ChildGuard {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        // Keep the log of a failed test; drop the rest.
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -89,58 +86,81 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A running `p2psip node`.
+/// Where a process of a test runs: on the host, its loopback shared with
+/// every other test, or inside a test's own network namespace.
+#[derive(Clone, Copy)]
+pub enum Host<'a> {
+    Loopback,
+    Namespace(&'a Netns),
+}
+
+impl Host<'_> {
+    /// A command that runs `program` there (stdin closed).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self {
+            Host::Loopback => {
+                let mut cmd = Command::new(program);
+                cmd.stdin(Stdio::null());
+                cmd
+            }
+            Host::Namespace(ns) => ns.command(program),
+        }
+    }
+
+    /// A fresh directory for a process's files: under the tests' temporary
+    /// directory on the host, under the namespace's directory inside one
+    /// (deleted with the namespace).
+    pub fn fresh_dir(&self, tag: &str) -> PathBuf {
+        match self {
+            Host::Loopback => temp_dir(tag),
+            Host::Namespace(ns) => {
+                let dir = ns.dir.join(tag);
+                let _ = fs::remove_dir_all(&dir);
+                fs::create_dir_all(&dir).expect("create dir");
+                dir
+            }
+        }
+    }
+}
+
+/// A running `p2psip node`, on the host or in a namespace (see [`NodeBuilder`]).
 pub struct Node {
+    pub name: String,
     pub addr: SocketAddr,
     pub node_id: String,
+    /// Its working directory; its log (stderr) is `DIR/NAME.log`.
     pub dir: PathBuf,
+    /// Whether `dir` is the node's own (deleted on drop unless the test failed).
+    owns_dir: bool,
     guard: ChildGuard,
 }
 
+/// How to start a node: `p2psip node ARGS`, on the host or in a namespace.
+pub struct NodeBuilder<'a> {
+    name: String,
+    args: Vec<String>,
+    host: Host<'a>,
+}
+
 impl Node {
-    /// Starts `p2psip node --sip 127.0.0.1:0 --domain example.test EXTRA...`
-    /// and waits (bounded) for its "listening" line.
-    pub fn start(extra: &[&str]) -> Node {
-        let dir = temp_dir("node");
-        let stderr = fs::File::create(dir.join("node.log")).expect("node log");
-        let child = Command::new(env!("CARGO_BIN_EXE_p2psip"))
-            .args(["node", "--sip", "127.0.0.1:0", "--domain", DOMAIN])
-            .args(extra)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .current_dir(&dir)
-            .spawn()
-            .expect("spawn p2psip");
-        let mut guard = ChildGuard::new("p2psip node", child);
-        let stdout = guard.child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next();
-            let _ = tx.send(first);
-            // Keep draining so the node never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(WAIT) {
-            Ok(Some(Ok(line))) => line,
-            Ok(other) => panic!(
-                "p2psip exited or failed before listening: {other:?}; log:\n{}",
-                read_lossy(&dir.join("node.log"))
-            ),
-            Err(_) => panic!("p2psip printed no listening line within {WAIT:?}"),
-        };
-        let (addr, node_id) = parse_listening_line(&line)
-            .unwrap_or_else(|| panic!("unexpected first line from p2psip: {line:?}"));
-        assert_eq!(addr.ip().to_string(), "127.0.0.1", "{line}");
-        assert_ne!(addr.port(), 0, "{line}");
-        Node {
-            addr,
-            node_id,
-            dir,
-            guard,
+    /// `p2psip node` with no arguments yet, on the host's loopback, named "node".
+    pub fn builder<'a>() -> NodeBuilder<'a> {
+        NodeBuilder {
+            name: "node".to_string(),
+            args: Vec::new(),
+            host: Host::Loopback,
         }
+    }
+
+    /// Starts `p2psip node --sip 127.0.0.1:0 --domain example.test EXTRA...`
+    /// on the host and waits (bounded) for its "listening" line.
+    pub fn start(extra: &[&str]) -> Node {
+        let node = Node::builder()
+            .args(["--sip", "127.0.0.1:0", "--domain", DOMAIN])
+            .args(extra)
+            .spawn();
+        assert_eq!(node.addr.ip().to_string(), "127.0.0.1", "{}", node.addr);
+        node
     }
 
     pub fn port(&self) -> u16 {
@@ -149,7 +169,7 @@ impl Node {
 
     /// The node's log (stderr), for failure messages.
     pub fn log(&self) -> String {
-        read_lossy(&self.dir.join("node.log"))
+        read_lossy(&self.dir.join(format!("{}.log", self.name)))
     }
 
     /// Kills the node at once (SIGKILL): no goodbye to the ring.
@@ -169,7 +189,100 @@ impl Node {
     /// Panics when the node process has exited.
     pub fn assert_alive(&mut self) {
         if let Some(status) = self.guard.try_wait() {
-            panic!("p2psip exited ({status}); log:\n{}", tail(&self.log(), 60));
+            panic!(
+                "{} exited ({status}); log:\n{}",
+                self.name,
+                tail(&self.log(), 60)
+            );
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Keep the log of a failed test; drop the rest.
+        if self.owns_dir && !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl<'a> NodeBuilder<'a> {
+    /// The node's name in messages and its log's name (`NAME.log`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    /// Runs the node inside `ns`; its log is then `NS_DIR/NAME.log`.
+    pub fn in_netns(self, ns: &'a Netns) -> Self {
+        self.on(Host::Namespace(ns))
+    }
+
+    pub fn on(mut self, host: Host<'a>) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// Spawns the node and waits (bounded by [`WAIT`]) for its "listening"
+    /// line on stdout.
+    pub fn spawn(self) -> Node {
+        let (dir, owns_dir) = match self.host {
+            Host::Loopback => (temp_dir(&self.name), true),
+            Host::Namespace(ns) => (ns.dir.clone(), false),
+        };
+        let log = dir.join(format!("{}.log", self.name));
+        let child = self
+            .host
+            .command(env!("CARGO_BIN_EXE_p2psip"))
+            .arg("node")
+            .args(&self.args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).expect("node log"))
+            .current_dir(&dir)
+            .spawn()
+            .expect("spawn p2psip");
+        let mut guard = ChildGuard::new(self.name.clone(), child);
+        let stdout = guard.child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            // Keep draining so the node never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let name = &self.name;
+        let line = match rx.recv_timeout(WAIT) {
+            Ok(Some(Ok(line))) => line,
+            Ok(other) => panic!(
+                "{name}: p2psip exited or failed before listening: {other:?}; log:\n{}",
+                tail(&read_lossy(&log), 60)
+            ),
+            Err(_) => panic!("{name}: p2psip printed no listening line within {WAIT:?}"),
+        };
+        let (addr, node_id) = parse_listening_line(&line)
+            .unwrap_or_else(|| panic!("{name}: unexpected first line from p2psip: {line:?}"));
+        assert_ne!(addr.port(), 0, "{line}");
+        Node {
+            name: self.name,
+            addr,
+            node_id,
+            dir,
+            owns_dir,
+            guard,
         }
     }
 }
@@ -232,15 +345,17 @@ pub fn port_block(len: u16) -> u16 {
     panic!("no free block of {len} ports in {LOW}-{HIGH}");
 }
 
-/// Whether something is bound on 127.0.0.1:`port` (UDP) or listening (TCP),
-/// read from /proc/net without touching the port.
+/// Whether something is bound on 127.0.0.1:`port` (UDP) or listening (TCP)
+/// on the host, read from /proc/net without touching the port.
 pub fn port_bound(port: u16, tcp: bool) -> bool {
+    bound_in(Path::new("/proc/net"), port, tcp)
+}
+
+/// The same, read from the socket tables in `net` (`/proc/net`, or
+/// `/proc/PID/net` for the network namespace of process PID).
+pub fn bound_in(net: &Path, port: u16, tcp: bool) -> bool {
     let want = format!("0100007F:{port:04X}");
-    let file = if tcp {
-        "/proc/net/tcp"
-    } else {
-        "/proc/net/udp"
-    };
+    let file = net.join(if tcp { "tcp" } else { "udp" });
     let text = fs::read_to_string(file).unwrap_or_default();
     text.lines().skip(1).any(|line| {
         let cols: Vec<&str> = line.split_whitespace().collect();
@@ -290,11 +405,14 @@ pub fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The `sipp` executable; panics (the test fails) when it is not on PATH.
-pub fn sipp_path() -> PathBuf {
+/// Panics (the test fails) when `tool` is not an executable on PATH or in
+/// /usr/sbin, naming the Debian package that has it.
+pub fn require_tool(tool: &str, package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join("sipp");
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from));
+    for dir in dirs {
+        let candidate = dir.join(tool);
         if let Ok(meta) = fs::metadata(&candidate) {
             use std::os::unix::fs::PermissionsExt;
             if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
@@ -303,16 +421,34 @@ pub fn sipp_path() -> PathBuf {
         }
     }
     panic!(
-        "sipp is not on PATH: these tests need SIPp (Debian package sip-tester); \
-         run scripts/test.sh, which installs it"
+        "{tool} is not installed: this test needs it (Debian package {package}); \
+         scripts/test.sh installs it"
     );
 }
 
-/// One SIPp run: a UAS (no remote) or a UAC towards the node.
+/// Polls `check` every 50 ms until it holds; panics after `limit` with `what`
+/// and the text `context` gives at that moment.
+pub fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> bool,
+    context: impl FnOnce() -> String,
+) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        if Instant::now() >= deadline {
+            panic!("not within {limit:?}: {what}\n{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One SIPp run: a UAS (no remote) or a UAC, on the host or in a namespace.
 pub struct Sipp {
     pub name: String,
     pub port: u16,
     pub dir: PathBuf,
+    transport: Transport,
     guard: ChildGuard,
 }
 
@@ -332,31 +468,53 @@ pub struct SippResult {
     pub failed: u64,
 }
 
-pub struct SippBuilder {
+pub struct SippBuilder<'a> {
     name: String,
     scenario: String,
     transport: Transport,
-    remote: Option<SocketAddr>,
+    host: Host<'a>,
+    port: Option<u16>,
+    remote: Option<String>,
     calls: u32,
     args: Vec<String>,
 }
 
-impl SippBuilder {
-    /// A SIPp running `scenario` (a file in tests/sipp/) for `calls` calls.
-    pub fn new(name: &str, scenario: &str, transport: Transport) -> SippBuilder {
+impl<'a> SippBuilder<'a> {
+    /// A SIPp running `scenario` (a file in tests/sipp/) for one call, on the
+    /// host, on a free port of its own (and a free media port block).
+    pub fn new(name: &str, scenario: &str, transport: Transport) -> SippBuilder<'a> {
         SippBuilder {
             name: name.to_string(),
             scenario: scenario.to_string(),
             transport,
+            host: Host::Loopback,
+            port: None,
             remote: None,
             calls: 1,
             args: Vec::new(),
         }
     }
 
+    /// Runs inside `ns`.
+    pub fn in_netns(self, ns: &'a Netns) -> Self {
+        self.on(Host::Namespace(ns))
+    }
+
+    pub fn on(mut self, host: Host<'a>) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// On 127.0.0.1:`port`, media on 30000 + 4·(`port` mod 1000) and the
+    /// three ports above (for a namespace's fixed ports).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Sends to (UAC) `remote`.
-    pub fn to(mut self, remote: SocketAddr) -> Self {
-        self.remote = Some(remote);
+    pub fn to(mut self, remote: impl ToString) -> Self {
+        self.remote = Some(remote.to_string());
         self
     }
 
@@ -378,55 +536,61 @@ impl SippBuilder {
         self
     }
 
-    /// Spawns SIPp on a free port of its own (and a free media port block).
     pub fn spawn(self) -> Sipp {
-        let sipp = sipp_path();
-        let block = port_block(12);
-        let port = block;
-        let media = block + 4;
-        let dir = temp_dir(&format!("sipp-{}", self.name));
-        let mut cmd = Command::new(sipp);
-        if let Some(remote) = self.remote {
-            cmd.arg(remote.to_string());
-        }
+        let sipp = require_tool("sipp", "sip-tester");
+        let (port, media) = match self.port {
+            // SIPp binds four media ports from -mp up.
+            Some(port) => (port, 30000 + (port % 1000) * 4),
+            None => {
+                let block = port_block(12);
+                (block, block + 4)
+            }
+        };
         let scenario = scenario(&self.scenario);
         assert!(
             scenario.is_file(),
             "missing scenario {}",
             scenario.display()
         );
+        let dir = self.host.fresh_dir(&format!("sipp-{}", self.name));
+        let mut cmd = self.host.command(sipp);
+        if let Some(remote) = &self.remote {
+            cmd.arg(remote);
+        }
         cmd.arg("-sf")
             .arg(&scenario)
             .args(["-t", self.transport.sipp_flag()])
             .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
             .args(["-p", &port.to_string(), "-mp", &media.to_string()])
             .args(["-m", &self.calls.to_string()])
-            .args(["-nostdin", "-timeout", "20s", "-timeout_error"])
+            .args(["-nostdin", "-timeout", "25s", "-timeout_error"])
             .args(["-trace_stat", "-stf", "stat.csv"])
             .args(["-trace_err", "-error_file", "errors.log"])
             .args(["-trace_msg", "-message_file", "messages.log"])
             .args(["-trace_logs", "-log_file", "logs.log"])
             .args(&self.args)
             .current_dir(&dir)
-            .stdin(Stdio::null())
             .stdout(fs::File::create(dir.join("stdout.log")).expect("stdout log"))
             .stderr(fs::File::create(dir.join("stderr.log")).expect("stderr log"));
         let child = cmd.spawn().expect("spawn sipp");
         Sipp {
-            name: self.name.clone(),
+            guard: ChildGuard::new(format!("sipp {}", self.name), child),
+            name: self.name,
             port,
             dir,
-            guard: ChildGuard::new(format!("sipp {}", self.name), child),
+            transport: self.transport,
         }
     }
 }
 
 impl Sipp {
     /// Waits until the SIPp's main socket is bound (a UAS ready to receive),
-    /// at most 10 s; panics when it exits first.
-    pub fn wait_listening(&mut self, transport: Transport) {
+    /// at most 10 s; panics when it exits first. Reads the socket tables of
+    /// SIPp's own network namespace (`/proc/PID/net`), host or not.
+    pub fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !port_bound(self.port, transport == Transport::Tcp) {
+        let net = PathBuf::from(format!("/proc/{}/net", self.guard.id()));
+        while !bound_in(&net, self.port, self.transport == Transport::Tcp) {
             if let Some(status) = self.guard.try_wait() {
                 panic!(
                     "{} exited ({status}) before listening:\n{}",
@@ -459,14 +623,20 @@ impl Sipp {
     /// Waits for SIPp to exit and asserts exit code 0 with `calls` successful
     /// calls and no failed one in its statistics. Returns what it logged.
     pub fn expect_success(self, calls: u64) -> SippRun {
+        self.expect_success_with(calls, String::new)
+    }
+
+    /// The same; `context` (node logs ...) is added to a failure message.
+    pub fn expect_success_with(self, calls: u64, context: impl FnOnce() -> String) -> SippRun {
         let name = self.name.clone();
         let dir = self.dir.clone();
         let result = self.finish();
         let ok = result.code == Some(0) && result.successful == calls && result.failed == 0;
         assert!(
             ok,
-            "{name}: expected exit 0 and {calls} successful call(s), got {result:?}\n{}",
-            diagnostics_of(&dir)
+            "{name}: expected exit 0 and {calls} successful call(s), got {result:?}\n{}\n{}",
+            diagnostics_of(&dir),
+            context()
         );
         let run = SippRun {
             logs: read_lossy(&dir.join("logs.log")),

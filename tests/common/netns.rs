@@ -1,5 +1,6 @@
-//! A private network namespace for one test, and what runs inside it: `p2psip`
-//! nodes, SIPp, Kamailio, named, dig. Inside, 127.0.0.0/8 is the namespace's
+//! A private network namespace for one test, and the daemons that run inside
+//! it: Kamailio, named, dig (`p2psip` nodes and SIPp start through the one
+//! launcher of each in `common`, with `in_netns`). Inside, 127.0.0.0/8 is the namespace's
 //! own loopback (lo has 127.0.0.1, .2 and .3), so fixed well-known ports (53, 5060, 5070) are free, and
 //! `/etc/netns/NAME/resolv.conf` (`nameserver 127.0.0.1`) is what programs
 //! started with `ip netns exec` see as `/etc/resolv.conf`.
@@ -17,47 +18,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{
-    ChildGuard, WAIT, parse_listening_line, parse_stats, read_lossy, sipp_messages, tail, temp_dir,
-};
-
-/// Panics (the test fails) when `tool` is not an executable on PATH or in
-/// /usr/sbin, naming the Debian package that has it.
-pub fn require_tool(tool: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from));
-    for dir in dirs {
-        let candidate = dir.join(tool);
-        if let Ok(meta) = fs::metadata(&candidate) {
-            use std::os::unix::fs::PermissionsExt;
-            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "{tool} is not installed: this test needs it (Debian package {package}); \
-         scripts/test.sh installs it"
-    );
-}
-
-/// Polls `check` every 50 ms until it holds; panics after `limit` with `what`
-/// and the text `context` gives at that moment.
-pub fn wait_until(
-    what: &str,
-    limit: Duration,
-    mut check: impl FnMut() -> bool,
-    context: impl FnOnce() -> String,
-) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        if Instant::now() >= deadline {
-            panic!("not within {limit:?}: {what}\n{}", context());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use super::{ChildGuard, bound_in, read_lossy, require_tool, tail, temp_dir, wait_until};
 
 /// A network namespace that lives as long as this value.
 pub struct Netns {
@@ -276,243 +237,6 @@ impl Drop for Netns {
     }
 }
 
-// ---------------------------------------------------------------- p2psip node
-
-/// A `p2psip node` inside a namespace.
-pub struct NsNode {
-    pub name: String,
-    pub addr: SocketAddr,
-    pub node_id: String,
-    log: PathBuf,
-    guard: ChildGuard,
-}
-
-impl NsNode {
-    /// Starts `p2psip node ARGS` inside `ns` and waits (bounded) for its
-    /// "listening" line. Its log is `DIR/NAME.log`.
-    pub fn start(ns: &Netns, name: &str, args: &[&str]) -> NsNode {
-        let log = ns.dir.join(format!("{name}.log"));
-        let out = ns.dir.join(format!("{name}.out"));
-        let child = ns
-            .command(env!("CARGO_BIN_EXE_p2psip"))
-            .arg("node")
-            .args(args)
-            .env("RUST_LOG", "debug")
-            .stdout(fs::File::create(&out).expect("node stdout"))
-            .stderr(fs::File::create(&log).expect("node log"))
-            .current_dir(&ns.dir)
-            .spawn()
-            .expect("spawn p2psip");
-        let mut guard = ChildGuard::new(name, child);
-        let deadline = Instant::now() + WAIT;
-        let line = loop {
-            let text = read_lossy(&out);
-            if let Some(line) = text.lines().next().filter(|_| text.contains('\n')) {
-                break line.to_string();
-            }
-            if let Some(status) = guard.try_wait() {
-                panic!(
-                    "{name}: p2psip exited ({status}) before listening; log:\n{}",
-                    tail(&read_lossy(&log), 40)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: p2psip printed no listening line within {WAIT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let (addr, node_id) = parse_listening_line(&line)
-            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"));
-        NsNode {
-            name: name.to_string(),
-            addr,
-            node_id,
-            log,
-            guard,
-        }
-    }
-
-    pub fn log(&self) -> String {
-        read_lossy(&self.log)
-    }
-
-    /// SIGTERM, then a bounded wait for the exit.
-    pub fn terminate(&mut self) -> ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.guard.id().to_string()])
-            .status();
-        self.guard.wait_bounded(WAIT)
-    }
-
-    pub fn assert_alive(&mut self) {
-        if let Some(status) = self.guard.try_wait() {
-            panic!(
-                "{} exited ({status}); log:\n{}",
-                self.name,
-                tail(&self.log(), 60)
-            );
-        }
-    }
-}
-
-// ---------------------------------------------------------------- SIPp
-
-/// A SIPp run inside a namespace, on a fixed port of the namespace's loopback.
-pub struct NsSipp {
-    pub name: String,
-    pub port: u16,
-    dir: PathBuf,
-    guard: ChildGuard,
-}
-
-pub struct NsSippBuilder {
-    name: String,
-    scenario: String,
-    port: u16,
-    remote: Option<String>,
-    calls: u32,
-    args: Vec<String>,
-}
-
-impl NsSippBuilder {
-    /// SIPp running tests/sipp/`scenario` on 127.0.0.1:`port` (UDP), media
-    /// on 30000 + 4·(`port` mod 1000) and the three ports above.
-    pub fn new(name: &str, scenario: &str, port: u16) -> NsSippBuilder {
-        NsSippBuilder {
-            name: name.to_string(),
-            scenario: scenario.to_string(),
-            port,
-            remote: None,
-            calls: 1,
-            args: Vec::new(),
-        }
-    }
-
-    pub fn to(mut self, remote: impl ToString) -> Self {
-        self.remote = Some(remote.to_string());
-        self
-    }
-
-    pub fn calls(mut self, n: u32) -> Self {
-        self.calls = n;
-        self
-    }
-
-    pub fn key(mut self, name: &str, value: &str) -> Self {
-        self.args
-            .extend(["-key".to_string(), name.to_string(), value.to_string()]);
-        self
-    }
-
-    pub fn service(mut self, user: &str) -> Self {
-        self.args.extend(["-s".to_string(), user.to_string()]);
-        self
-    }
-
-    pub fn spawn(self, ns: &Netns) -> NsSipp {
-        let sipp = require_tool("sipp", "sip-tester");
-        let scenario = crate::common::scenario(&self.scenario);
-        assert!(scenario.is_file(), "missing {}", scenario.display());
-        let dir = ns.dir.join(format!("sipp-{}", self.name));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("sipp dir");
-        let mut cmd = ns.command(sipp);
-        if let Some(remote) = &self.remote {
-            cmd.arg(remote);
-        }
-        cmd.arg("-sf")
-            .arg(&scenario)
-            .args(["-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-            .args(["-p", &self.port.to_string()])
-            // SIPp binds four media ports from -mp up.
-            .args(["-mp", &(30000 + (self.port % 1000) * 4).to_string()])
-            .args(["-m", &self.calls.to_string()])
-            .args(["-nostdin", "-timeout", "25s", "-timeout_error"])
-            .args(["-trace_stat", "-stf", "stat.csv"])
-            .args(["-trace_err", "-error_file", "errors.log"])
-            .args(["-trace_msg", "-message_file", "messages.log"])
-            .args(["-trace_logs", "-log_file", "logs.log"])
-            .args(&self.args)
-            .current_dir(&dir)
-            .stdout(fs::File::create(dir.join("stdout.log")).expect("stdout"))
-            .stderr(fs::File::create(dir.join("stderr.log")).expect("stderr"));
-        let child = cmd.spawn().expect("spawn sipp");
-        NsSipp {
-            name: self.name,
-            port: self.port,
-            dir,
-            guard: ChildGuard::new("sipp", child),
-        }
-    }
-}
-
-/// Whether something listens on 127.0.0.1:`port` (UDP) inside `ns`, read
-/// from the namespace's /proc/net/udp (seen through a process inside it).
-pub fn udp_bound(ns: &Netns, port: u16) -> bool {
-    let (_, out, _) = ns.run(&["cat", "/proc/net/udp"]);
-    let want = format!("0100007F:{port:04X}");
-    out.lines().skip(1).any(|l| {
-        l.split_whitespace()
-            .nth(1)
-            .is_some_and(|local| local == want)
-    })
-}
-
-impl NsSipp {
-    /// Waits (10 s at most) until a UAS's socket is bound.
-    pub fn wait_listening(&mut self, ns: &Netns) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !udp_bound(ns, self.port) {
-            if let Some(status) = self.guard.try_wait() {
-                panic!(
-                    "{} exited ({status}) before listening:\n{}",
-                    self.name,
-                    self.diagnostics()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not listening after 10 s",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn diagnostics(&self) -> String {
-        let mut out = String::new();
-        for file in ["stderr.log", "errors.log", "messages.log"] {
-            let text = read_lossy(&self.dir.join(file));
-            if !text.trim().is_empty() {
-                out.push_str(&format!("--- {} {file}:\n{}\n", self.name, tail(&text, 80)));
-            }
-        }
-        out
-    }
-
-    /// Waits (bounded) for SIPp to exit; asserts exit 0 with `calls`
-    /// successful calls and none failed. Returns the messages it sent and
-    /// received (`(received, text)`). `context` is added to a failure.
-    pub fn expect_success(
-        mut self,
-        calls: u64,
-        context: impl FnOnce() -> String,
-    ) -> Vec<(bool, String)> {
-        let status = self.guard.wait_bounded(WAIT);
-        let (ok_calls, failed) =
-            parse_stats(&read_lossy(&self.dir.join("stat.csv"))).unwrap_or((0, 0));
-        assert!(
-            status.code() == Some(0) && ok_calls == calls && failed == 0,
-            "{}: expected exit 0 and {calls} successful call(s), got {status}, {ok_calls} ok, {failed} failed\n{}\n{}",
-            self.name,
-            self.diagnostics(),
-            context()
-        );
-        sipp_messages(&self.dir)
-    }
-}
-
 // ---------------------------------------------------------------- daemons
 
 /// bind9 `named` inside `ns` on `addr`:53 with the zones of tests/dns/;
@@ -603,11 +327,13 @@ impl Kamailio {
             args.extend(["-A", define]);
         }
         let guard = ns.spawn("kamailio", &args);
+        // The socket tables of Kamailio's namespace, seen through its pid.
+        let net = PathBuf::from(format!("/proc/{}/net", guard.id()));
         let k = Kamailio { ctl, socket, guard };
         wait_until(
             "kamailio answers kamcmd and listens on 127.0.0.1:5070",
             Duration::from_secs(15),
-            || udp_bound(ns, 5070) && k.kamcmd(ns, &["core.version"]).is_some(),
+            || bound_in(&net, 5070, false) && k.kamcmd(ns, &["core.version"]).is_some(),
             || tail(&ns.log("kamailio.log"), 30),
         );
         k

@@ -6,8 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use p2psip_dns::proto::op::{Edns, Message, Query};
+use p2psip_dns::proto::rr::rdata::{A, NAPTR, SRV};
 use p2psip_dns::proto::rr::{Name, RData, Record, RecordType};
-use p2psip_dns::{Gateway, ZoneConfig, Zones};
+use p2psip_dns::{
+    Gateway, ResolverConfig, SipDestination, SipResolver, Target, Transport, ZoneConfig, Zones,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -148,4 +151,67 @@ pub fn soa_serial(records: &[Record]) -> Option<u32> {
         RData::SOA(s) => Some(s.serial),
         _ => None,
     })
+}
+
+// ---------------------------------------------------------------- records and resolvers
+
+pub fn naptr(order: u16, flags: &str, services: &str, regexp: &str, replacement: &str) -> RData {
+    RData::NAPTR(NAPTR::new(
+        order,
+        10,
+        flags.as_bytes().into(),
+        services.as_bytes().into(),
+        regexp.as_bytes().into(),
+        Name::from_ascii(replacement).unwrap(),
+    ))
+}
+
+pub fn srv(priority: u16, weight: u16, port: u16, target: &str) -> RData {
+    RData::SRV(SRV::new(
+        priority,
+        weight,
+        port,
+        Name::from_ascii(target).unwrap(),
+    ))
+}
+
+pub fn a(ip: [u8; 4]) -> RData {
+    RData::A(A(ip.into()))
+}
+
+/// A static SRV record `service` → `target` (`(priority, weight, port)`) and
+/// the A record of `target`.
+pub fn add_srv_a(
+    zones: &Zones,
+    service: &str,
+    (priority, weight, port): (u16, u16, u16),
+    target: &str,
+    ip: [u8; 4],
+) {
+    zones
+        .add_static(service, srv(priority, weight, port, &format!("{target}.")))
+        .unwrap();
+    zones.add_static(target, a(ip)).unwrap();
+}
+
+/// A resolver configuration asking `nameserver`, for `transports`.
+pub fn resolver_config(nameserver: SocketAddr, transports: &[Transport]) -> ResolverConfig {
+    ResolverConfig {
+        nameserver: Some(nameserver),
+        transports: transports.to_vec(),
+        ..ResolverConfig::default()
+    }
+}
+
+/// The targets of `host` (a plain `sip:` destination); panics on an error.
+pub async fn resolve(resolver: &SipResolver, host: &str) -> Vec<Target> {
+    resolver
+        .resolve(&SipDestination::new(host))
+        .await
+        .unwrap_or_else(|e| panic!("resolve {host}: {e:?}"))
+}
+
+/// (address, transport) of each target, in order.
+pub fn short(targets: &[Target]) -> Vec<(SocketAddr, Transport)> {
+    targets.iter().map(|t| (t.addr, t.transport)).collect()
 }
