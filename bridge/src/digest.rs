@@ -396,6 +396,5 @@ mod tests {
             authorization("Digest realm=\"r, nonce=\"n\"", "GET", "/", &creds, "c", 1),
             Err(DigestError::Malformed(_))
         ));
-        assert_eq!(new_cnonce().len(), 16);
     }
 }
