@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use ezk_sip_types::uri::SipUri;
+
 use serde::{Deserialize, Serialize};
 
 use crate::sip::transaction::Peer;
@@ -119,9 +121,58 @@ pub fn parse_q(text: &str) -> Option<u16> {
     Some((value * 1000.0).round() as u16)
 }
 
+/// Two contacts name the same binding: RFC 3261 §19.1.4 URI equality —
+/// scheme, user and password exactly, host case-insensitively, the same
+/// port, and the `transport`, `user`, `ttl`, `method` and `maddr`
+/// parameters, which must match when either URI has them (§10.3 step 7 asks
+/// for URI equality, not text). A contact that does not parse as a SIP URI
+/// is compared as text.
+pub fn same_contact(a: &str, b: &str) -> bool {
+    let bare = |u: &str| {
+        let u = u.trim();
+        u.strip_prefix('<')
+            .and_then(|u| u.strip_suffix('>'))
+            .unwrap_or(u)
+            .trim()
+            .to_string()
+    };
+    let (a, b) = (bare(a), bare(b));
+    if a == b {
+        return true;
+    }
+    let (Ok(x), Ok(y)) = (a.parse::<SipUri>(), b.parse::<SipUri>()) else {
+        return false;
+    };
+    let host = |u: &SipUri| crate::sip::target::host_text(&u.host_port.host).to_ascii_lowercase();
+    let port = |u: &SipUri| u.host_port.port.unwrap_or(if u.sips { 5061 } else { 5060 });
+    let explicit_port = |u: &SipUri| u.host_port.port.is_some();
+    x.sips == y.sips
+        && x.user_part == y.user_part
+        && host(&x) == host(&y)
+        && explicit_port(&x) == explicit_port(&y)
+        && port(&x) == port(&y)
+        && ["transport", "user", "ttl", "method", "maddr"].iter().all(|name| {
+            let value = |u: &SipUri| u.uri_params.get_val(*name).map(|v| v.to_ascii_lowercase());
+            value(&x) == value(&y)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contacts_compare_as_uris() {
+        assert!(same_contact("sip:bob@HOST.test:5060", "<sip:bob@host.test:5060>"));
+        assert!(!same_contact("sip:Bob@host.test", "sip:bob@host.test"));
+        assert!(!same_contact("sip:bob@host.test", "sip:bob@host.test:5060"));
+        assert!(same_contact(
+            "sip:bob@h.test;transport=TCP;x=1",
+            "sip:bob@h.test;transport=tcp"
+        ));
+        assert!(!same_contact("sip:bob@h.test;transport=tcp", "sip:bob@h.test"));
+        assert!(!same_contact("sips:bob@h.test", "sip:bob@h.test"));
+    }
 
     #[test]
     fn q_values_round_trip() {

@@ -221,7 +221,7 @@ pub fn apply(
                 // scheme and host case-insensitively.
                 let existing = bindings
                     .iter()
-                    .position(|b| p2psip_bridge::legacy::same_contact(&b.contact, &change.contact));
+                    .position(|b| binding::same_contact(&b.contact, &change.contact));
                 if let Some(i) = existing {
                     if out_of_order(&bindings[i]) {
                         return Err(Refusal::new(500, "Out of order REGISTER"));
