@@ -8,6 +8,7 @@
 pub mod discovery;
 pub mod gateways;
 pub mod store;
+pub mod wire;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -17,7 +18,6 @@ use tracing::{debug, info, warn};
 
 use crate::node::metrics::Metrics;
 use crate::node::outbox::Outbox;
-use crate::ring::wire;
 use crate::ring::{
     IncomingId, Item, NodeId, OpId, Outgoing, RequestId, Ring, RingConfig, RingError, RingEvent,
     RingStatus,

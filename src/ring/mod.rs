@@ -11,11 +11,11 @@
 //! stabilize / notify, fix-fingers and check-predecessor, failure detection by
 //! request timeout. Items (user bindings and the like) live at the successor of
 //! their key and are replicated on the next `replicas - 1` successors.
-//! `docs/ring.md` describes the algorithms, `docs/protocol.md` the SIP wire form.
+//! `docs/ring.md` describes the algorithms; the wire form lives outside the
+//! ring, in `crate::overlay::wire` (`docs/protocol.md`).
 
 pub mod id;
 pub mod sim;
-pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;

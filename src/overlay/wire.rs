@@ -19,7 +19,7 @@ use ezk_sip_types::uri::{SipUri, SipUriUserPart};
 use ezk_sip_types::{Method, Name};
 use serde::{Deserialize, Serialize};
 
-use super::{Item, NodeId, Peer, RingRequest, RingResponse};
+use crate::ring::{Item, NodeId, Peer, RingRequest, RingResponse};
 use crate::sip::message::{HeaderAccess, Request, RequestUri, Response};
 
 /// The header that marks an overlay request.
