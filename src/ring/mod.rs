@@ -160,7 +160,7 @@ pub enum RingResponse {
         hops: u32,
         replicas: Vec<Peer>,
     },
-    /// Iterative lookup: "ask this node next" (SIP 302).
+    /// Iterative lookup: "ask this node next".
     Next {
         ask: Peer,
         hops: u32,
@@ -176,11 +176,65 @@ pub enum RingResponse {
     Items {
         items: Vec<Item>,
     },
-    /// Refused; `code` is a SIP status (408 timeout, 482 loop, 503 leaving ...).
-    Error {
-        code: u16,
-        reason: String,
-    },
+    /// The request was refused, and why.
+    Refused(Refusal),
+}
+
+/// Why a node refused a request. Only what it means: the wire codec maps it
+/// to and from the wire's own codes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A lookup found no next hop it had not already tried.
+    NoRoute,
+    /// A lookup used up its route attempts.
+    Timeout,
+    /// An iterative lookup gave up: the path grew too long, or a hop named
+    /// itself as the next one.
+    LookupFailed,
+    /// A lookup's path grew longer than `max_hops`.
+    Loop,
+    /// The node is still joining; answering as a ring of one would split the
+    /// ring.
+    NotJoined,
+    /// The node is leaving and takes no more items.
+    Leaving,
+    /// The node has left the ring.
+    Left,
+    /// A refusal the ring has no name for, in the peer's own words.
+    Other(String),
+}
+
+impl Refusal {
+    /// Every refusal the ring itself gives.
+    pub const NAMED: [Refusal; 7] = [
+        Refusal::NoRoute,
+        Refusal::Timeout,
+        Refusal::LookupFailed,
+        Refusal::Loop,
+        Refusal::NotJoined,
+        Refusal::Leaving,
+        Refusal::Left,
+    ];
+
+    /// A few words for people (and the reason phrase on the wire).
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::NoRoute => "no route",
+            Refusal::Timeout => "lookup timed out",
+            Refusal::LookupFailed => "lookup failed",
+            Refusal::Loop => "lookup loop",
+            Refusal::NotJoined => "not joined yet",
+            Refusal::Leaving => "node is leaving",
+            Refusal::Left => "node has left the ring",
+            Refusal::Other(words) => words,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
 }
 
 /// Outcome of a request this node sent, or a message it wants sent.
@@ -202,8 +256,8 @@ pub enum Outgoing {
 pub enum RingError {
     #[error("no answer after {0} attempts")]
     Timeout(u32),
-    #[error("the peer refused: {code} {reason}")]
-    Remote { code: u16, reason: String },
+    #[error("the peer refused: {0}")]
+    Refused(Refusal),
     #[error("this node has left the ring")]
     Left,
 }
@@ -547,7 +601,7 @@ impl Ring {
     ) {
         let _ = from;
         if self.state == State::Left {
-            self.respond(id, error(503, "node has left the ring"));
+            self.respond(id, RingResponse::Refused(Refusal::Left));
             return;
         }
         match request {
@@ -557,12 +611,12 @@ impl Ring {
                 iterative,
             } => {
                 if hops > self.config.max_hops {
-                    self.respond(id, error(482, "lookup loop"));
+                    self.respond(id, RingResponse::Refused(Refusal::Loop));
                     return;
                 }
                 if !self.joined && !self.bootstraps.is_empty() {
                     // Still joining: answering as a ring of one would split the ring.
-                    self.respond(id, error(503, "not joined yet"));
+                    self.respond(id, RingResponse::Refused(Refusal::NotJoined));
                     return;
                 }
                 self.route(
@@ -601,7 +655,7 @@ impl Ring {
             }
             RingRequest::Store { items, replica } => {
                 if self.state == State::Leaving {
-                    self.respond(id, error(503, "node is leaving"));
+                    self.respond(id, RingResponse::Refused(Refusal::Leaving));
                     return;
                 }
                 for item in &items {
@@ -621,7 +675,7 @@ impl Ring {
             }
             RingRequest::Remove { key, name, replica } => {
                 if self.state == State::Leaving {
-                    self.respond(id, error(503, "node is leaving"));
+                    self.respond(id, RingResponse::Refused(Refusal::Leaving));
                     return;
                 }
                 if replica {
@@ -633,7 +687,7 @@ impl Ring {
             }
             RingRequest::Transfer { items } => {
                 if self.state == State::Leaving {
-                    self.respond(id, error(503, "node is leaving"));
+                    self.respond(id, RingResponse::Refused(Refusal::Leaving));
                     return;
                 }
                 let mut mine = Vec::new();
@@ -765,7 +819,7 @@ impl Ring {
             Pending::CheckPredecessor { .. } => self.checking = false,
             Pending::OpRequest { op, to } => self.op_answer(op, to, Some(response), now),
             Pending::Leave { to, handover } => {
-                if handover && matches!(response, RingResponse::Error { .. }) {
+                if handover && matches!(response, RingResponse::Refused(_)) {
                     self.hand_over_failed(to, now);
                 }
                 self.leave_step();
@@ -1159,9 +1213,7 @@ impl Ring {
                     if !self.retry_op(op, now) {
                         self.ops.remove(&op.0);
                         let err = match other {
-                            Some(RingResponse::Error { code, reason }) => {
-                                RingError::Remote { code, reason }
-                            }
+                            Some(RingResponse::Refused(refusal)) => RingError::Refused(refusal),
                             _ => RingError::Timeout(self.config.op_retries + 1),
                         };
                         self.finish_op(op, &kind, Err(err));
@@ -1383,7 +1435,7 @@ impl Ring {
             .iter()
             .position(|p| !exclude.contains(&p.id))
         else {
-            return self.answer(parent, error(408, "no route"), now);
+            return self.answer(parent, RingResponse::Refused(Refusal::NoRoute), now);
         };
         let succ = self.successors[si];
         let next = if key.in_open_closed(self.me.id, succ.id) {
@@ -1408,7 +1460,7 @@ impl Ring {
         } else {
             match self.closest_preceding(key, &exclude) {
                 Some(next) => next,
-                None => return self.answer(parent, error(408, "no route"), now),
+                None => return self.answer(parent, RingResponse::Refused(Refusal::NoRoute), now),
             }
         };
         if remote && iterative {
@@ -1444,7 +1496,7 @@ impl Ring {
         now: Instant,
     ) {
         if attempts >= ROUTE_ATTEMPTS {
-            let e = error(408, "lookup timed out");
+            let e = RingResponse::Refused(Refusal::Timeout);
             return self.answer(parent, e, now);
         }
         let remote = matches!(parent, Parent::Remote(_));
@@ -1541,7 +1593,7 @@ impl Ring {
                 hops,
                 replicas,
             },
-            Err(_) => error(408, "lookup failed"),
+            Err(_) => RingResponse::Refused(Refusal::LookupFailed),
         };
         self.answer(parent, response, now);
     }
@@ -2046,13 +2098,6 @@ enum OpOutcome {
     Found(Peer, u32),
     Items(Vec<Item>),
     Done,
-}
-
-fn error(code: u16, reason: &str) -> RingResponse {
-    RingResponse::Error {
-        code,
-        reason: reason.to_string(),
-    }
 }
 
 fn pending_peer_addr(p: &Pending) -> Option<SocketAddr> {
