@@ -38,7 +38,7 @@ pub fn announcement(me: &Peer, to: SocketAddr, nonce: &str) -> Request {
     request.headers.insert(Name::MAX_FORWARDS, "1");
     request
         .headers
-        .insert(Name::from(super::super::ring::wire::OVERLAY), DISCOVER);
+        .insert(Name::from(super::wire::OVERLAY), DISCOVER);
     request
         .headers
         .insert(Name::FROM, format!("{node};tag={nonce}"));
@@ -53,7 +53,7 @@ pub fn announcement(me: &Peer, to: SocketAddr, nonce: &str) -> Request {
 
 /// The node a request announces, when it is an announcement.
 pub fn announcer(request: &Request) -> Option<Peer> {
-    let overlay = request.raw(&Name::from(super::super::ring::wire::OVERLAY))?;
+    let overlay = request.raw(&Name::from(super::wire::OVERLAY))?;
     if overlay.split(';').map(str::trim).nth(1) != Some("op=discover") {
         return None;
     }
@@ -107,7 +107,7 @@ mod tests {
             panic!("announcement does not parse")
         };
         assert_eq!(announcer(&back), Some(me));
-        assert!(crate::ring::wire::is_overlay(&back));
+        assert!(crate::overlay::wire::is_overlay(&back));
 
         let now = Instant::now();
         let mut a = Announcer::new(now);

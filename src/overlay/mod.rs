@@ -9,6 +9,7 @@ pub mod directory;
 pub mod discovery;
 pub mod gateways;
 pub mod store;
+pub mod wire;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -18,7 +19,6 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::ring::wire;
 use crate::ring::{
     IncomingId, Item, NodeId, OpId, Outgoing, RequestId, Ring, RingConfig, RingError, RingEvent,
     RingStatus,

@@ -239,3 +239,51 @@ fn pending_operations_fail_when_leaving() {
         })
     );
 }
+
+#[test]
+fn live_in_takes_the_arc_and_skips_expired_items() {
+    let s = sim();
+    let now = s.now();
+    let mut storage = super::storage::Storage::default();
+    let mut keep = |key: &str, expires: std::time::Instant| {
+        let mut it = item(key, key, &s);
+        it.expires = expires;
+        storage
+            .items
+            .entry(it.key)
+            .or_default()
+            .insert(it.name.clone(), it);
+    };
+    keep("a@overlay.test", now + Duration::from_secs(60));
+    keep("b@overlay.test", now + Duration::from_secs(60));
+    keep("gone@overlay.test", now);
+    let a = NodeId::of_key("a@overlay.test");
+    let b = NodeId::of_key("b@overlay.test");
+    // The whole circle: every live item, the expired one left out.
+    assert_eq!(storage.live_in(a, a, now).len(), 2);
+    // (a, b] holds b and not a; (b, a] the other way round.
+    let names = |v: Vec<Item>| v.into_iter().map(|i| i.name).collect::<Vec<_>>();
+    assert_eq!(names(storage.live_in(a, b, now)), vec!["b@overlay.test"]);
+    assert_eq!(names(storage.live_in(b, a, now)), vec!["a@overlay.test"]);
+}
+
+#[test]
+fn poll_timeout_is_the_earliest_timer_and_none_once_left() {
+    let now = std::time::Instant::now();
+    let config = RingConfig::default();
+    let mut ring = Ring::new("10.0.0.1:5060".parse().expect("addr"), config.clone(), now);
+    let first = ring.poll_timeout().expect("timers armed");
+    let period = config
+        .stabilize_every
+        .max(config.fix_fingers_every)
+        .max(config.check_predecessor_every);
+    assert!(first >= now && first < now + period);
+    // Nothing is due before the earliest deadline, so nothing is sent.
+    ring.handle_timeout(now);
+    assert!(ring.poll_transmit().is_none());
+    assert_eq!(ring.poll_timeout(), Some(first));
+    // A ring of one leaves at once and then wants no more wake-ups.
+    ring.leave(now);
+    assert_eq!(ring.poll_event(), Some(RingEvent::Left));
+    assert_eq!(ring.poll_timeout(), None);
+}

@@ -19,7 +19,7 @@ use ezk_sip_types::uri::{SipUri, SipUriUserPart};
 use ezk_sip_types::{Method, Name};
 use serde::{Deserialize, Serialize};
 
-use super::{Item, NodeId, Peer, RingRequest, RingResponse};
+use crate::ring::{Item, NodeId, Peer, Refusal, RingRequest, RingResponse};
 use crate::sip::message::{HeaderAccess, Request, RequestUri, Response};
 
 /// The header that marks an overlay request.
@@ -248,7 +248,7 @@ pub fn decode_request(request: &Request, now: Instant) -> Result<RingRequest, Wi
 pub fn encode_response(original: &Request, response: &RingResponse, now: Instant) -> Response {
     let mut sip = match response {
         RingResponse::Next { .. } => original.response(302),
-        RingResponse::Error { code, .. } => original.response((*code).clamp(300, 699)),
+        RingResponse::Refused(refusal) => original.response(status_of(refusal)),
         _ => original.response(200),
     };
     let result = Name::from(RESULT);
@@ -288,8 +288,9 @@ pub fn encode_response(original: &Request, response: &RingResponse, now: Instant
             sip.headers.insert(result, "items");
             set_items(&mut sip.headers, &mut sip.body, items, now);
         }
-        RingResponse::Error { reason, .. } => {
-            sip.reason = reason
+        RingResponse::Refused(refusal) => {
+            sip.reason = refusal
+                .reason()
                 .chars()
                 .filter(|c| !c.is_control())
                 .take(80)
@@ -317,10 +318,10 @@ pub fn decode_response(response: &Response, now: Instant) -> Result<RingResponse
         });
     }
     if !(200..300).contains(&response.status) {
-        return Ok(RingResponse::Error {
-            code: response.status,
-            reason: response.reason.clone(),
-        });
+        return Ok(RingResponse::Refused(refusal_of(
+            response.status,
+            &response.reason,
+        )));
     }
     let result = response
         .raw(&Name::from(RESULT))
@@ -348,6 +349,34 @@ pub fn decode_response(response: &Response, now: Instant) -> Result<RingResponse
         },
         other => return Err(WireError::UnknownOp(other.to_string())),
     })
+}
+
+/// The status code that carries a refusal.
+fn status_of(refusal: &Refusal) -> u16 {
+    match refusal {
+        Refusal::NoRoute | Refusal::Timeout | Refusal::LookupFailed => 408,
+        Refusal::Loop => 482,
+        Refusal::NotJoined | Refusal::Leaving | Refusal::Left => 503,
+        Refusal::Other(_) => 500,
+    }
+}
+
+/// The refusal a non-2xx final response means: a named one when status and
+/// reason phrase are the ones [`status_of`] and [`Refusal::reason`] give,
+/// else by status alone where that says enough.
+fn refusal_of(status: u16, reason: &str) -> Refusal {
+    let reason = reason.trim();
+    if let Some(named) = Refusal::NAMED
+        .into_iter()
+        .find(|r| status_of(r) == status && r.reason() == reason)
+    {
+        return named;
+    }
+    match status {
+        408 => Refusal::Timeout,
+        482 => Refusal::Loop,
+        _ => Refusal::Other(format!("{status} {reason}")),
+    }
 }
 
 fn set_items(
@@ -530,11 +559,10 @@ mod tests {
             RingResponse::Items {
                 items: vec![item("a"), item("b")],
             },
-            RingResponse::Error {
-                code: 503,
-                reason: "Leaving".into(),
-            },
         ]
+        .into_iter()
+        .chain(Refusal::NAMED.into_iter().map(RingResponse::Refused))
+        .collect()
     }
 
     #[test]
@@ -603,6 +631,17 @@ mod tests {
                 other => panic!("changed kind: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn unnamed_refusals_keep_status_and_words() {
+        assert_eq!(
+            refusal_of(503, "Service Unavailable"),
+            Refusal::Other("503 Service Unavailable".into())
+        );
+        assert_eq!(refusal_of(408, "Request Timeout"), Refusal::Timeout);
+        assert_eq!(refusal_of(482, "Loop Detected"), Refusal::Loop);
+        assert_eq!(status_of(&Refusal::Other("x".into())), 500);
     }
 
     #[test]

@@ -1,0 +1,325 @@
+//! The driver's entry points: a request from another node, the answer to one
+//! of ours, and the failure of one of ours. Each dispatches to the part of the
+//! ring the message is for.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::requests::{Parent, Pending, pending_peer_addr};
+use super::{
+    IncomingId, Peer, Refusal, RequestId, Ring, RingError, RingEvent, RingRequest, RingResponse,
+    State,
+};
+
+impl Ring {
+    /// A request from another node. `from` is the transport source; the ring
+    /// answers with an [`Outgoing::Response`](super::Outgoing::Response) carrying
+    /// `id`.
+    pub fn handle_request(
+        &mut self,
+        from: SocketAddr,
+        id: IncomingId,
+        request: RingRequest,
+        now: Instant,
+    ) {
+        let _ = from;
+        if self.state == State::Left {
+            self.respond(id, RingResponse::Refused(Refusal::Left));
+            return;
+        }
+        match request {
+            RingRequest::FindSuccessor {
+                key,
+                hops,
+                iterative,
+            } => {
+                if hops > self.config.max_hops {
+                    self.respond(id, RingResponse::Refused(Refusal::Loop));
+                    return;
+                }
+                if !self.joining.joined && !self.joining.bootstraps.is_empty() {
+                    // Still joining: answering as a ring of one would split the ring.
+                    self.respond(id, RingResponse::Refused(Refusal::NotJoined));
+                    return;
+                }
+                self.route(
+                    key,
+                    hops,
+                    Parent::Remote(id),
+                    iterative,
+                    Vec::new(),
+                    0,
+                    true,
+                    now,
+                );
+            }
+            RingRequest::GetPredecessor => {
+                let response = RingResponse::Predecessor {
+                    predecessor: self.neighbours.predecessor,
+                    successors: self.neighbours.successors.clone(),
+                };
+                self.respond(id, response);
+            }
+            RingRequest::Notify { predecessor } => {
+                self.respond(id, RingResponse::Ok);
+                self.on_notify(predecessor, now);
+            }
+            RingRequest::Ping => self.respond(id, RingResponse::Ok),
+            RingRequest::NewPredecessor { predecessor } => {
+                self.respond(id, RingResponse::Ok);
+                let succ = self.successor();
+                if predecessor != self.me && predecessor.id.in_open(self.me.id, succ.id) {
+                    if self.rounds.stabilizing {
+                        self.rounds.restabilize = true;
+                    } else {
+                        self.stabilize(now);
+                    }
+                }
+            }
+            RingRequest::Store { items, replica } => {
+                if self.state == State::Leaving {
+                    self.respond(id, RingResponse::Refused(Refusal::Leaving));
+                    return;
+                }
+                for item in &items {
+                    self.merge(item.clone(), now);
+                }
+                if !replica {
+                    let targets: Vec<Peer> = self.replica_targets();
+                    for to in targets {
+                        self.push_items(to, items.clone(), now);
+                    }
+                }
+                self.respond(id, RingResponse::Stored);
+            }
+            RingRequest::Fetch { key } => {
+                let items = self.local_items_at(key, now);
+                self.respond(id, RingResponse::Items { items });
+            }
+            RingRequest::Remove { key, name, replica } => {
+                if self.state == State::Leaving {
+                    self.respond(id, RingResponse::Refused(Refusal::Leaving));
+                    return;
+                }
+                if replica {
+                    self.remove_local(key, &name);
+                } else {
+                    self.remove_everywhere(key, &name, now);
+                }
+                self.respond(id, RingResponse::Stored);
+            }
+            RingRequest::Transfer { items } => {
+                if self.state == State::Leaving {
+                    self.respond(id, RingResponse::Refused(Refusal::Leaving));
+                    return;
+                }
+                let mut mine = Vec::new();
+                for item in items {
+                    if self.is_primary(item.key) {
+                        mine.push(item.clone());
+                    }
+                    self.merge(item, now);
+                }
+                self.respond(id, RingResponse::Ok);
+                // Items we are now primary for go on to our replicas.
+                if !mine.is_empty() {
+                    for to in self.replica_targets() {
+                        self.push_items(to, mine.clone(), now);
+                    }
+                }
+            }
+            RingRequest::Leave {
+                leaving,
+                predecessor,
+                successors,
+            } => {
+                self.respond(id, RingResponse::Ok);
+                self.on_leave(leaving, predecessor, successors, now);
+            }
+        }
+        self.resync(now);
+    }
+
+    /// The answer to a request this ring sent.
+    pub fn handle_response(&mut self, id: RequestId, response: RingResponse, now: Instant) {
+        let Some(entry) = self.take_pending(id.0) else {
+            return;
+        };
+        if self.state == State::Left {
+            return;
+        }
+        let pending = entry.pending;
+        if let Some(addr) = pending_peer_addr(&pending) {
+            self.neighbours.dead.remove(&addr);
+            self.neighbours.heard.insert(addr, now);
+        }
+        match pending {
+            Pending::Route {
+                key,
+                parent,
+                hops,
+                iterative,
+                exclude,
+                attempts,
+                to,
+            } => match response {
+                RingResponse::Found {
+                    successor,
+                    hops,
+                    replicas,
+                } => self.route_done(parent, Ok((successor, hops, replicas)), now),
+                RingResponse::Next { ask, .. } if iterative => {
+                    if hops >= self.config.max_hops || ask == to {
+                        self.route_done(parent, Err(RingError::Timeout(attempts + 1)), now);
+                    } else {
+                        let request = RingRequest::FindSuccessor {
+                            key,
+                            hops: hops + 1,
+                            iterative: true,
+                        };
+                        let pending = Pending::Route {
+                            key,
+                            parent,
+                            hops: hops + 1,
+                            iterative,
+                            exclude,
+                            attempts,
+                            to: ask,
+                        };
+                        self.send(ask.addr, request, pending, now);
+                    }
+                }
+                _ => {
+                    // An error from the next hop: try another route.
+                    let mut exclude = exclude;
+                    exclude.push(to.id);
+                    self.retry_route(key, hops - 1, parent, iterative, exclude, attempts + 1, now);
+                }
+            },
+            Pending::Join { .. } => {
+                if let RingResponse::Found {
+                    successor,
+                    replicas,
+                    ..
+                } = response
+                {
+                    self.joining.in_flight = false;
+                    let mut list = vec![successor];
+                    list.extend(replicas);
+                    self.set_successors(list, now);
+                    if self.neighbours.successors.is_empty() {
+                        self.join_failed(now);
+                    } else {
+                        self.joining.joined = true;
+                        let successor = self.neighbours.successors[0];
+                        self.events.push_back(RingEvent::Joined { successor });
+                        self.fingers.burst = true;
+                        self.fingers.next = 0;
+                        self.stabilize(now);
+                        if !self.rounds.fixing {
+                            self.fix_fingers(now);
+                        }
+                    }
+                } else {
+                    self.join_failed(now);
+                }
+            }
+            Pending::Stabilize { to } => {
+                self.rounds.stabilizing = false;
+                if let RingResponse::Predecessor {
+                    predecessor,
+                    successors,
+                } = response
+                {
+                    self.on_stabilize(to, predecessor, successors, now);
+                }
+                if self.rounds.restabilize && !self.rounds.stabilizing {
+                    self.rounds.restabilize = false;
+                    self.stabilize(now);
+                }
+            }
+            Pending::Notify { .. } | Pending::Push { .. } | Pending::Probe { .. } => {}
+            Pending::CheckPredecessor { .. } => self.rounds.checking = false,
+            Pending::OpRequest { op, to } => self.op_answer(op, to, Some(response), now),
+            Pending::Leave { to, handover } => {
+                if handover && matches!(response, RingResponse::Refused(_)) {
+                    self.hand_over_failed(to, now);
+                }
+                self.leave_step();
+            }
+        }
+        self.resync(now);
+    }
+
+    /// A request this ring sent failed: transport error or the driver's timeout.
+    pub fn handle_failure(&mut self, id: RequestId, now: Instant) {
+        let Some(entry) = self.take_pending(id.0) else {
+            return;
+        };
+        if self.state == State::Left {
+            return;
+        }
+        self.on_failure(entry.pending, now);
+        self.resync(now);
+    }
+
+    pub(super) fn on_failure(&mut self, pending: Pending, now: Instant) {
+        match pending {
+            Pending::Route {
+                key,
+                parent,
+                hops,
+                iterative,
+                mut exclude,
+                attempts,
+                to,
+            } => {
+                if iterative {
+                    // We asked `to` directly and it only had to answer.
+                    self.mark_dead(to, now);
+                } else {
+                    // The delay may be further down the path: check the peer.
+                    self.send(to.addr, RingRequest::Ping, Pending::Probe { to }, now);
+                }
+                exclude.push(to.id);
+                let start_hops = if iterative { 0 } else { hops - 1 };
+                self.retry_route(
+                    key,
+                    start_hops,
+                    parent,
+                    iterative,
+                    exclude,
+                    attempts + 1,
+                    now,
+                );
+            }
+            Pending::Join { bootstrap } => {
+                let _ = bootstrap;
+                self.join_failed(now);
+            }
+            Pending::Stabilize { to } => {
+                self.rounds.stabilizing = false;
+                self.mark_dead(to, now);
+                // Go straight on with the next successor.
+                self.stabilize(now);
+            }
+            Pending::Notify { to } | Pending::Probe { to } | Pending::Push { to } => {
+                self.mark_dead(to, now)
+            }
+            Pending::CheckPredecessor { to } => {
+                self.rounds.checking = false;
+                self.mark_dead(to, now);
+            }
+            Pending::OpRequest { op, to } => {
+                self.mark_dead(to, now);
+                self.op_answer(op, to, None, now);
+            }
+            Pending::Leave { to, handover } => {
+                if handover {
+                    self.hand_over_failed(to, now);
+                }
+                self.leave_step();
+            }
+        }
+    }
+}

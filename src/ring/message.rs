@@ -1,0 +1,153 @@
+//! The messages ring nodes exchange, independent of any wire form, and the
+//! [`Outgoing`] queue entries through which the ring asks its driver to send
+//! them. A refusal says what it means ([`Refusal`]); the wire codec decides
+//! how to carry it.
+
+use std::net::SocketAddr;
+
+use super::{IncomingId, Item, NodeId, Peer, RequestId};
+
+/// Overlay requests, independent of the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RingRequest {
+    /// Find the successor of `key`. `hops` counts FindSuccessor messages on the
+    /// path so far, this one included. Recursive unless `iterative`.
+    FindSuccessor {
+        key: NodeId,
+        hops: u32,
+        iterative: bool,
+    },
+    /// Stabilize: "who is your predecessor, and what is your successor list?"
+    GetPredecessor,
+    /// "I think I am your predecessor."
+    Notify { predecessor: Peer },
+    /// Liveness probe.
+    Ping,
+    /// Store items. `replica == false`: the receiver is the key's successor and
+    /// replicates them itself; `true`: just keep the copy.
+    Store { items: Vec<Item>, replica: bool },
+    /// All live items under a key.
+    Fetch { key: NodeId },
+    /// Remove the item (key, name); `replica == false` makes the receiver remove
+    /// it from its replicas too.
+    Remove {
+        key: NodeId,
+        name: String,
+        replica: bool,
+    },
+    /// Key hand-over: on join (successor to new predecessor) and on leave
+    /// (leaving node to its successor).
+    Transfer { items: Vec<Item> },
+    /// "My predecessor is now `predecessor`": sent by a node to its previous
+    /// predecessor, which then stabilizes at once and adopts the newcomer as
+    /// its successor instead of a period later.
+    NewPredecessor { predecessor: Peer },
+    /// Graceful leave: `leaving` goes; its predecessor and successor list let the
+    /// neighbours close the gap at once.
+    Leave {
+        leaving: Peer,
+        predecessor: Option<Peer>,
+        successors: Vec<Peer>,
+    },
+}
+
+/// Overlay responses, independent of the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RingResponse {
+    /// The successor of the key, the path length, and the successor's own next
+    /// successors (where the replicas of the key live).
+    Found {
+        successor: Peer,
+        hops: u32,
+        replicas: Vec<Peer>,
+    },
+    /// Iterative lookup: "ask this node next".
+    Next {
+        ask: Peer,
+        hops: u32,
+    },
+    Predecessor {
+        predecessor: Option<Peer>,
+        successors: Vec<Peer>,
+    },
+    /// Plain acknowledgement (Ping, Notify, Transfer, Leave).
+    Ok,
+    /// Store or Remove done.
+    Stored,
+    Items {
+        items: Vec<Item>,
+    },
+    /// The request was refused, and why.
+    Refused(Refusal),
+}
+
+/// Why a node refused a request. Only what it means: the wire codec maps it
+/// to and from the wire's own codes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A lookup found no next hop it had not already tried.
+    NoRoute,
+    /// A lookup used up its route attempts.
+    Timeout,
+    /// An iterative lookup gave up: the path grew too long, or a hop named
+    /// itself as the next one.
+    LookupFailed,
+    /// A lookup's path grew longer than `max_hops`.
+    Loop,
+    /// The node is still joining; answering as a ring of one would split the
+    /// ring.
+    NotJoined,
+    /// The node is leaving and takes no more items.
+    Leaving,
+    /// The node has left the ring.
+    Left,
+    /// A refusal the ring has no name for, in the peer's own words.
+    Other(String),
+}
+
+impl Refusal {
+    /// Every refusal the ring itself gives.
+    pub const NAMED: [Refusal; 7] = [
+        Refusal::NoRoute,
+        Refusal::Timeout,
+        Refusal::LookupFailed,
+        Refusal::Loop,
+        Refusal::NotJoined,
+        Refusal::Leaving,
+        Refusal::Left,
+    ];
+
+    /// A few words for people (and the reason phrase on the wire).
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::NoRoute => "no route",
+            Refusal::Timeout => "lookup timed out",
+            Refusal::LookupFailed => "lookup failed",
+            Refusal::Loop => "lookup loop",
+            Refusal::NotJoined => "not joined yet",
+            Refusal::Leaving => "node is leaving",
+            Refusal::Left => "node has left the ring",
+            Refusal::Other(words) => words,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// Outcome of a request this node sent, or a message it wants sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    Request {
+        id: RequestId,
+        to: SocketAddr,
+        request: RingRequest,
+    },
+    Response {
+        to: IncomingId,
+        response: RingResponse,
+    },
+}

@@ -1,0 +1,307 @@
+//! The user's operations: lookup, store, remove and fetch. Each routes to the
+//! key's successor, asks it (fetch: then its replicas), retries from scratch
+//! when the route or the holder fails, and ends in one event.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::requests::{Parent, Pending};
+use super::{
+    Item, NodeId, OpId, Peer, Ring, RingError, RingEvent, RingRequest, RingResponse, State,
+};
+
+/// The user's operations under way.
+pub(super) struct Operations {
+    pub(super) running: HashMap<u64, Op>,
+    /// The id of the next operation.
+    pub(super) next: u64,
+}
+
+impl Operations {
+    pub(super) fn new() -> Operations {
+        Operations {
+            running: HashMap::new(),
+            next: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum OpKind {
+    Lookup,
+    Store(Item),
+    Remove(String),
+    Fetch,
+}
+
+pub(super) struct Op {
+    pub(super) key: NodeId,
+    pub(super) kind: OpKind,
+    /// Route attempts so far.
+    pub(super) attempts: u32,
+    /// Fetch: holders still to ask, in order.
+    pub(super) candidates: Vec<Peer>,
+    /// Fetch: anybody answered?
+    pub(super) answered: bool,
+}
+
+pub(super) enum OpOutcome {
+    Found(Peer, u32),
+    Items(Vec<Item>),
+    Done,
+}
+
+impl Ring {
+    /// Find the successor of `key`; ends in [`RingEvent::LookupDone`].
+    pub fn lookup(&mut self, key: NodeId, now: Instant) -> OpId {
+        self.start_op(key, OpKind::Lookup, now)
+    }
+
+    /// Store `item` at its key's successor, which replicates it; ends in
+    /// [`RingEvent::StoreDone`].
+    pub fn store(&mut self, item: Item, now: Instant) -> OpId {
+        self.start_op(item.key, OpKind::Store(item), now)
+    }
+
+    /// Remove (key, name) from the key's successor and its replicas; ends in
+    /// [`RingEvent::StoreDone`].
+    pub fn remove(&mut self, key: NodeId, name: String, now: Instant) -> OpId {
+        self.start_op(key, OpKind::Remove(name), now)
+    }
+
+    /// All live items under `key`; ends in [`RingEvent::FetchDone`]. Asks the
+    /// replicas when the primary fails or has nothing.
+    pub fn fetch(&mut self, key: NodeId, now: Instant) -> OpId {
+        self.start_op(key, OpKind::Fetch, now)
+    }
+
+    pub(super) fn start_op(&mut self, key: NodeId, kind: OpKind, now: Instant) -> OpId {
+        let op = OpId(self.ops.next);
+        self.ops.next += 1;
+        if self.state != State::Active {
+            self.finish_op(op, &kind, Err(RingError::Left));
+            return op;
+        }
+        self.ops.running.insert(
+            op.0,
+            Op {
+                key,
+                kind,
+                attempts: 0,
+                candidates: Vec::new(),
+                answered: false,
+            },
+        );
+        self.route(
+            key,
+            0,
+            Parent::Op(op),
+            self.config.iterative,
+            Vec::new(),
+            0,
+            false,
+            now,
+        );
+        op
+    }
+
+    pub(super) fn finish_op(
+        &mut self,
+        op: OpId,
+        kind: &OpKind,
+        result: Result<OpOutcome, RingError>,
+    ) {
+        let event = match kind {
+            OpKind::Lookup => RingEvent::LookupDone {
+                op,
+                result: result.map(|o| match o {
+                    OpOutcome::Found(p, h) => (p, h),
+                    _ => unreachable!(),
+                }),
+            },
+            OpKind::Store(_) | OpKind::Remove(_) => RingEvent::StoreDone {
+                op,
+                result: result.map(|_| ()),
+            },
+            OpKind::Fetch => RingEvent::FetchDone {
+                op,
+                result: result.map(|o| match o {
+                    OpOutcome::Items(items) => items,
+                    _ => Vec::new(),
+                }),
+            },
+        };
+        self.events.push_back(event);
+    }
+
+    /// Routes an operation again from scratch, unless it has used up its
+    /// retries; false then.
+    pub(super) fn retry_op(&mut self, op: OpId, now: Instant) -> bool {
+        let Some(o) = self.ops.running.get_mut(&op.0) else {
+            return false;
+        };
+        if o.attempts >= self.config.op_retries {
+            return false;
+        }
+        o.attempts += 1;
+        let key = o.key;
+        let iterative = self.config.iterative;
+        self.route(key, 0, Parent::Op(op), iterative, Vec::new(), 0, false, now);
+        true
+    }
+
+    /// The lookup of an operation ended.
+    pub(super) fn op_found(
+        &mut self,
+        op: OpId,
+        result: Result<(Peer, u32, Vec<Peer>), RingError>,
+        now: Instant,
+    ) {
+        let Some(o) = self.ops.running.get_mut(&op.0) else {
+            return;
+        };
+        let (holder, hops, replicas) = match result {
+            Ok(found) => found,
+            Err(e) => {
+                if !self.retry_op(op, now) {
+                    let o = self.ops.running.remove(&op.0).expect("op");
+                    self.finish_op(op, &o.kind, Err(e));
+                }
+                return;
+            }
+        };
+        let kind = o.kind.clone();
+        let key = o.key;
+        match kind.clone() {
+            OpKind::Lookup => {
+                self.ops.running.remove(&op.0);
+                self.finish_op(op, &kind, Ok(OpOutcome::Found(holder, hops)));
+            }
+            OpKind::Store(item) => {
+                if holder == self.me {
+                    self.merge(item.clone(), now);
+                    for to in self.replica_targets() {
+                        self.push_items(to, vec![item.clone()], now);
+                    }
+                    self.ops.running.remove(&op.0);
+                    self.finish_op(op, &kind, Ok(OpOutcome::Done));
+                } else {
+                    let request = RingRequest::Store {
+                        items: vec![item],
+                        replica: false,
+                    };
+                    self.send(
+                        holder.addr,
+                        request,
+                        Pending::OpRequest { op, to: holder },
+                        now,
+                    );
+                }
+            }
+            OpKind::Remove(name) => {
+                if holder == self.me {
+                    self.remove_everywhere(key, &name, now);
+                    self.ops.running.remove(&op.0);
+                    self.finish_op(op, &kind, Ok(OpOutcome::Done));
+                } else {
+                    let request = RingRequest::Remove {
+                        key,
+                        name,
+                        replica: false,
+                    };
+                    self.send(
+                        holder.addr,
+                        request,
+                        Pending::OpRequest { op, to: holder },
+                        now,
+                    );
+                }
+            }
+            OpKind::Fetch => {
+                let o = self.ops.running.get_mut(&op.0).expect("op");
+                let mut candidates = vec![holder];
+                candidates.extend(
+                    replicas
+                        .into_iter()
+                        .filter(|p| *p != holder)
+                        .take(self.config.replicas.saturating_sub(1)),
+                );
+                o.candidates = candidates;
+                self.fetch_next(op, Vec::new(), now);
+            }
+        }
+    }
+
+    /// Ask the next holder for a fetch, or finish it.
+    pub(super) fn fetch_next(&mut self, op: OpId, found: Vec<Item>, now: Instant) {
+        let Some(o) = self.ops.running.get_mut(&op.0) else {
+            return;
+        };
+        if !found.is_empty() || o.candidates.is_empty() {
+            let o = self.ops.running.remove(&op.0).expect("op");
+            let result = if o.answered || !found.is_empty() {
+                Ok(OpOutcome::Items(found))
+            } else {
+                Err(RingError::Timeout(o.candidates.len() as u32))
+            };
+            self.finish_op(op, &o.kind, result);
+            return;
+        }
+        let next = o.candidates.remove(0);
+        let key = o.key;
+        if next == self.me {
+            o.answered = true;
+            let items = self.local_items_at(key, now);
+            self.fetch_next(op, items, now);
+        } else {
+            self.send(
+                next.addr,
+                RingRequest::Fetch { key },
+                Pending::OpRequest { op, to: next },
+                now,
+            );
+        }
+    }
+
+    /// The holder answered our operation's request (or failed: `None`).
+    pub(super) fn op_answer(
+        &mut self,
+        op: OpId,
+        to: Peer,
+        response: Option<RingResponse>,
+        now: Instant,
+    ) {
+        let _ = to;
+        let Some(o) = self.ops.running.get_mut(&op.0) else {
+            return;
+        };
+        let kind = o.kind.clone();
+        match kind {
+            OpKind::Fetch => match response {
+                Some(RingResponse::Items { items }) => {
+                    o.answered = true;
+                    self.fetch_next(op, items, now)
+                }
+                _ => self.fetch_next(op, Vec::new(), now),
+            },
+            OpKind::Store(_) | OpKind::Remove(_) => match response {
+                Some(RingResponse::Stored) => {
+                    self.ops.running.remove(&op.0);
+                    self.finish_op(op, &kind, Ok(OpOutcome::Done));
+                }
+                other => {
+                    // Holder dead or refusing: route again after the ring heals.
+                    if !self.retry_op(op, now) {
+                        self.ops.running.remove(&op.0);
+                        let err = match other {
+                            Some(RingResponse::Refused(refusal)) => RingError::Refused(refusal),
+                            _ => RingError::Timeout(self.config.op_retries + 1),
+                        };
+                        self.finish_op(op, &kind, Err(err));
+                    }
+                }
+            },
+            OpKind::Lookup => {}
+        }
+    }
+}
