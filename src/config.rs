@@ -2,13 +2,15 @@
 //! every flag, and the command line on top. A bad value is reported in one
 //! line naming the key and why.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use p2psip_bridge::config::GatewayConfig;
 
+use crate::auth::guard::Limits;
+use crate::auth::{AuthConfig, AuthMode};
 use crate::proxy::RoutingMode;
 use crate::registrar::RegistrarConfig;
 
@@ -37,6 +39,15 @@ pub struct Config {
     pub registrar: RegistrarSection,
     /// The hybrid gateway (`[gateway]`; see docs/gateway.md).
     pub gateway: GatewayConfig,
+    /// The users file (`p2psip users add`): turns digest authentication on.
+    pub users: Option<PathBuf>,
+    /// `digest` or `open`; unset: `digest` with a users file, `open` on
+    /// loopback without one, and a refusal to start elsewhere.
+    pub auth: Option<AuthMode>,
+    /// Peers whose requests need no credentials (legacy registrar, PSTN gateway).
+    pub trusted: Vec<IpAddr>,
+    /// How much one source may ask (`[limits]`).
+    pub limits: Option<Limits>,
 }
 
 /// The `[registrar]` section.
@@ -75,6 +86,10 @@ impl Default for Config {
             discover_port: 5060,
             registrar: RegistrarSection::default(),
             gateway: GatewayConfig::default(),
+            users: None,
+            auth: None,
+            trusted: Vec::new(),
+            limits: None,
         }
     }
 }
@@ -119,8 +134,47 @@ impl Config {
         })
     }
 
+    /// The authentication the node runs with: `auth` as set, or what the
+    /// users file and the bound address imply. An open node on an address
+    /// outside 127.0.0.0/8 must be asked for explicitly.
+    pub fn auth_config(&self) -> Result<AuthConfig, ConfigError> {
+        let mode = match (self.auth, &self.users) {
+            (Some(AuthMode::Open), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "auth",
+                    why: "\"open\" with a users file: drop one of the two".into(),
+                });
+            }
+            (Some(mode), _) => mode,
+            (None, Some(_)) => AuthMode::Digest,
+            (None, None) if self.sip.ip().is_loopback() => AuthMode::Open,
+            (None, None) => {
+                return Err(ConfigError::Invalid {
+                    key: "auth",
+                    why: format!(
+                        "the node listens on {}, outside 127.0.0.0/8, with no users file: \
+                         set `users` (p2psip users add) or `auth = \"digest\"`, or \
+                         `auth = \"open\"` to serve anyone",
+                        self.sip
+                    ),
+                });
+            }
+        };
+        let limits = match (&self.limits, mode) {
+            (Some(limits), _) => limits.clone(),
+            (None, AuthMode::Digest) => Limits::for_auth(),
+            (None, AuthMode::Open) => Limits::default(),
+        };
+        Ok(AuthConfig {
+            mode,
+            limits,
+            trusted: self.trusted.clone(),
+        })
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
+        self.auth_config()?;
         for domain in &mut self.domains {
             *domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
             let ok = !domain.is_empty()

@@ -6,6 +6,7 @@
 //! with messages and time that return messages to send and timers to arm;
 //! thin tokio drivers do the I/O.
 
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod gateway;

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use p2psip::auth::AuthMode;
+use p2psip::auth::users::{self, UserRecord};
 use p2psip::config::Config;
+use p2psip::registrar::binding::Aor;
 use p2psip::core::CoreConfig;
 use p2psip::proxy::RoutingMode;
 use p2psip::node::driver::{Node, NodeOptions};
@@ -34,6 +37,24 @@ struct Cli {
 enum Command {
     /// Run a node: registrar and proxy for phones, member of the overlay.
     Node(NodeArgs),
+    /// Manage the users file (digest credentials; never the password itself).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user, or change her password: reads the password on standard input.
+    Add {
+        /// The users file (created if missing)
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// The user's address-of-record
+        #[arg(value_name = "USER@DOMAIN")]
+        aor: String,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -68,9 +89,21 @@ struct NodeArgs {
     /// Name server for RFC 3263 and ENUM look-ups [default: the system's]
     #[arg(long, value_name = "ADDR")]
     nameserver: Option<SocketAddr>,
+    /// The users file: turns digest authentication on (see `p2psip users add`)
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// `digest` (a node without a users file authenticates against the ring) or `open`
+    #[arg(long, value_enum)]
+    auth: Option<AuthArg>,
     /// TOML file with a key for every flag; flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AuthArg {
+    Digest,
+    Open,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -83,6 +116,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Node(args)) => args,
+        Some(Command::Users { command }) => return users(command),
         None => NodeArgs::default(),
     };
     let config = match load(args) {
@@ -151,6 +185,15 @@ fn load(args: NodeArgs) -> Result<Config, String> {
     if let Some(data) = args.data {
         config.data = Some(data);
     }
+    if let Some(users) = args.users {
+        config.users = Some(users);
+    }
+    if let Some(auth) = args.auth {
+        config.auth = Some(match auth {
+            AuthArg::Digest => AuthMode::Digest,
+            AuthArg::Open => AuthMode::Open,
+        });
+    }
     if let Some(routing) = args.routing {
         config.routing = match routing {
             RoutingArg::Proxy => RoutingMode::Proxy,
@@ -158,10 +201,72 @@ fn load(args: NodeArgs) -> Result<Config, String> {
         };
     }
     config.validate().map_err(|e| e.to_string())?;
+    if let Some(path) = &config.users {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("config key `users`: {}: {e}", path.display()))?;
+        users::parse_users(&text).map_err(|(line, why)| {
+            format!("config key `users`: {} line {line}: {why}", path.display())
+        })?;
+    }
     Ok(config)
 }
 
+/// `p2psip users add`: the HA1s of a password read on standard input.
+fn users(command: UsersCommand) -> ExitCode {
+    let UsersCommand::Add { file, aor } = command;
+    let Some((user, domain)) = aor.split_once('@').filter(|(u, d)| !u.is_empty() && !d.is_empty()) else {
+        eprintln!("p2psip: {aor:?} is not USER@DOMAIN");
+        return ExitCode::from(2);
+    };
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut password) {
+        eprintln!("p2psip: cannot read the password on standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("p2psip: empty password on standard input");
+        return ExitCode::from(2);
+    }
+    let record = UserRecord::new(Aor::new(user, domain), password);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            eprintln!("p2psip: users file {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err((line, why)) = users::parse_users(&text) {
+        eprintln!("p2psip: users file {} line {line}: {why}", file.display());
+        return ExitCode::from(2);
+    }
+    if let Err(e) = write_private(&file, &users::with_user(&text, &record)) {
+        eprintln!("p2psip: users file {}: {e}", file.display());
+        return ExitCode::from(2);
+    }
+    println!("{} in {}", record.aor, file.display());
+    ExitCode::SUCCESS
+}
+
+/// Writes `text` to `path` readable by its owner only (it holds HA1s).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 async fn serve(config: Config) -> Result<(), String> {
+    let auth = config.auth_config().map_err(|e| e.to_string())?;
     let options = NodeOptions {
         core: CoreConfig {
             local: config.sip,
@@ -175,6 +280,7 @@ async fn serve(config: Config) -> Result<(), String> {
             seed: 0,
             discover: None,
             save_peers: false,
+            auth,
         },
         ring: RingConfig {
             replicas: config.replicas,
@@ -187,6 +293,7 @@ async fn serve(config: Config) -> Result<(), String> {
         dns_ttl: config.gateway.dns_ttl,
         nameserver: config.gateway.nameserver,
         discover: config.discover.then_some(config.discover_port),
+        users: config.users.clone(),
     };
     let node = Node::bind(options).await.map_err(|e| {
         format!(
@@ -202,6 +309,17 @@ async fn serve(config: Config) -> Result<(), String> {
         .cloned()
         .unwrap_or_else(|| local.ip().to_string());
     info!(%local, node_id = %node_id, domains = ?config.domains, routing = ?config.routing, "node started");
+    match config.auth_config().map(|a| a.mode) {
+        Ok(AuthMode::Open) => tracing::warn!(
+            %local,
+            "authentication is OFF: anyone who reaches this node can register as any user and have calls relayed anywhere; set `users` or `auth = \"digest\"`"
+        ),
+        Ok(AuthMode::Digest) => match &config.users {
+            Some(path) => info!(users = %path.display(), "digest authentication on, with this node's users file"),
+            None => info!("digest authentication on, with the credentials in the ring"),
+        },
+        Err(_) => {}
+    }
     // The one line on stdout: where the node listens (tests and scripts read it).
     println!("p2psip listening on {local} (udp, tcp) node-id {node_id}");
     println!(

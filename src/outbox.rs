@@ -28,6 +28,8 @@ pub mod owner {
     pub const OVERLAY: Owner = Owner(2);
     /// The gateway: cross-registrations and ENUM look-ups.
     pub const GATEWAY: Owner = Owner(3);
+    /// Authentication: users' credentials fetched from the ring.
+    pub const AUTH: Owner = Owner(4);
 }
 
 /// Names a pending resolution of a host name or an ENUM look-up.

@@ -52,8 +52,9 @@ pub struct Challenge {
     pub stale: bool,
 }
 
-/// Splits `name=value, name="quoted \" value", …` into pairs.
-fn parse_params(s: &str) -> Result<Vec<(String, String)>, DigestError> {
+/// Splits `name=value, name="quoted \" value", …` into pairs (names in
+/// lower case): the parameters of a challenge or of credentials.
+pub fn parse_params(s: &str) -> Result<Vec<(String, String)>, DigestError> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {

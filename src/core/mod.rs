@@ -13,9 +13,12 @@
 //! ([`crate::outbox::owner`]), so an answer goes to one place. The core's
 //! own modules route requests ([`routing`]), run the registrar's
 //! read-modify-write of bindings ([`registration`]), check what comes in
-//! ([`checks`]) and keep the node's periodic chores ([`upkeep`]).
+//! ([`checks`]), fetch and publish users' credentials ([`credentials`];
+//! the decisions are the [`Auth`] component's) and keep the node's
+//! periodic chores ([`upkeep`]).
 
 mod checks;
+mod credentials;
 mod registration;
 mod routing;
 mod upkeep;
@@ -31,20 +34,25 @@ use bytes::Bytes;
 use ezk_sip_types::{Method, Name};
 use tracing::debug;
 
+use crate::auth::guard::Admission;
+use crate::auth::users::UserRecord;
+use crate::auth::{Auth, AuthConfig, Sender};
 use crate::gateway::Gateway;
 use crate::metrics::{self, Metrics};
 use crate::outbox::{Outbox, ResolveId, owner};
-use crate::overlay::Overlay;
+use crate::overlay::{Fetched, Overlay};
+use crate::ring::OpId;
 use crate::overlay::gateways::GatewayRecord;
 use crate::proxy::{Proxy, RoutingMode, forward_stray};
 use crate::registrar::RegistrarConfig;
 use crate::registrar::binding::Aor;
 use crate::registrar::location::{LocationOp, LocationStore, MemoryLocation};
-use crate::sip::message::{HeaderAccess, Message, Request, Response, bad_request_reply};
+use crate::sip::message::{HeaderAccess, Message, Response, bad_request_reply};
 use crate::sip::target::Destination;
 use crate::sip::transaction::{Event, Owner, Peer, ServerKey, Timers};
 
 pub use checks::local_response;
+use credentials::Parked;
 use registration::{Registering, Waiting};
 use upkeep::Upkeep;
 
@@ -69,6 +77,8 @@ pub struct CoreConfig {
     /// Hand the known peers out to be saved, now and then and on leaving
     /// (the driver writes them to the data directory).
     pub save_peers: bool,
+    /// Authentication and limits per source (`auth`, `users`, `[limits]`).
+    pub auth: AuthConfig,
 }
 
 impl CoreConfig {
@@ -84,22 +94,8 @@ impl CoreConfig {
             seed: 0,
             discover: None,
             save_peers: false,
+            auth: AuthConfig::default(),
         }
-    }
-}
-
-/// A hook in front of the registrar and proxy: returns a challenge (401/407)
-/// or refusal to send instead of serving the request. The digest issue plugs in here.
-pub trait Authenticator {
-    fn check(&mut self, request: &Request) -> Option<Response>;
-}
-
-/// Accepts everything.
-pub struct AllowAll;
-
-impl Authenticator for AllowAll {
-    fn check(&mut self, _request: &Request) -> Option<Response> {
-        None
     }
 }
 
@@ -140,6 +136,9 @@ pub enum Input {
     ConnectionClosed(Peer),
     /// Bytes for this peer could not be sent.
     SendFailed(Peer),
+    /// This node's users (its users file, read again): their credentials
+    /// are used here and published in the ring for every other node.
+    Users(Vec<UserRecord>),
     /// Leave the ring gracefully (items handed over), then stop.
     Leave,
     /// Time passed (the deadline of the last [`Output::Timeout`], or later).
@@ -175,7 +174,11 @@ pub struct Core {
     proxy: Proxy,
     location: Location,
     gateway: Gateway,
-    auth: Box<dyn Authenticator + Send>,
+    auth: Auth,
+    /// Requests waiting for their user's credentials from the ring.
+    parked: HashMap<OpId, Parked>,
+    /// Versions of the credentials this node publishes.
+    credentials_version: u64,
     /// Location operations in progress, and what the core does with each answer.
     waiting: HashMap<LocationOp, Waiting>,
     /// Location operations the gateway started (it ignores their answers).
@@ -200,6 +203,11 @@ impl Core {
             overlay.metrics = metrics.clone();
         }
         let mut out = Outbox::new(config.timers, config.seed);
+        let mut secret = [0u8; 32];
+        for chunk in secret.chunks_mut(8) {
+            chunk.copy_from_slice(&out.seed().to_be_bytes());
+        }
+        let auth = Auth::new(config.auth.clone(), secret, now);
         let gateway = Gateway::new(
             config.gateway.clone(),
             config.domains.clone(),
@@ -213,7 +221,9 @@ impl Core {
             proxy: Proxy::new(config.local),
             location,
             gateway,
-            auth: Box::new(AllowAll),
+            auth,
+            parked: HashMap::new(),
+            credentials_version: 0,
             waiting: HashMap::new(),
             gateway_ops: HashSet::new(),
             next_op: 1,
@@ -224,10 +234,6 @@ impl Core {
             metrics,
             config,
         }
-    }
-
-    pub fn set_authenticator(&mut self, auth: Box<dyn Authenticator + Send>) {
-        self.auth = auth;
     }
 
     pub fn config(&self) -> &CoreConfig {
@@ -258,6 +264,7 @@ impl Core {
                 // their owners fail over instead of waiting for Timer B/F.
                 self.out.transactions.peer_failed(peer, now);
             }
+            Input::Users(users) => self.set_users(users, now),
             Input::Leave => self.leave(now),
             Input::Timeout => self.handle_timeout(now),
         }
@@ -341,11 +348,26 @@ impl Core {
 
     /// Bytes received from `from` (a datagram, or one framed message).
     fn receive(&mut self, bytes: Bytes, from: Peer, now: Instant) {
+        let sender = self.sender(from);
+        let retry_after = match self.auth.admit(sender, now) {
+            Admission::Serve => None,
+            Admission::Drop => return,
+            Admission::Busy { retry_after } => Some(retry_after),
+        };
         match Message::parse(bytes.clone()) {
             Err(error) => {
                 debug!(%error, from = %from.addr, "unparsable message");
                 if let Some(reply) = bad_request_reply(&bytes, &error.to_string()) {
                     self.out.raw(from, reply);
+                }
+            }
+            Ok(Message::Request(request)) if retry_after.is_some() => {
+                // Over its limit: a stateless 503, no transaction, no work.
+                if request.method != Method::ACK && request.top_via().is_some() {
+                    let mut response = request.final_response(503);
+                    let seconds = retry_after.unwrap_or(1).to_string();
+                    response.headers.insert(Name::RETRY_AFTER, seconds);
+                    self.out.stateless(from, &Message::Response(response));
                 }
             }
             Ok(Message::Request(mut request)) => {
@@ -435,9 +457,16 @@ impl Core {
                     self.gateway.mirror_fetching(op, fetch);
                 }
             }
-            while let Some((op, result)) = self.location.overlay().and_then(|o| o.poll_fetched()) {
+            while let Some(fetched) = self.location.overlay().and_then(|o| o.poll_fetched()) {
                 busy = true;
-                self.gateway.on_fetched(op, result, &mut self.out, now);
+                match fetched.owner {
+                    owner::GATEWAY => {
+                        let Fetched { op, result, .. } = fetched;
+                        self.gateway.on_fetched(op, result, &mut self.out, now)
+                    }
+                    owner::AUTH => self.on_credentials(fetched.op, fetched.result, now),
+                    other => debug!(?other, "a fetch for no component"),
+                }
             }
             while let Some((server, status)) = self.proxy.poll_finished() {
                 self.gateway.forget_mirror(server);
@@ -529,6 +558,14 @@ impl Core {
             }
             (owner::GATEWAY, response) => self.gateway.on_response(key, response.as_ref(), out, now),
             (other, _) => debug!(?other, ?key, "an event for no component"),
+        }
+    }
+
+    /// What the node knows of a source before it reads a byte of it.
+    fn sender(&self, from: Peer) -> Sender {
+        Sender {
+            ip: from.addr.ip(),
+            member: self.overlay().is_some_and(|o| o.ring().knows(from.addr)),
         }
     }
 

@@ -46,7 +46,14 @@ pub(super) struct Registering(HashMap<Aor, VecDeque<(ServerKey, Request, Registr
 
 impl Core {
     /// A REGISTER for one of our domains (by its Request-URI).
-    pub(super) fn on_register(&mut self, key: ServerKey, request: Request, from: Peer, now: Instant) {
+    pub(super) fn on_register(
+        &mut self,
+        key: ServerKey,
+        request: Request,
+        from: Peer,
+        authenticated: Option<Aor>,
+        now: Instant,
+    ) {
         let Some(to) = request.to_header() else {
             return self.out.respond(key, local_response(&request, 400), now);
         };
@@ -58,6 +65,11 @@ impl Core {
             return self.out.respond(key, response, now);
         };
         let aor = Aor::new(&user, &domain);
+        // An authenticated user registers her own AOR only (RFC 3261 §10.3 step 3).
+        if authenticated.as_ref().is_some_and(|who| *who != aor) {
+            let response = refusal(&request, 403, "Forbidden (not your address)");
+            return self.out.respond(key, response, now);
+        }
         match registrar::read(&request, aor.clone(), from, &self.config.registrar) {
             Err(refusal) => self.out.respond(key, refusal.response(&request), now),
             Ok(registration) => {

@@ -14,7 +14,9 @@ use p2psip_bridge::legacy::RegisterRoute;
 use p2psip_bridge::route::{Decision, TargetUri, TelRoute};
 use tracing::{debug, info, warn};
 
-use super::Core;
+use super::{Core, CoreConfig};
+use super::credentials::Parked;
+use crate::auth::Verdict;
 use super::checks::{decrement_max_forwards, local_response, refusal};
 use super::registration::Waiting;
 use crate::proxy::{RoutingMode, Target, loop_hash};
@@ -40,8 +42,9 @@ pub(super) enum Routed {
 impl Core {
     /// A new request that is not the overlay's own.
     pub(super) fn on_request(&mut self, key: ServerKey, mut request: Request, from: Peer, now: Instant) {
-        self.strip_own_routes(&mut request);
+        let routed_through_us = self.strip_own_routes(&mut request);
         let has_route = request.headers.contains(&Name::ROUTE);
+        let _ = from;
         let target = request
             .uri
             .as_sip()
@@ -67,15 +70,47 @@ impl Core {
         if self.is_loop(&request) {
             return self.out.respond(key, local_response(&request, 482), now);
         }
-        if let Some(refusal) = self.auth.check(&request) {
-            return self.out.respond(key, refusal, now);
-        }
+        let parked = Parked {
+            key,
+            request,
+            from,
+            aor: Aor::new("", ""),
+            routed_through_us,
+        };
+        self.authenticate(parked, now);
+    }
 
-        if has_route {
+    /// Asks the authentication component, then serves the request (or
+    /// answers its challenge, or waits for the user's credentials).
+    pub(super) fn authenticate(&mut self, mut parked: Parked, now: Instant) {
+        let sender = self.sender(parked.from);
+        let verdict = {
+            let config = &self.config;
+            let ours = |host_port: &HostPort| domain_of(config, host_port).is_some();
+            self.auth
+                .check(&parked.request, sender, &ours, parked.routed_through_us, now)
+        };
+        match verdict {
+            Verdict::Respond(response) => self.out.respond(parked.key, response, now),
+            Verdict::Fetch(aor) => {
+                parked.aor = aor;
+                self.fetch_credentials(parked, now)
+            }
+            Verdict::Pass { user } => self.serve(parked.key, parked.request, parked.from, user, now),
+        }
+    }
+
+    /// A request that may be served: by route, as a REGISTER, or routed.
+    fn serve(&mut self, key: ServerKey, request: Request, from: Peer, user: Option<Aor>, now: Instant) {
+        if request.headers.contains(&Name::ROUTE) {
             return self.forward_as_addressed(key, request, now);
         }
         if request.method == Method::REGISTER {
-            return self.route_register(key, request, from, target.and_then(|t| t.1), now);
+            let uri_domain = request
+                .uri
+                .as_sip()
+                .and_then(|uri| self.local_domain(&uri.host_port));
+            return self.route_register(key, request, from, uri_domain, user, now);
         }
         self.route_request(key, request, now);
     }
@@ -88,6 +123,7 @@ impl Core {
         request: Request,
         from: Peer,
         uri_domain: Option<String>,
+        user: Option<Aor>,
         now: Instant,
     ) {
         let to_domain = request
@@ -102,7 +138,7 @@ impl Core {
             }
         }
         match uri_domain {
-            Some(_) => self.on_register(key, request, from, now),
+            Some(_) => self.on_register(key, request, from, user, now),
             None => self.forward_as_addressed(key, request, now),
         }
     }
@@ -295,50 +331,32 @@ impl Core {
     /// The domain a host stands for when it is ours: one of our domains, or
     /// our own address (which stands for our first domain, or our IP).
     pub(super) fn local_domain(&self, host_port: &HostPort) -> Option<String> {
-        let host = host_text(&host_port.host);
-        if let Some(domain) = self.config.domains.iter().find(|d| **d == host) {
-            return Some(domain.clone());
-        }
-        if self.is_own_address(host_port) {
-            return Some(
-                self.config
-                    .domains
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| self.config.local.ip().to_string()),
-            );
-        }
-        None
+        domain_of(&self.config, host_port)
     }
 
     fn is_own_address(&self, host_port: &HostPort) -> bool {
-        let local = self.config.local;
-        let port_matches = host_port.port.unwrap_or(5060) == local.port();
-        let host_matches = match &host_port.host {
-            Host::IP4(ip) => std::net::IpAddr::V4(*ip) == local.ip(),
-            Host::IP6(ip) => std::net::IpAddr::V6(*ip) == local.ip(),
-            Host::Name(name) => name.eq_ignore_ascii_case("localhost") && local.ip().is_loopback(),
-        };
-        host_matches && port_matches
+        is_own_address(&self.config, host_port)
     }
 
-    /// Loose routing (RFC 3261 §16.4): drop Route entries that name us.
-    pub(super) fn strip_own_routes(&self, request: &mut Request) {
+    /// Loose routing (RFC 3261 §16.4): drop Route entries that name us;
+    /// true when there were any.
+    pub(super) fn strip_own_routes(&self, request: &mut Request) -> bool {
         let Ok(routes) = request.headers.get::<Vec<Routing>>(Name::ROUTE) else {
-            return;
+            return false;
         };
         let keep: Vec<&Routing> = routes
             .iter()
             .skip_while(|r| self.is_own_address(&r.uri.uri.host_port))
             .collect();
         if keep.len() == routes.len() {
-            return;
+            return false;
         }
         request.headers.remove(&Name::ROUTE);
         if !keep.is_empty() {
             let kept: Vec<Routing> = keep.into_iter().cloned().collect();
             request.headers.insert_type_front(Name::ROUTE, &kept);
         }
+        true
     }
 
     /// A Via of ours carrying the branch this request would get again.
@@ -360,6 +378,35 @@ impl Core {
                     .is_some_and(|b| b.starts_with(&prefix))
         })
     }
+}
+
+/// The domain a host stands for in `config`, when it is ours.
+fn domain_of(config: &CoreConfig, host_port: &HostPort) -> Option<String> {
+    let host = host_text(&host_port.host);
+    if let Some(domain) = config.domains.iter().find(|d| **d == host) {
+        return Some(domain.clone());
+    }
+    if is_own_address(config, host_port) {
+        return Some(
+            config
+                .domains
+                .first()
+                .cloned()
+                .unwrap_or_else(|| config.local.ip().to_string()),
+        );
+    }
+    None
+}
+
+fn is_own_address(config: &CoreConfig, host_port: &HostPort) -> bool {
+    let local = config.local;
+    let port_matches = host_port.port.unwrap_or(5060) == local.port();
+    let host_matches = match &host_port.host {
+        Host::IP4(ip) => std::net::IpAddr::V4(*ip) == local.ip(),
+        Host::IP6(ip) => std::net::IpAddr::V6(*ip) == local.ip(),
+        Host::Name(name) => name.eq_ignore_ascii_case("localhost") && local.ip().is_loopback(),
+    };
+    host_matches && port_matches
 }
 
 fn target_uri(uri: &RequestUri) -> Option<TargetUri> {

@@ -1,5 +1,6 @@
 //! The node's periodic chores, as timers of the core rather than of the
-//! driver: purging expired bindings, announcing the node on the LAN while
+//! driver: purging expired bindings and credentials, publishing this
+//! node's users' credentials in the ring again, announcing the node on the LAN while
 //! it is alone, handing out the known peers to be saved, and the time a
 //! graceful leave may take.
 
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, info};
 
+use super::credentials::PUBLISH_EVERY;
 use super::{Core, CoreConfig, Output};
 use crate::overlay::discovery::{self, Announcer, GROUP};
 
@@ -21,6 +23,7 @@ const LEAVE_FOR: Duration = Duration::from_secs(5);
 /// The chores' timers.
 pub(super) struct Upkeep {
     next_housekeeping: Instant,
+    next_publish: Instant,
     next_save: Option<Instant>,
     announcer: Option<Announcer>,
     leaving_until: Option<Instant>,
@@ -30,6 +33,7 @@ impl Upkeep {
     pub(super) fn new(config: &CoreConfig, now: Instant) -> Upkeep {
         Upkeep {
             next_housekeeping: now + HOUSEKEEPING_EVERY,
+            next_publish: now + PUBLISH_EVERY,
             next_save: config.save_peers.then_some(now + SAVE_PEERS_EVERY),
             announcer: config.discover.map(|_| Announcer::new(now)),
             leaving_until: None,
@@ -45,7 +49,7 @@ impl Upkeep {
         others
             .into_iter()
             .flatten()
-            .fold(self.next_housekeeping, Instant::min)
+            .fold(self.next_housekeeping.min(self.next_publish), Instant::min)
     }
 
     pub(super) fn leaving_until(&self) -> Option<Instant> {
@@ -58,7 +62,12 @@ impl Core {
     pub(super) fn upkeep_due(&mut self, now: Instant) {
         if now >= self.upkeep.next_housekeeping {
             self.location.store().purge(now);
+            self.auth.purge(now);
             self.upkeep.next_housekeeping = now + HOUSEKEEPING_EVERY;
+        }
+        if now >= self.upkeep.next_publish {
+            self.upkeep.next_publish = now + PUBLISH_EVERY;
+            self.publish_credentials(now);
         }
         if self.upkeep.next_save.is_some_and(|t| now >= t) {
             self.upkeep.next_save = Some(now + SAVE_PEERS_EVERY);

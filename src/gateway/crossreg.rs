@@ -107,7 +107,7 @@ impl CrossRegistration {
             if let Some(overlay) = overlay {
                 for domain in &self.directory_domains {
                     for shard in 0..DIRECTORY_SHARDS {
-                        let op = overlay.fetch_items(directory_key(domain, shard), now);
+                        let op = overlay.fetch_items(owner::GATEWAY, directory_key(domain, shard), now);
                         self.directory_ops.insert(op, (domain.clone(), shard));
                     }
                 }

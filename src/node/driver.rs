@@ -29,6 +29,8 @@ use p2psip_dns::{
 
 /// Datagrams read in one go before the node sends what they caused.
 const UDP_BATCH: usize = 64;
+/// How often the users file is checked for changes.
+const USERS_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// The peer cache file in the data directory.
 const PEERS_FILE: &str = "peers.json";
 
@@ -49,6 +51,8 @@ pub struct NodeOptions {
     pub nameserver: Option<SocketAddr>,
     /// LAN discovery by multicast REGISTER on this port (usually 5060).
     pub discover: Option<u16>,
+    /// The users file, read at start and again whenever it changes.
+    pub users: Option<PathBuf>,
 }
 
 /// A node bound to its sockets, ready to run.
@@ -65,6 +69,8 @@ pub struct Node {
     nameserver: Option<SocketAddr>,
     /// The multicast socket and the group address, with `--discover`.
     discovery: Option<(tokio::net::UdpSocket, SocketAddr)>,
+    /// The users file and when it last changed.
+    users: Option<(PathBuf, Option<std::time::SystemTime>)>,
 }
 
 impl Node {
@@ -122,6 +128,14 @@ impl Node {
             }
             None => None,
         };
+        let users = match &options.users {
+            Some(path) => {
+                let (records, changed) = read_users(path)?;
+                core.handle_input(Input::Users(records), now);
+                Some((path.clone(), changed))
+            }
+            None => None,
+        };
         let (query_tx, queries) = mpsc::channel(64);
         let http = match options.http {
             Some(addr) => Some(http::serve(addr, query_tx).await?),
@@ -143,6 +157,7 @@ impl Node {
             started: now,
             dns,
             nameserver: options.nameserver,
+            users,
             discovery: match options.discover {
                 Some(port) => Some(bind_discovery(local, port)?),
                 None => None,
@@ -187,6 +202,7 @@ impl Node {
         let mut buf = vec![0u8; 65536];
         let mut mbuf = vec![0u8; 65536];
         let mut leave_asked = false;
+        let mut users_check = tokio::time::interval(USERS_CHECK_EVERY);
         let mut deadline = self.act(&lookups);
         loop {
             if self.core.has_stopped(Instant::now()) {
@@ -221,6 +237,10 @@ impl Node {
                 }
                 heard = recv_discovery(self.discovery.as_ref(), &mut mbuf) => match heard {
                     Some(bytes) => Wake::Input(Input::Announcement { bytes }),
+                    None => Wake::Nothing,
+                },
+                _ = users_check.tick(), if self.users.is_some() => match self.users_changed() {
+                    Some(records) => Wake::Input(Input::Users(records)),
                     None => Wake::Nothing,
                 },
                 _ = tokio::time::sleep_until(sleep) => Wake::Input(Input::Timeout),
@@ -318,6 +338,26 @@ impl Node {
         }
     }
 
+    /// The users file again, when it changed since it was last read.
+    fn users_changed(&mut self) -> Option<Vec<crate::auth::users::UserRecord>> {
+        let (path, seen) = self.users.as_mut()?;
+        let modified = std::fs::metadata(&*path).and_then(|m| m.modified()).ok();
+        if modified == *seen {
+            return None;
+        }
+        match read_users(path) {
+            Ok((records, changed)) => {
+                *seen = changed;
+                Some(records)
+            }
+            Err(error) => {
+                *seen = modified;
+                warn!(%error, "users file changed but cannot be used; keeping the old users");
+                None
+            }
+        }
+    }
+
     /// Writes the peers the core handed out, to rejoin through them after a restart.
     fn save_peers(&self, peers: &[SocketAddr]) {
         let Some(dir) = &self.data else {
@@ -387,6 +427,19 @@ impl Lookups {
             });
         }
     }
+}
+
+/// Reads a users file: its records and when it was changed.
+fn read_users(
+    path: &std::path::Path,
+) -> io::Result<(Vec<crate::auth::users::UserRecord>, Option<std::time::SystemTime>)> {
+    let changed = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| io::Error::other(format!("users file {}: {e}", path.display())))?;
+    let records = crate::auth::users::parse_users(&text).map_err(|(line, why)| {
+        io::Error::other(format!("users file {} line {line}: {why}", path.display()))
+    })?;
+    Ok((records, changed))
 }
 
 /// Peers saved by an earlier run, if any.

@@ -11,7 +11,7 @@ pub mod gateways;
 pub mod store;
 pub mod wire;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -25,9 +25,16 @@ use crate::ring::{
 };
 use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::outbox::owner;
-use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind};
+use crate::sip::transaction::{ClientKey, Owner, Peer, ServerKey, TransportKind};
 use gateways::{GatewayRecord, Gateways};
 use store::RingLocation;
+
+/// The answer to a [`Overlay::fetch_items`].
+pub struct Fetched {
+    pub owner: Owner,
+    pub op: OpId,
+    pub result: Result<Vec<Item>, RingError>,
+}
 
 /// Counters the status page and metrics show.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -59,8 +66,8 @@ pub struct Overlay {
     /// Gateway advertisements, when this node is a gateway.
     gateways: Option<Gateways>,
     /// Fetches started for other parts of the node, and their answers.
-    raw_fetches: HashSet<OpId>,
-    fetched: VecDeque<(OpId, Result<Vec<Item>, RingError>)>,
+    raw_fetches: HashMap<OpId, Owner>,
+    fetched: VecDeque<Fetched>,
 }
 
 impl Overlay {
@@ -90,7 +97,7 @@ impl Overlay {
             counters: OverlayCounters::default(),
             metrics: Metrics::default(),
             gateways: None,
-            raw_fetches: HashSet::new(),
+            raw_fetches: HashMap::new(),
             fetched: VecDeque::new(),
         }
     }
@@ -126,13 +133,14 @@ impl Overlay {
     }
 
     /// Starts fetching the items under `key`; the answer comes from [`poll_fetched`](Self::poll_fetched).
-    pub fn fetch_items(&mut self, key: NodeId, now: Instant) -> OpId {
+    pub fn fetch_items(&mut self, owner: Owner, key: NodeId, now: Instant) -> OpId {
         let op = self.ring.fetch(key, now);
-        self.raw_fetches.insert(op);
+        self.raw_fetches.insert(op, owner);
         op
     }
 
-    pub fn poll_fetched(&mut self) -> Option<(OpId, Result<Vec<Item>, RingError>)> {
+    /// A fetch another part of the node started, answered: who asked, and what came.
+    pub fn poll_fetched(&mut self) -> Option<Fetched> {
         self.fetched.pop_front()
     }
 
@@ -336,9 +344,13 @@ impl Overlay {
             gateways.on_ring_event(&event);
         }
         if let RingEvent::FetchDone { op, result } = &event
-            && self.raw_fetches.remove(op)
+            && let Some(owner) = self.raw_fetches.remove(op)
         {
-            self.fetched.push_back((*op, result.clone()));
+            self.fetched.push_back(Fetched {
+                owner,
+                op: *op,
+                result: result.clone(),
+            });
             return;
         }
         if let Err(error) = self.location.on_ring_event(event, now) {

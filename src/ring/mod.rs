@@ -202,6 +202,17 @@ impl Ring {
     }
 
     /// Peers worth remembering for a later bootstrap.
+    /// Whether `addr` is a node of our ring that we know (predecessor,
+    /// successor list, fingers), without allocating.
+    pub fn knows(&self, addr: SocketAddr) -> bool {
+        self.neighbours
+            .predecessor
+            .iter()
+            .chain(self.neighbours.successors.iter())
+            .chain(self.fingers.table.iter().flatten())
+            .any(|p| p.addr == addr && p.addr != self.me.addr)
+    }
+
     pub fn known_peers(&self) -> Vec<SocketAddr> {
         let mut out: Vec<SocketAddr> = Vec::new();
         let all = self

@@ -1,0 +1,267 @@
+//! Digest authentication, server side (RFC 3261 §22, RFC 7616, RFC 8760):
+//! challenges offering SHA-256 and MD5 with `qop=auth`, nonces bound to time
+//! by an HMAC of the node's secret (no state per challenge; an old nonce is
+//! `stale`), credentials checked against the user's HA1, and nonce counts
+//! that must grow (a replayed `nc` is refused).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::users::{Algorithm, UserRecord, hex};
+
+/// How long a nonce is good for.
+pub const NONCE_LIFETIME: Duration = Duration::from_secs(300);
+/// Nonces whose counts are remembered at most (beyond it the oldest go).
+const MAX_TRACKED_NONCES: usize = 65_536;
+
+/// The credentials a request carries (`Authorization` or `Proxy-Authorization`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub realm: String,
+    pub nonce: String,
+    pub uri: String,
+    pub response: String,
+    pub algorithm: Algorithm,
+    pub qop: Option<String>,
+    pub nc: Option<u32>,
+    pub cnonce: Option<String>,
+}
+
+impl Credentials {
+    /// Parses a `Digest …` credentials value; `None` when it is not one we can check.
+    pub fn parse(value: &str) -> Option<Credentials> {
+        let value = value.trim();
+        let (scheme, rest) = value.split_once(char::is_whitespace)?;
+        if !scheme.eq_ignore_ascii_case("digest") {
+            return None;
+        }
+        let params = p2psip_bridge::digest::parse_params(rest).ok()?;
+        let get = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let nc = match get("nc") {
+            Some(nc) => Some(u32::from_str_radix(nc.trim(), 16).ok()?),
+            None => None,
+        };
+        Some(Credentials {
+            username: get("username")?,
+            realm: get("realm")?,
+            nonce: get("nonce")?,
+            uri: get("uri")?,
+            response: get("response")?.to_ascii_lowercase(),
+            algorithm: Algorithm::parse(get("algorithm").as_deref())?,
+            qop: get("qop").map(|q| q.to_ascii_lowercase()),
+            nc,
+            cnonce: get("cnonce"),
+        })
+    }
+}
+
+/// What a nonce is worth now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonceState {
+    Fresh,
+    /// Ours, but too old: challenge again with `stale=true`.
+    Stale,
+    /// Not ours.
+    Forged,
+}
+
+/// Why credentials were not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// An old nonce of ours: challenge again with `stale=true`.
+    Stale,
+    /// A nonce count already seen: a replay.
+    Replayed,
+    /// Wrong password, unknown user, forged nonce, bad form: all look the same.
+    Wrong,
+}
+
+/// The node's nonces and the counts seen for them.
+pub struct Nonces {
+    secret: [u8; 32],
+    epoch: Instant,
+    /// Highest `nc` accepted per nonce, and when the nonce was made.
+    counts: HashMap<String, (u32, Instant)>,
+}
+
+impl Nonces {
+    pub fn new(secret: [u8; 32], epoch: Instant) -> Nonces {
+        Nonces {
+            secret,
+            epoch,
+            counts: HashMap::new(),
+        }
+    }
+
+    fn mac(&self, stamp: u64) -> String {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.secret) {
+            Ok(mac) => mac,
+            Err(_) => return String::new(),
+        };
+        mac.update(&stamp.to_be_bytes());
+        hex(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// A new nonce: the time it was made and an HMAC over it.
+    pub fn make(&self, now: Instant) -> String {
+        let stamp = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        format!("{stamp:016x}{}", self.mac(stamp))
+    }
+
+    /// Whether `nonce` is ours and still fresh.
+    pub fn state(&self, nonce: &str, now: Instant) -> NonceState {
+        let (Some(stamp), Some(mac)) = (nonce.get(..16), nonce.get(16..)) else {
+            return NonceState::Forged;
+        };
+        let Ok(stamp) = u64::from_str_radix(stamp, 16) else {
+            return NonceState::Forged;
+        };
+        if !constant_time_eq(mac.as_bytes(), self.mac(stamp).as_bytes()) {
+            return NonceState::Forged;
+        }
+        let made = self.epoch + Duration::from_millis(stamp);
+        if made > now || now.saturating_duration_since(made) > NONCE_LIFETIME {
+            return NonceState::Stale;
+        }
+        NonceState::Fresh
+    }
+
+    /// Checks `credentials` for `method` against `record` (`None`: an
+    /// unknown user, checked against nothing so that it fails the same way).
+    pub fn verify(
+        &mut self,
+        credentials: &Credentials,
+        method: &str,
+        record: Option<&UserRecord>,
+        now: Instant,
+    ) -> Result<(), Rejection> {
+        match self.state(&credentials.nonce, now) {
+            NonceState::Forged => return Err(Rejection::Wrong),
+            NonceState::Stale => return Err(Rejection::Stale),
+            NonceState::Fresh => {}
+        }
+        let expected = record.map(|r| expected_response(r, credentials, method));
+        let matches = expected.is_some_and(|e| constant_time_eq(e.as_bytes(), credentials.response.as_bytes()));
+        if !matches {
+            return Err(Rejection::Wrong);
+        }
+        // qop=auth: the count must grow (RFC 7616 §3.4).
+        if let Some(nc) = credentials.nc {
+            let made = now;
+            let entry = self.counts.entry(credentials.nonce.clone()).or_insert((0, made));
+            if nc <= entry.0 {
+                return Err(Rejection::Replayed);
+            }
+            entry.0 = nc;
+            if self.counts.len() > MAX_TRACKED_NONCES {
+                self.purge(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the counts of nonces that are stale now.
+    pub fn purge(&mut self, now: Instant) {
+        self.counts
+            .retain(|_, (_, seen)| now.saturating_duration_since(*seen) <= NONCE_LIFETIME);
+        while self.counts.len() > MAX_TRACKED_NONCES {
+            let Some(oldest) = self.counts.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            self.counts.remove(&oldest);
+        }
+    }
+}
+
+/// The `response` a client with the right password computes (RFC 7616 §3.4.1).
+fn expected_response(record: &UserRecord, c: &Credentials, method: &str) -> String {
+    let algorithm = c.algorithm;
+    let ha1 = record.ha1(algorithm);
+    let ha2 = algorithm.hex(&format!("{method}:{}", c.uri));
+    match (&c.qop, c.nc, &c.cnonce) {
+        (Some(qop), Some(nc), Some(cnonce)) if qop == "auth" => {
+            algorithm.hex(&format!("{ha1}:{}:{nc:08x}:{cnonce}:auth:{ha2}", c.nonce))
+        }
+        (None, _, _) => algorithm.hex(&format!("{ha1}:{}:{ha2}", c.nonce)),
+        // auth-int, or qop without nc/cnonce: not accepted.
+        _ => String::new(),
+    }
+}
+
+/// The challenge header values, SHA-256 first (RFC 8760 §3).
+pub fn challenges(realm: &str, nonce: &str, stale: bool) -> [String; 2] {
+    let stale = if stale { ", stale=true" } else { "" };
+    [Algorithm::Sha256, Algorithm::Md5].map(|a| {
+        format!(
+            "Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}",
+            a.name()
+        )
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registrar::binding::Aor;
+
+    /// What a phone sends for `record`'s password.
+    fn answer(nonce: &str, algorithm: Algorithm, nc: u32, password: &str) -> Credentials {
+        let record = UserRecord::new(Aor::new("alice", "example.test"), password);
+        let mut c = Credentials {
+            username: "alice".into(),
+            realm: "example.test".into(),
+            nonce: nonce.into(),
+            uri: "sip:example.test".into(),
+            response: String::new(),
+            algorithm,
+            qop: Some("auth".into()),
+            nc: Some(nc),
+            cnonce: Some("0a4f113b".into()),
+        };
+        c.response = expected_response(&record, &c, "REGISTER");
+        c
+    }
+
+    #[test]
+    fn right_password_passes_once_per_count_and_nonces_go_stale() {
+        let t0 = Instant::now();
+        let mut nonces = Nonces::new([7; 32], t0);
+        let record = UserRecord::new(Aor::new("alice", "example.test"), "secret");
+        let nonce = nonces.make(t0);
+        for algorithm in [Algorithm::Sha256, Algorithm::Md5] {
+            let good = answer(&nonce, algorithm, if algorithm == Algorithm::Md5 { 2 } else { 1 }, "secret");
+            assert_eq!(nonces.verify(&good, "REGISTER", Some(&record), t0), Ok(()));
+            assert_eq!(
+                nonces.verify(&good, "REGISTER", Some(&record), t0),
+                Err(Rejection::Replayed)
+            );
+        }
+        let wrong = answer(&nonce, Algorithm::Md5, 5, "guess");
+        assert_eq!(nonces.verify(&wrong, "REGISTER", Some(&record), t0), Err(Rejection::Wrong));
+        let unknown = answer(&nonce, Algorithm::Md5, 6, "secret");
+        assert_eq!(nonces.verify(&unknown, "REGISTER", None, t0), Err(Rejection::Wrong));
+        let late = t0 + NONCE_LIFETIME + Duration::from_secs(1);
+        let old = answer(&nonce, Algorithm::Md5, 9, "secret");
+        assert_eq!(nonces.verify(&old, "REGISTER", Some(&record), late), Err(Rejection::Stale));
+        let other = Nonces::new([8; 32], t0);
+        assert_eq!(other.state(&nonce, t0), NonceState::Forged);
+        assert_eq!(nonces.state("zz", t0), NonceState::Forged);
+    }
+
+    #[test]
+    fn credentials_parse_as_phones_send_them() {
+        let value = "Digest username=\"alice\", realm=\"example.test\", nonce=\"abc\", uri=\"sip:example.test\", response=\"DEAD\", algorithm=SHA-256, cnonce=\"x\", qop=auth, nc=0000000a";
+        let c = Credentials::parse(value).expect("parses");
+        assert_eq!((c.nc, c.algorithm, c.response.as_str()), (Some(10), Algorithm::Sha256, "dead"));
+        assert!(Credentials::parse("Basic YWxhZGRpbjpvcGVuc2VzYW1l").is_none());
+        assert!(Credentials::parse("Digest username=\"a\", algorithm=SHA-512-256, realm=\"r\", nonce=\"n\", uri=\"u\", response=\"r\"").is_none());
+    }
+}
