@@ -1,6 +1,7 @@
 //! Tests of the resolver: RFC 2782 SRV ordering, NAPTR regexps and ENUM
 //! names.
 
+use super::enum_lookup::is_e2u_sip;
 use super::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
