@@ -2,6 +2,10 @@
 //! (address, port, transport) targets to try, with NAPTR → SRV → A/AAAA,
 //! RFC 2782 SRV ordering, a dead-target memory for failover, and ENUM
 //! (RFC 6116) NAPTR lookups.
+//!
+//! This file holds the types and the RFC 3263 lookup itself; the SRV
+//! ordering (`srv`), the dead-target memory (`dead`) and ENUM
+//! (`enum_lookup`) live beside it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,10 +23,16 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use rand::Rng;
 use tracing::{debug, warn};
 
 use crate::DnsError;
+
+mod dead;
+mod enum_lookup;
+mod srv;
+
+pub use enum_lookup::{apply_naptr_regexp, enum_domain};
+pub use srv::order_srv;
 
 /// A SIP transport this node can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,39 +201,6 @@ fn fqdn(host: &str) -> Result<Name, DnsError> {
         Name::from_ascii(h).map_err(|e| DnsError::InvalidName(format!("{host}: {e}")))?;
     name.set_fqdn(true);
     Ok(name)
-}
-
-/// RFC 2782 ordering: ascending priority; within a priority, weighted random
-/// selection (zero-weight entries first in the pool, so they are picked only
-/// when the running sum reaches them — rarely when others have weight).
-pub fn order_srv<R: Rng + ?Sized>(mut records: Vec<SRV>, rng: &mut R) -> Vec<SRV> {
-    records.sort_by_key(|s| (s.priority, s.weight != 0));
-    let mut out = Vec::with_capacity(records.len());
-    let mut i = 0;
-    while i < records.len() {
-        let prio = records[i].priority;
-        let mut j = i;
-        while j < records.len() && records[j].priority == prio {
-            j += 1;
-        }
-        let mut pool: Vec<SRV> = records[i..j].to_vec();
-        while !pool.is_empty() {
-            let total: u32 = pool.iter().map(|s| u32::from(s.weight)).sum();
-            let pick = rng.random_range(0..=total);
-            let mut running = 0u32;
-            let mut chosen = pool.len() - 1;
-            for (k, s) in pool.iter().enumerate() {
-                running += u32::from(s.weight);
-                if running >= pick {
-                    chosen = k;
-                    break;
-                }
-            }
-            out.push(pool.remove(chosen));
-        }
-        i = j;
-    }
-    out
 }
 
 /// The name server could not be reached at all (as opposed to an error answer).
@@ -569,254 +546,7 @@ impl SipResolver {
             }
         }
     }
-
-    /// Remember a target as dead (timeout, transport error, 503) for
-    /// `dead_for`; [`SipResolver::resolve`] then puts it after the live ones.
-    pub fn mark_dead(&self, target: &Target) {
-        let until = Instant::now() + self.inner.config.dead_for;
-        self.inner
-            .dead
-            .lock()
-            .expect("dead lock")
-            .insert((target.addr, target.transport), until);
-    }
-
-    /// Forget that a target was dead (it answered again).
-    pub fn mark_alive(&self, target: &Target) {
-        self.inner
-            .dead
-            .lock()
-            .expect("dead lock")
-            .remove(&(target.addr, target.transport));
-    }
-
-    /// Whether a target is currently marked dead.
-    pub fn is_dead(&self, target: &Target) -> bool {
-        self.inner
-            .dead
-            .lock()
-            .expect("dead lock")
-            .get(&(target.addr, target.transport))
-            .is_some_and(|until| *until > Instant::now())
-    }
-
-    /// ENUM (RFC 6116): NAPTR for an E.164 number `"+12125551234"` under
-    /// `suffix` (`"e164.arpa"` when empty); the first usable `E2U+sip` URI
-    /// after applying the NAPTR regexp, by order/preference, or `None`.
-    pub async fn enum_lookup(&self, e164: &str, suffix: &str) -> Result<Option<String>, DnsError> {
-        let name = enum_domain(e164, suffix)?;
-        let aus = normalize_e164(e164)?;
-        let lookup = match self
-            .inner
-            .resolver
-            .lookup(name.clone(), RecordType::NAPTR)
-            .await
-        {
-            Ok(l) => l,
-            Err(e) if is_no_data(&e) => return Ok(None),
-            Err(e) => {
-                return Err(DnsError::Lookup {
-                    name: name.to_ascii(),
-                    reason: e.to_string(),
-                });
-            }
-        };
-        let mut naptrs: Vec<&NAPTR> = lookup
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::NAPTR(n) => Some(n),
-                _ => None,
-            })
-            .collect();
-        naptrs.sort_by_key(|n| (n.order, n.preference));
-        for n in naptrs {
-            if !n.flags.eq_ignore_ascii_case(b"u") || !is_e2u_sip(&n.services) {
-                continue;
-            }
-            let Ok(regexp) = std::str::from_utf8(&n.regexp) else {
-                continue;
-            };
-            match apply_naptr_regexp(regexp, &aus) {
-                Some(uri) if has_sip_scheme(&uri) => return Ok(Some(uri)),
-                Some(uri) => debug!(%uri, "ENUM result is not a SIP URI"),
-                None => debug!(%regexp, "ENUM regexp did not match"),
-            }
-        }
-        Ok(None)
-    }
-}
-
-fn has_sip_scheme(uri: &str) -> bool {
-    let lower = uri.to_ascii_lowercase();
-    lower.starts_with("sip:") || lower.starts_with("sips:")
-}
-
-/// `E2U+sip` (RFC 3764), also with a subtype (`E2U+sip:x`), and the old
-/// RFC 2916 spelling `sip+E2U`.
-fn is_e2u_sip(services: &[u8]) -> bool {
-    let Ok(s) = std::str::from_utf8(services) else {
-        return false;
-    };
-    let parts: Vec<String> = s.split('+').map(|p| p.to_ascii_lowercase()).collect();
-    let has_e2u = parts.iter().any(|p| p == "e2u");
-    let has_sip = parts.iter().any(|p| p == "sip" || p.starts_with("sip:"));
-    has_e2u && has_sip
-}
-
-/// `+1 212-555 1234` → `+12125551234`, or [`DnsError::InvalidE164`].
-fn normalize_e164(e164: &str) -> Result<String, DnsError> {
-    crate::e164::normalize_e164(e164).ok_or_else(|| DnsError::InvalidE164(e164.to_string()))
-}
-
-/// `+12125551234`, `e164.arpa` → `4.3.2.1.5.5.5.2.1.2.1.e164.arpa.`
-pub fn enum_domain(e164: &str, suffix: &str) -> Result<Name, DnsError> {
-    let aus = normalize_e164(e164)?;
-    let suffix = suffix.trim().trim_matches('.');
-    let suffix = if suffix.is_empty() {
-        "e164.arpa"
-    } else {
-        suffix
-    };
-    let mut labels: Vec<String> = aus[1..].chars().rev().map(|c| c.to_string()).collect();
-    labels.push(suffix.to_string());
-    fqdn(&labels.join("."))
-}
-
-/// Apply a NAPTR substitution expression (RFC 3402 §3.2:
-/// `<delim>ERE<delim>replacement<delim>flags`, backreferences `\1`..`\9`,
-/// flag `i` = case-insensitive) to `input`. `None` when malformed or no match.
-pub fn apply_naptr_regexp(expr: &str, input: &str) -> Option<String> {
-    let mut chars = expr.chars();
-    let delim = chars.next()?;
-    if delim.is_ascii_alphanumeric() || delim == '\\' {
-        return None;
-    }
-    // Split on unescaped delimiters; `\<delim>` stands for the delimiter itself.
-    let mut parts = vec![String::new()];
-    let mut escaped = false;
-    for c in chars {
-        if escaped {
-            if c != delim {
-                parts.last_mut()?.push('\\');
-            }
-            parts.last_mut()?.push(c);
-            escaped = false;
-        } else if c == '\\' {
-            escaped = true;
-        } else if c == delim {
-            parts.push(String::new());
-        } else {
-            parts.last_mut()?.push(c);
-        }
-    }
-    if escaped || parts.len() != 3 {
-        return None;
-    }
-    let (ere, repl, flags) = (&parts[0], &parts[1], &parts[2]);
-    let pattern = if flags.contains('i') {
-        format!("(?i){ere}")
-    } else {
-        ere.clone()
-    };
-    let re = regex::Regex::new(&pattern).ok()?;
-    let caps = re.captures(input)?;
-    let mut out = String::new();
-    let mut it = repl.chars().peekable();
-    while let Some(c) = it.next() {
-        if c == '\\' {
-            match it.next() {
-                Some(d @ '0'..='9') => {
-                    let idx = d.to_digit(10)? as usize;
-                    out.push_str(caps.get(idx).map(|m| m.as_str()).unwrap_or(""));
-                }
-                Some(other) => out.push(other),
-                None => out.push('\\'),
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
-
-    fn srv(priority: u16, weight: u16, port: u16) -> SRV {
-        SRV::new(priority, weight, port, Name::from_ascii("h.test.").unwrap())
-    }
-
-    #[test]
-    fn srv_priority_then_weight() {
-        let mut rng = StdRng::seed_from_u64(7);
-        let mut first_a = 0;
-        for _ in 0..2000 {
-            let o = order_srv(
-                vec![srv(20, 0, 9), srv(10, 10, 2), srv(10, 90, 1), srv(5, 0, 0)],
-                &mut rng,
-            );
-            let ports: Vec<u16> = o.iter().map(|s| s.port).collect();
-            assert_eq!(ports[0], 0);
-            assert_eq!(ports[3], 9);
-            if ports[1] == 1 {
-                first_a += 1;
-            }
-        }
-        // weight 90 vs 10 → ~90 % first (91/101 with the inclusive RFC draw)
-        assert!(
-            (1700..1900).contains(&first_a),
-            "weight-90 first {first_a} of 2000"
-        );
-    }
-
-    #[test]
-    fn srv_zero_weights_all_present() {
-        let mut rng = StdRng::seed_from_u64(1);
-        let o = order_srv(vec![srv(0, 0, 1), srv(0, 0, 2), srv(0, 5, 3)], &mut rng);
-        let mut ports: Vec<u16> = o.iter().map(|s| s.port).collect();
-        ports.sort();
-        assert_eq!(ports, vec![1, 2, 3]);
-    }
-
-    #[test]
-    fn naptr_regexp() {
-        assert_eq!(
-            apply_naptr_regexp("!^.*$!sip:info@example.com!", "+12125551234").as_deref(),
-            Some("sip:info@example.com")
-        );
-        assert_eq!(
-            apply_naptr_regexp(r"!^\+1(.*)$!sip:\1@gw.test!", "+12125551234").as_deref(),
-            Some("sip:2125551234@gw.test")
-        );
-        assert_eq!(
-            apply_naptr_regexp(r"/^\+44(.*)$/sip:\1@uk.test/i", "+12125551234"),
-            None
-        );
-        assert_eq!(
-            apply_naptr_regexp(r"#^\+(1)(2)(.*)$#sip:\3\#\1@x.test#", "+12125551234").as_deref(),
-            Some("sip:125551234#1@x.test")
-        );
-        assert_eq!(apply_naptr_regexp("!broken", "+1"), None);
-    }
-
-    #[test]
-    fn enum_names() {
-        assert_eq!(
-            enum_domain("+12125551234", "e164.arpa").unwrap().to_ascii(),
-            "4.3.2.1.5.5.5.2.1.2.1.e164.arpa."
-        );
-        assert_eq!(
-            enum_domain("+44 20 7946-0000", "").unwrap().to_ascii(),
-            "0.0.0.0.6.4.9.7.0.2.4.4.e164.arpa."
-        );
-        assert!(enum_domain("12125551234", "e164.arpa").is_err());
-        assert!(enum_domain("+12a", "e164.arpa").is_err());
-        assert!(is_e2u_sip(b"E2U+sip"));
-        assert!(is_e2u_sip(b"sip+E2U"));
-        assert!(!is_e2u_sip(b"E2U+tel"));
-    }
-}
+mod tests;
