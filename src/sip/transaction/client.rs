@@ -175,11 +175,13 @@ impl Transactions {
         self.terminate(key.0);
     }
 
-    /// Nothing more can reach `peer` (its connection closed, or a send to it
-    /// failed): every client transaction still waiting for its answer from
-    /// that peer ends with [`Event::Timeout`] (RFC 3261 §17.1.4). Over UDP
-    /// the failure is a local one (no route, a refused send), so the same
-    /// holds. A rare event: the transactions are scanned.
+    /// The transport failed towards `peer` (a connection could not be opened
+    /// or closed, a send was refused): every client transaction to that
+    /// peer that has heard nothing yet ends with [`Event::Timeout`]
+    /// (RFC 3261 §17.1.4), so its owner fails over now instead of after
+    /// Timer B/F. One that has a provisional response is left to its
+    /// timers: over TCP the server may open a new connection for the final
+    /// response (§18.2.2). A rare event: the transactions are scanned.
     pub fn peer_failed(&mut self, peer: Peer, now: Instant) {
         let failed: Vec<u64> = self
             .slab
@@ -190,7 +192,7 @@ impl Transactions {
                 Some(Txn {
                     kind: Kind::Client(client),
                     ..
-                }) if client.to == peer && client.state != ClientState::Completed => {
+                }) if client.to == peer && client.state == ClientState::Initial => {
                     Some((u64::from(entry.generation) << 32) | index as u64)
                 }
                 _ => None,

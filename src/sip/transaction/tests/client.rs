@@ -211,3 +211,29 @@ fn timer_e_is_t2_after_provisional_and_k_frees() {
     assert!(run_until(&mut tx, t0, t0 + ms(20_000)).is_empty());
     assert!(tx.is_empty());
 }
+
+#[test]
+fn a_failed_peer_ends_only_the_transactions_that_heard_nothing() {
+    let t0 = Instant::now();
+    let mut tx = Transactions::new(Timers::default());
+    let tcp = peer(TransportKind::Tcp, UAS);
+    let silent = tx.send_request(request("OPTIONS", "z9hG4bKp1", 1), tcp, t0);
+    let ringing_req = invite("z9hG4bKp2");
+    let ringing = tx.send_request(ringing_req.clone(), tcp, t0);
+    let elsewhere = tx.send_request(request("OPTIONS", "z9hG4bKp3", 2), udp(UAS), t0);
+    transmits(&mut tx);
+    tx.receive(answer(&ringing_req, 180, Some("t")), tcp, t0);
+    events(&mut tx);
+    tx.peer_failed(tcp, t0);
+    let ended: Vec<_> = events(&mut tx)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Timeout { key, .. } => Some(key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, vec![silent], "the ringing INVITE and the UDP one go on");
+    assert_ne!(ended[0], ringing);
+    assert_ne!(ended[0], elsewhere);
+    assert_eq!(tx.len(), 2);
+}
