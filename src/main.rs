@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: registrar and proxy for phones, member of the overlay.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Manage the users file (digest credentials; never the password itself).
     Users {
         #[command(subcommand)]
@@ -115,7 +115,7 @@ enum RoutingArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Node(args)) => args,
+        Some(Command::Node(args)) => *args,
         Some(Command::Users { command }) => return users(command),
         None => NodeArgs::default(),
     };

@@ -321,7 +321,7 @@ fn gateway_dns_tracks_the_live_gateways() {
             format!(
                 "{:?}\n{}",
                 sorted_srv("127.0.0.1:53"),
-                logs(&ns, &["g.log", "g2.log"])
+                logs(ns, &["g.log", "g2.log"])
             )
         },
     );
@@ -352,7 +352,7 @@ fn gateway_dns_tracks_the_live_gateways() {
             format!(
                 "{:?}\n{}",
                 ns.dig("127.0.0.1:53", "SRV", "_sip._udp.overlay.test"),
-                logs(&ns, &["g.log"])
+                logs(ns, &["g.log"])
             )
         },
     );
@@ -375,12 +375,12 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
     );
     let (ns, kamailio) = (&t.ns, t.kamailio());
 
-    let mut alice = sipp(&ns, "alice", "uas_message_call.xml", 5090)
+    let mut alice = sipp(ns, "alice", "uas_message_call.xml", 5090)
         .calls(2)
         .spawn();
     alice.wait_listening();
     register(
-        &ns,
+        ns,
         N,
         "alice@overlay.test",
         "sip:alice@127.0.0.1:5090",
@@ -388,20 +388,20 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
     );
     // bob is a phone of legacy.test, registered at Kamailio.
     register(
-        &ns,
+        ns,
         KAMAILIO,
         "bob@legacy.test",
         "sip:bob@127.0.0.1:5091",
         5191,
     );
     assert_eq!(
-        kamailio.contacts(&ns, "bob"),
+        kamailio.contacts(ns, "bob"),
         vec!["sip:bob@127.0.0.1:5091"]
     );
 
     let context = || t.logs();
     uac(
-        &ns,
+        ns,
         "bob-message",
         "uac_message.xml",
         5091,
@@ -411,7 +411,7 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
     .spawn()
     .expect_success_with(1, context);
     uac(
-        &ns,
+        ns,
         "bob-call",
         "uac_call.xml",
         5091,
@@ -470,13 +470,13 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
     let ns = &t.ns;
     let context = || t.logs();
 
-    let mut erin = sipp(&ns, "erin", "uas_cancel.xml", 5086).spawn();
+    let mut erin = sipp(ns, "erin", "uas_cancel.xml", 5086).spawn();
     erin.wait_listening();
-    register(&ns, N, "erin@overlay.test", "sip:erin@127.0.0.1:5086", 5186);
-    let mut frank = sipp(&ns, "frank", "uas_call_hangs_up.xml", 5087).spawn();
+    register(ns, N, "erin@overlay.test", "sip:erin@127.0.0.1:5086", 5186);
+    let mut frank = sipp(ns, "frank", "uas_call_hangs_up.xml", 5087).spawn();
     frank.wait_listening();
     register(
-        &ns,
+        ns,
         N,
         "frank@overlay.test",
         "sip:frank@127.0.0.1:5087",
@@ -484,7 +484,7 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
     );
 
     let bob = uac(
-        &ns,
+        ns,
         "bob-cancels",
         "uac_cancel.xml",
         5091,
@@ -507,7 +507,7 @@ fn legacy_calls_cancelled_and_hung_up_by_the_overlay_side() {
     );
 
     let bob = uac(
-        &ns,
+        ns,
         "bob-hung-up-on",
         "uac_call_callee_bye.xml",
         5091,
@@ -550,25 +550,25 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
         },
     );
     let (ns, kamailio) = (&t.ns, t.kamailio());
-    let mut carol = sipp(&ns, "carol", "uas_message_call.xml", 5092)
+    let mut carol = sipp(ns, "carol", "uas_message_call.xml", 5092)
         .calls(3)
         .spawn();
     carol.wait_listening();
     register(
-        &ns,
+        ns,
         KAMAILIO,
         "carol@legacy.test",
         "sip:carol@127.0.0.1:5092",
         5192,
     );
     assert_eq!(
-        kamailio.contacts(&ns, "carol"),
+        kamailio.contacts(ns, "carol"),
         vec!["sip:carol@127.0.0.1:5092"]
     );
 
     let context = || t.logs();
     uac(
-        &ns,
+        ns,
         "alice-message",
         "uac_message.xml",
         5093,
@@ -578,7 +578,7 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     .spawn()
     .expect_success_with(1, context);
     uac(
-        &ns,
+        ns,
         "alice-call",
         "uac_call.xml",
         5093,
@@ -588,7 +588,7 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     .spawn()
     .expect_success_with(1, context);
     // A number whose ENUM record names carol@legacy.test.
-    sipp(&ns, "alice-dials-carol", "uac_message_uri.xml", 5093)
+    sipp(ns, "alice-dials-carol", "uac_message_uri.xml", 5093)
         .to(G)
         .key("ruri", "tel:+12125550002")
         .spawn()
@@ -625,13 +625,13 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     );
 
     // Failover: _sip._udp.legacy2.test has priority 0 on a dead port.
-    let mut live = sipp(&ns, "legacy2-live", "uas_message.xml", 5096)
+    let mut live = sipp(ns, "legacy2-live", "uas_message.xml", 5096)
         .calls(2)
         .spawn();
     live.wait_listening();
     let started = Instant::now();
     uac(
-        &ns,
+        ns,
         "to-legacy2",
         "uac_message.xml",
         5093,
@@ -644,7 +644,7 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     // The dead target is remembered: the next request goes to the live one at once.
     let started = Instant::now();
     uac(
-        &ns,
+        ns,
         "to-legacy2-again",
         "uac_message.xml",
         5093,
@@ -673,11 +673,11 @@ fn overlay_phone_reaches_legacy_domains_by_rfc3263() {
     );
 
     // The same for a call: legacy3.test's first SRV target is dead too.
-    let mut live3 = sipp(&ns, "legacy3-live", "uas_call.xml", 5097).spawn();
+    let mut live3 = sipp(ns, "legacy3-live", "uas_call.xml", 5097).spawn();
     live3.wait_listening();
     let started = Instant::now();
     uac(
-        &ns,
+        ns,
         "call-legacy3",
         "uac_call.xml",
         5093,
@@ -725,10 +725,10 @@ fn cross_registration_both_ways() {
     let context = || t.logs();
 
     // Overlay → legacy: alice registers at N; G registers her at Kamailio.
-    let mut alice = sipp(&ns, "alice", "uas_message_call.xml", 5090).spawn();
+    let mut alice = sipp(ns, "alice", "uas_message_call.xml", 5090).spawn();
     alice.wait_listening();
     register(
-        &ns,
+        ns,
         N,
         "alice@overlay.test",
         "sip:alice@127.0.0.1:5090",
@@ -737,11 +737,11 @@ fn cross_registration_both_ways() {
     wait_until(
         "Kamailio's location table has alice@legacy.test → the gateway",
         Duration::from_secs(15),
-        || kamailio.contacts(&ns, "alice") == vec!["sip:alice@127.0.0.1:5060"],
-        || format!("{}\n{}", kamailio.ul_dump(&ns), context()),
+        || kamailio.contacts(ns, "alice") == vec!["sip:alice@127.0.0.1:5060"],
+        || format!("{}\n{}", kamailio.ul_dump(ns), context()),
     );
     uac(
-        &ns,
+        ns,
         "bob-call",
         "uac_call.xml",
         5091,
@@ -763,12 +763,12 @@ fn cross_registration_both_ways() {
 
     // G refreshes the registration before it expires (10 s asked, refresh
     // at half): same Call-ID, next CSeq.
-    let first = kamailio.contact_fields(&ns, "alice");
+    let first = kamailio.contact_fields(ns, "alice");
     wait_until(
         "G refreshes alice's registration at Kamailio",
         Duration::from_secs(10),
         || {
-            let now = kamailio.contact_fields(&ns, "alice");
+            let now = kamailio.contact_fields(ns, "alice");
             now.len() == 1
                 && now[0].get("Call-ID") == first[0].get("Call-ID")
                 && now[0]
@@ -776,27 +776,27 @@ fn cross_registration_both_ways() {
                     .and_then(|c| c.parse::<u32>().ok())
                     .is_some_and(|c| c >= 2)
         },
-        || format!("{}\n{}", kamailio.ul_dump(&ns), context()),
+        || format!("{}\n{}", kamailio.ul_dump(ns), context()),
     );
 
     // Legacy → overlay: carol2@legacy.test registers with G as outbound proxy.
-    let mut carol2 = sipp(&ns, "carol2", "uas_message.xml", 5094).spawn();
+    let mut carol2 = sipp(ns, "carol2", "uas_message.xml", 5094).spawn();
     carol2.wait_listening();
     register(
-        &ns,
+        ns,
         G,
         "carol2@legacy.test",
         "sip:carol2@127.0.0.1:5094",
         5194,
     );
     assert_eq!(
-        kamailio.contacts(&ns, "carol2"),
+        kamailio.contacts(ns, "carol2"),
         vec!["sip:carol2@127.0.0.1:5094"],
         "carol2 registered at Kamailio through G"
     );
     // N: locate_in_overlay = legacy.test, no name server that knows legacy.test.
     uac(
-        &ns,
+        ns,
         "to-carol2",
         "uac_message.xml",
         5095,
@@ -815,7 +815,7 @@ fn cross_registration_both_ways() {
 
     // A legacy phone configured with the gateway's address as registrar
     // (Request-URI sip:127.0.0.1:5060): registered at Kamailio all the same.
-    sipp(&ns, "register-carol3", "register_at_server.xml", 5196)
+    sipp(ns, "register-carol3", "register_at_server.xml", 5196)
         .to(G)
         .key("user", "carol3")
         .key("domain", "legacy.test")
@@ -824,14 +824,14 @@ fn cross_registration_both_ways() {
         .spawn()
         .expect_success_with(1, context);
     assert_eq!(
-        kamailio.contacts(&ns, "carol3"),
+        kamailio.contacts(ns, "carol3"),
         vec!["sip:carol3@127.0.0.1:5096"],
         "carol3 registered at Kamailio through G"
     );
 
     // alice leaves the ring: G de-registers her at Kamailio.
     register_for(
-        &ns,
+        ns,
         N,
         "alice@overlay.test",
         "sip:alice@127.0.0.1:5090",
@@ -841,12 +841,12 @@ fn cross_registration_both_ways() {
     wait_until(
         "alice gone from Kamailio's location table",
         Duration::from_secs(15),
-        || kamailio.contacts(&ns, "alice").is_empty(),
-        || format!("{}\n{}", kamailio.ul_dump(&ns), context()),
+        || kamailio.contacts(ns, "alice").is_empty(),
+        || format!("{}\n{}", kamailio.ul_dump(ns), context()),
     );
     // carol2 de-registers through G: gone from Kamailio.
     register_for(
-        &ns,
+        ns,
         G,
         "carol2@legacy.test",
         "sip:carol2@127.0.0.1:5094",
@@ -854,9 +854,9 @@ fn cross_registration_both_ways() {
         0,
     );
     assert!(
-        kamailio.contacts(&ns, "carol2").is_empty(),
+        kamailio.contacts(ns, "carol2").is_empty(),
         "carol2 de-registered at Kamailio through G:\n{}",
-        kamailio.ul_dump(&ns)
+        kamailio.ul_dump(ns)
     );
 }
 
@@ -877,13 +877,13 @@ fn telephone_numbers_take_enum_then_the_pstn() {
     let ns = &t.ns;
     let context = || t.logs();
 
-    let mut pstn = sipp(&ns, "pstn", "uas_message_call.xml", 5098)
+    let mut pstn = sipp(ns, "pstn", "uas_message_call.xml", 5098)
         .calls(4)
         .spawn();
     pstn.wait_listening();
-    let mut dave = sipp(&ns, "dave", "uas_message.xml", 5097).spawn();
+    let mut dave = sipp(ns, "dave", "uas_message.xml", 5097).spawn();
     dave.wait_listening();
-    register(&ns, N, "dave@overlay.test", "sip:dave@127.0.0.1:5097", 5197);
+    register(ns, N, "dave@overlay.test", "sip:dave@127.0.0.1:5097", 5197);
 
     for ruri in [
         "tel:+1-212-555-0000",
@@ -893,7 +893,7 @@ fn telephone_numbers_take_enum_then_the_pstn() {
         // number again, which must not be looked up again.
         "tel:+12125557777",
     ] {
-        sipp(&ns, "caller", "uac_message_uri.xml", 5099)
+        sipp(ns, "caller", "uac_message_uri.xml", 5099)
             .to(G)
             .key("ruri", ruri)
             .spawn()
@@ -901,7 +901,7 @@ fn telephone_numbers_take_enum_then_the_pstn() {
     }
     // A call to a number without ENUM record: to the PSTN gateway, and the
     // gateway stays in the dialog (Record-Route) although To is a tel: URI.
-    let call = sipp(&ns, "caller-call", "uac_call_uri.xml", 5099)
+    let call = sipp(ns, "caller-call", "uac_call_uri.xml", 5099)
         .to(G)
         .key("ruri", "tel:+12125550000")
         .spawn()
@@ -969,11 +969,11 @@ fn pstn_gateway_challenge_is_answered() {
     );
     let ns = &t.ns;
     let context = || t.logs();
-    let mut pstn = sipp(&ns, "pstn", "uas_message_auth.xml", 5098)
+    let mut pstn = sipp(ns, "pstn", "uas_message_auth.xml", 5098)
         .key("user", "gateway")
         .spawn();
     pstn.wait_listening();
-    sipp(&ns, "caller", "uac_message_uri.xml", 5099)
+    sipp(ns, "caller", "uac_message_uri.xml", 5099)
         .to(G)
         .key("ruri", "tel:+12125550000")
         .spawn()
@@ -990,11 +990,11 @@ fn pstn_gateway_challenge_is_answered() {
 
     // A call: the INVITE is challenged, answered, and the gateway stays in
     // the dialog with one Record-Route.
-    let mut pstn = sipp(&ns, "pstn-call", "uas_call_auth.xml", 5098)
+    let mut pstn = sipp(ns, "pstn-call", "uas_call_auth.xml", 5098)
         .key("user", "gateway")
         .spawn();
     pstn.wait_listening();
-    sipp(&ns, "caller-call", "uac_call_uri.xml", 5099)
+    sipp(ns, "caller-call", "uac_call_uri.xml", 5099)
         .to(G)
         .key("ruri", "tel:+12125550000")
         .spawn()
@@ -1046,19 +1046,19 @@ fn cross_registration_of_a_user_with_two_phones() {
         ("sip:alice@127.0.0.1:5090", 5190),
         ("sip:alice@127.0.0.1:5091", 5191),
     ] {
-        register_for(&ns, N, "alice@overlay.test", contact, port, 5);
+        register_for(ns, N, "alice@overlay.test", contact, port, 5);
     }
     wait_until(
         "Kamailio's location table has alice → the gateway",
         Duration::from_secs(10),
-        || kamailio.contacts(&ns, "alice") == vec!["sip:alice@127.0.0.1:5060"],
-        || format!("{}\n{}", kamailio.ul_dump(&ns), context()),
+        || kamailio.contacts(ns, "alice") == vec!["sip:alice@127.0.0.1:5060"],
+        || format!("{}\n{}", kamailio.ul_dump(ns), context()),
     );
     for (contact, port) in [
         ("sip:alice@127.0.0.1:5090", 5190),
         ("sip:alice@127.0.0.1:5091", 5191),
     ] {
-        register_for(&ns, N, "alice@overlay.test", contact, port, 60);
+        register_for(ns, N, "alice@overlay.test", contact, port, 60);
     }
     assert!(
         first.elapsed() < Duration::from_secs(4),
@@ -1070,7 +1070,7 @@ fn cross_registration_of_a_user_with_two_phones() {
     // as an event): alice must stay.
     while first.elapsed() < Duration::from_secs(10) {
         assert_eq!(
-            kamailio.contacts(&ns, "alice"),
+            kamailio.contacts(ns, "alice"),
             vec!["sip:alice@127.0.0.1:5060"],
             "alice (two phones, refreshed for 60 s) was dropped at Kamailio after {:?}\n{}",
             first.elapsed(),

@@ -84,6 +84,8 @@ pub enum Rejection {
 pub struct Nonces {
     secret: [u8; 32],
     epoch: Instant,
+    /// Makes every nonce unique, also two made in one millisecond.
+    serial: u32,
     /// Highest `nc` accepted per nonce, and when the nonce was made.
     counts: HashMap<String, (u32, Instant)>,
 }
@@ -93,34 +95,38 @@ impl Nonces {
         Nonces {
             secret,
             epoch,
+            serial: 0,
             counts: HashMap::new(),
         }
     }
 
-    fn mac(&self, stamp: u64) -> String {
+    fn mac(&self, stamp: u64, serial: u32) -> String {
         let mut mac = match Hmac::<Sha256>::new_from_slice(&self.secret) {
             Ok(mac) => mac,
             Err(_) => return String::new(),
         };
         mac.update(&stamp.to_be_bytes());
+        mac.update(&serial.to_be_bytes());
         hex(&mac.finalize().into_bytes()[..16])
     }
 
-    /// A new nonce: the time it was made and an HMAC over it.
-    pub fn make(&self, now: Instant) -> String {
+    /// A new nonce: the time it was made, a serial number, and an HMAC over both.
+    pub fn make(&mut self, now: Instant) -> String {
         let stamp = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        format!("{stamp:016x}{}", self.mac(stamp))
+        self.serial = self.serial.wrapping_add(1);
+        format!("{stamp:016x}{:08x}{}", self.serial, self.mac(stamp, self.serial))
     }
 
     /// Whether `nonce` is ours and still fresh.
     pub fn state(&self, nonce: &str, now: Instant) -> NonceState {
-        let (Some(stamp), Some(mac)) = (nonce.get(..16), nonce.get(16..)) else {
+        let (Some(stamp), Some(serial), Some(mac)) = (nonce.get(..16), nonce.get(16..24), nonce.get(24..))
+        else {
             return NonceState::Forged;
         };
-        let Ok(stamp) = u64::from_str_radix(stamp, 16) else {
+        let (Ok(stamp), Ok(serial)) = (u64::from_str_radix(stamp, 16), u32::from_str_radix(serial, 16)) else {
             return NonceState::Forged;
         };
-        if !constant_time_eq(mac.as_bytes(), self.mac(stamp).as_bytes()) {
+        if !constant_time_eq(mac.as_bytes(), self.mac(stamp, serial).as_bytes()) {
             return NonceState::Forged;
         }
         let made = self.epoch + Duration::from_millis(stamp);
@@ -192,10 +198,14 @@ fn expected_response(record: &UserRecord, c: &Credentials, method: &str) -> Stri
     }
 }
 
-/// The challenge header values, SHA-256 first (RFC 8760 §3).
+/// The challenge header values: MD5 first, then SHA-256 (RFC 8760). RFC
+/// 8760 would list the preferred one first, but many clients read only the
+/// first challenge and give up on an algorithm they do not know (SIPp 3.6:
+/// "authentication must use MD5"); a client that knows SHA-256 finds it in
+/// the second (docs/security.md).
 pub fn challenges(realm: &str, nonce: &str, stale: bool) -> [String; 2] {
     let stale = if stale { ", stale=true" } else { "" };
-    [Algorithm::Sha256, Algorithm::Md5].map(|a| {
+    [Algorithm::Md5, Algorithm::Sha256].map(|a| {
         format!(
             "Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}",
             a.name()
@@ -236,6 +246,7 @@ mod tests {
         let mut nonces = Nonces::new([7; 32], t0);
         let record = UserRecord::new(Aor::new("alice", "example.test"), "secret");
         let nonce = nonces.make(t0);
+        assert_ne!(nonces.make(t0), nonce, "two nonces in one instant differ");
         for algorithm in [Algorithm::Sha256, Algorithm::Md5] {
             let good = answer(&nonce, algorithm, if algorithm == Algorithm::Md5 { 2 } else { 1 }, "secret");
             assert_eq!(nonces.verify(&good, "REGISTER", Some(&record), t0), Ok(()));
@@ -251,7 +262,8 @@ mod tests {
         let late = t0 + NONCE_LIFETIME + Duration::from_secs(1);
         let old = answer(&nonce, Algorithm::Md5, 9, "secret");
         assert_eq!(nonces.verify(&old, "REGISTER", Some(&record), late), Err(Rejection::Stale));
-        let other = Nonces::new([8; 32], t0);
+        let mut other = Nonces::new([8; 32], t0);
+        let _ = other.make(t0);
         assert_eq!(other.state(&nonce, t0), NonceState::Forged);
         assert_eq!(nonces.state("zz", t0), NonceState::Forged);
     }

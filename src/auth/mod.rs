@@ -228,7 +228,7 @@ impl Auth {
         Verdict::Pass { user: Some(aor) }
     }
 
-    fn challenge(&self, request: &Request, realm: &str, stale: bool, now: Instant) -> Verdict {
+    fn challenge(&mut self, request: &Request, realm: &str, stale: bool, now: Instant) -> Verdict {
         let register = request.method == Method::REGISTER;
         let (status, header) = if register {
             (401, Name::WWW_AUTHENTICATE)
@@ -241,6 +241,22 @@ impl Auth {
             response.headers.insert(header.clone(), value);
         }
         Verdict::Respond(response)
+    }
+}
+
+/// Removes the proxy credentials a request carried for our `realm` before
+/// it is forwarded (RFC 3261 §22.3: they were for us, not the next hop).
+pub fn consume_credentials(request: &mut Request, realm: &str) {
+    let values: Vec<_> = request.headers.get_raw(&Name::PROXY_AUTHORIZATION).cloned().collect();
+    if values.is_empty() {
+        return;
+    }
+    request.headers.remove(&Name::PROXY_AUTHORIZATION);
+    for value in values {
+        let ours = Credentials::parse(&value).is_some_and(|c| c.realm.eq_ignore_ascii_case(realm));
+        if !ours {
+            request.headers.insert(Name::PROXY_AUTHORIZATION, value);
+        }
     }
 }
 

@@ -520,8 +520,8 @@ impl Core {
                 key,
                 owner,
                 response,
-            } => self.to_owner(owner, key, Some(response), now),
-            Event::Timeout { key, owner } => self.to_owner(owner, key, None, now),
+            } => self.hand_to_owner(owner, key, Some(response), now),
+            Event::Timeout { key, owner } => self.hand_to_owner(owner, key, None, now),
             Event::StrayResponse { response, .. } => {
                 let local = self.config.local;
                 let ours = response.top_via().is_some_and(|via| {
@@ -537,7 +537,7 @@ impl Core {
 
     /// A response (or, with none, a timeout) on a client transaction, to the
     /// component that started it.
-    fn to_owner(
+    fn hand_to_owner(
         &mut self,
         owner: Owner,
         key: crate::sip::transaction::ClientKey,

@@ -96,7 +96,14 @@ impl Core {
                 parked.aor = aor;
                 self.fetch_credentials(parked, now)
             }
-            Verdict::Pass { user } => self.serve(parked.key, parked.request, parked.from, user, now),
+            Verdict::Pass { user } => {
+                if let Some(aor) = &user
+                    && let Some((_, realm)) = aor.as_str().rsplit_once('@')
+                {
+                    crate::auth::consume_credentials(&mut parked.request, realm);
+                }
+                self.serve(parked.key, parked.request, parked.from, user, now)
+            }
         }
     }
 

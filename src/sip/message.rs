@@ -580,6 +580,23 @@ pub fn reason_phrase(status: u16) -> &'static str {
         })
 }
 
+/// The To tag for a response this node makes itself (RFC 3261 §8.2.6.2): a
+/// hash of what makes the request unique (Call-ID, From, the top Via, CSeq),
+/// as Kamailio's `sl` module does. The same request always gets the same tag
+/// (a retransmitted answer names the same dialog), different requests get
+/// different ones, and no random source is needed: a core fed the same
+/// messages answers the same.
+pub fn local_tag(headers: &Headers) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    for name in [&Name::CALL_ID, &Name::FROM, &Name::VIA, &Name::CSEQ] {
+        if let Some(value) = headers.get_raw(name).next() {
+            value.as_bytes().hash(&mut hasher);
+        }
+    }
+    format!("{:016x}", hasher.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,21 +705,4 @@ mod tests {
         assert!(pop_top_via(&mut resp.headers).is_some());
         assert!(resp.top_via().is_none());
     }
-}
-
-/// The To tag for a response this node makes itself (RFC 3261 §8.2.6.2): a
-/// hash of what makes the request unique (Call-ID, From, the top Via, CSeq),
-/// as Kamailio's `sl` module does. The same request always gets the same tag
-/// (a retransmitted answer names the same dialog), different requests get
-/// different ones, and no random source is needed: a core fed the same
-/// messages answers the same.
-pub fn local_tag(headers: &Headers) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::hash::DefaultHasher::new();
-    for name in [&Name::CALL_ID, &Name::FROM, &Name::VIA, &Name::CSEQ] {
-        if let Some(value) = headers.get_raw(name).next() {
-            value.as_bytes().hash(&mut hasher);
-        }
-    }
-    format!("{:016x}", hasher.finish())
 }

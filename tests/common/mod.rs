@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod phone;
 
 use std::collections::HashSet;
 use std::fs;
@@ -527,6 +528,13 @@ impl<'a> SippBuilder<'a> {
     pub fn key(mut self, name: &str, value: &str) -> Self {
         self.args
             .extend(["-key".to_string(), name.to_string(), value.to_string()]);
+        self
+    }
+
+    /// Digest credentials for `[authentication]` (`-au USER -ap PASSWORD`).
+    pub fn credentials(mut self, user: &str, password: &str) -> Self {
+        self.args
+            .extend(["-au".to_string(), user.to_string(), "-ap".to_string(), password.to_string()]);
         self
     }
 
