@@ -42,7 +42,12 @@ fn register_users(world: &mut World, users: &[&str]) -> Vec<usize> {
 /// Messages delivered to `addr` whose first line starts with `start`.
 fn delivered_to(world: &World, addr: SocketAddr, start: &str) -> usize {
     let needle = format!("> {addr} {start}");
-    world.trace.lines.iter().filter(|l| l.contains(&needle)).count()
+    world
+        .trace
+        .lines
+        .iter()
+        .filter(|l| l.contains(&needle))
+        .count()
 }
 
 // ---------------------------------------------------------------- the big one
@@ -87,13 +92,20 @@ fn big_run(seed: u64) -> Figures {
                     break c;
                 }
             };
-            let at = start + Duration::from_micros(world.rng.random_range(0..over.as_micros() as u64));
+            let at =
+                start + Duration::from_micros(world.rng.random_range(0..over.as_micros() as u64));
             let target = world.uri(&world.phones[callee].user.clone());
             let action = if world.rng.random_bool(0.7) {
                 let hold = ms(world.rng.random_range(500..3000));
-                Action::Call { target, hold: Some(hold) }
+                Action::Call {
+                    target,
+                    hold: Some(hold),
+                }
             } else {
-                Action::Message { target, body: "hello".into() }
+                Action::Message {
+                    target,
+                    body: "hello".into(),
+                }
             };
             world.schedule(at, caller, action);
         }
@@ -117,8 +129,13 @@ fn big_run(seed: u64) -> Figures {
 
     let all: Vec<usize> = phones.clone();
     ops(&mut world, OPS, &all, secs(60));
-    (figures.calls, figures.answered, figures.hung_up, figures.messages, figures.delivered) =
-        tally(&world, Duration::ZERO);
+    (
+        figures.calls,
+        figures.answered,
+        figures.hung_up,
+        figures.messages,
+        figures.delivered,
+    ) = tally(&world, Duration::ZERO);
 
     // A fifth of the nodes crash; their phones move to a live node.
     let before = world.live_nodes();
@@ -144,17 +161,29 @@ fn big_run(seed: u64) -> Figures {
         .copied()
         .filter(|p| {
             let aor = format!("{}@{domain}", world.phones[*p].user);
-            world.holders(&aor, &before).iter().any(|h| survivors.contains(h))
+            world
+                .holders(&aor, &before)
+                .iter()
+                .any(|h| survivors.contains(h))
         })
         .collect();
     figures.reachable_users = reachable.len();
     let since = world.now();
     ops(&mut world, OPS / 2, &reachable, secs(30));
     let (calls, answered, _, messages, delivered) = tally(&world, since);
-    (figures.calls_after, figures.answered_after, figures.messages_after, figures.delivered_after) =
-        (calls, answered, messages, delivered);
+    (
+        figures.calls_after,
+        figures.answered_after,
+        figures.messages_after,
+        figures.delivered_after,
+    ) = (calls, answered, messages, delivered);
     figures.hash = world.trace_hash();
-    eprintln!("seed {seed}: {} messages delivered, {} dropped, {:?} virtual", world.trace.messages, world.dropped, world.now());
+    eprintln!(
+        "seed {seed}: {} messages delivered, {} dropped, {:?} virtual",
+        world.trace.messages,
+        world.dropped,
+        world.now()
+    );
     figures
 }
 
@@ -167,16 +196,28 @@ fn fifty_nodes_two_hundred_phones_a_thousand_calls_and_a_crash() {
         let c = big_run(2);
         (a.join().unwrap(), b.join().unwrap(), c)
     });
-    eprintln!("seed 1: {a:?}\nseed 2: {c:?}\nwall: {:?}", started.elapsed());
+    eprintln!(
+        "seed 1: {a:?}\nseed 2: {c:?}\nwall: {:?}",
+        started.elapsed()
+    );
     for f in [&a, &c] {
         assert!(f.calls > 600 && f.messages > 200, "{f:?}");
-        assert!(f.answered * 100 >= f.calls * 99, "≥ 99% of calls answered: {f:?}");
+        assert!(
+            f.answered * 100 >= f.calls * 99,
+            "≥ 99% of calls answered: {f:?}"
+        );
         assert!(f.hung_up * 100 >= f.answered * 99, "BYEs answered: {f:?}");
         assert_eq!(f.delivered, f.messages, "every MESSAGE 200: {f:?}");
         assert_eq!(f.crashed, NODES / 5);
         assert!(f.reachable_users >= USERS * 9 / 10, "{f:?}");
-        assert!(f.answered_after * 100 >= f.calls_after * 99, "after the crash: {f:?}");
-        assert_eq!(f.delivered_after, f.messages_after, "MESSAGEs after the crash: {f:?}");
+        assert!(
+            f.answered_after * 100 >= f.calls_after * 99,
+            "after the crash: {f:?}"
+        );
+        assert_eq!(
+            f.delivered_after, f.messages_after,
+            "MESSAGEs after the crash: {f:?}"
+        );
     }
     assert_eq!(a, b, "one seed, one run");
     assert_ne!(a.hash, c.hash, "another seed, another run");
@@ -195,7 +236,10 @@ fn forking(seed: u64, busy_q: Option<f32>, answer_q: Option<f32>) -> (World, usi
     world.phones[busy].answer = Answer::Busy;
     world.phones[busy].q = busy_q;
     world.phones[answers].q = answer_q;
-    assert_eq!(world.register_all(&[carol, busy, answers], 600, secs(1), secs(30)), 3);
+    assert_eq!(
+        world.register_all(&[carol, busy, answers], 600, secs(1), secs(30)),
+        3
+    );
     let target = world.uri("dave");
     world.call(carol, &target, None);
     world.run_for(secs(10));
@@ -208,12 +252,22 @@ fn forking_parallel_busy_and_answer() {
     let call = &world.phones[carol].calls[0];
     assert_eq!(call.status, Some(200), "{call:?}");
     assert_eq!(call.extra_2xx, 0);
-    assert_eq!(world.phones[busy].incoming.len(), 1, "the busy phone was tried");
+    assert_eq!(
+        world.phones[busy].incoming.len(),
+        1,
+        "the busy phone was tried"
+    );
     assert_eq!(world.phones[answers].incoming.len(), 1);
     let carol_addr = world.phones[carol].addr;
-    assert_eq!(delivered_to(&world, carol_addr, "SIP/2.0 486"), 0, "486 not relayed");
+    assert_eq!(
+        delivered_to(&world, carol_addr, "SIP/2.0 486"),
+        0,
+        "486 not relayed"
+    );
     // Same q: both branches start together.
-    let gap = world.phones[answers].incoming[0].at.abs_diff(world.phones[busy].incoming[0].at);
+    let gap = world.phones[answers].incoming[0]
+        .at
+        .abs_diff(world.phones[busy].incoming[0].at);
     assert!(gap < ms(100), "parallel: {gap:?}");
 }
 
@@ -222,10 +276,21 @@ fn forking_sequential_by_q() {
     let (world, carol, busy, answers) = forking(12, Some(1.0), Some(0.5));
     let call = &world.phones[carol].calls[0];
     assert_eq!(call.status, Some(200), "{call:?}");
-    let (b, a) = (&world.phones[busy].incoming, &world.phones[answers].incoming);
+    let (b, a) = (
+        &world.phones[busy].incoming,
+        &world.phones[answers].incoming,
+    );
     assert_eq!((b.len(), a.len()), (1, 1));
-    assert!(b[0].at < a[0].at, "the higher q first, then the other: {:?} {:?}", b[0].at, a[0].at);
-    assert_eq!(delivered_to(&world, world.phones[carol].addr, "SIP/2.0 486"), 0);
+    assert!(
+        b[0].at < a[0].at,
+        "the higher q first, then the other: {:?} {:?}",
+        b[0].at,
+        a[0].at
+    );
+    assert_eq!(
+        delivered_to(&world, world.phones[carol].addr, "SIP/2.0 486"),
+        0
+    );
 }
 
 // ------------------------------------------------------------------- CANCEL
@@ -243,10 +308,16 @@ fn cancel_during_lookup_and_while_ringing() {
     // The caller's node holds no copy of the callee's bindings: the lookup
     // crosses the ring (at least one round trip of 40 ms or more).
     let holders = world.holders(&format!("gina@{domain}"), &all);
-    let home = *all.iter().find(|n| !holders.contains(n)).expect("a node that is no holder");
+    let home = *all
+        .iter()
+        .find(|n| !holders.contains(n))
+        .expect("a node that is no holder");
     let hank = world.add_phone("hank", home);
     let gina = world.add_phone("gina", holders[0]);
-    world.phones[gina].answer = Answer::Ring { ring: ms(10), answer: secs(5) };
+    world.phones[gina].answer = Answer::Ring {
+        ring: ms(10),
+        answer: secs(5),
+    };
     assert_eq!(world.register_all(&[hank, gina], 600, secs(1), secs(30)), 2);
     world.run_for(secs(2));
 
@@ -261,12 +332,18 @@ fn cancel_during_lookup_and_while_ringing() {
     assert_eq!(call.status, Some(487), "{call:?}");
     assert_eq!(call.cancel_status, Some(200));
     assert_eq!(call.extra_2xx, 0);
-    assert!(world.phones[gina].incoming.is_empty(), "never reached the callee");
+    assert!(
+        world.phones[gina].incoming.is_empty(),
+        "never reached the callee"
+    );
 
     // While ringing.
     let second = world.call(hank, &target, None);
     world.run_for(secs(2));
-    assert_eq!(world.phones[hank].calls[second].provisional.last(), Some(&180));
+    assert_eq!(
+        world.phones[hank].calls[second].provisional.last(),
+        Some(&180)
+    );
     world.cancel(hank, second);
     world.run_for(secs(10));
     let call = &world.phones[hank].calls[second];
@@ -289,13 +366,19 @@ fn timer_c_ends_a_call_that_rings_for_ever() {
     assert_eq!(world.register_all(&[ivan, judy], 600, secs(1), secs(30)), 2);
     let call = world.call(ivan, &world.uri("judy"), None);
     world.run_for(secs(170));
-    assert_eq!(world.phones[ivan].calls[call].status, None, "still ringing at 170 s");
+    assert_eq!(
+        world.phones[ivan].calls[call].status, None,
+        "still ringing at 170 s"
+    );
     world.run_for(secs(20));
     let call = &world.phones[ivan].calls[call];
     assert!(matches!(call.status, Some(408 | 480 | 487)), "{call:?}");
     let took = call.final_at.unwrap() - call.started;
     assert!(took >= secs(180) && took < secs(185), "Timer C: {took:?}");
-    assert!(world.phones[judy].incoming[0].cancelled, "the branch was cancelled");
+    assert!(
+        world.phones[judy].incoming[0].cancelled,
+        "the branch was cancelled"
+    );
 }
 
 // ------------------------------------------------------ the ring under loss
@@ -311,14 +394,29 @@ fn registrations_and_calls_through_a_lossy_ring() {
         let caller = phones[k % phones.len()];
         let callee = phones[(k * 7 + 3) % phones.len()];
         let target = world.uri(&world.phones[callee].user.clone());
-        world.schedule(world.now() + ms(200 * k as u64), caller, Action::Call { target, hold: Some(secs(1)) });
+        world.schedule(
+            world.now() + ms(200 * k as u64),
+            caller,
+            Action::Call {
+                target,
+                hold: Some(secs(1)),
+            },
+        );
     }
     world.run_for(secs(60));
     let calls: Vec<_> = world.phones.iter().flat_map(|p| p.calls.iter()).collect();
     let answered = calls.iter().filter(|c| c.status == Some(200)).count();
-    eprintln!("lossy: {answered}/{} answered, {} dropped", calls.len(), world.dropped);
+    eprintln!(
+        "lossy: {answered}/{} answered, {} dropped",
+        calls.len(),
+        world.dropped
+    );
     assert!(world.dropped > 100, "the loss was real");
-    assert!(answered * 100 >= calls.len() * 95, "{answered}/{}", calls.len());
+    assert!(
+        answered * 100 >= calls.len() * 95,
+        "{answered}/{}",
+        calls.len()
+    );
 }
 
 // ---------------------------------------------------- cross-registration
@@ -343,7 +441,11 @@ fn cross_registration_is_refreshed_then_removed() {
         ..GatewayConfig::default()
     };
     world.add_node_with(config, None);
-    world.add_registrar(LegacyRegistrar::new(LEGACY.parse().unwrap(), "legacy.test", "gateway"));
+    world.add_registrar(LegacyRegistrar::new(
+        LEGACY.parse().unwrap(),
+        "legacy.test",
+        "gateway",
+    ));
     world.grow(3, ms(20), secs(10));
     let erin = world.add_phone("erin", 2);
     assert_eq!(world.register_all(&[erin], 60, secs(1), secs(30)), 1);
@@ -351,13 +453,20 @@ fn cross_registration_is_refreshed_then_removed() {
     let legacy = &world.registrars[0];
     let seen: Vec<_> = legacy.seen.iter().filter(|s| s.user == "erin").collect();
     assert!(seen.iter().any(|s| s.status == 401), "challenged: {seen:?}");
-    assert!(legacy.successful_registers("erin") >= 2, "registered and refreshed: {seen:?}");
+    assert!(
+        legacy.successful_registers("erin") >= 2,
+        "registered and refreshed: {seen:?}"
+    );
     assert!(!legacy.deregistered("erin"));
 
     world.act(erin, Action::Register(0));
     world.run_for(secs(30));
     let legacy = &world.registrars[0];
-    assert!(legacy.deregistered("erin"), "Expires 0 after the binding went: {:?}", legacy.seen);
+    assert!(
+        legacy.deregistered("erin"),
+        "Expires 0 after the binding went: {:?}",
+        legacy.seen
+    );
 }
 
 // --------------------------------------------------------- gateway failover
@@ -371,8 +480,13 @@ fn a_foreign_call_fails_over_to_the_second_target() {
     let dead: SocketAddr = "127.0.9.50:5060".parse().unwrap();
     let second: SocketAddr = "127.0.9.51:5060".parse().unwrap();
     let leo = world.add_phone_at(second, "leo", 0);
-    let udp = |addr| Peer { transport: TransportKind::Udp, addr };
-    world.dns.insert("far.test".into(), vec![udp(dead), udp(second)]);
+    let udp = |addr| Peer {
+        transport: TransportKind::Udp,
+        addr,
+    };
+    world
+        .dns
+        .insert("far.test".into(), vec![udp(dead), udp(second)]);
     let call = world.call(kim, "sip:leo@far.test", Some(secs(1)));
     world.run_for(secs(15));
     let call = &world.phones[kim].calls[call];
@@ -380,5 +494,9 @@ fn a_foreign_call_fails_over_to_the_second_target() {
     let took = call.final_at.unwrap() - call.started;
     assert!(took >= secs(2), "after FAILOVER_AFTER: {took:?}");
     assert_eq!(world.phones[leo].incoming.len(), 1);
-    assert!(world.marked_dead.iter().any(|(_, a)| *a == dead), "{:?}", world.marked_dead);
+    assert!(
+        world.marked_dead.iter().any(|(_, a)| *a == dead),
+        "{:?}",
+        world.marked_dead
+    );
 }

@@ -84,9 +84,7 @@ impl LegacyRegistrar {
             .and_then(|rest| rest.split('@').next())
             .unwrap_or_default()
             .to_string();
-        let contact = request
-            .raw(&Name::CONTACT)
-            .map(|c| c.trim().to_string());
+        let contact = request.raw(&Name::CONTACT).map(|c| c.trim().to_string());
         let contact_expires = contact.as_deref().and_then(|c| {
             c.split(';')
                 .find_map(|p| p.trim().strip_prefix("expires="))
@@ -97,9 +95,11 @@ impl LegacyRegistrar {
                 .raw(&Name::EXPIRES)
                 .and_then(|v| v.trim().parse().ok())
         });
-        let authorized = request
-            .raw(&Name::AUTHORIZATION)
-            .is_some_and(|a| a.contains("Digest") && a.contains(&format!("username=\"{}\"", self.username)) && a.contains("response="));
+        let authorized = request.raw(&Name::AUTHORIZATION).is_some_and(|a| {
+            a.contains("Digest")
+                && a.contains(&format!("username=\"{}\"", self.username))
+                && a.contains("response=")
+        });
         let response = if authorized {
             let mut response = request.final_response(200);
             let granted = expires.unwrap_or(3600).min(self.max_expires);

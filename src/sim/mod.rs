@@ -25,8 +25,8 @@
 
 pub mod legacy;
 pub mod phone;
-pub mod trace;
 mod script;
+pub mod trace;
 mod world;
 
 pub use legacy::{LegacyRegistrar, SeenRegister};

@@ -207,7 +207,13 @@ impl Phone {
     }
 
     /// Places a call to `target` (a SIP URI); returns its index in [`Phone::calls`].
-    pub(super) fn call(&mut self, target: &str, hold: Option<Duration>, now: Duration, fx: &mut Effects) -> usize {
+    pub(super) fn call(
+        &mut self,
+        target: &str,
+        hold: Option<Duration>,
+        now: Duration,
+        fx: &mut Effects,
+    ) -> usize {
         let n = self.next();
         let call_id = format!("call-{}-{n}@{}", self.user, self.addr.ip());
         let (via, branch) = self.via();
@@ -235,7 +241,9 @@ impl Phone {
 
     /// CANCELs call `index` (only while no final response came).
     pub(super) fn cancel(&mut self, index: usize, fx: &mut Effects) {
-        let Some(call) = self.calls.get(index) else { return };
+        let Some(call) = self.calls.get(index) else {
+            return;
+        };
         if call.status.is_some() {
             return;
         }
@@ -289,7 +297,10 @@ impl Phone {
                 let pending = &self.incoming[i];
                 if !pending.cancelled && pending.last.as_ref().is_none_or(|(s, _)| *s < 200) {
                     self.respond_incoming(i, 200, fx);
-                    fx.outcomes.push(format!("{} answers {}", self.user, self.incoming[i].call_id));
+                    fx.outcomes.push(format!(
+                        "{} answers {}",
+                        self.user, self.incoming[i].call_id
+                    ));
                 }
             }
             Timer::Hangup(i) => self.bye(i, now, fx),
@@ -299,9 +310,15 @@ impl Phone {
     fn bye(&mut self, index: usize, _now: Duration, fx: &mut Effects) {
         let (via, _) = self.via();
         let call = &self.calls[index];
-        let Some(target) = call.remote_target.clone() else { return };
+        let Some(target) = call.remote_target.clone() else {
+            return;
+        };
         let Some(tag) = &call.to_tag else { return };
-        let routes: String = call.route.iter().map(|r| format!("Route: {r}\r\n")).collect();
+        let routes: String = call
+            .route
+            .iter()
+            .map(|r| format!("Route: {r}\r\n"))
+            .collect();
         let text = format!(
             "BYE {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n{routes}\
              From: {me};tag={from_tag}\r\nTo: <{to}>;tag={tag}\r\nCall-ID: {cid}\r\n\
@@ -316,17 +333,28 @@ impl Phone {
     }
 
     /// A datagram from `from`.
-    pub(super) fn receive(&mut self, bytes: Bytes, from: SocketAddr, now: Duration, fx: &mut Effects) {
+    pub(super) fn receive(
+        &mut self,
+        bytes: Bytes,
+        from: SocketAddr,
+        now: Duration,
+        fx: &mut Effects,
+    ) {
         match Message::parse(bytes) {
             Ok(Message::Request(request)) => self.on_request(request, from, now, fx),
             Ok(Message::Response(response)) => self.on_response(response, now, fx),
-            Err(error) => fx.outcomes.push(format!("{} unparsable: {error}", self.user)),
+            Err(error) => fx
+                .outcomes
+                .push(format!("{} unparsable: {error}", self.user)),
         }
     }
 
     fn on_response(&mut self, response: Response, now: Duration, fx: &mut Effects) {
         let Ok(cseq) = response.cseq() else { return };
-        let call_id = response.raw(&Name::CALL_ID).map(|c| c.trim().to_string()).unwrap_or_default();
+        let call_id = response
+            .raw(&Name::CALL_ID)
+            .map(|c| c.trim().to_string())
+            .unwrap_or_default();
         let status = response.status;
         if cseq.method == Method::REGISTER {
             self.registrations.push((now, status));
@@ -338,11 +366,14 @@ impl Phone {
                 && sent.status.is_none()
             {
                 sent.status = Some(status);
-                fx.outcomes.push(format!("{} MESSAGE {call_id} {status}", self.user));
+                fx.outcomes
+                    .push(format!("{} MESSAGE {call_id} {status}", self.user));
             }
             return;
         }
-        let Some(index) = self.calls.iter().position(|c| c.call_id == call_id) else { return };
+        let Some(index) = self.calls.iter().position(|c| c.call_id == call_id) else {
+            return;
+        };
         let user = self.user.clone();
         let call = &mut self.calls[index];
         match cseq.method {
@@ -364,7 +395,10 @@ impl Phone {
                 if status >= 300 {
                     // The ACK of a non-2xx belongs to the INVITE transaction
                     // (same branch, hop by hop to the proxy).
-                    let to = response.raw(&Name::TO).map(|t| t.to_string()).unwrap_or_default();
+                    let to = response
+                        .raw(&Name::TO)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default();
                     let text = format!(
                         "ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch={branch}\r\n\
                          Max-Forwards: 70\r\nFrom: <sip:{user}@{domain}>;tag={from_tag}\r\n\
@@ -396,13 +430,22 @@ impl Phone {
                     let mut route: Vec<String> = response
                         .header_map()
                         .get_raw(&Name::RECORD_ROUTE)
-                        .flat_map(|v| v.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>())
+                        .flat_map(|v| {
+                            v.split(',')
+                                .map(|s| s.trim().to_string())
+                                .collect::<Vec<_>>()
+                        })
                         .collect();
                     route.reverse();
                     call.route = route;
-                    call.remote_target = response
-                        .raw(&Name::CONTACT)
-                        .map(|c| c.trim().trim_start_matches('<').split('>').next().unwrap_or("").to_string());
+                    call.remote_target = response.raw(&Name::CONTACT).map(|c| {
+                        c.trim()
+                            .trim_start_matches('<')
+                            .split('>')
+                            .next()
+                            .unwrap_or("")
+                            .to_string()
+                    });
                     fx.outcomes.push(format!("{user} call {call_id} {status}"));
                     if let Some(hold) = call.hold {
                         fx.timers.push((hold, Timer::Hangup(index)));
@@ -434,8 +477,15 @@ impl Phone {
     fn ack_2xx(&mut self, index: usize, tag: Option<&str>, fx: &mut Effects) {
         let (via, _) = self.via();
         let call = &self.calls[index];
-        let target = call.remote_target.clone().unwrap_or_else(|| call.target.clone());
-        let routes: String = call.route.iter().map(|r| format!("Route: {r}\r\n")).collect();
+        let target = call
+            .remote_target
+            .clone()
+            .unwrap_or_else(|| call.target.clone());
+        let routes: String = call
+            .route
+            .iter()
+            .map(|r| format!("Route: {r}\r\n"))
+            .collect();
         let text = format!(
             "ACK {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n{routes}\
              From: {me};tag={from_tag}\r\nTo: <{to}>;tag={tag}\r\nCall-ID: {cid}\r\n\
@@ -451,9 +501,13 @@ impl Phone {
     }
 
     fn on_request(&mut self, request: Request, from: SocketAddr, now: Duration, fx: &mut Effects) {
-        let call_id = request.raw(&Name::CALL_ID).map(|c| c.trim().to_string()).unwrap_or_default();
+        let call_id = request
+            .raw(&Name::CALL_ID)
+            .map(|c| c.trim().to_string())
+            .unwrap_or_default();
         let existing = self.incoming.iter().position(|i| i.call_id == call_id);
-        let reply = |request: &Request, status: u16| -> Bytes { request.final_response(status).to_bytes() };
+        let reply =
+            |request: &Request, status: u16| -> Bytes { request.final_response(status).to_bytes() };
         match request.method {
             Method::INVITE => {
                 if let Some(i) = existing {
@@ -476,7 +530,8 @@ impl Phone {
                     to_tag: format!("t{}{n}", self.user),
                 });
                 let i = self.incoming.len() - 1;
-                fx.outcomes.push(format!("{} rings for {call_id}", self.user));
+                fx.outcomes
+                    .push(format!("{} rings for {call_id}", self.user));
                 match self.answer {
                     Answer::Busy => self.respond_incoming(i, 486, fx),
                     Answer::RingForever => self.respond_incoming(i, 180, fx),
@@ -492,7 +547,8 @@ impl Phone {
                     && self.incoming[i].last.as_ref().is_none_or(|(s, _)| *s < 200)
                 {
                     self.incoming[i].cancelled = true;
-                    fx.outcomes.push(format!("{} cancelled {call_id}", self.user));
+                    fx.outcomes
+                        .push(format!("{} cancelled {call_id}", self.user));
                     self.respond_incoming(i, 487, fx);
                 }
             }
@@ -505,7 +561,8 @@ impl Phone {
                 fx.sends.push((from, reply(&request, 200)));
                 if let Some(i) = existing {
                     self.incoming[i].bye = true;
-                    fx.outcomes.push(format!("{} hung up on {call_id}", self.user));
+                    fx.outcomes
+                        .push(format!("{} hung up on {call_id}", self.user));
                 }
             }
             Method::MESSAGE => {
@@ -521,9 +578,14 @@ impl Phone {
         let contact = format!("<sip:{}@{}>", self.user, self.addr);
         let incoming = &mut self.incoming[i];
         let mut response = incoming.request.response(status);
-        let to = response.raw(&Name::TO).map(|t| t.to_string()).unwrap_or_default();
+        let to = response
+            .raw(&Name::TO)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
         response.headers.remove(&Name::TO);
-        response.headers.insert(Name::TO, format!("{to};tag={}", incoming.to_tag));
+        response
+            .headers
+            .insert(Name::TO, format!("{to};tag={}", incoming.to_tag));
         if status < 300 {
             response.headers.insert(Name::CONTACT, contact);
             for rr in incoming.request.header_map().get_raw(&Name::RECORD_ROUTE) {
@@ -544,7 +606,9 @@ fn first_hop(route: &[String], target: &str) -> Option<SocketAddr> {
 /// The address in a SIP URI like `<sip:user@127.0.0.1:5060;lr>`.
 pub fn uri_addr(text: &str) -> Option<SocketAddr> {
     let text = text.trim().trim_start_matches('<');
-    let rest = text.strip_prefix("sip:").or_else(|| text.strip_prefix("sips:"))?;
+    let rest = text
+        .strip_prefix("sip:")
+        .or_else(|| text.strip_prefix("sips:"))?;
     let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     let end = rest.find([';', '>', '?']).unwrap_or(rest.len());
     let host = &rest[..end];

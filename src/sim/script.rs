@@ -25,7 +25,11 @@ impl World {
             if first {
                 self.add_node(None);
             } else {
-                let joined: Vec<usize> = self.live_nodes().into_iter().filter(|i| self.is_joined(*i) || self.live_nodes().len() == 1).collect();
+                let joined: Vec<usize> = self
+                    .live_nodes()
+                    .into_iter()
+                    .filter(|i| self.is_joined(*i) || self.live_nodes().len() == 1)
+                    .collect();
                 let bootstrap = joined[self.rng.random_range(0..joined.len())];
                 let node = self.add_node(Some(bootstrap));
                 self.run_until_cond(Duration::from_secs(10), |w| w.is_joined(node));
@@ -72,15 +76,33 @@ impl World {
     /// Every phone in `phones` REGISTERs (with `expires`) at a random
     /// moment within `over`; then runs until all have an answer or `limit`
     /// passed. Returns how many got 200.
-    pub fn register_all(&mut self, phones: &[usize], expires: u32, over: Duration, limit: Duration) -> usize {
+    pub fn register_all(
+        &mut self,
+        phones: &[usize],
+        expires: u32,
+        over: Duration,
+        limit: Duration,
+    ) -> usize {
         let start = self.now();
         for &p in phones {
             let offset = self.rng.random_range(0..=over.as_micros() as u64);
-            self.schedule(start + Duration::from_micros(offset), p, Action::Register(expires));
+            self.schedule(
+                start + Duration::from_micros(offset),
+                p,
+                Action::Register(expires),
+            );
         }
-        let counts = |w: &World| phones.iter().filter(|p| w.phones[**p].registrations.iter().any(|(t, _)| *t >= start)).count();
+        let counts = |w: &World| {
+            phones
+                .iter()
+                .filter(|p| w.phones[**p].registrations.iter().any(|(t, _)| *t >= start))
+                .count()
+        };
         self.run_until_cond(over + limit, |w| counts(w) == phones.len());
-        phones.iter().filter(|p| self.phones[**p].is_registered()).count()
+        phones
+            .iter()
+            .filter(|p| self.phones[**p].is_registered())
+            .count()
     }
 
     /// The nodes among `among` that hold the bindings of `aor` (`user@domain`)
@@ -88,13 +110,18 @@ impl World {
     /// nodes after it.
     pub fn holders(&self, aor: &str, among: &[usize]) -> Vec<usize> {
         let key = NodeId::of_key(aor);
-        let mut ring: Vec<(NodeId, usize)> = among.iter().map(|i| (NodeId::of_addr(self.nodes[*i].addr), *i)).collect();
+        let mut ring: Vec<(NodeId, usize)> = among
+            .iter()
+            .map(|i| (NodeId::of_addr(self.nodes[*i].addr), *i))
+            .collect();
         ring.sort();
         if ring.is_empty() {
             return Vec::new();
         }
         let start = ring.iter().position(|(id, _)| *id >= key).unwrap_or(0);
         let replicas = self.config.ring.replicas.min(ring.len());
-        (0..replicas).map(|k| ring[(start + k) % ring.len()].1).collect()
+        (0..replicas)
+            .map(|k| ring[(start + k) % ring.len()].1)
+            .collect()
     }
 }

@@ -98,14 +98,29 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:5060".parse().unwrap();
         let b: SocketAddr = "127.0.0.2:5060".parse().unwrap();
         let mut one = Trace::default();
-        one.message(Duration::from_millis(1), a, b, b"INVITE sip:x SIP/2.0\r\n\r\n");
+        one.message(
+            Duration::from_millis(1),
+            a,
+            b,
+            b"INVITE sip:x SIP/2.0\r\n\r\n",
+        );
         one.outcome(Duration::from_millis(2), "x");
         let mut two = Trace::default();
         two.outcome(Duration::from_millis(2), "x");
-        two.message(Duration::from_millis(1), a, b, b"INVITE sip:x SIP/2.0\r\n\r\n");
+        two.message(
+            Duration::from_millis(1),
+            a,
+            b,
+            b"INVITE sip:x SIP/2.0\r\n\r\n",
+        );
         assert_ne!(one.hash(), two.hash());
         let mut three = Trace::default();
-        three.message(Duration::from_millis(1), a, b, b"INVITE sip:x SIP/2.0\r\n\r\n");
+        three.message(
+            Duration::from_millis(1),
+            a,
+            b,
+            b"INVITE sip:x SIP/2.0\r\n\r\n",
+        );
         three.outcome(Duration::from_millis(2), "x");
         assert_eq!(one.hash(), three.hash());
         // FNV-1a of the empty trace is the offset basis: a fixed value.

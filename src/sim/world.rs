@@ -61,10 +61,16 @@ pub enum Action {
     /// REGISTER with this expiry (0: un-REGISTER).
     Register(u32),
     /// INVITE the URI; hang up this long after the 200.
-    Call { target: String, hold: Option<Duration> },
+    Call {
+        target: String,
+        hold: Option<Duration>,
+    },
     /// CANCEL the phone's call with this index.
     Cancel(usize),
-    Message { target: String, body: String },
+    Message {
+        target: String,
+        body: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,10 +81,23 @@ enum Entity {
 }
 
 enum Event {
-    Deliver { from: SocketAddr, to: SocketAddr, bytes: Bytes },
-    Wake { node: usize, at: u64 },
-    PhoneTimer { phone: usize, timer: Timer },
-    Act { phone: usize, action: Action },
+    Deliver {
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: Bytes,
+    },
+    Wake {
+        node: usize,
+        at: u64,
+    },
+    PhoneTimer {
+        phone: usize,
+        timer: Timer,
+    },
+    Act {
+        phone: usize,
+        action: Action,
+    },
 }
 
 /// The simulation.
@@ -154,12 +173,18 @@ impl World {
 
     /// The address of the `i`th node: 127.0.1.x, 127.0.2.x, …
     pub fn node_addr(i: usize) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::new(127, 0, 1 + (i / 200) as u8, 1 + (i % 200) as u8), 5060))
+        SocketAddr::from((
+            Ipv4Addr::new(127, 0, 1 + (i / 200) as u8, 1 + (i % 200) as u8),
+            5060,
+        ))
     }
 
     /// The address of the `i`th phone: 127.0.100.x, 127.0.101.x, …
     pub fn phone_addr(i: usize) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::new(127, 0, 100 + (i / 200) as u8, 1 + (i % 200) as u8), 5060))
+        SocketAddr::from((
+            Ipv4Addr::new(127, 0, 100 + (i / 200) as u8, 1 + (i % 200) as u8),
+            5060,
+        ))
     }
 
     /// A node configuration with this World's domain and a seed of its own.
@@ -196,7 +221,11 @@ impl World {
         let slot = &self.nodes[i];
         let join: Vec<SocketAddr> = bootstrap.map(|b| self.nodes[b].addr).into_iter().collect();
         let overlay = Overlay::new(slot.addr, self.config.ring.clone(), &join, now);
-        let core = Core::new(slot.config.clone(), Location::Overlay(Box::new(overlay)), now);
+        let core = Core::new(
+            slot.config.clone(),
+            Location::Overlay(Box::new(overlay)),
+            now,
+        );
         self.nodes[i].core = Some(core);
         self.nodes[i].scheduled = None;
         self.drain(i);
@@ -224,7 +253,9 @@ impl World {
 
     /// Indices of the live nodes.
     pub fn live_nodes(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|i| self.is_alive(*i)).collect()
+        (0..self.nodes.len())
+            .filter(|i| self.is_alive(*i))
+            .collect()
     }
 
     /// True when the node is alive and has joined its ring.
@@ -246,7 +277,8 @@ impl World {
         let i = self.phones.len();
         let domain = self.config.domain.clone();
         self.entities.insert(addr, Entity::Phone(i));
-        self.phones.push(Phone::new(addr, user, &domain, self.nodes[proxy].addr));
+        self.phones
+            .push(Phone::new(addr, user, &domain, self.nodes[proxy].addr));
         i
     }
 
@@ -315,7 +347,11 @@ impl World {
 
     /// Runs until `done` holds (checked after every event) or `limit` more
     /// virtual time has passed; tells which.
-    pub fn run_until_cond(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) -> bool {
+    pub fn run_until_cond(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&World) -> bool,
+    ) -> bool {
         let until = self.now + limit.as_micros() as u64;
         loop {
             if done(self) {
@@ -338,8 +374,12 @@ impl World {
     }
 
     fn step(&mut self) {
-        let Some(Reverse((at, seq))) = self.queue.pop() else { return };
-        let Some(event) = self.events.remove(&seq) else { return };
+        let Some(Reverse((at, seq))) = self.queue.pop() else {
+            return;
+        };
+        let Some(event) = self.events.remove(&seq) else {
+            return;
+        };
         self.now = self.now.max(at);
         match event {
             Event::Deliver { from, to, bytes } => self.deliver(from, to, bytes),
@@ -370,7 +410,13 @@ impl World {
                 self.trace.message(at, from, to, &bytes);
                 let now = self.instant();
                 if let Some(core) = self.nodes[i].core.as_mut() {
-                    core.handle_input(Input::Datagram { bytes, from: udp(from) }, now);
+                    core.handle_input(
+                        Input::Datagram {
+                            bytes,
+                            from: udp(from),
+                        },
+                        now,
+                    );
                 }
                 self.drain(i);
             }
@@ -437,7 +483,9 @@ impl World {
             let mut inputs = Vec::new();
             let mut sends = Vec::new();
             let deadline = {
-                let Some(core) = self.nodes[i].core.as_mut() else { return };
+                let Some(core) = self.nodes[i].core.as_mut() else {
+                    return;
+                };
                 loop {
                     match core.poll_output() {
                         Output::Transmit { to, bytes } => sends.push((to.addr, bytes)),
@@ -455,10 +503,13 @@ impl World {
                         }
                         Output::MarkDead(peer) => {
                             self.marked_dead.push((i, peer.addr));
-                            self.trace.outcome(at, &format!("node {i} marks {} dead", peer.addr));
+                            self.trace
+                                .outcome(at, &format!("node {i} marks {} dead", peer.addr));
                         }
                         Output::Timeout(deadline) => break deadline,
-                        Output::Announce { .. } | Output::Gateways { .. } | Output::SavePeers(_) => {}
+                        Output::Announce { .. }
+                        | Output::Gateways { .. }
+                        | Output::SavePeers(_) => {}
                     }
                 }
             };
