@@ -17,4 +17,5 @@ pub mod overlay;
 pub mod proxy;
 pub mod registrar;
 pub mod ring;
+pub mod sim;
 pub mod sip;
