@@ -27,7 +27,7 @@ use serde::Deserialize;
 use crate::registrar::binding::Aor;
 use crate::ring::{Item, NodeId};
 use crate::sip::message::{HeaderAccess, Request, Response};
-use crate::sip::target::{host_text, user_of};
+use crate::sip::target::user_of;
 use digest::{Credentials, Nonces, Rejection};
 use guard::{Admission, Guard, Limits};
 use users::UserRecord;
@@ -153,14 +153,14 @@ impl Auth {
         self.guard.purge(now);
     }
 
-    /// Decides on a request. `ours`: whether a host is one of our domains
-    /// (or our address); `routed_through_us`: the request carried a Route
+    /// Decides on a request. `ours`: the domain of ours a host stands for
+    /// (one of our domains, or our address for the first); `routed_through_us`: the request carried a Route
     /// naming us (an in-dialog request following our Record-Route).
     pub fn check(
         &mut self,
         request: &Request,
         sender: Sender,
-        ours: &dyn Fn(&ezk_sip_types::host::HostPort) -> bool,
+        ours: &dyn Fn(&ezk_sip_types::host::HostPort) -> Option<String>,
         routed_through_us: bool,
         now: Instant,
     ) -> Verdict {
@@ -181,19 +181,18 @@ impl Auth {
         } else {
             request.from_header().map(|h| h.uri.uri)
         };
-        let claimed = claimed.filter(|uri| ours(&uri.host_port));
-        let Some(claimed) = claimed else {
+        let claimed = claimed.and_then(|uri| Some((ours(&uri.host_port)?, uri)));
+        let Some((realm, claimed)) = claimed else {
             if register {
                 return respond(request, 403, "Not A Domain Of This Registrar");
             }
-            let for_us = request.uri.as_sip().is_some_and(|uri| ours(&uri.host_port));
+            let for_us = request.uri.as_sip().is_some_and(|uri| ours(&uri.host_port).is_some());
             return if for_us {
                 Verdict::Pass { user: None }
             } else {
                 respond(request, 403, "Relaying Denied")
             };
         };
-        let realm = host_text(&claimed.host_port.host).to_ascii_lowercase();
         let header = if register { Name::AUTHORIZATION } else { Name::PROXY_AUTHORIZATION };
         let credentials = request
             .headers

@@ -86,7 +86,7 @@ impl Core {
         let sender = self.sender(parked.from);
         let verdict = {
             let config = &self.config;
-            let ours = |host_port: &HostPort| domain_of(config, host_port).is_some();
+            let ours = |host_port: &HostPort| domain_of(config, host_port);
             self.auth
                 .check(&parked.request, sender, &ours, parked.routed_through_us, now)
         };
