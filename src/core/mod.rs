@@ -167,6 +167,11 @@ pub enum Output {
     Timeout(Instant),
 }
 
+/// Transactions alive at most: beyond it new requests are shed with a
+/// stateless 503 before memory grows without bound (a REGISTER's server
+/// transaction lives 32 s after its answer, Timer J, at about 5 KB).
+pub const MAX_TRANSACTIONS: usize = 50_000;
+
 /// The node's protocol state.
 pub struct Core {
     config: CoreConfig,
@@ -361,11 +366,15 @@ impl Core {
                     self.out.raw(from, reply);
                 }
             }
-            Ok(Message::Request(request)) if retry_after.is_some() => {
+            Ok(Message::Request(request))
+                if retry_after.is_some()
+                    || (self.out.transactions.len() >= MAX_TRANSACTIONS
+                        && request.method != Method::ACK) =>
+            {
                 // Over its limit: a stateless 503, no transaction, no work.
                 if request.method != Method::ACK && request.top_via().is_some() {
                     let mut response = request.final_response(503);
-                    let seconds = retry_after.unwrap_or(1).to_string();
+                    let seconds = retry_after.unwrap_or(5).to_string();
                     response.headers.insert(Name::RETRY_AFTER, seconds);
                     self.out.stateless(from, &Message::Response(response));
                 }
