@@ -33,7 +33,30 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: registrar and proxy for phones, member of the overlay.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
+    /// Make a CA and server certificates for SIP over TLS (docs/tls.md).
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// A new CA: writes ca.pem and ca-key.pem (mode 0600) into DIR.
+    Ca {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// A server certificate signed by the CA: writes cert.pem and key.pem (mode 0600) into DIR.
+    Server {
+        /// The CA's directory (ca.pem, ca-key.pem)
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// A DNS name or IP address phones reach the node at (repeatable)
+        #[arg(long = "name", value_name = "NAME", required = true)]
+        names: Vec<String>,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -82,7 +105,8 @@ enum RoutingArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Node(args)) => args,
+        Some(Command::Node(args)) => *args,
+        Some(Command::Certs(command)) => return certs(command),
         None => NodeArgs::default(),
     };
     let config = match load(args) {
@@ -114,6 +138,38 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("p2psip: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `p2psip certs …`: one line saying what was written, or one error line.
+fn certs(command: CertsCommand) -> ExitCode {
+    let written = match &command {
+        CertsCommand::Ca { out } => p2psip_certs::write_ca(out).map(|_| {
+            format!(
+                "wrote {} and {}",
+                out.join(p2psip_certs::CA_CERT).display(),
+                out.join(p2psip_certs::CA_KEY).display()
+            )
+        }),
+        CertsCommand::Server { ca, names, out } => p2psip_certs::write_server(ca, names, out)
+            .map(|_| {
+                format!(
+                    "wrote {} and {} for {}",
+                    out.join(p2psip_certs::SERVER_CERT).display(),
+                    out.join(p2psip_certs::SERVER_KEY).display(),
+                    names.join(", ")
+                )
+            }),
+    };
+    match written {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("p2psip certs: {e}");
+            ExitCode::from(2)
         }
     }
 }
