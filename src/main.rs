@@ -221,6 +221,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let options = NodeOptions {
         core: CoreConfig {
             local: config.sip,
+            sips: None,
             domains: config.domains.clone(),
             routing: config.routing,
             registrar: config.registrar_config(),

@@ -312,7 +312,8 @@ impl Core {
     }
 
     fn is_own_address(&self, host_port: &HostPort) -> bool {
-        let local = self.config.local;
+        let sips = self.config.sips.filter(|s| host_port.port == Some(s.port()));
+        let local = sips.unwrap_or(self.config.local);
         let port_matches = host_port.port.unwrap_or(5060) == local.port();
         let host_matches = match &host_port.host {
             Host::IP4(ip) => std::net::IpAddr::V4(*ip) == local.ip(),
