@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -240,7 +240,10 @@ mod tests {
         assert!(server.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(server.key_pem.contains("PRIVATE KEY"));
         #[cfg(unix)]
-        for key in [dir.join("ca").join(CA_KEY), dir.join("server").join(SERVER_KEY)] {
+        for key in [
+            dir.join("ca").join(CA_KEY),
+            dir.join("server").join(SERVER_KEY),
+        ] {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(&key).expect("key file").permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", key.display());
