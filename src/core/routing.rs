@@ -21,7 +21,7 @@ use crate::proxy::{RoutingMode, Target, loop_hash};
 use crate::registrar::binding::{Aor, Binding};
 use crate::sip::message::{HeaderAccess, Request, RequestUri};
 use crate::sip::target::{NextHop, host_text, next_hop, user_of};
-use crate::sip::transaction::{Peer, ServerKey};
+use crate::sip::transaction::{Peer, ServerKey, TransportKind};
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, INFO, UPDATE, REFER, PRACK";
 
@@ -381,10 +381,13 @@ fn group_by_q(bindings: &[Binding]) -> Vec<Vec<Target>> {
             continue;
         };
         // Reuse the connection the REGISTER came over when the contact names
-        // that very connection; otherwise reach the contact as it says.
+        // that very connection, or is a TLS contact registered over TLS (a
+        // phone's TLS listening port is rarely reachable, nor certified);
+        // otherwise reach the contact as it says.
         let via_connection = b.source.filter(|source| {
             source.transport.reliable()
-                && matches!(next_hop(&uri), NextHop::Peer(p) if p.addr == source.addr)
+                && matches!(next_hop(&uri), NextHop::Peer(p) if p.addr == source.addr
+                    || (p.transport == TransportKind::Tls && source.transport == TransportKind::Tls))
         });
         let target = Target {
             uri: RequestUri::Sip(uri),
