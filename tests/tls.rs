@@ -486,3 +486,112 @@ fn outgoing_tls_verifies_the_server_against_the_ca() {
     node.assert_alive();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A real phone: baresip registers over TLS with the CA from `p2psip
+/// certs`, and a call to it over UDP reaches it over its TLS connection
+/// (it rings). baresip 1.0 does not check the server's certificate; the
+/// node's side of the handshake is what this shows with a real stack.
+#[test]
+fn baresip_registers_and_rings_over_tls() {
+    let baresip = common::require_tool("baresip", "baresip-core");
+    let dir = temp_dir("tls-baresip");
+    let path = |p: &str| dir.join(p).to_str().expect("utf-8 path").to_string();
+    certs(&["ca", "--out", &path("ca")]);
+    certs(&[
+        "server",
+        "--ca",
+        &path("ca"),
+        "--name",
+        "127.0.0.1",
+        "--out",
+        &path("node"),
+    ]);
+    let node = Node::builder()
+        .name("tls-baresip-node")
+        .args([
+            "--sip",
+            "127.0.0.1:0",
+            "--domain",
+            DOMAIN,
+            "--sips",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--tls-cert",
+            &path("node/cert.pem"),
+            "--tls-key",
+            &path("node/key.pem"),
+        ])
+        .spawn();
+    let sips = node.sips.expect("TLS address");
+    let conf = dir.join("baresip");
+    std::fs::create_dir_all(&conf).expect("baresip dir");
+    std::fs::write(
+        conf.join("config"),
+        format!(
+            "poll_method epoll\n\
+             sip_listen 127.0.0.1:0\n\
+             sip_cafile {}\n\
+             module_path /usr/lib/baresip/modules\n\
+             module_app account.so\n\
+             module g711.so\n\
+             module ausine.so\n\
+             module aufile.so\n\
+             audio_player aufile,/dev/null\n\
+             audio_source ausine,440\n\
+             audio_alert aufile,/dev/null\n",
+            path("ca/ca.pem")
+        ),
+    )
+    .expect("baresip config");
+    std::fs::write(
+        conf.join("accounts"),
+        format!(
+            "<sip:alice@{DOMAIN};transport=tls>;regint=300;outbound=\"sip:{sips};transport=tls\"\n"
+        ),
+    )
+    .expect("baresip accounts");
+    let out = dir.join("baresip.out");
+    let child = Command::new(baresip)
+        .args(["-f", &path("baresip"), "-s", "-t", "60"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("baresip output"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn baresip");
+    let _baresip = common::ChildGuard::new("baresip", child);
+    let output = || common::read_lossy(&out);
+    common::wait_until(
+        "baresip registered over TLS",
+        Duration::from_secs(15),
+        || output().contains("{0/TLS/v4} 200 OK"),
+        || {
+            format!(
+                "baresip:\n{}\nnode:\n{}",
+                common::tail(&output(), 40),
+                common::tail(&node.log(), 20)
+            )
+        },
+    );
+    let carol = udp_call(&node, "alice");
+    let mut buf = [0u8; 4096];
+    let ringing = loop {
+        let n = carol.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "carol: no 180 from baresip: {e}\nbaresip:\n{}",
+                common::tail(&output(), 60)
+            )
+        });
+        let reply = RawResponse::parse(&buf[..n]).expect("a response");
+        if reply.status != 100 {
+            break reply;
+        }
+    };
+    assert_eq!(ringing.status, 180, "carol got\n{}", ringing.text);
+    assert!(
+        output().contains(&format!("TLS {sips} -> ")) && output().contains("INVITE sip"),
+        "the INVITE reached baresip over TLS:\n{}",
+        common::tail(&output(), 60)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
