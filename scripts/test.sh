@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="sip-tester kamailio kamailio-extra-modules bind9 bind9-dnsutils iproute2 procps sipvicious"
+PKGS="sip-tester kamailio kamailio-extra-modules bind9 bind9-dnsutils iproute2 procps sipvicious baresip-core"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -26,6 +26,7 @@ fi
 echo "sipp:     $(sipp -v 2>&1 | grep -m1 SIPp | sed 's/^ *//')"
 echo "kamailio: $(kamailio -v 2>&1 | head -1)"
 echo "dig:      $(dig -v 2>&1 | head -1)"
+echo "baresip:  $(dpkg-query -W -f='${Version}' baresip-core 2>/dev/null)"
 cargo --version
 
 set +e

@@ -20,6 +20,16 @@ use crate::registrar::RegistrarConfig;
 pub struct Config {
     /// Address for SIP over UDP and TCP.
     pub sip: SocketAddr,
+    /// Address for SIP over TLS (needs `tls_cert` and `tls_key`).
+    pub sips: Option<SocketAddr>,
+    /// PEM file: the node's TLS certificate (its chain, the node's first).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file: the certificate's private key.
+    pub tls_key: Option<PathBuf>,
+    /// PEM file: the CA certificates outgoing TLS connections verify servers against.
+    pub tls_ca: Option<PathBuf>,
+    /// Most TCP/TLS connections one IP address may have open to the node.
+    pub max_connections_per_source: usize,
     /// Domains this node serves.
     pub domains: Vec<String>,
     /// Directory for what must survive a restart.
@@ -76,6 +86,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             sip: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            sips: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            max_connections_per_source: crate::sip::transport::MAX_CONNECTIONS_PER_SOURCE,
             domains: Vec::new(),
             data: None,
             routing: RoutingMode::Proxy,
@@ -228,6 +243,20 @@ impl Config {
                 why: "a gateway serves the DNS of its domains: give at least one domain".into(),
             });
         }
+        if self.max_connections_per_source == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_connections_per_source",
+                why: "must be at least 1".into(),
+            });
+        }
+        if let Some(sips) = self.sips
+            && sips.ip().is_unspecified()
+        {
+            return Err(ConfigError::Invalid {
+                key: "sips",
+                why: "give the address phones reach this node at, not 0.0.0.0 (it goes into Via and Record-Route)".into(),
+            });
+        }
         if self.sip.ip().is_unspecified() {
             return Err(ConfigError::Invalid {
                 key: "sip",
@@ -235,6 +264,30 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// TLS and the connection limits for the transports; reads the TLS
+    /// files (a bad one is an error naming its key and path).
+    pub fn transport_options(
+        &self,
+    ) -> Result<crate::sip::transport::TransportOptions, crate::sip::transport::tls::TlsError> {
+        use crate::sip::transport::{Tls, TlsFiles, TransportOptions};
+        let files = TlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca: self.tls_ca.clone(),
+        };
+        let any = files.cert.is_some() || files.key.is_some() || files.ca.is_some();
+        let tls = if self.sips.is_some() || any {
+            Some(Tls::load(&files, self.sips.is_some())?)
+        } else {
+            None
+        };
+        Ok(TransportOptions {
+            sips: self.sips,
+            tls,
+            max_connections_per_source: self.max_connections_per_source,
+        })
     }
 
     pub fn registrar_config(&self) -> RegistrarConfig {

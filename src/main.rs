@@ -14,6 +14,7 @@ use p2psip::proxy::RoutingMode;
 use p2psip::node::driver::{Node, NodeOptions};
 use p2psip::ring::RingConfig;
 use p2psip::sip::transaction::Timers;
+use p2psip::sip::transport::TransportOptions;
 use tracing::info;
 
 /// mimalloc rather than glibc's malloc: with hundreds of thousands of
@@ -42,6 +43,9 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Make a CA and server certificates for SIP over TLS (docs/tls.md).
+    #[command(subcommand)]
+    Certs(CertsCommand),
 }
 
 #[derive(Subcommand)]
@@ -57,11 +61,46 @@ enum UsersCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// A new CA: writes ca.pem and ca-key.pem (mode 0600) into DIR.
+    Ca {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// A server certificate signed by the CA: writes cert.pem and key.pem (mode 0600) into DIR.
+    Server {
+        /// The CA's directory (ca.pem, ca-key.pem)
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// A DNS name or IP address phones reach the node at (repeatable)
+        #[arg(long = "name", value_name = "NAME", required = true)]
+        names: Vec<String>,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
 #[derive(clap::Args, Default)]
 struct NodeArgs {
     /// Address for SIP over UDP and TCP [default: 127.0.0.1:5060]
     #[arg(long, value_name = "ADDR")]
     sip: Option<SocketAddr>,
+    /// Address for SIP over TLS (needs --tls-cert and --tls-key)
+    #[arg(long, value_name = "ADDR")]
+    sips: Option<SocketAddr>,
+    /// PEM file with the node's TLS certificate (chain, the node's first)
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key
+    #[arg(long = "tls-key", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM file with the CA certificates outgoing TLS verifies servers against
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Most TCP/TLS connections from one IP address at once [default: 64]
+    #[arg(long = "max-connections-per-source", value_name = "N")]
+    max_connections_per_source: Option<usize>,
     /// A domain this node serves (repeatable)
     #[arg(long = "domain", value_name = "NAME")]
     domains: Vec<String>,
@@ -117,10 +156,11 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Node(args)) => *args,
         Some(Command::Users { command }) => return users(command),
+        Some(Command::Certs(command)) => return certs(command),
         None => NodeArgs::default(),
     };
-    let config = match load(args) {
-        Ok(config) => config,
+    let (config, transport) = match load(args) {
+        Ok(loaded) => loaded,
         Err(message) => {
             eprintln!("p2psip: {message}");
             return ExitCode::from(2);
@@ -143,7 +183,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, transport)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("p2psip: {message}");
@@ -152,14 +192,62 @@ fn main() -> ExitCode {
     }
 }
 
+/// `p2psip certs …`: one line saying what was written, or one error line.
+fn certs(command: CertsCommand) -> ExitCode {
+    let written = match &command {
+        CertsCommand::Ca { out } => p2psip_certs::write_ca(out).map(|_| {
+            format!(
+                "wrote {} and {}",
+                out.join(p2psip_certs::CA_CERT).display(),
+                out.join(p2psip_certs::CA_KEY).display()
+            )
+        }),
+        CertsCommand::Server { ca, names, out } => {
+            p2psip_certs::write_server(ca, names, out).map(|_| {
+                format!(
+                    "wrote {} and {} for {}",
+                    out.join(p2psip_certs::SERVER_CERT).display(),
+                    out.join(p2psip_certs::SERVER_KEY).display(),
+                    names.join(", ")
+                )
+            })
+        }
+    };
+    match written {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("p2psip certs: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Defaults, then the config file, then the flags.
-fn load(args: NodeArgs) -> Result<Config, String> {
+fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
     if let Some(sip) = args.sip {
         config.sip = sip;
+    }
+    if let Some(sips) = args.sips {
+        config.sips = Some(sips);
+    }
+    if let Some(path) = args.tls_cert {
+        config.tls_cert = Some(path);
+    }
+    if let Some(path) = args.tls_key {
+        config.tls_key = Some(path);
+    }
+    if let Some(path) = args.tls_ca {
+        config.tls_ca = Some(path);
+    }
+    if let Some(n) = args.max_connections_per_source {
+        config.max_connections_per_source = n;
     }
     if !args.domains.is_empty() {
         config.domains = args.domains;
@@ -208,7 +296,8 @@ fn load(args: NodeArgs) -> Result<Config, String> {
             format!("config key `users`: {} line {line}: {why}", path.display())
         })?;
     }
-    Ok(config)
+    let transport = config.transport_options().map_err(|e| e.to_string())?;
+    Ok((config, transport))
 }
 
 /// `p2psip users add`: the HA1s of a password read on standard input.
@@ -265,11 +354,12 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, transport: TransportOptions) -> Result<(), String> {
     let auth = config.auth_config().map_err(|e| e.to_string())?;
     let options = NodeOptions {
         core: CoreConfig {
             local: config.sip,
+            sips: None,
             domains: config.domains.clone(),
             routing: config.routing,
             registrar: config.registrar_config(),
@@ -294,11 +384,12 @@ async fn serve(config: Config) -> Result<(), String> {
         nameserver: config.gateway.nameserver,
         discover: config.discover.then_some(config.discover_port),
         users: config.users.clone(),
+        transport,
     };
     let node = Node::bind(options).await.map_err(|e| {
         format!(
-            "cannot bind on {} (SIP) or {:?} (HTTP): {e}",
-            config.sip, config.http
+            "cannot bind on {} (SIP), {:?} (SIP over TLS) or {:?} (HTTP): {e}",
+            config.sip, config.sips, config.http
         )
     })?;
     let local = node.local_addr();
@@ -308,7 +399,8 @@ async fn serve(config: Config) -> Result<(), String> {
         .first()
         .cloned()
         .unwrap_or_else(|| local.ip().to_string());
-    info!(%local, node_id = %node_id, domains = ?config.domains, routing = ?config.routing, "node started");
+    let sips = node.sips_addr();
+    info!(%local, sips = ?sips, node_id = %node_id, domains = ?config.domains, routing = ?config.routing, "node started");
     match config.auth_config().map(|a| a.mode) {
         Ok(AuthMode::Open) => tracing::warn!(
             %local,
@@ -321,7 +413,12 @@ async fn serve(config: Config) -> Result<(), String> {
         Err(_) => {}
     }
     // The one line on stdout: where the node listens (tests and scripts read it).
-    println!("p2psip listening on {local} (udp, tcp) node-id {node_id}");
+    match sips {
+        Some(sips) => {
+            println!("p2psip listening on {local} (udp, tcp) {sips} (tls) node-id {node_id}")
+        }
+        None => println!("p2psip listening on {local} (udp, tcp) node-id {node_id}"),
+    }
     println!(
         "register a phone as sip:USER@{domain} with registrar and outbound proxy {local}; call sip:OTHER@{domain}"
     );

@@ -61,6 +61,8 @@ use upkeep::Upkeep;
 pub struct CoreConfig {
     /// The address we listen on and put in Via and Record-Route.
     pub local: SocketAddr,
+    /// The address of SIP over TLS (`--sips`), if any: ours too.
+    pub sips: Option<SocketAddr>,
     /// Domains this node serves (lower case).
     pub domains: Vec<String>,
     pub routing: RoutingMode,
@@ -86,6 +88,7 @@ impl CoreConfig {
     pub fn new(local: SocketAddr, domains: Vec<String>) -> CoreConfig {
         CoreConfig {
             local,
+            sips: None,
             domains,
             routing: RoutingMode::Proxy,
             registrar: RegistrarConfig::default(),
@@ -223,7 +226,7 @@ impl Core {
         Core {
             upkeep: Upkeep::new(&config, now),
             out,
-            proxy: Proxy::new(config.local),
+            proxy: Proxy::new(config.local).with_tls(config.sips),
             location,
             gateway,
             auth,

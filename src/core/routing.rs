@@ -23,7 +23,7 @@ use crate::proxy::{RoutingMode, Target, loop_hash};
 use crate::registrar::binding::{Aor, Binding};
 use crate::sip::message::{HeaderAccess, Request, RequestUri};
 use crate::sip::target::{NextHop, host_text, next_hop, user_of};
-use crate::sip::transaction::{Peer, ServerKey};
+use crate::sip::transaction::{Peer, ServerKey, TransportKind};
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, INFO, UPDATE, REFER, PRACK";
 
@@ -406,7 +406,8 @@ fn domain_of(config: &CoreConfig, host_port: &HostPort) -> Option<String> {
 }
 
 fn is_own_address(config: &CoreConfig, host_port: &HostPort) -> bool {
-    let local = config.local;
+    let sips = config.sips.filter(|s| host_port.port == Some(s.port()));
+    let local = sips.unwrap_or(config.local);
     let port_matches = host_port.port.unwrap_or(5060) == local.port();
     let host_matches = match &host_port.host {
         Host::IP4(ip) => std::net::IpAddr::V4(*ip) == local.ip(),
@@ -434,10 +435,13 @@ fn group_by_q(bindings: &[Binding]) -> Vec<Vec<Target>> {
             continue;
         };
         // Reuse the connection the REGISTER came over when the contact names
-        // that very connection; otherwise reach the contact as it says.
+        // that very connection, or is a TLS contact registered over TLS (a
+        // phone's TLS listening port is rarely reachable, nor certified);
+        // otherwise reach the contact as it says.
         let via_connection = b.source.filter(|source| {
             source.transport.reliable()
-                && matches!(next_hop(&uri), NextHop::Peer(p) if p.addr == source.addr)
+                && matches!(next_hop(&uri), NextHop::Peer(p) if p.addr == source.addr
+                    || (p.transport == TransportKind::Tls && source.transport == TransportKind::Tls))
         });
         let target = Target {
             uri: RequestUri::Sip(uri),

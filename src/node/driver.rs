@@ -22,7 +22,7 @@ use crate::overlay::gateways::GatewayRecord;
 use crate::sip::target::Destination;
 use crate::ring::RingConfig;
 use crate::sip::transaction::{Peer, TransportKind};
-use crate::sip::transport::{Inbound, Transports};
+use crate::sip::transport::{Inbound, TransportOptions, Transports};
 use p2psip_dns::{
     DnsServer, Gateway, ResolverConfig, SipDestination, SipResolver, Target, Transport, Zones,
 };
@@ -53,6 +53,8 @@ pub struct NodeOptions {
     pub discover: Option<u16>,
     /// The users file, read at start and again whenever it changes.
     pub users: Option<PathBuf>,
+    /// TLS (`--sips`) and the connection limits.
+    pub transport: TransportOptions,
 }
 
 /// A node bound to its sockets, ready to run.
@@ -77,9 +79,11 @@ impl Node {
     /// Binds the sockets. `core.local` may have port 0; [`local_addr`](Self::local_addr) tells the real one.
     pub async fn bind(mut options: NodeOptions) -> io::Result<Node> {
         let (tx, inbound) = mpsc::channel(8192);
-        let transports = Transports::bind(options.core.local, tx).await?;
+        let transports =
+            Transports::bind(options.core.local, tx, options.transport.clone()).await?;
         let local = transports.local_addr();
         options.core.local = local;
+        options.core.sips = transports.sips_addr();
         let now = Instant::now();
         let mut join = options.join.clone();
         if join.is_empty() {
@@ -115,7 +119,10 @@ impl Node {
                     addr: local.ip(),
                     udp: Some(local.port()),
                     tcp: Some(local.port()),
-                    tls: None,
+                    tls: transports
+                        .sips_addr()
+                        .filter(|sips| sips.ip() == local.ip())
+                        .map(|sips| sips.port()),
                 };
                 // Serve ourselves at once: the ring reports the full set a
                 // round later, and an empty zone until then would be cached
@@ -167,6 +174,11 @@ impl Node {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.transports.local_addr()
+    }
+
+    /// The TLS listener's address, with `--sips`.
+    pub fn sips_addr(&self) -> Option<SocketAddr> {
+        self.transports.sips_addr()
     }
 
     pub fn http_addr(&self) -> Option<SocketAddr> {

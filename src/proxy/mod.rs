@@ -54,6 +54,8 @@ enum Pending {
 /// The proxy core: forks in progress and their branches.
 pub struct Proxy {
     local: SocketAddr,
+    /// Our TLS address (`--sips`), for Via and Record-Route on TLS hops.
+    tls: Option<SocketAddr>,
     forks: HashMap<ServerKey, Fork>,
     branch_of: HashMap<ClientKey, ServerKey>,
     resolving: HashMap<ResolveId, Pending>,
@@ -98,6 +100,7 @@ impl Proxy {
     pub fn new(local: SocketAddr) -> Proxy {
         Proxy {
             local,
+            tls: None,
             forks: HashMap::new(),
             branch_of: HashMap::new(),
             resolving: HashMap::new(),
@@ -110,6 +113,20 @@ impl Proxy {
             timer_c: BTreeSet::new(),
             timer_c_at: HashMap::new(),
             challengeable: HashMap::new(),
+        }
+    }
+
+    /// The proxy with a TLS address for TLS hops.
+    pub fn with_tls(mut self, tls: Option<SocketAddr>) -> Proxy {
+        self.tls = tls;
+        self
+    }
+
+    /// Our address as seen over `transport`.
+    fn address(&self, transport: TransportKind) -> SocketAddr {
+        match (transport, self.tls) {
+            (TransportKind::Tls, Some(tls)) => tls,
+            _ => self.local,
         }
     }
 
@@ -217,12 +234,29 @@ impl Proxy {
             "INVITE" | "SUBSCRIBE" | "REFER"
         );
         if dialog_forming && to_tag(&fork.request).is_none() {
-            let rr = record_route(self.local, peer.transport);
+            // From another transport or address than the one it leaves by:
+            // one entry for each side (RFC 5658 double Record-Route), so
+            // each end sends its in-dialog requests to the side it knows.
+            let arrived = fork
+                .request
+                .top_via()
+                .and_then(|via| via.transport.parse::<TransportKind>().ok());
+            if let Some(arrived) = arrived
+                && self.address(arrived) != self.address(peer.transport)
+            {
+                let rr = record_route(self.address(arrived), arrived);
+                crate::sip::message::prepend(&mut request.headers, Name::RECORD_ROUTE, rr.into());
+            }
+            let rr = record_route(self.address(peer.transport), peer.transport);
             crate::sip::message::prepend(&mut request.headers, Name::RECORD_ROUTE, rr.into());
         }
         self.counter += 1;
         let branch = format!("z9hG4bK{}.{}", loop_hash(&fork.request), self.counter);
-        let via = Via::new(transport_name(peer.transport), self.local, branch);
+        let via = Via::new(
+            transport_name(peer.transport),
+            self.address(peer.transport),
+            branch,
+        );
         crate::sip::message::push_via(&mut request.headers, &via);
         let invite = request.method == ezk_sip_types::Method::INVITE;
         let key = out.request(owner::PROXY, request, peer, now);
@@ -388,7 +422,7 @@ impl Proxy {
             NextHop::Peer(p) => p.transport,
             NextHop::Resolve(d) => d.transport.unwrap_or(TransportKind::Udp),
         };
-        let via = Via::new(transport_name(transport), self.local, branch);
+        let via = Via::new(transport_name(transport), self.address(transport), branch);
         crate::sip::message::push_via(&mut request.headers, &via);
         match hop {
             NextHop::Peer(peer) => out.stateless(peer, &Message::Request(request)),

@@ -128,6 +128,8 @@ impl Host<'_> {
 pub struct Node {
     pub name: String,
     pub addr: SocketAddr,
+    /// The SIP over TLS address, with `--sips`.
+    pub sips: Option<SocketAddr>,
     pub node_id: String,
     /// Its working directory; its log (stderr) is `DIR/NAME.log`.
     pub dir: PathBuf,
@@ -274,12 +276,13 @@ impl<'a> NodeBuilder<'a> {
             ),
             Err(_) => panic!("{name}: p2psip printed no listening line within {WAIT:?}"),
         };
-        let (addr, node_id) = parse_listening_line(&line)
+        let (addr, sips, node_id) = parse_listening_line(&line)
             .unwrap_or_else(|| panic!("{name}: unexpected first line from p2psip: {line:?}"));
         assert_ne!(addr.port(), 0, "{line}");
         Node {
             name: self.name,
             addr,
+            sips,
             node_id,
             dir,
             owns_dir,
@@ -288,16 +291,21 @@ impl<'a> NodeBuilder<'a> {
     }
 }
 
-/// `p2psip listening on 127.0.0.1:PORT (udp, tcp) node-id <40 hex>`
-pub fn parse_listening_line(line: &str) -> Option<(SocketAddr, String)> {
+/// `p2psip listening on 127.0.0.1:PORT (udp, tcp) [127.0.0.1:PORT (tls)] node-id <40 hex>`
+pub fn parse_listening_line(line: &str) -> Option<(SocketAddr, Option<SocketAddr>, String)> {
     let rest = line.strip_prefix("p2psip listening on ")?;
     let (addr, rest) = rest.split_once(' ')?;
-    let rest = rest.strip_prefix("(udp, tcp) node-id ")?;
-    let id = rest.trim();
+    let mut rest = rest.strip_prefix("(udp, tcp) ")?;
+    let mut sips = None;
+    if let Some((tls, after)) = rest.split_once(" (tls) ") {
+        sips = Some(tls.parse().ok()?);
+        rest = after;
+    }
+    let id = rest.strip_prefix("node-id ")?.trim();
     if id.len() != 40 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
-    Some((addr.parse().ok()?, id.to_string()))
+    Some((addr.parse().ok()?, sips, id.to_string()))
 }
 
 pub fn read_lossy(path: &Path) -> String {

@@ -1,14 +1,17 @@
-//! Transports: UDP and TCP on one address, with the slot where TLS plugs in.
+//! Transports: UDP and TCP on one address, TLS on another (`--sips`).
 //!
 //! The node's driver owns a [`Transports`]: it reads datagrams from the UDP
-//! socket itself, and gets framed messages from TCP connections through the
-//! [`Inbound`] channel. Sending picks the socket by the peer's transport;
-//! over TCP an open connection to the peer's address is reused (responses,
-//! and requests to contacts registered over TCP), else one is opened.
-//! TLS (a later issue) is a third listener whose connections run the same
-//! [`connection`] loop over a `tokio-rustls` stream.
+//! socket itself, and gets framed messages from TCP and TLS connections
+//! through the [`Inbound`] channel. Sending picks the socket by the peer's
+//! transport; over TCP and TLS an open connection to the peer's address is
+//! reused (responses, and requests to contacts registered over it), else
+//! one is opened. Both stream transports run the same [`connection`] loop
+//! (`stream.rs` accepts and connects), under the same [`limits`].
 
 pub mod connection;
+pub mod limits;
+mod stream;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,17 +19,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::sip::transaction::{Peer, TransportKind};
-
-/// Most TCP connections open at once; further ones are refused.
-pub const MAX_CONNECTIONS: usize = 4096;
+pub use limits::{Limits, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE};
+pub use tls::{Tls, TlsFiles};
 
 impl fmt::Display for TransportKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -56,7 +57,8 @@ impl FromStr for TransportKind {
 pub enum Inbound {
     /// One framed message from a connection.
     Message { bytes: Bytes, from: Peer },
-    /// A connection was accepted; its writer is registered for reuse.
+    /// A connection was accepted (for TLS: its handshake is done); its
+    /// writer is registered for reuse.
     Accepted {
         peer: Peer,
         writer: mpsc::UnboundedSender<Bytes>,
@@ -65,35 +67,95 @@ pub enum Inbound {
     Closed { peer: Peer },
 }
 
+/// How to bind the transports beyond the UDP/TCP address.
+#[derive(Clone, Debug)]
+pub struct TransportOptions {
+    /// Address for SIP over TLS; needs `tls` with a server certificate.
+    pub sips: Option<SocketAddr>,
+    /// TLS configurations (server for `sips`, client for outgoing TLS).
+    pub tls: Option<Tls>,
+    /// Most inbound connections from one IP address at once.
+    pub max_connections_per_source: usize,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            sips: None,
+            tls: None,
+            max_connections_per_source: MAX_CONNECTIONS_PER_SOURCE,
+        }
+    }
+}
+
 /// The node's sockets.
 pub struct Transports {
     udp: Arc<UdpSocket>,
     local: SocketAddr,
-    connections: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>>,
+    sips: Option<SocketAddr>,
+    connections: HashMap<Peer, mpsc::UnboundedSender<Bytes>>,
     inbound: mpsc::Sender<Inbound>,
-    open: Arc<AtomicUsize>,
+    limits: Arc<Limits>,
+    connector: Option<tokio_rustls::TlsConnector>,
 }
 
 impl Transports {
-    /// Binds UDP and TCP on `addr` and starts accepting connections.
-    pub async fn bind(addr: SocketAddr, inbound: mpsc::Sender<Inbound>) -> io::Result<Transports> {
+    /// Binds UDP and TCP on `addr` (and TLS on `options.sips`) and starts
+    /// accepting connections.
+    pub async fn bind(
+        addr: SocketAddr,
+        inbound: mpsc::Sender<Inbound>,
+        options: TransportOptions,
+    ) -> io::Result<Transports> {
         let udp = bind_udp(addr)?;
         let local = udp.local_addr()?;
+        let limits = Limits::new(options.max_connections_per_source, MAX_CONNECTIONS);
         // TCP on the same port as UDP (port 0 means: the one UDP got).
         let listener = TcpListener::bind(local).await?;
-        let open = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(accept_loop(listener, inbound.clone(), open.clone()));
+        tokio::spawn(stream::accept_loop(
+            listener,
+            None,
+            inbound.clone(),
+            limits.clone(),
+        ));
+        let mut sips = None;
+        if let Some(addr) = options.sips {
+            let acceptor = options
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.acceptor.clone())
+                .ok_or_else(|| {
+                    io::Error::other(format!("sips {addr}: no TLS certificate configured"))
+                })?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("sips {addr}: {e}")))?;
+            sips = Some(listener.local_addr()?);
+            tokio::spawn(stream::accept_loop(
+                listener,
+                Some(acceptor),
+                inbound.clone(),
+                limits.clone(),
+            ));
+        }
         Ok(Transports {
             udp: Arc::new(udp),
             local,
+            sips,
             connections: HashMap::new(),
             inbound,
-            open,
+            limits,
+            connector: options.tls.and_then(|tls| tls.connector),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The TLS listener's address, with `--sips`.
+    pub fn sips_addr(&self) -> Option<SocketAddr> {
+        self.sips
     }
 
     pub fn udp(&self) -> &UdpSocket {
@@ -109,17 +171,17 @@ impl Transports {
     pub fn on_inbound(&mut self, event: &Inbound) {
         match event {
             Inbound::Accepted { peer, writer } => {
-                self.connections.insert(peer.addr, writer.clone());
+                self.connections.insert(*peer, writer.clone());
             }
             Inbound::Closed { peer } => {
                 // Only the closed connection's writer: a newer connection to
                 // the same address may already be in its place.
                 if self
                     .connections
-                    .get(&peer.addr)
+                    .get(peer)
                     .is_some_and(|writer| writer.is_closed())
                 {
-                    self.connections.remove(&peer.addr);
+                    self.connections.remove(peer);
                 }
             }
             Inbound::Message { .. } => {}
@@ -128,8 +190,8 @@ impl Transports {
 
     /// Sends bytes to a peer; false when they certainly cannot go (a UDP
     /// send refused for another reason than a full buffer, no room for
-    /// another connection, no TLS). A connection that fails later is
-    /// reported as [`Inbound::Closed`].
+    /// another connection, no TLS client configuration). A connection that
+    /// fails later is reported as [`Inbound::Closed`].
     pub fn send(&mut self, to: Peer, bytes: Bytes) -> bool {
         match to.transport {
             TransportKind::Udp => match self.udp.try_send_to(&bytes, to.addr) {
@@ -141,30 +203,38 @@ impl Transports {
                     false
                 }
             },
-            TransportKind::Tcp => {
-                if let Some(writer) = self.connections.get(&to.addr)
+            TransportKind::Tcp | TransportKind::Tls => {
+                if let Some(writer) = self.connections.get(&to)
                     && writer.send(bytes.clone()).is_ok()
                 {
                     return true;
                 }
-                if self.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                let connector = match (to.transport, &self.connector) {
+                    (TransportKind::Tls, None) => {
+                        warn!(
+                            to = %to.addr,
+                            "no CA to verify TLS servers against (config key `tls_ca`); not connecting"
+                        );
+                        return false;
+                    }
+                    (TransportKind::Tls, Some(connector)) => Some(connector.clone()),
+                    _ => None,
+                };
+                let Some(slot) = self.limits.admit_outbound() else {
                     warn!(to = %to.addr, "too many connections; not connecting");
                     return false;
-                }
+                };
                 let (writer, outgoing) = mpsc::unbounded_channel();
                 let _ = writer.send(bytes);
-                self.connections.insert(to.addr, writer);
-                tokio::spawn(connect(
+                self.connections.insert(to, writer);
+                tokio::spawn(stream::connect(
                     to,
+                    connector,
                     outgoing,
                     self.inbound.clone(),
-                    self.open.clone(),
+                    slot,
                 ));
                 true
-            }
-            TransportKind::Tls => {
-                warn!(to = %to.addr, "TLS is not configured on this node; dropping message");
-                false
             }
         }
     }
@@ -179,68 +249,4 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    inbound: mpsc::Sender<Inbound>,
-    open: Arc<AtomicUsize>,
-) {
-    loop {
-        let (stream, addr) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(error) => {
-                warn!(%error, "accept failed");
-                continue;
-            }
-        };
-        if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            debug!(%addr, "refusing connection: too many open");
-            continue;
-        }
-        let peer = Peer {
-            transport: TransportKind::Tcp,
-            addr,
-        };
-        let (writer, outgoing) = mpsc::unbounded_channel();
-        if inbound
-            .send(Inbound::Accepted { peer, writer })
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let _ = stream.set_nodelay(true);
-        open.fetch_add(1, Ordering::Relaxed);
-        let inbound = inbound.clone();
-        let open = open.clone();
-        tokio::spawn(async move {
-            connection::run(stream, peer, outgoing, inbound.clone()).await;
-            open.fetch_sub(1, Ordering::Relaxed);
-            let _ = inbound.send(Inbound::Closed { peer }).await;
-        });
-    }
-}
-
-async fn connect(
-    peer: Peer,
-    outgoing: mpsc::UnboundedReceiver<Bytes>,
-    inbound: mpsc::Sender<Inbound>,
-    open: Arc<AtomicUsize>,
-) {
-    open.fetch_add(1, Ordering::Relaxed);
-    match TcpStream::connect(peer.addr).await {
-        Ok(stream) => {
-            let _ = stream.set_nodelay(true);
-            connection::run(stream, peer, outgoing, inbound.clone()).await;
-        }
-        Err(error) => {
-            debug!(%error, to = %peer.addr, "TCP connect failed");
-            // Close the channel first: later sends then open a new connection
-            // instead of queueing into this dead one.
-            drop(outgoing);
-        }
-    }
-    open.fetch_sub(1, Ordering::Relaxed);
-    let _ = inbound.send(Inbound::Closed { peer }).await;
 }
