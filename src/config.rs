@@ -10,6 +10,7 @@ use serde::Deserialize;
 use p2psip_bridge::config::GatewayConfig;
 
 use crate::auth::guard::Limits;
+use crate::auth::users::Algorithm;
 use crate::auth::{AuthConfig, AuthMode};
 use crate::proxy::RoutingMode;
 use crate::registrar::RegistrarConfig;
@@ -58,6 +59,8 @@ pub struct Config {
     pub trusted: Vec<IpAddr>,
     /// How much one source may ask (`[limits]`).
     pub limits: Option<Limits>,
+    /// Digest algorithms offered in challenges, in order: "MD5", "SHA-256".
+    pub auth_algorithms: Vec<Algorithm>,
 }
 
 /// The `[registrar]` section.
@@ -105,6 +108,7 @@ impl Default for Config {
             auth: None,
             trusted: Vec::new(),
             limits: None,
+            auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
         }
     }
 }
@@ -180,10 +184,17 @@ impl Config {
             (None, AuthMode::Digest) => Limits::for_auth(),
             (None, AuthMode::Open) => Limits::default(),
         };
+        if self.auth_algorithms.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "auth_algorithms",
+                why: "offers no algorithm: give \"MD5\", \"SHA-256\" or both".into(),
+            });
+        }
         Ok(AuthConfig {
             mode,
             limits,
             trusted: self.trusted.clone(),
+            algorithms: self.auth_algorithms.clone(),
         })
     }
 

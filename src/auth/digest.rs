@@ -198,19 +198,24 @@ fn expected_response(record: &UserRecord, c: &Credentials, method: &str) -> Stri
     }
 }
 
-/// The challenge header values: MD5 first, then SHA-256 (RFC 8760). RFC
-/// 8760 would list the preferred one first, but many clients read only the
-/// first challenge and give up on an algorithm they do not know (SIPp 3.6:
-/// "authentication must use MD5"); a client that knows SHA-256 finds it in
-/// the second (docs/security.md).
-pub fn challenges(realm: &str, nonce: &str, stale: bool) -> [String; 2] {
+/// The challenge header values, one per algorithm offered, in the order
+/// given (`auth_algorithms`; by default MD5, then SHA-256). RFC 8760 would
+/// list the preferred one first, but many clients read only the first
+/// challenge and give up on an algorithm they do not know (SIPp 3.6:
+/// "authentication must use MD5"), and some refuse the whole set when one
+/// of them is unknown (baresip 1.0's libre: "Function not implemented"):
+/// for those, offer MD5 alone (docs/security.md).
+pub fn challenges(realm: &str, nonce: &str, stale: bool, algorithms: &[Algorithm]) -> Vec<String> {
     let stale = if stale { ", stale=true" } else { "" };
-    [Algorithm::Md5, Algorithm::Sha256].map(|a| {
-        format!(
-            "Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}",
-            a.name()
-        )
-    })
+    algorithms
+        .iter()
+        .map(|a| {
+            format!(
+                "Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}",
+                a.name()
+            )
+        })
+        .collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

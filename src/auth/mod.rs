@@ -30,7 +30,7 @@ use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::sip::target::user_of;
 use digest::{Credentials, Nonces, Rejection};
 use guard::{Admission, Guard, Limits};
-use users::UserRecord;
+use users::{Algorithm, UserRecord};
 
 /// The item kind of a user's credentials in the ring.
 pub const CREDENTIAL_KIND: &str = "credential";
@@ -59,6 +59,8 @@ pub struct AuthConfig {
     pub limits: Limits,
     /// Peers whose requests need no credentials (the legacy registrar, a PSTN gateway).
     pub trusted: Vec<IpAddr>,
+    /// The digest algorithms challenges offer, in order.
+    pub algorithms: Vec<Algorithm>,
 }
 
 impl Default for AuthConfig {
@@ -67,6 +69,7 @@ impl Default for AuthConfig {
             mode: AuthMode::Open,
             limits: Limits::default(),
             trusted: Vec::new(),
+            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
         }
     }
 }
@@ -236,7 +239,7 @@ impl Auth {
         };
         let mut response = request.final_response(status);
         let nonce = self.nonces.make(now);
-        for value in digest::challenges(realm, &nonce, stale) {
+        for value in digest::challenges(realm, &nonce, stale, &self.config.algorithms) {
             response.headers.insert(header.clone(), value);
         }
         Verdict::Respond(response)

@@ -32,10 +32,12 @@ impl fmt::Debug for UserRecord {
     }
 }
 
-/// The digest algorithms the node offers, strongest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The digest algorithms the node knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 pub enum Algorithm {
+    #[serde(rename = "SHA-256")]
     Sha256,
+    #[serde(rename = "MD5")]
     Md5,
 }
 
