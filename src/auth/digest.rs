@@ -4,7 +4,7 @@
 //! `stale`), credentials checked against the user's HA1, and nonce counts
 //! that must grow (a replayed `nc` is refused).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -14,8 +14,9 @@ use super::users::{Algorithm, UserRecord, hex};
 
 /// How long a nonce is good for.
 pub const NONCE_LIFETIME: Duration = Duration::from_secs(300);
-/// Nonces whose counts are remembered at most (beyond it the oldest go).
-const MAX_TRACKED_NONCES: usize = 65_536;
+/// Nonces whose counts are remembered at most (beyond it the oldest go,
+/// and become stale).
+pub const MAX_TRACKED_NONCES: usize = 65_536;
 
 /// The credentials a request carries (`Authorization` or `Proxy-Authorization`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,8 +87,14 @@ pub struct Nonces {
     epoch: Instant,
     /// Makes every nonce unique, also two made in one millisecond.
     serial: u32,
-    /// Highest `nc` accepted per nonce, and when the nonce was made.
-    counts: HashMap<String, (u32, Instant)>,
+    /// Highest `nc` accepted per nonce.
+    counts: HashMap<String, u32>,
+    /// The nonces in `counts`, in the order they were first counted, with
+    /// when each was made: the oldest are forgotten first.
+    order: VecDeque<(Instant, String)>,
+    /// Nonces made at or before this are treated as stale: their counts may
+    /// have been forgotten, so a replay of them cannot pass.
+    floor: Option<Instant>,
 }
 
 impl Nonces {
@@ -97,6 +104,8 @@ impl Nonces {
             epoch,
             serial: 0,
             counts: HashMap::new(),
+            order: VecDeque::new(),
+            floor: None,
         }
     }
 
@@ -130,7 +139,8 @@ impl Nonces {
             return NonceState::Forged;
         }
         let made = self.epoch + Duration::from_millis(stamp);
-        if made > now || now.saturating_duration_since(made) > NONCE_LIFETIME {
+        let forgotten = self.floor.is_some_and(|floor| made <= floor);
+        if forgotten || made > now || now.saturating_duration_since(made) > NONCE_LIFETIME {
             return NonceState::Stale;
         }
         NonceState::Fresh
@@ -157,12 +167,15 @@ impl Nonces {
         }
         // qop=auth: the count must grow (RFC 7616 §3.4).
         if let Some(nc) = credentials.nc {
-            let made = now;
-            let entry = self.counts.entry(credentials.nonce.clone()).or_insert((0, made));
-            if nc <= entry.0 {
+            let seen = self.counts.get(&credentials.nonce).copied();
+            if seen.is_some_and(|last| nc <= last) {
                 return Err(Rejection::Replayed);
             }
-            entry.0 = nc;
+            if seen.is_none() {
+                let made = self.made(&credentials.nonce).unwrap_or(now);
+                self.order.push_back((made, credentials.nonce.clone()));
+            }
+            self.counts.insert(credentials.nonce.clone(), nc);
             if self.counts.len() > MAX_TRACKED_NONCES {
                 self.purge(now);
             }
@@ -170,15 +183,26 @@ impl Nonces {
         Ok(())
     }
 
-    /// Forgets the counts of nonces that are stale now.
+    /// When a nonce of ours was made.
+    fn made(&self, nonce: &str) -> Option<Instant> {
+        let stamp = u64::from_str_radix(nonce.get(..16)?, 16).ok()?;
+        Some(self.epoch + Duration::from_millis(stamp))
+    }
+
+    /// Forgets the counts of nonces that are stale now, and the oldest
+    /// beyond [`MAX_TRACKED_NONCES`] (those become stale at once). Each
+    /// nonce is forgotten once: amortised constant time per REGISTER.
     pub fn purge(&mut self, now: Instant) {
-        self.counts
-            .retain(|_, (_, seen)| now.saturating_duration_since(*seen) <= NONCE_LIFETIME);
-        while self.counts.len() > MAX_TRACKED_NONCES {
-            let Some(oldest) = self.counts.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) else {
+        while let Some((made, nonce)) = self.order.front() {
+            let stale = now.saturating_duration_since(*made) > NONCE_LIFETIME;
+            if !stale && self.counts.len() <= MAX_TRACKED_NONCES {
                 break;
-            };
-            self.counts.remove(&oldest);
+            }
+            if !stale {
+                self.floor = Some(self.floor.map_or(*made, |f| f.max(*made)));
+            }
+            self.counts.remove(nonce);
+            self.order.pop_front();
         }
     }
 }
@@ -271,6 +295,30 @@ mod tests {
         let _ = other.make(t0);
         assert_eq!(other.state(&nonce, t0), NonceState::Forged);
         assert_eq!(nonces.state("zz", t0), NonceState::Forged);
+    }
+
+    #[test]
+    fn beyond_the_cap_the_oldest_nonces_go_stale() {
+        let t0 = Instant::now();
+        let mut nonces = Nonces::new([3; 32], t0);
+        let record = UserRecord::new(Aor::new("alice", "example.test"), "secret");
+        let first = nonces.make(t0);
+        let answer_first = answer(&first, Algorithm::Md5, 1, "secret");
+        assert_eq!(nonces.verify(&answer_first, "REGISTER", Some(&record), t0), Ok(()));
+        for i in 0..MAX_TRACKED_NONCES + 10 {
+            let t = t0 + Duration::from_micros(i as u64 * 10 + 1000);
+            let nonce = nonces.make(t);
+            let c = answer(&nonce, Algorithm::Md5, 1, "secret");
+            assert_eq!(nonces.verify(&c, "REGISTER", Some(&record), t), Ok(()));
+        }
+        assert!(nonces.counts.len() <= MAX_TRACKED_NONCES);
+        let later = t0 + Duration::from_secs(2);
+        let again = answer(&first, Algorithm::Md5, 2, "secret");
+        assert_eq!(
+            nonces.verify(&again, "REGISTER", Some(&record), later),
+            Err(Rejection::Stale),
+            "a forgotten nonce is stale, not open to replays"
+        );
     }
 
     #[test]
