@@ -8,6 +8,13 @@
 #   2. calls (uac_call.xml -> server -> uas_call.xml registered as bob) at fixed rates
 #                                                       -> CPU ms per 1,000 calls
 #   3. a ladder of short (STEP_SECS) steps above the fixed rates -> highest clean rate
+#   4. kind register_auth (not in the default KINDS): REGISTER with digest, unique users each
+#      with her own password: REGISTER -> 401 -> REGISTER with credentials -> 200, at fixed
+#      rates -> CPU ms per 1,000 authenticated registrations (challenge + authenticated
+#      REGISTER). Against a second pair of servers started for it: Kamailio with
+#      scripts/bench/kamailio-auth.cfg (auth + htable, users from a db_text table) on
+#      127.0.0.1:5072 and the node with a users file and `[limits] requests = 0` (one SIPp
+#      source) on 127.0.0.1:5062; the same users and passwords for both (make-auth-users.py).
 # CPU = utime+stime (/proc/PID/stat) summed over the server's processes, read just before
 # and just after each SIPp run. "OK" (as the shared interop bench.sh): 0 failed calls,
 # 0 retransmissions, achieved >= 95% of the offered rate. For every rate the two servers
@@ -22,7 +29,9 @@
 #        REPS=3                 repetitions of each fixed-rate run (server order alternates)
 #        REG_STEPS="10000 15000 20000" CALL_STEPS="1000 2000 3000 4000" STEP_SECS=5  (one run each)
 #        SIPP_BUFF=1048576      SIPp socket buffers (65535 = SIPp's default)
+#        AUTH_RATES="1000 2500" AUTH_N=20000 AUTH_STEPS=""   register_auth runs (calls per second)
 #        SERVERS="kamailio p2psip"  KINDS="register call"  KAM_CHILDREN=4  RESULTS=file  KEEP=1 (keep logs)
+#        KINDS="register_auth"  (or e.g. "register call register_auth")
 #        RUST_LOG (passed to the node; unset = its default, info)
 # Output: a table (kind, rate, server, cpu_ms_per_1000, ok, failed, retrans, verdict, ...),
 # the p2psip/kamailio ratios and the highest clean rates; raw lines are appended to
@@ -37,11 +46,13 @@ if [ "${QUICK:-0}" = 1 ]; then
   REG_RATES=${REG_RATES-2000}; REG_N=${REG_N:-6000}
   CALL_RATES=${CALL_RATES-200}; CALL_N=${CALL_N:-1000}
   REG_STEPS=${REG_STEPS-5000}; CALL_STEPS=${CALL_STEPS-500}; STEP_SECS=${STEP_SECS:-2}; REPS=${REPS:-1}
+  AUTH_RATES=${AUTH_RATES-1000}; AUTH_N=${AUTH_N:-4000}; AUTH_STEPS=${AUTH_STEPS-}
 else
   REG_RATES=${REG_RATES-"2000 5000"}; REG_N=${REG_N:-20000}
   CALL_RATES=${CALL_RATES-"200 500"}; CALL_N=${CALL_N:-5000}
   REG_STEPS=${REG_STEPS-"10000 15000 20000"}; CALL_STEPS=${CALL_STEPS-"1000 2000 3000 4000"}
   STEP_SECS=${STEP_SECS:-5}; REPS=${REPS:-3}
+  AUTH_RATES=${AUTH_RATES-"1000 2500"}; AUTH_N=${AUTH_N:-20000}; AUTH_STEPS=${AUTH_STEPS-}
 fi
 SERVERS=${SERVERS:-"kamailio p2psip"}
 KINDS=${KINDS:-"register call"}
@@ -50,6 +61,9 @@ KINDS=${KINDS:-"register call"}
 SIPP_BUFF=${SIPP_BUFF:-1048576}
 KAM_CHILDREN=${KAM_CHILDREN:-4}
 KAM_PORT=5070; NODE_PORT=5060; UAS_PORT=5090
+KAM_AUTH_PORT=5072; NODE_AUTH_PORT=5062
+KAMPID=""; NODEPID=""; KAMAUTHPID=""; NODEAUTHPID=""
+has_kind() { [[ " $KINDS " == *" $1 "* ]]; }
 DOMAIN=legacy.test
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 RESULTS=${RESULTS:-$B/results-$(date -u +%Y%m%d).txt}
@@ -102,9 +116,30 @@ start_kamailio() {
   ip netns exec "$NS" kamailio -DD -E -f "$B/kamailio-legacy.cfg" -Y "$TMP" -P "$TMP/kam.pid" \
      -m 1024 -M 16 -A "LISTEN_SOCK=udp:127.0.0.1:$KAM_PORT" -A "KAM_CHILDREN=$KAM_CHILDREN" \
      -A 'KAM_DEBUG=1' >"$TMP/kamailio.log" 2>&1 &
-  PIDS+=($!)
+  KAMPID=$!; PIDS+=($KAMPID)
   for _ in $(seq 50); do udp_bound $KAM_PORT && return 0; sleep 0.2; done
   echo "kamailio did not start" >&2; tail "$TMP/kamailio.log" >&2; exit 1
+}
+# The digest pair: users (the same for both) from make-auth-users.py in $TMP/auth.
+# (-M 128: db_text builds the whole users table as one query result in private memory at start-up)
+start_kamailio_auth() {
+  mkdir -p "$TMP/kam-auth"
+  ip netns exec "$NS" kamailio -DD -E -f "$B/kamailio-auth.cfg" -Y "$TMP/kam-auth" -P "$TMP/kam-auth/kam.pid" \
+     -m 1024 -M 128 -A "LISTEN_SOCK=udp:127.0.0.1:$KAM_AUTH_PORT" -A "KAM_CHILDREN=$KAM_CHILDREN" \
+     -A "AUTH_DB_URL=\"text://$TMP/auth/kamdb\"" -A 'KAM_DEBUG=1' >"$TMP/kamailio-auth.log" 2>&1 &
+  KAMAUTHPID=$!; PIDS+=($KAMAUTHPID)
+  for _ in $(seq 100); do udp_bound $KAM_AUTH_PORT && return 0; sleep 0.2; done
+  echo "kamailio (auth) did not start" >&2; tail "$TMP/kamailio-auth.log" >&2; exit 1
+}
+start_node_auth() {
+  printf '%s\n' "sip = \"127.0.0.1:$NODE_AUTH_PORT\"" "domains = [\"$DOMAIN\"]" \
+    "users = \"$TMP/auth/node-users\"" "# one SIPp source sends everything: no per-source request limit" \
+    "[limits]" "requests = 0" >"$TMP/node-auth.toml"
+  ip netns exec "$NS" "$P2PSIP_BIN" node --config "$TMP/node-auth.toml" \
+     >"$TMP/p2psip-auth.out" 2>"$TMP/p2psip-auth.err" &
+  NODEAUTHPID=$!; PIDS+=($NODEAUTHPID)
+  for _ in $(seq 100); do grep -q '^p2psip listening on' "$TMP/p2psip-auth.out" && return 0; sleep 0.2; done
+  echo "p2psip (auth) did not start" >&2; tail "$TMP/p2psip-auth.err" >&2; exit 1
 }
 start_node() {
   ip netns exec "$NS" "$P2PSIP_BIN" node --sip "127.0.0.1:$NODE_PORT" --domain "$DOMAIN" \
@@ -113,8 +148,19 @@ start_node() {
   for _ in $(seq 50); do grep -q '^p2psip listening on' "$TMP/p2psip.out" && return 0; sleep 0.2; done
   echo "p2psip did not start" >&2; tail "$TMP/p2psip.err" >&2; exit 1
 }
-port_of() { [ "$1" = kamailio ] && echo $KAM_PORT || echo $NODE_PORT; }
-comm_of() { [ "$1" = kamailio ] && echo kamailio || basename "$P2PSIP_BIN" | cut -c1-15; }
+# port_of SERVER KIND / root_of SERVER KIND: the instance that serves KIND
+port_of() {
+  case $1/${2:-} in
+    kamailio/register_auth) echo $KAM_AUTH_PORT ;; p2psip/register_auth) echo $NODE_AUTH_PORT ;;
+    kamailio/*) echo $KAM_PORT ;; *) echo $NODE_PORT ;;
+  esac
+}
+root_of() {
+  case $1/${2:-} in
+    kamailio/register_auth) echo "$KAMAUTHPID" ;; p2psip/register_auth) echo "$NODEAUTHPID" ;;
+    kamailio/*) echo "$KAMPID" ;; *) echo "$NODEPID" ;;
+  esac
+}
 
 # Kernel receive-buffer drops: of the server's UDP socket on port $1 (/proc/net/udp "drops"),
 # or, with "all", of the whole namespace (/proc/net/snmp Udp RcvbufErrors; SIPp's sockets are
@@ -128,13 +174,15 @@ udp_drops() {
   fi
 }
 
-# utime+stime clock ticks of all the server's processes in the namespace
+# utime+stime clock ticks of the server instance (ticks SERVER KIND): its main process and
+# its children (Kamailio's workers are children of its main process; the node has one process)
 ticks() {
-  local comm t=0 p s; comm=$(comm_of "$1")
+  local root t=0 p s; root=$(root_of "$1" "${2:-}")
   for p in $(ip netns pids "$NS"); do
-    [ "$(cat /proc/$p/comm 2>/dev/null)" = "$comm" ] || continue
     s=($(sed 's/^.*) //' /proc/$p/stat 2>/dev/null)) || continue
-    [ ${#s[@]} -gt 13 ] && t=$((t + s[11] + s[12]))   # fields 14,15 counting from pid
+    [ ${#s[@]} -gt 13 ] || continue
+    [ "$p" = "$root" ] || [ "${s[1]}" = "$root" ] || continue   # s[1]: ppid (field 4)
+    t=$((t + s[11] + s[12]))   # fields 14,15 counting from pid
   done
   echo $t
 }
@@ -144,20 +192,20 @@ ticks() {
 run_sipp() {
   local kind=$1 phase=$2 server=$3 rate=$4 n=$5; shift 5
   local port tag stf t0 t1 c0 c1 limit maxcalls
-  port=$(port_of "$server"); tag=$kind-$phase-$rate-$server
+  port=$(port_of "$server" "$kind"); tag=$kind-$phase-$rate-$server
   stf="$TMP/$tag.csv"
   limit=$(( n / rate + 30 ))
   # open-calls cap below the open-files limit (SIPp wants sockets + calls < ulimit -n)
   maxcalls=$(( rate * 4 + 100 )); [ "$maxcalls" -gt 15000 ] && maxcalls=15000
   local d0 o0 d1 o1
   d0=$(udp_drops "$port"); o0=$(udp_drops "$port" all)
-  c0=$(ticks "$server"); t0=$(date +%s.%N)
+  c0=$(ticks "$server" "$kind"); t0=$(date +%s.%N)
   (cd "$TMP" && timeout -k 5 "$limit" ip netns exec "$NS" sipp "127.0.0.1:$port" -i 127.0.0.1 \
       -r "$rate" -m "$n" -l "$maxcalls" -timeout "$limit" -nostdin \
       -buff_size "$SIPP_BUFF" -trace_stat -stf "$stf" -fd 1 -trace_err -error_file "$TMP/$tag.err" "$@" \
       </dev/null >"$TMP/$tag.out" 2>&1)
   local rc=$?
-  t1=$(date +%s.%N); c1=$(ticks "$server")
+  t1=$(date +%s.%N); c1=$(ticks "$server" "$kind")
   d1=$(udp_drops "$port"); o1=$(udp_drops "$port" all)
   python3 "$B/summarise.py" line --stf "$stf" --kind "$kind" --phase "$phase" --server "$server" \
      --rate "$rate" --n "$n" --ticks $((c1 - c0)) --hz "$HZ" --wall "$(echo "$t1 - $t0" | bc -l)" \
@@ -198,10 +246,19 @@ plan() { # RATES STEPS N
   echo "# loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg); SIPp and both servers share the same cores; sipp -buff_size $SIPP_BUFF"
 } | tee "$TMP/header.txt"
 
-for s in $SERVERS; do case $s in kamailio) start_kamailio ;; p2psip) start_node ;; *) echo "unknown server $s"; exit 1 ;; esac; done
+if has_kind register || has_kind call; then
+  for s in $SERVERS; do case $s in kamailio) start_kamailio ;; p2psip) start_node ;; *) echo "unknown server $s"; exit 1 ;; esac; done
+fi
+if has_kind register_auth; then
+  # distinct users for every run, the same for both servers: as many as the plan needs
+  AUTH_TOTAL=$(plan "$AUTH_RATES" "$AUTH_STEPS" "$AUTH_N" | awk '{ t += $3 } END { print t + 0 }')
+  python3 "$B/make-auth-users.py" "$TMP/auth" "$AUTH_TOTAL" "$DOMAIN" auser
+  echo "# register_auth: $AUTH_TOTAL users, each with her own password (node users file, Kamailio htable from db_text); node [limits] requests = 0" | tee -a "$TMP/header.txt"
+  for s in $SERVERS; do case $s in kamailio) start_kamailio_auth ;; p2psip) start_node_auth ;; *) echo "unknown server $s"; exit 1 ;; esac; done
+fi
 
 # ---------------------------------------------------------------- 1. REGISTER
-if [[ " $KINDS " == *" register "* ]]; then
+if has_kind register; then
 i=0
 while read -r phase r n; do
   [ -n "$r" ] || continue
@@ -216,7 +273,7 @@ done < <(plan "$REG_RATES" "$REG_STEPS" "$REG_N")
 fi
 
 # ---------------------------------------------------------------- 2. calls
-if [[ " $KINDS " == *" call "* ]] && [ -z "$GONE" ]; then
+if has_kind call && [ -z "$GONE" ]; then
 # one UAS (bob at 127.0.0.1:5090) registered with both servers
 ip netns exec "$NS" sipp -sf "$B/sipp/uas_call.xml" -i 127.0.0.1 -p $UAS_PORT -mp 16000 -l 15000 \
    -buff_size "$SIPP_BUFF" -nostdin -bind_local -trace_err -error_file "$TMP/uas.err" >"$TMP/uas.out" 2>&1 &
@@ -225,7 +282,7 @@ for _ in $(seq 50); do udp_bound $UAS_PORT && break; sleep 0.2; done
 printf 'SEQUENTIAL\nbob;%s\n' "$DOMAIN" > "$TMP/bob.csv"
 sed "s/\[field0\]@\[local_ip\]:\[local_port\]/bob@127.0.0.1:$UAS_PORT/" "$B/sipp/register.xml" > "$TMP/reg-bob.xml"
 for s in $SERVERS; do
-  (cd "$TMP" && timeout 15 ip netns exec "$NS" sipp "127.0.0.1:$(port_of "$s")" -i 127.0.0.1 -p 7001 \
+  (cd "$TMP" && timeout 15 ip netns exec "$NS" sipp "127.0.0.1:$(port_of "$s" call)" -i 127.0.0.1 -p 7001 \
      -sf reg-bob.xml -inf bob.csv -m 1 -timeout 10 -nostdin >"$TMP/reg-bob-$s.out" 2>&1) \
      || { echo "registering bob with $s failed" >&2; exit 1; }
 done
@@ -240,6 +297,23 @@ while read -r phase r n; do
   done
   i=$((i + 1))
 done < <(plan "$CALL_RATES" "$CALL_STEPS" "$CALL_N")
+fi
+
+# ---------------------------------------------------------------- 4. REGISTER with digest
+if has_kind register_auth && [ -z "$GONE" ]; then
+i=0; off=0
+while read -r phase r n; do
+  [ -n "$r" ] || continue
+  # this run's users: the next n of the provisioned ones (SIPp reads -inf from its first line)
+  { echo SEQUENTIAL; sed -n "$((off + 2)),$((off + n + 1))p" "$TMP/auth/users.csv"; } >"$TMP/auth-run.csv"
+  off=$((off + n))
+  for s in $(order $i); do
+    run_sipp register_auth "$phase" "$s" "$r" "$n" -sf "$B/sipp/register_auth.xml" -inf "$TMP/auth-run.csv" \
+      -au '[field0]' -ap '[field2]' -p 7003 || break 2
+    sleep 0.5
+  done
+  i=$((i + 1))
+done < <(plan "$AUTH_RATES" "$AUTH_STEPS" "$AUTH_N")
 fi
 
 # ---------------------------------------------------------------- summary
@@ -257,6 +331,6 @@ if grep -q ' failed=[1-9]' "$TMP/raw.txt"; then
     grep -o "Aborting call on [a-zA-Z ]*\|received 'SIP/2.0 [0-9]* [A-Za-z ]*\|received '[A-Z]* sip" "$f" \
       | sed 's/ for Call$//' | sort | uniq -c | sort -rn | head -5
   done
-  echo "== p2psip stderr (last lines)"; tail -5 "$TMP/p2psip.err" | sed 's/\x1b\[[0-9;]*m//g'
+  for f in "$TMP"/p2psip*.err; do echo "== $(basename "$f") (last lines)"; tail -5 "$f" | sed "s/\x1b\[[0-9;]*m//g"; done
 fi
 [ -z "$GONE" ] || { echo "incomplete: a benchmark process exited during the run (see above)" >&2; exit 1; }

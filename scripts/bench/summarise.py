@@ -83,7 +83,7 @@ def parse(text):
 
 HEAD = ("kind", "rate", "server", "phase", "n", "cpu_ms_per_1000", "ok", "failed", "retrans",
         "achieved", "verdict", "note")
-FMT = "{:<8} {:>6} {:<8} {:<5} {:>6} {:>15} {:>6} {:>6} {:>7} {:>8}  {:<9} {}"
+FMT = "{:<13} {:>6} {:<8} {:<5} {:>6} {:>15} {:>6} {:>6} {:>7} {:>8}  {:<9} {}"
 
 
 def fmt_row(d):
@@ -108,7 +108,7 @@ def table():
     rows = [d for d in rows if "INVALID" not in d]
     for d in invalid:
         print(f'!! left out (a benchmark process exited during it): {d["kind"]} {d["rate"]}/s {d["server"]}')
-    order = {"register": 0, "call": 1}
+    order = {"register": 0, "call": 1, "register_auth": 2}
     key = lambda d: (order.get(d["kind"], 9), d["phase"] != "fixed", d["rate"])
     rows.sort(key=lambda d: key(d) + (SERVERS.index(d["server"]) if d["server"] in SERVERS else 9,))
 
@@ -119,7 +119,7 @@ def table():
 
     print("\nside by side (CPU ms per 1,000 transactions, pooled over the runs of a rate: total CPU /"
           " total transactions; [min-max] of single runs; verdicts OK/runs; ratio = p2psip/kamailio)")
-    w = "{:<8} {:>6} {:<5} | {:>22} {:>6} | {:>22} {:>6} | {:>5}"
+    w = "{:<13} {:>6} {:<5} | {:>22} {:>6} | {:>22} {:>6} | {:>5}"
     print(w.format("kind", "rate", "phase", "kamailio cpu", "OK", "p2psip cpu", "OK", "ratio"))
     groups = []
     for d in rows:
@@ -146,14 +146,14 @@ def table():
         print(w.format(kind, rate, phase, *cells, ratio))
 
     print("\nratio p2psip/kamailio over all fixed-rate runs of a kind (below 1.00 = p2psip uses less CPU):")
-    for kind in ("register", "call"):
+    for kind in ("register", "call", "register_auth"):
         if all((kind, s) in totals for s in SERVERS):
             k, p = pooled(totals[(kind, "kamailio")]), pooled(totals[(kind, "p2psip")])
-            print(f"  {kind:<8} p2psip {p:.1f} / kamailio {k:.1f} ms per 1,000 = {p / k:.2f}")
+            print(f"  {kind:<13} p2psip {p:.1f} / kamailio {k:.1f} ms per 1,000 = {p / k:.2f}")
 
     print("\nhighest clean rate (OK per bench.sh: 0 failed, 0 retrans, achieved >= 95% offered;"
           " a rate counts as clean when every run at it was OK)")
-    for kind in ("register", "call"):
+    for kind in ("register", "call", "register_auth"):
         for s in SERVERS:
             mine = [d for d in rows if d["kind"] == kind and d["server"] == s]
             if not mine:
