@@ -146,6 +146,7 @@ impl Overlay {
     /// Counts a refused message and logs it, at most once per period.
     fn refused(&mut self, source: SocketAddr, why: Refused, now: Instant) {
         self.metrics.overlay_refused.inc();
+        debug!(%source, reason = %why, "overlay message refused");
         let count = match &mut self.admission {
             Some(admission) => admission.note_refusal(now),
             None => Some(1),
