@@ -161,8 +161,16 @@ fn peer_uri(addr: SocketAddr) -> String {
 #[test]
 fn only_members_with_the_secret_join_read_or_write_the_ring() {
     let dir = temp_dir("admission");
-    let secret = write_secret(&dir, "secret", "c2VjcmV0IHNoYXJlZCBieSB0aGUgbWVtYmVycyBvZiB0aGlzIHJpbmc=\n");
-    let wrong = write_secret(&dir, "wrong", "YW5vdGhlciBzZWNyZXQsIGxvbmcgZW5vdWdoIHRvIHBhc3M=\n");
+    let secret = write_secret(
+        &dir,
+        "secret",
+        "c2VjcmV0IHNoYXJlZCBieSB0aGUgbWVtYmVycyBvZiB0aGlzIHJpbmc=\n",
+    );
+    let wrong = write_secret(
+        &dir,
+        "wrong",
+        "YW5vdGhlciBzZWNyZXQsIGxvbmcgZW5vdWdoIHRvIHBhc3M=\n",
+    );
 
     let first = start("member-0", Some(&secret), None);
     let boot = first.node.addr;
@@ -179,7 +187,11 @@ fn only_members_with_the_secret_join_read_or_write_the_ring() {
         || logs(&all),
     );
     for m in &members {
-        assert!(m.node.log().contains("overlay admission on"), "{}", m.node.name);
+        assert!(
+            m.node.log().contains("overlay admission on"),
+            "{}",
+            m.node.name
+        );
     }
 
     // A call and a MESSAGE: registered at one member, sent through another.
@@ -219,7 +231,11 @@ fn only_members_with_the_secret_join_read_or_write_the_ring() {
     // Intruders: no secret, and a wrong one, both joining through a member.
     let open = start("no-secret", None, Some(boot));
     let forger = start("wrong-secret", Some(&wrong), Some(boot));
-    assert!(open.node.log().contains("overlay admission is OFF"), "{}", open.node.log());
+    assert!(
+        open.node.log().contains("overlay admission is OFF"),
+        "{}",
+        open.node.log()
+    );
     let intruders = [open.node.addr.to_string(), forger.node.addr.to_string()];
     let rounds = |m: &Member| metric(m, "p2psip_overlay_stabilize_rounds_total");
     let start_rounds: Vec<u64> = members.iter().map(rounds).collect();
@@ -302,7 +318,11 @@ fn only_members_with_the_secret_join_read_or_write_the_ring() {
         for (op, to, extra, body) in requests {
             let request = overlay_request(addr, local, op, &to, &extra, &body);
             let answer = exchange(&socket, addr, &request);
-            assert_eq!(answer.status, 403, "{op} to {}:\n{}", m.node.name, answer.text);
+            assert_eq!(
+                answer.status, 403,
+                "{op} to {}:\n{}",
+                m.node.name, answer.text
+            );
             assert!(answer.text.contains(FORBIDDEN), "{}", answer.text);
             assert!(!answer.text.contains("\"items\""), "{}", answer.text);
         }
@@ -323,7 +343,11 @@ fn only_members_with_the_secret_join_read_or_write_the_ring() {
     for m in &members {
         let s = status(m).unwrap_or_default();
         assert!(!known(&s).contains(&local.to_string()), "{s}");
-        assert!(metric(m, "p2psip_overlay_refused_total") >= 6, "{}", m.node.name);
+        assert!(
+            metric(m, "p2psip_overlay_refused_total") >= 6,
+            "{}",
+            m.node.name
+        );
     }
 }
 

@@ -17,8 +17,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use ezk_sip_types::Name;
 use ezk_sip_types::Headers;
+use ezk_sip_types::Name;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -112,7 +112,10 @@ impl Admission {
         let name = Name::from(HEADER);
         headers.remove(&name);
         let ts = self.wall_ms(now);
-        let tag = self.mac(&canonical(start, headers, body, ts)).finalize().into_bytes();
+        let tag = self
+            .mac(&canonical(start, headers, body, ts))
+            .finalize()
+            .into_bytes();
         let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
         headers.insert(name, format!("ts={ts};mac={hex}"));
     }
@@ -139,7 +142,13 @@ impl Admission {
         self.check(&start, &response.headers, &response.body, now)
     }
 
-    fn check(&mut self, start: &str, headers: &Headers, body: &[u8], now: Instant) -> Result<(), Refused> {
+    fn check(
+        &mut self,
+        start: &str,
+        headers: &Headers,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), Refused> {
         let value = headers
             .get_raw(&Name::from(HEADER))
             .next()
@@ -250,9 +259,7 @@ pub fn canonical(start: &str, headers: &Headers, body: &[u8], ts: u64) -> Vec<u8
     let mut others: Vec<(String, &str)> = headers
         .iter()
         .map(|(name, value)| (name.as_print_str().to_ascii_lowercase(), value.as_str()))
-        .filter(|(name, _)| {
-            name.starts_with("p2p-") && name != "p2p-auth" && name != "p2p-overlay"
-        })
+        .filter(|(name, _)| name.starts_with("p2p-") && name != "p2p-auth" && name != "p2p-overlay")
         .collect();
     others.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, value) in others {
@@ -325,7 +332,11 @@ mod tests {
     fn pair(now: Instant) -> (Admission, Admission) {
         // The two nodes' Instants differ; their wall clocks agree.
         let a = Admission::new(SECRET.to_vec(), EPOCH, now);
-        let b = Admission::new(SECRET.to_vec(), EPOCH + Duration::from_secs(5), now + Duration::from_secs(5));
+        let b = Admission::new(
+            SECRET.to_vec(),
+            EPOCH + Duration::from_secs(5),
+            now + Duration::from_secs(5),
+        );
         (a, b)
     }
 
@@ -356,32 +367,46 @@ mod tests {
         let now = Instant::now();
         let (a, mut b) = pair(now);
         let plain = store(now);
-        assert_eq!(b.check_request(&wire_request(&plain), now), Err(Refused::Missing));
+        assert_eq!(
+            b.check_request(&wire_request(&plain), now),
+            Err(Refused::Missing)
+        );
 
         let wrong = Admission::new(b"another secret, long enough".to_vec(), EPOCH, now);
         let mut forged = store(now);
         wrong.sign_request(&mut forged, now);
-        assert_eq!(b.check_request(&wire_request(&forged), now), Err(Refused::BadMac));
+        assert_eq!(
+            b.check_request(&wire_request(&forged), now),
+            Err(Refused::BadMac)
+        );
 
         let mut old = store(now);
         a.sign_request(&mut old, now);
         let late = now + WINDOW + Duration::from_secs(1);
-        assert_eq!(b.check_request(&wire_request(&old), late), Err(Refused::Stale));
+        assert_eq!(
+            b.check_request(&wire_request(&old), late),
+            Err(Refused::Stale)
+        );
 
         // Each covered part, changed after signing.
         let mut signed = store(now);
         a.sign_request(&mut signed, now);
-        let edits: Vec<Box<dyn Fn(&mut Request)>> = vec![
+        type Edit = Box<dyn Fn(&mut Request)>;
+        let edits: Vec<Edit> = vec![
             Box::new(|r| r.body = bytes::Bytes::from_static(b"{\"items\":[]}")),
             Box::new(|r| {
                 r.headers.remove(&Name::from(wire::OVERLAY));
-                r.headers.insert(Name::from(wire::OVERLAY), "chord;op=store;replica");
+                r.headers
+                    .insert(Name::from(wire::OVERLAY), "chord;op=store;replica");
             }),
             Box::new(|r| {
                 r.headers.remove(&Name::CSEQ);
                 r.headers.insert(Name::CSEQ, "8 REGISTER");
             }),
-            Box::new(|r| r.headers.insert(Name::CONTACT, "<sip:x@127.0.0.1:9>;successor")),
+            Box::new(|r| {
+                r.headers
+                    .insert(Name::CONTACT, "<sip:x@127.0.0.1:9>;successor")
+            }),
             Box::new(|r| r.headers.insert(Name::from(wire::HOPS), "1")),
             Box::new(|r| r.method = ezk_sip_types::Method::OPTIONS),
         ];
@@ -430,7 +455,10 @@ mod tests {
 
     #[test]
     fn secrets_are_trimmed_and_long_enough() {
-        assert_eq!(read_secret(b"  0123456789abcdef\n"), Ok(b"0123456789abcdef".to_vec()));
+        assert_eq!(
+            read_secret(b"  0123456789abcdef\n"),
+            Ok(b"0123456789abcdef".to_vec())
+        );
         assert!(read_secret(b"short\n").is_err());
         assert!(read_secret(b"").is_err());
     }
