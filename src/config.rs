@@ -61,6 +61,9 @@ pub struct Config {
     pub limits: Option<Limits>,
     /// Digest algorithms offered in challenges, in order: "MD5", "SHA-256".
     pub auth_algorithms: Vec<Algorithm>,
+    /// A file holding the overlay's shared secret: only nodes with it are
+    /// members of the ring (docs/security.md "Overlay admission").
+    pub overlay_secret: Option<PathBuf>,
 }
 
 /// The `[registrar]` section.
@@ -109,6 +112,7 @@ impl Default for Config {
             trusted: Vec::new(),
             limits: None,
             auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            overlay_secret: None,
         }
     }
 }
@@ -299,6 +303,22 @@ impl Config {
             tls,
             max_connections_per_source: self.max_connections_per_source,
         })
+    }
+
+    /// The overlay's shared secret, read from `overlay_secret` (trimmed, at
+    /// least 16 bytes); `None` when the key is unset (an open ring).
+    pub fn overlay_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.overlay_secret else {
+            return Ok(None);
+        };
+        let invalid = |why: String| ConfigError::Invalid {
+            key: "overlay_secret",
+            why: format!("{}: {why}", path.display()),
+        };
+        let text = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+        crate::overlay::admission::read_secret(&text)
+            .map(Some)
+            .map_err(invalid)
     }
 
     pub fn registrar_config(&self) -> RegistrarConfig {

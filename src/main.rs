@@ -134,6 +134,9 @@ struct NodeArgs {
     /// `digest` (a node without a users file authenticates against the ring) or `open`
     #[arg(long, value_enum)]
     auth: Option<AuthArg>,
+    /// File with the overlay's shared secret: only nodes with it join the ring
+    #[arg(long = "overlay-secret", value_name = "FILE")]
+    overlay_secret: Option<PathBuf>,
     /// TOML file with a key for every flag; flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -273,6 +276,9 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
     if let Some(data) = args.data {
         config.data = Some(data);
     }
+    if let Some(path) = args.overlay_secret {
+        config.overlay_secret = Some(path);
+    }
     if let Some(users) = args.users {
         config.users = Some(users);
     }
@@ -296,6 +302,7 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
             format!("config key `users`: {} line {line}: {why}", path.display())
         })?;
     }
+    config.overlay_secret().map_err(|e| e.to_string())?;
     let transport = config.transport_options().map_err(|e| e.to_string())?;
     Ok((config, transport))
 }
@@ -356,6 +363,8 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 
 async fn serve(config: Config, transport: TransportOptions) -> Result<(), String> {
     let auth = config.auth_config().map_err(|e| e.to_string())?;
+    let overlay_secret = config.overlay_secret().map_err(|e| e.to_string())?;
+    let admission = overlay_secret.is_some();
     let options = NodeOptions {
         core: CoreConfig {
             local: config.sip,
@@ -384,6 +393,7 @@ async fn serve(config: Config, transport: TransportOptions) -> Result<(), String
         nameserver: config.gateway.nameserver,
         discover: config.discover.then_some(config.discover_port),
         users: config.users.clone(),
+        overlay_secret,
         transport,
     };
     let node = Node::bind(options).await.map_err(|e| {
@@ -411,6 +421,14 @@ async fn serve(config: Config, transport: TransportOptions) -> Result<(), String
             None => info!("digest authentication on, with the credentials in the ring"),
         },
         Err(_) => {}
+    }
+    if admission {
+        info!("overlay admission on: only nodes with the shared secret are members of the ring");
+    } else {
+        tracing::warn!(
+            %local,
+            "overlay admission is OFF: anyone who reaches this node can join the ring and read, write or remove any record (credentials included); set `overlay_secret`"
+        );
     }
     // The one line on stdout: where the node listens (tests and scripts read it).
     match sips {

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub items_replica: Gauge,
     pub registrations: Gauge,
     pub transactions: Gauge,
+    /// Overlay messages refused: no or a bad MAC, or on another node's behalf.
+    pub overlay_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -42,6 +44,7 @@ impl Default for Metrics {
             items_replica: Gauge::default(),
             registrations: Gauge::default(),
             transactions: Gauge::default(),
+            overlay_refused: Counter::default(),
         }
     }
 }
@@ -162,6 +165,11 @@ impl Metrics {
             "transactions",
             "Live SIP transactions",
             self.transactions.clone(),
+        );
+        registry.register(
+            "overlay_refused",
+            "Overlay messages refused (not from a member, or on another node's behalf)",
+            self.overlay_refused.clone(),
         );
         let mut text = String::new();
         if encode(&mut text, &registry).is_err() {

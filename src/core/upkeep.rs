@@ -82,7 +82,11 @@ impl Core {
             let port = self.config.discover.unwrap_or(5060);
             let group = std::net::SocketAddr::from((GROUP, port));
             let nonce = self.out.random_hex();
-            let bytes = discovery::announcement(&me, group, &nonce).to_bytes();
+            let mut announcement = discovery::announcement(&me, group, &nonce);
+            if let Some(overlay) = self.location.overlay() {
+                overlay.sign_request(&mut announcement, now);
+            }
+            let bytes = announcement.to_bytes();
             self.outputs.push_back(Output::Announce { bytes });
         }
     }
@@ -101,11 +105,14 @@ impl Core {
         let answer = self
             .location
             .overlay()
-            .is_some_and(|o| o.discovered(peer, now));
+            .is_some_and(|o| o.admit(&request, peer.addr, now) && o.discovered(peer, now));
         if answer && let Some(me) = self.me() {
             let nonce = self.out.random_hex();
-            let bytes = discovery::announcement(&me, peer.addr, &nonce).to_bytes();
-            self.out.raw(udp(peer.addr), bytes);
+            let mut announcement = discovery::announcement(&me, peer.addr, &nonce);
+            if let Some(overlay) = self.location.overlay() {
+                overlay.sign_request(&mut announcement, now);
+            }
+            self.out.raw(udp(peer.addr), announcement.to_bytes());
         }
     }
 

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use crate::core::{Core, CoreConfig, Input, Location, Output};
 use super::http::{self, Query};
 use crate::outbox::ResolveId;
+use crate::overlay::admission::Admission;
 use crate::overlay::Overlay;
 use crate::overlay::discovery::GROUP;
 use crate::overlay::gateways::GatewayRecord;
@@ -53,6 +54,8 @@ pub struct NodeOptions {
     pub discover: Option<u16>,
     /// The users file, read at start and again whenever it changes.
     pub users: Option<PathBuf>,
+    /// The overlay's shared secret: members only (`overlay_secret`).
+    pub overlay_secret: Option<Vec<u8>>,
     /// TLS (`--sips`) and the connection limits.
     pub transport: TransportOptions,
 }
@@ -95,7 +98,15 @@ impl Node {
         options.core.seed = rand::random();
         options.core.discover = options.discover;
         options.core.save_peers = options.data.is_some();
-        let overlay = Overlay::new(local, options.ring.clone(), &join, now);
+        let mut overlay = Overlay::new(local, options.ring.clone(), &join, now);
+        if let Some(secret) = options.overlay_secret.take() {
+            // The one reading of the wall clock: the overlay's timestamps
+            // are this plus the Instants elapsed since `now`.
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            overlay.set_admission(Admission::new(secret, wall, now));
+        }
         let domains = options.core.domains.clone();
         let zone_configs = options.core.gateway.zone_configs(&domains);
         let served = options.core.gateway.served_domains(&domains);

@@ -5,6 +5,7 @@
 //! Ring requests go out as SIP client transactions and come in as server
 //! transactions; this module maps one to the other and never touches a socket.
 
+pub mod admission;
 pub mod directory;
 pub mod discovery;
 pub mod gateways;
@@ -26,6 +27,7 @@ use crate::ring::{
 use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::outbox::owner;
 use crate::sip::transaction::{ClientKey, Owner, Peer, ServerKey, TransportKind};
+use admission::{Admission, Refused};
 use gateways::{GatewayRecord, Gateways};
 use store::RingLocation;
 
@@ -51,7 +53,7 @@ pub struct OverlayCounters {
 pub struct Overlay {
     ring: Ring,
     /// Our ring requests travelling as SIP client transactions.
-    sent: HashMap<ClientKey, RequestId>,
+    sent: HashMap<ClientKey, (RequestId, SocketAddr)>,
     /// Ring requests we received and have not answered yet.
     received: HashMap<IncomingId, (ServerKey, Request)>,
     next_incoming: u64,
@@ -68,7 +70,12 @@ pub struct Overlay {
     /// Fetches started for other parts of the node, and their answers.
     raw_fetches: HashMap<OpId, Owner>,
     fetched: VecDeque<Fetched>,
+    /// The shared secret and its replay window, when admission is on.
+    admission: Option<Admission>,
 }
+
+/// The reason phrase of the 403 a non-member gets.
+pub const NOT_A_MEMBER: &str = "Forbidden (not an overlay member)";
 
 impl Overlay {
     /// A ring of one at `local`, joining through `bootstrap` when given.
@@ -99,7 +106,69 @@ impl Overlay {
             gateways: None,
             raw_fetches: HashMap::new(),
             fetched: VecDeque::new(),
+            admission: None,
         }
+    }
+
+    /// Turns shared-secret admission on: every message we send is signed,
+    /// and only signed ones are accepted (`admission.rs`).
+    pub fn set_admission(&mut self, admission: Admission) {
+        self.admission = Some(admission);
+    }
+
+    /// Whether admission is on.
+    pub fn admits_members_only(&self) -> bool {
+        self.admission.is_some()
+    }
+
+    /// Signs a request the node sends outside a transaction (a LAN announcement).
+    pub fn sign_request(&self, request: &mut Request, now: Instant) {
+        if let Some(admission) = &self.admission {
+            admission.sign_request(request, now);
+        }
+    }
+
+    /// Whether a request heard outside a transaction (a LAN announcement)
+    /// comes from a member; a refusal is counted.
+    pub fn admit(&mut self, request: &Request, source: SocketAddr, now: Instant) -> bool {
+        let Some(admission) = &mut self.admission else {
+            return true;
+        };
+        match admission.check_request(request, now) {
+            Ok(()) => true,
+            Err(why) => {
+                self.refused(source, why, now);
+                false
+            }
+        }
+    }
+
+    /// Counts a refused message and logs it, at most once per period.
+    fn refused(&mut self, source: SocketAddr, why: Refused, now: Instant) {
+        self.metrics.overlay_refused.inc();
+        debug!(%source, reason = %why, "overlay message refused");
+        let count = match &mut self.admission {
+            Some(admission) => admission.note_refusal(now),
+            None => Some(1),
+        };
+        if let Some(count) = count {
+            warn!(%source, reason = %why, refused = count, "refused overlay messages from a non-member (counted in overlay_refused_total)");
+        }
+    }
+
+    /// Answers a request 403 and hands it to nobody.
+    fn forbid(&mut self, key: ServerKey, request: &Request, out: &mut Outbox, now: Instant) {
+        let mut response = request.response(403);
+        response.reason = NOT_A_MEMBER.into();
+        self.respond(key, response, out, now);
+    }
+
+    /// Sends a response on a server transaction, signed when admission is on.
+    fn respond(&mut self, key: ServerKey, mut response: Response, out: &mut Outbox, now: Instant) {
+        if let Some(admission) = &self.admission {
+            admission.sign_response(&mut response, now);
+        }
+        out.respond(key, response, now);
     }
 
     /// True while this node's ring has no other node.
@@ -179,13 +248,26 @@ impl Overlay {
         now: Instant,
     ) {
         self.counters.requests_in += 1;
+        if let Some(admission) = &mut self.admission
+            && let Err(why) = admission.check_request(&request, now)
+        {
+            self.refused(from.addr, why, now);
+            return self.forbid(key, &request, out, now);
+        }
         if let Some(peer) = discovery::announcer(&request) {
             // An answer to our announcement (or a unicast one): join it if alone.
-            out.respond(key, request.response(200), now);
+            self.respond(key, request.response(200), out, now);
             self.discovered(peer, now);
             return self.pump(out, now);
         }
         match wire::decode_request(&request, now) {
+            Ok(ring_request) if !speaks_for_itself(&ring_request, from.addr) => {
+                // In both modes: a node tells us of its own arrival or
+                // departure only from its own address.
+                debug!(source = %from.addr, "notify or leave on another node's behalf");
+                self.metrics.overlay_refused.inc();
+                self.forbid(key, &request, out, now);
+            }
             Ok(ring_request) => {
                 let id = IncomingId(self.next_incoming);
                 self.next_incoming += 1;
@@ -198,7 +280,7 @@ impl Overlay {
                 debug!(%error, "bad overlay request");
                 let mut response = request.response(400);
                 response.reason = format!("Bad Overlay Request ({error})");
-                out.respond(key, response, now);
+                self.respond(key, response, out, now);
             }
         }
         self.pump(out, now);
@@ -206,13 +288,22 @@ impl Overlay {
 
     /// A response on one of our transactions.
     pub fn on_response(&mut self, key: ClientKey, response: &Response, out: &mut Outbox, now: Instant) {
-        let Some(&id) = self.sent.get(&key) else {
+        let Some(&(id, to)) = self.sent.get(&key) else {
             return;
         };
         if response.status < 200 {
             return;
         }
         self.sent.remove(&key);
+        if let Some(admission) = &mut self.admission
+            && let Err(why) = admission.check_response(response, now)
+        {
+            // Not from a member: as if the request had failed.
+            self.refused(to, why, now);
+            self.counters.failures += 1;
+            self.ring.handle_failure(id, now);
+            return self.pump(out, now);
+        }
         match wire::decode_response(response, now) {
             Ok(ring_response) => self.ring.handle_response(id, ring_response, now),
             Err(error) => {
@@ -225,7 +316,7 @@ impl Overlay {
 
     /// One of our transactions timed out.
     pub fn on_timeout(&mut self, key: ClientKey, out: &mut Outbox, now: Instant) {
-        let Some(id) = self.sent.remove(&key) else {
+        let Some((id, _)) = self.sent.remove(&key) else {
             return;
         };
         self.counters.failures += 1;
@@ -300,19 +391,22 @@ impl Overlay {
                     tag: out.random_hex(),
                 };
                 complete_request(&mut sip, me, call_id, self.cseq, fresh);
+                if let Some(admission) = &self.admission {
+                    admission.sign_request(&mut sip, now);
+                }
                 let peer = Peer {
                     transport: TransportKind::Udp,
                     addr: to,
                 };
                 let key = out.request(owner::OVERLAY, sip, peer, now);
-                self.sent.insert(key, id);
+                self.sent.insert(key, (id, to));
             }
             Outgoing::Response { to, response } => {
                 let Some((key, original)) = self.received.remove(&to) else {
                     return;
                 };
                 let sip = wire::encode_response(&original, &response, now);
-                out.respond(key, sip, now);
+                self.respond(key, sip, out, now);
             }
         }
     }
@@ -356,6 +450,17 @@ impl Overlay {
         if let Err(error) = self.location.on_ring_event(event, now) {
             warn!(%error, "ring operation failed");
         }
+    }
+}
+
+/// Whether a request that names the node it speaks for (`notify`: "I am
+/// your predecessor"; `leave`: "I am leaving") comes from that node.
+fn speaks_for_itself(request: &crate::ring::RingRequest, source: SocketAddr) -> bool {
+    use crate::ring::RingRequest;
+    match request {
+        RingRequest::Notify { predecessor } => predecessor.addr == source,
+        RingRequest::Leave { leaving, .. } => leaving.addr == source,
+        _ => true,
     }
 }
 

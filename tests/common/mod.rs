@@ -541,8 +541,12 @@ impl<'a> SippBuilder<'a> {
 
     /// Digest credentials for `[authentication]` (`-au USER -ap PASSWORD`).
     pub fn credentials(mut self, user: &str, password: &str) -> Self {
-        self.args
-            .extend(["-au".to_string(), user.to_string(), "-ap".to_string(), password.to_string()]);
+        self.args.extend([
+            "-au".to_string(),
+            user.to_string(),
+            "-ap".to_string(),
+            password.to_string(),
+        ]);
         self
     }
 

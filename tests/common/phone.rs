@@ -33,8 +33,16 @@ pub struct Challenge {
 impl Challenge {
     /// The challenges of a 401/407, in order.
     pub fn all_of(response: &RawResponse) -> Vec<Challenge> {
-        let name = if response.status == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
-        response.headers(name).iter().filter_map(|v| Challenge::parse(v)).collect()
+        let name = if response.status == 401 {
+            "WWW-Authenticate"
+        } else {
+            "Proxy-Authenticate"
+        };
+        response
+            .headers(name)
+            .iter()
+            .filter_map(|v| Challenge::parse(v))
+            .collect()
     }
 
     fn parse(value: &str) -> Option<Challenge> {
@@ -68,7 +76,10 @@ impl Challenge {
         let ha1 = self.hash(&format!("{user}:{}:{password}", self.realm));
         let ha2 = self.hash(&format!("{method}:{uri}"));
         let cnonce = "4a1f00d2";
-        let response = self.hash(&format!("{ha1}:{}:{nc:08x}:{cnonce}:auth:{ha2}", self.nonce));
+        let response = self.hash(&format!(
+            "{ha1}:{}:{nc:08x}:{cnonce}:auth:{ha2}",
+            self.nonce
+        ));
         format!(
             "Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", response=\"{response}\", algorithm={}, qop=auth, nc={nc:08x}, cnonce=\"{cnonce}\"",
             self.realm, self.nonce, self.algorithm
@@ -131,7 +142,9 @@ impl Phone {
             .and_then(|b| b.split(['\r', ';']).next())
             .expect("a branch")
             .to_string();
-        self.socket.send_to(request.as_bytes(), self.node).expect("send");
+        self.socket
+            .send_to(request.as_bytes(), self.node)
+            .expect("send");
         let deadline = Instant::now() + ANSWER;
         let mut buf = vec![0u8; 70_000];
         loop {
@@ -149,7 +162,9 @@ impl Phone {
                         return Some(response);
                     }
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None;
+                }
                 Err(e) => panic!("receive failed: {e}"),
             }
         }
