@@ -145,6 +145,17 @@ impl DnsServer {
     }
 }
 
+/// The server's request handler on its own, without sockets: it answers
+/// from `zones` exactly as a bound [`DnsServer`] does. For feeding raw DNS
+/// messages (`hickory_server::server::Request::from_bytes`) in fuzzing and
+/// tests.
+pub fn handler(zones: Zones) -> impl RequestHandler {
+    Handler {
+        zones,
+        stats: Arc::default(),
+    }
+}
+
 fn failed_info(request: &Request, rcode: ResponseCode) -> ResponseInfo {
     let mut metadata = Metadata::new(
         request.metadata.id,
