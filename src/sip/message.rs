@@ -83,7 +83,8 @@ impl fmt::Display for RequestUri {
                     method: None,
                     uri: Some(UriContext::ReqUri),
                 };
-                write!(f, "{}", uri.print_ctx(ctx))
+                let printed = uri.print_ctx(ctx).to_string();
+                f.write_str(&reescape_user(uri, printed))
             }
             RequestUri::Other(s) => f.write_str(s),
         }
@@ -278,6 +279,14 @@ fn conformance(first: &str, start: &Start, headers: &Headers) -> Result<(), Pars
         {
             return Err(ParseError::BadStartLine);
         }
+        if matches!(uri, RequestUri::Sip(_))
+            && !first
+                .split(' ')
+                .nth(1)
+                .is_some_and(escapes_survive_printing)
+        {
+            return Err(ParseError::BadStartLine);
+        }
     }
     for name in [
         Name::FROM,
@@ -320,6 +329,57 @@ fn conformance(first: &str, start: &Start, headers: &Headers) -> Result<(), Pars
         }
     }
     Ok(())
+}
+
+/// ezk-sip-types decodes `%XX` in a SIP URI's user and parameters and
+/// prints them again with `%` left as it is: `sip:100%25off@h` would be
+/// forwarded as `sip:100%off@h`. [`reescape_user`] fixes the user part when
+/// printing; this refuses what cannot be printed back: a `%` that is not an
+/// escape (`escaped = "%" HEXDIG HEXDIG`, RFC 3261 §25.1), or an escaped `%`
+/// after the user part (parameters, an IPv6 zone).
+fn escapes_survive_printing(uri: &str) -> bool {
+    let bytes = uri.as_bytes();
+    let well_formed = bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    let after_user = uri.split_once('@').map_or(uri, |(_, rest)| rest);
+    well_formed && !after_user.to_ascii_lowercase().contains("%25")
+}
+
+/// The printed Request-URI with the user part escaped again, `%` included
+/// (ezk's own printing leaves a decoded `%` bare; see
+/// [`escapes_survive_printing`]).
+fn reescape_user(uri: &SipUri, printed: String) -> String {
+    use ezk_sip_types::uri::SipUriUserPart;
+    let user = match &uri.user_part {
+        SipUriUserPart::User(user) => user,
+        SipUriUserPart::UserPw(user_pw) => &user_pw.user,
+        SipUriUserPart::Empty => return printed,
+    };
+    if !user.contains('%') {
+        return printed;
+    }
+    let scheme = if uri.sips { "sips:" } else { "sip:" };
+    let Some(rest) = printed.strip_prefix(scheme) else {
+        return printed;
+    };
+    // ezk escapes `:` and `@` in the user, so the first of them ends it.
+    let Some(end) = rest.find([':', '@']) else {
+        return printed;
+    };
+    let mut out = String::with_capacity(printed.len() + 8);
+    out.push_str(scheme);
+    for b in user.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(b) {
+            out.push(*b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out.push_str(&rest[end..]);
+    out
 }
 
 /// `Method SP Request-URI SP SIP-Version`: single spaces, nothing after the
@@ -985,6 +1045,20 @@ mod tests {
         let badvers = "OPTIONS sip:a@b SIP/7.0\r\nVia: SIP/7.0/UDP h;branch=z9hG4bK1\r\n\r\n";
         let reply = bad_request_reply(badvers.as_bytes(), "version").expect("reply");
         assert!(reply.starts_with(b"SIP/2.0 505 "));
+    }
+
+    #[test]
+    fn escaped_percent_in_request_uri_survives_printing() {
+        let raw = "INVITE sip:100%25off@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n";
+        let Ok(Message::Request(req)) = Message::parse(Bytes::from(raw)) else {
+            panic!("did not parse")
+        };
+        assert_eq!(req.uri.to_string(), "sip:100%25off@example.com");
+        for uri in ["sip:a%%42b@h", "sip:a%4@h", "sip:a@h;p=%25", "sip:a%zz@h"] {
+            let raw =
+                format!("OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n");
+            assert!(Message::parse(Bytes::from(raw)).is_err(), "accepted {uri}");
+        }
     }
 
     #[test]
