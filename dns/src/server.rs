@@ -12,11 +12,12 @@ use hickory_proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder, NameEncoding};
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, info, warn};
 
@@ -145,6 +146,46 @@ impl DnsServer {
     }
 }
 
+/// The server's request handler on its own, without sockets: it answers
+/// from `zones` exactly as a bound [`DnsServer`] does. For feeding raw DNS
+/// messages (`hickory_server::server::Request::from_bytes`) in fuzzing and
+/// tests.
+pub fn handler(zones: Zones) -> impl RequestHandler {
+    Handler {
+        zones,
+        stats: Arc::default(),
+    }
+}
+
+/// The question section to echo. hickory-server echoes the query's own
+/// bytes, and a name there that points (RFC 1035 §4.1.4) outside the
+/// question section, into the header, points at other bytes in the
+/// response: the answer was malformed (found by fuzzing, docs/security.md).
+/// The parsed questions are written again, uncompressed and in their own
+/// case (DNS 0x20 still works), at the offset they have in a message.
+fn echoed_queries(queries: &Queries) -> Queries {
+    const HEADER: usize = 12;
+    let mut bytes = vec![0; HEADER];
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_offset(HEADER);
+    encoder.set_name_encoding(NameEncoding::Uncompressed);
+    let mut count = 0;
+    for q in queries.queries() {
+        if q.original().emit(&mut encoder).is_err() {
+            break;
+        }
+        count += 1;
+    }
+    let mut decoder = BinDecoder::new(&bytes);
+    let read = decoder
+        .read_slice(HEADER)
+        .ok()
+        .and_then(|_| Queries::read(&mut decoder, count).ok());
+    read.unwrap_or_else(|| {
+        Queries::read(&mut BinDecoder::new(&[]), 0).expect("no questions always read")
+    })
+}
+
 fn failed_info(request: &Request, rcode: ResponseCode) -> ResponseInfo {
     let mut metadata = Metadata::new(
         request.metadata.id,
@@ -200,7 +241,8 @@ impl RequestHandler for Handler {
             e.set_version(0);
             e
         });
-        let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
+        let queries = echoed_queries(&request.queries);
+        let builder = MessageResponseBuilder::new(&queries, resp_edns.as_ref());
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.recursion_available = false;
 

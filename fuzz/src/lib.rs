@@ -1,0 +1,303 @@
+//! The bodies of the fuzz targets (`fuzz_targets/*.rs` only call these), so
+//! that a crash input can be replayed by a plain test as well
+//! (`tests/torture.rs` feeds `tests/torture/fuzz/*`).
+//!
+//! Each target asserts what must hold for any input, not only "no panic":
+//! - `sip_parse`: what parses prints to bytes that parse again, and printing
+//!   that second message gives the same bytes;
+//! - `stream_framing`: cutting a stream into messages gives the same messages
+//!   however the bytes arrive (all at once, or in random chunks);
+//! - `overlay_wire`: what decodes as a ring request or response encodes back
+//!   to a SIP message that decodes to the same value;
+//! - `dns_query`: the DNS server's handler answers any bytes that hickory
+//!   reads as a DNS message, and its answer serializes.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ezk_sip_types::Name;
+use ezk_sip_types::header::typed::Contact;
+use p2psip::ring::{RingResponse, wire};
+use p2psip::sip::framing::{self, Frame};
+use p2psip::sip::message::{self, HeaderAccess, Message};
+
+/// Reads every typed view of a message the node ever takes.
+fn exercise(msg: &Message) {
+    let _ = msg.vias();
+    let _ = msg.top_via();
+    let _ = msg.branch();
+    let _ = msg.call_id();
+    let _ = msg.from_header();
+    let _ = msg.to_header();
+    let _ = msg.headers().get_named::<Vec<Contact>>();
+    for name in [Name::FROM, Name::TO] {
+        if let Some(raw) = msg.raw(&name) {
+            let _ = message::raw_tag(raw);
+        }
+    }
+    let _ = message::local_tag(msg.headers());
+    match msg {
+        Message::Request(r) => {
+            let _ = r.cseq();
+            let _ = r.max_forwards();
+            let _ = r.uri.scheme();
+            let _ = r.uri.to_string();
+            let _ = r.final_response(400).to_bytes();
+        }
+        Message::Response(r) => {
+            let _ = r.cseq();
+        }
+    }
+}
+
+/// `Message::parse` on any bytes; what parses round-trips.
+pub fn sip_parse(data: &[u8]) {
+    let _ = message::bad_request_reply(data, "fuzz");
+    let Ok(first) = Message::parse(Bytes::copy_from_slice(data)) else {
+        return;
+    };
+    exercise(&first);
+    let printed = first.to_bytes();
+    let second = match Message::parse(printed.clone()) {
+        Ok(m) => m,
+        Err(e) => panic!(
+            "printed message does not parse ({e}):\n{:?}",
+            String::from_utf8_lossy(&printed)
+        ),
+    };
+    exercise(&second);
+    assert_eq!(second.to_bytes(), printed, "printing is not stable");
+}
+
+/// What a stream reader makes of the bytes it was given.
+#[derive(Debug, PartialEq, Eq)]
+enum Cut {
+    Message(Vec<u8>),
+    Error,
+}
+
+/// Cuts `stream`, arriving in pieces of the given sizes, as the TCP
+/// transport does: append, then take every whole frame off the front.
+fn cut(stream: &[u8], sizes: impl Iterator<Item = usize>) -> Vec<Cut> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut rest = stream;
+    let mut sizes = sizes.peekable();
+    while !rest.is_empty() {
+        let n = sizes.next().unwrap_or(rest.len()).clamp(1, rest.len());
+        buf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        loop {
+            match framing::check(&buf) {
+                Ok(Frame::Incomplete) => break,
+                Ok(Frame::KeepAlive { len, .. }) => {
+                    assert!(
+                        len > 0 && len <= buf.len(),
+                        "keep-alive of {len} in {}",
+                        buf.len()
+                    );
+                    assert!(buf[..len].iter().all(|b| *b == b'\r' || *b == b'\n'));
+                    buf.drain(..len);
+                }
+                Ok(Frame::Message { len }) => {
+                    assert!(
+                        len > 0 && len <= buf.len(),
+                        "message of {len} in {}",
+                        buf.len()
+                    );
+                    let frame: Vec<u8> = buf.drain(..len).collect();
+                    // The frame is what the parser is handed next.
+                    let _ = Message::parse(Bytes::copy_from_slice(&frame));
+                    out.push(Cut::Message(frame));
+                }
+                Err(_) => {
+                    out.push(Cut::Error);
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `sip::framing` on a stream in arbitrary chunks: the first 8 bytes seed the
+/// chunk sizes, the rest is the stream.
+pub fn stream_framing(data: &[u8]) {
+    if data.len() < 8 {
+        return;
+    }
+    let (seed, stream) = data.split_at(8);
+    let mut x = u64::from_le_bytes(seed.try_into().expect("8 bytes")) | 1;
+    let sizes = std::iter::from_fn(move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Mostly small pieces, now and then a large one.
+        Some(if x % 8 == 0 {
+            (x >> 8) as usize % 4096
+        } else {
+            (x >> 8) as usize % 16
+        })
+    });
+    let whole = cut(stream, std::iter::once(stream.len()));
+    let chunked = cut(stream, sizes);
+    assert_eq!(whole, chunked, "framing depends on how the bytes arrive");
+}
+
+fn peer() -> p2psip::ring::Peer {
+    p2psip::ring::Peer::of_addr(SocketAddr::from(([127, 0, 0, 1], 5060)))
+}
+
+/// The overlay codec (`p2psip::overlay::wire`) on whatever parses as SIP.
+pub fn overlay_wire(data: &[u8]) {
+    let Ok(msg) = Message::parse(Bytes::copy_from_slice(data)) else {
+        return;
+    };
+    let now = Instant::now();
+    match msg {
+        Message::Request(request) => {
+            let _ = wire::is_overlay(&request);
+            let Ok(ring) = wire::decode_request(&request, now) else {
+                return;
+            };
+            let to = SocketAddr::from(([127, 0, 0, 2], 5060));
+            let encoded = wire::encode_request(&ring, &peer(), to, now);
+            let Ok(Message::Request(back)) = Message::parse(encoded.to_bytes()) else {
+                panic!("encoded ring request does not parse: {ring:?}");
+            };
+            assert_eq!(
+                wire::decode_request(&back, now).as_ref(),
+                Ok(&ring),
+                "ring request does not round-trip"
+            );
+        }
+        // The overlay reads final responses only.
+        Message::Response(response) if response.status >= 200 => {
+            let Ok(mut ring) = wire::decode_response(&response, now) else {
+                return;
+            };
+            // A response is encoded against the request it answers.
+            let original = wire::encode_request(
+                &p2psip::ring::RingRequest::Ping,
+                &peer(),
+                SocketAddr::from(([127, 0, 0, 2], 5060)),
+                now,
+            );
+            let encoded = wire::encode_response(&original, &ring, now);
+            // An error's reason travels without control characters, at most
+            // 80 of them, and the status line drops white space at its ends.
+            if let RingResponse::Error { reason, .. } = &mut ring {
+                let sent: String = reason
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(80)
+                    .collect();
+                *reason = sent.trim().to_string();
+            }
+            let Ok(Message::Response(back)) = Message::parse(encoded.to_bytes()) else {
+                panic!("encoded ring response does not parse: {ring:?}");
+            };
+            assert_eq!(
+                wire::decode_response(&back, now).as_ref(),
+                Ok(&ring),
+                "ring response does not round-trip"
+            );
+        }
+        Message::Response(_) => {}
+    }
+}
+
+mod dns {
+    use std::net::SocketAddr;
+
+    use hickory_server::net::NetError;
+    use hickory_server::net::runtime::TokioTime;
+    use hickory_server::net::xfer::Protocol;
+    use hickory_server::proto::op::Message;
+    use hickory_server::proto::rr::Record;
+    use hickory_server::proto::serialize::binary::BinEncoder;
+    use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+    use hickory_server::zone_handler::MessageResponse;
+    use p2psip_dns::{Gateway, ZoneConfig, Zones};
+
+    /// Serializes the response as the UDP handle would, and checks it reads back.
+    #[derive(Clone)]
+    struct Capture;
+
+    #[async_trait::async_trait]
+    impl ResponseHandler for Capture {
+        async fn send_response<'a>(
+            &mut self,
+            response: MessageResponse<
+                '_,
+                'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+            >,
+        ) -> Result<ResponseInfo, NetError> {
+            let mut bytes = Vec::with_capacity(512);
+            let mut encoder = BinEncoder::new(&mut bytes);
+            let info = response.destructive_emit(&mut encoder)?;
+            Message::from_vec(&bytes).expect("the server's answer reads back");
+            Ok(info)
+        }
+    }
+
+    pub(super) fn zones() -> Zones {
+        let zones = Zones::new();
+        zones.add_zone(ZoneConfig::new("overlay.test"));
+        zones.set_gateways(
+            "overlay.test",
+            vec![Gateway {
+                name: "gw1".into(),
+                addrs: vec![
+                    "192.0.2.10".parse().expect("ip"),
+                    "2001:db8::10".parse().expect("ip"),
+                ],
+                udp: Some(5060),
+                tcp: Some(5060),
+                tls: Some(5061),
+            }],
+        );
+        zones
+    }
+
+    pub(super) fn query(
+        handler: &(impl RequestHandler + ?Sized),
+        runtime: &tokio::runtime::Runtime,
+        data: &[u8],
+    ) {
+        let src = SocketAddr::from(([192, 0, 2, 99], 53000));
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            let Ok(request) = Request::from_bytes(data.to_vec(), src, protocol) else {
+                return;
+            };
+            runtime.block_on(handler.handle_request::<_, TokioTime>(&request, Capture));
+        }
+    }
+}
+
+struct Dns {
+    runtime: tokio::runtime::Runtime,
+    handler: Box<dyn Fn(&tokio::runtime::Runtime, &[u8]) + Send + Sync>,
+}
+
+/// The DNS server's query handling (`p2psip_dns::server::handler`, the very
+/// `RequestHandler` the sockets use) on any bytes, over "UDP" and "TCP".
+pub fn dns_query(data: &[u8]) {
+    static DNS: OnceLock<Dns> = OnceLock::new();
+    let dns = DNS.get_or_init(|| {
+        let handler = p2psip_dns::server::handler(dns::zones());
+        Dns {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime"),
+            handler: Box::new(move |rt, data| dns::query(&handler, rt, data)),
+        }
+    });
+    (dns.handler)(&dns.runtime, data);
+}
