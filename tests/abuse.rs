@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::phone::Phone;
-use common::{Node, port_block, require_tool, temp_dir};
+use common::{Node, add_user, port_block, require_tool, temp_dir};
 
 /// `svwar` (or `svcrack`) from 127.0.0.1 against `node`, bounded in time;
 /// gives what it printed.
@@ -37,21 +36,6 @@ fn sipvicious(tool: &str, node: &Node, args: &[&str]) -> String {
     )
 }
 
-fn add_user(file: &Path, aor: &str, password: &str) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_p2psip"))
-        .args(["users", "add", "--file"])
-        .arg(file)
-        .arg(aor)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("p2psip users add");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(format!("{password}\n").as_bytes()).expect("password");
-    drop(stdin);
-    assert!(child.wait().expect("wait").success());
-}
 
 /// Answers requests on `socket` with 200 (a phone that is there), until
 /// `limit` messages or 2 s of silence.

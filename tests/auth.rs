@@ -7,33 +7,14 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use common::phone::{ANSWER, Challenge, Phone};
-use common::{DOMAIN, Node, SippBuilder, Transport, http_get, port_block, temp_dir, wait_until};
+use common::{DOMAIN, Node, SippBuilder, Transport, add_user, http_get, port_block, temp_dir, wait_until};
 
-/// `p2psip users add --file FILE USER@DOMAIN` with the password on stdin.
-fn add_user(file: &Path, aor: &str, password: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_p2psip"))
-        .args(["users", "add", "--file"])
-        .arg(file)
-        .arg(aor)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("p2psip users add");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("password");
-    assert!(child.wait().expect("wait").success(), "users add {aor}");
-}
 
 fn users_file(tag: &str, users: &[(&str, &str)]) -> PathBuf {
     let file = temp_dir(tag).join("users");

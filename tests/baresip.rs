@@ -12,23 +12,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ChildGuard, DOMAIN, Node, read_lossy, require_tool, tail, temp_dir, wait_until};
+use common::{ChildGuard, DOMAIN, Node, p2psip, read_lossy, require_tool, tail, temp_dir, wait_until};
 
-fn p2psip(args: &[&str], stdin: Option<&str>) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_p2psip"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run p2psip");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("stdin");
-    }
-    drop(input);
-    assert!(child.wait().expect("wait").success(), "p2psip {args:?}");
-}
 
 /// A baresip phone with its own config directory; `commands` run at start.
 fn phone(
@@ -81,10 +66,10 @@ fn phone(
 fn baresip_phones_with_passwords_register_over_udp_and_tls_and_call() {
     let dir = temp_dir("baresip-auth");
     let path = |p: &str| dir.join(p).to_str().expect("utf-8 path").to_string();
-    p2psip(&["certs", "ca", "--out", &path("ca")], None);
-    p2psip(&["certs", "server", "--ca", &path("ca"), "--name", "127.0.0.1", "--out", &path("node")], None);
-    p2psip(&["users", "add", "--file", &path("users"), "alice@example.test"], Some("alice-pw\n"));
-    p2psip(&["users", "add", "--file", &path("users"), "bob@example.test"], Some("bob-pw\n"));
+    p2psip(&["certs", "ca", "--out", &path("ca")], "");
+    p2psip(&["certs", "server", "--ca", &path("ca"), "--name", "127.0.0.1", "--out", &path("node")], "");
+    p2psip(&["users", "add", "--file", &path("users"), "alice@example.test"], "alice-pw\n");
+    p2psip(&["users", "add", "--file", &path("users"), "bob@example.test"], "bob-pw\n");
     std::fs::write(
         dir.join("node.toml"),
         format!(

@@ -854,3 +854,25 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let (head, body) = text.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.").then(|| body.to_string())
 }
+
+/// Runs `p2psip ARGS` to completion with `stdin` as its standard input (a
+/// password for `users add`), and asserts it succeeded.
+pub fn p2psip(args: &[&str], stdin: &str) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_p2psip"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run p2psip");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("stdin");
+    drop(input);
+    assert!(child.wait().expect("wait").success(), "p2psip {args:?}");
+}
+
+/// `p2psip users add --file FILE AOR` with `password` on standard input.
+pub fn add_user(file: &Path, aor: &str, password: &str) {
+    let file = file.to_str().expect("utf-8 path");
+    p2psip(&["users", "add", "--file", file, aor], &format!("{password}\n"));
+}
