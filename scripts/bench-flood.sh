@@ -30,45 +30,14 @@ TCP_CONNS=${TCP_CONNS:-10000}; TCP_HOLD=${TCP_HOLD:-40}; NOFILE=${NOFILE:-65536}
 PARTS=${PARTS:-"flood tcp"}
 DOMAIN=legacy.test; PORT=5060
 
-need=""
-for p in sip-tester iproute2 procps; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
-done
-if [ -n "$need" ]; then
-  echo "installing:$need" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends $need >/dev/null \
-    || { echo "cannot install$need" >&2; exit 1; }
-fi
-command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
-if [ -z "${P2PSIP_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release -p p2psip) || { echo "cargo build failed" >&2; exit 1; }
-  P2PSIP_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/p2psip
-fi
-[ -x "$P2PSIP_BIN" ] || { echo "no p2psip binary at $P2PSIP_BIN" >&2; exit 1; }
-P2PSIP_BIN=$(cd "$(dirname "$P2PSIP_BIN")" && pwd)/$(basename "$P2PSIP_BIN")
+. "$HERE/bench/lib.sh"
+bench_install sip-tester iproute2 procps
+bench_binary
 
 hard=$(ulimit -Hn); [ "$hard" != unlimited ] && [ "$hard" -lt "$NOFILE" ] && NOFILE=$hard
 ulimit -n "$NOFILE" || { echo "cannot raise ulimit -n to $NOFILE" >&2; exit 1; }
 
-NS=floodbench$$
-TMP=$(mktemp -d /tmp/floodbench.XXXXXX)
-PIDS=()
-cleanup() {
-  for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill "${PIDS[$i]}" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null
-  done
-  for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-  ip netns del "$NS" 2>/dev/null
-  if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-ip netns add "$NS" || { echo "cannot create netns $NS (root needed)" >&2; exit 1; }
-ip netns exec "$NS" ip link set lo up
-HZ=$(getconf CLK_TCK)
+bench_netns floodbench
 python3 "$B/make-auth-users.py" "$TMP/auth" 1000 "$DOMAIN" fuser
 
 echo "# bench-flood.sh $(date -u -Is) nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | sed 's/^.*: //')\""

@@ -69,44 +69,13 @@ STAMP=$(date -u +%Y%m%d-%H%M%S)
 RESULTS=${RESULTS:-$B/results-$(date -u +%Y%m%d).txt}
 
 # ---------------------------------------------------------------- tools
-need=""
-for p in kamailio sip-tester iproute2 procps bc; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
-done
-if [ -n "$need" ]; then
-  echo "installing:$need" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends $need >/dev/null \
-    || { echo "cannot install$need" >&2; exit 1; }
-fi
-command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+. "$HERE/bench/lib.sh"
+bench_install kamailio sip-tester iproute2 procps bc
 
-if [ -z "${P2PSIP_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release -p p2psip) || { echo "cargo build failed" >&2; exit 1; }
-  P2PSIP_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/p2psip
-fi
-[ -x "$P2PSIP_BIN" ] || { echo "no p2psip binary at $P2PSIP_BIN" >&2; exit 1; }
-P2PSIP_BIN=$(cd "$(dirname "$P2PSIP_BIN")" && pwd)/$(basename "$P2PSIP_BIN")
+bench_binary
 
 # ---------------------------------------------------------------- namespace + cleanup
-NS=nodebench$$
-TMP=$(mktemp -d /tmp/nodebench.XXXXXX)
-PIDS=()
-cleanup() {
-  for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill "${PIDS[$i]}" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null
-  done
-  for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-  ip netns del "$NS" 2>/dev/null
-  if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-ip netns add "$NS" || { echo "cannot create netns $NS (root needed)" >&2; exit 1; }
-ip netns exec "$NS" ip link set lo up
-HZ=$(getconf CLK_TCK)
+bench_netns nodebench
 
 # ---------------------------------------------------------------- servers
 # Started as `ip netns exec NS prog &` directly so $! is the daemon itself.
