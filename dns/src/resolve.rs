@@ -186,6 +186,21 @@ impl fmt::Debug for SipResolver {
     }
 }
 
+/// The NAPTR records of an answer, in the order to use them (RFC 3403:
+/// order, then preference).
+pub(crate) fn naptrs_in_order(lookup: &hickory_resolver::lookup::Lookup) -> Vec<&NAPTR> {
+    let mut naptrs: Vec<&NAPTR> = lookup
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::NAPTR(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    naptrs.sort_by_key(|n| (n.order, n.preference));
+    naptrs
+}
+
 /// Lookup errors that mean "no such data" rather than "could not ask".
 fn is_no_data(e: &NetError) -> bool {
     e.is_no_records_found() || e.is_nx_domain()
@@ -466,15 +481,7 @@ impl SipResolver {
         let Some(lookup) = self.lookup_noting(name, RecordType::NAPTR, failures).await else {
             return Vec::new();
         };
-        let mut naptrs: Vec<&NAPTR> = lookup
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::NAPTR(n) => Some(n),
-                _ => None,
-            })
-            .collect();
-        naptrs.sort_by_key(|n| (n.order, n.preference));
+        let naptrs = naptrs_in_order(&lookup);
         let mut out = Vec::new();
         for n in naptrs {
             if !n.flags.eq_ignore_ascii_case(b"s") {

@@ -1,11 +1,10 @@
 //! ENUM (RFC 6116): the NAPTR lookup of an E.164 number, the `E2U+sip`
 //! service test and the RFC 3402 substitution expression.
 
-use hickory_proto::rr::rdata::NAPTR;
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use tracing::debug;
 
-use super::{SipResolver, fqdn, is_no_data};
+use super::{SipResolver, fqdn, is_no_data, naptrs_in_order};
 use crate::DnsError;
 
 impl SipResolver {
@@ -30,15 +29,7 @@ impl SipResolver {
                 });
             }
         };
-        let mut naptrs: Vec<&NAPTR> = lookup
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::NAPTR(n) => Some(n),
-                _ => None,
-            })
-            .collect();
-        naptrs.sort_by_key(|n| (n.order, n.preference));
+        let naptrs = naptrs_in_order(&lookup);
         for n in naptrs {
             if !n.flags.eq_ignore_ascii_case(b"u") || !is_e2u_sip(&n.services) {
                 continue;
