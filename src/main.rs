@@ -8,10 +8,10 @@ use clap::{Parser, Subcommand};
 use p2psip::auth::AuthMode;
 use p2psip::auth::users::{self, UserRecord};
 use p2psip::config::Config;
-use p2psip::registrar::binding::Aor;
 use p2psip::core::CoreConfig;
-use p2psip::proxy::RoutingMode;
 use p2psip::node::driver::{Node, NodeOptions};
+use p2psip::proxy::RoutingMode;
+use p2psip::registrar::binding::Aor;
 use p2psip::ring::RingConfig;
 use p2psip::sip::transaction::Timers;
 use p2psip::sip::transport::TransportOptions;
@@ -310,7 +310,10 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
 /// `p2psip users add`: the HA1s of a password read on standard input.
 fn users(command: UsersCommand) -> ExitCode {
     let UsersCommand::Add { file, aor } = command;
-    let Some((user, domain)) = aor.split_once('@').filter(|(u, d)| !u.is_empty() && !d.is_empty()) else {
+    let Some((user, domain)) = aor
+        .split_once('@')
+        .filter(|(u, d)| !u.is_empty() && !d.is_empty())
+    else {
         eprintln!("p2psip: {aor:?} is not USER@DOMAIN");
         return ExitCode::from(2);
     };
@@ -417,7 +420,9 @@ async fn serve(config: Config, transport: TransportOptions) -> Result<(), String
             "authentication is OFF: anyone who reaches this node can register as any user and have calls relayed anywhere; set `users` or `auth = \"digest\"`"
         ),
         Ok(AuthMode::Digest) => match &config.users {
-            Some(path) => info!(users = %path.display(), "digest authentication on, with this node's users file"),
+            Some(path) => {
+                info!(users = %path.display(), "digest authentication on, with this node's users file")
+            }
             None => info!("digest authentication on, with the credentials in the ring"),
         },
         Err(_) => {}

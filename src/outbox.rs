@@ -16,7 +16,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::sip::message::{Message, Request, Response};
 use crate::sip::target::Destination;
-use crate::sip::transaction::{ClientKey, MAGIC_COOKIE, Owner, Peer, ServerKey, Timers, Transactions};
+use crate::sip::transaction::{
+    ClientKey, MAGIC_COOKIE, Owner, Peer, ServerKey, Timers, Transactions,
+};
 
 /// The components that start client transactions and look-ups.
 pub mod owner {
@@ -149,6 +151,10 @@ mod tests {
         assert!(first.starts_with(MAGIC_COOKIE));
         assert_ne!(first, second);
         let mut b = Outbox::new(Timers::default(), 7);
-        assert_eq!(b.new_branch(), first, "the same seed gives the same branches");
+        assert_eq!(
+            b.new_branch(),
+            first,
+            "the same seed gives the same branches"
+        );
     }
 }

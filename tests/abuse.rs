@@ -36,12 +36,13 @@ fn sipvicious(tool: &str, node: &Node, args: &[&str]) -> String {
     )
 }
 
-
 /// Answers requests on `socket` with 200 (a phone that is there), until
 /// `limit` messages or 2 s of silence.
 fn answer_requests(socket: &std::net::UdpSocket, limit: usize) {
     let mut buf = vec![0u8; 70_000];
-    socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
     for _ in 0..limit {
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
             return;
@@ -53,18 +54,28 @@ fn answer_requests(socket: &std::net::UdpSocket, limit: usize) {
         let keep: Vec<&str> = text
             .lines()
             .filter(|l| {
-                let name = l.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+                let name = l
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str())
             })
             .collect();
-        let reply = format!("SIP/2.0 200 OK\r\n{}\r\nContent-Length: 0\r\n\r\n", keep.join("\r\n"));
+        let reply = format!(
+            "SIP/2.0 200 OK\r\n{}\r\nContent-Length: 0\r\n\r\n",
+            keep.join("\r\n")
+        );
         let _ = socket.send_to(reply.as_bytes(), from);
     }
 }
 
 /// A results table row of svwar/svcrack naming `who`.
 fn listed(output: &str, who: &str) -> bool {
-    output.lines().any(|l| l.starts_with('|') && l.contains(&format!(" {who} ")))
+    output
+        .lines()
+        .any(|l| l.starts_with('|') && l.contains(&format!(" {who} ")))
 }
 
 #[test]
@@ -74,8 +85,15 @@ fn svwar_cannot_tell_extensions_apart() {
     add_user(&users, "1005@example.test", "s3cret-1005");
     let node = Node::start(&["--users", users.to_str().expect("path")]);
     for method in ["REGISTER", "OPTIONS", "INVITE"] {
-        let out = sipvicious("svwar", &node, &["--force", "-m", method, "-e", "1000-1010"]);
-        assert!(!listed(&out, "1005"), "{method}: svwar told 1005 apart:\n{out}");
+        let out = sipvicious(
+            "svwar",
+            &node,
+            &["--force", "-m", method, "-e", "1000-1010"],
+        );
+        assert!(
+            !listed(&out, "1005"),
+            "{method}: svwar told 1005 apart:\n{out}"
+        );
         assert!(
             out.contains("found nothing") || (1000..=1010).all(|e| listed(&out, &e.to_string())),
             "{method}: every extension must look the same:\n{out}"
@@ -85,14 +103,19 @@ fn svwar_cannot_tell_extensions_apart() {
     // Control: an open node with 1005 registered gives it away.
     let open = Node::start(&[]);
     let phone = Phone::new("127.0.0.1", open.addr);
-    let registered = phone.ask(&phone.register("1005", "example.test", "")).expect("answer");
+    let registered = phone
+        .ask(&phone.register("1005", "example.test", ""))
+        .expect("answer");
     assert_eq!(registered.status, 200);
     // The phone answers what the node forwards to it (bounded: 200 reads).
     let socket = phone.socket.try_clone().expect("clone");
     let answering = std::thread::spawn(move || answer_requests(&socket, 200));
     let out = sipvicious("svwar", &open, &["-m", "OPTIONS", "-e", "1000-1010"]);
     drop(answering);
-    assert!(listed(&out, "1005"), "svwar finds 1005 on an open node:\n{out}");
+    assert!(
+        listed(&out, "1005"),
+        "svwar finds 1005 on an open node:\n{out}"
+    );
 }
 
 #[test]
@@ -112,9 +135,20 @@ fn svcrack_does_not_find_a_password_late_in_its_dictionary() {
     let node = Node::start(&["--users", users.to_str().expect("path")]);
     let started = std::time::Instant::now();
     let out = sipvicious("svcrack", &node, &args);
-    assert!(!out.contains("wonderland"), "svcrack found the password:\n{out}");
-    assert!(started.elapsed() < Duration::from_secs(85), "svcrack stopped by itself");
-    assert!(node.log().contains("source blocked after failed authentications"), "{}", node.log());
+    assert!(
+        !out.contains("wonderland"),
+        "svcrack found the password:\n{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(85),
+        "svcrack stopped by itself"
+    );
+    assert!(
+        node.log()
+            .contains("source blocked after failed authentications"),
+        "{}",
+        node.log()
+    );
 
     // Control: with the block off, the same run finds it.
     let config = dir.join("unblocked.toml");
@@ -128,5 +162,8 @@ fn svcrack_does_not_find_a_password_late_in_its_dictionary() {
     .expect("config");
     let unblocked = Node::start(&["--config", config.to_str().expect("path")]);
     let out = sipvicious("svcrack", &unblocked, &args);
-    assert!(out.contains("wonderland"), "without the block svcrack finds it:\n{out}");
+    assert!(
+        out.contains("wonderland"),
+        "without the block svcrack finds it:\n{out}"
+    );
 }

@@ -13,8 +13,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::phone::{ANSWER, Challenge, Phone};
-use common::{DOMAIN, Node, SippBuilder, Transport, add_user, http_get, port_block, temp_dir, wait_until};
-
+use common::{
+    DOMAIN, Node, SippBuilder, Transport, add_user, http_get, port_block, temp_dir, wait_until,
+};
 
 fn users_file(tag: &str, users: &[(&str, &str)]) -> PathBuf {
     let file = temp_dir(tag).join("users");
@@ -26,8 +27,15 @@ fn users_file(tag: &str, users: &[(&str, &str)]) -> PathBuf {
 
 /// A REGISTER answered after a challenge with `password` and the challenge
 /// of `algorithm`; gives the final response.
-fn register_with(phone: &Phone, user: &str, password: &str, algorithm: &str) -> common::RawResponse {
-    let first = phone.ask(&phone.register(user, DOMAIN, "")).expect("an answer to REGISTER");
+fn register_with(
+    phone: &Phone,
+    user: &str,
+    password: &str,
+    algorithm: &str,
+) -> common::RawResponse {
+    let first = phone
+        .ask(&phone.register(user, DOMAIN, ""))
+        .expect("an answer to REGISTER");
     assert_eq!(first.status, 401, "{}", first.text);
     let challenge = Challenge::all_of(&first)
         .into_iter()
@@ -41,42 +49,76 @@ fn register_with(phone: &Phone, user: &str, password: &str, algorithm: &str) -> 
 
 #[test]
 fn registrations_are_challenged_and_checked() {
-    let users = users_file("auth-register", &[("alice@example.test", "wonderland"), ("bob@example.test", "builder")]);
+    let users = users_file(
+        "auth-register",
+        &[
+            ("alice@example.test", "wonderland"),
+            ("bob@example.test", "builder"),
+        ],
+    );
     let text = std::fs::read_to_string(&users).expect("users file");
     assert!(!text.contains("wonderland"), "the file holds no password");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&users).expect("meta").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&users)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "users file mode");
     }
     let node = Node::start(&["--users", users.to_str().expect("path")]);
     let phone = Phone::new("127.0.0.1", node.addr);
 
     // No credentials: 401 with an MD5 and a SHA-256 challenge, qop=auth.
-    let first = phone.ask(&phone.register("alice", DOMAIN, "")).expect("answer");
+    let first = phone
+        .ask(&phone.register("alice", DOMAIN, ""))
+        .expect("answer");
     assert_eq!(first.status, 401, "{}", first.text);
     let challenges = Challenge::all_of(&first);
     let mut algorithms: Vec<&str> = challenges.iter().map(|c| c.algorithm.as_str()).collect();
     algorithms.sort();
     assert_eq!(algorithms, ["MD5", "SHA-256"], "{}", first.text);
-    assert!(challenges.iter().all(|c| c.qop == "auth" && c.realm == DOMAIN));
+    assert!(
+        challenges
+            .iter()
+            .all(|c| c.qop == "auth" && c.realm == DOMAIN)
+    );
 
     // The right password, with either algorithm.
     for algorithm in ["SHA-256", "MD5"] {
         let ok = register_with(&phone, "alice", "wonderland", algorithm);
         assert_eq!(ok.status, 200, "{algorithm}: {}", ok.text);
-        assert!(ok.text.contains(&format!("sip:alice@{}", phone.addr())), "{}", ok.text);
+        assert!(
+            ok.text.contains(&format!("sip:alice@{}", phone.addr())),
+            "{}",
+            ok.text
+        );
     }
 
     // The same credentials again (same nonce, same nc): a replay.
     let challenge = Challenge::all_of(&first).remove(0);
-    let answer = challenge.answer("alice", "wonderland", "REGISTER", &format!("sip:{DOMAIN}"), 7);
+    let answer = challenge.answer(
+        "alice",
+        "wonderland",
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        7,
+    );
     let header = format!("Authorization: {answer}\r\n");
-    let once = phone.ask(&phone.register("alice", DOMAIN, &header)).expect("answer");
+    let once = phone
+        .ask(&phone.register("alice", DOMAIN, &header))
+        .expect("answer");
     assert_eq!(once.status, 200, "{}", once.text);
-    let again = phone.ask(&phone.register("alice", DOMAIN, &header)).expect("answer");
-    assert_eq!(again.status, 401, "a replayed nc is refused: {}", again.text);
+    let again = phone
+        .ask(&phone.register("alice", DOMAIN, &header))
+        .expect("answer");
+    assert_eq!(
+        again.status, 401,
+        "a replayed nc is refused: {}",
+        again.text
+    );
 
     // A wrong password and an unknown user look the same.
     let wrong = register_with(&phone, "alice", "guess", "MD5");
@@ -89,25 +131,45 @@ fn registrations_are_challenged_and_checked() {
             .lines()
             .skip(1)
             .take_while(|l| !l.is_empty())
-            .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_ascii_lowercase()))
+            .filter_map(|l| {
+                l.split_once(':')
+                    .map(|(n, _)| n.trim().to_ascii_lowercase())
+            })
             .collect();
         names.sort();
         names
     };
-    assert_eq!(names(&wrong), names(&unknown), "same headers:\n{}\n{}", wrong.text, unknown.text);
+    assert_eq!(
+        names(&wrong),
+        names(&unknown),
+        "same headers:\n{}\n{}",
+        wrong.text,
+        unknown.text
+    );
     assert_eq!(wrong.text.lines().next(), unknown.text.lines().next());
 
     // Alice's credentials for bob's AOR.
-    let first = phone.ask(&phone.register("bob", DOMAIN, "")).expect("answer");
+    let first = phone
+        .ask(&phone.register("bob", DOMAIN, ""))
+        .expect("answer");
     let challenge = Challenge::all_of(&first).remove(0);
-    let as_alice = challenge.answer("alice", "wonderland", "REGISTER", &format!("sip:{DOMAIN}"), 1);
+    let as_alice = challenge.answer(
+        "alice",
+        "wonderland",
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        1,
+    );
     let theft = phone
         .ask(&phone.register("bob", DOMAIN, &format!("Authorization: {as_alice}\r\n")))
         .expect("answer");
     assert_eq!(theft.status, 403, "{}", theft.text);
 
     // A nonce the node never made.
-    let forged = Challenge { nonce: "00000000000000000000000000000000000000000000".into(), ..challenge };
+    let forged = Challenge {
+        nonce: "00000000000000000000000000000000000000000000".into(),
+        ..challenge
+    };
     let answer = forged.answer("bob", "builder", "REGISTER", &format!("sip:{DOMAIN}"), 1);
     let reply = phone
         .ask(&phone.register("bob", DOMAIN, &format!("Authorization: {answer}\r\n")))
@@ -129,7 +191,13 @@ fn registrations_are_challenged_and_checked() {
 
 #[test]
 fn phones_are_challenged_for_what_they_send_and_relaying_is_denied() {
-    let users = users_file("auth-requests", &[("alice@example.test", "wonderland"), ("bob@example.test", "builder")]);
+    let users = users_file(
+        "auth-requests",
+        &[
+            ("alice@example.test", "wonderland"),
+            ("bob@example.test", "builder"),
+        ],
+    );
     let node = Node::start(&["--users", users.to_str().expect("path")]);
     let alice = Phone::new("127.0.0.1", node.addr);
     let bob = Phone::new("127.0.0.1", node.addr);
@@ -138,24 +206,42 @@ fn phones_are_challenged_for_what_they_send_and_relaying_is_denied() {
     // A MESSAGE from alice without credentials: 407; with them it reaches bob.
     let to = format!("bob@{DOMAIN}");
     let from = format!("alice@{DOMAIN}");
-    let first = alice.ask(&alice.request("MESSAGE", &from, &to, "")).expect("answer");
+    let first = alice
+        .ask(&alice.request("MESSAGE", &from, &to, ""))
+        .expect("answer");
     assert_eq!(first.status, 407, "{}", first.text);
     let challenge = Challenge::all_of(&first)
         .into_iter()
         .find(|c| c.algorithm == "SHA-256")
         .expect("a SHA-256 challenge");
     let answer = challenge.answer("alice", "wonderland", "MESSAGE", &format!("sip:{to}"), 1);
-    let request = alice.request("MESSAGE", &from, &to, &format!("Proxy-Authorization: {answer}\r\n"));
-    alice.socket.send_to(request.as_bytes(), node.addr).expect("send");
+    let request = alice.request(
+        "MESSAGE",
+        &from,
+        &to,
+        &format!("Proxy-Authorization: {answer}\r\n"),
+    );
+    alice
+        .socket
+        .send_to(request.as_bytes(), node.addr)
+        .expect("send");
     let mut buf = vec![0u8; 70_000];
     bob.socket.set_read_timeout(Some(ANSWER)).expect("timeout");
-    let (n, _) = bob.socket.recv_from(&mut buf).expect("bob gets the MESSAGE");
+    let (n, _) = bob
+        .socket
+        .recv_from(&mut buf)
+        .expect("bob gets the MESSAGE");
     let got = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(got.starts_with("MESSAGE sip:bob@"), "{got}");
-    assert!(!got.contains("Proxy-Authorization"), "credentials are not passed on: {got}");
+    assert!(
+        !got.contains("Proxy-Authorization"),
+        "credentials are not passed on: {got}"
+    );
 
     // An INVITE from alice without credentials: 407.
-    let invite = alice.ask(&alice.request("INVITE", &from, &to, "")).expect("answer");
+    let invite = alice
+        .ask(&alice.request("INVITE", &from, &to, ""))
+        .expect("answer");
     assert_eq!(invite.status, 407, "{}", invite.text);
 
     // SIPp calls with credentials answered (MD5) through the node to a SIPp UAS.
@@ -171,12 +257,17 @@ fn phones_are_challenged_for_what_they_send_and_relaying_is_denied() {
         || node.log().matches("users file read").count() >= 2,
         || node.log(),
     );
-    let first = carol.ask(&carol.register("carol", DOMAIN, "")).expect("answer");
+    let first = carol
+        .ask(&carol.register("carol", DOMAIN, ""))
+        .expect("answer");
     let challenge = Challenge::all_of(&first).remove(0);
     let answer = challenge.answer("carol", "secret", "REGISTER", &format!("sip:{DOMAIN}"), 1);
     let register = carol
         .register("carol", DOMAIN, &format!("Authorization: {answer}\r\n"))
-        .replace(&format!("<sip:carol@{}>", carol.addr()), &format!("<{contact}>"));
+        .replace(
+            &format!("<sip:carol@{}>", carol.addr()),
+            &format!("<{contact}>"),
+        );
     let registered = carol.ask(&register).expect("answer");
     assert_eq!(registered.status, 200, "{}", registered.text);
     SippBuilder::new("alice-call", "uac_call_auth.xml", Transport::Udp)
@@ -201,14 +292,25 @@ fn phones_are_challenged_for_what_they_send_and_relaying_is_denied() {
         assert_eq!(reply.status, 403, "{target}: {}", reply.text);
         assert!(reply.text.contains("Relaying Denied"), "{}", reply.text);
     }
-    listener.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
-    assert!(listener.recv_from(&mut buf).is_err(), "nothing reached the IP literal");
+    listener
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    assert!(
+        listener.recv_from(&mut buf).is_err(),
+        "nothing reached the IP literal"
+    );
     // A call for one of our users from another domain is served (bob is registered).
     let inbound = stranger.request("MESSAGE", "eve@elsewhere.test", &to, "");
-    stranger.socket.send_to(inbound.as_bytes(), node.addr).expect("send");
+    stranger
+        .socket
+        .send_to(inbound.as_bytes(), node.addr)
+        .expect("send");
     // (Bob never answered alice's MESSAGE: its retransmissions come too.)
     let from_outside = (0..20).any(|_| {
-        let (n, _) = bob.socket.recv_from(&mut buf).expect("bob gets the MESSAGE from outside");
+        let (n, _) = bob
+            .socket
+            .recv_from(&mut buf)
+            .expect("bob gets the MESSAGE from outside");
         String::from_utf8_lossy(&buf[..n]).contains("eve@elsewhere.test")
     });
     assert!(from_outside, "bob got the MESSAGE from another domain");
@@ -240,7 +342,10 @@ fn a_user_of_one_node_registers_at_another_through_the_ring() {
         || register_with(&phone, "alice", "wonderland", "SHA-256").status == 200,
         || format!("{}\n{}", a.log(), b.log()),
     );
-    assert_eq!(register_with(&phone, "alice", "guess", "SHA-256").status, 401);
+    assert_eq!(
+        register_with(&phone, "alice", "guess", "SHA-256").status,
+        401
+    );
 }
 
 #[test]
@@ -253,12 +358,17 @@ fn repeated_failures_silence_a_source() {
         assert_eq!(reply.status, 401, "attempt {attempt}");
     }
     assert!(
-        cracker.ask(&cracker.register("alice", DOMAIN, "")).is_none(),
+        cracker
+            .ask(&cracker.register("alice", DOMAIN, ""))
+            .is_none(),
         "a blocked source gets no answer"
     );
     // Another source is still served.
     let phone = Phone::new("127.0.0.3", node.addr);
-    assert_eq!(register_with(&phone, "alice", "wonderland", "MD5").status, 200);
+    assert_eq!(
+        register_with(&phone, "alice", "wonderland", "MD5").status,
+        200
+    );
 }
 
 #[test]
@@ -269,5 +379,8 @@ fn an_open_node_outside_loopback_must_be_asked_for() {
         .expect("run p2psip");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("config key `auth`") && stderr.lines().count() == 1, "{stderr}");
+    assert!(
+        stderr.contains("config key `auth`") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
 }

@@ -12,8 +12,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ChildGuard, DOMAIN, Node, p2psip, read_lossy, require_tool, tail, temp_dir, wait_until};
-
+use common::{
+    ChildGuard, DOMAIN, Node, p2psip, read_lossy, require_tool, tail, temp_dir, wait_until,
+};
 
 /// A baresip phone with its own config directory; `commands` run at start.
 fn phone(
@@ -67,9 +68,33 @@ fn baresip_phones_with_passwords_register_over_udp_and_tls_and_call() {
     let dir = temp_dir("baresip-auth");
     let path = |p: &str| dir.join(p).to_str().expect("utf-8 path").to_string();
     p2psip(&["certs", "ca", "--out", &path("ca")], "");
-    p2psip(&["certs", "server", "--ca", &path("ca"), "--name", "127.0.0.1", "--out", &path("node")], "");
-    p2psip(&["users", "add", "--file", &path("users"), "alice@example.test"], "alice-pw\n");
-    p2psip(&["users", "add", "--file", &path("users"), "bob@example.test"], "bob-pw\n");
+    p2psip(
+        &[
+            "certs",
+            "server",
+            "--ca",
+            &path("ca"),
+            "--name",
+            "127.0.0.1",
+            "--out",
+            &path("node"),
+        ],
+        "",
+    );
+    p2psip(
+        &[
+            "users",
+            "add",
+            "--file",
+            &path("users"),
+            "alice@example.test",
+        ],
+        "alice-pw\n",
+    );
+    p2psip(
+        &["users", "add", "--file", &path("users"), "bob@example.test"],
+        "bob-pw\n",
+    );
     std::fs::write(
         dir.join("node.toml"),
         format!(
@@ -82,7 +107,14 @@ fn baresip_phones_with_passwords_register_over_udp_and_tls_and_call() {
     .expect("node config");
     let node = Node::builder()
         .name("baresip-auth-node")
-        .args(["--sip", "127.0.0.1:0", "--sips", "127.0.0.1:0", "--domain", DOMAIN])
+        .args([
+            "--sip",
+            "127.0.0.1:0",
+            "--sips",
+            "127.0.0.1:0",
+            "--domain",
+            DOMAIN,
+        ])
         .args(["--config", &path("node.toml")])
         .spawn();
     let sips = node.sips.expect("TLS address");
@@ -98,7 +130,13 @@ fn baresip_phones_with_passwords_register_over_udp_and_tls_and_call() {
         &ca,
         &[],
     );
-    let context = |out: &Path| format!("phone:\n{}\nnode:\n{}", tail(&read_lossy(out), 30), tail(&node.log(), 20));
+    let context = |out: &Path| {
+        format!(
+            "phone:\n{}\nnode:\n{}",
+            tail(&read_lossy(out), 30),
+            tail(&node.log(), 20)
+        )
+    };
     wait_until(
         "alice registered over TLS with her password",
         Duration::from_secs(15),
@@ -110,7 +148,10 @@ fn baresip_phones_with_passwords_register_over_udp_and_tls_and_call() {
         &dir,
         "bob",
         "127.0.0.1",
-        &format!("<sip:bob@{DOMAIN}>;auth_pass=bob-pw;regint=300;outbound=\"sip:{}\"", node.addr),
+        &format!(
+            "<sip:bob@{DOMAIN}>;auth_pass=bob-pw;regint=300;outbound=\"sip:{}\"",
+            node.addr
+        ),
         &ca,
         &[&dial],
     );

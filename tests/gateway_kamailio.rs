@@ -394,10 +394,7 @@ fn legacy_phone_reaches_overlay_user_through_kamailio() {
         "sip:bob@127.0.0.1:5091",
         5191,
     );
-    assert_eq!(
-        kamailio.contacts(ns, "bob"),
-        vec!["sip:bob@127.0.0.1:5091"]
-    );
+    assert_eq!(kamailio.contacts(ns, "bob"), vec!["sip:bob@127.0.0.1:5091"]);
 
     let context = || t.logs();
     uac(

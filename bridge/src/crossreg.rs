@@ -119,7 +119,12 @@ fn backoff(failures: u32) -> Duration {
 
 impl CrossRegistrar {
     /// A registrar of no user yet; `seed` feeds its tags, Call-IDs and client nonces.
-    pub fn new(upstream: UpstreamConfig, gateway_addr: SocketAddr, seed: u64, now: Instant) -> Self {
+    pub fn new(
+        upstream: UpstreamConfig,
+        gateway_addr: SocketAddr,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
         let creds = upstream.credentials();
         let mut rng = StdRng::seed_from_u64(seed);
         CrossRegistrar {

@@ -232,7 +232,6 @@ pub fn authorization(
     Ok(out)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,12 @@ impl Credentials {
             return None;
         }
         let params = p2psip_bridge::digest::parse_params(rest).ok()?;
-        let get = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
         let nc = match get("nc") {
             Some(nc) => Some(u32::from_str_radix(nc.trim(), 16).ok()?),
             None => None,
@@ -123,16 +128,24 @@ impl Nonces {
     pub fn make(&mut self, now: Instant) -> String {
         let stamp = now.saturating_duration_since(self.epoch).as_millis() as u64;
         self.serial = self.serial.wrapping_add(1);
-        format!("{stamp:016x}{:08x}{}", self.serial, self.mac(stamp, self.serial))
+        format!(
+            "{stamp:016x}{:08x}{}",
+            self.serial,
+            self.mac(stamp, self.serial)
+        )
     }
 
     /// Whether `nonce` is ours and still fresh.
     pub fn state(&self, nonce: &str, now: Instant) -> NonceState {
-        let (Some(stamp), Some(serial), Some(mac)) = (nonce.get(..16), nonce.get(16..24), nonce.get(24..))
+        let (Some(stamp), Some(serial), Some(mac)) =
+            (nonce.get(..16), nonce.get(16..24), nonce.get(24..))
         else {
             return NonceState::Forged;
         };
-        let (Ok(stamp), Ok(serial)) = (u64::from_str_radix(stamp, 16), u32::from_str_radix(serial, 16)) else {
+        let (Ok(stamp), Ok(serial)) = (
+            u64::from_str_radix(stamp, 16),
+            u32::from_str_radix(serial, 16),
+        ) else {
             return NonceState::Forged;
         };
         if !constant_time_eq(mac.as_bytes(), self.mac(stamp, serial).as_bytes()) {
@@ -161,7 +174,8 @@ impl Nonces {
             NonceState::Fresh => {}
         }
         let expected = record.map(|r| expected_response(r, credentials, method));
-        let matches = expected.is_some_and(|e| constant_time_eq(e.as_bytes(), credentials.response.as_bytes()));
+        let matches = expected
+            .is_some_and(|e| constant_time_eq(e.as_bytes(), credentials.response.as_bytes()));
         if !matches {
             return Err(Rejection::Wrong);
         }
@@ -277,7 +291,12 @@ mod tests {
         let nonce = nonces.make(t0);
         assert_ne!(nonces.make(t0), nonce, "two nonces in one instant differ");
         for algorithm in [Algorithm::Sha256, Algorithm::Md5] {
-            let good = answer(&nonce, algorithm, if algorithm == Algorithm::Md5 { 2 } else { 1 }, "secret");
+            let good = answer(
+                &nonce,
+                algorithm,
+                if algorithm == Algorithm::Md5 { 2 } else { 1 },
+                "secret",
+            );
             assert_eq!(nonces.verify(&good, "REGISTER", Some(&record), t0), Ok(()));
             assert_eq!(
                 nonces.verify(&good, "REGISTER", Some(&record), t0),
@@ -285,12 +304,21 @@ mod tests {
             );
         }
         let wrong = answer(&nonce, Algorithm::Md5, 5, "guess");
-        assert_eq!(nonces.verify(&wrong, "REGISTER", Some(&record), t0), Err(Rejection::Wrong));
+        assert_eq!(
+            nonces.verify(&wrong, "REGISTER", Some(&record), t0),
+            Err(Rejection::Wrong)
+        );
         let unknown = answer(&nonce, Algorithm::Md5, 6, "secret");
-        assert_eq!(nonces.verify(&unknown, "REGISTER", None, t0), Err(Rejection::Wrong));
+        assert_eq!(
+            nonces.verify(&unknown, "REGISTER", None, t0),
+            Err(Rejection::Wrong)
+        );
         let late = t0 + NONCE_LIFETIME + Duration::from_secs(1);
         let old = answer(&nonce, Algorithm::Md5, 9, "secret");
-        assert_eq!(nonces.verify(&old, "REGISTER", Some(&record), late), Err(Rejection::Stale));
+        assert_eq!(
+            nonces.verify(&old, "REGISTER", Some(&record), late),
+            Err(Rejection::Stale)
+        );
         let mut other = Nonces::new([8; 32], t0);
         let _ = other.make(t0);
         assert_eq!(other.state(&nonce, t0), NonceState::Forged);
@@ -304,7 +332,10 @@ mod tests {
         let record = UserRecord::new(Aor::new("alice", "example.test"), "secret");
         let first = nonces.make(t0);
         let answer_first = answer(&first, Algorithm::Md5, 1, "secret");
-        assert_eq!(nonces.verify(&answer_first, "REGISTER", Some(&record), t0), Ok(()));
+        assert_eq!(
+            nonces.verify(&answer_first, "REGISTER", Some(&record), t0),
+            Ok(())
+        );
         for i in 0..MAX_TRACKED_NONCES + 10 {
             let t = t0 + Duration::from_micros(i as u64 * 10 + 1000);
             let nonce = nonces.make(t);
@@ -325,7 +356,10 @@ mod tests {
     fn credentials_parse_as_phones_send_them() {
         let value = "Digest username=\"alice\", realm=\"example.test\", nonce=\"abc\", uri=\"sip:example.test\", response=\"DEAD\", algorithm=SHA-256, cnonce=\"x\", qop=auth, nc=0000000a";
         let c = Credentials::parse(value).expect("parses");
-        assert_eq!((c.nc, c.algorithm, c.response.as_str()), (Some(10), Algorithm::Sha256, "dead"));
+        assert_eq!(
+            (c.nc, c.algorithm, c.response.as_str()),
+            (Some(10), Algorithm::Sha256, "dead")
+        );
         assert!(Credentials::parse("Basic YWxhZGRpbjpvcGVuc2VzYW1l").is_none());
         assert!(Credentials::parse("Digest username=\"a\", algorithm=SHA-512-256, realm=\"r\", nonce=\"n\", uri=\"u\", response=\"r\"").is_none());
     }

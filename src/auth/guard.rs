@@ -60,7 +60,9 @@ impl Limits {
 pub enum Admission {
     Serve,
     /// Over its limit: answer 503 with Retry-After, statelessly.
-    Busy { retry_after: u64 },
+    Busy {
+        retry_after: u64,
+    },
     /// Far over its limit, or blocked: no answer at all.
     Drop,
 }
@@ -112,7 +114,10 @@ impl Guard {
             return Admission::Serve;
         }
         let interval = Duration::from_secs(limits.interval_s.max(1));
-        if source.window_start.is_none_or(|start| now.saturating_duration_since(start) >= interval) {
+        if source
+            .window_start
+            .is_none_or(|start| now.saturating_duration_since(start) >= interval)
+        {
             source.window_start = Some(now);
             source.requests = 0;
             source.logged = false;
@@ -144,7 +149,10 @@ impl Guard {
             return;
         };
         let window = Duration::from_secs(limits.failures_window_s);
-        if source.failures_since.is_none_or(|since| now.saturating_duration_since(since) > window) {
+        if source
+            .failures_since
+            .is_none_or(|since| now.saturating_duration_since(since) > window)
+        {
             source.failures_since = Some(now);
             source.failures = 0;
         }
@@ -158,10 +166,12 @@ impl Guard {
 
     /// Forgets sources that have been quiet for a while and are not blocked.
     pub fn purge(&mut self, now: Instant) {
-        let keep_for = Duration::from_secs(self.limits.failures_window_s.max(self.limits.interval_s));
+        let keep_for =
+            Duration::from_secs(self.limits.failures_window_s.max(self.limits.interval_s));
         self.sources.retain(|_, s| {
             s.blocked_until.is_some_and(|until| now < until)
-                || s.last_seen.is_some_and(|seen| now.saturating_duration_since(seen) <= keep_for)
+                || s.last_seen
+                    .is_some_and(|seen| now.saturating_duration_since(seen) <= keep_for)
         });
     }
 }
@@ -184,7 +194,11 @@ mod tests {
         assert_eq!(answers[3..6], [Admission::Busy { retry_after: 2 }; 3]);
         assert_eq!(answers[6..], [Admission::Drop; 2]);
         assert_eq!(guard.admit(other, t0), Admission::Serve);
-        assert_eq!(guard.admit(flooder, t0 + Duration::from_secs(2)), Admission::Serve, "a new window");
+        assert_eq!(
+            guard.admit(flooder, t0 + Duration::from_secs(2)),
+            Admission::Serve,
+            "a new window"
+        );
     }
 
     #[test]
@@ -199,7 +213,14 @@ mod tests {
         guard.failed(cracker, t0);
         assert_eq!(guard.admit(cracker, t0), Admission::Drop);
         guard.purge(t0 + Duration::from_secs(61));
-        assert_eq!(guard.admit(cracker, t0 + Duration::from_secs(61)), Admission::Drop, "still blocked");
-        assert_eq!(guard.admit(cracker, t0 + Duration::from_secs(601)), Admission::Serve);
+        assert_eq!(
+            guard.admit(cracker, t0 + Duration::from_secs(61)),
+            Admission::Drop,
+            "still blocked"
+        );
+        assert_eq!(
+            guard.admit(cracker, t0 + Duration::from_secs(601)),
+            Admission::Serve
+        );
     }
 }

@@ -189,14 +189,21 @@ impl Auth {
             if register {
                 return respond(request, 403, "Not A Domain Of This Registrar");
             }
-            let for_us = request.uri.as_sip().is_some_and(|uri| ours(&uri.host_port).is_some());
+            let for_us = request
+                .uri
+                .as_sip()
+                .is_some_and(|uri| ours(&uri.host_port).is_some());
             return if for_us {
                 Verdict::Pass { user: None }
             } else {
                 respond(request, 403, "Relaying Denied")
             };
         };
-        let header = if register { Name::AUTHORIZATION } else { Name::PROXY_AUTHORIZATION };
+        let header = if register {
+            Name::AUTHORIZATION
+        } else {
+            Name::PROXY_AUTHORIZATION
+        };
         let credentials = request
             .headers
             .get_raw(&header)
@@ -209,12 +216,17 @@ impl Auth {
         let record = match self.local.get(&aor) {
             Some(record) => Some(record.clone()),
             None => match self.cached.get(&aor) {
-                Some((record, at)) if now.saturating_duration_since(*at) < CACHE_FOR => record.clone(),
+                Some((record, at)) if now.saturating_duration_since(*at) < CACHE_FOR => {
+                    record.clone()
+                }
                 _ => return Verdict::Fetch(aor),
             },
         };
         let method = request.method.to_string();
-        match self.nonces.verify(&credentials, &method, record.as_ref(), now) {
+        match self
+            .nonces
+            .verify(&credentials, &method, record.as_ref(), now)
+        {
             Ok(()) => {}
             Err(Rejection::Stale) => return self.challenge(request, &realm, true, now),
             Err(Rejection::Replayed | Rejection::Wrong) => {
@@ -249,7 +261,11 @@ impl Auth {
 /// Removes the proxy credentials a request carried for our `realm` before
 /// it is forwarded (RFC 3261 §22.3: they were for us, not the next hop).
 pub fn consume_credentials(request: &mut Request, realm: &str) {
-    let values: Vec<_> = request.headers.get_raw(&Name::PROXY_AUTHORIZATION).cloned().collect();
+    let values: Vec<_> = request
+        .headers
+        .get_raw(&Name::PROXY_AUTHORIZATION)
+        .cloned()
+        .collect();
     if values.is_empty() {
         return;
     }

@@ -28,7 +28,9 @@ pub struct UserRecord {
 
 impl fmt::Debug for UserRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserRecord").field("aor", &self.aor).finish_non_exhaustive()
+        f.debug_struct("UserRecord")
+            .field("aor", &self.aor)
+            .finish_non_exhaustive()
     }
 }
 
@@ -124,7 +126,11 @@ fn parse_record(line: &str) -> Result<UserRecord, String> {
         match word.split_once('=') {
             Some(("md5", v)) if is_hex(v, 32) => md5 = Some(v.to_ascii_lowercase()),
             Some(("sha256", v)) if is_hex(v, 64) => sha256 = Some(v.to_ascii_lowercase()),
-            _ => return Err(format!("{word:?}: expected md5=<32 hex> or sha256=<64 hex>")),
+            _ => {
+                return Err(format!(
+                    "{word:?}: expected md5=<32 hex> or sha256=<64 hex>"
+                ));
+            }
         }
     }
     Ok(UserRecord {
@@ -187,11 +193,18 @@ mod tests {
         let line = r.to_line();
         assert!(!line.contains("secret"));
         assert_eq!(UserRecord::parse_line(&line), Some(Ok(r.clone())));
-        let text = with_user("# users\nbob@example.test md5=00000000000000000000000000000000 sha256=0000000000000000000000000000000000000000000000000000000000000000\n", &r);
+        let text = with_user(
+            "# users\nbob@example.test md5=00000000000000000000000000000000 sha256=0000000000000000000000000000000000000000000000000000000000000000\n",
+            &r,
+        );
         let users = parse_users(&text).expect("parses");
         assert_eq!(users.len(), 2);
         let again = with_user(&text, &UserRecord::new(r.aor.clone(), "other"));
-        assert_eq!(parse_users(&again).expect("parses").len(), 2, "replaced, not added");
+        assert_eq!(
+            parse_users(&again).expect("parses").len(),
+            2,
+            "replaced, not added"
+        );
         assert!(parse_users("alice@x md5=zz").is_err());
         assert!(matches!(parse_users("x\n"), Err((1, _))));
     }

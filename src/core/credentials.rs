@@ -36,7 +36,10 @@ impl Core {
         let before: HashSet<Aor> = self.auth.local_users().map(|u| u.aor.clone()).collect();
         let after: HashSet<Aor> = users.iter().map(|u| u.aor.clone()).collect();
         self.auth.set_local_users(&users);
-        info!(users = users.len(), "users file read: authenticating with these credentials");
+        info!(
+            users = users.len(),
+            "users file read: authenticating with these credentials"
+        );
         if let Some(overlay) = self.location.overlay() {
             for gone in before.difference(&after) {
                 overlay.remove_item(credential_key(gone), credential_name(gone), now);

@@ -40,13 +40,13 @@ use crate::auth::{Auth, AuthConfig, Sender};
 use crate::gateway::Gateway;
 use crate::metrics::{self, Metrics};
 use crate::outbox::{Outbox, ResolveId, owner};
-use crate::overlay::{Fetched, Overlay};
-use crate::ring::OpId;
 use crate::overlay::gateways::GatewayRecord;
+use crate::overlay::{Fetched, Overlay};
 use crate::proxy::{Proxy, RoutingMode, forward_stray};
 use crate::registrar::RegistrarConfig;
 use crate::registrar::binding::Aor;
 use crate::registrar::location::{LocationOp, LocationStore, MemoryLocation};
+use crate::ring::OpId;
 use crate::sip::message::{HeaderAccess, Message, Response, bad_request_reply};
 use crate::sip::target::Destination;
 use crate::sip::transaction::{Event, Owner, Peer, ServerKey, Timers};
@@ -156,13 +156,23 @@ pub enum Output {
     /// Bytes to send to the LAN discovery group.
     Announce { bytes: Bytes },
     /// Resolve a name by RFC 3263 (answer with [`Input::Resolved`]).
-    Resolve { id: ResolveId, destination: Destination },
+    Resolve {
+        id: ResolveId,
+        destination: Destination,
+    },
     /// Look an E.164 number up in ENUM under `suffix` (answer with [`Input::Enum`]).
-    Enum { id: ResolveId, e164: String, suffix: String },
+    Enum {
+        id: ResolveId,
+        e164: String,
+        suffix: String,
+    },
     /// A next hop that failed: the resolver's list of dead targets.
     MarkDead(Peer),
     /// The live gateway set of a domain changed (for the DNS zones).
-    Gateways { domain: String, gateways: Vec<GatewayRecord> },
+    Gateways {
+        domain: String,
+        gateways: Vec<GatewayRecord>,
+    },
     /// Peers to save for the next start.
     SavePeers(Vec<SocketAddr>),
     /// Nothing more now: call [`Core::handle_input`] with
@@ -336,9 +346,9 @@ impl Core {
     /// True once a leave asked with [`Input::Leave`] is complete (or has
     /// run out of time): the driver may stop.
     pub fn has_stopped(&self, now: Instant) -> bool {
-        self.upkeep.leaving_until().is_some_and(|until| {
-            now >= until || self.overlay().is_none_or(|o| o.has_left())
-        })
+        self.upkeep
+            .leaving_until()
+            .is_some_and(|until| now >= until || self.overlay().is_none_or(|o| o.has_left()))
     }
 
     /// Addresses-of-record with live bindings in this node's store.
@@ -570,7 +580,9 @@ impl Core {
                     }
                 }
             }
-            (owner::GATEWAY, response) => self.gateway.on_response(key, response.as_ref(), out, now),
+            (owner::GATEWAY, response) => {
+                self.gateway.on_response(key, response.as_ref(), out, now)
+            }
             (other, _) => debug!(?other, ?key, "an event for no component"),
         }
     }

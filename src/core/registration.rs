@@ -11,11 +11,11 @@ use tracing::warn;
 
 use super::Core;
 use super::checks::{local_response, refusal, with_to_tag};
-use crate::sip::target::user_of;
 use crate::registrar::binding::Aor;
 use crate::registrar::location::{LocationAnswer, LocationOp};
 use crate::registrar::{self, Change, Registration};
 use crate::sip::message::{HeaderAccess, Request};
+use crate::sip::target::user_of;
 use crate::sip::transaction::{Peer, ServerKey};
 
 /// What the core does when the location store answers.

@@ -14,11 +14,11 @@ use p2psip_bridge::legacy::RegisterRoute;
 use p2psip_bridge::route::{Decision, TargetUri, TelRoute};
 use tracing::{debug, info, warn};
 
-use super::{Core, CoreConfig};
-use super::credentials::Parked;
-use crate::auth::Verdict;
 use super::checks::{decrement_max_forwards, local_response, refusal};
+use super::credentials::Parked;
 use super::registration::Waiting;
+use super::{Core, CoreConfig};
+use crate::auth::Verdict;
 use crate::proxy::{RoutingMode, Target, loop_hash};
 use crate::registrar::binding::{Aor, Binding};
 use crate::sip::message::{HeaderAccess, Request, RequestUri};
@@ -31,7 +31,10 @@ const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSC
 pub(super) enum Routed {
     /// A user whose bindings are in the ring; `then_dns`: when it has none,
     /// forward by RFC 3263 instead of answering 404/480.
-    Local { aor: Aor, then_dns: bool },
+    Local {
+        aor: Aor,
+        then_dns: bool,
+    },
     /// Forward as addressed (RFC 3263 for names).
     Forward,
     /// A telephone number: ENUM, then the PSTN gateway.
@@ -41,7 +44,13 @@ pub(super) enum Routed {
 
 impl Core {
     /// A new request that is not the overlay's own.
-    pub(super) fn on_request(&mut self, key: ServerKey, mut request: Request, from: Peer, now: Instant) {
+    pub(super) fn on_request(
+        &mut self,
+        key: ServerKey,
+        mut request: Request,
+        from: Peer,
+        now: Instant,
+    ) {
         let routed_through_us = self.strip_own_routes(&mut request);
         let has_route = request.headers.contains(&Name::ROUTE);
         let _ = from;
@@ -87,8 +96,13 @@ impl Core {
         let verdict = {
             let config = &self.config;
             let ours = |host_port: &HostPort| domain_of(config, host_port);
-            self.auth
-                .check(&parked.request, sender, &ours, parked.routed_through_us, now)
+            self.auth.check(
+                &parked.request,
+                sender,
+                &ours,
+                parked.routed_through_us,
+                now,
+            )
         };
         match verdict {
             Verdict::Respond(response) => self.out.respond(parked.key, response, now),
@@ -108,7 +122,14 @@ impl Core {
     }
 
     /// A request that may be served: by route, as a REGISTER, or routed.
-    fn serve(&mut self, key: ServerKey, request: Request, from: Peer, user: Option<Aor>, now: Instant) {
+    fn serve(
+        &mut self,
+        key: ServerKey,
+        request: Request,
+        from: Peer,
+        user: Option<Aor>,
+        now: Instant,
+    ) {
         if request.headers.contains(&Name::ROUTE) {
             return self.forward_as_addressed(key, request, now);
         }
@@ -208,7 +229,8 @@ impl Core {
                 self.gateway.ask_enum(key, request, e164, &mut self.out);
             }
             Routed::Reject(status, reason) => {
-                self.out.respond(key, refusal(&request, status, reason), now)
+                self.out
+                    .respond(key, refusal(&request, status, reason), now)
             }
         }
     }
@@ -277,7 +299,14 @@ impl Core {
     }
 
     /// Looks a user up in the location store, then routes to the bindings.
-    fn look_up(&mut self, key: ServerKey, request: Request, aor: Aor, then_dns: bool, now: Instant) {
+    fn look_up(
+        &mut self,
+        key: ServerKey,
+        request: Request,
+        aor: Aor,
+        then_dns: bool,
+        now: Instant,
+    ) {
         let op = self.op();
         self.location.store().lookup(op, &aor, now);
         self.waiting.insert(

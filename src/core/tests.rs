@@ -83,7 +83,7 @@ fn a_call_through_the_core_leaves_nothing_behind() {
     core.handle_input(
         Input::Datagram {
             bytes: request(
-            "REGISTER sip:example.test SIP/2.0
+                "REGISTER sip:example.test SIP/2.0
 Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKreg1
 From: <sip:alice@example.test>;tag=a1
 To: <sip:alice@example.test>
@@ -94,7 +94,7 @@ Expires: 600
 Content-Length: 0
 
 ",
-        ),
+            ),
             from: udp(5090),
         },
         t0,
@@ -108,7 +108,7 @@ Content-Length: 0
     core.handle_input(
         Input::Datagram {
             bytes: request(
-            "INVITE sip:alice@example.test SIP/2.0
+                "INVITE sip:alice@example.test SIP/2.0
 Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKinv1
 Max-Forwards: 70
 From: <sip:bob@example.test>;tag=b1
@@ -119,7 +119,7 @@ Contact: <sip:bob@127.0.0.1:7000>
 Content-Length: 0
 
 ",
-        ),
+            ),
             from: udp(7000),
         },
         t0,

@@ -107,7 +107,8 @@ impl CrossRegistration {
             if let Some(overlay) = overlay {
                 for domain in &self.directory_domains {
                     for shard in 0..DIRECTORY_SHARDS {
-                        let op = overlay.fetch_items(owner::GATEWAY, directory_key(domain, shard), now);
+                        let op =
+                            overlay.fetch_items(owner::GATEWAY, directory_key(domain, shard), now);
                         self.directory_ops.insert(op, (domain.clone(), shard));
                     }
                 }
@@ -172,7 +173,14 @@ impl CrossRegistration {
         }
     }
 
-    fn send(&mut self, token: u64, mut request: Request, peer: Peer, out: &mut Outbox, now: Instant) {
+    fn send(
+        &mut self,
+        token: u64,
+        mut request: Request,
+        peer: Peer,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
         let via = Via::new(transport_name(peer.transport), self.local, out.new_branch());
         push_via(&mut request.headers, &via);
         let contact = request
@@ -189,7 +197,13 @@ impl CrossRegistration {
     }
 
     /// The registrar's name resolved.
-    pub(super) fn on_resolved(&mut self, id: ResolveId, peers: &[Peer], out: &mut Outbox, now: Instant) {
+    pub(super) fn on_resolved(
+        &mut self,
+        id: ResolveId,
+        peers: &[Peer],
+        out: &mut Outbox,
+        now: Instant,
+    ) {
         let Some((token, request)) = self.resolving.remove(&id) else {
             return;
         };
@@ -252,7 +266,10 @@ fn build_register(register: &RegisterOut) -> Option<Request> {
     let mut request = Request::new(Method::REGISTER, RequestUri::Sip(uri));
     let headers = &mut request.headers;
     headers.insert(Name::MAX_FORWARDS, "70");
-    headers.insert(Name::FROM, format!("{};tag={}", register.to, register.from_tag));
+    headers.insert(
+        Name::FROM,
+        format!("{};tag={}", register.to, register.from_tag),
+    );
     headers.insert(Name::TO, register.to.as_str());
     headers.insert(Name::CALL_ID, register.call_id.as_str());
     headers.insert(Name::CSEQ, format!("{} REGISTER", register.cseq));

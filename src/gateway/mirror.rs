@@ -82,7 +82,11 @@ impl Mirrors {
     }
 
     /// A forwarded REGISTER ended: what to mirror into the ring, if anything.
-    pub(super) fn on_registered(&mut self, key: ServerKey, response: &Response) -> Option<MirrorFetch> {
+    pub(super) fn on_registered(
+        &mut self,
+        key: ServerKey,
+        response: &Response,
+    ) -> Option<MirrorFetch> {
         let forwarded = self.forwarded.remove(&key)?;
         let ops = mirror_bindings(
             &forwarded.contacts,

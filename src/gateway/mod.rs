@@ -49,9 +49,10 @@ impl Gateway {
         seed: u64,
         now: Instant,
     ) -> Gateway {
-        let cross = config.upstream.clone().map(|upstream| {
-            CrossRegistration::new(upstream, &domains, local, seed, now)
-        });
+        let cross = config
+            .upstream
+            .clone()
+            .map(|upstream| CrossRegistration::new(upstream, &domains, local, seed, now));
         Gateway {
             config,
             domains,
@@ -122,7 +123,12 @@ impl Gateway {
     }
 
     /// Cross-registration housekeeping: read the directory, send REGISTERs.
-    pub fn handle_timeout(&mut self, overlay: Option<&mut Overlay>, out: &mut Outbox, now: Instant) {
+    pub fn handle_timeout(
+        &mut self,
+        overlay: Option<&mut Overlay>,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
         if let Some(cross) = &mut self.cross {
             cross.handle_timeout(overlay, out, now);
         }
@@ -164,7 +170,12 @@ impl Gateway {
     /// A REGISTER for a user of the legacy domain: the request to forward to
     /// the legacy registrar (its 2xx is mirrored into the ring). `to_us`:
     /// the phone addressed the REGISTER to this node.
-    pub fn forward_upstream(&mut self, key: ServerKey, request: &Request, to_us: bool) -> Option<Request> {
+    pub fn forward_upstream(
+        &mut self,
+        key: ServerKey,
+        request: &Request,
+        to_us: bool,
+    ) -> Option<Request> {
         let upstream = self.config.upstream.as_ref()?;
         self.mirrors.forward(key, request, upstream, to_us)
     }

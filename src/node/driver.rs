@@ -13,15 +13,15 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::core::{Core, CoreConfig, Input, Location, Output};
 use super::http::{self, Query};
+use crate::core::{Core, CoreConfig, Input, Location, Output};
 use crate::outbox::ResolveId;
-use crate::overlay::admission::Admission;
 use crate::overlay::Overlay;
+use crate::overlay::admission::Admission;
 use crate::overlay::discovery::GROUP;
 use crate::overlay::gateways::GatewayRecord;
-use crate::sip::target::Destination;
 use crate::ring::RingConfig;
+use crate::sip::target::Destination;
 use crate::sip::transaction::{Peer, TransportKind};
 use crate::sip::transport::{Inbound, TransportOptions, Transports};
 use p2psip_dns::{
@@ -273,13 +273,25 @@ impl Node {
                 Wake::Input(input) => self.core.handle_input(input, now),
                 Wake::Udp(n, from) => {
                     let bytes = Bytes::copy_from_slice(&buf[..n]);
-                    self.core.handle_input(Input::Datagram { bytes, from: udp(from) }, now);
+                    self.core.handle_input(
+                        Input::Datagram {
+                            bytes,
+                            from: udp(from),
+                        },
+                        now,
+                    );
                     for _ in 0..UDP_BATCH {
                         let Ok((n, from)) = self.transports.udp().try_recv_from(&mut buf) else {
                             break;
                         };
                         let bytes = Bytes::copy_from_slice(&buf[..n]);
-                        self.core.handle_input(Input::Datagram { bytes, from: udp(from) }, now);
+                        self.core.handle_input(
+                            Input::Datagram {
+                                bytes,
+                                from: udp(from),
+                            },
+                            now,
+                        );
                     }
                 }
                 Wake::Nothing => {}
@@ -296,7 +308,8 @@ impl Node {
                 Output::Timeout(deadline) => return deadline,
                 Output::Transmit { to, bytes } => {
                     if !self.transports.send(to, bytes) {
-                        self.core.handle_input(Input::SendFailed(to), Instant::now());
+                        self.core
+                            .handle_input(Input::SendFailed(to), Instant::now());
                     }
                 }
                 Output::Announce { bytes } => {
@@ -455,7 +468,10 @@ impl Lookups {
 /// Reads a users file: its records and when it was changed.
 fn read_users(
     path: &std::path::Path,
-) -> io::Result<(Vec<crate::auth::users::UserRecord>, Option<std::time::SystemTime>)> {
+) -> io::Result<(
+    Vec<crate::auth::users::UserRecord>,
+    Option<std::time::SystemTime>,
+)> {
     let changed = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let text = std::fs::read_to_string(path)
         .map_err(|e| io::Error::other(format!("users file {}: {e}", path.display())))?;

@@ -20,12 +20,12 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::outbox::owner;
 use crate::ring::{
     IncomingId, Item, NodeId, OpId, Outgoing, RequestId, Ring, RingConfig, RingError, RingEvent,
     RingStatus,
 };
 use crate::sip::message::{HeaderAccess, Request, Response};
-use crate::outbox::owner;
 use crate::sip::transaction::{ClientKey, Owner, Peer, ServerKey, TransportKind};
 use admission::{Admission, Refused};
 use gateways::{GatewayRecord, Gateways};
@@ -287,7 +287,13 @@ impl Overlay {
     }
 
     /// A response on one of our transactions.
-    pub fn on_response(&mut self, key: ClientKey, response: &Response, out: &mut Outbox, now: Instant) {
+    pub fn on_response(
+        &mut self,
+        key: ClientKey,
+        response: &Response,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
         let Some(&(id, to)) = self.sent.get(&key) else {
             return;
         };

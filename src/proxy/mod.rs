@@ -18,9 +18,9 @@ use ezk_sip_types::header::typed::{Routing, Via};
 
 use crate::outbox::{Outbox, ResolveId, owner};
 use crate::sip::message::{HeaderAccess, Message, Request, RequestUri, Response, pop_top_via};
+use crate::sip::target::{self, NextHop, next_hop};
 use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind};
 use fork::Fork;
-use crate::sip::target::{self, NextHop, next_hop};
 use tracing::debug;
 
 /// How requests for local users are answered.

@@ -151,10 +151,13 @@ pub fn same_contact(a: &str, b: &str) -> bool {
         && host(&x) == host(&y)
         && explicit_port(&x) == explicit_port(&y)
         && port(&x) == port(&y)
-        && ["transport", "user", "ttl", "method", "maddr"].iter().all(|name| {
-            let value = |u: &SipUri| u.uri_params.get_val(*name).map(|v| v.to_ascii_lowercase());
-            value(&x) == value(&y)
-        })
+        && ["transport", "user", "ttl", "method", "maddr"]
+            .iter()
+            .all(|name| {
+                let value =
+                    |u: &SipUri| u.uri_params.get_val(*name).map(|v| v.to_ascii_lowercase());
+                value(&x) == value(&y)
+            })
 }
 
 #[cfg(test)]
@@ -163,14 +166,20 @@ mod tests {
 
     #[test]
     fn contacts_compare_as_uris() {
-        assert!(same_contact("sip:bob@HOST.test:5060", "<sip:bob@host.test:5060>"));
+        assert!(same_contact(
+            "sip:bob@HOST.test:5060",
+            "<sip:bob@host.test:5060>"
+        ));
         assert!(!same_contact("sip:Bob@host.test", "sip:bob@host.test"));
         assert!(!same_contact("sip:bob@host.test", "sip:bob@host.test:5060"));
         assert!(same_contact(
             "sip:bob@h.test;transport=TCP;x=1",
             "sip:bob@h.test;transport=tcp"
         ));
-        assert!(!same_contact("sip:bob@h.test;transport=tcp", "sip:bob@h.test"));
+        assert!(!same_contact(
+            "sip:bob@h.test;transport=tcp",
+            "sip:bob@h.test"
+        ));
         assert!(!same_contact("sips:bob@h.test", "sip:bob@h.test"));
     }
 

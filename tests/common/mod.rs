@@ -874,5 +874,8 @@ pub fn p2psip(args: &[&str], stdin: &str) {
 /// `p2psip users add --file FILE AOR` with `password` on standard input.
 pub fn add_user(file: &Path, aor: &str, password: &str) {
     let file = file.to_str().expect("utf-8 path");
-    p2psip(&["users", "add", "--file", file, aor], &format!("{password}\n"));
+    p2psip(
+        &["users", "add", "--file", file, aor],
+        &format!("{password}\n"),
+    );
 }

@@ -232,7 +232,11 @@ fn a_failed_peer_ends_only_the_transactions_that_heard_nothing() {
             _ => None,
         })
         .collect();
-    assert_eq!(ended, vec![silent], "the ringing INVITE and the UDP one go on");
+    assert_eq!(
+        ended,
+        vec![silent],
+        "the ringing INVITE and the UDP one go on"
+    );
     assert_ne!(ended[0], ringing);
     assert_ne!(ended[0], elsewhere);
     assert_eq!(tx.len(), 2);
