@@ -172,11 +172,6 @@ impl Ring {
                     if hops >= self.config.max_hops || ask == to {
                         self.route_done(parent, Err(RingError::Timeout(attempts + 1)), now);
                     } else {
-                        let request = RingRequest::FindSuccessor {
-                            key,
-                            hops: hops + 1,
-                            iterative: true,
-                        };
                         let pending = Pending::Route {
                             key,
                             parent,
@@ -186,7 +181,7 @@ impl Ring {
                             attempts,
                             to: ask,
                         };
-                        self.send(ask.addr, request, pending, now);
+                        self.send_route(pending, true, now);
                     }
                 }
                 _ => {

@@ -87,11 +87,6 @@ impl Ring {
             // Iterative request: tell the asker where to go next.
             return self.answer(parent, RingResponse::Next { ask: next, hops }, now);
         }
-        let request = RingRequest::FindSuccessor {
-            key,
-            hops: hops + 1,
-            iterative,
-        };
         let pending = Pending::Route {
             key,
             parent,
@@ -101,7 +96,23 @@ impl Ring {
             attempts,
             to: next,
         };
-        self.send(next.addr, request, pending, now);
+        self.send_route(pending, iterative, now);
+    }
+
+    /// Sends a route's next step (a [`Pending::Route`]) as a FindSuccessor to
+    /// its `to`; `ask_iteratively`: the request asks for the next hop back
+    /// instead of having it forwarded.
+    pub(super) fn send_route(&mut self, pending: Pending, ask_iteratively: bool, now: Instant) {
+        let Pending::Route { key, hops, to, .. } = &pending else {
+            return;
+        };
+        let request = RingRequest::FindSuccessor {
+            key: *key,
+            hops: *hops,
+            iterative: ask_iteratively,
+        };
+        let to = to.addr;
+        self.send(to, request, pending, now);
     }
 
     #[allow(clippy::too_many_arguments)]
