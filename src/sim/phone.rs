@@ -308,27 +308,41 @@ impl Phone {
     }
 
     fn bye(&mut self, index: usize, _now: Duration, fx: &mut Effects) {
-        let (via, _) = self.via();
         let call = &self.calls[index];
-        let Some(target) = call.remote_target.clone() else {
+        let (Some(target), Some(tag)) = (call.remote_target.clone(), call.to_tag.clone()) else {
             return;
         };
-        let Some(tag) = &call.to_tag else { return };
+        self.send_in_dialog(index, "BYE", 2, &target, &tag, fx);
+    }
+
+    /// An in-dialog request of call `index` (the ACK of a 2xx, BYE) to
+    /// `target`, along the call's route set, on a transaction of its own.
+    fn send_in_dialog(
+        &mut self,
+        index: usize,
+        method: &str,
+        cseq: u32,
+        target: &str,
+        tag: &str,
+        fx: &mut Effects,
+    ) {
+        let (via, _) = self.via();
+        let call = &self.calls[index];
         let routes: String = call
             .route
             .iter()
             .map(|r| format!("Route: {r}\r\n"))
             .collect();
         let text = format!(
-            "BYE {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n{routes}\
+            "{method} {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n{routes}\
              From: {me};tag={from_tag}\r\nTo: <{to}>;tag={tag}\r\nCall-ID: {cid}\r\n\
-             CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+             CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
             me = self.me(),
             from_tag = call.from_tag,
             to = call.target,
             cid = call.call_id,
         );
-        let next = first_hop(&call.route, &target).unwrap_or(self.proxy);
+        let next = first_hop(&call.route, target).unwrap_or(self.proxy);
         fx.sends.push((next, Bytes::from(text)));
     }
 
@@ -475,29 +489,12 @@ impl Phone {
 
     /// The ACK of a 2xx: its own transaction, along the route set.
     fn ack_2xx(&mut self, index: usize, tag: Option<&str>, fx: &mut Effects) {
-        let (via, _) = self.via();
         let call = &self.calls[index];
         let target = call
             .remote_target
             .clone()
             .unwrap_or_else(|| call.target.clone());
-        let routes: String = call
-            .route
-            .iter()
-            .map(|r| format!("Route: {r}\r\n"))
-            .collect();
-        let text = format!(
-            "ACK {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n{routes}\
-             From: {me};tag={from_tag}\r\nTo: <{to}>;tag={tag}\r\nCall-ID: {cid}\r\n\
-             CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-            me = self.me(),
-            from_tag = call.from_tag,
-            to = call.target,
-            tag = tag.unwrap_or_default(),
-            cid = call.call_id,
-        );
-        let next = first_hop(&call.route, &target).unwrap_or(self.proxy);
-        fx.sends.push((next, Bytes::from(text)));
+        self.send_in_dialog(index, "ACK", 1, &target, tag.unwrap_or_default(), fx);
     }
 
     fn on_request(&mut self, request: Request, from: SocketAddr, now: Duration, fx: &mut Effects) {
