@@ -34,6 +34,28 @@ fn certs(args: &[&str]) {
     );
 }
 
+/// A node named `name` on loopback with SIP over TLS, its certificate and
+/// key from `node_dir` (as `p2psip certs server` writes them).
+fn tls_node<'a>(name: &str, node_dir: &Path) -> common::NodeBuilder<'a> {
+    let file = |f: &str| node_dir.join(f).to_str().expect("utf-8 path").to_string();
+    Node::builder()
+        .name(name)
+        .args([
+            "--sip",
+            "127.0.0.1:0",
+            "--domain",
+            DOMAIN,
+            "--sips",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--tls-cert",
+            &file("cert.pem"),
+            "--tls-key",
+            &file("key.pem"),
+        ])
+}
+
 /// A TLS client that trusts `ca` only, connected to `node`.
 fn tls_connect(ca: &Path, node: SocketAddr) -> TlsStream {
     let mut roots = RootCertStore::empty();
@@ -169,21 +191,7 @@ fn register_and_call_over_tls() {
         assert_eq!(mode & 0o777, 0o600, "{}", key.display());
     }
     let ca = ca_dir.join("ca.pem");
-    let mut node = Node::builder()
-        .name("tls-node")
-        .args([
-            "--sip",
-            "127.0.0.1:0",
-            "--domain",
-            DOMAIN,
-            "--sips",
-            "127.0.0.1:0",
-        ])
-        .arg("--tls-cert")
-        .arg(node_dir.join("cert.pem").to_str().expect("utf-8 path"))
-        .arg("--tls-key")
-        .arg(node_dir.join("key.pem").to_str().expect("utf-8 path"))
-        .spawn();
+    let mut node = tls_node("tls-node", &node_dir).spawn();
     let sips = node.sips.expect("the listening line names the TLS address");
     assert_ne!(sips.port(), 0);
 
@@ -421,22 +429,7 @@ fn outgoing_tls_verifies_the_server_against_the_ca() {
         "--out",
         &path("stranger"),
     ]);
-    let mut node = Node::builder()
-        .name("tls-client-node")
-        .args([
-            "--sip",
-            "127.0.0.1:0",
-            "--domain",
-            DOMAIN,
-            "--sips",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--tls-cert",
-            &path("node/cert.pem"),
-            "--tls-key",
-            &path("node/key.pem"),
-        ])
+    let mut node = tls_node("tls-client-node", &dir.join("node"))
         .args(["--tls-ca", &path("ca/ca.pem")])
         .spawn();
 
@@ -506,23 +499,7 @@ fn baresip_registers_and_rings_over_tls() {
         "--out",
         &path("node"),
     ]);
-    let node = Node::builder()
-        .name("tls-baresip-node")
-        .args([
-            "--sip",
-            "127.0.0.1:0",
-            "--domain",
-            DOMAIN,
-            "--sips",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--tls-cert",
-            &path("node/cert.pem"),
-            "--tls-key",
-            &path("node/key.pem"),
-        ])
-        .spawn();
+    let node = tls_node("tls-baresip-node", &dir.join("node")).spawn();
     let sips = node.sips.expect("TLS address");
     let conf = dir.join("baresip");
     std::fs::create_dir_all(&conf).expect("baresip dir");
