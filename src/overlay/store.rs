@@ -158,6 +158,9 @@ pub fn to_item(aor: &Aor, bindings: &[Binding], version: u64, now: Instant) -> I
         value: serde_json::to_vec(&records).unwrap_or_default(),
         version,
         expires,
+        writer: Default::default(),
+        signature: Vec::new(),
+        proof: None,
     }
 }
 
