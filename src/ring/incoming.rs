@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::requests::{pending_peer_addr, Parent, Pending};
+use super::requests::{Parent, Pending, pending_peer_addr};
 use super::{
     IncomingId, NodeId, Peer, Refusal, RequestId, Ring, RingError, RingEvent, RingRequest,
     RingResponse, State,

@@ -27,6 +27,10 @@ impl Peer {
 /// 100,000 users stays well inside it on a ring of three.
 pub const DEFAULT_MAX_ITEMS_PER_WRITER: usize = 400_000;
 
+/// Overlay requests a member may send per second by default: ten times what
+/// one member sends for 500 REGISTERs a second on a ring of three.
+pub const DEFAULT_MEMBER_REQUESTS: u32 = 20_000;
+
 /// Tuning of the ring.
 #[derive(Clone, Debug)]
 pub struct RingConfig {
@@ -51,6 +55,10 @@ pub struct RingConfig {
     /// Items a node keeps for one writer (primary and replica copies
     /// together); a new one beyond is refused with `Refusal::TooManyItems`.
     pub max_items_per_writer: usize,
+    /// Overlay requests one member may send in `member_interval` (checked
+    /// by the overlay before the ring sees them); beyond: 503.
+    pub member_requests: u32,
+    pub member_interval: Duration,
 }
 
 impl Default for RingConfig {
@@ -66,6 +74,8 @@ impl Default for RingConfig {
             op_retries: 4,
             max_hops: 64,
             max_items_per_writer: DEFAULT_MAX_ITEMS_PER_WRITER,
+            member_requests: DEFAULT_MEMBER_REQUESTS,
+            member_interval: Duration::from_secs(1),
         }
     }
 }
