@@ -398,7 +398,7 @@ fn only_the_writer_or_whoever_authenticated_the_user_changes_her_binding() {
     let refused = refused.expect("the limit refused a store");
     assert_eq!(refused.status, 403, "{}", refused.text);
     assert!(refused.text.contains(TOO_MANY), "{}", refused.text);
-    assert!(stored >= 1 && stored <= ITEM_LIMIT, "stored {stored}");
+    assert!((1..=ITEM_LIMIT).contains(&stored), "stored {stored}");
     assert!(metric(&members[0], "p2psip_overlay_items_over_limit_total") >= 1);
     // The ring still serves alice.
     assert!(alice_at(&rogue, members[0].node.addr).is_some());
