@@ -230,6 +230,26 @@ for kind in ("register", "call"):
             print(f"  {kind:<9} {m}/open = {v / base:.2f}")
 EOF
 }
+# SIP messages each ring handled over the whole run (all runs, both directions, all nodes):
+# the same load should cost the same number of messages in every mode
+for m in $MODES; do
+  ip netns exec "$NS" python3 - "$(mode_base "$m")" "$m" <<'EOF' >>"$TMP/header.txt"
+import sys, urllib.request
+base, mode = int(sys.argv[1]), sys.argv[2]
+total = {}
+for i in range(3):
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{base + i + 3000}/metrics", timeout=2).read().decode()
+    except Exception:
+        continue
+    for line in text.splitlines():
+        if line.startswith("p2psip_sip_messages_total{"):
+            labels, value = line.rsplit(" ", 1)
+            method = labels.split('method="', 1)[1].split('"', 1)[0]
+            total[method] = total.get(method, 0) + int(float(value))
+print(f"# {mode} ring, SIP messages over the run (3 nodes, in+out): " + " ".join(f"{k}={v}" for k, v in sorted(total.items())))
+EOF
+done
 echo
 { cat "$TMP/header.txt"; summary "$TMP/raw.txt"; } | tee "$TMP/summary.txt"
 { cat "$TMP/header.txt"; cat "$TMP/raw.txt"; sed 's/^/# /' "$TMP/summary.txt" | grep -v '^# #'; echo; } >>"$RESULTS"
