@@ -19,3 +19,4 @@ pub mod registrar;
 pub mod ring;
 pub mod sim;
 pub mod sip;
+pub mod store;

@@ -175,6 +175,10 @@ pub enum Output {
     },
     /// Peers to save for the next start.
     SavePeers(Vec<SocketAddr>),
+    /// Changes to the items this node holds, to write down before any
+    /// output after it (the 2xx that accepted them); given before every
+    /// transmit of the same wake-up, so one commit covers them all.
+    Persist(Vec<crate::ring::Change>),
     /// Nothing more now: call [`Core::handle_input`] with
     /// [`Input::Timeout`] at this instant, or earlier with other input.
     Timeout(Instant),
@@ -293,6 +297,12 @@ impl Core {
 
     /// The next output; ends with [`Output::Timeout`] when nothing is left.
     pub fn poll_output(&mut self) -> Output {
+        if let Some(overlay) = self.location.overlay() {
+            let changes = overlay.ring_mut().take_changes();
+            if !changes.is_empty() {
+                return Output::Persist(changes);
+            }
+        }
         if let Some((to, bytes)) = self.out.poll_transmit() {
             self.metrics.count(metrics::label_of_bytes(&bytes), "out");
             return Output::Transmit { to, bytes };

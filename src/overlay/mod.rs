@@ -229,6 +229,11 @@ impl Overlay {
         &self.ring
     }
 
+    /// The ring, to keep its journal or restore its items (durable storage).
+    pub fn ring_mut(&mut self) -> &mut Ring {
+        &mut self.ring
+    }
+
     pub fn status(&self) -> RingStatus {
         self.ring.status()
     }

@@ -40,6 +40,7 @@ use std::time::Instant;
 
 pub use id::NodeId;
 pub use message::{Outgoing, Refusal, RingRequest, RingResponse};
+pub use storage::Change;
 pub use timers::PURGE_EVERY;
 pub use types::{
     IncomingId, Item, OpId, Peer, PeerStatus, RequestId, RingConfig, RingError, RingEvent,

@@ -1,7 +1,7 @@
 //! The items held here: merging stores, removing, expiring, telling primary
 //! from replica, and keeping the replicas on the next successors in step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -21,6 +21,18 @@ pub(super) struct Storage {
     pub(super) synced_pred: Option<NodeId>,
     /// The replicas then.
     pub(super) synced_replicas: Vec<SocketAddr>,
+    /// The (key, name) of every item changed since the journal was last
+    /// taken, when the node keeps its items on disk (`Ring::keep_journal`).
+    pub(super) journal: Option<BTreeSet<(NodeId, String)>>,
+}
+
+/// A change to the items held here, for the driver to write down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The item now held under its (key, name).
+    Put(Item),
+    /// Nothing is held under (key, name) any more.
+    Delete { key: NodeId, name: String },
 }
 
 impl Storage {
@@ -58,16 +70,67 @@ impl Ring {
             return;
         }
         let list = self.storage.items.entry(item.key).or_default();
-        match list.get_mut(&item.name) {
+        let changed = match list.get_mut(&item.name) {
             Some(existing) => {
+                let newer = existing.version <= item.version && *existing != item;
                 if existing.version <= item.version {
-                    *existing = item;
+                    *existing = item.clone();
                 }
+                newer
             }
             None => {
-                list.insert(item.name.clone(), item);
+                list.insert(item.name.clone(), item.clone());
+                true
             }
+        };
+        if changed {
+            self.note(item.key, &item.name);
         }
+    }
+
+    /// Records that the item under (key, name) changed, when keeping a journal.
+    fn note(&mut self, key: NodeId, name: &str) {
+        if let Some(journal) = &mut self.storage.journal {
+            journal.insert((key, name.to_string()));
+        }
+    }
+
+    /// From now on, remember every change to the items held here until
+    /// [`take_changes`](Self::take_changes) hands them out.
+    pub fn keep_journal(&mut self) {
+        self.storage.journal.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// The changes since the last call, each (key, name) once with its
+    /// state now; empty without a journal.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let Some(journal) = &mut self.storage.journal else {
+            return Vec::new();
+        };
+        if journal.is_empty() {
+            return Vec::new();
+        }
+        let noted = std::mem::take(journal);
+        noted
+            .into_iter()
+            .map(|(key, name)| {
+                match self.storage.items.get(&key).and_then(|l| l.get(&name)) {
+                    Some(item) => Change::Put(item.clone()),
+                    None => Change::Delete { key, name },
+                }
+            })
+            .collect()
+    }
+
+    /// Items read back from disk at start: held as if stored, not journaled
+    /// again; the replicas are brought up to date once the ring is joined
+    /// (`resync`).
+    pub fn restore(&mut self, items: Vec<Item>, now: Instant) {
+        let journal = self.storage.journal.take();
+        for item in items {
+            self.merge(item, now);
+        }
+        self.storage.journal = journal;
     }
 
     /// As the key's holder: remove the item here and from the replicas —
@@ -94,9 +157,12 @@ impl Ring {
 
     pub(super) fn remove_local(&mut self, key: NodeId, name: &str) {
         if let Some(list) = self.storage.items.get_mut(&key) {
-            list.remove(name);
+            let removed = list.remove(name).is_some();
             if list.is_empty() {
                 self.storage.items.remove(&key);
+            }
+            if removed {
+                self.note(key, name);
             }
         }
     }
@@ -162,8 +228,15 @@ impl Ring {
         self.neighbours
             .heard
             .retain(|_, t| now.saturating_duration_since(*t) <= keep);
-        self.storage.items.retain(|_, items| {
-            items.retain(|_, i| i.expires > now);
+        let journal = &mut self.storage.journal;
+        self.storage.items.retain(|key, items| {
+            items.retain(|name, i| {
+                let live = i.expires > now;
+                if !live && let Some(journal) = journal.as_mut() {
+                    journal.insert((*key, name.clone()));
+                }
+                live
+            });
             !items.is_empty()
         });
     }
