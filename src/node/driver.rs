@@ -117,6 +117,11 @@ impl Node {
         let zone_configs = options.core.gateway.zone_configs(&domains);
         let served = options.core.gateway.served_domains(&domains);
         let mut core = Core::new(options.core, Location::Overlay(Box::new(overlay)), now);
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
+            .unwrap_or(0);
+        core.set_wall_clock(wall_ms, now);
         let dns = match options.dns {
             Some(addr) => {
                 let zones = Zones::new();

@@ -70,6 +70,9 @@ pub struct Overlay {
     /// Fetches started for other parts of the node, and their answers.
     raw_fetches: HashMap<OpId, Owner>,
     fetched: VecDeque<Fetched>,
+    /// Stores started for other parts of the node, and their outcomes.
+    raw_stores: HashMap<OpId, Owner>,
+    stored: VecDeque<(Owner, OpId, bool)>,
     /// The shared secret and its replay window, when admission is on.
     admission: Option<Admission>,
 }
@@ -106,6 +109,8 @@ impl Overlay {
             gateways: None,
             raw_fetches: HashMap::new(),
             fetched: VecDeque::new(),
+            raw_stores: HashMap::new(),
+            stored: VecDeque::new(),
             admission: None,
         }
     }
@@ -194,6 +199,20 @@ impl Overlay {
     /// Stores an item in the ring (fire and forget).
     pub fn store_item(&mut self, item: Item, now: Instant) {
         self.ring.store(item, now);
+    }
+
+    /// Stores an item in the ring; whether it was stored comes from
+    /// [`poll_stored`](Self::poll_stored) with `owner`.
+    pub fn store_item_for(&mut self, owner: Owner, item: Item, now: Instant) -> OpId {
+        let op = self.ring.store(item, now);
+        self.raw_stores.insert(op, owner);
+        op
+    }
+
+    /// A store another part of the node started, done: who asked, and
+    /// whether the item is stored.
+    pub fn poll_stored(&mut self) -> Option<(Owner, OpId, bool)> {
+        self.stored.pop_front()
     }
 
     /// Removes an item from the ring (fire and forget).
@@ -447,6 +466,12 @@ impl Overlay {
         }
         if let Some(gateways) = &mut self.gateways {
             gateways.on_ring_event(&event);
+        }
+        if let RingEvent::StoreDone { op, result } = &event
+            && let Some(owner) = self.raw_stores.remove(op)
+        {
+            self.stored.push_back((owner, *op, result.is_ok()));
+            return;
         }
         if let RingEvent::FetchDone { op, result } = &event
             && let Some(owner) = self.raw_fetches.remove(op)
