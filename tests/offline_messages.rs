@@ -151,8 +151,6 @@ fn leave_a_message(nodes: &[Option<RingNode>], at: usize, via: usize) {
 /// bob's stored message.
 fn receive_it(nodes: &[Option<RingNode>], at: usize) {
     let mut uas = SippBuilder::new("alice", "uas_message_stored.xml", Transport::Udp)
-        .service("bob")
-        .key("date", DATE)
         .spawn();
     uas.wait_listening();
     let contact = format!("sip:alice@127.0.0.1:{}", uas.port);

@@ -242,7 +242,12 @@ impl OfflineMessages {
             .filter_map(|i| StoredMessage::from_item(i).map(|m| (i.name.clone(), m)))
             .collect();
         messages.sort_by(|a, b| a.0.cmp(&b.0));
-        let peer = binding.source.or_else(|| {
+        // Over a connection the MESSAGE goes back the way the REGISTER
+        // came; over UDP to the contact itself.
+        let connected = binding
+            .source
+            .filter(|p| p.transport != crate::sip::transaction::TransportKind::Udp);
+        let peer = connected.or_else(|| {
             let uri: SipUri = binding.contact.parse().ok()?;
             match next_hop(&uri) {
                 NextHop::Peer(peer) => Some(peer),
