@@ -111,7 +111,10 @@ fn register(node: SocketAddr, user: &str, contact: &str, expires: u32) -> u16 {
     let request = phone
         .register(user, DOMAIN, "")
         .replace("Expires: 600", &format!("Expires: {expires}"))
-        .replace(&format!("<sip:{user}@{}>", phone.addr()), &format!("<{contact}>"));
+        .replace(
+            &format!("<sip:{user}@{}>", phone.addr()),
+            &format!("<{contact}>"),
+        );
     phone.ask(&request).map(|r| r.status).unwrap_or(0)
 }
 
@@ -150,8 +153,7 @@ fn leave_a_message(nodes: &[Option<RingNode>], at: usize, via: usize) {
 /// Alice registers at `at` with a SIPp UAS as contact, which must receive
 /// bob's stored message.
 fn receive_it(nodes: &[Option<RingNode>], at: usize) {
-    let mut uas = SippBuilder::new("alice", "uas_message_stored.xml", Transport::Udp)
-        .spawn();
+    let mut uas = SippBuilder::new("alice", "uas_message_stored.xml", Transport::Udp).spawn();
     uas.wait_listening();
     let contact = format!("sip:alice@127.0.0.1:{}", uas.port);
     assert_eq!(register(addr(nodes, at), "alice", &contact, 600), 200);
@@ -182,7 +184,11 @@ fn a_stored_message_survives_every_node_restarted_in_turn() {
         let Some(mut old) = nodes[i].take() else {
             continue;
         };
-        assert!(old.node.terminate().success(), "{} did not stop", old.node.name);
+        assert!(
+            old.node.terminate().success(),
+            "{} did not stop",
+            old.node.name
+        );
         let join = nodes.iter().flatten().next().map(|n| n.node.addr);
         let data = old.data.clone();
         drop(old);

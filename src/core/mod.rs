@@ -516,7 +516,8 @@ impl Core {
                     other => debug!(?other, "a fetch for no component"),
                 }
             }
-            while let Some((_, op, stored)) = self.location.overlay().and_then(|o| o.poll_stored()) {
+            while let Some((_, op, stored)) = self.location.overlay().and_then(|o| o.poll_stored())
+            {
                 busy = true;
                 self.on_messages_stored(op, stored, now);
             }

@@ -47,16 +47,19 @@ impl Core {
                 Ok(items) => items,
                 Err(error) => {
                     debug!(%error, %aor, "could not read the user's stored messages");
-                    return self
-                        .out
-                        .respond(key, refusal(&request, 503, "Service Unavailable"), now);
+                    return self.out.respond(
+                        key,
+                        refusal(&request, 503, "Service Unavailable"),
+                        now,
+                    );
                 }
             };
             return match self.messages.decide(&request, &aor, &items, now) {
                 Decision::Unknown => self.out.respond(key, local_response(&request, 404), now),
                 Decision::Full(status, reason) => {
                     debug!(%aor, status, "offline message refused");
-                    self.out.respond(key, refusal(&request, status, reason), now)
+                    self.out
+                        .respond(key, refusal(&request, status, reason), now)
                 }
                 Decision::Store(item) => {
                     let Some(overlay) = self.location.overlay() else {
@@ -94,7 +97,12 @@ impl Core {
 
     /// A REGISTER of `aor` was accepted with these bindings: remember that
     /// she is known, and deliver what is stored for her.
-    pub(super) fn registered_for_messages(&mut self, aor: &Aor, bindings: &[Binding], now: Instant) {
+    pub(super) fn registered_for_messages(
+        &mut self,
+        aor: &Aor,
+        bindings: &[Binding],
+        now: Instant,
+    ) {
         let Some(contact) = bindings.iter().max_by_key(|b| b.q.unwrap_or(1000)).cloned() else {
             return;
         };

@@ -139,7 +139,13 @@ impl OfflineMessages {
     }
 
     /// Decides on a MESSAGE given the items under its user's key.
-    pub fn decide(&mut self, request: &Request, aor: &Aor, items: &[Item], now: Instant) -> Decision {
+    pub fn decide(
+        &mut self,
+        request: &Request,
+        aor: &Aor,
+        items: &[Item],
+        now: Instant,
+    ) -> Decision {
         let known = items.iter().any(|i| {
             i.expires > now
                 && (i.kind == SEEN_KIND || i.kind == BINDING_KIND || i.kind == CREDENTIAL_KIND)
@@ -211,7 +217,7 @@ impl OfflineMessages {
             name: SEEN_NAME.to_string(),
             kind: SEEN_KIND.to_string(),
             value: Vec::new(),
-            version: u64::try_from(self.wall_ms(now)).unwrap_or(0),
+            version: self.wall_ms(now),
             expires: now + self.config.known_for,
         })
     }
@@ -260,7 +266,8 @@ impl OfflineMessages {
         };
         let mut rest: VecDeque<_> = messages.into();
         let (current, first) = rest.pop_front()?;
-        let request = message_request(&binding.contact, &aor, &first, local, peer, call_id, branch)?;
+        let request =
+            message_request(&binding.contact, &aor, &first, local, peer, call_id, branch)?;
         let pending = Pending(Delivery {
             key: NodeId::of_key(aor.as_str()),
             aor,

@@ -113,12 +113,12 @@ impl Ring {
         let noted = std::mem::take(journal);
         noted
             .into_iter()
-            .map(|(key, name)| {
-                match self.storage.items.get(&key).and_then(|l| l.get(&name)) {
+            .map(
+                |(key, name)| match self.storage.items.get(&key).and_then(|l| l.get(&name)) {
                     Some(item) => Change::Put(item.clone()),
                     None => Change::Delete { key, name },
-                }
-            })
+                },
+            )
             .collect()
     }
 
