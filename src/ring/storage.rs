@@ -241,3 +241,65 @@ impl Ring {
         });
     }
 }
+
+#[cfg(test)]
+mod journal_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ring::{RingConfig, RingEvent};
+
+    fn item(name: &str, version: u64, now: Instant) -> Item {
+        Item {
+            key: NodeId::of_key("alice@overlay.test"),
+            name: name.into(),
+            kind: "binding".into(),
+            value: name.as_bytes().to_vec(),
+            version,
+            expires: now + Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn the_journal_names_each_change_once_with_its_state_now() {
+        let now = Instant::now();
+        let mut ring = Ring::new(
+            "127.0.0.1:5060".parse().expect("addr"),
+            RingConfig::default(),
+            now,
+        );
+        ring.store(item("a", 1, now), now);
+        assert!(ring.take_changes().is_empty(), "no journal kept yet");
+        ring.restore(vec![item("r", 1, now)], now);
+        ring.keep_journal();
+        assert!(
+            ring.take_changes().is_empty(),
+            "restored items are not journaled"
+        );
+        ring.store(item("b", 1, now), now);
+        ring.store(item("b", 2, now), now);
+        // An older version changes nothing.
+        ring.store(item("a", 0, now), now);
+        let changes = ring.take_changes();
+        assert_eq!(changes, vec![Change::Put(item("b", 2, now))]);
+        ring.remove(NodeId::of_key("alice@overlay.test"), "a".into(), now);
+        while ring
+            .poll_event()
+            .is_some_and(|e| !matches!(e, RingEvent::StoreDone { .. }))
+        {}
+        let key = NodeId::of_key("alice@overlay.test");
+        assert_eq!(
+            ring.take_changes(),
+            vec![Change::Delete {
+                key,
+                name: "a".into()
+            }]
+        );
+        // Expired items purged are deletes too.
+        ring.purge(now + Duration::from_secs(61));
+        let mut purged = ring.take_changes();
+        purged.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(purged.len(), 2, "{purged:?}");
+        assert!(purged.iter().all(|c| matches!(c, Change::Delete { .. })));
+    }
+}
