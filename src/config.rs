@@ -66,6 +66,8 @@ pub struct Config {
     pub overlay_secret: Option<PathBuf>,
     /// How much one member may store and ask (`[overlay_limits]`).
     pub overlay_limits: OverlayLimits,
+    /// Offline instant messages (`[messages]`, docs/services.md).
+    pub messages: MessagesSection,
 }
 
 /// The `[overlay_limits]` section: what one member of the ring may store
@@ -87,6 +89,32 @@ impl Default for OverlayLimits {
             items_per_writer: ring.max_items_per_writer,
             requests_per_interval: ring.member_requests,
             interval_secs: ring.member_interval.as_secs(),
+        }
+    }
+}
+
+/// The `[messages]` section: offline messages kept per user.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesSection {
+    /// Messages kept per user at most (beyond: 486).
+    pub max_per_user: usize,
+    /// Bytes kept per user at most (beyond: 507).
+    pub max_bytes_per_user: usize,
+    /// Seconds a stored message is kept.
+    pub keep_s: u64,
+    /// Seconds a registered user is remembered as known.
+    pub known_s: u64,
+}
+
+impl Default for MessagesSection {
+    fn default() -> Self {
+        let d = crate::messages::MessagesConfig::default();
+        MessagesSection {
+            max_per_user: d.max_count,
+            max_bytes_per_user: d.max_bytes,
+            keep_s: d.keep_for.as_secs(),
+            known_s: d.known_for.as_secs(),
         }
     }
 }
@@ -139,6 +167,7 @@ impl Default for Config {
             auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             overlay_secret: None,
             overlay_limits: OverlayLimits::default(),
+            messages: MessagesSection::default(),
         }
     }
 }
@@ -367,6 +396,16 @@ impl Config {
         crate::overlay::admission::read_secret(&text)
             .map(Some)
             .map_err(invalid)
+    }
+
+    pub fn messages_config(&self) -> crate::messages::MessagesConfig {
+        let m = &self.messages;
+        crate::messages::MessagesConfig {
+            max_count: m.max_per_user,
+            max_bytes: m.max_bytes_per_user,
+            keep_for: std::time::Duration::from_secs(m.keep_s),
+            known_for: std::time::Duration::from_secs(m.known_s),
+        }
     }
 
     pub fn registrar_config(&self) -> RegistrarConfig {

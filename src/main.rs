@@ -383,6 +383,7 @@ async fn serve(config: Config, transport: TransportOptions) -> Result<(), String
             discover: None,
             save_peers: false,
             auth,
+            messages: config.messages_config(),
         },
         ring: RingConfig {
             replicas: config.replicas,

@@ -32,6 +32,8 @@ pub mod owner {
     pub const GATEWAY: Owner = Owner(3);
     /// Authentication: users' credentials fetched from the ring.
     pub const AUTH: Owner = Owner(4);
+    /// Offline messages: stored messages delivered, their ring items.
+    pub const MESSAGES: Owner = Owner(5);
 }
 
 /// Names a pending resolution of a host name or an ENUM look-up.

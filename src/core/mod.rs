@@ -19,6 +19,7 @@
 
 mod checks;
 mod credentials;
+mod offline;
 mod registration;
 mod routing;
 mod upkeep;
@@ -81,6 +82,8 @@ pub struct CoreConfig {
     pub save_peers: bool,
     /// Authentication and limits per source (`auth`, `users`, `[limits]`).
     pub auth: AuthConfig,
+    /// Offline messages' bounds and lifetimes (`[messages]`).
+    pub messages: crate::messages::MessagesConfig,
 }
 
 impl CoreConfig {
@@ -98,6 +101,7 @@ impl CoreConfig {
             discover: None,
             save_peers: false,
             auth: AuthConfig::default(),
+            messages: Default::default(),
         }
     }
 }
@@ -175,6 +179,10 @@ pub enum Output {
     },
     /// Peers to save for the next start.
     SavePeers(Vec<SocketAddr>),
+    /// Changes to the items this node holds, to write down before any
+    /// output after it (the 2xx that accepted them); given before every
+    /// transmit of the same wake-up, so one commit covers them all.
+    Persist(Vec<crate::ring::Change>),
     /// Nothing more now: call [`Core::handle_input`] with
     /// [`Input::Timeout`] at this instant, or earlier with other input.
     Timeout(Instant),
@@ -211,6 +219,8 @@ pub struct Core {
     /// INVITEs cancelled before they were forwarded (already answered 487).
     cancelled: HashSet<ServerKey>,
     upkeep: Upkeep,
+    /// Offline instant messages: kept in the ring, delivered on REGISTER.
+    messages: crate::messages::OfflineMessages,
     /// Outputs other than transmits, in order.
     outputs: VecDeque<Output>,
     pub metrics: Metrics,
@@ -237,6 +247,7 @@ impl Core {
         );
         Core {
             upkeep: Upkeep::new(&config, now),
+            messages: crate::messages::OfflineMessages::new(config.messages.clone()),
             out,
             proxy: Proxy::new(config.local).with_tls(config.sips),
             location,
@@ -258,6 +269,12 @@ impl Core {
 
     pub fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    /// The wall-clock time at `now` (ms since the Unix epoch), from the
+    /// driver: Date headers and the order of stored messages.
+    pub fn set_wall_clock(&mut self, wall_ms: u64, now: Instant) {
+        self.messages.set_wall_clock(wall_ms, now);
     }
 
     /// Feeds one input at `now`.
@@ -293,6 +310,12 @@ impl Core {
 
     /// The next output; ends with [`Output::Timeout`] when nothing is left.
     pub fn poll_output(&mut self) -> Output {
+        if let Some(overlay) = self.location.overlay() {
+            let changes = overlay.ring_mut().take_changes();
+            if !changes.is_empty() {
+                return Output::Persist(changes);
+            }
+        }
         if let Some((to, bytes)) = self.out.poll_transmit() {
             self.metrics.count(metrics::label_of_bytes(&bytes), "out");
             return Output::Transmit { to, bytes };
@@ -489,8 +512,14 @@ impl Core {
                         self.gateway.on_fetched(op, result, &mut self.out, now)
                     }
                     owner::AUTH => self.on_credentials(fetched.op, fetched.result, now),
+                    owner::MESSAGES => self.on_messages_fetched(fetched.op, fetched.result, now),
                     other => debug!(?other, "a fetch for no component"),
                 }
+            }
+            while let Some((_, op, stored)) = self.location.overlay().and_then(|o| o.poll_stored())
+            {
+                busy = true;
+                self.on_messages_stored(op, stored, now);
             }
             while let Some((server, status)) = self.proxy.poll_finished() {
                 self.gateway.forget_mirror(server);
@@ -582,6 +611,9 @@ impl Core {
             }
             (owner::GATEWAY, response) => {
                 self.gateway.on_response(key, response.as_ref(), out, now)
+            }
+            (owner::MESSAGES, response) => {
+                self.on_delivery_answer(key, response.map(|r| r.status), now)
             }
             (other, _) => debug!(?other, ?key, "an event for no component"),
         }

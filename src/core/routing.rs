@@ -335,6 +335,10 @@ impl Core {
             debug!(%aor, "not in the overlay; trying DNS");
             return self.forward_as_addressed(key, request, now);
         }
+        if empty && request.method == Method::MESSAGE {
+            let absent = if found.is_none() { 404 } else { 480 };
+            return self.offline_message(key, request, aor, absent, now);
+        }
         let bindings = match found {
             None => {
                 debug!(%aor, "unknown user");

@@ -68,6 +68,8 @@ pub struct Node {
     queries: mpsc::Receiver<Query>,
     http: Option<SocketAddr>,
     data: Option<PathBuf>,
+    /// The items on disk, with `--data`.
+    store: Option<crate::store::Store>,
     started: Instant,
     /// The authoritative DNS server and its zones, on a gateway.
     dns: Option<(DnsServer, Zones)>,
@@ -99,6 +101,10 @@ impl Node {
         options.core.discover = options.discover;
         options.core.save_peers = options.data.is_some();
         let mut overlay = Overlay::new(local, options.ring.clone(), &join, now);
+        let store = match &options.data {
+            Some(dir) => Some(open_store(dir, &mut overlay)?),
+            None => None,
+        };
         if let Some(secret) = options.overlay_secret.take() {
             // The one reading of the wall clock: the overlay's timestamps
             // are this plus the Instants elapsed since `now`.
@@ -111,6 +117,11 @@ impl Node {
         let zone_configs = options.core.gateway.zone_configs(&domains);
         let served = options.core.gateway.served_domains(&domains);
         let mut core = Core::new(options.core, Location::Overlay(Box::new(overlay)), now);
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
+            .unwrap_or(0);
+        core.set_wall_clock(wall_ms, now);
         let dns = match options.dns {
             Some(addr) => {
                 let zones = Zones::new();
@@ -172,6 +183,7 @@ impl Node {
             queries,
             http,
             data: options.data,
+            store,
             started: now,
             dns,
             nameserver: options.nameserver,
@@ -328,6 +340,7 @@ impl Node {
                     }
                 }
                 Output::SavePeers(peers) => self.save_peers(&peers),
+                Output::Persist(changes) => self.persist(&changes),
             }
         }
     }
@@ -391,6 +404,18 @@ impl Node {
                 warn!(%error, "users file changed but cannot be used; keeping the old users");
                 None
             }
+        }
+    }
+
+    /// Commits the changed items before anything after them is sent: the
+    /// core hands them out ahead of the transmits of the same wake-up, so
+    /// one commit covers a whole batch of datagrams.
+    fn persist(&self, changes: &[crate::ring::Change]) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if let Err(error) = store.commit(changes, crate::store::codec::Clock::read()) {
+            warn!(%error, changes = changes.len(), "could not write items to disk");
         }
     }
 
@@ -479,6 +504,19 @@ fn read_users(
         io::Error::other(format!("users file {} line {line}: {why}", path.display()))
     })?;
     Ok((records, changed))
+}
+
+/// Opens the database in the data directory, puts the items it holds back
+/// into the ring, and has the ring journal its changes from now on.
+fn open_store(dir: &std::path::Path, overlay: &mut Overlay) -> io::Result<crate::store::Store> {
+    std::fs::create_dir_all(dir)?;
+    let store = crate::store::Store::open(dir).map_err(io::Error::other)?;
+    let clock = crate::store::codec::Clock::read();
+    let items = store.load(clock).map_err(io::Error::other)?;
+    let ring = overlay.ring_mut();
+    ring.restore(items, clock.now);
+    ring.keep_journal();
+    Ok(store)
 }
 
 /// Peers saved by an earlier run, if any.

@@ -73,6 +73,9 @@ pub struct Overlay {
     /// Fetches started for other parts of the node, and their answers.
     raw_fetches: HashMap<OpId, Owner>,
     fetched: VecDeque<Fetched>,
+    /// Stores started for other parts of the node, and their outcomes.
+    raw_stores: HashMap<OpId, Owner>,
+    stored: VecDeque<(Owner, OpId, bool)>,
     /// The shared secret and its replay window, when admission is on.
     admission: Option<Admission>,
     /// Requests per member in the current interval.
@@ -117,6 +120,8 @@ impl Overlay {
             gateways: None,
             raw_fetches: HashMap::new(),
             fetched: VecDeque::new(),
+            raw_stores: HashMap::new(),
+            stored: VecDeque::new(),
             admission: None,
             rates,
             refusals_counted: RecordRefusals::default(),
@@ -243,6 +248,20 @@ impl Overlay {
         self.ring.store(item, now);
     }
 
+    /// Stores an item in the ring; whether it was stored comes from
+    /// [`poll_stored`](Self::poll_stored) with `owner`.
+    pub fn store_item_for(&mut self, owner: Owner, item: Item, now: Instant) -> OpId {
+        let op = self.ring.store(item, now);
+        self.raw_stores.insert(op, owner);
+        op
+    }
+
+    /// A store another part of the node started, done: who asked, and
+    /// whether the item is stored.
+    pub fn poll_stored(&mut self) -> Option<(Owner, OpId, bool)> {
+        self.stored.pop_front()
+    }
+
     /// Removes an item from the ring (fire and forget).
     pub fn remove_item(&mut self, key: NodeId, name: String, now: Instant) {
         self.ring.remove(key, name, now);
@@ -274,6 +293,11 @@ impl Overlay {
 
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    /// The ring, to keep its journal or restore its items (durable storage).
+    pub fn ring_mut(&mut self) -> &mut Ring {
+        &mut self.ring
     }
 
     pub fn status(&self) -> RingStatus {
@@ -493,6 +517,12 @@ impl Overlay {
         }
         if let Some(gateways) = &mut self.gateways {
             gateways.on_ring_event(&event);
+        }
+        if let RingEvent::StoreDone { op, result } = &event
+            && let Some(owner) = self.raw_stores.remove(op)
+        {
+            self.stored.push_back((owner, *op, result.is_ok()));
+            return;
         }
         if let RingEvent::FetchDone { op, result } = &event
             && let Some(owner) = self.raw_fetches.remove(op)

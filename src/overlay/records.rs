@@ -11,7 +11,10 @@
 //!   any member may take her record over, and becomes its writer.
 //! - Credentials: the writer, or a member publishing the same credentials
 //!   (it holds the same line of a users file).
-//! - A user-directory entry (no value, only "this user exists"): any member.
+//! - A user-directory entry (no value, only "this user exists") and a user's
+//!   "seen" mark (she has registered): any member.
+//! - An offline message: written once under a name of its own; removed by
+//!   any member (the node that delivered it, after her 2xx).
 //! - Anything else (gateway advertisements, unknown kinds): the writer only.
 
 use std::collections::BTreeMap;
@@ -20,6 +23,7 @@ use std::time::Instant;
 use crate::auth::digest::{self, Credentials};
 use crate::auth::users::UserRecord;
 use crate::auth::{CREDENTIAL_KIND, credential_name};
+use crate::messages::record::{MESSAGE_KIND, SEEN_KIND};
 use crate::registrar::binding::Aor;
 use crate::ring::{Item, RecordPolicy};
 
@@ -41,8 +45,13 @@ impl RecordPolicy for OverlayRecords {
             BINDING_KIND => user_authenticated(new, key_items, now),
             CREDENTIAL_KIND => existing.kind == CREDENTIAL_KIND && existing.value == new.value,
             DIRECTORY_KIND => existing.kind == DIRECTORY_KIND,
+            SEEN_KIND => existing.kind == SEEN_KIND,
             _ => false,
         }
+    }
+
+    fn may_remove(&self, existing: &Item) -> bool {
+        existing.kind == MESSAGE_KIND
     }
 }
 

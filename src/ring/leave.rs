@@ -101,6 +101,8 @@ impl Ring {
         self.leaving.pending = self.leaving.pending.saturating_sub(1);
         if self.leaving.pending == 0 && self.state == State::Leaving {
             self.state = State::Left;
+            // Not journaled: the copy on disk is read back at the next
+            // start, and the ring's versions sort out what is stale.
             self.storage.items.clear();
             let mut ops: Vec<(u64, Op)> =
                 std::mem::take(&mut self.ops.running).into_iter().collect();

@@ -43,6 +43,7 @@ pub use id::NodeId;
 pub use message::{Outgoing, Refusal, RingRequest, RingResponse};
 pub use policy::RecordPolicy;
 pub use storage::RecordRefusals;
+pub use storage::Change;
 pub use timers::PURGE_EVERY;
 pub use types::{
     IncomingId, Item, OpId, Peer, PeerStatus, RequestId, RingConfig, RingError, RingEvent,

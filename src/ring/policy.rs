@@ -26,6 +26,14 @@ pub trait RecordPolicy: Send {
         key_items: &BTreeMap<String, Item>,
         now: Instant,
     ) -> bool;
+
+    /// Whether a node other than its writer may remove the live `existing`
+    /// (e.g. a delivered offline message, removed by the node that
+    /// delivered it). Nobody, unless the overlay says so.
+    fn may_remove(&self, existing: &Item) -> bool {
+        let _ = existing;
+        false
+    }
 }
 
 /// Whether `sender` may store `new` over `existing` here. `replica`: the
@@ -68,7 +76,13 @@ pub fn check_remove(
     now: Instant,
 ) -> Result<(), Refusal> {
     match existing {
-        Some(e) if policy.is_some() && e.expires > now && e.writer != by => Err(Refusal::NotWriter),
+        Some(e)
+            if e.expires > now
+                && e.writer != by
+                && policy.is_some_and(|p| !p.may_remove(e)) =>
+        {
+            Err(Refusal::NotWriter)
+        }
         _ => Ok(()),
     }
 }

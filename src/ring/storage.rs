@@ -3,7 +3,7 @@
 //! Every change is checked first (`policy.rs`: who may change a record) and
 //! bounded (items per writer).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -32,6 +32,18 @@ pub(super) struct Storage {
     pub(super) policy: Option<Box<dyn RecordPolicy>>,
     /// Changes refused: not the writer's, and over the writer's limit.
     pub(super) refused: RecordRefusals,
+    /// The (key, name) of every item changed since the journal was last
+    /// taken, when the node keeps its items on disk (`Ring::keep_journal`).
+    pub(super) journal: Option<BTreeSet<(NodeId, String)>>,
+}
+
+/// A change to the items held here, for the driver to write down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The item now held under its (key, name).
+    Put(Item),
+    /// Nothing is held under (key, name) any more.
+    Delete { key: NodeId, name: String },
 }
 
 /// Changes to records this node refused, since it started.
@@ -81,6 +93,51 @@ impl Ring {
             .take(self.config.replicas.saturating_sub(1))
             .copied()
             .collect()
+    }
+
+    /// Records that the item under (key, name) changed, when keeping a journal.
+    fn note(&mut self, key: NodeId, name: &str) {
+        if let Some(journal) = &mut self.storage.journal {
+            journal.insert((key, name.to_string()));
+        }
+    }
+
+    /// From now on, remember every change to the items held here until
+    /// [`take_changes`](Self::take_changes) hands them out.
+    pub fn keep_journal(&mut self) {
+        self.storage.journal.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// The changes since the last call, each (key, name) once with its
+    /// state now; empty without a journal.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let Some(journal) = &mut self.storage.journal else {
+            return Vec::new();
+        };
+        if journal.is_empty() {
+            return Vec::new();
+        }
+        let noted = std::mem::take(journal);
+        noted
+            .into_iter()
+            .map(
+                |(key, name)| match self.storage.items.get(&key).and_then(|l| l.get(&name)) {
+                    Some(item) => Change::Put(item.clone()),
+                    None => Change::Delete { key, name },
+                },
+            )
+            .collect()
+    }
+
+    /// Items read back from disk at start: held as if stored, not journaled
+    /// again; the replicas are brought up to date once the ring is joined
+    /// (`resync`).
+    pub fn restore(&mut self, items: Vec<Item>, now: Instant) {
+        let journal = self.storage.journal.take();
+        for item in items {
+            self.merge(item, now);
+        }
+        self.storage.journal = journal;
     }
 
     /// Who may take over another writer's record (the overlay's rules).
@@ -173,7 +230,12 @@ impl Ring {
             None => None,
         };
         let writer = item.writer;
+        let unchanged = list.get(&item.name).is_some_and(|e| *e == item);
+        let (key, name) = (item.key, item.name.clone());
         list.insert(item.name.clone(), item);
+        if !unchanged {
+            self.note(key, &name);
+        }
         if old_writer != Some(writer) {
             if let Some(old) = old_writer {
                 self.storage.uncount(old);
@@ -240,6 +302,7 @@ impl Ring {
         }
         if let Some(gone) = gone {
             self.storage.uncount(gone.writer);
+            self.note(key, name);
         }
     }
 
@@ -304,8 +367,15 @@ impl Ring {
         self.neighbours
             .heard
             .retain(|_, t| now.saturating_duration_since(*t) <= keep);
-        self.storage.items.retain(|_, items| {
-            items.retain(|_, i| i.expires > now);
+        let journal = &mut self.storage.journal;
+        self.storage.items.retain(|key, items| {
+            items.retain(|name, i| {
+                let live = i.expires > now;
+                if !live && let Some(journal) = journal.as_mut() {
+                    journal.insert((*key, name.clone()));
+                }
+                live
+            });
             !items.is_empty()
         });
         let mut counts: HashMap<NodeId, usize> = HashMap::new();
@@ -313,5 +383,70 @@ impl Ring {
             *counts.entry(item.writer).or_insert(0) += 1;
         }
         self.storage.per_writer = counts;
+    }
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ring::{RingConfig, RingEvent};
+
+    fn item(name: &str, version: u64, now: Instant) -> Item {
+        Item {
+            key: NodeId::of_key("alice@overlay.test"),
+            name: name.into(),
+            kind: "binding".into(),
+            value: name.as_bytes().to_vec(),
+            version,
+            expires: now + Duration::from_secs(60),
+            writer: NodeId::of_addr("127.0.0.1:5060".parse().expect("addr")),
+            signature: Vec::new(),
+            proof: None,
+        }
+    }
+
+    #[test]
+    fn the_journal_names_each_change_once_with_its_state_now() {
+        let now = Instant::now();
+        let mut ring = Ring::new(
+            "127.0.0.1:5060".parse().expect("addr"),
+            RingConfig::default(),
+            now,
+        );
+        ring.store(item("a", 1, now), now);
+        assert!(ring.take_changes().is_empty(), "no journal kept yet");
+        ring.restore(vec![item("r", 1, now)], now);
+        ring.keep_journal();
+        assert!(
+            ring.take_changes().is_empty(),
+            "restored items are not journaled"
+        );
+        ring.store(item("b", 1, now), now);
+        ring.store(item("b", 2, now), now);
+        // An older version changes nothing.
+        ring.store(item("a", 0, now), now);
+        let changes = ring.take_changes();
+        assert_eq!(changes, vec![Change::Put(item("b", 2, now))]);
+        ring.remove(NodeId::of_key("alice@overlay.test"), "a".into(), now);
+        while ring
+            .poll_event()
+            .is_some_and(|e| !matches!(e, RingEvent::StoreDone { .. }))
+        {}
+        let key = NodeId::of_key("alice@overlay.test");
+        assert_eq!(
+            ring.take_changes(),
+            vec![Change::Delete {
+                key,
+                name: "a".into()
+            }]
+        );
+        // Expired items purged are deletes too.
+        ring.purge(now + Duration::from_secs(61));
+        let mut purged = ring.take_changes();
+        purged.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(purged.len(), 2, "{purged:?}");
+        assert!(purged.iter().all(|c| matches!(c, Change::Delete { .. })));
     }
 }

@@ -509,7 +509,8 @@ impl World {
                         Output::Timeout(deadline) => break deadline,
                         Output::Announce { .. }
                         | Output::Gateways { .. }
-                        | Output::SavePeers(_) => {}
+                        | Output::SavePeers(_)
+                        | Output::Persist(_) => {}
                     }
                 }
             };

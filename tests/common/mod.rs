@@ -532,6 +532,12 @@ impl<'a> SippBuilder<'a> {
         self
     }
 
+    /// `-r N`: new calls per second (SIPp's default is 10).
+    pub fn rate(mut self, per_second: u32) -> Self {
+        self.args.extend(["-r".to_string(), per_second.to_string()]);
+        self
+    }
+
     /// `-key NAME VALUE`: fills `[NAME]` in the scenario.
     pub fn key(mut self, name: &str, value: &str) -> Self {
         self.args

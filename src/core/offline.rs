@@ -1,0 +1,144 @@
+//! The core's side of offline messages ([`crate::messages`]): a MESSAGE
+//! for a user without a live binding is handed here instead of getting
+//! 404/480, and every accepted REGISTER may start a delivery. This module
+//! only moves things between the component, the ring and the transactions.
+
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::Core;
+use super::checks::{local_response, refusal};
+use crate::messages::Decision;
+use crate::outbox::owner;
+use crate::registrar::binding::{Aor, Binding};
+use crate::ring::{Item, NodeId, OpId, RingError};
+use crate::sip::message::Request;
+use crate::sip::transaction::{ClientKey, ServerKey};
+
+impl Core {
+    /// A MESSAGE for `aor`, who has no live binding: look under her key
+    /// whether she is known and how much is stored. Without a ring: 404/480
+    /// as before (`absent`).
+    pub(super) fn offline_message(
+        &mut self,
+        key: ServerKey,
+        request: Request,
+        aor: &Aor,
+        absent: u16,
+        now: Instant,
+    ) {
+        let Some(overlay) = self.location.overlay() else {
+            return self.out.respond(key, local_response(&request, absent), now);
+        };
+        let op = overlay.fetch_items(owner::MESSAGES, NodeId::of_key(aor.as_str()), now);
+        self.messages.leaving(op, key, request, aor.clone());
+    }
+
+    /// A fetch of this component answered.
+    pub(super) fn on_messages_fetched(
+        &mut self,
+        op: OpId,
+        result: Result<Vec<Item>, RingError>,
+        now: Instant,
+    ) {
+        if let Some((key, request, aor)) = self.messages.take_leaving(op) {
+            let items = match result {
+                Ok(items) => items,
+                Err(error) => {
+                    debug!(%error, %aor, "could not read the user's stored messages");
+                    return self.out.respond(
+                        key,
+                        refusal(&request, 503, "Service Unavailable"),
+                        now,
+                    );
+                }
+            };
+            return match self.messages.decide(&request, &aor, &items, now) {
+                Decision::Unknown => self.out.respond(key, local_response(&request, 404), now),
+                Decision::Full(status, reason) => {
+                    debug!(%aor, status, "offline message refused");
+                    self.out
+                        .respond(key, refusal(&request, status, reason), now)
+                }
+                Decision::Store(item) => {
+                    let Some(overlay) = self.location.overlay() else {
+                        return;
+                    };
+                    let op = overlay.store_item_for(owner::MESSAGES, item, now);
+                    self.messages.storing(op, key, request);
+                }
+            };
+        }
+        let items = result.unwrap_or_default();
+        let local = self.config.local;
+        let call_id = format!("{}@{local}", self.out.random_hex());
+        let branch = self.out.new_branch();
+        if let Some((request, peer, pending)) =
+            self.messages.collected(op, &items, local, call_id, branch)
+        {
+            let key = self.out.request(owner::MESSAGES, request, peer, now);
+            self.messages.sent(key, pending);
+        }
+    }
+
+    /// A store of this component done: the MESSAGE it keeps gets 202.
+    pub(super) fn on_messages_stored(&mut self, op: OpId, stored: bool, now: Instant) {
+        let Some((key, request)) = self.messages.take_storing(op) else {
+            return;
+        };
+        let response = if stored {
+            refusal(&request, 202, "Accepted (stored for delivery)")
+        } else {
+            refusal(&request, 503, "Service Unavailable")
+        };
+        self.out.respond(key, response, now);
+    }
+
+    /// A REGISTER of `aor` was accepted with these bindings: remember that
+    /// she is known, and deliver what is stored for her.
+    pub(super) fn registered_for_messages(
+        &mut self,
+        aor: &Aor,
+        bindings: &[Binding],
+        now: Instant,
+    ) {
+        let Some(contact) = bindings.iter().max_by_key(|b| b.q.unwrap_or(1000)).cloned() else {
+            return;
+        };
+        let mark = self.messages.seen_mark(aor, now);
+        let may_collect = self.messages.may_collect(aor);
+        let Some(overlay) = self.location.overlay() else {
+            return;
+        };
+        if let Some(mark) = mark {
+            overlay.store_item(mark, now);
+        }
+        if may_collect {
+            let op = overlay.fetch_items(owner::MESSAGES, NodeId::of_key(aor.as_str()), now);
+            self.messages.collecting(op, aor.clone(), contact);
+        }
+    }
+
+    /// The answer (or none) to a MESSAGE delivering a stored one.
+    pub(super) fn on_delivery_answer(&mut self, key: ClientKey, status: Option<u16>, now: Instant) {
+        if status.is_some_and(|s| s < 200) {
+            return;
+        }
+        let local = self.config.local;
+        let call_id = format!("{}@{local}", self.out.random_hex());
+        let branch = self.out.new_branch();
+        let Some(answered) = self.messages.answered(key, status, local, call_id, branch) else {
+            return;
+        };
+        if let Some((item_key, name)) = answered.remove
+            && let Some(overlay) = self.location.overlay()
+        {
+            overlay.remove_item(item_key, name, now);
+        }
+        if let Some((request, peer, pending)) = answered.next {
+            let key = self.out.request(owner::MESSAGES, request, peer, now);
+            self.messages.sent(key, pending);
+        }
+    }
+}
