@@ -18,7 +18,9 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 pub mod node;
-pub use node::{NODE_ID_URN, NodeCert, NodeKey, new_node, parse_node, serial_hex, verify};
+pub use node::{
+    NODE_ID_URN, NodeCert, NodeKey, first_cert_der, new_node, parse_node, serial_hex, verify,
+};
 
 /// The CA certificate in a CA directory.
 pub const CA_CERT: &str = "ca.pem";

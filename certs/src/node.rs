@@ -127,8 +127,8 @@ pub fn parse_node(der: &[u8]) -> Result<NodeCert, String> {
 
 /// The first certificate of a PEM text, as DER.
 pub fn first_cert_der(pem: &[u8]) -> Result<Vec<u8>, String> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
-        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
     Ok(pem.contents)
 }
 
@@ -187,7 +187,10 @@ mod tests {
         assert_eq!(cert.node_id, id);
         assert!(!cert.serial.starts_with('0'), "{}", cert.serial);
         let other = new_node(&ca, "127.0.0.5:5070".parse().unwrap(), id).expect("node");
-        assert_ne!(parse_node(&der(&other.cert_pem)).unwrap().serial, cert.serial);
+        assert_ne!(
+            parse_node(&der(&other.cert_pem)).unwrap().serial,
+            cert.serial
+        );
     }
 
     #[test]
