@@ -24,6 +24,9 @@ fn item(sim: &Sim, k: usize) -> Item {
         value: format!("<sip:user{k}@192.0.2.{}:5060>;expires=3600", k % 250 + 1).into_bytes(),
         version: 1,
         expires: sim.now() + Duration::from_secs(24 * 3600),
+        writer: Default::default(),
+        signature: Vec::new(),
+        proof: None,
     }
 }
 
