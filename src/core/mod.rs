@@ -139,7 +139,10 @@ pub enum Input {
     ConnectionClosed(Peer),
     /// Certificate mode: messages from `peer` (a TLS connection) come
     /// from the overlay member at `node`, as its verified certificate says.
-    Member { peer: Peer, node: std::net::SocketAddr },
+    Member {
+        peer: Peer,
+        node: std::net::SocketAddr,
+    },
     /// Bytes for this peer could not be sent.
     SendFailed(Peer),
     /// This node's users (its users file, read again): their credentials

@@ -122,7 +122,8 @@ fn check_node_cert(der: &[u8], revoked: &HashSet<String>) -> Result<NodeCert, St
 /// between bytes), in the form [`p2psip_certs::serial_hex`] prints.
 fn parse_serial(text: &str) -> Result<String, String> {
     let hex: String = text.chars().filter(|c| *c != ':').collect();
-    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(format!("{text:?} is not a serial number in hex"));
     }
     let bytes: Vec<u8> = (0..hex.len())

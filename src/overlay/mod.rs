@@ -31,8 +31,8 @@ use crate::ring::{
 use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::sip::transaction::{ClientKey, Owner, Peer, ServerKey, TransportKind};
 use admission::{Admission, Refused};
-use identity::Members;
 use gateways::{GatewayRecord, Gateways};
+use identity::Members;
 use limits::MemberRates;
 use store::RingLocation;
 
@@ -499,7 +499,10 @@ impl Overlay {
                     Some(_) => TransportKind::Tls,
                     None => TransportKind::Udp,
                 };
-                let peer = Peer { transport, addr: to };
+                let peer = Peer {
+                    transport,
+                    addr: to,
+                };
                 let key = out.request(owner::OVERLAY, sip, peer, now);
                 self.sent.insert(key, (id, to));
             }
