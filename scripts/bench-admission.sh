@@ -7,6 +7,8 @@
 #   open    no overlay credential (127.0.0.1:5060-5062)
 #   secret  `overlay_secret` (127.0.0.1:5160-5162): every overlay request and response
 #           carries a P2P-Auth HMAC, checked with a replay window
+#   certs   certificate mode (127.0.0.1:5260-5262): a throw-away overlay CA and node
+#           certificates made for this run; overlay messages go over mutual TLS
 # (another mode is one more `case` in mode_config and a port base in mode_base), then drives
 # each ring in turn with identical SIPp load, always at its first node:
 #   1. REGISTER, unique users (each one a fetch and a store through the ring, the store
@@ -38,7 +40,7 @@ else
   REG_RATES=${REG_RATES-"300 500"}; REG_N=${REG_N:-10000}
   CALL_RATES=${CALL_RATES-"100 200"}; CALL_N=${CALL_N:-3000}; REPS=${REPS:-2}
 fi
-MODES=${MODES:-"open secret"}
+MODES=${MODES:-"open secret certs"}
 SIPP_BUFF=${SIPP_BUFF:-1048576}
 UAS_PORT=5090
 DOMAIN=legacy.test
@@ -52,18 +54,26 @@ bench_netns admbench
 
 # ---------------------------------------------------------------- rings
 mode_base() {
-  case $1 in open) echo 5060 ;; secret) echo 5160 ;; *) echo "unknown mode $1" >&2; exit 1 ;; esac
+  case $1 in open) echo 5060 ;; secret) echo 5160 ;; certs) echo 5260 ;; *) echo "unknown mode $1" >&2; exit 1 ;; esac
 }
 # mode_config MODE: the config lines a mode adds to every node of its ring
 mode_config() {
   case $1 in
     open) ;;
     secret) echo "overlay_secret = \"$TMP/overlay-secret\"" ;;
+    # $port: the node's port (start_ring's local)
+    certs)
+      "$P2PSIP_BIN" certs node --ca "$TMP/overlay-ca" --sip "127.0.0.1:$port" --out "$TMP/node-$port" >/dev/null
+      echo "overlay_ca = \"$TMP/overlay-ca/ca.pem\""
+      echo "node_cert = \"$TMP/node-$port/node.pem\""
+      echo "node_key = \"$TMP/node-$port/node-key.pem\"" ;;
     *) echo "unknown mode $1" >&2; exit 1 ;;
   esac
 }
 # a fresh random secret for this run only (never committed)
 head -c 32 /dev/urandom | base64 >"$TMP/overlay-secret"; chmod 600 "$TMP/overlay-secret"
+# and a throw-away overlay CA for the certs mode (its keys live in $TMP only)
+"$P2PSIP_BIN" certs ca --out "$TMP/overlay-ca" >/dev/null
 
 declare -A RING_PIDS
 start_ring() {

@@ -64,6 +64,13 @@ pub struct Config {
     /// A file holding the overlay's shared secret: only nodes with it are
     /// members of the ring (docs/security.md "Overlay admission").
     pub overlay_secret: Option<PathBuf>,
+    /// Certificate mode (docs/security.md "Certificate mode"): the overlay
+    /// CA, this node's certificate (from `p2psip certs node`) and its key.
+    pub overlay_ca: Option<PathBuf>,
+    pub node_cert: Option<PathBuf>,
+    pub node_key: Option<PathBuf>,
+    /// Serials (hex) of node certificates no longer admitted.
+    pub overlay_revoked: Vec<String>,
     /// How much one member may store and ask (`[overlay_limits]`).
     pub overlay_limits: OverlayLimits,
     /// Offline instant messages (`[messages]`, docs/services.md).
@@ -166,6 +173,10 @@ impl Default for Config {
             limits: None,
             auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             overlay_secret: None,
+            overlay_ca: None,
+            node_cert: None,
+            node_key: None,
+            overlay_revoked: Vec::new(),
             overlay_limits: OverlayLimits::default(),
             messages: MessagesSection::default(),
         }
@@ -379,6 +390,7 @@ impl Config {
             sips: self.sips,
             tls,
             max_connections_per_source: self.max_connections_per_source,
+            member: None,
         })
     }
 
@@ -406,6 +418,31 @@ impl Config {
             keep_for: std::time::Duration::from_secs(m.keep_s),
             known_for: std::time::Duration::from_secs(m.known_s),
         }
+    }
+
+    /// Certificate mode, loaded and checked against this node's address;
+    /// `None` when `overlay_ca`, `node_cert` and `node_key` are all unset.
+    pub fn overlay_identity(
+        &self,
+    ) -> Result<Option<crate::overlay::identity::Identity>, ConfigError> {
+        use crate::overlay::identity::{Identity, IdentityFiles};
+        let files = IdentityFiles {
+            ca: self.overlay_ca.as_deref(),
+            cert: self.node_cert.as_deref(),
+            key: self.node_key.as_deref(),
+            revoked: &self.overlay_revoked,
+        };
+        let identity = Identity::load(&files, self.sip).map_err(|e| ConfigError::Invalid {
+            key: e.key,
+            why: e.why,
+        })?;
+        if identity.is_some() && self.overlay_secret.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "overlay_secret",
+                why: "cannot be combined with certificate mode (`overlay_ca`): choose one".into(),
+            });
+        }
+        Ok(identity)
     }
 
     pub fn registrar_config(&self) -> RegistrarConfig {

@@ -79,6 +79,18 @@ enum CertsCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// A node certificate for the overlay (certificate mode): writes node.pem
+    /// and node-key.pem (mode 0600) into DIR; its SANs carry sip:IP:PORT and the Node-ID.
+    Node {
+        /// The overlay CA's directory (ca.pem, ca-key.pem)
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The node's SIP address (its --sip), IP:PORT
+        #[arg(long, value_name = "IP:PORT")]
+        sip: SocketAddr,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -137,6 +149,15 @@ struct NodeArgs {
     /// File with the overlay's shared secret: only nodes with it join the ring
     #[arg(long = "overlay-secret", value_name = "FILE")]
     overlay_secret: Option<PathBuf>,
+    /// Certificate mode: the overlay CA's certificate (with --node-cert, --node-key)
+    #[arg(long = "overlay-ca", value_name = "FILE")]
+    overlay_ca: Option<PathBuf>,
+    /// Certificate mode: this node's certificate (`p2psip certs node`)
+    #[arg(long = "node-cert", value_name = "FILE")]
+    node_cert: Option<PathBuf>,
+    /// Certificate mode: this node's private key
+    #[arg(long = "node-key", value_name = "FILE")]
+    node_key: Option<PathBuf>,
     /// TOML file with a key for every flag; flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -205,6 +226,20 @@ fn certs(command: CertsCommand) -> ExitCode {
                 out.join(p2psip_certs::CA_KEY).display()
             )
         }),
+        CertsCommand::Node { ca, sip, out } => {
+            let id = p2psip::ring::NodeId::of_addr(*sip).to_string();
+            p2psip_certs::write_node(ca, *sip, &id, out).map(|pair| {
+                let serial = p2psip_certs::first_cert_der(pair.cert_pem.as_bytes())
+                    .and_then(|der| p2psip_certs::parse_node(&der))
+                    .map(|cert| cert.serial)
+                    .unwrap_or_default();
+                format!(
+                    "wrote {} and {} for sip:{sip}, Node-ID {id}, serial {serial}",
+                    out.join(p2psip_certs::NODE_CERT).display(),
+                    out.join(p2psip_certs::NODE_KEY).display(),
+                )
+            })
+        }
         CertsCommand::Server { ca, names, out } => {
             p2psip_certs::write_server(ca, names, out).map(|_| {
                 format!(
@@ -279,6 +314,15 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
     if let Some(path) = args.overlay_secret {
         config.overlay_secret = Some(path);
     }
+    if let Some(path) = args.overlay_ca {
+        config.overlay_ca = Some(path);
+    }
+    if let Some(path) = args.node_cert {
+        config.node_cert = Some(path);
+    }
+    if let Some(path) = args.node_key {
+        config.node_key = Some(path);
+    }
     if let Some(users) = args.users {
         config.users = Some(users);
     }
@@ -303,7 +347,9 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
         })?;
     }
     config.overlay_secret().map_err(|e| e.to_string())?;
-    let transport = config.transport_options().map_err(|e| e.to_string())?;
+    let identity = config.overlay_identity().map_err(|e| e.to_string())?;
+    let mut transport = config.transport_options().map_err(|e| e.to_string())?;
+    transport.member = identity.map(|identity| identity.tls);
     Ok((config, transport))
 }
 
@@ -368,6 +414,7 @@ async fn serve(config: Config, transport: TransportOptions) -> Result<(), String
     let auth = config.auth_config().map_err(|e| e.to_string())?;
     let overlay_secret = config.overlay_secret().map_err(|e| e.to_string())?;
     let admission = overlay_secret.is_some();
+    let certified = transport.member.is_some();
     let options = NodeOptions {
         core: CoreConfig {
             local: config.sip,
@@ -431,7 +478,11 @@ async fn serve(config: Config, transport: TransportOptions) -> Result<(), String
         },
         Err(_) => {}
     }
-    if admission {
+    if certified {
+        info!(
+            "overlay admission on, certificate mode: only nodes with a certificate from the overlay CA are members of the ring, over mutual TLS"
+        );
+    } else if admission {
         info!("overlay admission on: only nodes with the shared secret are members of the ring");
     } else {
         tracing::warn!(

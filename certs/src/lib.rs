@@ -17,6 +17,11 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+pub mod node;
+pub use node::{
+    NODE_ID_URN, NodeCert, NodeKey, first_cert_der, new_node, parse_node, serial_hex, verify,
+};
+
 /// The CA certificate in a CA directory.
 pub const CA_CERT: &str = "ca.pem";
 /// The CA's private key in a CA directory.
@@ -25,6 +30,10 @@ pub const CA_KEY: &str = "ca-key.pem";
 pub const SERVER_CERT: &str = "cert.pem";
 /// A server's private key in its directory.
 pub const SERVER_KEY: &str = "key.pem";
+/// A node certificate in its directory (`p2psip certs node`).
+pub const NODE_CERT: &str = "node.pem";
+/// A node certificate's private key in its directory.
+pub const NODE_KEY: &str = "node-key.pem";
 
 /// How long a CA certificate is valid.
 const CA_VALIDITY: Duration = Duration::days(3650);
@@ -84,14 +93,7 @@ pub fn new_server(ca: &Pair, names: &[String]) -> Result<Pair, CertError> {
     if names.is_empty() {
         return Err(CertError::NoName);
     }
-    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|e| CertError::Parse {
-        path: CA_KEY.into(),
-        why: e.to_string(),
-    })?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(|e| CertError::Parse {
-        path: CA_CERT.into(),
-        why: e.to_string(),
-    })?;
+    let issuer = ca_issuer(ca)?;
     let mut params = CertificateParams::default();
     for name in names {
         let san = match name.parse::<IpAddr>() {
@@ -136,6 +138,42 @@ pub fn new_server(ca: &Pair, names: &[String]) -> Result<Pair, CertError> {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// The CA as an issuer of certificates.
+fn ca_issuer(ca: &Pair) -> Result<Issuer<'static, KeyPair>, CertError> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|e| CertError::Parse {
+        path: CA_KEY.into(),
+        why: e.to_string(),
+    })?;
+    Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(|e| CertError::Parse {
+        path: CA_CERT.into(),
+        why: e.to_string(),
+    })
+}
+
+/// `p2psip certs node --ca DIR --sip IP:PORT --out DIR`: writes `node.pem`
+/// and `node-key.pem` into `out`, for the node at `sip` whose Node-ID is
+/// `node_id` (hex), signed by the CA in `ca_dir`.
+pub fn write_node(
+    ca_dir: &Path,
+    sip: std::net::SocketAddr,
+    node_id: &str,
+    out: &Path,
+) -> Result<Pair, CertError> {
+    let ca = Pair {
+        cert_pem: read(&ca_dir.join(CA_CERT))?,
+        key_pem: read(&ca_dir.join(CA_KEY))?,
+    };
+    let pair = new_node(&ca, sip, node_id).map_err(|e| match e {
+        CertError::Parse { path, why } => CertError::Parse {
+            path: ca_dir.join(path),
+            why,
+        },
+        other => other,
+    })?;
+    write_pair(out, &pair, NODE_CERT, NODE_KEY)?;
+    Ok(pair)
 }
 
 /// `p2psip certs ca --out DIR`: writes `ca.pem` and `ca-key.pem` into `out`.

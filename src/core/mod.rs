@@ -141,6 +141,12 @@ pub enum Input {
     Announcement { bytes: Bytes },
     /// A stream connection to this peer closed, or could not be opened.
     ConnectionClosed(Peer),
+    /// Certificate mode: messages from `peer` (a TLS connection) come
+    /// from the overlay member at `node`, as its verified certificate says.
+    Member {
+        peer: Peer,
+        node: std::net::SocketAddr,
+    },
     /// Bytes for this peer could not be sent.
     SendFailed(Peer),
     /// This node's users (its users file, read again): their credentials
@@ -295,7 +301,15 @@ impl Core {
                 }
             }
             Input::Announcement { bytes } => self.on_announcement(bytes, now),
+            Input::Member { peer, node } => {
+                if let Some(overlay) = self.location.overlay() {
+                    overlay.member_connected(peer, node);
+                }
+            }
             Input::ConnectionClosed(peer) | Input::SendFailed(peer) => {
+                if let Some(overlay) = self.location.overlay() {
+                    overlay.connection_closed(peer);
+                }
                 // Whatever was on its way to the peer will not arrive: the
                 // client transactions end at once (RFC 3261 §17.1.4), and
                 // their owners fail over instead of waiting for Timer B/F.

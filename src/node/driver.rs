@@ -113,6 +113,9 @@ impl Node {
                 .unwrap_or_default();
             overlay.set_admission(Admission::new(secret, wall, now));
         }
+        if options.transport.member.is_some() {
+            overlay.set_certified();
+        }
         let domains = options.core.domains.clone();
         let zone_configs = options.core.gateway.zone_configs(&domains);
         let served = options.core.gateway.served_domains(&domains);
@@ -255,6 +258,7 @@ impl Node {
                 },
                 Some(event) = self.inbound.recv() => match event {
                     Inbound::Message { bytes, from } => Wake::Input(Input::Datagram { bytes, from }),
+                    Inbound::Member { peer, node } => Wake::Input(Input::Member { peer, node }),
                     Inbound::Closed { peer } => {
                         self.transports.on_inbound(&Inbound::Closed { peer });
                         Wake::Input(Input::ConnectionClosed(peer))

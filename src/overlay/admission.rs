@@ -51,6 +51,9 @@ pub enum Refused {
     BadMac,
     #[error("replayed")]
     Replayed,
+    /// Certificate mode: not from a connection with a member certificate.
+    #[error("not over TLS with a member certificate")]
+    NoCertificate,
 }
 
 /// A secret that is too short, or the file that holds it.

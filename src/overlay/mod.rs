@@ -9,6 +9,7 @@ pub mod admission;
 pub mod directory;
 pub mod discovery;
 pub mod gateways;
+pub mod identity;
 pub mod limits;
 pub mod records;
 pub mod store;
@@ -31,6 +32,7 @@ use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::sip::transaction::{ClientKey, Owner, Peer, ServerKey, TransportKind};
 use admission::{Admission, Refused};
 use gateways::{GatewayRecord, Gateways};
+use identity::Members;
 use limits::MemberRates;
 use store::RingLocation;
 
@@ -78,6 +80,8 @@ pub struct Overlay {
     stored: VecDeque<(Owner, OpId, bool)>,
     /// The shared secret and its replay window, when admission is on.
     admission: Option<Admission>,
+    /// Certificate mode: which connections speak for which members.
+    members: Option<Members>,
     /// Requests per member in the current interval.
     rates: MemberRates,
     /// The ring's refused record changes already counted in the metrics.
@@ -123,8 +127,30 @@ impl Overlay {
             raw_stores: HashMap::new(),
             stored: VecDeque::new(),
             admission: None,
+            members: None,
             rates,
             refusals_counted: RecordRefusals::default(),
+        }
+    }
+
+    /// Turns certificate mode on: overlay messages go over members' mutual
+    /// TLS, and only those from a connection with a member certificate are
+    /// accepted, as from the member it names (`identity.rs`).
+    pub fn set_certified(&mut self) {
+        self.members = Some(Members::default());
+    }
+
+    /// Certificate mode: the connection from `peer` speaks for `node`.
+    pub fn member_connected(&mut self, peer: Peer, node: SocketAddr) {
+        if let Some(members) = &mut self.members {
+            members.connected(peer, node);
+        }
+    }
+
+    /// A stream connection closed: it speaks for nobody any more.
+    pub fn connection_closed(&mut self, peer: Peer) {
+        if let Some(members) = &mut self.members {
+            members.closed(peer);
         }
     }
 
@@ -136,7 +162,7 @@ impl Overlay {
 
     /// Whether admission is on.
     pub fn admits_members_only(&self) -> bool {
-        self.admission.is_some()
+        self.admission.is_some() || self.members.is_some()
     }
 
     /// Signs a request the node sends outside a transaction (a LAN announcement).
@@ -149,6 +175,11 @@ impl Overlay {
     /// Whether a request heard outside a transaction (a LAN announcement)
     /// comes from a member; a refusal is counted.
     pub fn admit(&mut self, request: &Request, source: SocketAddr, now: Instant) -> bool {
+        if self.members.is_some() {
+            // A multicast datagram carries no certificate.
+            self.refused(source, Refused::NoCertificate, now);
+            return false;
+        }
         let Some(admission) = &mut self.admission else {
             return true;
         };
@@ -165,9 +196,10 @@ impl Overlay {
     fn refused(&mut self, source: SocketAddr, why: Refused, now: Instant) {
         self.metrics.overlay_refused.inc();
         debug!(%source, reason = %why, "overlay message refused");
-        let count = match &mut self.admission {
-            Some(admission) => admission.note_refusal(now),
-            None => Some(1),
+        let count = match (&mut self.admission, &mut self.members) {
+            (Some(admission), _) => admission.note_refusal(now),
+            (None, Some(members)) => members.note_refusal(now),
+            (None, None) => Some(1),
         };
         if let Some(count) = count {
             warn!(%source, reason = %why, refused = count, "refused overlay messages from a non-member (counted in overlay_refused_total)");
@@ -325,8 +357,21 @@ impl Overlay {
             self.refused(from.addr, why, now);
             return self.forbid(key, &request, out, now);
         }
-        if !self.rates.allow(from.addr, now) {
-            return self.rate_limited(key, &request, from.addr, out, now);
+        // Overlay requests leave from a node's one UDP socket, so the
+        // source address is the sender's listening address; in
+        // certificate mode it is the one its certificate names.
+        let source = match &self.members {
+            None => from.addr,
+            Some(members) => match members.member(&from) {
+                Some(node) => node,
+                None => {
+                    self.refused(from.addr, Refused::NoCertificate, now);
+                    return self.forbid(key, &request, out, now);
+                }
+            },
+        };
+        if !self.rates.allow(source, now) {
+            return self.rate_limited(key, &request, source, out, now);
         }
         if let Some(peer) = discovery::announcer(&request) {
             // An answer to our announcement (or a unicast one): join it if alone.
@@ -335,10 +380,10 @@ impl Overlay {
             return self.pump(out, now);
         }
         match wire::decode_request(&request, now) {
-            Ok(ring_request) if !speaks_for_itself(&ring_request, from.addr) => {
-                // In both modes: a node tells us of its own arrival or
+            Ok(ring_request) if !speaks_for_itself(&ring_request, source) => {
+                // In every mode: a node tells us of its own arrival or
                 // departure only from its own address.
-                debug!(source = %from.addr, "notify or leave on another node's behalf");
+                debug!(%source, "notify or leave on another node's behalf");
                 self.metrics.overlay_refused.inc();
                 self.forbid(key, &request, out, now);
             }
@@ -346,9 +391,7 @@ impl Overlay {
                 let id = IncomingId(self.next_incoming);
                 self.next_incoming += 1;
                 self.received.insert(id, (key, request));
-                // Overlay requests leave from a node's one UDP socket, so the
-                // source address is the sender's listening address.
-                self.ring.handle_request(from.addr, id, ring_request, now);
+                self.ring.handle_request(source, id, ring_request, now);
             }
             Err(error) => {
                 debug!(%error, "bad overlay request");
@@ -475,8 +518,13 @@ impl Overlay {
                 if let Some(admission) = &self.admission {
                     admission.sign_request(&mut sip, now);
                 }
+                // Certificate mode: over the members' mutual TLS.
+                let transport = match self.members {
+                    Some(_) => TransportKind::Tls,
+                    None => TransportKind::Udp,
+                };
                 let peer = Peer {
-                    transport: TransportKind::Udp,
+                    transport,
                     addr: to,
                 };
                 let key = out.request(owner::OVERLAY, sip, peer, now);

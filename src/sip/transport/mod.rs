@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::overlay::identity::MemberTls;
 use crate::sip::transaction::{Peer, TransportKind};
 pub use limits::{Limits, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE};
 pub use tls::{Tls, TlsFiles};
@@ -65,6 +66,9 @@ pub enum Inbound {
     },
     /// A connection closed (or could not be opened).
     Closed { peer: Peer },
+    /// In certificate mode: the connection from `peer` carries a verified
+    /// member certificate for the node at `node` (sent before its messages).
+    Member { peer: Peer, node: SocketAddr },
 }
 
 /// How to bind the transports beyond the UDP/TCP address.
@@ -76,6 +80,8 @@ pub struct TransportOptions {
     pub tls: Option<Tls>,
     /// Most inbound connections from one IP address at once.
     pub max_connections_per_source: usize,
+    /// Certificate mode: members' mutual TLS, on the TCP port.
+    pub member: Option<MemberTls>,
 }
 
 impl Default for TransportOptions {
@@ -84,6 +90,7 @@ impl Default for TransportOptions {
             sips: None,
             tls: None,
             max_connections_per_source: MAX_CONNECTIONS_PER_SOURCE,
+            member: None,
         }
     }
 }
@@ -97,6 +104,7 @@ pub struct Transports {
     inbound: mpsc::Sender<Inbound>,
     limits: Arc<Limits>,
     connector: Option<tokio_rustls::TlsConnector>,
+    member: Option<MemberTls>,
 }
 
 impl Transports {
@@ -117,6 +125,7 @@ impl Transports {
             None,
             inbound.clone(),
             limits.clone(),
+            options.member.clone(),
         ));
         let mut sips = None;
         if let Some(addr) = options.sips {
@@ -136,6 +145,7 @@ impl Transports {
                 Some(acceptor),
                 inbound.clone(),
                 limits.clone(),
+                None,
             ));
         }
         Ok(Transports {
@@ -146,6 +156,7 @@ impl Transports {
             inbound,
             limits,
             connector: options.tls.and_then(|tls| tls.connector),
+            member: options.member,
         })
     }
 
@@ -184,7 +195,7 @@ impl Transports {
                     self.connections.remove(peer);
                 }
             }
-            Inbound::Message { .. } => {}
+            Inbound::Message { .. } | Inbound::Member { .. } => {}
         }
     }
 
@@ -210,6 +221,7 @@ impl Transports {
                     return true;
                 }
                 let connector = match (to.transport, &self.connector) {
+                    (TransportKind::Tls, _) if self.member.is_some() => None,
                     (TransportKind::Tls, None) => {
                         warn!(
                             to = %to.addr,
@@ -230,6 +242,7 @@ impl Transports {
                 tokio::spawn(stream::connect(
                     to,
                     connector,
+                    self.member.clone(),
                     outgoing,
                     self.inbound.clone(),
                     slot,
