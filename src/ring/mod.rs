@@ -31,6 +31,7 @@ mod maintenance;
 mod ops;
 mod requests;
 mod routing;
+mod rtt;
 mod storage;
 mod timers;
 

@@ -133,6 +133,8 @@ pub struct LookupStats {
     pub hops_mean: f64,
     pub hops_p99: u32,
     pub latency_mean_ms: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
 }
 
 impl LookupStats {
@@ -149,7 +151,21 @@ impl LookupStats {
         } else {
             hops[((hops.len() as f64 * 0.99).ceil() as usize).clamp(1, hops.len()) - 1]
         };
+        let mut latencies: Vec<f64> = records
+            .iter()
+            .map(|r| (r.done_at - r.issued_at).as_secs_f64() * 1000.0)
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let pct = |q: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len());
+            latencies[i - 1]
+        };
         LookupStats {
+            latency_p50_ms: pct(0.5),
+            latency_p99_ms: pct(0.99),
             count: records.len(),
             correct: records.iter().filter(|r| r.correct()).count(),
             wrong: records

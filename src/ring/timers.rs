@@ -100,11 +100,14 @@ impl Ring {
             if deadline > now {
                 break;
             }
-            self.requests.deadlines.remove(&(deadline, id));
-            if let Some(entry) = self.requests.pending.remove(&id) {
+            if let Some(entry) = self.take_pending(id) {
+                self.expire(id, &entry.pending);
                 self.on_failure(entry.pending, now);
+            } else {
+                self.requests.deadlines.remove(&(deadline, id));
             }
         }
+        self.handle_lates(now);
         if self.state != State::Active {
             return;
         }
@@ -149,6 +152,8 @@ impl Ring {
             return None;
         }
         let request = self.requests.deadlines.iter().next().map(|(t, _)| *t);
+        let late = self.requests.lates.iter().next().map(|(t, _)| *t);
+        let request = request.into_iter().chain(late).min();
         if self.state == State::Leaving {
             return request;
         }
