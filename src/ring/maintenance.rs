@@ -407,6 +407,8 @@ impl Ring {
         }
         self.neighbours.dead.insert(peer.addr, now);
         self.fail_pending_to(peer.addr, now);
+        // What we stored on it goes to the key's new successor.
+        self.republish(Some(peer), now);
         if self.neighbours.predecessor.map(|p| p.addr) == Some(peer.addr) {
             let old = self.neighbours.predecessor.take();
             self.events

@@ -26,6 +26,7 @@ pub mod sim;
 mod types;
 
 mod incoming;
+mod kept;
 mod leave;
 mod maintenance;
 mod ops;
@@ -47,6 +48,7 @@ pub use types::{
     RingStatus,
 };
 
+use kept::Kept;
 use leave::Leaving;
 use maintenance::{Fingers, Joining, Neighbours, Rounds};
 use ops::Operations;
@@ -80,6 +82,8 @@ pub struct Ring {
     storage: Storage,
     /// The user's operations under way.
     ops: Operations,
+    /// The items stored through this node, stored again when their holder dies.
+    kept: Kept,
     /// Our requests in flight, with their deadlines.
     requests: Requests,
     /// When each periodic job is next due.
@@ -104,6 +108,7 @@ impl Ring {
             leaving: Leaving::default(),
             storage: Storage::default(),
             ops: Operations::new(),
+            kept: Kept::default(),
             requests: Requests::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -228,6 +233,12 @@ impl Ring {
             }
         }
         out
+    }
+
+    /// How many items stored through this node are kept here, to be stored
+    /// again should their holder die.
+    pub fn kept_items(&self) -> usize {
+        self.kept.len()
     }
 
     /// Distinct finger entries.

@@ -20,16 +20,19 @@ pub(super) enum Timer {
     Purge,
     FixFingers,
     CheckPredecessor,
+    /// Items stored through this node: do their holders live?
+    Republish,
 }
 
 impl Timer {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
     const ALL: [Timer; Timer::COUNT] = [
         Timer::JoinRetry,
         Timer::Stabilize,
         Timer::Purge,
         Timer::FixFingers,
         Timer::CheckPredecessor,
+        Timer::Republish,
     ];
 
     /// The period of a periodic timer; `None` for a one-shot.
@@ -40,6 +43,7 @@ impl Timer {
             Timer::Purge => Some(PURGE_EVERY),
             Timer::FixFingers => Some(config.fix_fingers_every),
             Timer::CheckPredecessor => Some(config.check_predecessor_every),
+            Timer::Republish => Some(config.republish_every),
         }
     }
 }
@@ -68,6 +72,7 @@ impl Timers {
             phase(config.check_predecessor_every, 2),
         );
         timers.set(Timer::Purge, now + PURGE_EVERY);
+        timers.set(Timer::Republish, phase(config.republish_every, 3));
         timers
     }
 
@@ -143,6 +148,7 @@ impl Ring {
                     self.check_predecessor(now);
                 }
             }
+            Timer::Republish => self.check_kept(now),
         }
     }
 
