@@ -207,3 +207,30 @@ fn graceful_leaves_lose_nothing() {
     let stats = sim.lookup_batch(1_000, Duration::ZERO, Duration::from_secs(30));
     assert_eq!(stats.correct, 1_000, "{stats:?}");
 }
+
+#[test]
+fn ring_split_in_three_merges_after_healing() {
+    let mut sim = Sim::new(config(13));
+    let period = sim.config.ring.stabilize_every;
+    sim.grow(300, Duration::from_millis(20), Duration::from_secs(20));
+    assert!(sim.ring_consistent(), "{:?}", sim.inconsistencies());
+
+    // Three parts by position on the ring would keep each part's order;
+    // cut by node index instead, so every part is scattered on the circle.
+    sim.split(|i| (i % 3) as u8);
+    sim.run_for(Duration::from_secs(20));
+    let one_ring = sim.ring_consistent();
+    assert!(!one_ring, "the parts cannot see each other");
+
+    sim.heal();
+    let healed = sim.elapsed();
+    let merged = sim.run_until_cond(period / 10, period * 5, |s| s.ring_consistent());
+    eprintln!(
+        "one ring again {:?} after healing ({:?})",
+        sim.elapsed() - healed,
+        sim.inconsistencies()
+    );
+    assert!(merged, "one ring within five stabilization periods");
+    let stats = sim.lookup_batch(2_000, Duration::ZERO, Duration::from_secs(30));
+    assert_eq!(stats.correct, 2_000, "{stats:?}");
+}

@@ -249,6 +249,8 @@ impl Ring {
         now: Instant,
     ) {
         self.neighbours.dead.insert(leaving.addr, now);
+        // If the leave was forged, we find it again.
+        self.lost.lose(leaving, now);
         if self.neighbours.predecessor.map(|p| p.addr) == Some(leaving.addr) {
             let new = predecessor.filter(|p| *p != self.me && *p != leaving);
             let old = self.neighbours.predecessor;
@@ -406,6 +408,7 @@ impl Ring {
             return;
         }
         self.neighbours.dead.insert(peer.addr, now);
+        self.lost.lose(peer, now);
         self.fail_pending_to(peer.addr, now);
         // What we stored on it goes to the key's new successor.
         self.republish(Some(peer), now);

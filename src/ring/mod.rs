@@ -29,6 +29,7 @@ mod incoming;
 mod kept;
 mod leave;
 mod maintenance;
+mod merge;
 mod ops;
 mod requests;
 mod routing;
@@ -51,6 +52,7 @@ pub use types::{
 use kept::Kept;
 use leave::Leaving;
 use maintenance::{Fingers, Joining, Neighbours, Rounds};
+use merge::Lost;
 use ops::Operations;
 use requests::Requests;
 use storage::Storage;
@@ -84,6 +86,8 @@ pub struct Ring {
     ops: Operations,
     /// The items stored through this node, stored again when their holder dies.
     kept: Kept,
+    /// Peers we lost sight of, asked now and then where our successor is.
+    lost: Lost,
     /// Our requests in flight, with their deadlines.
     requests: Requests,
     /// When each periodic job is next due.
@@ -109,6 +113,7 @@ impl Ring {
             storage: Storage::default(),
             ops: Operations::new(),
             kept: Kept::default(),
+            lost: Lost::default(),
             requests: Requests::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -239,6 +244,12 @@ impl Ring {
     /// again should their holder die.
     pub fn kept_items(&self) -> usize {
         self.kept.len()
+    }
+
+    /// How many peers this node lost sight of and still tries, to merge a
+    /// split ring.
+    pub fn lost_peers(&self) -> usize {
+        self.lost.len()
     }
 
     /// Distinct finger entries.

@@ -53,6 +53,8 @@ pub(super) enum Parent {
     Finger(usize),
     /// Checking our successor by a lookup routed through the ring.
     SuccessorCheck,
+    /// Asking a peer we had lost sight of where our successor is.
+    MergeCheck(Peer),
 }
 
 #[derive(Clone, Debug)]

@@ -53,6 +53,8 @@ pub struct SimNode {
     pub leaving: bool,
     /// Messages this node sent (requests and responses).
     pub sent: u64,
+    /// Part of a split network ([`Sim::split`]): messages between parts are lost.
+    pub part: u8,
     scheduled: Option<u64>,
 }
 
@@ -263,6 +265,7 @@ impl Sim {
             alive: true,
             leaving: false,
             sent: 0,
+            part: 0,
             scheduled: None,
         });
         self.by_addr.insert(addr, i);
@@ -284,6 +287,21 @@ impl Sim {
         if n.alive {
             n.alive = false;
             self.live.remove(&n.ring.me().id);
+        }
+    }
+
+    /// Cuts the network: `part(i)` is node i's part; messages between parts
+    /// are lost until [`Sim::heal`].
+    pub fn split(&mut self, mut part: impl FnMut(usize) -> u8) {
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            n.part = part(i);
+        }
+    }
+
+    /// Joins the parts again.
+    pub fn heal(&mut self) {
+        for n in &mut self.nodes {
+            n.part = 0;
         }
     }
 
@@ -452,6 +470,14 @@ impl Sim {
                     return;
                 };
                 if !self.nodes[node].alive {
+                    return;
+                }
+                let cut = self
+                    .by_addr
+                    .get(&from)
+                    .is_some_and(|&f| self.nodes[f].part != self.nodes[node].part);
+                if cut {
+                    self.lost += 1;
                     return;
                 }
                 let now = self.now();

@@ -22,10 +22,12 @@ pub(super) enum Timer {
     CheckPredecessor,
     /// Items stored through this node: do their holders live?
     Republish,
+    /// Ask a peer we lost sight of where our successor is.
+    Merge,
 }
 
 impl Timer {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
     const ALL: [Timer; Timer::COUNT] = [
         Timer::JoinRetry,
         Timer::Stabilize,
@@ -33,6 +35,7 @@ impl Timer {
         Timer::FixFingers,
         Timer::CheckPredecessor,
         Timer::Republish,
+        Timer::Merge,
     ];
 
     /// The period of a periodic timer; `None` for a one-shot.
@@ -44,6 +47,7 @@ impl Timer {
             Timer::FixFingers => Some(config.fix_fingers_every),
             Timer::CheckPredecessor => Some(config.check_predecessor_every),
             Timer::Republish => Some(config.republish_every),
+            Timer::Merge => Some(config.merge_every),
         }
     }
 }
@@ -73,6 +77,7 @@ impl Timers {
         );
         timers.set(Timer::Purge, now + PURGE_EVERY);
         timers.set(Timer::Republish, phase(config.republish_every, 3));
+        timers.set(Timer::Merge, phase(config.merge_every, 4));
         timers
     }
 
@@ -149,6 +154,7 @@ impl Ring {
                 }
             }
             Timer::Republish => self.check_kept(now),
+            Timer::Merge => self.merge_check(now),
         }
     }
 

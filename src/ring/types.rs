@@ -66,7 +66,7 @@ impl Default for RingConfig {
             request_timeout: Duration::from_secs(2),
             rto_min: Duration::from_millis(100),
             republish_every: Duration::from_secs(5),
-            merge_every: Duration::from_secs(5),
+            merge_every: Duration::from_secs(1),
             iterative: false,
             op_retries: 4,
             max_hops: 64,
