@@ -82,7 +82,7 @@ impl Kept {
 
     /// The live items with no holder known, or held by `dead`; their holder
     /// is cleared (a new store is about to start).
-    pub(super) fn to_store_again(&mut self, dead: Option<Peer>, now: Instant) -> Vec<Item> {
+    pub(super) fn due_again(&mut self, dead: Option<Peer>, now: Instant) -> Vec<Item> {
         let mut out = Vec::new();
         for k in self.items.values_mut() {
             if k.item.expires <= now {
@@ -129,16 +129,16 @@ mod tests {
         let other = Peer::of_addr("127.0.0.2:5060".parse().expect("addr"));
         let mut kept = Kept::default();
         kept.keep(&item(1, now));
-        assert_eq!(kept.to_store_again(None, now).len(), 1, "no holder yet");
+        assert_eq!(kept.due_again(None, now).len(), 1, "no holder yet");
         kept.stored(&item(1, now), holder);
-        assert!(kept.to_store_again(None, now).is_empty());
-        assert!(kept.to_store_again(Some(other), now).is_empty());
+        assert!(kept.due_again(None, now).is_empty());
+        assert!(kept.due_again(Some(other), now).is_empty());
         assert_eq!(kept.holders(), vec![holder]);
-        assert_eq!(kept.to_store_again(Some(holder), now).len(), 1);
+        assert_eq!(kept.due_again(Some(holder), now).len(), 1);
         // An older version's acknowledgement does not count for a newer one.
         kept.keep(&item(2, now));
         kept.stored(&item(1, now), holder);
-        assert_eq!(kept.to_store_again(None, now).len(), 1);
+        assert_eq!(kept.due_again(None, now).len(), 1);
         kept.purge(now + Duration::from_secs(61));
         assert_eq!(kept.len(), 0);
     }

@@ -84,7 +84,7 @@ impl Ring {
         if self.state != State::Active {
             return;
         }
-        for item in self.kept.to_store_again(dead, now) {
+        for item in self.kept.due_again(dead, now) {
             self.store_again(item, now);
         }
     }

@@ -34,11 +34,7 @@ impl Estimate {
     }
 
     fn update(&mut self, rtt: Duration) {
-        let delta = if self.srtt > rtt {
-            self.srtt - rtt
-        } else {
-            rtt - self.srtt
-        };
+        let delta = self.srtt.abs_diff(rtt);
         self.rttvar = (self.rttvar * 3 + delta) / 4;
         self.srtt = (self.srtt * 7 + rtt) / 8;
     }
