@@ -234,3 +234,25 @@ fn ring_split_in_three_merges_after_healing() {
     let stats = sim.lookup_batch(2_000, Duration::ZERO, Duration::from_secs(30));
     assert_eq!(stats.correct, 2_000, "{stats:?}");
 }
+
+#[test]
+fn a_restarted_node_is_taken_back_at_once() {
+    let mut sim = Sim::new(config(17));
+    let period = sim.config.ring.stabilize_every;
+    sim.grow(100, Duration::from_millis(20), Duration::from_secs(15));
+    assert!(sim.ring_consistent(), "{:?}", sim.inconsistencies());
+    let node = 42;
+    sim.crash(node);
+    // Its neighbours find it dead (they keep it marked for 30 s).
+    sim.run_for(period * 5);
+    assert!(sim.ring_consistent(), "ring closed over the crash");
+    sim.restart(node, 0);
+    let back = sim.elapsed();
+    let ok = sim.run_until_cond(period / 10, period * 3, |s| s.ring_consistent());
+    eprintln!(
+        "restarted node back in {:?} ({:?})",
+        sim.elapsed() - back,
+        sim.inconsistencies()
+    );
+    assert!(ok, "taken back within three stabilization periods");
+}

@@ -305,6 +305,20 @@ impl Sim {
         }
     }
 
+    /// A crashed node comes back at the same address with empty state and
+    /// joins through `bootstrap`.
+    pub fn restart(&mut self, node: usize, bootstrap: usize) {
+        let now = self.now();
+        let addr = self.nodes[node].addr;
+        let ring = Ring::new(addr, self.config.ring.clone(), now);
+        self.live.insert(ring.me().id, node);
+        let n = &mut self.nodes[node];
+        n.ring = ring;
+        n.alive = true;
+        n.leaving = false;
+        self.join(node, bootstrap);
+    }
+
     /// Graceful leave: the node hands over its items and goes once it is done.
     pub fn leave(&mut self, node: usize) {
         if !self.nodes[node].alive || self.nodes[node].leaving {
