@@ -216,7 +216,7 @@ impl Ring {
 
     /// Every request to `addr` fails now (the peer is known dead).
     pub(super) fn fail_pending_to(&mut self, addr: SocketAddr, now: Instant) {
-        let ids: Vec<u64> = self
+        let mut ids: Vec<u64> = self
             .requests
             .pending
             .iter()
@@ -226,6 +226,8 @@ impl Ring {
             })
             .map(|(id, _)| *id)
             .collect();
+        // In the order they were sent: the simulations replay exactly.
+        ids.sort_unstable();
         let entries: Vec<(u64, PendingEntry)> = ids
             .into_iter()
             .filter_map(|id| self.take_pending(id).map(|e| (id, e)))
