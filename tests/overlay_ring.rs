@@ -3,6 +3,8 @@
 //! messaged through another (SIPp); the node holding a user's binding is
 //! killed and the call still completes from a replica; a node stopped with
 //! SIGTERM hands its items over; a restarted node rejoins from its saved peers.
+//! A user whose three holders are all killed at once is still found while
+//! the node she registered through lives (it stores her binding again).
 
 mod common;
 
@@ -223,6 +225,100 @@ fn ten_nodes_form_a_ring_and_survive_failure() {
     );
     let back = status(nodes[restart].as_ref().expect("restarted")).expect("status");
     assert_eq!(back["joined"], Value::Bool(true), "{back}");
+    for node in nodes.iter_mut().flatten() {
+        node.node.assert_alive();
+    }
+}
+
+/// The `r` live nodes that should hold `aor`: its successor and the next ones.
+fn holders_of(nodes: &[Option<RingNode>], aor: &str, r: usize) -> Vec<usize> {
+    let mut live: Vec<(String, usize)> = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| n.as_ref().map(|n| (n.node.node_id.clone(), i)))
+        .collect();
+    live.sort();
+    let first = holder_of(nodes, aor);
+    let at = live.iter().position(|(_, i)| *i == first).unwrap_or(0);
+    (0..r.min(live.len()))
+        .map(|k| live[(at + k) % live.len()].1)
+        .collect()
+}
+
+/// Items held by the live nodes, primary and replica.
+fn items_held(nodes: &[Option<RingNode>]) -> u64 {
+    nodes
+        .iter()
+        .flatten()
+        .filter_map(status)
+        .map(|s| {
+            s["ring"]["items_primary"].as_u64().unwrap_or(0)
+                + s["ring"]["items_replica"].as_u64().unwrap_or(0)
+                + s["items_primary"].as_u64().unwrap_or(0)
+                + s["items_replica"].as_u64().unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn a_user_outlives_all_her_holders_while_her_registrar_lives() {
+    let mut nodes: Vec<Option<RingNode>> = Vec::new();
+    nodes.push(Some(start(None, None)));
+    let bootstrap = addr(&nodes, 0);
+    for _ in 1..8 {
+        nodes.push(Some(start(Some(bootstrap), None)));
+    }
+    wait_until(
+        "eight nodes agree on one ring",
+        Duration::from_secs(90),
+        || ring_is_consistent(&nodes),
+    );
+    let mut erin = SippBuilder::new("erin", "uas_message.xml", Transport::Udp).spawn();
+    erin.wait_listening();
+    let aor = format!("erin@{DOMAIN}");
+    let holders = holders_of(&nodes, &aor, 3);
+    let registrar = other(&nodes, &holders);
+    register(
+        &nodes,
+        registrar,
+        "erin",
+        &Transport::Udp.contact("erin", erin.port),
+    );
+    wait_until(
+        "erin's binding on her holders",
+        Duration::from_secs(10),
+        || items_held(&nodes) >= 3,
+    );
+
+    // All three holders die at once; her registrar lives and stores her
+    // binding again on the key's new successor.
+    for h in &holders {
+        nodes[*h].as_mut().expect("holder").node.kill();
+        nodes[*h] = None;
+    }
+    wait_until(
+        "the five survivors agree on one ring",
+        Duration::from_secs(60),
+        || ring_is_consistent(&nodes),
+    );
+    // Her registrar notices within a republish period (5 s) or two; until
+    // then a message may get 404.
+    let caller = other(&nodes, &[registrar]);
+    wait_until(
+        "a message to erin through another node arrives",
+        Duration::from_secs(30),
+        || {
+            SippBuilder::new("message-erin", "uac_message.xml", Transport::Udp)
+                .to(addr(&nodes, caller))
+                .service("erin")
+                .key("domain", DOMAIN)
+                .spawn()
+                .finish()
+                .successful
+                == 1
+        },
+    );
+    erin.expect_success(1);
     for node in nodes.iter_mut().flatten() {
         node.node.assert_alive();
     }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::requests::{Parent, Pending, pending_peer_addr};
+use super::requests::{Parent, Pending, measures_rtt, pending_peer_addr};
 use super::{
     IncomingId, NodeId, Peer, Refusal, RequestId, Ring, RingError, RingEvent, RingRequest,
     RingResponse, State,
@@ -163,6 +163,11 @@ impl Ring {
     /// The answer to a request this ring sent.
     pub fn handle_response(&mut self, id: RequestId, response: RingResponse, now: Instant) {
         let Some(entry) = self.take_pending(id.0) else {
+            // Given up on, but the peer lives after all.
+            if let Some(addr) = self.requests.expired.remove(&id.0) {
+                self.neighbours.dead.remove(&addr);
+                self.neighbours.heard.insert(addr, now);
+            }
             return;
         };
         if self.state == State::Left {
@@ -172,6 +177,10 @@ impl Ring {
         if let Some(addr) = pending_peer_addr(&pending) {
             self.neighbours.dead.remove(&addr);
             self.neighbours.heard.insert(addr, now);
+            if measures_rtt(&pending) {
+                let rtt = now.saturating_duration_since(entry.sent);
+                self.neighbours.rtt.sample(addr, rtt);
+            }
         }
         match pending {
             Pending::Route {
@@ -253,7 +262,22 @@ impl Ring {
                     self.stabilize(now);
                 }
             }
-            Pending::Notify { .. } | Pending::Push { .. } | Pending::Probe { .. } => {}
+            Pending::Probe { to } => {
+                // A peer we had taken for dead that lies before our
+                // successor (it restarted): take it back now.
+                let succ = self.successor();
+                if to.id.in_open(self.me.id, succ.id) || self.neighbours.successors.is_empty() {
+                    if self.rounds.stabilizing {
+                        self.rounds.restabilize = true;
+                    } else {
+                        let mut list = vec![to];
+                        list.extend(self.neighbours.successors.iter().copied());
+                        self.set_successors(list, now);
+                        self.stabilize(now);
+                    }
+                }
+            }
+            Pending::Notify { .. } | Pending::Push { .. } => {}
             Pending::CheckPredecessor { .. } => self.rounds.checking = false,
             Pending::OpRequest { op, to } => self.op_answer(op, to, Some(response), now),
             Pending::Leave { to, handover } => {
@@ -289,14 +313,14 @@ impl Ring {
                 attempts,
                 to,
             } => {
+                exclude.push(to.id);
                 if iterative {
                     // We asked `to` directly and it only had to answer.
                     self.mark_dead(to, now);
-                } else {
+                } else if !self.neighbours.dead.contains_key(&to.addr) {
                     // The delay may be further down the path: check the peer.
-                    self.send(to.addr, RingRequest::Ping, Pending::Probe { to }, now);
+                    self.probe(to, now);
                 }
-                exclude.push(to.id);
                 let start_hops = if iterative { 0 } else { hops - 1 };
                 self.retry_route(
                     key,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::id::ID_BITS;
 use super::requests::{Parent, Pending};
+use super::rtt::RoundTrips;
 use super::storage::ITEMS_PER_MESSAGE;
 use super::timers::Timer;
 use super::{NodeId, Peer, Ring, RingEvent, RingRequest, State};
@@ -25,6 +26,8 @@ pub(super) struct Neighbours {
     pub(super) dead: HashMap<SocketAddr, Instant>,
     /// When each peer last answered us.
     pub(super) heard: HashMap<SocketAddr, Instant>,
+    /// Round-trip estimates, for timeouts.
+    pub(super) rtt: RoundTrips,
 }
 
 /// The finger table and where its refresh stands.
@@ -164,10 +167,15 @@ impl Ring {
         let mut closer = false;
         if let Some(x) = their_pred
             && x.id.in_open(self.me.id, from.id)
-            && !self.neighbours.dead.contains_key(&x.addr)
         {
-            list.push(x);
-            closer = true;
+            if self.neighbours.dead.contains_key(&x.addr) {
+                // Taken for dead, but our successor knows it: it may have
+                // restarted. Ask it; if it answers we stabilize again.
+                self.probe(x, now);
+            } else {
+                list.push(x);
+                closer = true;
+            }
         }
         list.push(from);
         list.extend(their_succs);
@@ -241,6 +249,8 @@ impl Ring {
         now: Instant,
     ) {
         self.neighbours.dead.insert(leaving.addr, now);
+        // If the leave was forged, we find it again.
+        self.lost.lose(leaving, now);
         if self.neighbours.predecessor.map(|p| p.addr) == Some(leaving.addr) {
             let new = predecessor.filter(|p| *p != self.me && *p != leaving);
             let old = self.neighbours.predecessor;
@@ -374,12 +384,34 @@ impl Ring {
         }
     }
 
-    /// A peer did not answer: forget it everywhere.
+    /// Is `peer` alive? One probe at a time per peer.
+    pub(super) fn probe(&mut self, peer: Peer, now: Instant) {
+        let probing = self
+            .requests
+            .pending
+            .values()
+            .any(|e| matches!(e.pending, Pending::Probe { to } if to == peer));
+        if !probing {
+            self.send(
+                peer.addr,
+                RingRequest::Ping,
+                Pending::Probe { to: peer },
+                now,
+            );
+        }
+    }
+
+    /// A peer did not answer: forget it everywhere, and fail every other
+    /// request waiting on it at once (they go elsewhere).
     pub(super) fn mark_dead(&mut self, peer: Peer, now: Instant) {
         if peer == self.me {
             return;
         }
         self.neighbours.dead.insert(peer.addr, now);
+        self.lost.lose(peer, now);
+        self.fail_pending_to(peer.addr, now);
+        // What we stored on it goes to the key's new successor.
+        self.republish(Some(peer), now);
         if self.neighbours.predecessor.map(|p| p.addr) == Some(peer.addr) {
             let old = self.neighbours.predecessor.take();
             self.events

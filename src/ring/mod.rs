@@ -26,12 +26,15 @@ pub mod sim;
 mod types;
 
 mod incoming;
+mod kept;
 mod leave;
 mod maintenance;
+mod merge;
 mod ops;
 pub mod policy;
 mod requests;
 mod routing;
+mod rtt;
 mod storage;
 mod timers;
 
@@ -50,8 +53,10 @@ pub use types::{
     RingStatus,
 };
 
+use kept::Kept;
 use leave::Leaving;
 use maintenance::{Fingers, Joining, Neighbours, Rounds};
+use merge::Lost;
 use ops::Operations;
 use requests::Requests;
 use storage::Storage;
@@ -83,6 +88,10 @@ pub struct Ring {
     storage: Storage,
     /// The user's operations under way.
     ops: Operations,
+    /// The items stored through this node, stored again when their holder dies.
+    kept: Kept,
+    /// Peers we lost sight of, asked now and then where our successor is.
+    lost: Lost,
     /// Our requests in flight, with their deadlines.
     requests: Requests,
     /// When each periodic job is next due.
@@ -107,6 +116,8 @@ impl Ring {
             leaving: Leaving::default(),
             storage: Storage::default(),
             ops: Operations::new(),
+            kept: Kept::default(),
+            lost: Lost::default(),
             requests: Requests::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -231,6 +242,18 @@ impl Ring {
             }
         }
         out
+    }
+
+    /// How many items stored through this node are kept here, to be stored
+    /// again should their holder die.
+    pub fn kept_items(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// How many peers this node lost sight of and still tries, to merge a
+    /// split ring.
+    pub fn lost_peers(&self) -> usize {
+        self.lost.len()
     }
 
     /// Distinct finger entries.

@@ -2,7 +2,7 @@
 //! key's successor, asks it (fetch: then its replicas), retries from scratch
 //! when the route or the holder fails, and ends in one event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::requests::{Parent, Pending};
@@ -13,6 +13,9 @@ use super::{
 /// The user's operations under way.
 pub(super) struct Operations {
     pub(super) running: HashMap<u64, Op>,
+    /// Operations the ring started itself (storing kept items again): they
+    /// end without an event.
+    pub(super) quiet: HashSet<u64>,
     /// The id of the next operation.
     pub(super) next: u64,
 }
@@ -21,6 +24,7 @@ impl Operations {
     pub(super) fn new() -> Operations {
         Operations {
             running: HashMap::new(),
+            quiet: HashSet::new(),
             next: 1,
         }
     }
@@ -59,15 +63,51 @@ impl Ring {
 
     /// Store `item` at its key's successor, which replicates it; ends in
     /// [`RingEvent::StoreDone`].
-    /// The item is written in this node's name (its `writer` is set here).
+    /// The item is written in this node's name (its `writer` is set here),
+    /// and also kept here until it expires or is removed through this node,
+    /// and stored again when the holder that took it dies.
     pub fn store(&mut self, mut item: Item, now: Instant) -> OpId {
         item.writer = self.me.id;
+        self.kept.keep(&item);
         self.start_op(item.key, OpKind::Store(item), now)
+    }
+
+    /// Stores a kept item again (its holder died); ends without an event.
+    pub(super) fn store_again(&mut self, item: Item, now: Instant) {
+        let op = self.start_op(item.key, OpKind::Store(item), now);
+        if self.ops.running.contains_key(&op.0) {
+            self.ops.quiet.insert(op.0);
+        }
+    }
+
+    /// Kept items whose holder is `dead` (or, with `None`, that have no
+    /// holder) are stored again.
+    pub(super) fn republish(&mut self, dead: Option<Peer>, now: Instant) {
+        if self.state != State::Active {
+            return;
+        }
+        for item in self.kept.due_again(dead, now) {
+            self.store_again(item, now);
+        }
+    }
+
+    /// The periodic check of kept items: expired ones dropped, those without
+    /// a holder stored again, every holder probed (a dead one brings its
+    /// items back through [`Ring::mark_dead`]).
+    pub(super) fn check_kept(&mut self, now: Instant) {
+        self.kept.purge(now);
+        self.republish(None, now);
+        for holder in self.kept.holders() {
+            if holder != self.me {
+                self.probe(holder, now);
+            }
+        }
     }
 
     /// Remove (key, name) from the key's successor and its replicas; ends in
     /// [`RingEvent::StoreDone`].
     pub fn remove(&mut self, key: NodeId, name: String, now: Instant) -> OpId {
+        self.kept.forget(key, &name);
         self.start_op(key, OpKind::Remove(name), now)
     }
 
@@ -113,6 +153,9 @@ impl Ring {
         kind: &OpKind,
         result: Result<OpOutcome, RingError>,
     ) {
+        if self.ops.quiet.remove(&op.0) {
+            return;
+        }
         let event = match kind {
             OpKind::Lookup => RingEvent::LookupDone {
                 op,
@@ -181,6 +224,7 @@ impl Ring {
             }
             OpKind::Store(item) => {
                 if holder == self.me {
+                    self.kept.stored(&item, self.me);
                     let me = self.me.id;
                     let (kept, refusal) = self.store_checked(me, false, vec![item], now);
                     for to in self.replica_targets() {
@@ -283,7 +327,6 @@ impl Ring {
         response: Option<RingResponse>,
         now: Instant,
     ) {
-        let _ = to;
         let Some(o) = self.ops.running.get_mut(&op.0) else {
             return;
         };
@@ -298,6 +341,9 @@ impl Ring {
             },
             OpKind::Store(_) | OpKind::Remove(_) => match response {
                 Some(RingResponse::Stored) => {
+                    if let OpKind::Store(item) = &kind {
+                        self.kept.stored(item, to);
+                    }
                     self.ops.running.remove(&op.0);
                     self.finish_op(op, &kind, Ok(OpOutcome::Done));
                 }

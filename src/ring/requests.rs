@@ -1,10 +1,13 @@
 //! Our requests in flight: what each one is for ([`Pending`]), who waits for a
 //! lookup's answer ([`Parent`]), and the table of deadlines by which the
-//! driver's silence counts as failure.
+//! driver's silence counts as failure. Timeouts come from the peer's
+//! round-trip estimate ([`super::rtt`]); a lookup forwarded recursively
+//! waits for the whole path, so it gets the ceiling and a *late* mark at a
+//! few round trips to its next hop, when that hop is probed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{IncomingId, NodeId, OpId, Outgoing, Peer, RequestId, Ring, RingRequest};
 
@@ -12,15 +15,28 @@ use super::{IncomingId, NodeId, OpId, Outgoing, Peer, RequestId, Ring, RingReque
 pub(super) struct Requests {
     pub(super) pending: HashMap<u64, PendingEntry>,
     pub(super) deadlines: BTreeSet<(Instant, u64)>,
+    /// When forwarded lookups are late (their next hop is probed then).
+    pub(super) lates: BTreeSet<(Instant, u64)>,
+    /// Requests given up on, with their peer: a late answer still tells us
+    /// the peer lives.
+    pub(super) expired: HashMap<u64, SocketAddr>,
     /// The id of the next request.
     pub(super) next: u64,
 }
+
+/// Requests given up on that are remembered for late answers.
+const MAX_EXPIRED: usize = 4096;
+
+/// A forwarded lookup is late after this many round trips to its next hop.
+const LATE_AFTER_RTOS: u32 = 2;
 
 impl Requests {
     pub(super) fn new() -> Requests {
         Requests {
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
+            lates: BTreeSet::new(),
+            expired: HashMap::new(),
             next: 1,
         }
     }
@@ -37,6 +53,8 @@ pub(super) enum Parent {
     Finger(usize),
     /// Checking our successor by a lookup routed through the ring.
     SuccessorCheck,
+    /// Asking a peer we had lost sight of where our successor is.
+    MergeCheck(Peer),
 }
 
 #[derive(Clone, Debug)]
@@ -63,7 +81,8 @@ pub(super) enum Pending {
     CheckPredecessor {
         to: Peer,
     },
-    /// Is this peer alive? (after a forwarded lookup timed out)
+    /// Is this peer alive? (a forwarded lookup through it is late or timed
+    /// out, or it is a closer successor we had taken for dead)
     Probe {
         to: Peer,
     },
@@ -86,7 +105,22 @@ pub(super) enum Pending {
 
 pub(super) struct PendingEntry {
     pub(super) deadline: Instant,
+    /// When it was sent: the answer's delay is a round-trip sample when the
+    /// peer answers by itself ([`measures_rtt`]).
+    pub(super) sent: Instant,
+    /// Forwarded lookups: when the next hop is probed.
+    pub(super) late: Option<Instant>,
     pub(super) pending: Pending,
+}
+
+/// Does the answer to this request come from its peer alone (not after
+/// a lookup further along the ring)?
+pub(super) fn measures_rtt(p: &Pending) -> bool {
+    match p {
+        Pending::Route { iterative, .. } => *iterative,
+        Pending::Join { .. } => false,
+        _ => true,
+    }
 }
 
 pub(super) fn pending_peer_addr(p: &Pending) -> Option<SocketAddr> {
@@ -113,11 +147,22 @@ impl Ring {
     ) {
         let id = self.requests.next;
         self.requests.next += 1;
-        let deadline = now + self.config.request_timeout;
-        self.requests
-            .pending
-            .insert(id, PendingEntry { deadline, pending });
+        let (timeout, late) = self.timeouts(to, &pending);
+        let deadline = now + timeout;
+        let late = late.map(|l| now + l);
+        self.requests.pending.insert(
+            id,
+            PendingEntry {
+                deadline,
+                sent: now,
+                late,
+                pending,
+            },
+        );
         self.requests.deadlines.insert((deadline, id));
+        if let Some(late) = late {
+            self.requests.lates.insert((late, id));
+        }
         self.transmits.push_back(Outgoing::Request {
             id: RequestId(id),
             to,
@@ -128,6 +173,90 @@ impl Ring {
     pub(super) fn take_pending(&mut self, id: u64) -> Option<PendingEntry> {
         let entry = self.requests.pending.remove(&id)?;
         self.requests.deadlines.remove(&(entry.deadline, id));
+        if let Some(late) = entry.late {
+            self.requests.lates.remove(&(late, id));
+        }
         Some(entry)
+    }
+
+    /// Remembers a request given up on, so that its late answer still
+    /// clears its peer's dead mark.
+    pub(super) fn expire(&mut self, id: u64, pending: &Pending) {
+        if self.requests.expired.len() >= MAX_EXPIRED {
+            self.requests.expired.clear();
+        }
+        if let Some(addr) = pending_peer_addr(pending) {
+            self.requests.expired.insert(id, addr);
+        }
+    }
+
+    /// The retransmission timeout of `addr`, from its round-trip estimate.
+    pub(super) fn rto(&self, addr: SocketAddr) -> Duration {
+        self.neighbours
+            .rtt
+            .timeout(addr, self.config.rto_min, self.config.request_timeout)
+    }
+
+    /// How long a request may go unanswered, and for a forwarded lookup when
+    /// it is late.
+    fn timeouts(&self, to: SocketAddr, pending: &Pending) -> (Duration, Option<Duration>) {
+        let ceiling = self.config.request_timeout;
+        match pending {
+            // A whole path answers, or many items travel: the ceiling.
+            Pending::Route {
+                iterative: false, ..
+            } => {
+                let late = self.rto(to) * LATE_AFTER_RTOS;
+                (ceiling, (late < ceiling).then_some(late))
+            }
+            Pending::Join { .. } | Pending::Leave { .. } | Pending::Push { .. } => (ceiling, None),
+            _ => (self.rto(to), None),
+        }
+    }
+
+    /// Every request to `addr` fails now (the peer is known dead).
+    pub(super) fn fail_pending_to(&mut self, addr: SocketAddr, now: Instant) {
+        let mut ids: Vec<u64> = self
+            .requests
+            .pending
+            .iter()
+            .filter(|(_, e)| {
+                pending_peer_addr(&e.pending) == Some(addr)
+                    && !matches!(e.pending, Pending::Join { .. } | Pending::Leave { .. })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        // In the order they were sent: the simulations replay exactly.
+        ids.sort_unstable();
+        let entries: Vec<(u64, PendingEntry)> = ids
+            .into_iter()
+            .filter_map(|id| self.take_pending(id).map(|e| (id, e)))
+            .collect();
+        for (id, entry) in entries {
+            self.expire(id, &entry.pending);
+            self.on_failure(entry.pending, now);
+        }
+    }
+
+    /// Forwarded lookups that are late: probe their next hop, which fails
+    /// them at once (and every other request to it) if it is dead.
+    pub(super) fn handle_lates(&mut self, now: Instant) {
+        while let Some(&(late, id)) = self.requests.lates.iter().next() {
+            if late > now {
+                break;
+            }
+            self.requests.lates.remove(&(late, id));
+            let Some(entry) = self.requests.pending.get_mut(&id) else {
+                continue;
+            };
+            entry.late = None;
+            let to = match entry.pending {
+                Pending::Route { to, .. } => Some(to),
+                _ => None,
+            };
+            if let Some(to) = to {
+                self.probe(to, now);
+            }
+        }
     }
 }

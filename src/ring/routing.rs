@@ -126,6 +126,11 @@ impl Ring {
         attempts: u32,
         now: Instant,
     ) {
+        if matches!(parent, Parent::MergeCheck(_)) {
+            // Only the lost peer's answer counts (our own table would
+            // answer for our part of the ring): try again next time.
+            return;
+        }
         if attempts >= ROUTE_ATTEMPTS {
             let e = RingResponse::Refused(Refusal::Timeout);
             return self.answer(parent, e, now);
@@ -208,6 +213,7 @@ impl Ring {
                     }
                 }
             }
+            Parent::MergeCheck(asked) => self.merge_answer(asked, response, now),
             Parent::Finger(i) => {
                 let result = match response {
                     RingResponse::Found { successor, .. } => Some(successor),

@@ -53,6 +53,8 @@ pub struct SimNode {
     pub leaving: bool,
     /// Messages this node sent (requests and responses).
     pub sent: u64,
+    /// Part of a split network ([`Sim::split`]): messages between parts are lost.
+    pub part: u8,
     scheduled: Option<u64>,
 }
 
@@ -133,6 +135,8 @@ pub struct LookupStats {
     pub hops_mean: f64,
     pub hops_p99: u32,
     pub latency_mean_ms: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
 }
 
 impl LookupStats {
@@ -149,7 +153,21 @@ impl LookupStats {
         } else {
             hops[((hops.len() as f64 * 0.99).ceil() as usize).clamp(1, hops.len()) - 1]
         };
+        let mut latencies: Vec<f64> = records
+            .iter()
+            .map(|r| (r.done_at - r.issued_at).as_secs_f64() * 1000.0)
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let pct = |q: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len());
+            latencies[i - 1]
+        };
         LookupStats {
+            latency_p50_ms: pct(0.5),
+            latency_p99_ms: pct(0.99),
             count: records.len(),
             correct: records.iter().filter(|r| r.correct()).count(),
             wrong: records
@@ -247,6 +265,7 @@ impl Sim {
             alive: true,
             leaving: false,
             sent: 0,
+            part: 0,
             scheduled: None,
         });
         self.by_addr.insert(addr, i);
@@ -269,6 +288,35 @@ impl Sim {
             n.alive = false;
             self.live.remove(&n.ring.me().id);
         }
+    }
+
+    /// Cuts the network: `part(i)` is node i's part; messages between parts
+    /// are lost until [`Sim::heal`].
+    pub fn split(&mut self, mut part: impl FnMut(usize) -> u8) {
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            n.part = part(i);
+        }
+    }
+
+    /// Joins the parts again.
+    pub fn heal(&mut self) {
+        for n in &mut self.nodes {
+            n.part = 0;
+        }
+    }
+
+    /// A crashed node comes back at the same address with empty state and
+    /// joins through `bootstrap`.
+    pub fn restart(&mut self, node: usize, bootstrap: usize) {
+        let now = self.now();
+        let addr = self.nodes[node].addr;
+        let ring = Ring::new(addr, self.config.ring.clone(), now);
+        self.live.insert(ring.me().id, node);
+        let n = &mut self.nodes[node];
+        n.ring = ring;
+        n.alive = true;
+        n.leaving = false;
+        self.join(node, bootstrap);
     }
 
     /// Graceful leave: the node hands over its items and goes once it is done.
@@ -436,6 +484,14 @@ impl Sim {
                     return;
                 };
                 if !self.nodes[node].alive {
+                    return;
+                }
+                let cut = self
+                    .by_addr
+                    .get(&from)
+                    .is_some_and(|&f| self.nodes[f].part != self.nodes[node].part);
+                if cut {
+                    self.lost += 1;
                     return;
                 }
                 let now = self.now();

@@ -20,16 +20,22 @@ pub(super) enum Timer {
     Purge,
     FixFingers,
     CheckPredecessor,
+    /// Items stored through this node: do their holders live?
+    Republish,
+    /// Ask a peer we lost sight of where our successor is.
+    Merge,
 }
 
 impl Timer {
-    const COUNT: usize = 5;
+    const COUNT: usize = 7;
     const ALL: [Timer; Timer::COUNT] = [
         Timer::JoinRetry,
         Timer::Stabilize,
         Timer::Purge,
         Timer::FixFingers,
         Timer::CheckPredecessor,
+        Timer::Republish,
+        Timer::Merge,
     ];
 
     /// The period of a periodic timer; `None` for a one-shot.
@@ -40,6 +46,8 @@ impl Timer {
             Timer::Purge => Some(PURGE_EVERY),
             Timer::FixFingers => Some(config.fix_fingers_every),
             Timer::CheckPredecessor => Some(config.check_predecessor_every),
+            Timer::Republish => Some(config.republish_every),
+            Timer::Merge => Some(config.merge_every),
         }
     }
 }
@@ -68,6 +76,8 @@ impl Timers {
             phase(config.check_predecessor_every, 2),
         );
         timers.set(Timer::Purge, now + PURGE_EVERY);
+        timers.set(Timer::Republish, phase(config.republish_every, 3));
+        timers.set(Timer::Merge, phase(config.merge_every, 4));
         timers
     }
 
@@ -100,11 +110,14 @@ impl Ring {
             if deadline > now {
                 break;
             }
-            self.requests.deadlines.remove(&(deadline, id));
-            if let Some(entry) = self.requests.pending.remove(&id) {
+            if let Some(entry) = self.take_pending(id) {
+                self.expire(id, &entry.pending);
                 self.on_failure(entry.pending, now);
+            } else {
+                self.requests.deadlines.remove(&(deadline, id));
             }
         }
+        self.handle_lates(now);
         if self.state != State::Active {
             return;
         }
@@ -140,6 +153,8 @@ impl Ring {
                     self.check_predecessor(now);
                 }
             }
+            Timer::Republish => self.check_kept(now),
+            Timer::Merge => self.merge_check(now),
         }
     }
 
@@ -149,6 +164,8 @@ impl Ring {
             return None;
         }
         let request = self.requests.deadlines.iter().next().map(|(t, _)| *t);
+        let late = self.requests.lates.iter().next().map(|(t, _)| *t);
+        let request = request.into_iter().chain(late).min();
         if self.state == State::Leaving {
             return request;
         }

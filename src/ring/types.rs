@@ -45,6 +45,15 @@ pub struct RingConfig {
     /// A request unanswered for this long has failed (the peer is taken for dead
     /// when the request was addressed to it directly).
     pub request_timeout: Duration,
+    /// The shortest timeout derived from a peer's round-trip estimate (the
+    /// longest is `request_timeout`, also used for peers never measured).
+    pub rto_min: Duration,
+    /// How often this node checks that the items stored through it still
+    /// have a live holder, and stores them again if not.
+    pub republish_every: Duration,
+    /// How often a node asks a saved peer or bootstrap outside its tables
+    /// where its successor is, to merge parts of a split ring.
+    pub merge_every: Duration,
     /// Resolve our own lookups iteratively (the next hop answers "ask X next").
     pub iterative: bool,
     /// How often an operation (lookup, store, fetch, remove) is retried from
@@ -70,6 +79,9 @@ impl Default for RingConfig {
             fix_fingers_every: Duration::from_secs(1),
             check_predecessor_every: Duration::from_secs(1),
             request_timeout: Duration::from_secs(2),
+            rto_min: Duration::from_millis(100),
+            republish_every: Duration::from_secs(5),
+            merge_every: Duration::from_secs(1),
             iterative: false,
             op_retries: 4,
             max_hops: 64,
