@@ -64,6 +64,15 @@ pub struct Config {
     /// A file holding the overlay's shared secret: only nodes with it are
     /// members of the ring (docs/security.md "Overlay admission").
     pub overlay_secret: Option<PathBuf>,
+    /// The address other nodes and phones reach this node at, when it is not
+    /// the bound `sip` one (a port mapping): put in Via, Contact,
+    /// Record-Route and the node's place in the ring.
+    pub advertise: Option<SocketAddr>,
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a `RUST_LOG`-style
+    /// filter; `RUST_LOG` overrides it. Changeable at run time (SIGHUP).
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: String,
 }
 
 /// The `[registrar]` section.
@@ -113,6 +122,9 @@ impl Default for Config {
             limits: None,
             auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             overlay_secret: None,
+            advertise: None,
+            log_level: "info".into(),
+            log_format: "text".into(),
         }
     }
 }
@@ -205,6 +217,20 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         self.auth_config()?;
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid {
+                key: "log_format",
+                why: format!("{:?} is neither \"text\" nor \"json\"", self.log_format),
+            });
+        }
+        if let Some(advertise) = self.advertise
+            && (advertise.ip().is_unspecified() || advertise.port() == 0)
+        {
+            return Err(ConfigError::Invalid {
+                key: "advertise",
+                why: format!("{advertise} is not an address others can reach (no 0.0.0.0, no port 0)"),
+            });
+        }
         for domain in &mut self.domains {
             *domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
             let ok = !domain.is_empty()

@@ -51,6 +51,13 @@ impl Core {
         from: Peer,
         now: Instant,
     ) {
+        if request.method != Method::ACK && self.overlay().is_some_and(|o| o.ring().is_joining()) {
+            // Not in the ring yet: serving phones as a ring of one would
+            // split the phone system; they retry (RFC 3261 §21.5.4).
+            let mut response = refusal(&request, 503, "Not Yet In The Ring");
+            response.headers.insert(Name::RETRY_AFTER, "5");
+            return self.out.respond(key, response, now);
+        }
         let routed_through_us = self.strip_own_routes(&mut request);
         let has_route = request.headers.contains(&Name::ROUTE);
         let _ = from;
