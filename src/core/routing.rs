@@ -174,7 +174,15 @@ impl Core {
         }
         match uri_domain {
             Some(_) => self.on_register(key, request, from, user, now),
-            None => self.forward_as_addressed(key, request, now),
+            None => {
+                // Not ours, and not a legacy domain we mirror: no registrar
+                // here for it (a phone using us as its outbound proxy puts
+                // us in a Route, forwarded above).
+                let domain = request.uri.as_sip().map(|u| host_text(&u.host_port.host));
+                info!(domain = domain.as_deref().unwrap_or("-"), source = %from.addr, status = 403, "registration refused: not a domain of this registrar");
+                let response = refusal(&request, 403, "Not A Domain Of This Registrar");
+                self.out.respond(key, response, now)
+            }
         }
     }
 
