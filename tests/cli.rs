@@ -63,14 +63,26 @@ fn ring_order(nodes: &[Option<RingNode>], from: SocketAddr) -> Vec<String> {
     let mut live: Vec<(String, SocketAddr)> = nodes
         .iter()
         .flatten()
-        .map(|n| (hex(&Sha1::digest(n.node.addr.to_string().as_bytes())), n.node.addr))
+        .map(|n| {
+            (
+                hex(&Sha1::digest(n.node.addr.to_string().as_bytes())),
+                n.node.addr,
+            )
+        })
         .collect();
     for (id, addr) in &live {
-        let node = nodes.iter().flatten().find(|n| n.node.addr == *addr).expect("node");
+        let node = nodes
+            .iter()
+            .flatten()
+            .find(|n| n.node.addr == *addr)
+            .expect("node");
         assert_eq!(*id, node.node.node_id, "Node-ID is SHA-1 of the address");
     }
     live.sort();
-    let at = live.iter().position(|(_, a)| *a == from).expect("from is live");
+    let at = live
+        .iter()
+        .position(|(_, a)| *a == from)
+        .expect("from is live");
     live.rotate_left(at);
     live.into_iter().map(|(_, a)| a.to_string()).collect()
 }
@@ -82,9 +94,11 @@ fn hex(bytes: &[u8]) -> String {
 fn walked(out: &Output) -> Vec<String> {
     json_of(out)
         .and_then(|v| {
-            v["nodes"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|n| n["addr"].as_str().map(str::to_string)).collect())
+            v["nodes"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|n| n["addr"].as_str().map(str::to_string))
+                    .collect()
+            })
         })
         .unwrap_or_default()
 }
@@ -123,7 +137,11 @@ fn ring_walk_and_lookup_on_ten_nodes() {
         let from = node.node.addr;
         let data = data_arg(node);
         let want = ring_order(&nodes, from);
-        wait_walk("p2psip ring lists the ten nodes in ring order", &data, &want);
+        wait_walk(
+            "p2psip ring lists the ten nodes in ring order",
+            &data,
+            &want,
+        );
     }
     // The table for people says the same.
     let node = nodes[4].as_ref().expect("live");
@@ -164,7 +182,12 @@ fn ring_walk_and_lookup_on_ten_nodes() {
             .flatten()
             .filter_map(|h| h.as_str().map(str::to_string))
             .collect();
-        assert_eq!(named.first(), holders.first(), "primary holder; {}", said(&out));
+        assert_eq!(
+            named.first(),
+            holders.first(),
+            "primary holder; {}",
+            said(&out)
+        );
         assert!(
             named.len() >= 2 && holders.starts_with(&named[..named.len().min(3)]),
             "holders {named:?}, want (a prefix of) {holders:?}"
@@ -186,10 +209,17 @@ fn ring_walk_and_lookup_on_ten_nodes() {
     let value = json_of(&out).unwrap_or_else(|| panic!("{}", said(&out)));
     let row = value["registrations"]
         .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["aor"].as_str() == Some(aor.as_str())))
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["aor"].as_str() == Some(aor.as_str()))
+        })
         .unwrap_or_else(|| panic!("no {aor} in {value}"));
     assert_eq!(row["held_as"].as_str(), Some("primary"), "{row}");
-    assert_eq!(row["contacts"][0]["contact"].as_str(), Some(contact), "{row}");
+    assert_eq!(
+        row["contacts"][0]["contact"].as_str(),
+        Some(contact),
+        "{row}"
+    );
     // Without the token, the control channel refuses.
     let http = serde_json::from_str::<Value>(
         &std::fs::read_to_string(primary.data.join("control.json")).expect("control.json"),
@@ -200,7 +230,11 @@ fn ring_walk_and_lookup_on_ten_nodes() {
         .to_string();
     let out = p2psip(&["users", "--http", &http]);
     assert!(!out.status.success(), "{}", said(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        said(&out)
+    );
     let items = p2psip(&["items", "--data", &data_arg(primary), "--json"]);
     assert!(
         json_of(&items).is_some_and(|v| v["items"]
@@ -218,14 +252,20 @@ fn ring_walk_and_lookup_on_ten_nodes() {
     let from = nodes[5].as_ref().expect("live");
     let data = data_arg(from);
     let gap = p2psip(&["ring", "--data", &data, "--json"]);
-    let problems = json_of(&gap).map(|v| v["problems"].clone()).unwrap_or_default();
+    let problems = json_of(&gap)
+        .map(|v| v["problems"].clone())
+        .unwrap_or_default();
     assert!(
         !gap.status.success() && problems.as_array().is_some_and(|p| !p.is_empty()),
         "a crash right now is a gap: {}",
         said(&gap)
     );
     let want = ring_order(&nodes, from.node.addr);
-    wait_walk("p2psip ring lists the nine survivors in order, no problem", &data, &want);
+    wait_walk(
+        "p2psip ring lists the nine survivors in order, no problem",
+        &data,
+        &want,
+    );
 }
 
 /// A REGISTER for `domain` from a socket of ours; the answer.
@@ -262,7 +302,10 @@ fn register(node: SocketAddr, domain: &str) -> Option<RawResponse> {
 #[test]
 fn a_dead_join_is_warned_about_and_phones_get_503() {
     // A port nothing listens on: bound, then closed.
-    let dead = UdpSocket::bind("127.0.0.1:0").expect("udp").local_addr().expect("addr");
+    let dead = UdpSocket::bind("127.0.0.1:0")
+        .expect("udp")
+        .local_addr()
+        .expect("addr");
     let node = Node::start(&["--join", &dead.to_string()]);
     wait_until(
         "a warning naming the dead bootstrap node within 5 s",
@@ -355,7 +398,10 @@ fn logs_are_json_or_plain_text_never_colour_codes() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["fields"]["message"] == "registration")
         .expect("registration line");
-    assert_eq!(registration["fields"]["aor"].as_str(), Some("dave@example.test"));
+    assert_eq!(
+        registration["fields"]["aor"].as_str(),
+        Some("dave@example.test")
+    );
     assert!(!log.contains('\u{1b}'), "no ANSI escape in a file");
     let text = Node::start(&[]);
     assert!(!text.log().is_empty() && !text.log().contains('\u{1b}'));
@@ -381,7 +427,10 @@ fn sighup_rereads_the_users_file_and_keeps_running() {
     ]);
     add_user(&users, "frank@example.test", "second");
     let pid = node_pid(&node);
-    let sent = Command::new("kill").args(["-HUP", &pid]).status().expect("kill");
+    let sent = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
     assert!(sent.success());
     wait_until(
         "the node says it re-read the users file",
@@ -417,9 +466,7 @@ fn node_pid(node: &Node) -> String {
         .expect("pgrep");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .find(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == node.dir)
-        })
+        .find(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == node.dir))
         .expect("the node's pid")
         .to_string()
 }
@@ -428,7 +475,11 @@ fn node_pid(node: &Node) -> String {
 fn check_validates_a_config() {
     let dir = temp_dir("check");
     let good = dir.join("good.toml");
-    std::fs::write(&good, "sip = \"127.0.0.1:5070\"\ndomains = [\"example.test\"]\n").expect("write");
+    std::fs::write(
+        &good,
+        "sip = \"127.0.0.1:5070\"\ndomains = [\"example.test\"]\n",
+    )
+    .expect("write");
     let out = p2psip(&["check", "--config", &good.display().to_string()]);
     assert!(out.status.success(), "{}", said(&out));
     let bad = dir.join("bad.toml");
@@ -459,7 +510,10 @@ fn errors_name_the_socket_or_path_that_failed() {
     std::fs::write(&file, "").expect("write");
     let data = file.join("data");
     let err = run(&["--data", &data.display().to_string()]);
-    assert!(err.contains("data directory") && err.contains("a-file"), "{err}");
+    assert!(
+        err.contains("data directory") && err.contains("a-file"),
+        "{err}"
+    );
     let err = {
         let out = p2psip(&["node", "--sip", &busy_addr]);
         String::from_utf8_lossy(&out.stderr).into_owned()

@@ -15,7 +15,8 @@ use serde_json::Value;
 
 /// The addresses a node's /status names: itself, predecessor, successors, fingers.
 fn known(http: SocketAddr) -> BTreeSet<String> {
-    let Some(status) = http_get(http, "/status").and_then(|b| serde_json::from_str::<Value>(&b).ok())
+    let Some(status) =
+        http_get(http, "/status").and_then(|b| serde_json::from_str::<Value>(&b).ok())
     else {
         return BTreeSet::new();
     };
@@ -94,16 +95,23 @@ fn the_status_page_draws_the_ring() {
         "the page draws every node the status names\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(dom.matches("class=\"node me\"").count(), 1, "one red dot for this node");
+    assert_eq!(
+        dom.matches("class=\"node me\"").count(),
+        1,
+        "one red dot for this node"
+    );
     let shot = dir.join("status-page.png");
     let out = chromium(&dir.join("profile2"))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(&url)
         .output()
         .expect("run chromium");
-    let png = std::fs::read(&shot).unwrap_or_else(|e| {
-        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr))
-    });
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "a screenshot ({} bytes)", png.len());
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "a screenshot ({} bytes)",
+        png.len()
+    );
     eprintln!("screenshot: {}", shot.display());
 }

@@ -90,8 +90,8 @@ pub fn users(at: &NodeAt) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!(
-        "{:<32} {:<8} {:>8}  {:<40} {}",
-        "AOR", "HELD AS", "EXPIRES", "CONTACT", "FROM"
+        "{:<32} {:<8} {:>8}  {:<40} FROM",
+        "AOR", "HELD AS", "EXPIRES", "CONTACT"
     );
     for row in answer["registrations"].as_array().into_iter().flatten() {
         for c in row["contacts"].as_array().into_iter().flatten() {

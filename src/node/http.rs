@@ -130,14 +130,16 @@ fn prometheus_text(text: String) -> String {
     }
 }
 
-/// `Authorization: Bearer TOKEN` matches the node's token.
-fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// `Authorization: Bearer TOKEN` matches the node's token; else the refusal.
+fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &shared.token else {
-        return Err((
-            StatusCode::NOT_FOUND,
-            "no control channel: the node runs without a data directory (--data)",
-        )
-            .into_response());
+        return Some(
+            (
+                StatusCode::NOT_FOUND,
+                "no control channel: the node runs without a data directory (--data)",
+            )
+                .into_response(),
+        );
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -145,13 +147,15 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        Ok(())
+        None
     } else {
-        Err((
-            StatusCode::UNAUTHORIZED,
-            "control channel: missing or wrong token",
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                "control channel: missing or wrong token",
+            )
+                .into_response(),
         )
-            .into_response())
     }
 }
 
@@ -160,7 +164,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn registrations(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorized(&shared, &headers) {
+    if let Some(refused) = refusal(&shared, &headers) {
         return refused;
     }
     match ask(&shared, Query::Registrations).await {
@@ -170,7 +174,7 @@ async fn registrations(State(shared): State<Shared>, headers: HeaderMap) -> Resp
 }
 
 async fn items(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorized(&shared, &headers) {
+    if let Some(refused) = refusal(&shared, &headers) {
         return refused;
     }
     match ask(&shared, Query::Items).await {
