@@ -59,7 +59,8 @@ fi
 for _ in $(seq 1 100); do
     if /usr/bin/p2psip status --http "$HTTP" >/dev/null 2>&1; then
         echo "package-test: node started by $how answers:"
-        /usr/bin/p2psip status --http "$HTTP" | head -n 3
+        status=$(/usr/bin/p2psip status --http "$HTTP")
+        echo "${status%%predecessor*}"
         [ -f /var/lib/p2psip/control.json ] || fail "no control.json in the data directory"
         [ "$(stat -c %a /var/lib/p2psip/control.json)" = 600 ] || fail "control.json not 0600"
         /usr/bin/p2psip ring --data /var/lib/p2psip >/dev/null || fail "p2psip ring failed"
