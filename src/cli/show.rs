@@ -12,13 +12,21 @@ use super::walk::{self, Visitor};
 use p2psip::registrar::binding::BindingRecord;
 use p2psip::ring::NodeId;
 
+/// `println!` that ignores a closed pipe (`p2psip ring | head`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn fail(message: String) -> ExitCode {
     eprintln!("p2psip: {message}");
     ExitCode::FAILURE
 }
 
 fn print_json(value: &Value) {
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
@@ -56,9 +64,9 @@ pub fn status(at: &NodeAt) -> ExitCode {
         "items_replica",
         "pending_requests",
     ] {
-        println!("{key:<18} {}", text(&status[key]));
+        say!("{key:<18} {}", text(&status[key]));
     }
-    println!(
+    say!(
         "{:<18} {}",
         "predecessor",
         text(&status["predecessor"]["addr"])
@@ -74,8 +82,8 @@ pub fn status(at: &NodeAt) -> ExitCode {
             })
             .unwrap_or_default()
     };
-    println!("{:<18} {}", "successors", list("successors"));
-    println!("{:<18} {}", "fingers", list("fingers"));
+    say!("{:<18} {}", "successors", list("successors"));
+    say!("{:<18} {}", "fingers", list("fingers"));
     ExitCode::SUCCESS
 }
 
@@ -89,13 +97,13 @@ pub fn users(at: &NodeAt) -> ExitCode {
         print_json(&answer);
         return ExitCode::SUCCESS;
     }
-    println!(
+    say!(
         "{:<32} {:<8} {:>8}  {:<40} FROM",
         "AOR", "HELD AS", "EXPIRES", "CONTACT"
     );
     for row in answer["registrations"].as_array().into_iter().flatten() {
         for c in row["contacts"].as_array().into_iter().flatten() {
-            println!(
+            say!(
                 "{:<32} {:<8} {:>7}s  {:<40} {}",
                 text(&row["aor"]),
                 text(&row["held_as"]),
@@ -118,13 +126,13 @@ pub fn items(at: &NodeAt) -> ExitCode {
         print_json(&answer);
         return ExitCode::SUCCESS;
     }
-    println!(
+    say!(
         "{:<12} {:<8} {:<9} {:>6} {:>8}  NAME",
         "KEY", "KIND", "HELD AS", "BYTES", "EXPIRES"
     );
     for row in answer["items"].as_array().into_iter().flatten() {
         let key = text(&row["key"]);
-        println!(
+        say!(
             "{:<12} {:<8} {:<9} {:>6} {:>7}s  {}",
             key.get(..10).unwrap_or(&key),
             text(&row["kind"]),
@@ -151,13 +159,13 @@ pub fn ring(at: &NodeAt) -> ExitCode {
     if at.json {
         print_json(&json!(walked));
     } else {
-        println!(
+        say!(
             "{:>4}  {:<12} {:<24} {:<7} {:>7}",
             "#", "NODE-ID", "ADDRESS", "ROLE", "SHARE"
         );
         for (i, n) in walked.nodes.iter().enumerate() {
             let role = if n.addr == start { "asked" } else { "member" };
-            println!(
+            say!(
                 "{:>4}  {:<12} {:<24} {:<7} {:>6.2}%",
                 i + 1,
                 n.id.get(..10).unwrap_or(&n.id),
@@ -166,9 +174,9 @@ pub fn ring(at: &NodeAt) -> ExitCode {
                 n.share
             );
         }
-        println!("{} nodes", walked.nodes.len());
+        say!("{} nodes", walked.nodes.len());
         for p in &walked.problems {
-            println!("{p}");
+            say!("{p}");
         }
     }
     if walked.problems.is_empty() {
@@ -220,20 +228,20 @@ pub fn lookup(at: &NodeAt, aor: &str) -> ExitCode {
         print_json(&value);
         return ExitCode::SUCCESS;
     }
-    println!("{:<10} {aor}", "aor");
-    println!("{:<10} {}", "key", found.key);
-    println!(
+    say!("{:<10} {aor}", "aor");
+    say!("{:<10} {}", "key", found.key);
+    say!(
         "{:<10} {} (primary) {}",
         "holders",
         holders[0],
         holders[1..].join(" ")
     );
-    println!("{:<10} {}", "hops", found.hops);
+    say!("{:<10} {}", "hops", found.hops);
     if bindings.is_empty() {
-        println!("{:<10} none", "bindings");
+        say!("{:<10} none", "bindings");
     }
     for b in &bindings {
-        println!(
+        say!(
             "{:<10} {} (expires in {}s)",
             "binding",
             text(&b["contact"]),
