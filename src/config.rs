@@ -64,6 +64,8 @@ pub struct Config {
     /// A file holding the overlay's shared secret: only nodes with it are
     /// members of the ring (docs/security.md "Overlay admission").
     pub overlay_secret: Option<PathBuf>,
+    /// How much one member may store and ask (`[overlay_limits]`).
+    pub overlay_limits: OverlayLimits,
     /// The address other nodes and phones reach this node at, when it is not
     /// the bound `sip` one (a port mapping): put in Via, Contact,
     /// Record-Route and the node's place in the ring.
@@ -73,6 +75,29 @@ pub struct Config {
     pub log_level: String,
     /// `text` or `json`.
     pub log_format: String,
+}
+
+/// The `[overlay_limits]` section: what one member of the ring may store
+/// at a node and how fast it may ask (docs/security.md "Records").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverlayLimits {
+    /// Items a node keeps for one writer; a new one beyond is refused.
+    pub items_per_writer: usize,
+    /// Overlay requests one member may send per `interval_secs`; beyond: 503.
+    pub requests_per_interval: u32,
+    pub interval_secs: u64,
+}
+
+impl Default for OverlayLimits {
+    fn default() -> Self {
+        let ring = crate::ring::RingConfig::default();
+        OverlayLimits {
+            items_per_writer: ring.max_items_per_writer,
+            requests_per_interval: ring.member_requests,
+            interval_secs: ring.member_interval.as_secs(),
+        }
+    }
 }
 
 /// The `[registrar]` section.
@@ -122,6 +147,7 @@ impl Default for Config {
             limits: None,
             auth_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             overlay_secret: None,
+            overlay_limits: OverlayLimits::default(),
             advertise: None,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -262,6 +288,28 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "registrar.max_contacts",
                 why: "must be at least 1".into(),
+            });
+        }
+        let l = &self.overlay_limits;
+        for (key, value) in [
+            ("overlay_limits.items_per_writer", l.items_per_writer as u64),
+            (
+                "overlay_limits.requests_per_interval",
+                u64::from(l.requests_per_interval),
+            ),
+            ("overlay_limits.interval_secs", l.interval_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: "must be at least 1".into(),
+                });
+            }
+        }
+        if l.interval_secs > 3600 {
+            return Err(ConfigError::Invalid {
+                key: "overlay_limits.interval_secs",
+                why: format!("{} is more than an hour", l.interval_secs),
             });
         }
         if self.replicas == 0 || self.replicas > 8 {

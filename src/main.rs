@@ -472,6 +472,9 @@ async fn serve(
         },
         ring: RingConfig {
             replicas: config.replicas,
+            max_items_per_writer: config.overlay_limits.items_per_writer,
+            member_requests: config.overlay_limits.requests_per_interval,
+            member_interval: std::time::Duration::from_secs(config.overlay_limits.interval_secs),
             ..RingConfig::default()
         },
         join: config.join.clone(),

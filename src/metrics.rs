@@ -31,6 +31,12 @@ pub struct Metrics {
     pub transactions: Gauge,
     /// Overlay messages refused: no or a bad MAC, or on another node's behalf.
     pub overlay_refused: Counter,
+    /// Stores and removes refused: not the record's writer, nor allowed to take it over.
+    pub records_refused: Counter,
+    /// New items refused: their writer had `items_per_writer` items here.
+    pub items_over_limit: Counter,
+    /// Overlay requests refused with 503: their member was over its rate.
+    pub overlay_rate_limited: Counter,
 }
 
 impl Default for Metrics {
@@ -45,6 +51,9 @@ impl Default for Metrics {
             registrations: Gauge::default(),
             transactions: Gauge::default(),
             overlay_refused: Counter::default(),
+            records_refused: Counter::default(),
+            items_over_limit: Counter::default(),
+            overlay_rate_limited: Counter::default(),
         }
     }
 }
@@ -170,6 +179,21 @@ impl Metrics {
             "overlay_refused",
             "Overlay messages refused (not from a member, or on another node's behalf)",
             self.overlay_refused.clone(),
+        );
+        registry.register(
+            "overlay_records_refused",
+            "Stores and removes refused: the sender may not change the record",
+            self.records_refused.clone(),
+        );
+        registry.register(
+            "overlay_items_over_limit",
+            "New items refused: their writer had items_per_writer items here",
+            self.items_over_limit.clone(),
+        );
+        registry.register(
+            "overlay_rate_limited",
+            "Overlay requests refused with 503: their member was over its rate",
+            self.overlay_rate_limited.clone(),
         );
         let mut text = String::new();
         if encode(&mut text, &registry).is_err() {

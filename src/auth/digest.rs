@@ -221,6 +221,14 @@ impl Nonces {
     }
 }
 
+/// Whether `credentials` answer for `method` with `record`'s password: the
+/// response alone, for a node that did not make the nonce (a ring holder
+/// checking that a registrar authenticated the user; `overlay/records.rs`).
+pub fn proves(record: &UserRecord, credentials: &Credentials, method: &str) -> bool {
+    let expected = expected_response(record, credentials, method);
+    !expected.is_empty() && constant_time_eq(expected.as_bytes(), credentials.response.as_bytes())
+}
+
 /// The `response` a client with the right password computes (RFC 7616 §3.4.1).
 fn expected_response(record: &UserRecord, c: &Credentials, method: &str) -> String {
     let algorithm = c.algorithm;

@@ -303,6 +303,9 @@ pub fn credential_item(record: &UserRecord, version: u64, now: Instant) -> Item 
         value: record.to_line().into_bytes(),
         version,
         expires: now + CREDENTIAL_LIFETIME,
+        writer: Default::default(),
+        signature: Vec::new(),
+        proof: None,
     }
 }
 

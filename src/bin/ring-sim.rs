@@ -139,6 +139,9 @@ fn item(sim: &Sim, k: usize) -> Item {
         value: b"x".to_vec(),
         version: 1,
         expires: sim.now() + Duration::from_secs(86_400),
+        writer: Default::default(),
+        signature: Vec::new(),
+        proof: None,
     }
 }
 

@@ -175,6 +175,17 @@ impl Core {
                     }
                     Ok(bindings) => {
                         let op = self.op();
+                        if let Some(overlay) = self.location.overlay() {
+                            // The proof that we authenticated the user, for
+                            // a holder whose record another node wrote.
+                            let proof = request
+                                .headers
+                                .get_raw(&Name::AUTHORIZATION)
+                                .find(|v| crate::auth::digest::Credentials::parse(v).is_some());
+                            if let Some(proof) = proof {
+                                overlay.location.prove(&registration.aor, proof);
+                            }
+                        }
                         self.location
                             .store()
                             .save(op, &registration.aor, bindings, now);

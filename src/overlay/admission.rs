@@ -300,6 +300,9 @@ mod tests {
             value: vec![1, 2, 3],
             version: 1,
             expires: now + Duration::from_secs(60),
+            writer: Default::default(),
+            signature: Vec::new(),
+            proof: None,
         };
         let request = RingRequest::Store {
             items: vec![item],

@@ -94,6 +94,9 @@ impl Gateways {
                 value: value.clone(),
                 version: version_of(self.started, now),
                 expires: now + self.lifetime,
+                writer: Default::default(),
+                signature: Vec::new(),
+                proof: None,
             };
             ring.store(item, now);
             let op = ring.fetch(key_of(domain), now);

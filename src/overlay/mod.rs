@@ -9,6 +9,8 @@ pub mod admission;
 pub mod directory;
 pub mod discovery;
 pub mod gateways;
+pub mod limits;
+pub mod records;
 pub mod store;
 pub mod wire;
 
@@ -22,13 +24,14 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::outbox::owner;
 use crate::ring::{
-    IncomingId, Item, NodeId, OpId, Outgoing, RequestId, Ring, RingConfig, RingError, RingEvent,
-    RingStatus,
+    IncomingId, Item, NodeId, OpId, Outgoing, RecordRefusals, RequestId, Ring, RingConfig,
+    RingError, RingEvent, RingStatus,
 };
 use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::sip::transaction::{ClientKey, Owner, Peer, ServerKey, TransportKind};
 use admission::{Admission, Refused};
 use gateways::{GatewayRecord, Gateways};
+use limits::MemberRates;
 use store::RingLocation;
 
 /// The answer to a [`Overlay::fetch_items`].
@@ -72,10 +75,16 @@ pub struct Overlay {
     fetched: VecDeque<Fetched>,
     /// The shared secret and its replay window, when admission is on.
     admission: Option<Admission>,
+    /// Requests per member in the current interval.
+    rates: MemberRates,
+    /// The ring's refused record changes already counted in the metrics.
+    refusals_counted: RecordRefusals,
 }
 
 /// The reason phrase of the 403 a non-member gets.
 pub const NOT_A_MEMBER: &str = "Forbidden (not an overlay member)";
+/// The reason phrase of the 503 a member over its request rate gets.
+pub const TOO_MANY_REQUESTS: &str = "Too Many Overlay Requests";
 
 impl Overlay {
     /// A ring of one at `local`, joining through `bootstrap` when given.
@@ -85,7 +94,9 @@ impl Overlay {
         bootstrap: &[SocketAddr],
         now: Instant,
     ) -> Overlay {
+        let rates = MemberRates::new(config.member_requests, config.member_interval);
         let mut ring = Ring::new(local, config, now);
+        ring.set_record_policy(Box::new(records::OverlayRecords));
         info!(node_id = %ring.me().id, %local, "overlay node");
         for addr in bootstrap {
             if *addr != local {
@@ -107,6 +118,8 @@ impl Overlay {
             raw_fetches: HashMap::new(),
             fetched: VecDeque::new(),
             admission: None,
+            rates,
+            refusals_counted: RecordRefusals::default(),
         }
     }
 
@@ -154,6 +167,40 @@ impl Overlay {
         if let Some(count) = count {
             warn!(%source, reason = %why, refused = count, "refused overlay messages from a non-member (counted in overlay_refused_total)");
         }
+    }
+
+    /// Answers 503 to a member over its request rate; counted, logged at
+    /// most once per period.
+    fn rate_limited(
+        &mut self,
+        key: ServerKey,
+        request: &Request,
+        source: SocketAddr,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        self.metrics.overlay_rate_limited.inc();
+        if let Some(count) = self.rates.note_refusal(now) {
+            warn!(%source, refused = count, "a member is over its overlay request rate (overlay_limits.requests_per_interval; counted in overlay_rate_limited_total)");
+        }
+        let mut response = request.response(503);
+        response.reason = TOO_MANY_REQUESTS.into();
+        response
+            .headers
+            .insert(ezk_sip_types::Name::RETRY_AFTER, "1");
+        self.respond(key, response, out, now);
+    }
+
+    /// Counts the record changes the ring refused since the last call.
+    fn count_record_refusals(&mut self) {
+        let now = self.ring.record_refusals();
+        let before = std::mem::replace(&mut self.refusals_counted, now);
+        self.metrics
+            .records_refused
+            .inc_by(now.not_writer.saturating_sub(before.not_writer));
+        self.metrics
+            .items_over_limit
+            .inc_by(now.over_limit.saturating_sub(before.over_limit));
     }
 
     /// Answers a request 403 and hands it to nobody.
@@ -253,6 +300,9 @@ impl Overlay {
         {
             self.refused(from.addr, why, now);
             return self.forbid(key, &request, out, now);
+        }
+        if !self.rates.allow(from.addr, now) {
+            return self.rate_limited(key, &request, from.addr, out, now);
         }
         if let Some(peer) = discovery::announcer(&request) {
             // An answer to our announcement (or a unicast one): join it if alone.
@@ -359,6 +409,7 @@ impl Overlay {
     /// Moves work between the ring, the location store and the transactions
     /// until none of them has more.
     pub fn pump(&mut self, out: &mut Outbox, now: Instant) {
+        self.count_record_refusals();
         loop {
             let mut busy = self.location.start_ops(&mut self.ring, now);
             if let Some(gateways) = &mut self.gateways {

@@ -45,6 +45,10 @@ pub struct RingLocation {
     /// AORs with live bindings saved through this node, with their latest
     /// expiry (for metrics).
     saved_here: HashMap<Aor, Instant>,
+    /// The digest `Authorization` of the REGISTER whose save is next, per
+    /// AOR: sent with the item as the proof that this node authenticated
+    /// the user (`records.rs`), never stored.
+    proofs: HashMap<Aor, String>,
 }
 
 impl RingLocation {
@@ -61,6 +65,12 @@ impl RingLocation {
         self.cache.len()
     }
 
+    /// The REGISTER about to be saved for `aor` carried `authorization`,
+    /// which this node checked: it goes with the item as its proof.
+    pub fn prove(&mut self, aor: &Aor, authorization: &str) {
+        self.proofs.insert(aor.clone(), authorization.to_string());
+    }
+
     /// Hands queued operations to the ring; true when there were some.
     pub fn start_ops(&mut self, ring: &mut Ring, now: Instant) -> bool {
         let busy = !self.queued.is_empty();
@@ -73,7 +83,8 @@ impl RingLocation {
                 Queued::Save(aor, bindings) => {
                     let version = self.versions.get(&aor).copied().unwrap_or(0) + 1;
                     self.versions.insert(aor.clone(), version);
-                    let item = to_item(&aor, &bindings, version, now);
+                    let mut item = to_item(&aor, &bindings, version, now);
+                    item.proof = self.proofs.remove(&aor);
                     let id = ring.store(item, now);
                     self.in_flight
                         .insert(id, (op, InFlight::Save(aor, bindings)));
@@ -158,6 +169,9 @@ pub fn to_item(aor: &Aor, bindings: &[Binding], version: u64, now: Instant) -> I
         value: serde_json::to_vec(&records).unwrap_or_default(),
         version,
         expires,
+        writer: Default::default(),
+        signature: Vec::new(),
+        proof: None,
     }
 }
 
@@ -207,6 +221,7 @@ impl LocationStore for RingLocation {
         // Every save is preceded by a fetch, which learns the version again.
         if self.in_flight.is_empty() && self.queued.is_empty() {
             self.versions.clear();
+            self.proofs.clear();
         }
     }
 

@@ -58,7 +58,21 @@ struct WireItem {
     value: String,
     version: u64,
     expires_ms: u64,
+    /// The writer's Node-ID (absent from older nodes: the zero id).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    writer: String,
+    /// The writer's signature, hex; empty unless items are signed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    signature: String,
+    /// What lets the writer take the record over (a store only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    proof: Option<String>,
 }
+
+/// Longest proof an item may carry (a digest `Authorization` value).
+const MAX_PROOF: usize = 2048;
+/// Longest signature an item may carry, in bytes.
+const MAX_SIGNATURE: usize = 4096;
 
 /// The body of Store and Transfer requests and of Items responses.
 #[derive(Serialize, Deserialize)]
@@ -70,6 +84,9 @@ struct ItemsBody {
 #[derive(Serialize, Deserialize)]
 struct RemoveBody {
     name: String,
+    /// Who asked for the removal (on a replica's copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
 }
 
 fn node_uri(peer: &Peer) -> String {
@@ -120,8 +137,14 @@ pub fn encode_request(request: &RingRequest, me: &Peer, to: SocketAddr, now: Ins
         RingRequest::Store { items, .. } | RingRequest::Transfer { items } => {
             set_items(&mut sip.headers, &mut sip.body, items, now)
         }
-        RingRequest::Remove { name, .. } => {
-            let body = serde_json::to_vec(&RemoveBody { name: name.clone() }).unwrap_or_default();
+        RingRequest::Remove {
+            name, replica, by, ..
+        } => {
+            let body = serde_json::to_vec(&RemoveBody {
+                name: name.clone(),
+                by: replica.then(|| by.to_string()),
+            })
+            .unwrap_or_default();
             sip.headers.insert(Name::CONTENT_TYPE, "application/json");
             sip.body = body.into();
         }
@@ -221,10 +244,18 @@ pub fn decode_request(request: &Request, now: Instant) -> Result<RingRequest, Wi
         "remove" => {
             let body: RemoveBody = serde_json::from_slice(&request.body)
                 .map_err(|e| WireError::BadBody(e.to_string()))?;
+            let by = match body.by {
+                Some(by) => by
+                    .parse()
+                    .map_err(|_| WireError::BadBody("bad remover".into()))?,
+                // The receiver takes the sender for the remover.
+                None => NodeId::default(),
+            };
             RingRequest::Remove {
                 key: key()?,
                 name: body.name,
                 replica: flag("replica"),
+                by,
             }
         }
         "transfer" => RingRequest::Transfer {
@@ -357,6 +388,7 @@ fn status_of(refusal: &Refusal) -> u16 {
         Refusal::NoRoute | Refusal::Timeout | Refusal::LookupFailed => 408,
         Refusal::Loop => 482,
         Refusal::NotJoined | Refusal::Leaving | Refusal::Left => 503,
+        Refusal::NotWriter | Refusal::TooManyItems => 403,
         Refusal::Other(_) => 500,
     }
 }
@@ -392,9 +424,12 @@ fn set_items(
                 key: i.key.to_string(),
                 name: i.name.clone(),
                 kind: i.kind.clone(),
-                value: i.value.iter().map(|b| format!("{b:02x}")).collect(),
+                value: hex(&i.value),
                 version: i.version,
                 expires_ms: i.expires.saturating_duration_since(now).as_millis() as u64,
+                writer: i.writer.to_string(),
+                signature: hex(&i.signature),
+                proof: i.proof.clone(),
             })
             .collect(),
     };
@@ -408,6 +443,19 @@ fn items_of(body: &[u8], now: Instant) -> Result<Vec<Item>, WireError> {
     wire.items
         .into_iter()
         .map(|w| {
+            if w.proof.as_ref().is_some_and(|p| p.len() > MAX_PROOF)
+                || w.signature.len() > 2 * MAX_SIGNATURE
+            {
+                return Err(WireError::BadBody(
+                    "item proof or signature too long".into(),
+                ));
+            }
+            let writer = match w.writer.as_str() {
+                "" => NodeId::default(),
+                text => text
+                    .parse()
+                    .map_err(|_| WireError::BadBody("bad item writer".into()))?,
+            };
             Ok(Item {
                 key: w
                     .key
@@ -419,9 +467,22 @@ fn items_of(body: &[u8], now: Instant) -> Result<Vec<Item>, WireError> {
                     .ok_or_else(|| WireError::BadBody("bad item value".into()))?,
                 version: w.version,
                 expires: now + Duration::from_millis(w.expires_ms.min(10 * 365 * 86_400_000)),
+                writer,
+                signature: hex_bytes(&w.signature)
+                    .ok_or_else(|| WireError::BadBody("bad item signature".into()))?,
+                proof: w.proof,
             })
         })
         .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 fn hex_bytes(text: &str) -> Option<Vec<u8>> {
@@ -518,13 +579,38 @@ mod tests {
             value: vec![0, 1, 2, 255],
             version: 7,
             expires: Instant::now() + Duration::from_secs(3600),
+            writer: NodeId::of_key("writer"),
+            signature: vec![9, 8, 7],
+            proof: Some("Digest username=\"alice\"".into()),
         }
     }
 
-    fn strip_items(items: Vec<Item>) -> Vec<(NodeId, String, String, Vec<u8>, u64)> {
+    type Stripped = (
+        NodeId,
+        String,
+        String,
+        Vec<u8>,
+        u64,
+        NodeId,
+        Vec<u8>,
+        Option<String>,
+    );
+
+    fn strip_items(items: Vec<Item>) -> Vec<Stripped> {
         items
             .into_iter()
-            .map(|i| (i.key, i.name, i.kind, i.value, i.version))
+            .map(|i| {
+                (
+                    i.key,
+                    i.name,
+                    i.kind,
+                    i.value,
+                    i.version,
+                    i.writer,
+                    i.signature,
+                    i.proof,
+                )
+            })
             .collect()
     }
 
@@ -592,6 +678,7 @@ mod tests {
                 key,
                 name: "alice@example.test".into(),
                 replica: true,
+                by: NodeId::of_key("remover"),
             },
             RingRequest::Leave {
                 leaving: peer(5060),

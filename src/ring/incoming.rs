@@ -7,14 +7,15 @@ use std::time::Instant;
 
 use super::requests::{Parent, Pending, pending_peer_addr};
 use super::{
-    IncomingId, Peer, Refusal, RequestId, Ring, RingError, RingEvent, RingRequest, RingResponse,
-    State,
+    IncomingId, NodeId, Peer, Refusal, RequestId, Ring, RingError, RingEvent, RingRequest,
+    RingResponse, State,
 };
 
 impl Ring {
     /// A request from another node. `from` is the transport source; the ring
     /// answers with an [`Outgoing::Response`](super::Outgoing::Response) carrying
-    /// `id`.
+    /// `id`. The sender is taken to be the node listening at `from`
+    /// ([`NodeId::of_addr`]); see [`handle_request_as`](Self::handle_request_as).
     pub fn handle_request(
         &mut self,
         from: SocketAddr,
@@ -22,7 +23,19 @@ impl Ring {
         request: RingRequest,
         now: Instant,
     ) {
-        let _ = from;
+        self.handle_request_as(NodeId::of_addr(from), id, request, now)
+    }
+
+    /// A request from the node `sender`, as its transport authenticated it
+    /// (shared secret: the source address only; certificates: the Node-ID
+    /// of the certificate). Stores and removes are checked against it.
+    pub fn handle_request_as(
+        &mut self,
+        sender: NodeId,
+        id: IncomingId,
+        request: RingRequest,
+        now: Instant,
+    ) {
         if self.state == State::Left {
             self.respond(id, RingResponse::Refused(Refusal::Left));
             return;
@@ -81,45 +94,52 @@ impl Ring {
                     self.respond(id, RingResponse::Refused(Refusal::Leaving));
                     return;
                 }
-                for item in &items {
-                    self.merge(item.clone(), now);
-                }
-                if !replica {
+                let (kept, refusal) = self.store_checked(sender, replica, items, now);
+                if !replica && !kept.is_empty() {
                     let targets: Vec<Peer> = self.replica_targets();
                     for to in targets {
-                        self.push_items(to, items.clone(), now);
+                        self.push_items(to, kept.clone(), now);
                     }
                 }
-                self.respond(id, RingResponse::Stored);
+                let answer = match refusal {
+                    Some(refusal) => RingResponse::Refused(refusal),
+                    None => RingResponse::Stored,
+                };
+                self.respond(id, answer);
             }
             RingRequest::Fetch { key } => {
                 let items = self.local_items_at(key, now);
                 self.respond(id, RingResponse::Items { items });
             }
-            RingRequest::Remove { key, name, replica } => {
+            RingRequest::Remove {
+                key,
+                name,
+                replica,
+                by,
+            } => {
                 if self.state == State::Leaving {
                     self.respond(id, RingResponse::Refused(Refusal::Leaving));
                     return;
                 }
-                if replica {
-                    self.remove_local(key, &name);
-                } else {
-                    self.remove_everywhere(key, &name, now);
-                }
-                self.respond(id, RingResponse::Stored);
+                // From the writer itself, or passed on by the key's holder.
+                let by = if replica { by } else { sender };
+                let answer = match self.remove_checked(by, key, &name, replica, now) {
+                    Ok(()) => RingResponse::Stored,
+                    Err(refusal) => RingResponse::Refused(refusal),
+                };
+                self.respond(id, answer);
             }
             RingRequest::Transfer { items } => {
                 if self.state == State::Leaving {
                     self.respond(id, RingResponse::Refused(Refusal::Leaving));
                     return;
                 }
-                let mut mine = Vec::new();
-                for item in items {
-                    if self.is_primary(item.key) {
-                        mine.push(item.clone());
-                    }
-                    self.merge(item, now);
-                }
+                // Handed over by their holder: checked as a replica checks.
+                let (kept, _) = self.store_checked(sender, true, items, now);
+                let mine: Vec<_> = kept
+                    .into_iter()
+                    .filter(|item| self.is_primary(item.key))
+                    .collect();
                 self.respond(id, RingResponse::Ok);
                 // Items we are now primary for go on to our replicas.
                 if !mine.is_empty() {

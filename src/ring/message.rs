@@ -34,6 +34,9 @@ pub enum RingRequest {
         key: NodeId,
         name: String,
         replica: bool,
+        /// The node that asked for the removal (the holder passes it on to
+        /// its replicas, which check it against the item's writer).
+        by: NodeId,
     },
     /// Key hand-over: on join (successor to new predecessor) and on leave
     /// (leaving node to its successor).
@@ -101,13 +104,19 @@ pub enum Refusal {
     Leaving,
     /// The node has left the ring.
     Left,
+    /// The sender may not replace or remove this record: it is not its
+    /// writer and cannot take it over (`policy.rs`).
+    NotWriter,
+    /// The writer already has as many items here as a holder keeps for one
+    /// writer (`overlay_limits.items_per_writer`).
+    TooManyItems,
     /// A refusal the ring has no name for, in the peer's own words.
     Other(String),
 }
 
 impl Refusal {
     /// Every refusal the ring itself gives.
-    pub const NAMED: [Refusal; 7] = [
+    pub const NAMED: [Refusal; 9] = [
         Refusal::NoRoute,
         Refusal::Timeout,
         Refusal::LookupFailed,
@@ -115,6 +124,8 @@ impl Refusal {
         Refusal::NotJoined,
         Refusal::Leaving,
         Refusal::Left,
+        Refusal::NotWriter,
+        Refusal::TooManyItems,
     ];
 
     /// A few words for people (and the reason phrase on the wire).
@@ -127,6 +138,8 @@ impl Refusal {
             Refusal::NotJoined => "not joined yet",
             Refusal::Leaving => "node is leaving",
             Refusal::Left => "node has left the ring",
+            Refusal::NotWriter => "not the record's writer",
+            Refusal::TooManyItems => "too many items from this writer",
             Refusal::Other(words) => words,
         }
     }

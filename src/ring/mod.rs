@@ -29,6 +29,7 @@ mod incoming;
 mod leave;
 mod maintenance;
 mod ops;
+pub mod policy;
 mod requests;
 mod routing;
 mod storage;
@@ -40,6 +41,8 @@ use std::time::Instant;
 
 pub use id::NodeId;
 pub use message::{Outgoing, Refusal, RingRequest, RingResponse};
+pub use policy::RecordPolicy;
+pub use storage::RecordRefusals;
 pub use timers::PURGE_EVERY;
 pub use types::{
     IncomingId, Item, OpId, Peer, PeerStatus, RequestId, RingConfig, RingError, RingEvent,

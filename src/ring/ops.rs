@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::requests::{Parent, Pending};
 use super::{
-    Item, NodeId, OpId, Peer, Ring, RingError, RingEvent, RingRequest, RingResponse, State,
+    Item, NodeId, OpId, Peer, Refusal, Ring, RingError, RingEvent, RingRequest, RingResponse, State,
 };
 
 /// The user's operations under way.
@@ -59,7 +59,9 @@ impl Ring {
 
     /// Store `item` at its key's successor, which replicates it; ends in
     /// [`RingEvent::StoreDone`].
-    pub fn store(&mut self, item: Item, now: Instant) -> OpId {
+    /// The item is written in this node's name (its `writer` is set here).
+    pub fn store(&mut self, mut item: Item, now: Instant) -> OpId {
+        item.writer = self.me.id;
         self.start_op(item.key, OpKind::Store(item), now)
     }
 
@@ -179,12 +181,17 @@ impl Ring {
             }
             OpKind::Store(item) => {
                 if holder == self.me {
-                    self.merge(item.clone(), now);
+                    let me = self.me.id;
+                    let (kept, refusal) = self.store_checked(me, false, vec![item], now);
                     for to in self.replica_targets() {
-                        self.push_items(to, vec![item.clone()], now);
+                        self.push_items(to, kept.clone(), now);
                     }
                     self.ops.running.remove(&op.0);
-                    self.finish_op(op, &kind, Ok(OpOutcome::Done));
+                    let result = match refusal {
+                        Some(refusal) => Err(RingError::Refused(refusal)),
+                        None => Ok(OpOutcome::Done),
+                    };
+                    self.finish_op(op, &kind, result);
                 } else {
                     let request = RingRequest::Store {
                         items: vec![item],
@@ -200,14 +207,19 @@ impl Ring {
             }
             OpKind::Remove(name) => {
                 if holder == self.me {
-                    self.remove_everywhere(key, &name, now);
+                    let me = self.me.id;
+                    let result = self
+                        .remove_checked(me, key, &name, false, now)
+                        .map(|()| OpOutcome::Done)
+                        .map_err(RingError::Refused);
                     self.ops.running.remove(&op.0);
-                    self.finish_op(op, &kind, Ok(OpOutcome::Done));
+                    self.finish_op(op, &kind, result);
                 } else {
                     let request = RingRequest::Remove {
                         key,
                         name,
                         replica: false,
+                        by: self.me.id,
                     };
                     self.send(
                         holder.addr,
@@ -288,6 +300,13 @@ impl Ring {
                 Some(RingResponse::Stored) => {
                     self.ops.running.remove(&op.0);
                     self.finish_op(op, &kind, Ok(OpOutcome::Done));
+                }
+                Some(RingResponse::Refused(
+                    refusal @ (Refusal::NotWriter | Refusal::TooManyItems),
+                )) => {
+                    // A verdict on the record, not on the route: final.
+                    self.ops.running.remove(&op.0);
+                    self.finish_op(op, &kind, Err(RingError::Refused(refusal)));
                 }
                 other => {
                     // Holder dead or refusing: route again after the ring heals.

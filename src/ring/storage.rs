@@ -1,12 +1,17 @@
 //! The items held here: merging stores, removing, expiring, telling primary
 //! from replica, and keeping the replicas on the next successors in step.
+//! Every change is checked first (`policy.rs`: who may change a record) and
+//! bounded (items per writer).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use tracing::debug;
+
+use super::policy::{self, RecordPolicy};
 use super::requests::Pending;
-use super::{Item, NodeId, Peer, Ring, RingRequest, State};
+use super::{Item, NodeId, Peer, Refusal, Ring, RingRequest, State};
 
 /// Items per Store/Transfer message.
 pub(super) const ITEMS_PER_MESSAGE: usize = 64;
@@ -21,9 +26,34 @@ pub(super) struct Storage {
     pub(super) synced_pred: Option<NodeId>,
     /// The replicas then.
     pub(super) synced_replicas: Vec<SocketAddr>,
+    /// Items held per writer (counted again at each purge).
+    pub(super) per_writer: HashMap<NodeId, usize>,
+    /// Who may take over another writer's record, set by the overlay.
+    pub(super) policy: Option<Box<dyn RecordPolicy>>,
+    /// Changes refused: not the writer's, and over the writer's limit.
+    pub(super) refused: RecordRefusals,
+}
+
+/// Changes to records this node refused, since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecordRefusals {
+    /// A store or remove by a node that may not change the record.
+    pub not_writer: u64,
+    /// A new item from a writer that already had its limit here.
+    pub over_limit: u64,
 }
 
 impl Storage {
+    /// One item of `writer` fewer.
+    fn uncount(&mut self, writer: NodeId) {
+        if let Some(n) = self.per_writer.get_mut(&writer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_writer.remove(&writer);
+            }
+        }
+    }
+
     /// The live items whose key is in the arc `(from, to]` (the whole circle
     /// when `from == to`).
     pub(super) fn live_in(&self, from: NodeId, to: NodeId, now: Instant) -> Vec<Item> {
@@ -53,27 +83,134 @@ impl Ring {
             .collect()
     }
 
-    pub(super) fn merge(&mut self, item: Item, now: Instant) {
-        if item.expires <= now {
-            return;
-        }
-        let list = self.storage.items.entry(item.key).or_default();
-        match list.get_mut(&item.name) {
-            Some(existing) => {
-                if existing.version <= item.version {
-                    *existing = item;
+    /// Who may take over another writer's record (the overlay's rules).
+    pub fn set_record_policy(&mut self, policy: Box<dyn RecordPolicy>) {
+        self.storage.policy = Some(policy);
+    }
+
+    /// The changes to records refused here so far.
+    pub fn record_refusals(&self) -> RecordRefusals {
+        self.storage.refused
+    }
+
+    /// Stores what may be stored of `items` from `sender` (`replica`: sent
+    /// on by the key's holder, not by the writer); returns the items kept
+    /// and the first refusal, if any.
+    pub(super) fn store_checked(
+        &mut self,
+        sender: NodeId,
+        replica: bool,
+        items: Vec<Item>,
+        now: Instant,
+    ) -> (Vec<Item>, Option<Refusal>) {
+        let mut kept = Vec::with_capacity(items.len());
+        let mut refusal = None;
+        for item in items {
+            match self.check(sender, replica, &item, now) {
+                Ok(()) => {
+                    if self.merge(item.clone(), now) {
+                        kept.push(item);
+                    }
+                }
+                Err(why) => {
+                    match why {
+                        Refusal::TooManyItems => self.storage.refused.over_limit += 1,
+                        _ => self.storage.refused.not_writer += 1,
+                    }
+                    debug!(sender = %sender.short(), writer = %item.writer.short(), name = %item.name, kind = %item.kind, reason = %why, "record change refused");
+                    refusal.get_or_insert(why);
                 }
             }
-            None => {
-                list.insert(item.name.clone(), item);
-            }
         }
+        (kept, refusal)
+    }
+
+    /// Whether `item` from `sender` may be stored here: the record policy,
+    /// then the writer's limit when it would hold one more item.
+    fn check(
+        &self,
+        sender: NodeId,
+        replica: bool,
+        item: &Item,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let list = self.storage.items.get(&item.key);
+        let existing = list.and_then(|l| l.get(&item.name));
+        let empty = BTreeMap::new();
+        policy::check_store(
+            self.storage.policy.as_deref(),
+            sender,
+            replica,
+            existing,
+            item,
+            list.unwrap_or(&empty),
+            now,
+        )?;
+        let grows = existing.is_none_or(|e| e.writer != item.writer);
+        let held = self
+            .storage
+            .per_writer
+            .get(&item.writer)
+            .copied()
+            .unwrap_or(0);
+        if grows && held >= self.config.max_items_per_writer {
+            return Err(Refusal::TooManyItems);
+        }
+        Ok(())
+    }
+
+    /// Keeps `item` unless an item of the same (key, name) has a higher
+    /// version; true when kept. The proof that let it in is not kept.
+    pub(super) fn merge(&mut self, mut item: Item, now: Instant) -> bool {
+        if item.expires <= now {
+            return false;
+        }
+        item.proof = None;
+        let list = self.storage.items.entry(item.key).or_default();
+        let old_writer = match list.get(&item.name) {
+            Some(existing) if existing.version > item.version => return false,
+            Some(existing) => Some(existing.writer),
+            None => None,
+        };
+        let writer = item.writer;
+        list.insert(item.name.clone(), item);
+        if old_writer != Some(writer) {
+            if let Some(old) = old_writer {
+                self.storage.uncount(old);
+            }
+            *self.storage.per_writer.entry(writer).or_insert(0) += 1;
+        }
+        true
+    }
+
+    /// Removes (key, name) when `by` may; as the key's holder (`replica`
+    /// false) from the replicas too.
+    pub(super) fn remove_checked(
+        &mut self,
+        by: NodeId,
+        key: NodeId,
+        name: &str,
+        replica: bool,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let existing = self.storage.items.get(&key).and_then(|l| l.get(name));
+        if let Err(why) = policy::check_remove(self.storage.policy.as_deref(), by, existing, now) {
+            self.storage.refused.not_writer += 1;
+            debug!(by = %by.short(), %name, reason = %why, "record removal refused");
+            return Err(why);
+        }
+        if replica {
+            self.remove_local(key, name);
+        } else {
+            self.remove_everywhere(key, name, by, now);
+        }
+        Ok(())
     }
 
     /// As the key's holder: remove the item here and from the replicas —
     /// one more than the replicas, since a node that joined recently may
     /// have left a stale copy one further along.
-    pub(super) fn remove_everywhere(&mut self, key: NodeId, name: &str, now: Instant) {
+    pub(super) fn remove_everywhere(&mut self, key: NodeId, name: &str, by: NodeId, now: Instant) {
         self.remove_local(key, name);
         let targets: Vec<Peer> = self
             .neighbours
@@ -87,17 +224,22 @@ impl Ring {
                 key,
                 name: name.to_string(),
                 replica: true,
+                by,
             };
             self.send(to.addr, request, Pending::Push { to }, now);
         }
     }
 
     pub(super) fn remove_local(&mut self, key: NodeId, name: &str) {
-        if let Some(list) = self.storage.items.get_mut(&key) {
-            list.remove(name);
-            if list.is_empty() {
-                self.storage.items.remove(&key);
-            }
+        let Some(list) = self.storage.items.get_mut(&key) else {
+            return;
+        };
+        let gone = list.remove(name);
+        if list.is_empty() {
+            self.storage.items.remove(&key);
+        }
+        if let Some(gone) = gone {
+            self.storage.uncount(gone.writer);
         }
     }
 
@@ -166,5 +308,10 @@ impl Ring {
             items.retain(|_, i| i.expires > now);
             !items.is_empty()
         });
+        let mut counts: HashMap<NodeId, usize> = HashMap::new();
+        for item in self.storage.items.values().flat_map(|m| m.values()) {
+            *counts.entry(item.writer).or_insert(0) += 1;
+        }
+        self.storage.per_writer = counts;
     }
 }

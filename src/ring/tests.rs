@@ -17,6 +17,9 @@ fn item(key: &str, name: &str, sim: &Sim) -> Item {
         value: name.as_bytes().to_vec(),
         version: 1,
         expires: sim.now() + Duration::from_secs(3600),
+        writer: Default::default(),
+        signature: Vec::new(),
+        proof: None,
     }
 }
 
@@ -30,7 +33,9 @@ fn ring_of_one_answers_itself() {
     let r = &s.lookup_records[0];
     assert_eq!(r.found, Some(s.nodes[a].ring.me()));
     assert_eq!(r.hops, 0);
-    let it = item("alice@overlay.test", "sip:alice@192.0.2.1", &s);
+    let mut it = item("alice@overlay.test", "sip:alice@192.0.2.1", &s);
+    // The ring writes it in the storing node's name.
+    it.writer = s.nodes[a].ring.me().id;
     let op = s.store(a, it.clone());
     assert!(matches!(
         s.take_result(a, op),
@@ -96,6 +101,7 @@ fn store_fetch_replicate_and_leave() {
     let mut v2 = it.clone();
     v2.version = 2;
     v2.value = b"two".to_vec();
+    v2.writer = s.nodes[nodes[1]].ring.me().id;
     s.store(nodes[1], v2.clone());
     s.run_for(Duration::from_secs(1));
     let op = s.fetch(nodes[2], it.key);

@@ -23,6 +23,14 @@ impl Peer {
     }
 }
 
+/// Items a node keeps for one writer by default: a registrar node with
+/// 100,000 users stays well inside it on a ring of three.
+pub const DEFAULT_MAX_ITEMS_PER_WRITER: usize = 400_000;
+
+/// Overlay requests a member may send per second by default: ten times what
+/// one member sends for 500 REGISTERs a second on a ring of three.
+pub const DEFAULT_MEMBER_REQUESTS: u32 = 20_000;
+
 /// Tuning of the ring.
 #[derive(Clone, Debug)]
 pub struct RingConfig {
@@ -44,6 +52,13 @@ pub struct RingConfig {
     pub op_retries: u32,
     /// Longest lookup path before a request is refused as looping.
     pub max_hops: u32,
+    /// Items a node keeps for one writer (primary and replica copies
+    /// together); a new one beyond is refused with `Refusal::TooManyItems`.
+    pub max_items_per_writer: usize,
+    /// Overlay requests one member may send in `member_interval` (checked
+    /// by the overlay before the ring sees them); beyond: 503.
+    pub member_requests: u32,
+    pub member_interval: Duration,
 }
 
 impl Default for RingConfig {
@@ -58,6 +73,9 @@ impl Default for RingConfig {
             iterative: false,
             op_retries: 4,
             max_hops: 64,
+            max_items_per_writer: DEFAULT_MAX_ITEMS_PER_WRITER,
+            member_requests: DEFAULT_MEMBER_REQUESTS,
+            member_interval: Duration::from_secs(1),
         }
     }
 }
@@ -86,6 +104,41 @@ pub struct Item {
     /// A store replaces an item of the same (key, name) with a lower or equal version.
     pub version: u64,
     pub expires: Instant,
+    /// The node that wrote the item: the one that authenticated the user (or
+    /// the gateway that mirrored a legacy user). [`Ring::store`](super::Ring::store)
+    /// sets it to this node; only the writer (or who may take over, see
+    /// `policy.rs`) may replace or remove the item.
+    pub writer: NodeId,
+    /// The writer's signature over [`Item::signed_bytes`]; empty unless the
+    /// overlay signs items (certificate mode). Carried and kept, not checked here.
+    pub signature: Vec<u8>,
+    /// What lets a new writer take the item over from another one (for a
+    /// binding: the digest `Authorization` of the REGISTER that the new
+    /// writer authenticated). Carried on a store to the holder and its
+    /// replicas, never kept nor returned by a fetch.
+    pub proof: Option<String>,
+}
+
+impl Item {
+    /// The bytes a writer signs: key, name, kind, value, version, expiry and
+    /// writer, each variable part length-prefixed so that no two items share
+    /// an encoding. Items carry no wall clock (expiry is an [`Instant`] here,
+    /// milliseconds left on the wire), so the expiry signed is the absolute
+    /// one the signer chose, `expires_unix_secs` (seconds since the Unix
+    /// epoch), which the signature must carry beside it for the checker.
+    pub fn signed_bytes(&self, expires_unix_secs: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(80 + self.name.len() + self.kind.len() + self.value.len());
+        out.extend_from_slice(b"p2psip-item-v1");
+        out.extend_from_slice(&self.key.0);
+        for part in [self.name.as_bytes(), self.kind.as_bytes(), &self.value] {
+            out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out.extend_from_slice(&expires_unix_secs.to_be_bytes());
+        out.extend_from_slice(&self.writer.0);
+        out
+    }
 }
 
 /// Why an operation failed.

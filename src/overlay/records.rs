@@ -1,0 +1,166 @@
+//! Who may take over a record another node wrote: the overlay's
+//! [`RecordPolicy`] for the ring (RELOAD's USER-NODE-MATCH, as far as a
+//! ring without certificates can check it; `docs/security.md`, "Records").
+//!
+//! - A binding: the node proves it authenticated the same user again. It
+//!   sends the digest `Authorization` of the REGISTER it accepted as the
+//!   item's proof; the holder (and each replica) holds the user's
+//!   credentials under the same key and checks the digest response against
+//!   them. A user with no credentials in the ring (an overlay without users
+//!   files, a legacy user a gateway mirrors) has nothing to check against:
+//!   any member may take her record over, and becomes its writer.
+//! - Credentials: the writer, or a member publishing the same credentials
+//!   (it holds the same line of a users file).
+//! - A user-directory entry (no value, only "this user exists"): any member.
+//! - Anything else (gateway advertisements, unknown kinds): the writer only.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::auth::digest::{self, Credentials};
+use crate::auth::users::UserRecord;
+use crate::auth::{CREDENTIAL_KIND, credential_name};
+use crate::registrar::binding::Aor;
+use crate::ring::{Item, RecordPolicy};
+
+use super::directory::DIRECTORY_KIND;
+use super::store::KIND as BINDING_KIND;
+
+/// The overlay's rules for taking over a record.
+pub struct OverlayRecords;
+
+impl RecordPolicy for OverlayRecords {
+    fn may_take_over(
+        &self,
+        existing: &Item,
+        new: &Item,
+        key_items: &BTreeMap<String, Item>,
+        now: Instant,
+    ) -> bool {
+        match new.kind.as_str() {
+            BINDING_KIND => user_authenticated(new, key_items, now),
+            CREDENTIAL_KIND => existing.kind == CREDENTIAL_KIND && existing.value == new.value,
+            DIRECTORY_KIND => existing.kind == DIRECTORY_KIND,
+            _ => false,
+        }
+    }
+}
+
+/// Whether the new writer of a binding proved that it authenticated its
+/// user: true when the ring holds no credentials for her here.
+fn user_authenticated(new: &Item, key_items: &BTreeMap<String, Item>, now: Instant) -> bool {
+    let aor = Aor(new.name.clone());
+    let Some(record) = key_items
+        .get(&credential_name(&aor))
+        .filter(|c| c.kind == CREDENTIAL_KIND && c.expires > now)
+        .and_then(|c| std::str::from_utf8(&c.value).ok())
+        .and_then(UserRecord::parse_line)
+        .and_then(Result::ok)
+        .filter(|r| r.aor == aor)
+    else {
+        return true;
+    };
+    let Some(proof) = new.proof.as_deref().and_then(Credentials::parse) else {
+        return false;
+    };
+    let (user, realm) = record.user_and_realm();
+    proof.username == user
+        && proof.realm.eq_ignore_ascii_case(realm)
+        && digest::proves(&record, &proof, "REGISTER")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::credential_item;
+    use crate::auth::users::Algorithm;
+    use crate::ring::NodeId;
+    use std::time::Duration;
+
+    fn alice() -> Aor {
+        Aor::new("alice", "example.test")
+    }
+
+    fn binding(writer: u8, proof: Option<String>, now: Instant) -> Item {
+        Item {
+            key: NodeId::of_key(alice().as_str()),
+            name: alice().as_str().to_string(),
+            kind: BINDING_KIND.into(),
+            value: b"[]".to_vec(),
+            version: 3,
+            expires: now + Duration::from_secs(60),
+            writer: NodeId([writer; 20]),
+            signature: Vec::new(),
+            proof,
+        }
+    }
+
+    /// The `Authorization` a phone sends for `password`.
+    fn authorization(password: &str) -> String {
+        let record = UserRecord::new(alice(), password);
+        let md5 = Algorithm::parse(Some("MD5")).expect("md5");
+        let ha1 = record.ha1(md5);
+        let ha2 = md5.hex("REGISTER:sip:example.test");
+        let response = md5.hex(&format!("{ha1}:n0nce:00000001:c0ffee:auth:{ha2}"));
+        format!(
+            "Digest username=\"alice\", realm=\"example.test\", nonce=\"n0nce\", \
+             uri=\"sip:example.test\", response=\"{response}\", algorithm=MD5, \
+             qop=auth, nc=00000001, cnonce=\"c0ffee\""
+        )
+    }
+
+    fn held(now: Instant) -> BTreeMap<String, Item> {
+        let record = UserRecord::new(alice(), "secret");
+        let credential = credential_item(&record, 1, now);
+        let old = binding(1, None, now);
+        BTreeMap::from([
+            (credential.name.clone(), credential),
+            (old.name.clone(), old),
+        ])
+    }
+
+    #[test]
+    fn a_binding_changes_hands_only_with_the_users_digest() {
+        let now = Instant::now();
+        let items = held(now);
+        let old = &items[alice().as_str()];
+        let policy = OverlayRecords;
+        let none = binding(2, None, now);
+        assert!(!policy.may_take_over(old, &none, &items, now), "no proof");
+        let wrong = binding(2, Some(authorization("guess")), now);
+        assert!(
+            !policy.may_take_over(old, &wrong, &items, now),
+            "wrong password"
+        );
+        let garbage = binding(2, Some("Digest nonsense".into()), now);
+        assert!(!policy.may_take_over(old, &garbage, &items, now));
+        let right = binding(2, Some(authorization("secret")), now);
+        assert!(policy.may_take_over(old, &right, &items, now));
+    }
+
+    #[test]
+    fn without_credentials_in_the_ring_a_binding_is_anybodys() {
+        let now = Instant::now();
+        let old = binding(1, None, now);
+        let items = BTreeMap::from([(old.name.clone(), old.clone())]);
+        assert!(OverlayRecords.may_take_over(&old, &binding(2, None, now), &items, now));
+    }
+
+    #[test]
+    fn credentials_only_the_same_and_other_kinds_only_by_the_writer() {
+        let now = Instant::now();
+        let record = UserRecord::new(alice(), "secret");
+        let mut old = credential_item(&record, 1, now);
+        old.writer = NodeId([1; 20]);
+        let mut same = credential_item(&record, 2, now);
+        same.writer = NodeId([2; 20]);
+        let none = BTreeMap::new();
+        assert!(OverlayRecords.may_take_over(&old, &same, &none, now));
+        let mut other = credential_item(&UserRecord::new(alice(), "attacker"), 2, now);
+        other.writer = NodeId([2; 20]);
+        assert!(!OverlayRecords.may_take_over(&old, &other, &none, now));
+        let mut gateway = binding(2, None, now);
+        gateway.kind = "gateway".into();
+        assert!(!OverlayRecords.may_take_over(&gateway.clone(), &gateway, &none, now));
+    }
+}
