@@ -75,6 +75,15 @@ pub struct Config {
     pub overlay_limits: OverlayLimits,
     /// Offline instant messages (`[messages]`, docs/services.md).
     pub messages: MessagesSection,
+    /// The address other nodes and phones reach this node at, when it is not
+    /// the bound `sip` one (a port mapping): put in Via, Contact,
+    /// Record-Route and the node's place in the ring.
+    pub advertise: Option<SocketAddr>,
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a `RUST_LOG`-style
+    /// filter; `RUST_LOG` overrides it. Changeable at run time (SIGHUP).
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: String,
 }
 
 /// The `[overlay_limits]` section: what one member of the ring may store
@@ -179,6 +188,9 @@ impl Default for Config {
             overlay_revoked: Vec::new(),
             overlay_limits: OverlayLimits::default(),
             messages: MessagesSection::default(),
+            advertise: None,
+            log_level: "info".into(),
+            log_format: "text".into(),
         }
     }
 }
@@ -271,6 +283,20 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         self.auth_config()?;
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid {
+                key: "log_format",
+                why: format!("{:?} is neither \"text\" nor \"json\"", self.log_format),
+            });
+        }
+        if let Some(advertise) = self.advertise
+            && (advertise.ip().is_unspecified() || advertise.port() == 0)
+        {
+            return Err(ConfigError::Invalid {
+                key: "advertise",
+                why: format!("{advertise} is not an address others can reach (no 0.0.0.0, no port 0)"),
+            });
+        }
         for domain in &mut self.domains {
             *domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
             let ok = !domain.is_empty()

@@ -17,6 +17,12 @@ use p2psip::sip::transaction::Timers;
 use p2psip::sip::transport::TransportOptions;
 use tracing::info;
 
+mod cli;
+use cli::control::NodeAt;
+
+/// The config file read when `--config` is not given (if it exists).
+const DEFAULT_CONFIG: &str = "/etc/p2psip/p2psip.toml";
+
 /// mimalloc rather than glibc's malloc: with hundreds of thousands of
 /// bindings and transactions alive, glibc's free lists fragment and malloc
 /// took a third of the node's CPU per call (docs/BENCHMARKS.md).
@@ -38,10 +44,30 @@ struct Cli {
 enum Command {
     /// Run a node: registrar and proxy for phones, member of the overlay.
     Node(Box<NodeArgs>),
-    /// Manage the users file (digest credentials; never the password itself).
+    /// List a running node's registrations; `users add` manages the users file.
     Users {
         #[command(subcommand)]
-        command: UsersCommand,
+        command: Option<UsersCommand>,
+        #[command(flatten)]
+        at: NodeAt,
+    },
+    /// A running node's status (its place in the ring, counters).
+    Status(NodeAt),
+    /// Walk the ring from a node and print every node in ring order.
+    Ring(NodeAt),
+    /// Where a user's registration lives: key, holders, hops, bindings.
+    Lookup {
+        #[arg(value_name = "USER@DOMAIN")]
+        aor: String,
+        #[command(flatten)]
+        at: NodeAt,
+    },
+    /// The items a running node holds.
+    Items(NodeAt),
+    /// Validate a config file and exit: 0, or 2 with the one-line error.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
     },
     /// Make a CA and server certificates for SIP over TLS (docs/tls.md).
     #[command(subcommand)]
@@ -158,9 +184,18 @@ struct NodeArgs {
     /// Certificate mode: this node's private key
     #[arg(long = "node-key", value_name = "FILE")]
     node_key: Option<PathBuf>,
-    /// TOML file with a key for every flag; flags override it
+    /// TOML file with a key for every flag; flags override it [default: /etc/p2psip/p2psip.toml if it exists]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The address others reach this node at, behind a port mapping (Via, Contact, Record-Route, the ring)
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<SocketAddr>,
+    /// error, warn, info, debug, trace, or a RUST_LOG-style filter [default: info]; RUST_LOG wins
+    #[arg(long = "log-level", value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log as `text` or `json` (one object a line) [default: text]
+    #[arg(long = "log-format", value_name = "FORMAT")]
+    log_format: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -179,10 +214,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Node(args)) => *args,
-        Some(Command::Users { command }) => return users(command),
+        Some(Command::Users {
+            command: Some(command),
+            ..
+        }) => return users(command),
+        Some(Command::Users { command: None, at }) => return cli::show::users(&at),
+        Some(Command::Status(at)) => return cli::show::status(&at),
+        Some(Command::Ring(at)) => return cli::show::ring(&at),
+        Some(Command::Lookup { aor, at }) => return cli::show::lookup(&at, &aor),
+        Some(Command::Items(at)) => return cli::show::items(&at),
+        Some(Command::Check { config }) => return check(config),
         Some(Command::Certs(command)) => return certs(command),
         None => NodeArgs::default(),
     };
+    let config_file = config_path(&args);
     let (config, transport) = match load(args) {
         Ok(loaded) => loaded,
         Err(message) => {
@@ -190,13 +235,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log_level = match cli::logging::init(&config.log_level, config.log_format == "json") {
+        Ok(handle) => handle,
+        Err(message) => {
+            eprintln!("p2psip: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -207,7 +252,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, transport)) {
+    match runtime.block_on(serve(config, transport, config_file, log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("p2psip: {message}");
@@ -263,12 +308,47 @@ fn certs(command: CertsCommand) -> ExitCode {
     }
 }
 
+/// `p2psip check --config FILE`: what starting a node would say of it.
+fn check(path: PathBuf) -> ExitCode {
+    let args = NodeArgs {
+        config: Some(path.clone()),
+        ..NodeArgs::default()
+    };
+    match load(args) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("p2psip: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The config file: `--config`, else the default path if it exists.
+fn config_path(args: &NodeArgs) -> Option<PathBuf> {
+    args.config.clone().or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG);
+        default.exists().then_some(default)
+    })
+}
+
 /// Defaults, then the config file, then the flags.
 fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+    let mut config = match config_path(&args) {
+        Some(path) => Config::from_file(&path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
+    if let Some(advertise) = args.advertise {
+        config.advertise = Some(advertise);
+    }
+    if let Some(level) = &args.log_level {
+        config.log_level = level.clone();
+    }
+    if let Some(format) = &args.log_format {
+        config.log_format = format.clone();
+    }
     if let Some(sip) = args.sip {
         config.sip = sip;
     }
@@ -339,6 +419,7 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
         };
     }
     config.validate().map_err(|e| e.to_string())?;
+    cli::logging::filter_of(&config.log_level)?;
     if let Some(path) = &config.users {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("config key `users`: {}: {e}", path.display()))?;
@@ -410,7 +491,12 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-async fn serve(config: Config, transport: TransportOptions) -> Result<(), String> {
+async fn serve(
+    config: Config,
+    transport: TransportOptions,
+    config_file: Option<PathBuf>,
+    log_level: cli::logging::LogLevel,
+) -> Result<(), String> {
     let auth = config.auth_config().map_err(|e| e.to_string())?;
     let overlay_secret = config.overlay_secret().map_err(|e| e.to_string())?;
     let admission = overlay_secret.is_some();
@@ -449,13 +535,13 @@ async fn serve(config: Config, transport: TransportOptions) -> Result<(), String
         users: config.users.clone(),
         overlay_secret,
         transport,
+        advertise: config.advertise,
     };
-    let node = Node::bind(options).await.map_err(|e| {
-        format!(
-            "cannot bind on {} (SIP), {:?} (SIP over TLS) or {:?} (HTTP): {e}",
-            config.sip, config.sips, config.http
-        )
-    })?;
+    // The error names the socket, directory or file that failed.
+    let mut node = Node::bind(options)
+        .await
+        .map_err(|e| format!("cannot start the node: {e}"))?;
+    node.reload_on(reload_on_hangup(config_file, log_level));
     let local = node.local_addr();
     let node_id = node.node_id();
     let domain = config
@@ -502,6 +588,44 @@ async fn serve(config: Config, transport: TransportOptions) -> Result<(), String
     );
     node.run(shutdown_signal()).await;
     Ok(())
+}
+
+/// On SIGHUP: re-reads the config file for what can change at run time
+/// (`log_level`) and tells the node to re-read its users file. Other keys
+/// need a restart; a config file that no longer parses changes nothing.
+fn reload_on_hangup(
+    config: Option<PathBuf>,
+    log_level: cli::logging::LogLevel,
+) -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot catch SIGHUP: reloading is off");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            if let Some(path) = &config {
+                match Config::from_file(path) {
+                    Ok(new) => match log_level.set(&new.log_level) {
+                        Ok(true) => {
+                            info!(config = %path.display(), log_level = %new.log_level, "SIGHUP: log level set")
+                        }
+                        Ok(false) => info!("SIGHUP: RUST_LOG is set; the log level stays"),
+                        Err(error) => tracing::warn!(%error, "SIGHUP: log level unchanged"),
+                    },
+                    Err(error) => {
+                        tracing::warn!(%error, "SIGHUP: config file unusable; nothing changed")
+                    }
+                }
+            }
+            let _ = tx.try_send(());
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (config, log_level, tx);
+    rx
 }
 
 async fn shutdown_signal() {

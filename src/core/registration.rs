@@ -15,7 +15,7 @@ use crate::registrar::binding::Aor;
 use crate::registrar::location::{LocationAnswer, LocationOp};
 use crate::registrar::{self, Change, Registration};
 use crate::sip::message::{HeaderAccess, Request};
-use crate::sip::target::user_of;
+use crate::sip::target::{host_text, user_of};
 use crate::sip::transaction::{Peer, ServerKey};
 
 /// What the core does when the location store answers.
@@ -61,6 +61,7 @@ impl Core {
             return self.out.respond(key, local_response(&request, 400), now);
         };
         let Some(domain) = self.local_domain(&to.uri.uri.host_port) else {
+            tracing::info!(domain = %host_text(&to.uri.uri.host_port.host), %user, source = %from.addr, status = 403, "registration refused: not a domain of this registrar");
             let response = refusal(&request, 403, "Not A Domain Of This Registrar");
             return self.out.respond(key, response, now);
         };
@@ -213,6 +214,13 @@ impl Core {
                 if let Some(overlay) = self.location.overlay() {
                     overlay.update_directory(&aor, &bindings, previous_latest, now);
                 }
+                let live = bindings.iter().filter(|b| b.is_live(now)).count();
+                let expires = bindings
+                    .iter()
+                    .map(|b| b.remaining(now).as_secs())
+                    .max()
+                    .unwrap_or(0);
+                tracing::info!(%aor, contacts = live, expires_s = expires, status = 200, "registration");
                 let response = registrar::ok_response(&request, &bindings, now);
                 self.out.respond(key, with_to_tag(&request, response), now);
                 self.registered_for_messages(&aor, &bindings, now);

@@ -51,6 +51,13 @@ impl Core {
         from: Peer,
         now: Instant,
     ) {
+        if request.method != Method::ACK && self.overlay().is_some_and(|o| o.ring().is_joining()) {
+            // Not in the ring yet: serving phones as a ring of one would
+            // split the phone system; they retry (RFC 3261 §21.5.4).
+            let mut response = refusal(&request, 503, "Not Yet In The Ring");
+            response.headers.insert(Name::RETRY_AFTER, "5");
+            return self.out.respond(key, response, now);
+        }
         let routed_through_us = self.strip_own_routes(&mut request);
         let has_route = request.headers.contains(&Name::ROUTE);
         let _ = from;
@@ -167,7 +174,15 @@ impl Core {
         }
         match uri_domain {
             Some(_) => self.on_register(key, request, from, user, now),
-            None => self.forward_as_addressed(key, request, now),
+            None => {
+                // Not ours, and not a legacy domain we mirror: no registrar
+                // here for it (a phone using us as its outbound proxy puts
+                // us in a Route, forwarded above).
+                let domain = request.uri.as_sip().map(|u| host_text(&u.host_port.host));
+                info!(domain = domain.as_deref().unwrap_or("-"), source = %from.addr, status = 403, "registration refused: not a domain of this registrar");
+                let response = refusal(&request, 403, "Not A Domain Of This Registrar");
+                self.out.respond(key, response, now)
+            }
         }
     }
 

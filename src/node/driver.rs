@@ -32,6 +32,8 @@ use p2psip_dns::{
 const UDP_BATCH: usize = 64;
 /// How often the users file is checked for changes.
 const USERS_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a node not yet in the ring it was told to join says so.
+const JOIN_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 /// The peer cache file in the data directory.
 const PEERS_FILE: &str = "peers.json";
 
@@ -58,6 +60,9 @@ pub struct NodeOptions {
     pub overlay_secret: Option<Vec<u8>>,
     /// TLS (`--sips`) and the connection limits.
     pub transport: TransportOptions,
+    /// The address others reach the node at, when not the bound one
+    /// (`--advertise`, behind a port mapping).
+    pub advertise: Option<SocketAddr>,
 }
 
 /// A node bound to its sockets, ready to run.
@@ -78,15 +83,34 @@ pub struct Node {
     discovery: Option<(tokio::net::UdpSocket, SocketAddr)>,
     /// The users file and when it last changed.
     users: Option<(PathBuf, Option<std::time::SystemTime>)>,
+    /// A message here re-reads what can change at run time (SIGHUP).
+    reload: Option<mpsc::Receiver<()>>,
 }
 
 impl Node {
     /// Binds the sockets. `core.local` may have port 0; [`local_addr`](Self::local_addr) tells the real one.
     pub async fn bind(mut options: NodeOptions) -> io::Result<Node> {
+        if let Some(dir) = &options.data {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display()))
+            })?;
+        }
         let (tx, inbound) = mpsc::channel(8192);
-        let transports =
-            Transports::bind(options.core.local, tx, options.transport.clone()).await?;
-        let local = transports.local_addr();
+        let wanted = options.core.local;
+        let transports = Transports::bind(wanted, tx, options.transport.clone())
+            .await
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("SIP on {wanted} (udp, tcp, or the tls listener): {e}"),
+                )
+            })?;
+        let bound = transports.local_addr();
+        // Behind a port mapping the node names itself by the mapped address.
+        let local = options.advertise.unwrap_or(bound);
+        if local != bound {
+            info!(%bound, advertised = %local, "advertising an address other than the bound one");
+        }
         options.core.local = local;
         options.core.sips = transports.sips_addr();
         let now = Instant::now();
@@ -169,15 +193,20 @@ impl Node {
             None => None,
         };
         let (query_tx, queries) = mpsc::channel(64);
+        let token = options.data.as_ref().map(|_| http::new_token());
         let http = match options.http {
-            Some(addr) => Some(http::serve(addr, query_tx).await?),
+            Some(addr) => Some(
+                http::serve(addr, query_tx, token.clone())
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("HTTP on {addr}: {e}")))?,
+            ),
             None => None,
         };
         if let Some(addr) = http {
-            info!(%addr, "status on http://{addr}/status, metrics on /metrics");
-        }
-        if let Some(dir) = &options.data {
-            std::fs::create_dir_all(dir)?;
+            info!(%addr, "status page on http://{addr}/, JSON on /status, metrics on /metrics");
+            if let (Some(dir), Some(token)) = (&options.data, &token) {
+                http::write_control(dir, addr, local, token)?;
+            }
         }
         Ok(Node {
             core,
@@ -191,6 +220,7 @@ impl Node {
             dns,
             nameserver: options.nameserver,
             users,
+            reload: None,
             discovery: match options.discover {
                 Some(port) => Some(bind_discovery(local, port)?),
                 None => None,
@@ -222,6 +252,12 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Re-read what can change at run time (the users file) whenever
+    /// `reload` receives (the binary sends on SIGHUP).
+    pub fn reload_on(&mut self, reload: mpsc::Receiver<()>) {
+        self.reload = Some(reload);
+    }
+
     /// Serves until `shutdown` completes, then leaves the ring gracefully.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -241,6 +277,11 @@ impl Node {
         let mut mbuf = vec![0u8; 65536];
         let mut leave_asked = false;
         let mut users_check = tokio::time::interval(USERS_CHECK_EVERY);
+        let mut join_check = tokio::time::interval_at(
+            tokio::time::Instant::now() + JOIN_WARN_EVERY,
+            JOIN_WARN_EVERY,
+        );
+        let mut reload = self.reload.take();
         let mut deadline = self.act(&lookups);
         loop {
             if self.core.has_stopped(Instant::now()) {
@@ -282,6 +323,20 @@ impl Node {
                     Some(records) => Wake::Input(Input::Users(records)),
                     None => Wake::Nothing,
                 },
+                _ = join_check.tick() => {
+                    self.warn_if_joining();
+                    Wake::Nothing
+                }
+                Some(()) = recv_reload(reload.as_mut()) => {
+                    info!("SIGHUP: re-reading the users file");
+                    if let Some((_, seen)) = self.users.as_mut() {
+                        *seen = None;
+                    }
+                    match self.users_changed() {
+                        Some(records) => Wake::Input(Input::Users(records)),
+                        None => Wake::Nothing,
+                    }
+                }
                 _ = tokio::time::sleep_until(sleep) => Wake::Input(Input::Timeout),
             };
             let now = Instant::now();
@@ -382,12 +437,58 @@ impl Node {
                     {
                         object.insert("overlay".into(), counters);
                     }
+                    object.insert("keys".into(), self.held_keys().into());
+                    object.insert(
+                        "joining".into(),
+                        self.core
+                            .overlay()
+                            .is_some_and(|o| o.ring().is_joining())
+                            .into(),
+                    );
                 }
                 let _ = reply.send(value);
+            }
+            Query::Registrations(reply) => {
+                let _ = reply.send(super::inventory::registrations(&self.core, Instant::now()));
+            }
+            Query::Items(reply) => {
+                let _ = reply.send(super::inventory::items(&self.core, Instant::now()));
             }
             Query::Metrics(reply) => {
                 let _ = reply.send(self.core.metrics.encode());
             }
+        }
+    }
+
+    /// The distinct keys of the items held here, at most 500 (for the page).
+    fn held_keys(&self) -> Vec<String> {
+        let Some(overlay) = self.core.overlay() else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = overlay
+            .ring()
+            .all_items()
+            .map(|i| i.key.to_string())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.truncate(500);
+        keys
+    }
+
+    /// Says, every few seconds, that the node is not in the ring it was told to join.
+    fn warn_if_joining(&self) {
+        let Some(overlay) = self.core.overlay() else {
+            return;
+        };
+        let ring = overlay.ring();
+        if ring.is_joining() {
+            let bootstraps: Vec<String> = ring.bootstraps().iter().map(|b| b.to_string()).collect();
+            warn!(
+                bootstraps = %bootstraps.join(", "),
+                since_s = self.started.elapsed().as_secs(),
+                "cannot reach any bootstrap node; still trying, and answering phones 503 until in the ring"
+            );
         }
     }
 
@@ -557,6 +658,14 @@ fn bind_discovery(local: SocketAddr, port: u16) -> io::Result<(tokio::net::UdpSo
     socket.set_nonblocking(true)?;
     info!(%group, %interface, "LAN discovery on");
     Ok((tokio::net::UdpSocket::from_std(socket.into())?, group))
+}
+
+/// The next reload request (never, without a channel).
+async fn recv_reload(reload: Option<&mut mpsc::Receiver<()>>) -> Option<()> {
+    match reload {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next datagram heard on the discovery socket (never, without one).

@@ -1,55 +1,204 @@
-//! The node's HTTP window: `/status` (JSON view of the node and its place
-//! in the ring) and `/metrics` (Prometheus text). Handlers ask the driver,
-//! which owns the state, through a channel; they never touch it.
+//! The node's HTTP window: `/` (the status page), `/status` (JSON view of
+//! the node and its place in the ring), `/metrics` (Prometheus text), and
+//! the operator's control channel under `/control/` (registrations, items),
+//! which needs the token the node keeps in its data directory. Handlers ask
+//! the driver, which owns the state, through a channel; they never touch it.
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::{mpsc, oneshot};
+
+/// The file in the data directory that tells the operator CLI where the
+/// node's HTTP server is and the token of its control channel (mode 0600).
+pub const CONTROL_FILE: &str = "control.json";
+
+/// Prometheus text exposition format 0.0.4.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A question for the driver.
 pub enum Query {
     Status(oneshot::Sender<serde_json::Value>),
     Metrics(oneshot::Sender<String>),
+    /// The registrations held here (control channel).
+    Registrations(oneshot::Sender<serde_json::Value>),
+    /// Every item held here (control channel).
+    Items(oneshot::Sender<serde_json::Value>),
+}
+
+#[derive(Clone)]
+struct Shared {
+    queries: mpsc::Sender<Query>,
+    /// The control channel's token; `None`: no control channel (no data directory).
+    token: Option<String>,
+}
+
+/// A new control token: 32 random bytes in hex.
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes [`CONTROL_FILE`] into `dir`, readable by its owner only.
+pub fn write_control(dir: &Path, http: SocketAddr, sip: SocketAddr, token: &str) -> io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(CONTROL_FILE);
+    let tmp = dir.join(format!("{CONTROL_FILE}.tmp"));
+    let text =
+        serde_json::json!({ "http": http.to_string(), "sip": sip.to_string(), "token": token });
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let written = options
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.to_string().as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    written.map_err(|e| io::Error::new(e.kind(), format!("control file {}: {e}", path.display())))
 }
 
 /// Binds `addr` and serves until the runtime stops; returns the bound address.
-pub async fn serve(addr: SocketAddr, queries: mpsc::Sender<Query>) -> io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    queries: mpsc::Sender<Query>,
+    token: Option<String>,
+) -> io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = Router::new()
+        .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(queries);
+        .route("/control/registrations", get(registrations))
+        .route("/control/items", get(items))
+        .with_state(Shared { queries, token });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     Ok(local)
 }
 
-async fn status(State(queries): State<mpsc::Sender<Query>>) -> impl IntoResponse {
+async fn page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        super::status_page::HTML,
+    )
+}
+
+/// Asks the driver and waits for its answer.
+async fn ask<T>(shared: &Shared, query: impl FnOnce(oneshot::Sender<T>) -> Query) -> Option<T> {
     let (tx, rx) = oneshot::channel();
-    if queries.send(Query::Status(tx)).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "node stopping").into_response();
-    }
-    match rx.await {
-        Ok(value) => axum::Json(value).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "node stopping").into_response(),
+    shared.queries.send(query(tx)).await.ok()?;
+    rx.await.ok()
+}
+
+fn stopping() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "node stopping").into_response()
+}
+
+async fn status(State(shared): State<Shared>) -> Response {
+    match ask(&shared, Query::Status).await {
+        Some(value) => axum::Json(value).into_response(),
+        None => stopping(),
     }
 }
 
-async fn metrics(State(queries): State<mpsc::Sender<Query>>) -> impl IntoResponse {
-    let (tx, rx) = oneshot::channel();
-    if queries.send(Query::Metrics(tx)).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "node stopping").into_response();
+async fn metrics(State(shared): State<Shared>) -> Response {
+    match ask(&shared, Query::Metrics).await {
+        Some(text) => (
+            [(header::CONTENT_TYPE, METRICS_TYPE)],
+            prometheus_text(text),
+        )
+            .into_response(),
+        None => stopping(),
     }
-    match rx.await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "node stopping").into_response(),
+}
+
+/// The encoder writes OpenMetrics; Prometheus' 0.0.4 text has no `# EOF`.
+fn prometheus_text(text: String) -> String {
+    match text.strip_suffix("# EOF\n") {
+        Some(body) => body.to_string(),
+        None => text,
+    }
+}
+
+/// `Authorization: Bearer TOKEN` matches the node's token; else the refusal.
+fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &shared.token else {
+        return Some(
+            (
+                StatusCode::NOT_FOUND,
+                "no control channel: the node runs without a data directory (--data)",
+            )
+                .into_response(),
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        None
+    } else {
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                "control channel: missing or wrong token",
+            )
+                .into_response(),
+        )
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn registrations(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&shared, &headers) {
+        return refused;
+    }
+    match ask(&shared, Query::Registrations).await {
+        Some(value) => axum::Json(value).into_response(),
+        None => stopping(),
+    }
+}
+
+async fn items(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&shared, &headers) {
+        return refused;
+    }
+    match ask(&shared, Query::Items).await {
+        Some(value) => axum::Json(value).into_response(),
+        None => stopping(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_lose_the_openmetrics_eof() {
+        let text = "# TYPE a counter\na_total 1\n# EOF\n".to_string();
+        assert_eq!(prometheus_text(text), "# TYPE a counter\na_total 1\n");
+        assert_eq!(prometheus_text("x 1\n".into()), "x 1\n");
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert_eq!(new_token().len(), 64);
     }
 }

@@ -3,3 +3,5 @@
 
 pub mod driver;
 pub mod http;
+mod inventory;
+pub mod status_page;

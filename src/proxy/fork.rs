@@ -70,7 +70,9 @@ impl Fork {
     pub fn best_response(&mut self) -> Response {
         match self.best.take() {
             Some(mut best) => {
-                if best.status == 503 {
+                // A 503 from downstream becomes 500 (RFC 3261 §16.7 step 6);
+                // our own, for a next hop DNS did not resolve, stays 503.
+                if best.status == 503 && best.reason != super::NOT_RESOLVED {
                     best.status = 500;
                     best.reason = "Server Internal Error".into();
                 }

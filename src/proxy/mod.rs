@@ -23,6 +23,10 @@ use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind};
 use fork::Fork;
 use tracing::debug;
 
+/// The reason of our own 503 for a next hop whose name did not resolve
+/// (RFC 3263 §4.3); it is not turned into a 500 like a downstream 503.
+pub const NOT_RESOLVED: &str = "Next Hop Not Resolved";
+
 /// How requests for local users are answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -399,7 +403,7 @@ impl Proxy {
                         }
                         None => {
                             let mut response = own_response(&fork.request, 503);
-                            response.reason = "Next Hop Not Resolved".into();
+                            response.reason = NOT_RESOLVED.into();
                             fork.record_final(response);
                         }
                     }

@@ -151,6 +151,16 @@ impl Ring {
                         self.joining.joined = true;
                         self.notify(pred, now);
                     }
+                } else if self.joining.joined
+                    && !self.joining.bootstraps.is_empty()
+                    && !self.joining.in_flight
+                {
+                    // Was in a ring and lost every neighbour (cut off from
+                    // the network): join again through the bootstraps rather
+                    // than go on as a ring of one, which would never merge
+                    // back when the network returns.
+                    self.joining.joined = false;
+                    self.try_join(now);
                 }
             }
         }

@@ -141,6 +141,17 @@ impl Ring {
         self.state == State::Left
     }
 
+    /// Told to join through bootstrap nodes and not in their ring yet: the
+    /// node must not serve as a ring of one (that would split the ring).
+    pub fn is_joining(&self) -> bool {
+        !self.joining.joined && !self.joining.bootstraps.is_empty()
+    }
+
+    /// The bootstrap nodes it was told to join through.
+    pub fn bootstraps(&self) -> &[SocketAddr] {
+        &self.joining.bootstraps
+    }
+
     pub fn predecessor(&self) -> Option<Peer> {
         self.neighbours.predecessor
     }

@@ -13,7 +13,7 @@ use super::{
     Event, IndexKey, Kind, MAGIC_COOKIE, Peer, Server, ServerKey, ServerMatch, ServerState, Slot,
     Transactions, Transmit, Txn, top_via,
 };
-use crate::sip::message::{Message, Request, Response, local_tag};
+use crate::sip::message::{HeaderAccess, Message, Request, Response, local_tag};
 
 impl Transactions {
     pub(super) fn receive_request(&mut self, request: Request, from: Peer, now: Instant) {
@@ -191,6 +191,14 @@ impl Transactions {
         }
         let to = server.from;
         let reliable = to.transport.reliable();
+        if status >= 200 {
+            let method = response.cseq().map(|c| c.method.to_string()).unwrap_or_default();
+            let target = response.raw(&Name::TO).map(|t| t.to_string());
+            tracing::debug!(%method, to = target.as_deref().unwrap_or("-"), status, peer = %to.addr, "transaction");
+            if method == "INVITE" {
+                tracing::info!(to = target.as_deref().unwrap_or("-"), status, caller = %to.addr, "call");
+            }
+        }
         let message = Message::Response(response);
         if status < 200 {
             server.state = ServerState::Proceeding;
