@@ -89,7 +89,10 @@ impl GatewayTopology {
         if options.named {
             g_args.extend(["--nameserver", NAMED]);
         }
-        if options.http {
+        // With N, both serve /status: the test waits for their ring (a
+        // node answers phones 503 until it has joined).
+        let http = options.http || options.n;
+        if http {
             g_args.extend(["--http", G_HTTP]);
         }
         let g_config = options.g_config.map(|toml| config(&ns, "g.toml", toml));
@@ -102,7 +105,7 @@ impl GatewayTopology {
             if options.n_uses_named {
                 n_args.extend(["--nameserver", NAMED]);
             }
-            if options.http {
+            if http {
                 n_args.extend(["--http", N_HTTP]);
             }
             let n_config = options.n_config.map(|toml| config(&ns, "n.toml", toml));
@@ -114,7 +117,7 @@ impl GatewayTopology {
         let kamailio = options
             .kamailio
             .map(|defines| Kamailio::start_with(&ns, defines));
-        if let (true, Some(n)) = (options.http, &n) {
+        if let Some(n) = &n {
             wait_ring_of_two(&ns, &g, n);
         }
         GatewayTopology {
