@@ -8,6 +8,7 @@
 
 pub mod binding;
 pub mod location;
+pub mod record;
 
 use std::time::{Duration, Instant};
 

@@ -161,11 +161,11 @@ impl Ring {
         }
         let mut primary = 0;
         let mut replica = 0;
-        for (key, items) in &self.storage.items {
+        for (key, _) in self.storage.items.keys() {
             if self.is_primary(*key) {
-                primary += items.len();
+                primary += 1;
             } else {
-                replica += items.len();
+                replica += 1;
             }
         }
         RingStatus {
@@ -189,16 +189,12 @@ impl Ring {
     /// What this node holds for `key`, primary or replica (expired ones included
     /// until the next purge).
     pub fn local_items(&self, key: NodeId) -> Vec<Item> {
-        self.storage
-            .items
-            .get(&key)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        self.storage.at(key).cloned().collect()
     }
 
     /// Every item held here.
     pub fn all_items(&self) -> impl Iterator<Item = &Item> {
-        self.storage.items.values().flat_map(|m| m.values())
+        self.storage.items.values()
     }
 
     /// Peers worth remembering for a later bootstrap.

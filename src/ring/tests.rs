@@ -248,11 +248,7 @@ fn live_in_takes_the_arc_and_skips_expired_items() {
     let mut keep = |key: &str, expires: std::time::Instant| {
         let mut it = item(key, key, &s);
         it.expires = expires;
-        storage
-            .items
-            .entry(it.key)
-            .or_default()
-            .insert(it.name.clone(), it);
+        storage.merge(it);
     };
     keep("a@overlay.test", now + Duration::from_secs(60));
     keep("b@overlay.test", now + Duration::from_secs(60));
