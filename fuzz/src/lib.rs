@@ -363,7 +363,7 @@ pub fn core_input(data: &[u8]) {
     }
     let mut resolving = std::collections::VecDeque::new();
     let mut deadline = now;
-    let mut drain = |core: &mut Core, resolving: &mut std::collections::VecDeque<_>| {
+    let drain = |core: &mut Core, resolving: &mut std::collections::VecDeque<_>| {
         // Bounded: the core never has more than a few outputs per input.
         for _ in 0..100_000 {
             match core.poll_output() {
