@@ -304,6 +304,14 @@ pub fn dns_query(data: &[u8]) {
     (dns.handler)(&dns.runtime, data);
 }
 
+/// The stateless reply to a message that did not parse (`bad_request_reply`).
+fn unparsed_reply(bytes: &[u8]) -> bool {
+    (bytes.starts_with(b"SIP/2.0 400 ") || bytes.starts_with(b"SIP/2.0 505 ")) && {
+        let warning: &[u8] = b"\r\nWarning: 399 p2psip \"";
+        bytes.windows(warning.len()).any(|w| w == warning)
+    }
+}
+
 /// The senders a `core_input` run speaks as: phones over UDP and TCP, and
 /// another "node" of the ring.
 fn core_peer(selector: u8) -> p2psip::sip::transaction::Peer {
@@ -333,7 +341,7 @@ fn core_peer(selector: u8) -> p2psip::sip::transaction::Peer {
 ///   (or with nothing when empty).
 ///
 /// Whatever the core sends must parse as SIP (it prints only what it parsed
-/// or built), but for the 400 that echoes an unparsable message; and it must
+/// or built), but for the 400/505 that echoes an unparsable message; and it must
 /// always end its outputs with a deadline.
 pub fn core_input(data: &[u8]) {
     use p2psip::auth::AuthMode;
@@ -367,10 +375,11 @@ pub fn core_input(data: &[u8]) {
         // Bounded: the core never has more than a few outputs per input.
         for _ in 0..100_000 {
             match core.poll_output() {
-                // A 400 to a message that did not parse echoes its
-                // headers as they came (so the sender can match it): it
-                // need not parse either.
-                Output::Transmit { bytes, .. } if bytes.starts_with(b"SIP/2.0 400 ") => {}
+                // The 400 (or 505) to a message that did not parse echoes
+                // its headers as they came (so the sender can match it),
+                // with the parser's complaint in a Warning: it need not
+                // parse either.
+                Output::Transmit { bytes, .. } if unparsed_reply(&bytes) => {}
                 Output::Transmit { bytes, .. } => {
                     if let Err(e) = Message::parse(bytes.clone()) {
                         panic!(
