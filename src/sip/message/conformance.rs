@@ -106,7 +106,7 @@ fn escapes_survive_printing(uri: &str) -> bool {
 /// The printed Request-URI with the user part escaped again, `%` included
 /// (ezk's own printing leaves a decoded `%` bare; see
 /// [`escapes_survive_printing`]).
-pub(super) fn reescape_user(uri: &SipUri, printed: String) -> String {
+pub(crate) fn reescape_user(uri: &SipUri, printed: String) -> String {
     use ezk_sip_types::uri::SipUriUserPart;
     let user = match &uri.user_part {
         SipUriUserPart::User(user) => user,
