@@ -7,7 +7,7 @@
 #
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
 #   SECONDS  per target, default 60
-#   TARGET   sip_parse stream_framing overlay_wire dns_query (default: all)
+#   TARGET   sip_parse stream_framing overlay_wire dns_query core_input (default: all)
 # The corpora grow in fuzz/corpus/<target>/ (not in git); they are seeded
 # from tests/torture/ and docs/protocol.md.
 set -euo pipefail
@@ -18,7 +18,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(sip_parse stream_framing overlay_wire dns_query)
+  targets=(sip_parse stream_framing overlay_wire dns_query core_input)
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then
@@ -29,7 +29,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 
 corpus=$root/fuzz/corpus
-mkdir -p "$corpus"/{sip_parse,stream_framing,overlay_wire,dns_query}
+mkdir -p "$corpus"/{sip_parse,stream_framing,overlay_wire,dns_query,core_input}
 
 # stream_framing: 8 bytes of chunk-size seed, then two messages back to back.
 if [ -z "$(ls -A "$corpus/stream_framing")" ]; then
@@ -65,6 +65,43 @@ for i, (n, t) in enumerate(qs):
         if edns:
             body += b"\0" + struct.pack(">HHIH", 41, 1232, 0, 0)
         open(f"{out}/q{i:02d}{'e' if edns else ''}", "wb").write(head + body)
+PY
+fi
+
+# core_input: a mode byte, then records (op, u16 length, bytes): a phone's
+# REGISTER, OPTIONS, MESSAGE and INVITE, time passing, and each torture message
+# from a phone (see core_input in fuzz/src/lib.rs).
+if [ -z "$(ls -A "$corpus/core_input")" ]; then
+  python3 - "$corpus/core_input" "$root/tests/torture" <<'PY'
+import glob, os, struct, sys
+out, torture = sys.argv[1], sys.argv[2]
+def rec(op, data=b""):
+    return bytes([op]) + struct.pack(">H", len(data)) + data
+def sip(text):
+    return text.strip("\n").replace("\n", "\r\n").encode() + b"\r\n\r\n"
+def req(method, uri, extra="", body="", n=1):
+    to = "alice" if method == "REGISTER" else "bob"
+    return sip(f"""{method} {uri} SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{method}{n}
+Max-Forwards: 70
+From: <sip:alice@example.test>;tag=a{n}
+To: <sip:{to}@example.test>
+Call-ID: {method}-{n}@127.0.0.1
+CSeq: {n} {method}
+Contact: <sip:alice@127.0.0.1:5070;transport=udp>{extra}
+Content-Length: {len(body)}""") + body.encode()
+register = req("REGISTER", "sip:example.test", "\nExpires: 3600")
+seeds = {
+    "register": rec(0, register) + rec(4) + rec(0, req("OPTIONS", "sip:alice@example.test", n=2)),
+    "call": rec(0, register) + rec(1, req("INVITE", "sip:alice@example.test", n=3)) + rec(7, b"\0") + rec(4, b"\x20"),
+    "message": rec(0, req("MESSAGE", "sip:bob@example.org", body="hello", n=4)) + rec(7) + rec(5, b"\0"),
+}
+for name, data in seeds.items():
+    for mode in (0, 1):
+        open(os.path.join(out, f"{name}-{mode}"), "wb").write(bytes([mode]) + data)
+for f in sorted(glob.glob(os.path.join(torture, "*.dat"))):
+    data = open(f, "rb").read()[:65535]
+    open(os.path.join(out, "torture-" + os.path.basename(f)), "wb").write(b"\0" + rec(0, data) + rec(4))
 PY
 fi
 

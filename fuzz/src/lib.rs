@@ -201,7 +201,11 @@ pub fn overlay_wire(data: &[u8]) {
                 );
                 return;
             }
-            assert_eq!(decoded.as_ref(), Ok(&ring), "ring response does not round-trip");
+            assert_eq!(
+                decoded.as_ref(),
+                Ok(&ring),
+                "ring response does not round-trip"
+            );
         }
         Message::Response(_) => {}
     }
@@ -298,4 +302,140 @@ pub fn dns_query(data: &[u8]) {
         }
     });
     (dns.handler)(&dns.runtime, data);
+}
+
+/// The stateless reply to a message that did not parse (`bad_request_reply`).
+fn unparsed_reply(bytes: &[u8]) -> bool {
+    (bytes.starts_with(b"SIP/2.0 400 ") || bytes.starts_with(b"SIP/2.0 505 ")) && {
+        let warning: &[u8] = b"\r\nWarning: 399 p2psip \"";
+        bytes.windows(warning.len()).any(|w| w == warning)
+    }
+}
+
+/// The senders a `core_input` run speaks as: phones over UDP and TCP, and
+/// another "node" of the ring.
+fn core_peer(selector: u8) -> p2psip::sip::transaction::Peer {
+    use p2psip::sip::transaction::{Peer, TransportKind};
+    let (transport, port) = match selector % 4 {
+        0 => (TransportKind::Udp, 5070),
+        1 => (TransportKind::Udp, 5080),
+        2 => (TransportKind::Tcp, 5090),
+        _ => (TransportKind::Udp, 5060),
+    };
+    let ip = if selector % 4 == 3 { 2 } else { 1 };
+    Peer {
+        transport,
+        addr: SocketAddr::from(([127, 0, 0, ip], port)),
+    }
+}
+
+/// A whole node's core (`p2psip::core::Core`, a ring of one as its location
+/// store) fed a sequence of inputs read from the bytes. The first byte picks
+/// open or digest mode; then records of `op`, a big-endian `u16` length and
+/// that many bytes:
+/// - op % 8 in 0..4: a datagram from sender `op % 4`;
+/// - 4: time passes: to the core's deadline (empty), or the first byte's
+///   seconds;
+/// - 5: the sender `payload[0]`'s connection closed; 6: a send to it failed;
+/// - 7: the oldest pending resolution is answered with sender `payload[0]`
+///   (or with nothing when empty).
+///
+/// Whatever the core sends must parse as SIP (it prints only what it parsed
+/// or built), but for the 400/505 that echoes an unparsable message; and it must
+/// always end its outputs with a deadline.
+pub fn core_input(data: &[u8]) {
+    use p2psip::auth::AuthMode;
+    use p2psip::auth::users::UserRecord;
+    use p2psip::core::{Core, CoreConfig, Input, Location, Output};
+    use p2psip::overlay::Overlay;
+    use p2psip::registrar::binding::Aor;
+    use p2psip::ring::RingConfig;
+    use std::time::Duration;
+
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let t0 = Instant::now();
+    let mut now = t0;
+    let local = SocketAddr::from(([127, 0, 0, 1], 5060));
+    let mut config = CoreConfig::new(local, vec!["example.test".into()]);
+    let digest = mode & 1 == 1;
+    if digest {
+        config.auth.mode = AuthMode::Digest;
+    }
+    let overlay = Overlay::new(local, RingConfig::default(), &[], now);
+    let mut core = Core::new(config, Location::Overlay(Box::new(overlay)), now);
+    if digest {
+        let alice = UserRecord::new(Aor::new("alice", "example.test"), "secret");
+        core.handle_input(Input::Users(vec![alice]), now);
+    }
+    let mut resolving = std::collections::VecDeque::new();
+    let mut deadline = now;
+    let drain = |core: &mut Core, resolving: &mut std::collections::VecDeque<_>| {
+        // Bounded: the core never has more than a few outputs per input.
+        for _ in 0..100_000 {
+            match core.poll_output() {
+                // The 400 (or 505) to a message that did not parse echoes
+                // its headers as they came (so the sender can match it),
+                // with the parser's complaint in a Warning: it need not
+                // parse either.
+                Output::Transmit { bytes, .. } if unparsed_reply(&bytes) => {}
+                Output::Transmit { bytes, .. } => {
+                    if let Err(e) = Message::parse(bytes.clone()) {
+                        panic!(
+                            "the core sent what does not parse ({e}):\n{:?}",
+                            String::from_utf8_lossy(&bytes)
+                        );
+                    }
+                }
+                Output::Resolve { id, .. } => resolving.push_back(id),
+                Output::Timeout(at) => return at,
+                _ => {}
+            }
+        }
+        panic!("the core's outputs never end");
+    };
+    deadline = deadline.max(drain(&mut core, &mut resolving));
+    while rest.len() >= 3 {
+        let op = rest[0];
+        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
+        let payload = &rest[3..3 + len];
+        rest = &rest[3 + len..];
+        let input = match op % 8 {
+            0..4 => Input::Datagram {
+                bytes: Bytes::copy_from_slice(payload),
+                from: core_peer(op),
+            },
+            4 => {
+                now = match payload.first() {
+                    Some(s) => now + Duration::from_secs(u64::from(*s)),
+                    None => deadline.max(now),
+                };
+                Input::Timeout
+            }
+            5 => Input::ConnectionClosed(core_peer(payload.first().copied().unwrap_or(0))),
+            6 => Input::SendFailed(core_peer(payload.first().copied().unwrap_or(0))),
+            _ => {
+                let Some(id) = resolving.pop_front() else {
+                    continue;
+                };
+                let peers = payload
+                    .first()
+                    .map(|s| vec![core_peer(*s)])
+                    .unwrap_or_default();
+                Input::Resolved { id, peers }
+            }
+        };
+        core.handle_input(input, now);
+        deadline = drain(&mut core, &mut resolving);
+    }
+    // Then every timer runs out: nothing may panic on the way.
+    for _ in 0..64 {
+        now = deadline.max(now + Duration::from_secs(1));
+        if now > t0 + Duration::from_secs(3600) {
+            break;
+        }
+        core.handle_input(Input::Timeout, now);
+        deadline = drain(&mut core, &mut resolving);
+    }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::control::NodeAt;
 use super::walk::{self, Visitor};
-use p2psip::registrar::binding::BindingRecord;
+use p2psip::registrar::record;
 use p2psip::ring::NodeId;
 
 /// `println!` that ignores a closed pipe (`p2psip ring | head`) instead of panicking.
@@ -206,12 +206,13 @@ pub fn lookup(at: &NodeAt, aor: &str) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
+    let now = std::time::Instant::now();
     let bindings: Vec<Value> = found
         .items
         .iter()
         .filter(|i| i.kind == "binding" && i.name == aor)
-        .flat_map(|i| serde_json::from_slice::<Vec<BindingRecord>>(&i.value).unwrap_or_default())
-        .map(|r| json!({ "contact": r.contact, "expires_in": r.expires_in }))
+        .flat_map(|i| record::decode(&i.value, now).unwrap_or_default())
+        .map(|b| json!({ "contact": b.contact, "expires_in": b.remaining(now).as_secs() }))
         .collect();
     let holders: Vec<String> = std::iter::once(found.holder)
         .chain(found.replicas.iter().copied())

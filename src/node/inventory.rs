@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::core::Core;
 use crate::overlay::store::KIND as BINDING;
-use crate::registrar::binding::BindingRecord;
+use crate::registrar::record;
 use crate::ring::Item;
 
 /// Whether this node is the key's primary holder (its successor).
@@ -33,10 +33,10 @@ pub fn registrations(core: &Core, now: Instant) -> Value {
         .all_items()
         .filter(|i| i.kind == BINDING && i.expires > now)
         .map(|item| {
-            let records: Vec<BindingRecord> = serde_json::from_slice(&item.value).unwrap_or_default();
-            let contacts: Vec<Value> = records
+            let bindings = record::decode(&item.value, now).unwrap_or_default();
+            let contacts: Vec<Value> = bindings
                 .iter()
-                .map(|r| json!({ "contact": r.contact, "expires_in": r.expires_in, "source": r.source.as_ref().map(|(t, a)| format!("{t}:{a}")) }))
+                .map(|b| json!({ "contact": b.contact, "expires_in": b.remaining(now).as_secs(), "source": b.source.map(|p| format!("{}:{}", p.transport, p.addr)) }))
                 .collect();
             json!({
                 "aor": item.name,

@@ -63,53 +63,6 @@ impl Binding {
             text.trim_end_matches('0').trim_end_matches('.').to_string()
         })
     }
-
-    /// A form that can travel between nodes: expiry as seconds left.
-    pub fn to_record(&self, now: Instant) -> BindingRecord {
-        BindingRecord {
-            contact: self.contact.clone(),
-            q: self.q,
-            expires_in: self.remaining(now).as_secs(),
-            call_id: self.call_id.clone(),
-            cseq: self.cseq,
-            path: self.path.clone(),
-            source: self.source.map(|p| (p.transport.to_string(), p.addr)),
-        }
-    }
-}
-
-/// A binding as stored in the ring or sent between nodes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BindingRecord {
-    pub contact: String,
-    #[serde(default)]
-    pub q: Option<u16>,
-    pub expires_in: u64,
-    pub call_id: String,
-    pub cseq: u32,
-    #[serde(default)]
-    pub path: Vec<String>,
-    #[serde(default)]
-    pub source: Option<(String, std::net::SocketAddr)>,
-}
-
-impl BindingRecord {
-    pub fn into_binding(self, now: Instant) -> Binding {
-        Binding {
-            contact: self.contact,
-            q: self.q,
-            expires_at: now + Duration::from_secs(self.expires_in),
-            call_id: self.call_id,
-            cseq: self.cseq,
-            path: self.path,
-            source: self.source.and_then(|(transport, addr)| {
-                transport
-                    .parse()
-                    .ok()
-                    .map(|transport| Peer { transport, addr })
-            }),
-        }
-    }
 }
 
 /// Parses a q-value ("0.5", "1", "0.125") into thousandths.
@@ -200,7 +153,8 @@ mod tests {
             source: None,
         };
         assert_eq!(b.q_text().as_deref(), Some("0.5"));
-        let back = b.to_record(now).into_binding(now);
-        assert_eq!(back, b);
+        let back =
+            super::super::record::decode(&super::super::record::encode(&[b.clone()], now), now);
+        assert_eq!(back, Some(vec![b]));
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod binding;
 pub mod location;
+pub mod record;
 
 use std::time::{Duration, Instant};
 
@@ -189,12 +190,16 @@ pub fn read(
 }
 
 /// The contact URI as text, without the Contact header's own parameters.
+/// ezk prints the user part decoded (`100%25off` as `100%off`): it is
+/// escaped again, or the 200 OK and the requests routed to the binding
+/// would name another user (or no valid URI at all).
 fn contact_uri(contact: &Contact) -> String {
     let ctx = PrintCtx {
         method: None,
         uri: Some(UriContext::Contact),
     };
-    contact.uri.uri.print_ctx(ctx).to_string()
+    let printed = contact.uri.uri.print_ctx(ctx).to_string();
+    crate::sip::message::reescape_user(&contact.uri.uri, printed)
 }
 
 /// Applies a registration to the current bindings (§10.3 steps 6–8).
@@ -302,6 +307,24 @@ mod tests {
         let config = RegistrarConfig::default();
         let reg = read(req, Aor::new("alice", "example.test"), source(), &config)?;
         apply(&reg, existing, &config, now)
+    }
+
+    #[test]
+    fn an_escaped_contact_comes_back_escaped() {
+        let now = Instant::now();
+        let req = register(&["<sip:100%25off@127.0.0.1:5090>"], Some(600), "c1", 1);
+        let bindings = run(&req, vec![], now).expect("accepted");
+        assert_eq!(bindings[0].contact, "sip:100%25off@127.0.0.1:5090");
+        let ok = ok_response(&req, &bindings, now);
+        let contacts: Vec<_> = ok
+            .headers
+            .get_raw(&Name::CONTACT)
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(contacts, vec!["<sip:100%25off@127.0.0.1:5090>;expires=600"]);
+        // A refresh of the same contact is the same binding.
+        let again = register(&["<sip:100%25off@127.0.0.1:5090>"], Some(600), "c1", 2);
+        assert_eq!(run(&again, bindings, now).expect("refreshed").len(), 1);
     }
 
     #[test]

@@ -25,7 +25,8 @@ use ezk_sip_types::uri::SipUri;
 use ezk_sip_types::{Headers, Method, Name, StatusCode};
 
 mod conformance;
-use conformance::{conformance, reescape_user, requote_display_names};
+pub(crate) use conformance::reescape_user;
+use conformance::{conformance, requote_display_names};
 
 /// Largest message accepted on any transport.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;

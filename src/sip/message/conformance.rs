@@ -22,7 +22,8 @@ fn is_name_addr_header(name: &Name) -> bool {
 /// §3.3.9): a request line with extra or trailing white space, a `<…>` or
 /// escaped headers in the Request-URI, a repeated single-value header, an
 /// unbalanced quote, an empty parameter or list element, an addr-spec
-/// carrying `?` headers or spaces, a non-GMT Date.
+/// carrying `?` headers or spaces, a non-GMT Date, a control character in a
+/// header value.
 pub(super) fn conformance(first: &str, start: &Start, headers: &Headers) -> Result<(), ParseError> {
     let bad = |what: &str| Err(ParseError::BadHeader(what.to_string()));
     if let Start::Request(_, uri) = start {
@@ -56,6 +57,20 @@ pub(super) fn conformance(first: &str, start: &Start, headers: &Headers) -> Resu
         }
     }
     for (name, value) in headers.iter() {
+        // No control characters but white space in a header value (RFC 3261
+        // §25.1: TEXT-UTF8 and tokens exclude CTLs): ezk-sip-types takes a
+        // NUL as a parameter name and prints it back, so a Via such as
+        // `branch=x;\0` came back as `;\0;received=…`, which nobody parses
+        // (found by the `core_input` fuzz target).
+        if value
+            .bytes()
+            .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f)
+        {
+            return bad(&format!(
+                "{}: control character in the value",
+                name.as_print_str()
+            ));
+        }
         if *name == Name::VIA {
             for via in
                 split_outside(value, b',').ok_or(ParseError::BadHeader("Via quotes".into()))?
@@ -106,7 +121,7 @@ fn escapes_survive_printing(uri: &str) -> bool {
 /// The printed Request-URI with the user part escaped again, `%` included
 /// (ezk's own printing leaves a decoded `%` bare; see
 /// [`escapes_survive_printing`]).
-pub(super) fn reescape_user(uri: &SipUri, printed: String) -> String {
+pub(crate) fn reescape_user(uri: &SipUri, printed: String) -> String {
     use ezk_sip_types::uri::SipUriUserPart;
     let user = match &uri.user_part {
         SipUriUserPart::User(user) => user,

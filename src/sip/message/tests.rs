@@ -98,6 +98,9 @@ fn refuses_what_rfc_3261_forbids() {
         "Route: < sip:a@b >\r\n",
         "Call-ID: y\r\n",
         "v: SIP/2.0/UDP h2;;branch=z9hG4bK2\r\n",
+        // fuzz/regressions/core_input-via-empty-param: NULs as a parameter.
+        "v: SIP/2.0/TCP h3;branch=z9hG4;\0\0\0\r\n",
+        "Subject: a\x01b\r\n",
     ] {
         let raw = format!("{ok}{extra}\r\n");
         assert!(

@@ -354,6 +354,15 @@ impl Transactions {
             }
             IndexKey::None => {}
         }
+        // The index maps keep the capacity of their busiest moment: give it
+        // back once they are mostly empty (a rehash now and then, after
+        // their length fell fourfold).
+        if self.servers.capacity() > 4096 && self.servers.len() * 8 < self.servers.capacity() {
+            self.servers.shrink_to(self.servers.len() * 2);
+        }
+        if self.clients.capacity() > 4096 && self.clients.len() * 8 < self.clients.capacity() {
+            self.clients.shrink_to(self.clients.len() * 2);
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! index, not a hash, and a stale key finds nothing) and the map of armed
 //! timers ordered by deadline.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Instant;
 
 use super::{Slot, TimerPos, Txn};
@@ -11,8 +12,15 @@ use super::{Slot, TimerPos, Txn};
 #[derive(Default)]
 pub(super) struct Slab {
     pub(super) entries: Vec<SlabEntry>,
-    free: Vec<u32>,
+    /// Free indices, lowest first: live transactions gather at the front,
+    /// so the end of the slab empties and can be given back.
+    free: BinaryHeap<Reverse<u32>>,
     pub(super) live: usize,
+    /// Generation of entries pushed anew: above that of every entry ever
+    /// cut off the end, so a stale key never finds a later transaction.
+    floor: u32,
+    /// Removals since the slab last gave memory back.
+    removed: usize,
 }
 
 pub(super) struct SlabEntry {
@@ -24,13 +32,13 @@ impl Slab {
     pub(super) fn insert(&mut self, txn: Txn) -> u64 {
         self.live += 1;
         let index = match self.free.pop() {
-            Some(index) => {
+            Some(Reverse(index)) => {
                 self.entries[index as usize].txn = Some(txn);
                 index
             }
             None => {
                 self.entries.push(SlabEntry {
-                    generation: 0,
+                    generation: self.floor,
                     txn: Some(txn),
                 });
                 (self.entries.len() - 1) as u32
@@ -62,9 +70,34 @@ impl Slab {
         let entry = self.entry(key)?;
         let txn = entry.txn.take();
         entry.generation = entry.generation.wrapping_add(1);
-        self.free.push(key as u32);
+        self.free.push(Reverse(key as u32));
         self.live -= 1;
+        self.removed += 1;
+        self.give_back();
         txn
+    }
+
+    /// After a burst (a REGISTER flood keeps tens of thousands of
+    /// transactions for Timer J, then they all end) the slab is cut back to
+    /// its last live entry and its spare capacity freed: at most once per
+    /// quarter of its length of removals, so this stays O(1) per removal.
+    fn give_back(&mut self) {
+        let len = self.entries.len();
+        if len < 1024 || self.live * 4 > len || (self.removed * 4 < len && self.live > 0) {
+            return;
+        }
+        self.removed = 0;
+        while let Some(last) = self.entries.last() {
+            if last.txn.is_some() {
+                break;
+            }
+            self.floor = self.floor.max(last.generation.wrapping_add(1));
+            self.entries.pop();
+        }
+        let len = self.entries.len();
+        self.free.retain(|Reverse(i)| (*i as usize) < len);
+        self.entries.shrink_to(len * 2);
+        self.free.shrink_to(self.free.len() * 2);
     }
 }
 
