@@ -294,7 +294,9 @@ impl Config {
         {
             return Err(ConfigError::Invalid {
                 key: "advertise",
-                why: format!("{advertise} is not an address others can reach (no 0.0.0.0, no port 0)"),
+                why: format!(
+                    "{advertise} is not an address others can reach (no 0.0.0.0, no port 0)"
+                ),
             });
         }
         for domain in &mut self.domains {

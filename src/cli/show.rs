@@ -99,7 +99,10 @@ pub fn users(at: &NodeAt) -> ExitCode {
     }
     say!(
         "{:<32} {:<8} {:>8}  {:<40} FROM",
-        "AOR", "HELD AS", "EXPIRES", "CONTACT"
+        "AOR",
+        "HELD AS",
+        "EXPIRES",
+        "CONTACT"
     );
     for row in answer["registrations"].as_array().into_iter().flatten() {
         for c in row["contacts"].as_array().into_iter().flatten() {
@@ -128,7 +131,11 @@ pub fn items(at: &NodeAt) -> ExitCode {
     }
     say!(
         "{:<12} {:<8} {:<9} {:>6} {:>8}  NAME",
-        "KEY", "KIND", "HELD AS", "BYTES", "EXPIRES"
+        "KEY",
+        "KIND",
+        "HELD AS",
+        "BYTES",
+        "EXPIRES"
     );
     for row in answer["items"].as_array().into_iter().flatten() {
         let key = text(&row["key"]);
@@ -161,7 +168,11 @@ pub fn ring(at: &NodeAt) -> ExitCode {
     } else {
         say!(
             "{:>4}  {:<12} {:<24} {:<7} {:>7}",
-            "#", "NODE-ID", "ADDRESS", "ROLE", "SHARE"
+            "#",
+            "NODE-ID",
+            "ADDRESS",
+            "ROLE",
+            "SHARE"
         );
         for (i, n) in walked.nodes.iter().enumerate() {
             let role = if n.addr == start { "asked" } else { "member" };

@@ -153,8 +153,10 @@ mod tests {
             source: None,
         };
         assert_eq!(b.q_text().as_deref(), Some("0.5"));
-        let back =
-            super::super::record::decode(&super::super::record::encode(&[b.clone()], now), now);
+        let back = super::super::record::decode(
+            &super::super::record::encode(std::slice::from_ref(&b), now),
+            now,
+        );
         assert_eq!(back, Some(vec![b]));
     }
 }

@@ -45,8 +45,8 @@ use std::time::Instant;
 pub use id::NodeId;
 pub use message::{Outgoing, Refusal, RingRequest, RingResponse};
 pub use policy::RecordPolicy;
-pub use storage::RecordRefusals;
 pub use storage::Change;
+pub use storage::RecordRefusals;
 pub use timers::PURGE_EVERY;
 pub use types::{
     IncomingId, Item, OpId, Peer, PeerStatus, RequestId, RingConfig, RingError, RingEvent,

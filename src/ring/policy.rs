@@ -77,9 +77,7 @@ pub fn check_remove(
 ) -> Result<(), Refusal> {
     match existing {
         Some(e)
-            if e.expires > now
-                && e.writer != by
-                && policy.is_some_and(|p| !p.may_remove(e)) =>
+            if e.expires > now && e.writer != by && policy.is_some_and(|p| !p.may_remove(e)) =>
         {
             Err(Refusal::NotWriter)
         }

@@ -58,8 +58,7 @@ pub fn encode(item: &Item, clock: Clock) -> Vec<u8> {
     let signature = item.signature.as_slice();
     let sig_len = u16::try_from(signature.len()).unwrap_or(u16::MAX);
     let signature = &signature[..usize::from(sig_len)];
-    let mut out =
-        Vec::with_capacity(40 + signature.len() + kind.len() + item.value.len());
+    let mut out = Vec::with_capacity(40 + signature.len() + kind.len() + item.value.len());
     out.extend_from_slice(&item.version.to_be_bytes());
     out.extend_from_slice(&clock.to_wall(item.expires).to_be_bytes());
     out.extend_from_slice(&item.writer.0);

@@ -192,7 +192,10 @@ impl Transactions {
         let to = server.from;
         let reliable = to.transport.reliable();
         if status >= 200 {
-            let method = response.cseq().map(|c| c.method.to_string()).unwrap_or_default();
+            let method = response
+                .cseq()
+                .map(|c| c.method.to_string())
+                .unwrap_or_default();
             let target = response.raw(&Name::TO).map(|t| t.to_string());
             tracing::debug!(%method, to = target.as_deref().unwrap_or("-"), status, peer = %to.addr, "transaction");
             if method == "INVITE" {
