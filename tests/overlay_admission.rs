@@ -11,16 +11,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::members::*;
 use common::*;
-use serde_json::Value;
-use sha1::{Digest, Sha1};
 
 const FORBIDDEN: &str = "Forbidden (not an overlay member)";
-
-struct Member {
-    node: Node,
-    http: SocketAddr,
-}
 
 fn write_secret(dir: &Path, name: &str, text: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -46,65 +40,6 @@ fn start(name: &str, secret: Option<&Path>, join: Option<SocketAddr>) -> Member 
         node: builder.spawn(),
         http,
     }
-}
-
-fn status(m: &Member) -> Option<Value> {
-    http_get(m.http, "/status").and_then(|body| serde_json::from_str(&body).ok())
-}
-
-/// A counter from `/metrics` (0 when absent or unreachable).
-fn metric(m: &Member, name: &str) -> u64 {
-    http_get(m.http, "/metrics")
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        })
-        .map(|v| v as u64)
-        .unwrap_or(0)
-}
-
-/// Every address a node's `/status` names: predecessor, successors, fingers.
-fn known(s: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(a) = s["predecessor"]["addr"].as_str() {
-        out.push(a.to_string());
-    }
-    for list in ["successors", "fingers"] {
-        for p in s[list].as_array().into_iter().flatten() {
-            if let Some(a) = p["addr"].as_str() {
-                out.push(a.to_string());
-            }
-        }
-    }
-    out
-}
-
-/// Each member's successor and predecessor are its true neighbours.
-fn consistent(members: &[Member]) -> bool {
-    let mut ids: Vec<&str> = members.iter().map(|m| m.node.node_id.as_str()).collect();
-    ids.sort();
-    members.iter().all(|m| {
-        let Some(s) = status(m) else { return false };
-        let me = ids.iter().position(|id| *id == m.node.node_id).unwrap_or(0);
-        let next = ids[(me + 1) % ids.len()];
-        let prev = ids[(me + ids.len() - 1) % ids.len()];
-        s["successors"][0]["id"].as_str() == Some(next)
-            && s["predecessor"]["id"].as_str() == Some(prev)
-    })
-}
-
-fn logs(members: &[&Member]) -> String {
-    members
-        .iter()
-        .map(|m| format!("--- {}:\n{}", m.node.name, tail(&m.node.log(), 30)))
-        .collect()
-}
-
-fn sha1_hex(text: &str) -> String {
-    Sha1::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// An overlay request as a stranger writes it (docs/protocol.md), from `local`.

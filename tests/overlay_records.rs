@@ -15,22 +15,17 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::members::*;
 use common::phone::{Challenge, Phone};
 use common::*;
 use p2psip::overlay::admission::Admission;
 use p2psip::sip::message::Message;
 use serde_json::Value;
-use sha1::{Digest, Sha1};
 
 const NOT_WRITER: &str = "not the record's writer";
 const TOO_MANY: &str = "too many items from this writer";
 /// `[overlay_limits] items_per_writer` of the members.
 const ITEM_LIMIT: usize = 30;
-
-struct Member {
-    node: Node,
-    http: SocketAddr,
-}
 
 fn write_private(dir: &Path, name: &str, text: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -56,47 +51,6 @@ fn start(name: &str, files: &[&Path; 3], join: Option<SocketAddr>) -> Member {
         node: builder.spawn(),
         http,
     }
-}
-
-fn status(m: &Member) -> Option<Value> {
-    http_get(m.http, "/status").and_then(|body| serde_json::from_str(&body).ok())
-}
-
-fn metric(m: &Member, name: &str) -> u64 {
-    http_get(m.http, "/metrics")
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        })
-        .map(|v| v as u64)
-        .unwrap_or(0)
-}
-
-fn consistent(members: &[Member]) -> bool {
-    let mut ids: Vec<&str> = members.iter().map(|m| m.node.node_id.as_str()).collect();
-    ids.sort();
-    members.iter().all(|m| {
-        let Some(s) = status(m) else { return false };
-        let me = ids.iter().position(|id| *id == m.node.node_id).unwrap_or(0);
-        let next = ids[(me + 1) % ids.len()];
-        let prev = ids[(me + ids.len() - 1) % ids.len()];
-        s["successors"][0]["id"].as_str() == Some(next)
-            && s["predecessor"]["id"].as_str() == Some(prev)
-    })
-}
-
-fn logs(members: &[Member]) -> String {
-    members
-        .iter()
-        .map(|m| format!("--- {}:\n{}", m.node.name, tail(&m.node.log(), 40)))
-        .collect()
-}
-
-fn sha1_hex(text: &str) -> String {
-    Sha1::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
