@@ -76,6 +76,9 @@ pub(super) fn conformance(first: &str, start: &Start, headers: &Headers) -> Resu
                 if !params_well_formed(via) {
                     return bad("Via: empty value or parameter");
                 }
+                if !param_names_are_tokens(via) {
+                    return bad("Via: a parameter name that is not a token");
+                }
             }
         } else if is_name_addr_header(name) {
             if *name == Name::CONTACT && value.trim() == "*" {
@@ -219,6 +222,23 @@ fn split_outside(value: &str, sep: u8) -> Option<Vec<&str>> {
     }
     parts.push(&value[start.min(value.len())..]);
     Some(parts)
+}
+
+/// Whether every `;` parameter after the first part of `value` is named by
+/// a token (RFC 3261 §25.1 `generic-param`): ezk-sip-types takes
+/// `;\\branch=x` and prints it back as an empty parameter (found by the
+/// `core_input` fuzz target).
+fn param_names_are_tokens(value: &str) -> bool {
+    let Some(parts) = split_outside(value, b';') else {
+        return false;
+    };
+    parts.iter().skip(1).all(|p| {
+        let name = p.split('=').next().unwrap_or("").trim();
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+    })
 }
 
 /// A non-empty value whose `;` parameters are each non-empty.

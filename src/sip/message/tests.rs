@@ -101,6 +101,8 @@ fn refuses_what_rfc_3261_forbids() {
         // fuzz/regressions/core_input-via-empty-param: NULs as a parameter.
         "v: SIP/2.0/TCP h3;branch=z9hG4;\0\0\0\r\n",
         "Subject: a\x01b\r\n",
+        // fuzz/regressions/core_input-via-backslash-param.
+        "v: SIP/2.0/UDP h4;\\\\branch=z9hG4bK4\r\n",
     ] {
         let raw = format!("{ok}{extra}\r\n");
         assert!(
