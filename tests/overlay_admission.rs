@@ -73,26 +73,6 @@ fn overlay_request(
     )
 }
 
-/// Sends `request` and returns the final response.
-fn exchange(socket: &UdpSocket, to: SocketAddr, request: &str) -> RawResponse {
-    socket.send_to(request.as_bytes(), to).expect("send");
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let (n, _) = socket
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("no answer from {to} to:\n{request}\n{e}"));
-        if let Some(r) = RawResponse::parse(&buf[..n])
-            && r.status >= 200
-        {
-            return r;
-        }
-    }
-}
-
-fn peer_uri(addr: SocketAddr) -> String {
-    format!("sip:{}@{addr}", sha1_hex(&addr.to_string()))
-}
-
 #[test]
 fn only_members_with_the_secret_join_read_or_write_the_ring() {
     let dir = temp_dir("admission");

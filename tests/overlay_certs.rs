@@ -98,10 +98,6 @@ fn start(
     }
 }
 
-fn peer_uri(addr: SocketAddr) -> String {
-    format!("sip:{}@{addr}", sha1_hex(&addr.to_string()))
-}
-
 /// An overlay request as a stranger writes it (docs/protocol.md), from `local`.
 fn overlay_request(
     member: SocketAddr,
@@ -132,22 +128,6 @@ fn overlay_request(
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
-}
-
-/// Sends `request` over UDP and returns the final response.
-fn exchange(socket: &UdpSocket, to: SocketAddr, request: &str) -> RawResponse {
-    socket.send_to(request.as_bytes(), to).expect("send");
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let (n, _) = socket
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("no answer from {to} to:\n{request}\n{e}"));
-        if let Some(r) = RawResponse::parse(&buf[..n])
-            && r.status >= 200
-        {
-            return r;
-        }
-    }
 }
 
 /// Sends `request` over a plain TCP connection and returns the final response.

@@ -2,12 +2,12 @@
 //! with its HTTP address, read through `/status` and `/metrics`.
 
 use std::borrow::Borrow;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 
-use super::{Node, http_get, tail};
+use super::{Node, RawResponse, http_get, tail};
 
 /// A node of the ring under test and the address of its HTTP server.
 pub struct Member {
@@ -82,4 +82,26 @@ pub fn sha1_hex(text: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The SIP URI of the ring peer at `addr` (its Node-ID as the user part).
+pub fn peer_uri(addr: SocketAddr) -> String {
+    format!("sip:{}@{addr}", sha1_hex(&addr.to_string()))
+}
+
+/// Sends `request` from `socket` to `to` and returns the final answer
+/// (the socket's read timeout bounds the wait).
+pub fn exchange(socket: &UdpSocket, to: SocketAddr, request: &str) -> RawResponse {
+    socket.send_to(request.as_bytes(), to).expect("send");
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, _) = socket
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no answer from {to} to:\n{request}\n{e}"));
+        if let Some(r) = RawResponse::parse(&buf[..n])
+            && r.status >= 200
+        {
+            return r;
+        }
+    }
 }
