@@ -20,6 +20,17 @@ macro_rules! say {
     }};
 }
 
+/// The node's answer at `path` for a table; `Err` with the exit code when
+/// it failed or was printed whole (`--json`).
+fn fetch(at: &NodeAt, path: &str) -> Result<Value, ExitCode> {
+    let answer = at.find().and_then(|f| f.get(path)).map_err(fail)?;
+    if at.json {
+        print_json(&answer);
+        return Err(ExitCode::SUCCESS);
+    }
+    Ok(answer)
+}
+
 fn fail(message: String) -> ExitCode {
     eprintln!("p2psip: {message}");
     ExitCode::FAILURE
@@ -42,14 +53,10 @@ fn text(v: &Value) -> String {
 
 /// `p2psip status`: the node's /status.
 pub fn status(at: &NodeAt) -> ExitCode {
-    let status = match at.find().and_then(|f| f.get("/status")) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
+    let status = match fetch(at, "/status") {
+        Ok(answer) => answer,
+        Err(code) => return code,
     };
-    if at.json {
-        print_json(&status);
-        return ExitCode::SUCCESS;
-    }
     for key in [
         "addr",
         "node_id",
@@ -89,14 +96,10 @@ pub fn status(at: &NodeAt) -> ExitCode {
 
 /// `p2psip users`: the registrations the node holds.
 pub fn users(at: &NodeAt) -> ExitCode {
-    let answer = match at.find().and_then(|f| f.get("/control/registrations")) {
-        Ok(a) => a,
-        Err(e) => return fail(e),
+    let answer = match fetch(at, "/control/registrations") {
+        Ok(answer) => answer,
+        Err(code) => return code,
     };
-    if at.json {
-        print_json(&answer);
-        return ExitCode::SUCCESS;
-    }
     say!(
         "{:<32} {:<8} {:>8}  {:<40} FROM",
         "AOR",
@@ -121,14 +124,10 @@ pub fn users(at: &NodeAt) -> ExitCode {
 
 /// `p2psip items`: every item the node holds.
 pub fn items(at: &NodeAt) -> ExitCode {
-    let answer = match at.find().and_then(|f| f.get("/control/items")) {
-        Ok(a) => a,
-        Err(e) => return fail(e),
+    let answer = match fetch(at, "/control/items") {
+        Ok(answer) => answer,
+        Err(code) => return code,
     };
-    if at.json {
-        print_json(&answer);
-        return ExitCode::SUCCESS;
-    }
     say!(
         "{:<12} {:<8} {:<9} {:>6} {:>8}  NAME",
         "KEY",
