@@ -11,6 +11,7 @@ pub mod date;
 pub mod record;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -92,8 +93,12 @@ pub struct OfflineMessages {
     sending: HashMap<ClientKey, Delivery>,
     /// Users with a delivery under way (one at a time each).
     delivering: HashSet<Aor>,
-    /// When this node last stored a user's "seen" mark.
-    seen: HashMap<Aor, Instant>,
+    /// When this node last stored a user's "seen" mark, by a keyed hash of
+    /// her AOR (not the AOR itself: this is kept for every user registered
+    /// here; two users sharing a hash only means one mark stored late).
+    seen: HashMap<u64, Instant>,
+    /// The key of that hash, this node's own.
+    seen_hasher: RandomState,
 }
 
 impl OfflineMessages {
@@ -201,9 +206,10 @@ impl OfflineMessages {
     /// The "has registered" mark to store after a REGISTER of `aor`, at
     /// most once an hour per user from this node.
     pub fn seen_mark(&mut self, aor: &Aor, now: Instant) -> Option<Item> {
+        let hash = self.seen_hasher.hash_one(aor.as_str());
         if self
             .seen
-            .get(aor)
+            .get(&hash)
             .is_some_and(|at| now.saturating_duration_since(*at) < Duration::from_secs(3600))
         {
             return None;
@@ -211,7 +217,7 @@ impl OfflineMessages {
         if self.seen.len() > 100_000 {
             self.seen.clear();
         }
-        self.seen.insert(aor.clone(), now);
+        self.seen.insert(hash, now);
         Some(Item {
             key: NodeId::of_key(aor.as_str()),
             name: SEEN_NAME.to_string(),

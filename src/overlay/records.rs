@@ -17,7 +17,6 @@
 //!   any member (the node that delivered it, after her 2xx).
 //! - Anything else (gateway advertisements, unknown kinds): the writer only.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::auth::digest::{self, Credentials};
@@ -25,7 +24,7 @@ use crate::auth::users::UserRecord;
 use crate::auth::{CREDENTIAL_KIND, credential_name};
 use crate::messages::record::{MESSAGE_KIND, SEEN_KIND};
 use crate::registrar::binding::Aor;
-use crate::ring::{Item, RecordPolicy};
+use crate::ring::{Item, KeyItems, RecordPolicy};
 
 use super::directory::DIRECTORY_KIND;
 use super::store::KIND as BINDING_KIND;
@@ -38,7 +37,7 @@ impl RecordPolicy for OverlayRecords {
         &self,
         existing: &Item,
         new: &Item,
-        key_items: &BTreeMap<String, Item>,
+        key_items: &KeyItems,
         now: Instant,
     ) -> bool {
         match new.kind.as_str() {
@@ -57,7 +56,7 @@ impl RecordPolicy for OverlayRecords {
 
 /// Whether the new writer of a binding proved that it authenticated its
 /// user: true when the ring holds no credentials for her here.
-fn user_authenticated(new: &Item, key_items: &BTreeMap<String, Item>, now: Instant) -> bool {
+fn user_authenticated(new: &Item, key_items: &KeyItems, now: Instant) -> bool {
     let aor = Aor(new.name.clone());
     let Some(record) = key_items
         .get(&credential_name(&aor))
@@ -118,21 +117,18 @@ mod tests {
         )
     }
 
-    fn held(now: Instant) -> BTreeMap<String, Item> {
+    fn held(now: Instant) -> KeyItems {
         let record = UserRecord::new(alice(), "secret");
         let credential = credential_item(&record, 1, now);
         let old = binding(1, None, now);
-        BTreeMap::from([
-            (credential.name.clone(), credential),
-            (old.name.clone(), old),
-        ])
+        KeyItems::of([credential, old])
     }
 
     #[test]
     fn a_binding_changes_hands_only_with_the_users_digest() {
         let now = Instant::now();
         let items = held(now);
-        let old = &items[alice().as_str()];
+        let old = items.get(alice().as_str()).expect("alice's binding");
         let policy = OverlayRecords;
         let none = binding(2, None, now);
         assert!(!policy.may_take_over(old, &none, &items, now), "no proof");
@@ -151,7 +147,7 @@ mod tests {
     fn without_credentials_in_the_ring_a_binding_is_anybodys() {
         let now = Instant::now();
         let old = binding(1, None, now);
-        let items = BTreeMap::from([(old.name.clone(), old.clone())]);
+        let items = KeyItems::of([old.clone()]);
         assert!(OverlayRecords.may_take_over(&old, &binding(2, None, now), &items, now));
     }
 
@@ -163,7 +159,7 @@ mod tests {
         old.writer = NodeId([1; 20]);
         let mut same = credential_item(&record, 2, now);
         same.writer = NodeId([2; 20]);
-        let none = BTreeMap::new();
+        let none = KeyItems::none();
         assert!(OverlayRecords.may_take_over(&old, &same, &none, now));
         let mut other = credential_item(&UserRecord::new(alice(), "attacker"), 2, now);
         other.writer = NodeId([2; 20]);

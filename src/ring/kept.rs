@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::held::{KeyItems, Named};
 use super::{Item, NodeId, Peer};
 
 /// At most this many items are kept; beyond, new stores are not kept (they
@@ -22,42 +23,69 @@ pub(super) struct KeptItem {
     pub(super) holder: Option<Peer>,
 }
 
-/// The items stored through this node, by (key, name).
+impl Named for KeptItem {
+    fn name(&self) -> &str {
+        &self.item.name
+    }
+}
+
+/// The items stored through this node, by key, then by name.
 #[derive(Default)]
 pub(super) struct Kept {
-    items: BTreeMap<(NodeId, String), KeptItem>,
+    items: BTreeMap<NodeId, KeyItems<KeptItem>>,
+    /// How many items, under all keys.
+    count: usize,
 }
 
 impl Kept {
     /// Remember `item` (replacing an older version of it).
     pub(super) fn keep(&mut self, item: &Item) {
-        let key = (item.key, item.name.clone());
-        if let Some(k) = self.items.get_mut(&key) {
+        if let Some(k) = self
+            .items
+            .get_mut(&item.key)
+            .and_then(|l| l.get_mut(&item.name))
+        {
             if k.item.version <= item.version {
                 k.item = item.clone();
                 k.holder = None;
             }
             return;
         }
-        if self.items.len() < MAX_KEPT {
-            self.items.insert(
-                key,
-                KeptItem {
-                    item: item.clone(),
-                    holder: None,
-                },
-            );
+        if self.count >= MAX_KEPT {
+            return;
         }
+        let kept = KeptItem {
+            item: item.clone(),
+            holder: None,
+        };
+        match self.items.get_mut(&item.key) {
+            Some(list) => list.insert(kept),
+            None => {
+                self.items.insert(item.key, KeyItems::One(kept));
+            }
+        }
+        self.count += 1;
     }
 
     /// The item was removed through this node: forget it.
     pub(super) fn forget(&mut self, key: NodeId, name: &str) {
-        self.items.remove(&(key, name.to_string()));
+        let Some(list) = self.items.get_mut(&key) else {
+            return;
+        };
+        if list.remove(name).is_some() {
+            self.count = self.count.saturating_sub(1);
+        }
+        if list.is_empty() {
+            self.items.remove(&key);
+        }
     }
 
     /// `holder` acknowledged the store of `item`.
     pub(super) fn stored(&mut self, item: &Item, holder: Peer) {
-        if let Some(k) = self.items.get_mut(&(item.key, item.name.clone()))
+        if let Some(k) = self
+            .items
+            .get_mut(&item.key)
+            .and_then(|l| l.get_mut(&item.name))
             && k.item.version == item.version
         {
             k.holder = Some(holder);
@@ -66,13 +94,24 @@ impl Kept {
 
     /// Drop what expired.
     pub(super) fn purge(&mut self, now: Instant) {
-        self.items.retain(|_, k| k.item.expires > now);
+        let mut count = 0;
+        self.items.retain(|_, list| {
+            list.retain(|k| k.item.expires > now);
+            count += list.len();
+            !list.is_empty()
+        });
+        self.count = count;
     }
 
     /// The distinct holders of kept items (to check they live).
     pub(super) fn holders(&self) -> Vec<Peer> {
         let mut out: Vec<Peer> = Vec::new();
-        for h in self.items.values().filter_map(|k| k.holder) {
+        for h in self
+            .items
+            .values()
+            .flat_map(|l| l.values())
+            .filter_map(|k| k.holder)
+        {
             if !out.contains(&h) {
                 out.push(h);
             }
@@ -84,7 +123,7 @@ impl Kept {
     /// is cleared (a new store is about to start).
     pub(super) fn due_again(&mut self, dead: Option<Peer>, now: Instant) -> Vec<Item> {
         let mut out = Vec::new();
-        for k in self.items.values_mut() {
+        for k in self.items.values_mut().flat_map(|l| l.values_mut()) {
             if k.item.expires <= now {
                 continue;
             }
@@ -101,7 +140,7 @@ impl Kept {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.items.len()
+        self.count
     }
 }
 

@@ -25,6 +25,7 @@ mod message;
 pub mod sim;
 mod types;
 
+mod held;
 mod incoming;
 mod kept;
 mod leave;
@@ -42,6 +43,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+pub use held::KeyItems;
 pub use id::NodeId;
 pub use message::{Outgoing, Refusal, RingRequest, RingResponse};
 pub use policy::RecordPolicy;

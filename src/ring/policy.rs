@@ -9,9 +9,9 @@
 //! only the overlay knows: it says so through a [`RecordPolicy`]. A ring
 //! without one lets any node take over (the writer is recorded).
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::held::KeyItems;
 use super::{Item, NodeId, Refusal};
 
 /// What the overlay decides for the ring: whether `new`, written by
@@ -23,7 +23,7 @@ pub trait RecordPolicy: Send {
         &self,
         existing: &Item,
         new: &Item,
-        key_items: &BTreeMap<String, Item>,
+        key_items: &KeyItems,
         now: Instant,
     ) -> bool;
 
@@ -45,7 +45,7 @@ pub fn check_store(
     replica: bool,
     existing: Option<&Item>,
     new: &Item,
-    key_items: &BTreeMap<String, Item>,
+    key_items: &KeyItems,
     now: Instant,
 ) -> Result<(), Refusal> {
     if !replica && new.writer != sender {
@@ -115,7 +115,7 @@ mod tests {
             &self,
             _existing: &Item,
             new: &Item,
-            _key_items: &BTreeMap<String, Item>,
+            _key_items: &KeyItems,
             _now: Instant,
         ) -> bool {
             new.proof.as_deref() == Some("ok")
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn the_writer_replaces_its_own_and_nobody_writes_in_anothers_name() {
         let now = Instant::now();
-        let none = BTreeMap::new();
+        let none = KeyItems::none();
         let old = item(1, 1, now);
         let mine = item(1, 2, now);
         let policy: Option<&dyn RecordPolicy> = Some(&ProofOk);
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn another_writer_takes_over_only_with_what_the_policy_accepts() {
         let now = Instant::now();
-        let none = BTreeMap::new();
+        let none = KeyItems::none();
         let old = item(1, 1, now);
         let mut theirs = item(2, 5, now);
         let policy: Option<&dyn RecordPolicy> = Some(&ProofOk);

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tracing::debug;
 
+use super::held::KeyItems;
 use super::policy::{self, RecordPolicy};
 use super::requests::Pending;
 use super::{Item, NodeId, Peer, Refusal, Ring, RingRequest, State};
@@ -21,7 +22,7 @@ pub(super) const ITEMS_PER_MESSAGE: usize = 64;
 pub(super) struct Storage {
     /// Items by key, then by name: a store or remove finds its item at once
     /// however many share the key.
-    pub(super) items: BTreeMap<NodeId, BTreeMap<String, Item>>,
+    pub(super) items: BTreeMap<NodeId, KeyItems>,
     /// Our predecessor when the replicas were last brought up to date.
     pub(super) synced_pred: Option<NodeId>,
     /// The replicas then.
@@ -193,7 +194,7 @@ impl Ring {
     ) -> Result<(), Refusal> {
         let list = self.storage.items.get(&item.key);
         let existing = list.and_then(|l| l.get(&item.name));
-        let empty = BTreeMap::new();
+        let empty = KeyItems::none();
         policy::check_store(
             self.storage.policy.as_deref(),
             sender,
@@ -223,16 +224,23 @@ impl Ring {
             return false;
         }
         item.proof = None;
-        let list = self.storage.items.entry(item.key).or_default();
-        let old_writer = match list.get(&item.name) {
+        let list = self.storage.items.get(&item.key);
+        let old_writer = match list.and_then(|l| l.get(&item.name)) {
             Some(existing) if existing.version > item.version => return false,
             Some(existing) => Some(existing.writer),
             None => None,
         };
         let writer = item.writer;
-        let unchanged = list.get(&item.name).is_some_and(|e| *e == item);
+        let unchanged = list
+            .and_then(|l| l.get(&item.name))
+            .is_some_and(|e| *e == item);
         let (key, name) = (item.key, item.name.clone());
-        list.insert(item.name.clone(), item);
+        match self.storage.items.get_mut(&key) {
+            Some(list) => list.insert(item),
+            None => {
+                self.storage.items.insert(key, KeyItems::One(item));
+            }
+        }
         if !unchanged {
             self.note(key, &name);
         }
@@ -369,10 +377,10 @@ impl Ring {
             .retain(|_, t| now.saturating_duration_since(*t) <= keep);
         let journal = &mut self.storage.journal;
         self.storage.items.retain(|key, items| {
-            items.retain(|name, i| {
+            items.retain(|i| {
                 let live = i.expires > now;
                 if !live && let Some(journal) = journal.as_mut() {
-                    journal.insert((*key, name.clone()));
+                    journal.insert((*key, i.name.clone()));
                 }
                 live
             });

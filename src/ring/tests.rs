@@ -257,8 +257,8 @@ fn live_in_takes_the_arc_and_skips_expired_items() {
         storage
             .items
             .entry(it.key)
-            .or_default()
-            .insert(it.name.clone(), it);
+            .or_insert_with(super::KeyItems::none)
+            .insert(it);
     };
     keep("a@overlay.test", now + Duration::from_secs(60));
     keep("b@overlay.test", now + Duration::from_secs(60));
