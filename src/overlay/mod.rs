@@ -12,12 +12,14 @@ pub mod gateways;
 pub mod identity;
 pub mod limits;
 pub mod records;
+pub mod signed;
 pub mod store;
 pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
@@ -32,8 +34,9 @@ use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::sip::transaction::{ClientKey, Owner, Peer, ServerKey, TransportKind};
 use admission::{Admission, Refused};
 use gateways::{GatewayRecord, Gateways};
-use identity::Members;
+use identity::{Members, Signing};
 use limits::MemberRates;
+use signed::{CertBook, Seals, Wall};
 use store::RingLocation;
 
 /// The answer to a [`Overlay::fetch_items`].
@@ -86,6 +89,12 @@ pub struct Overlay {
     rates: MemberRates,
     /// The ring's refused record changes already counted in the metrics.
     refusals_counted: RecordRefusals,
+    /// Certificate mode: the members' certificates that travel with signed
+    /// items, and the wall clock they are checked at.
+    certs: Option<(Arc<Mutex<CertBook>>, Wall)>,
+    /// Bad signatures not yet logged, and when we last logged.
+    bad_unlogged: u64,
+    bad_logged: Option<Instant>,
 }
 
 /// The reason phrase of the 403 a non-member gets.
@@ -130,14 +139,57 @@ impl Overlay {
             members: None,
             rates,
             refusals_counted: RecordRefusals::default(),
+            certs: None,
+            bad_unlogged: 0,
+            bad_logged: None,
         }
     }
 
     /// Turns certificate mode on: overlay messages go over members' mutual
     /// TLS, and only those from a connection with a member certificate are
-    /// accepted, as from the member it names (`identity.rs`).
-    pub fn set_certified(&mut self) {
+    /// accepted, as from the member it names (`identity.rs`); items and
+    /// removes are signed with `signing` and checked (`signed.rs`).
+    /// `wall_at`: the wall-clock time (since the Unix epoch) at `now`.
+    pub fn set_certified(&mut self, signing: Arc<Signing>, wall_at: Duration, now: Instant) {
         self.members = Some(Members::default());
+        let wall = Wall::new(wall_at, now);
+        let book = Arc::new(Mutex::new(CertBook::new(signing.clone())));
+        self.ring
+            .set_item_seal(Box::new(Seals::new(signing, book.clone(), wall)));
+        self.certs = Some((book, wall));
+    }
+
+    /// Keeps the certificates a message from a member carries.
+    fn learn_certs(&self, headers: &ezk_sip_types::Headers, now: Instant) {
+        let Some((book, wall)) = &self.certs else {
+            return;
+        };
+        let carried = signed::certs_in(headers);
+        if carried.is_empty() {
+            return;
+        }
+        if let Ok(mut book) = book.lock() {
+            let at = Duration::from_millis(wall.ms(now));
+            for der in carried {
+                book.learn(&der, at);
+            }
+        }
+    }
+
+    /// Adds the certificates of `ids` (writers, a remover) to a message.
+    fn attach_certs(
+        &self,
+        headers: &mut ezk_sip_types::Headers,
+        ids: impl IntoIterator<Item = NodeId>,
+    ) {
+        let Some((book, _)) = &self.certs else {
+            return;
+        };
+        let certs = match book.lock() {
+            Ok(book) => book.certs_of(ids),
+            Err(_) => return,
+        };
+        signed::add_certs(headers, &certs);
     }
 
     /// Certificate mode: the connection from `peer` speaks for `node`.
@@ -228,8 +280,9 @@ impl Overlay {
         self.respond(key, response, out, now);
     }
 
-    /// Counts the record changes the ring refused since the last call.
-    fn count_record_refusals(&mut self) {
+    /// Counts the record changes the ring refused since the last call; bad
+    /// signatures are logged at most once per period.
+    fn count_record_refusals(&mut self, at: Instant) {
         let now = self.ring.record_refusals();
         let before = std::mem::replace(&mut self.refusals_counted, now);
         self.metrics
@@ -238,6 +291,19 @@ impl Overlay {
         self.metrics
             .items_over_limit
             .inc_by(now.over_limit.saturating_sub(before.over_limit));
+        let bad = now.bad_signature.saturating_sub(before.bad_signature);
+        if bad > 0 {
+            self.metrics.bad_signatures.inc_by(bad);
+            self.bad_unlogged += bad;
+            let due = self
+                .bad_logged
+                .is_none_or(|t| at.saturating_duration_since(t) >= admission::LOG_EVERY);
+            if due {
+                self.bad_logged = Some(at);
+                let count = std::mem::take(&mut self.bad_unlogged);
+                warn!(refused = count, "items or removes without their writer's valid signature refused (counted in overlay_bad_signatures_total)");
+            }
+        }
     }
 
     /// Answers a request 403 and hands it to nobody.
@@ -373,6 +439,7 @@ impl Overlay {
         if !self.rates.allow(source, now) {
             return self.rate_limited(key, &request, source, out, now);
         }
+        self.learn_certs(&request.headers, now);
         if let Some(peer) = discovery::announcer(&request) {
             // An answer to our announcement (or a unicast one): join it if alone.
             self.respond(key, request.response(200), out, now);
@@ -427,6 +494,7 @@ impl Overlay {
             self.ring.handle_failure(id, now);
             return self.pump(out, now);
         }
+        self.learn_certs(&response.headers, now);
         match wire::decode_response(response, now) {
             Ok(ring_response) => self.ring.handle_response(id, ring_response, now),
             Err(error) => {
@@ -476,7 +544,7 @@ impl Overlay {
     /// Moves work between the ring, the location store and the transactions
     /// until none of them has more.
     pub fn pump(&mut self, out: &mut Outbox, now: Instant) {
-        self.count_record_refusals();
+        self.count_record_refusals(now);
         loop {
             let mut busy = self.location.start_ops(&mut self.ring, now);
             if let Some(gateways) = &mut self.gateways {
@@ -505,6 +573,17 @@ impl Overlay {
                     self.metrics.stabilize_rounds.inc();
                 }
                 let mut sip = wire::encode_request(&request, &self.ring.me(), to, now);
+                match &request {
+                    crate::ring::RingRequest::Store { items, .. }
+                    | crate::ring::RingRequest::Transfer { items } => {
+                        self.attach_certs(&mut sip.headers, items.iter().map(|i| i.writer))
+                    }
+                    crate::ring::RingRequest::Remove { by, replica, .. } => {
+                        let by = if *replica { *by } else { self.ring.me().id };
+                        self.attach_certs(&mut sip.headers, [by])
+                    }
+                    _ => {}
+                }
                 self.cseq = self.cseq.wrapping_add(1);
                 let me = self.ring.me().addr;
                 let call_id = self
@@ -534,7 +613,10 @@ impl Overlay {
                 let Some((key, original)) = self.received.remove(&to) else {
                     return;
                 };
-                let sip = wire::encode_response(&original, &response, now);
+                let mut sip = wire::encode_response(&original, &response, now);
+                if let crate::ring::RingResponse::Items { items } = &response {
+                    self.attach_certs(&mut sip.headers, items.iter().map(|i| i.writer));
+                }
                 self.respond(key, sip, out, now);
             }
         }
