@@ -36,7 +36,7 @@ use admission::{Admission, Refused};
 use gateways::{GatewayRecord, Gateways};
 use identity::{Members, Signing};
 use limits::MemberRates;
-use signed::{CertBook, Seals, Wall};
+use signed::{CertBook, Certified, Seals, Wall};
 use store::RingLocation;
 
 /// The answer to a [`Overlay::fetch_items`].
@@ -91,10 +91,9 @@ pub struct Overlay {
     refusals_counted: RecordRefusals,
     /// Certificate mode: the members' certificates that travel with signed
     /// items, and the wall clock they are checked at.
-    certs: Option<(Arc<Mutex<CertBook>>, Wall)>,
-    /// Bad signatures not yet logged, and when we last logged.
-    bad_unlogged: u64,
-    bad_logged: Option<Instant>,
+    certs: Option<Certified>,
+    /// The log of bad signatures, once per period.
+    bad_signatures: signed::RefusalLog,
 }
 
 /// The reason phrase of the 403 a non-member gets.
@@ -140,8 +139,7 @@ impl Overlay {
             rates,
             refusals_counted: RecordRefusals::default(),
             certs: None,
-            bad_unlogged: 0,
-            bad_logged: None,
+            bad_signatures: signed::RefusalLog::default(),
         }
     }
 
@@ -156,40 +154,7 @@ impl Overlay {
         let book = Arc::new(Mutex::new(CertBook::new(signing.clone())));
         self.ring
             .set_item_seal(Box::new(Seals::new(signing, book.clone(), wall)));
-        self.certs = Some((book, wall));
-    }
-
-    /// Keeps the certificates a message from a member carries.
-    fn learn_certs(&self, headers: &ezk_sip_types::Headers, now: Instant) {
-        let Some((book, wall)) = &self.certs else {
-            return;
-        };
-        let carried = signed::certs_in(headers);
-        if carried.is_empty() {
-            return;
-        }
-        if let Ok(mut book) = book.lock() {
-            let at = Duration::from_millis(wall.ms(now));
-            for der in carried {
-                book.learn(&der, at);
-            }
-        }
-    }
-
-    /// Adds the certificates of `ids` (writers, a remover) to a message.
-    fn attach_certs(
-        &self,
-        headers: &mut ezk_sip_types::Headers,
-        ids: impl IntoIterator<Item = NodeId>,
-    ) {
-        let Some((book, _)) = &self.certs else {
-            return;
-        };
-        let certs = match book.lock() {
-            Ok(book) => book.certs_of(ids),
-            Err(_) => return,
-        };
-        signed::add_certs(headers, &certs);
+        self.certs = Some(Certified::new(book, wall));
     }
 
     /// Certificate mode: the connection from `peer` speaks for `node`.
@@ -294,14 +259,11 @@ impl Overlay {
         let bad = now.bad_signature.saturating_sub(before.bad_signature);
         if bad > 0 {
             self.metrics.bad_signatures.inc_by(bad);
-            self.bad_unlogged += bad;
-            let due = self
-                .bad_logged
-                .is_none_or(|t| at.saturating_duration_since(t) >= admission::LOG_EVERY);
-            if due {
-                self.bad_logged = Some(at);
-                let count = std::mem::take(&mut self.bad_unlogged);
-                warn!(refused = count, "items or removes without their writer's valid signature refused (counted in overlay_bad_signatures_total)");
+            if let Some(count) = self.bad_signatures.note(bad, at) {
+                warn!(
+                    refused = count,
+                    "items or removes without their writer's valid signature refused (counted in overlay_bad_signatures_total)"
+                );
             }
         }
     }
@@ -439,7 +401,9 @@ impl Overlay {
         if !self.rates.allow(source, now) {
             return self.rate_limited(key, &request, source, out, now);
         }
-        self.learn_certs(&request.headers, now);
+        if let Some(certs) = &self.certs {
+            certs.learn(&request.headers, now);
+        }
         if let Some(peer) = discovery::announcer(&request) {
             // An answer to our announcement (or a unicast one): join it if alone.
             self.respond(key, request.response(200), out, now);
@@ -494,7 +458,9 @@ impl Overlay {
             self.ring.handle_failure(id, now);
             return self.pump(out, now);
         }
-        self.learn_certs(&response.headers, now);
+        if let Some(certs) = &self.certs {
+            certs.learn(&response.headers, now);
+        }
         match wire::decode_response(response, now) {
             Ok(ring_response) => self.ring.handle_response(id, ring_response, now),
             Err(error) => {
@@ -573,16 +539,8 @@ impl Overlay {
                     self.metrics.stabilize_rounds.inc();
                 }
                 let mut sip = wire::encode_request(&request, &self.ring.me(), to, now);
-                match &request {
-                    crate::ring::RingRequest::Store { items, .. }
-                    | crate::ring::RingRequest::Transfer { items } => {
-                        self.attach_certs(&mut sip.headers, items.iter().map(|i| i.writer))
-                    }
-                    crate::ring::RingRequest::Remove { by, replica, .. } => {
-                        let by = if *replica { *by } else { self.ring.me().id };
-                        self.attach_certs(&mut sip.headers, [by])
-                    }
-                    _ => {}
+                if let Some(certs) = &self.certs {
+                    certs.attach_for_request(&mut sip.headers, &request, self.ring.me().id);
                 }
                 self.cseq = self.cseq.wrapping_add(1);
                 let me = self.ring.me().addr;
@@ -614,8 +572,10 @@ impl Overlay {
                     return;
                 };
                 let mut sip = wire::encode_response(&original, &response, now);
-                if let crate::ring::RingResponse::Items { items } = &response {
-                    self.attach_certs(&mut sip.headers, items.iter().map(|i| i.writer));
+                if let (Some(certs), crate::ring::RingResponse::Items { items }) =
+                    (&self.certs, &response)
+                {
+                    certs.attach(&mut sip.headers, items.iter().map(|i| i.writer));
                 }
                 self.respond(key, sip, out, now);
             }

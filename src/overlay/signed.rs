@@ -27,7 +27,7 @@ use tracing::debug;
 
 use crate::overlay::identity::Signing;
 use crate::ring::seal::{self, ItemSeal, WINDOW};
-use crate::ring::{Item, NodeId};
+use crate::ring::{Item, NodeId, RingRequest};
 
 /// The header that carries a certificate (hex DER).
 pub const P2P_CERT: &str = "P2P-Cert";
@@ -96,7 +96,8 @@ impl CertBook {
                 continue;
             }
             if let Some(gone) = self.known.remove(&old) {
-                self.digests.remove(&<[u8; 32]>::from(Sha256::digest(&*gone.der)));
+                self.digests
+                    .remove(&<[u8; 32]>::from(Sha256::digest(&*gone.der)));
             }
         }
     }
@@ -197,10 +198,10 @@ impl Wall {
 
     /// Milliseconds since the Unix epoch at `at`.
     pub fn ms(&self, at: Instant) -> u64 {
-        let ahead = u64::try_from(at.saturating_duration_since(self.now0).as_millis())
-            .unwrap_or(u64::MAX);
-        let behind = u64::try_from(self.now0.saturating_duration_since(at).as_millis())
-            .unwrap_or(u64::MAX);
+        let ahead =
+            u64::try_from(at.saturating_duration_since(self.now0).as_millis()).unwrap_or(u64::MAX);
+        let behind =
+            u64::try_from(self.now0.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX);
         self.wall0_ms.saturating_add(ahead).saturating_sub(behind)
     }
 
@@ -209,10 +210,85 @@ impl Wall {
     fn instant(&self, ms: u64, now: Instant) -> Instant {
         let wall_now = self.ms(now);
         if ms <= wall_now {
-            return now.checked_sub(Duration::from_millis(wall_now - ms)).unwrap_or(now);
+            return now
+                .checked_sub(Duration::from_millis(wall_now - ms))
+                .unwrap_or(now);
         }
         let ahead = Duration::from_millis((ms - wall_now).min(10 * 365 * 86_400_000));
         now + ahead
+    }
+}
+
+/// The overlay's side of certificate mode: the certificates messages carry
+/// are learnt, and the ones of the writers (remover) of what we send added.
+pub struct Certified {
+    book: Arc<Mutex<CertBook>>,
+    wall: Wall,
+}
+
+impl Certified {
+    pub fn new(book: Arc<Mutex<CertBook>>, wall: Wall) -> Certified {
+        Certified { book, wall }
+    }
+
+    /// Keeps the certificates a message from a member carries.
+    pub fn learn(&self, headers: &Headers, now: Instant) {
+        let carried = certs_in(headers);
+        if carried.is_empty() {
+            return;
+        }
+        if let Ok(mut book) = self.book.lock() {
+            let at = Duration::from_millis(self.wall.ms(now));
+            for der in carried {
+                book.learn(&der, at);
+            }
+        }
+    }
+
+    /// Adds the certificates of `ids` (writers, a remover) to a message.
+    pub fn attach(&self, headers: &mut Headers, ids: impl IntoIterator<Item = NodeId>) {
+        let certs = match self.book.lock() {
+            Ok(book) => book.certs_of(ids),
+            Err(_) => return,
+        };
+        add_certs(headers, &certs);
+    }
+
+    /// Adds what a ring request needs: its items' writers' certificates, or
+    /// its remover's (`me` when we ask for the remove).
+    pub fn attach_for_request(&self, headers: &mut Headers, request: &RingRequest, me: NodeId) {
+        match request {
+            RingRequest::Store { items, .. } | RingRequest::Transfer { items } => {
+                self.attach(headers, items.iter().map(|i| i.writer))
+            }
+            RingRequest::Remove { by, replica, .. } => {
+                self.attach(headers, [if *replica { *by } else { me }])
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Refusals counted between log lines: at most one line per
+/// [`LOG_EVERY`](crate::overlay::admission::LOG_EVERY).
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    unlogged: u64,
+    last: Option<Instant>,
+}
+
+impl RefusalLog {
+    /// Counts `n` more; `Some(count)` since the last line when one is due.
+    pub fn note(&mut self, n: u64, now: Instant) -> Option<u64> {
+        self.unlogged += n;
+        let due = self.last.is_none_or(|t| {
+            now.saturating_duration_since(t) >= crate::overlay::admission::LOG_EVERY
+        });
+        if !due {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
     }
 }
 
@@ -291,8 +367,7 @@ impl ItemSeal for Seals {
         }
         // Forget what is out of the window anyway.
         while let Some((digest, t)) = self.removes_order.front().copied() {
-            if t.saturating_add(window) >= wall && self.removes_order.len() < MAX_REMOVES_SEEN
-            {
+            if t.saturating_add(window) >= wall && self.removes_order.len() < MAX_REMOVES_SEEN {
                 break;
             }
             self.removes_order.pop_front();

@@ -69,9 +69,7 @@ impl Ring {
             handover: true,
         };
         for chunk in batches(&items) {
-            let request = RingRequest::Transfer {
-                items: chunk,
-            };
+            let request = RingRequest::Transfer { items: chunk };
             self.leaving.pending += 1;
             self.send(succ.addr, request, pending.clone(), now);
         }

@@ -239,9 +239,7 @@ impl Ring {
         let from = old.map(|o| o.id).unwrap_or(self.me.id);
         let handover = self.storage.live_in(from, p.id, now);
         for chunk in batches(&handover) {
-            let request = RingRequest::Transfer {
-                items: chunk,
-            };
+            let request = RingRequest::Transfer { items: chunk };
             self.send(p.addr, request, Pending::Push { to: p }, now);
         }
         if self.neighbours.successors.is_empty() {

@@ -362,9 +362,7 @@ impl Ring {
                     self.finish_op(op, &kind, Ok(OpOutcome::Done));
                 }
                 Some(RingResponse::Refused(
-                    refusal @ (Refusal::NotWriter
-                    | Refusal::TooManyItems
-                    | Refusal::BadSignature),
+                    refusal @ (Refusal::NotWriter | Refusal::TooManyItems | Refusal::BadSignature),
                 )) => {
                     // A verdict on the record, not on the route: final.
                     self.ops.running.remove(&op.0);
