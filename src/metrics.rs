@@ -37,6 +37,9 @@ pub struct Metrics {
     pub items_over_limit: Counter,
     /// Overlay requests refused with 503: their member was over its rate.
     pub overlay_rate_limited: Counter,
+    /// Items and removes refused or not used: no valid signature of their
+    /// writer or remover (certificate mode).
+    pub bad_signatures: Counter,
 }
 
 impl Default for Metrics {
@@ -54,6 +57,7 @@ impl Default for Metrics {
             records_refused: Counter::default(),
             items_over_limit: Counter::default(),
             overlay_rate_limited: Counter::default(),
+            bad_signatures: Counter::default(),
         }
     }
 }
@@ -194,6 +198,11 @@ impl Metrics {
             "overlay_rate_limited",
             "Overlay requests refused with 503: their member was over its rate",
             self.overlay_rate_limited.clone(),
+        );
+        registry.register(
+            "overlay_bad_signatures",
+            "Items and removes refused or not used: no valid signature of their writer or remover",
+            self.bad_signatures.clone(),
         );
         let mut text = String::new();
         if encode(&mut text, &registry).is_err() {

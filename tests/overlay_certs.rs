@@ -13,90 +13,14 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::certs::*;
 use common::members::*;
 use common::*;
 
 const FORBIDDEN: &str = "Forbidden (not an overlay member)";
-
-/// `p2psip certs ARGS`; the line it printed.
-fn certs(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_p2psip"))
-        .arg("certs")
-        .args(args)
-        .output()
-        .expect("run p2psip certs");
-    assert!(
-        out.status.success(),
-        "certs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A node certificate for `sip` from the CA in `ca`; its directory and serial.
-fn enroll(dir: &Path, ca: &Path, sip: SocketAddr, name: &str) -> (PathBuf, String) {
-    let out = dir.join(name);
-    let line = certs(&[
-        "node",
-        "--ca",
-        &ca.display().to_string(),
-        "--sip",
-        &sip.to_string(),
-        "--out",
-        &out.display().to_string(),
-    ]);
-    let serial = line
-        .trim()
-        .rsplit_once("serial ")
-        .map(|(_, s)| s.to_string())
-        .unwrap_or_else(|| panic!("no serial in {line:?}"));
-    (out, serial)
-}
-
-fn cert_args(ca: &Path, node: &Path) -> Vec<String> {
-    vec![
-        "--overlay-ca".into(),
-        ca.join("ca.pem").display().to_string(),
-        "--node-cert".into(),
-        node.join("node.pem").display().to_string(),
-        "--node-key".into(),
-        node.join("node-key.pem").display().to_string(),
-    ]
-}
-
-/// A fresh address (SIP) and HTTP address.
-fn addresses() -> (SocketAddr, SocketAddr) {
-    let base = port_block(2);
-    (
-        SocketAddr::from(([127, 0, 0, 1], base)),
-        SocketAddr::from(([127, 0, 0, 1], base + 1)),
-    )
-}
-
-fn start(
-    name: &str,
-    sip: SocketAddr,
-    http: SocketAddr,
-    extra: &[String],
-    join: Option<SocketAddr>,
-) -> Member {
-    let mut builder = Node::builder()
-        .name(name)
-        .args(["--sip", &sip.to_string(), "--domain", DOMAIN])
-        .args(["--http", &http.to_string()])
-        .args(extra);
-    if let Some(join) = join {
-        builder = builder.args(["--join", &join.to_string()]);
-    }
-    Member {
-        node: builder.spawn(),
-        http,
-    }
-}
 
 /// An overlay request as a stranger writes it (docs/protocol.md), from `local`.
 fn overlay_request(
@@ -198,21 +122,7 @@ fn only_members_with_a_certificate_join_read_or_write_the_ring() {
     let other_ca = dir.join("other-ca");
     certs(&["ca", "--out", &other_ca.display().to_string()]);
 
-    let mut members = Vec::new();
-    let mut boot = None;
-    for i in 0..3 {
-        let (sip, http) = addresses();
-        let (node_dir, _) = enroll(&dir, &ca, sip, &format!("member-{i}"));
-        let member = start(
-            &format!("member-{i}"),
-            sip,
-            http,
-            &cert_args(&ca, &node_dir),
-            boot,
-        );
-        boot.get_or_insert(member.node.addr);
-        members.push(member);
-    }
+    let members = three_members(&dir, &ca);
     let all: Vec<&Member> = members.iter().collect();
     wait_until(
         "three members agree on one ring",

@@ -137,8 +137,12 @@ impl Node {
                 .unwrap_or_default();
             overlay.set_admission(Admission::new(secret, wall, now));
         }
-        if options.transport.member.is_some() {
-            overlay.set_certified();
+        if let Some(member) = &options.transport.member {
+            // The wall clock of signed items, read once as for the secret.
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            overlay.set_certified(member.signing.clone(), wall, now);
         }
         let domains = options.core.domains.clone();
         let zone_configs = options.core.gateway.zone_configs(&domains);

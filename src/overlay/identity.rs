@@ -21,6 +21,7 @@ use p2psip_certs::{NodeCert, NodeKey};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -59,6 +60,9 @@ pub struct MemberTls {
     pub acceptor: TlsAcceptor,
     pub connector: TlsConnector,
     revoked: Arc<HashSet<String>>,
+    /// What signs our items and checks members' certificates carried in
+    /// overlay messages (`signed.rs`).
+    pub signing: Arc<Signing>,
 }
 
 impl std::fmt::Debug for MemberTls {
@@ -86,7 +90,43 @@ impl MemberTls {
 pub struct Identity {
     pub me: NodeCert,
     pub tls: MemberTls,
+}
+
+/// This node's signing key and certificate, and the check of another
+/// member's certificate outside a handshake (carried with signed items).
+pub struct Signing {
     key: NodeKey,
+    /// Our certificate (DER).
+    pub cert_der: Vec<u8>,
+    /// Our Node-ID.
+    pub me: NodeId,
+    verifier: Arc<dyn ClientCertVerifier>,
+    revoked: Arc<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Signing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signing").field("me", &self.me).finish()
+    }
+}
+
+impl Signing {
+    /// Our signature over `message`.
+    pub fn sign(&self, message: &[u8]) -> Option<Vec<u8>> {
+        self.key.sign(message).ok()
+    }
+
+    /// What a member certificate says, if it is one: signed by the overlay
+    /// CA and valid at `wall` (since the Unix epoch), a Node-ID that is its
+    /// address's, not revoked.
+    pub fn check_cert(&self, der: &[u8], wall: std::time::Duration) -> Result<NodeCert, String> {
+        let node = check_node_cert(der, &self.revoked)?;
+        let cert = CertificateDer::from(der.to_vec());
+        self.verifier
+            .verify_client_cert(&cert, &[], UnixTime::since_unix_epoch(wall))
+            .map_err(|e| format!("not valid under the overlay CA: {e}"))?;
+        Ok(node)
+    }
 }
 
 impl std::fmt::Debug for Identity {
@@ -225,6 +265,8 @@ impl Identity {
         verifier
             .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
             .map_err(|e| cert_error(format!("not valid under the overlay CA: {e}")))?;
+        let verifier_for_items: Arc<dyn ClientCertVerifier> = verifier.clone();
+        let cert_der = chain[0].to_vec();
         let key_pem = std::fs::read(key)
             .map_err(|e| invalid("node_key", format!("{}: {e}", key.display())))?;
         let key_error = |why: String| invalid("node_key", format!("{}: {why}", key.display()));
@@ -246,20 +288,27 @@ impl Identity {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, private)
             .map_err(|e| key_error(format!("does not fit the certificate: {e}")))?;
+        let signing = Signing {
+            key: signing,
+            cert_der,
+            me: NodeId::of_addr(me.sip),
+            verifier: verifier_for_items,
+            revoked: revoked.clone(),
+        };
         Ok(Some(Identity {
             me,
             tls: MemberTls {
                 acceptor: TlsAcceptor::from(Arc::new(server)),
                 connector: TlsConnector::from(Arc::new(client)),
                 revoked,
+                signing: Arc::new(signing),
             },
-            key: signing,
         }))
     }
 
     /// Our signature over `message` (an item's canonical bytes).
     pub fn sign(&self, message: &[u8]) -> Option<Vec<u8>> {
-        self.key.sign(message).ok()
+        self.tls.signing.sign(message)
     }
 }
 

@@ -12,12 +12,14 @@ pub mod gateways;
 pub mod identity;
 pub mod limits;
 pub mod records;
+pub mod signed;
 pub mod store;
 pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
@@ -32,8 +34,9 @@ use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::sip::transaction::{ClientKey, Owner, Peer, ServerKey, TransportKind};
 use admission::{Admission, Refused};
 use gateways::{GatewayRecord, Gateways};
-use identity::Members;
+use identity::{Members, Signing};
 use limits::MemberRates;
+use signed::{CertBook, Certified, Seals, Wall};
 use store::RingLocation;
 
 /// The answer to a [`Overlay::fetch_items`].
@@ -86,6 +89,11 @@ pub struct Overlay {
     rates: MemberRates,
     /// The ring's refused record changes already counted in the metrics.
     refusals_counted: RecordRefusals,
+    /// Certificate mode: the members' certificates that travel with signed
+    /// items, and the wall clock they are checked at.
+    certs: Option<Certified>,
+    /// The log of bad signatures, once per period.
+    bad_signatures: signed::RefusalLog,
 }
 
 /// The reason phrase of the 403 a non-member gets.
@@ -130,14 +138,23 @@ impl Overlay {
             members: None,
             rates,
             refusals_counted: RecordRefusals::default(),
+            certs: None,
+            bad_signatures: signed::RefusalLog::default(),
         }
     }
 
     /// Turns certificate mode on: overlay messages go over members' mutual
     /// TLS, and only those from a connection with a member certificate are
-    /// accepted, as from the member it names (`identity.rs`).
-    pub fn set_certified(&mut self) {
+    /// accepted, as from the member it names (`identity.rs`); items and
+    /// removes are signed with `signing` and checked (`signed.rs`).
+    /// `wall_at`: the wall-clock time (since the Unix epoch) at `now`.
+    pub fn set_certified(&mut self, signing: Arc<Signing>, wall_at: Duration, now: Instant) {
         self.members = Some(Members::default());
+        let wall = Wall::new(wall_at, now);
+        let book = Arc::new(Mutex::new(CertBook::new(signing.clone())));
+        self.ring
+            .set_item_seal(Box::new(Seals::new(signing, book.clone(), wall)));
+        self.certs = Some(Certified::new(book, wall));
     }
 
     /// Certificate mode: the connection from `peer` speaks for `node`.
@@ -228,8 +245,9 @@ impl Overlay {
         self.respond(key, response, out, now);
     }
 
-    /// Counts the record changes the ring refused since the last call.
-    fn count_record_refusals(&mut self) {
+    /// Counts the record changes the ring refused since the last call; bad
+    /// signatures are logged at most once per period.
+    fn count_record_refusals(&mut self, at: Instant) {
         let now = self.ring.record_refusals();
         let before = std::mem::replace(&mut self.refusals_counted, now);
         self.metrics
@@ -238,6 +256,16 @@ impl Overlay {
         self.metrics
             .items_over_limit
             .inc_by(now.over_limit.saturating_sub(before.over_limit));
+        let bad = now.bad_signature.saturating_sub(before.bad_signature);
+        if bad > 0 {
+            self.metrics.bad_signatures.inc_by(bad);
+            if let Some(count) = self.bad_signatures.note(bad, at) {
+                warn!(
+                    refused = count,
+                    "items or removes without their writer's valid signature refused (counted in overlay_bad_signatures_total)"
+                );
+            }
+        }
     }
 
     /// Answers a request 403 and hands it to nobody.
@@ -373,6 +401,9 @@ impl Overlay {
         if !self.rates.allow(source, now) {
             return self.rate_limited(key, &request, source, out, now);
         }
+        if let Some(certs) = &self.certs {
+            certs.learn(&request.headers, now);
+        }
         if let Some(peer) = discovery::announcer(&request) {
             // An answer to our announcement (or a unicast one): join it if alone.
             self.respond(key, request.response(200), out, now);
@@ -427,6 +458,9 @@ impl Overlay {
             self.ring.handle_failure(id, now);
             return self.pump(out, now);
         }
+        if let Some(certs) = &self.certs {
+            certs.learn(&response.headers, now);
+        }
         match wire::decode_response(response, now) {
             Ok(ring_response) => self.ring.handle_response(id, ring_response, now),
             Err(error) => {
@@ -476,7 +510,7 @@ impl Overlay {
     /// Moves work between the ring, the location store and the transactions
     /// until none of them has more.
     pub fn pump(&mut self, out: &mut Outbox, now: Instant) {
-        self.count_record_refusals();
+        self.count_record_refusals(now);
         loop {
             let mut busy = self.location.start_ops(&mut self.ring, now);
             if let Some(gateways) = &mut self.gateways {
@@ -505,6 +539,9 @@ impl Overlay {
                     self.metrics.stabilize_rounds.inc();
                 }
                 let mut sip = wire::encode_request(&request, &self.ring.me(), to, now);
+                if let Some(certs) = &self.certs {
+                    certs.attach_for_request(&mut sip.headers, &request, self.ring.me().id);
+                }
                 self.cseq = self.cseq.wrapping_add(1);
                 let me = self.ring.me().addr;
                 let call_id = self
@@ -534,7 +571,12 @@ impl Overlay {
                 let Some((key, original)) = self.received.remove(&to) else {
                     return;
                 };
-                let sip = wire::encode_response(&original, &response, now);
+                let mut sip = wire::encode_response(&original, &response, now);
+                if let (Some(certs), crate::ring::RingResponse::Items { items }) =
+                    (&self.certs, &response)
+                {
+                    certs.attach(&mut sip.headers, items.iter().map(|i| i.writer));
+                }
                 self.respond(key, sip, out, now);
             }
         }

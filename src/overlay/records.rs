@@ -52,6 +52,12 @@ impl RecordPolicy for OverlayRecords {
     fn may_remove(&self, existing: &Item) -> bool {
         existing.kind == MESSAGE_KIND
     }
+
+    /// A node that authenticated the user again may also shorten her
+    /// binding (she unregistered there): her credentials are the authority.
+    fn may_shorten(&self, existing: &Item, new: &Item) -> bool {
+        new.kind == BINDING_KIND || self.may_remove(existing)
+    }
 }
 
 /// Whether the new writer of a binding proved that it authenticated its

@@ -87,6 +87,9 @@ struct RemoveBody {
     /// Who asked for the removal (on a replica's copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     by: Option<String>,
+    /// The remover's signature with its time, hex (certificate mode).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    signature: String,
 }
 
 fn node_uri(peer: &Peer) -> String {
@@ -138,11 +141,16 @@ pub fn encode_request(request: &RingRequest, me: &Peer, to: SocketAddr, now: Ins
             set_items(&mut sip.headers, &mut sip.body, items, now)
         }
         RingRequest::Remove {
-            name, replica, by, ..
+            name,
+            replica,
+            by,
+            seal,
+            ..
         } => {
             let body = serde_json::to_vec(&RemoveBody {
                 name: name.clone(),
                 by: replica.then(|| by.to_string()),
+                signature: hex(seal),
             })
             .unwrap_or_default();
             sip.headers.insert(Name::CONTENT_TYPE, "application/json");
@@ -251,11 +259,16 @@ pub fn decode_request(request: &Request, now: Instant) -> Result<RingRequest, Wi
                 // The receiver takes the sender for the remover.
                 None => NodeId::default(),
             };
+            if body.signature.len() > 2 * MAX_SIGNATURE {
+                return Err(WireError::BadBody("remove signature too long".into()));
+            }
             RingRequest::Remove {
                 key: key()?,
                 name: body.name,
                 replica: flag("replica"),
                 by,
+                seal: hex_bytes(&body.signature)
+                    .ok_or_else(|| WireError::BadBody("bad remove signature".into()))?,
             }
         }
         "transfer" => RingRequest::Transfer {
@@ -388,7 +401,7 @@ fn status_of(refusal: &Refusal) -> u16 {
         Refusal::NoRoute | Refusal::Timeout | Refusal::LookupFailed => 408,
         Refusal::Loop => 482,
         Refusal::NotJoined | Refusal::Leaving | Refusal::Left => 503,
-        Refusal::NotWriter | Refusal::TooManyItems => 403,
+        Refusal::NotWriter | Refusal::TooManyItems | Refusal::BadSignature => 403,
         Refusal::Other(_) => 500,
     }
 }
@@ -679,6 +692,7 @@ mod tests {
                 name: "alice@example.test".into(),
                 replica: true,
                 by: NodeId::of_key("remover"),
+                seal: vec![0, 0, 1, 2, 3, 4, 5, 6, 7, 8],
             },
             RingRequest::Leave {
                 leaving: peer(5060),

@@ -116,6 +116,7 @@ impl Ring {
                 name,
                 replica,
                 by,
+                seal,
             } => {
                 if self.state == State::Leaving {
                     self.respond(id, RingResponse::Refused(Refusal::Leaving));
@@ -123,7 +124,7 @@ impl Ring {
                 }
                 // From the writer itself, or passed on by the key's holder.
                 let by = if replica { by } else { sender };
-                let answer = match self.remove_checked(by, key, &name, replica, now) {
+                let answer = match self.remove_checked(by, key, &name, replica, seal, now) {
                     Ok(()) => RingResponse::Stored,
                     Err(refusal) => RingResponse::Refused(refusal),
                 };

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::ops::Op;
 use super::requests::Pending;
-use super::storage::ITEMS_PER_MESSAGE;
+use super::storage::batches;
 use super::{OpId, Peer, Ring, RingError, RingEvent, RingRequest, State};
 
 /// A graceful leave under way.
@@ -68,10 +68,8 @@ impl Ring {
             to: succ,
             handover: true,
         };
-        for chunk in items.chunks(ITEMS_PER_MESSAGE) {
-            let request = RingRequest::Transfer {
-                items: chunk.to_vec(),
-            };
+        for chunk in batches(&items) {
+            let request = RingRequest::Transfer { items: chunk };
             self.leaving.pending += 1;
             self.send(succ.addr, request, pending.clone(), now);
         }

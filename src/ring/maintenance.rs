@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::id::ID_BITS;
 use super::requests::{Parent, Pending};
 use super::rtt::RoundTrips;
-use super::storage::ITEMS_PER_MESSAGE;
+use super::storage::batches;
 use super::timers::Timer;
 use super::{NodeId, Peer, Ring, RingEvent, RingRequest, State};
 
@@ -238,10 +238,8 @@ impl Ring {
         // its first replica.
         let from = old.map(|o| o.id).unwrap_or(self.me.id);
         let handover = self.storage.live_in(from, p.id, now);
-        for chunk in handover.chunks(ITEMS_PER_MESSAGE) {
-            let request = RingRequest::Transfer {
-                items: chunk.to_vec(),
-            };
+        for chunk in batches(&handover) {
+            let request = RingRequest::Transfer { items: chunk };
             self.send(p.addr, request, Pending::Push { to: p }, now);
         }
         if self.neighbours.successors.is_empty() {

@@ -37,6 +37,9 @@ pub enum RingRequest {
         /// The node that asked for the removal (the holder passes it on to
         /// its replicas, which check it against the item's writer).
         by: NodeId,
+        /// `by`'s signature over the remove and its time (`seal.rs`), passed
+        /// on unchanged by the holder; empty when items are not signed.
+        seal: Vec<u8>,
     },
     /// Key hand-over: on join (successor to new predecessor) and on leave
     /// (leaving node to its successor).
@@ -110,13 +113,16 @@ pub enum Refusal {
     /// The writer already has as many items here as a holder keeps for one
     /// writer (`overlay_limits.items_per_writer`).
     TooManyItems,
+    /// The item is not signed by its writer, or the remove not by its
+    /// remover within the time window (certificate mode, `seal.rs`).
+    BadSignature,
     /// A refusal the ring has no name for, in the peer's own words.
     Other(String),
 }
 
 impl Refusal {
     /// Every refusal the ring itself gives.
-    pub const NAMED: [Refusal; 9] = [
+    pub const NAMED: [Refusal; 10] = [
         Refusal::NoRoute,
         Refusal::Timeout,
         Refusal::LookupFailed,
@@ -126,6 +132,7 @@ impl Refusal {
         Refusal::Left,
         Refusal::NotWriter,
         Refusal::TooManyItems,
+        Refusal::BadSignature,
     ];
 
     /// A few words for people (and the reason phrase on the wire).
@@ -140,6 +147,7 @@ impl Refusal {
             Refusal::Left => "node has left the ring",
             Refusal::NotWriter => "not the record's writer",
             Refusal::TooManyItems => "too many items from this writer",
+            Refusal::BadSignature => "not signed by its writer",
             Refusal::Other(words) => words,
         }
     }

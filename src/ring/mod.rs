@@ -17,7 +17,7 @@
 //! The parts, one file each: `types` and `message` (what the ring says
 //! and hears), `incoming` (the driver's entry points), `routing` (lookups),
 //! `maintenance` (join, stabilize, fingers, failure), `leave` (graceful
-//! leave), `storage` (items held here), `ops` (the user's operations),
+//! leave), `storage` (items held here), `seal` (signed items), `ops` (the user's operations),
 //! `requests` (our requests in flight) and `timers` (the periodic work).
 
 pub mod id;
@@ -36,6 +36,7 @@ pub mod policy;
 mod requests;
 mod routing;
 mod rtt;
+pub mod seal;
 mod storage;
 mod timers;
 
@@ -47,6 +48,7 @@ pub use held::KeyItems;
 pub use id::NodeId;
 pub use message::{Outgoing, Refusal, RingRequest, RingResponse};
 pub use policy::RecordPolicy;
+pub use seal::ItemSeal;
 pub use storage::Change;
 pub use storage::RecordRefusals;
 pub use timers::PURGE_EVERY;

@@ -66,8 +66,11 @@ impl Ring {
     /// The item is written in this node's name (its `writer` is set here),
     /// and also kept here until it expires or is removed through this node,
     /// and stored again when the holder that took it dies.
+    /// When items are signed (`seal.rs`), it is signed here, once: copies
+    /// stored again carry the same signature.
     pub fn store(&mut self, mut item: Item, now: Instant) -> OpId {
         item.writer = self.me.id;
+        self.sign_item(&mut item, now);
         self.kept.keep(&item);
         self.start_op(item.key, OpKind::Store(item), now)
     }
@@ -252,18 +255,21 @@ impl Ring {
             OpKind::Remove(name) => {
                 if holder == self.me {
                     let me = self.me.id;
+                    let seal = self.sign_remove(key, &name, now);
                     let result = self
-                        .remove_checked(me, key, &name, false, now)
+                        .remove_checked(me, key, &name, false, seal, now)
                         .map(|()| OpOutcome::Done)
                         .map_err(RingError::Refused);
                     self.ops.running.remove(&op.0);
                     self.finish_op(op, &kind, result);
                 } else {
+                    let seal = self.sign_remove(key, &name, now);
                     let request = RingRequest::Remove {
                         key,
                         name,
                         replica: false,
                         by: self.me.id,
+                        seal,
                     };
                     self.send(
                         holder.addr,
@@ -333,9 +339,17 @@ impl Ring {
         let kind = o.kind.clone();
         match kind {
             OpKind::Fetch => match response {
-                Some(RingResponse::Items { items }) => {
-                    o.answered = true;
-                    self.fetch_next(op, items, now)
+                Some(RingResponse::Items { mut items }) => {
+                    // A forged item is not believed: the whole answer is
+                    // dropped and the next holder asked.
+                    if items.iter_mut().all(|i| self.fetched_item_holds(i, now)) {
+                        if let Some(o) = self.ops.running.get_mut(&op.0) {
+                            o.answered = true;
+                        }
+                        self.fetch_next(op, items, now)
+                    } else {
+                        self.fetch_next(op, Vec::new(), now)
+                    }
                 }
                 _ => self.fetch_next(op, Vec::new(), now),
             },
@@ -348,7 +362,7 @@ impl Ring {
                     self.finish_op(op, &kind, Ok(OpOutcome::Done));
                 }
                 Some(RingResponse::Refused(
-                    refusal @ (Refusal::NotWriter | Refusal::TooManyItems),
+                    refusal @ (Refusal::NotWriter | Refusal::TooManyItems | Refusal::BadSignature),
                 )) => {
                     // A verdict on the record, not on the route: final.
                     self.ops.running.remove(&op.0);

@@ -12,6 +12,7 @@
 use std::time::Instant;
 
 use super::held::KeyItems;
+use super::seal::WINDOW;
 use super::{Item, NodeId, Refusal};
 
 /// What the overlay decides for the ring: whether `new`, written by
@@ -34,11 +35,24 @@ pub trait RecordPolicy: Send {
         let _ = existing;
         false
     }
+
+    /// Whether `new`, by another writer that may take `existing` over, may
+    /// also bring its expiry forward by more than [`WINDOW`] (which counts
+    /// as a remove): by default only when that writer may remove it.
+    fn may_shorten(&self, existing: &Item, new: &Item) -> bool {
+        let _ = new;
+        self.may_remove(existing)
+    }
 }
 
 /// Whether `sender` may store `new` over `existing` here. `replica`: the
 /// store comes from the key's holder (which checked it) rather than from
 /// the writer itself, so the writer named in the item is not the sender.
+///
+/// A store that would bring a live item's expiry forward by more than
+/// [`WINDOW`] counts as a remove: it needs a higher version (an equal or
+/// lower one is a stale copy, e.g. a signed item replayed) and, from
+/// another writer, the policy's leave to shorten it.
 pub fn check_store(
     policy: Option<&dyn RecordPolicy>,
     sender: NodeId,
@@ -55,6 +69,10 @@ pub fn check_store(
     let Some(existing) = existing.filter(|e| e.expires > now) else {
         return Ok(());
     };
+    let shortens = new.expires + WINDOW < existing.expires;
+    if shortens && new.version <= existing.version && policy.is_some() {
+        return Err(Refusal::NotWriter);
+    }
     if existing.writer == new.writer {
         return Ok(());
     }
@@ -62,6 +80,7 @@ pub fn check_store(
         Some(policy) if !policy.may_take_over(existing, new, key_items, now) => {
             Err(Refusal::NotWriter)
         }
+        Some(policy) if shortens && !policy.may_shorten(existing, new) => Err(Refusal::NotWriter),
         _ => Ok(()),
     }
 }
@@ -174,6 +193,47 @@ mod tests {
         gone.expires = now;
         assert_eq!(
             check_store(policy, id(2), false, Some(&gone), &theirs, &none, now),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn bringing_an_expiry_forward_counts_as_a_remove() {
+        let now = Instant::now();
+        let none = KeyItems::none();
+        let old = item(1, 5, now);
+        let policy: Option<&dyn RecordPolicy> = Some(&ProofOk);
+        let mut short = item(1, 5, now);
+        short.expires = now + Duration::from_secs(20);
+        // The same version, 40 s sooner: a stale copy (or a replay).
+        assert_eq!(
+            check_store(policy, id(1), false, Some(&old), &short, &none, now),
+            Err(Refusal::NotWriter)
+        );
+        // Within the window: an ordinary refresh.
+        let mut close = item(1, 5, now);
+        close.expires = now + Duration::from_secs(40);
+        assert_eq!(
+            check_store(policy, id(1), false, Some(&old), &close, &none, now),
+            Ok(())
+        );
+        // A new version from the writer: its own decision.
+        short.version = 6;
+        assert_eq!(
+            check_store(policy, id(1), false, Some(&old), &short, &none, now),
+            Ok(())
+        );
+        // Another writer that may take over, but not remove.
+        let mut theirs = short.clone();
+        theirs.writer = id(2);
+        theirs.proof = Some("ok".into());
+        assert_eq!(
+            check_store(policy, id(2), false, Some(&old), &theirs, &none, now),
+            Err(Refusal::NotWriter)
+        );
+        theirs.expires = old.expires;
+        assert_eq!(
+            check_store(policy, id(2), false, Some(&old), &theirs, &none, now),
             Ok(())
         );
     }

@@ -12,10 +12,38 @@ use tracing::debug;
 use super::held::KeyItems;
 use super::policy::{self, RecordPolicy};
 use super::requests::Pending;
+use super::seal::ItemSeal;
 use super::{Item, NodeId, Peer, Refusal, Ring, RingRequest, State};
 
 /// Items per Store/Transfer message.
 pub(super) const ITEMS_PER_MESSAGE: usize = 64;
+/// Writers per Store/Transfer message: in certificate mode a message
+/// carries each writer's certificate (about 1 kB each).
+pub(super) const WRITERS_PER_MESSAGE: usize = 8;
+
+/// `items` cut into messages of at most [`ITEMS_PER_MESSAGE`] items and
+/// [`WRITERS_PER_MESSAGE`] writers.
+pub(super) fn batches(items: &[Item]) -> Vec<Vec<Item>> {
+    let mut out: Vec<Vec<Item>> = Vec::new();
+    let mut writers: Vec<NodeId> = Vec::new();
+    for item in items {
+        let new_writer = !writers.contains(&item.writer);
+        let full = out.last().is_none_or(|b| {
+            b.len() >= ITEMS_PER_MESSAGE || (new_writer && writers.len() >= WRITERS_PER_MESSAGE)
+        });
+        if full {
+            out.push(Vec::new());
+            writers.clear();
+        }
+        if !writers.contains(&item.writer) {
+            writers.push(item.writer);
+        }
+        if let Some(batch) = out.last_mut() {
+            batch.push(item.clone());
+        }
+    }
+    out
+}
 
 /// The items held here, and what the replicas were last sent.
 #[derive(Default)]
@@ -31,6 +59,8 @@ pub(super) struct Storage {
     pub(super) per_writer: HashMap<NodeId, usize>,
     /// Who may take over another writer's record, set by the overlay.
     pub(super) policy: Option<Box<dyn RecordPolicy>>,
+    /// Signs our items and removes and checks others' (certificate mode).
+    pub(super) seal: Option<Box<dyn ItemSeal>>,
     /// Changes refused: not the writer's, and over the writer's limit.
     pub(super) refused: RecordRefusals,
     /// The (key, name) of every item changed since the journal was last
@@ -54,6 +84,9 @@ pub struct RecordRefusals {
     pub not_writer: u64,
     /// A new item from a writer that already had its limit here.
     pub over_limit: u64,
+    /// An item or a remove without a valid signature of its writer or
+    /// remover (certificate mode): stored, fetched or removed.
+    pub bad_signature: u64,
 }
 
 impl Storage {
@@ -146,6 +179,47 @@ impl Ring {
         self.storage.policy = Some(policy);
     }
 
+    /// Signs this node's items and removes, and checks everybody's before
+    /// they are stored, used or done (`seal.rs`).
+    pub fn set_item_seal(&mut self, seal: Box<dyn ItemSeal>) {
+        self.storage.seal = Some(seal);
+    }
+
+    /// Signs an item this node writes, when items are signed.
+    pub(super) fn sign_item(&self, item: &mut Item, now: Instant) {
+        if let Some(seal) = &self.storage.seal {
+            seal.sign_item(item, now);
+        }
+    }
+
+    /// This node's signature over a remove it asks for (empty when items
+    /// are not signed).
+    pub(super) fn sign_remove(&self, key: NodeId, name: &str, now: Instant) -> Vec<u8> {
+        match &self.storage.seal {
+            Some(seal) => seal.sign_remove(key, name, self.me.id, now),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether a fetched item may be used: its writer's valid signature
+    /// (always, when items are not signed); a forged one is counted.
+    pub(super) fn fetched_item_holds(&mut self, item: &mut Item, now: Instant) -> bool {
+        let Some(seal) = &mut self.storage.seal else {
+            return true;
+        };
+        match seal.check_item(item, now) {
+            Some(expires) => {
+                item.expires = expires;
+                true
+            }
+            None => {
+                self.storage.refused.bad_signature += 1;
+                debug!(writer = %item.writer.short(), name = %item.name, "fetched item without its writer's signature");
+                false
+            }
+        }
+    }
+
     /// The changes to records refused here so far.
     pub fn record_refusals(&self) -> RecordRefusals {
         self.storage.refused
@@ -163,8 +237,19 @@ impl Ring {
     ) -> (Vec<Item>, Option<Refusal>) {
         let mut kept = Vec::with_capacity(items.len());
         let mut refusal = None;
-        for item in items {
-            match self.check(sender, replica, &item, now) {
+        for mut item in items {
+            let checked = match &mut self.storage.seal {
+                Some(seal) => match seal.check_item(&item, now) {
+                    Some(expires) => {
+                        // The writer's expiry, not the one the sender said.
+                        item.expires = expires;
+                        Ok(())
+                    }
+                    None => Err(Refusal::BadSignature),
+                },
+                None => Ok(()),
+            };
+            match checked.and_then(|()| self.check(sender, replica, &item, now)) {
                 Ok(()) => {
                     if self.merge(item.clone(), now) {
                         kept.push(item);
@@ -173,6 +258,7 @@ impl Ring {
                 Err(why) => {
                     match why {
                         Refusal::TooManyItems => self.storage.refused.over_limit += 1,
+                        Refusal::BadSignature => self.storage.refused.bad_signature += 1,
                         _ => self.storage.refused.not_writer += 1,
                     }
                     debug!(sender = %sender.short(), writer = %item.writer.short(), name = %item.name, kind = %item.kind, reason = %why, "record change refused");
@@ -253,16 +339,25 @@ impl Ring {
         true
     }
 
-    /// Removes (key, name) when `by` may; as the key's holder (`replica`
-    /// false) from the replicas too.
+    /// Removes (key, name) when `by` may (and, when items are signed,
+    /// `seal` is its fresh signature over the remove); as the key's holder
+    /// (`replica` false) from the replicas too, with the same signature.
     pub(super) fn remove_checked(
         &mut self,
         by: NodeId,
         key: NodeId,
         name: &str,
         replica: bool,
+        seal: Vec<u8>,
         now: Instant,
     ) -> Result<(), Refusal> {
+        if let Some(check) = &mut self.storage.seal
+            && !check.check_remove(key, name, by, &seal, now)
+        {
+            self.storage.refused.bad_signature += 1;
+            debug!(by = %by.short(), %name, "remove without a fresh signature of its remover refused");
+            return Err(Refusal::BadSignature);
+        }
         let existing = self.storage.items.get(&key).and_then(|l| l.get(name));
         if let Err(why) = policy::check_remove(self.storage.policy.as_deref(), by, existing, now) {
             self.storage.refused.not_writer += 1;
@@ -272,7 +367,7 @@ impl Ring {
         if replica {
             self.remove_local(key, name);
         } else {
-            self.remove_everywhere(key, name, by, now);
+            self.remove_everywhere(key, name, by, seal, now);
         }
         Ok(())
     }
@@ -280,7 +375,14 @@ impl Ring {
     /// As the key's holder: remove the item here and from the replicas —
     /// one more than the replicas, since a node that joined recently may
     /// have left a stale copy one further along.
-    pub(super) fn remove_everywhere(&mut self, key: NodeId, name: &str, by: NodeId, now: Instant) {
+    pub(super) fn remove_everywhere(
+        &mut self,
+        key: NodeId,
+        name: &str,
+        by: NodeId,
+        seal: Vec<u8>,
+        now: Instant,
+    ) {
         self.remove_local(key, name);
         let targets: Vec<Peer> = self
             .neighbours
@@ -295,6 +397,7 @@ impl Ring {
                 name: name.to_string(),
                 replica: true,
                 by,
+                seal: seal.clone(),
             };
             self.send(to.addr, request, Pending::Push { to }, now);
         }
@@ -326,9 +429,9 @@ impl Ring {
         if to == self.me {
             return;
         }
-        for chunk in items.chunks(ITEMS_PER_MESSAGE) {
+        for chunk in batches(&items) {
             let request = RingRequest::Store {
-                items: chunk.to_vec(),
+                items: chunk,
                 replica: true,
             };
             self.send(to.addr, request, Pending::Push { to }, now);
@@ -391,6 +494,48 @@ impl Ring {
             *counts.entry(item.writer).or_insert(0) += 1;
         }
         self.storage.per_writer = counts;
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_batch_holds_few_writers_and_few_items() {
+        let now = Instant::now();
+        let items: Vec<Item> = (0..200u8)
+            .map(|n| Item {
+                key: NodeId([n; 20]),
+                name: n.to_string(),
+                kind: "binding".into(),
+                value: Vec::new(),
+                version: 1,
+                expires: now + Duration::from_secs(60),
+                writer: NodeId([n % 20; 20]),
+                signature: Vec::new(),
+                proof: None,
+            })
+            .collect();
+        let cut = batches(&items);
+        assert_eq!(cut.iter().map(Vec::len).sum::<usize>(), 200);
+        for batch in &cut {
+            let mut writers: Vec<NodeId> = batch.iter().map(|i| i.writer).collect();
+            writers.sort();
+            writers.dedup();
+            assert!(batch.len() <= ITEMS_PER_MESSAGE && writers.len() <= WRITERS_PER_MESSAGE);
+        }
+        let one_writer: Vec<Item> = items
+            .iter()
+            .cloned()
+            .map(|mut i| {
+                i.writer = NodeId([1; 20]);
+                i
+            })
+            .collect();
+        assert_eq!(batches(&one_writer).len(), 4);
+        assert!(batches(&[]).is_empty());
     }
 }
 

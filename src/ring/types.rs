@@ -121,8 +121,10 @@ pub struct Item {
     /// sets it to this node; only the writer (or who may take over, see
     /// `policy.rs`) may replace or remove the item.
     pub writer: NodeId,
-    /// The writer's signature over [`Item::signed_bytes`]; empty unless the
-    /// overlay signs items (certificate mode). Carried and kept, not checked here.
+    /// The expiry the writer signed and its signature over
+    /// [`Item::signed_bytes`] (layout in `seal.rs`); empty unless the
+    /// overlay signs items (certificate mode), which then checks it through
+    /// the ring's [`ItemSeal`](super::ItemSeal) before storing or using it.
     pub signature: Vec<u8>,
     /// What lets a new writer take the item over from another one (for a
     /// binding: the digest `Authorization` of the REGISTER that the new

@@ -144,7 +144,9 @@ mod tests {
             version: 7,
             expires: clock.now + Duration::from_secs(ttl),
             writer: NodeId::of_key("writer"),
-            signature: vec![1, 2, 3],
+            // A certificate-mode seal: the signed expiry, then an ECDSA
+            // signature's length of DER.
+            signature: crate::ring::seal::join(1_700_000_000, &[0x30; 72]),
             proof: None,
         }
     }
@@ -170,6 +172,10 @@ mod tests {
         assert_eq!(back.version, 7);
         assert_eq!(back.writer, original.writer);
         assert_eq!(back.signature, original.signature);
+        assert_eq!(
+            crate::ring::seal::split(&back.signature),
+            Some((1_700_000_000, &[0x30u8; 72][..]))
+        );
         assert_eq!(back.expires, later.now + Duration::from_secs(3590));
     }
 
