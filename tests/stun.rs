@@ -93,21 +93,15 @@ fn xor_mapped(response: &[u8], id: [u8; 12]) -> Option<SocketAddr> {
 
 /// The next datagram within `limit`, if any.
 fn recv(socket: &UdpSocket, limit: Duration) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + limit;
     let mut buf = vec![0u8; 65_536];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        socket.set_read_timeout(Some(left)).expect("timeout");
-        match socket.recv_from(&mut buf) {
-            Ok((n, _)) => return Some(buf[..n].to_vec()),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return None;
-            }
-            Err(e) => panic!("UDP receive failed: {e}"),
-        }
+    if limit.is_zero() {
+        return None;
+    }
+    socket.set_read_timeout(Some(limit)).expect("timeout");
+    match socket.recv_from(&mut buf) {
+        Ok((n, _)) => Some(buf[..n].to_vec()),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(e) => panic!("UDP receive failed: {e}"),
     }
 }
 

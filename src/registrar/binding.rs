@@ -1,6 +1,8 @@
 //! Bindings: what a REGISTER leaves behind — an address-of-record mapped to
-//! the contacts where its user can be reached, each with an expiry.
+//! the contacts where its user can be reached, each with an expiry — and
+//! the test that tells a contact behind NAT ([`behind_nat`]).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ezk_sip_types::uri::SipUri;
@@ -45,6 +47,10 @@ pub struct Binding {
     /// Where the REGISTER came from: requests to a contact registered over a
     /// connection go back over that connection.
     pub source: Option<Peer>,
+    /// The contact cannot be reached as written (a phone behind NAT without
+    /// Outbound, [`behind_nat`]): requests keep it as Request-URI but are
+    /// sent to `source`, as Kamailio's `fix_nated_register` does.
+    pub behind_nat: bool,
 }
 
 impl Binding {
@@ -62,6 +68,52 @@ impl Binding {
             let text = format!("{}.{:03}", q / 1000, q % 1000);
             text.trim_end_matches('0').trim_end_matches('.').to_string()
         })
+    }
+}
+
+/// True when a phone registering `contact` from `source` is behind NAT and
+/// must be reached at its source address (nathelper's test, RFC 3581): the
+/// contact is an IP address that differs from where the REGISTER came from,
+/// and the phone either asked for `rport` (it knows responses must follow
+/// the packet's path) or gave a private address (RFC 1918, RFC 6598 shared
+/// space, IPv6 unique-local) that cannot be reached from here. Over TCP and
+/// TLS only the IP counts: a stream's source port is always an ephemeral
+/// one, not the phone's listening port. A contact with a host name is taken
+/// as written.
+pub fn behind_nat(contact: &str, source: Peer, rport: bool) -> bool {
+    let Ok(uri) = contact
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .parse::<SipUri>()
+    else {
+        return false;
+    };
+    let ip = match uri.host_port.host {
+        ezk_sip_types::host::Host::IP4(ip) => IpAddr::V4(ip),
+        ezk_sip_types::host::Host::IP6(ip) => IpAddr::V6(ip),
+        ezk_sip_types::host::Host::Name(_) => return false,
+    };
+    let port = uri
+        .host_port
+        .port
+        .unwrap_or(if uri.sips { 5061 } else { 5060 });
+    let differs = if source.transport.reliable() {
+        ip != source.addr.ip()
+    } else {
+        SocketAddr::new(ip, port) != source.addr
+    };
+    differs && (rport || is_private(ip))
+}
+
+/// Addresses that are not routed on the Internet: behind a NAT.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            let [a, b, ..] = ip.octets();
+            ip.is_private() || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(ip) => ip.segments()[0] & 0xfe00 == 0xfc00,
     }
 }
 
@@ -116,6 +168,7 @@ pub fn same_contact(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::transaction::TransportKind;
 
     #[test]
     fn contacts_compare_as_uris() {
@@ -136,6 +189,51 @@ mod tests {
         assert!(!same_contact("sips:bob@h.test", "sip:bob@h.test"));
     }
 
+    fn peer(transport: TransportKind, addr: &str) -> Peer {
+        Peer {
+            transport,
+            addr: addr.parse().expect("addr"),
+        }
+    }
+
+    #[test]
+    fn contacts_behind_nat_are_told_from_reachable_ones() {
+        use TransportKind::{Tcp, Udp};
+        let nat = peer(Udp, "203.0.113.5:40000");
+        // A private contact that is not the source: behind NAT, rport or not.
+        assert!(behind_nat("sip:alice@192.168.1.20:5060", nat, false));
+        assert!(behind_nat("<sip:alice@10.0.0.7>", nat, false));
+        assert!(behind_nat("sip:alice@172.16.3.4:5062", nat, false));
+        assert!(behind_nat("sip:alice@100.64.0.9:5060", nat, false));
+        assert!(behind_nat("sip:alice@[fd00::1]:5060", nat, false));
+        // A public contact that is not the source: only when rport was asked.
+        assert!(!behind_nat("sip:alice@198.51.100.9:5060", nat, false));
+        assert!(behind_nat("sip:alice@198.51.100.9:5060", nat, true));
+        // The source itself, or a host name: taken as written.
+        assert!(!behind_nat("sip:alice@203.0.113.5:40000", nat, true));
+        assert!(!behind_nat("sip:alice@phone.example.test", nat, true));
+        assert!(!behind_nat("not a uri", nat, true));
+        // A private phone seen at its own address (no NAT between): as written.
+        let lan = peer(Udp, "192.168.1.20:5060");
+        assert!(!behind_nat("sip:alice@192.168.1.20:5060", lan, true));
+        assert!(
+            !behind_nat("sip:alice@192.168.1.20", lan, true),
+            "5060 by default"
+        );
+        // Over TCP the source port is ephemeral: only the IP counts.
+        let tcp = peer(Tcp, "192.0.2.8:51234");
+        assert!(!behind_nat(
+            "sip:alice@192.0.2.8:5060;transport=tcp",
+            tcp,
+            true
+        ));
+        assert!(behind_nat(
+            "sip:alice@192.168.0.8:5060;transport=tcp",
+            tcp,
+            false
+        ));
+    }
+
     #[test]
     fn q_values_round_trip() {
         assert_eq!(parse_q("0.5"), Some(500));
@@ -151,6 +249,7 @@ mod tests {
             cseq: 1,
             path: vec![],
             source: None,
+            behind_nat: false,
         };
         assert_eq!(b.q_text().as_deref(), Some("0.5"));
         let back = super::super::record::decode(

@@ -49,6 +49,9 @@ pub struct Registration {
     pub change: Change,
     pub path: Vec<String>,
     pub source: Peer,
+    /// The top Via asked for `rport` (RFC 3581): the phone knows its
+    /// answers must follow the packet back, as behind a NAT.
+    pub rport: bool,
 }
 
 /// What the REGISTER asks for.
@@ -179,6 +182,9 @@ pub fn read(
         }
         Change::Update(changes)
     };
+    let rport = request
+        .top_via()
+        .is_some_and(|via| via.params.get("rport").is_some());
     Ok(Registration {
         aor,
         call_id,
@@ -186,6 +192,7 @@ pub fn read(
         change,
         path,
         source,
+        rport,
     })
 }
 
@@ -242,6 +249,11 @@ pub fn apply(
                         cseq: registration.cseq,
                         path: registration.path.clone(),
                         source: Some(registration.source),
+                        behind_nat: binding::behind_nat(
+                            &change.contact,
+                            registration.source,
+                            registration.rport,
+                        ),
                     });
                 }
             }
@@ -392,6 +404,41 @@ mod tests {
             run(&other_call, bindings, now).is_ok(),
             "another Call-ID may have any CSeq"
         );
+    }
+
+    #[test]
+    fn a_contact_behind_nat_is_marked_and_kept_as_registered() {
+        let now = Instant::now();
+        let config = RegistrarConfig::default();
+        let nat = Peer {
+            transport: TransportKind::Udp,
+            addr: "203.0.113.5:40000".parse().expect("addr"),
+        };
+        let mut req = register(&["<sip:alice@192.168.1.20:5060>"], Some(600), "c1", 1);
+        let via = "SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bK1;rport=40000;received=203.0.113.5";
+        req.headers.remove(&Name::VIA);
+        req.headers.insert(Name::VIA, via);
+        let reg = read(&req, Aor::new("alice", "example.test"), nat, &config).expect("read");
+        assert!(reg.rport);
+        let bindings = apply(&reg, vec![], &config, now).expect("accepted");
+        assert_eq!(bindings[0].contact, "sip:alice@192.168.1.20:5060");
+        assert!(bindings[0].behind_nat);
+        assert_eq!(bindings[0].source, Some(nat));
+        let ok = ok_response(&req, &bindings, now);
+        assert_eq!(
+            ok.raw(&Name::CONTACT).map(|c| c.to_string()).as_deref(),
+            Some("<sip:alice@192.168.1.20:5060>;expires=600"),
+            "the phone sees its contact as it registered it"
+        );
+        // The same phone without NAT in between: as written.
+        let direct =
+            read(&req, Aor::new("alice", "example.test"), source(), &config).expect("read");
+        let mut at_home = apply(&direct, vec![], &config, now).expect("accepted");
+        assert!(at_home[0].behind_nat, "192.168.1.20 is not 127.0.0.1:5090");
+        let same = register(&["<sip:alice@127.0.0.1:5090>"], Some(600), "c2", 1);
+        let reg = read(&same, Aor::new("alice", "example.test"), source(), &config).expect("read");
+        at_home = apply(&reg, vec![], &config, now).expect("accepted");
+        assert!(!at_home[0].behind_nat, "the contact is the source");
     }
 
     #[test]

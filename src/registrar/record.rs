@@ -7,7 +7,8 @@
 //! binding = contact:str q:u16 (0xffff: none) expires_in:u32 (seconds left)
 //!           call_id:str cseq:u32 path_count:u8 path:str* source
 //! str     = len:u16 bytes (UTF-8)
-//! source  = 0 (none) | transport:u8 (1 UDP, 2 TCP, 3 TLS) addr
+//! source  = 0 (none) | transport:u8 (1 UDP, 2 TCP, 3 TLS; +0x80 when the
+//!           binding is behind NAT, reached at this address) addr
 //! addr    = 4 ip:4 port:u16 | 6 ip:16 port:u16
 //! ```
 //! Integers are big-endian. Decoding reads hostile bytes: every length is
@@ -21,6 +22,8 @@ use crate::sip::transaction::{Peer, TransportKind};
 
 const FORMAT: u8 = 1;
 const NO_Q: u16 = u16::MAX;
+/// The bit of the source's transport byte that says "behind NAT".
+const NAT: u8 = 0x80;
 
 /// The value holding `bindings` (expiry as seconds left from `now`). At most
 /// 255 bindings and 255 Path entries each, strings cut at 65,535 bytes (the
@@ -54,11 +57,14 @@ pub fn encode(bindings: &[Binding], now: Instant) -> Vec<u8> {
         match b.source {
             None => out.push(0),
             Some(peer) => {
-                out.push(match peer.transport {
-                    TransportKind::Udp => 1,
-                    TransportKind::Tcp => 2,
-                    TransportKind::Tls => 3,
-                });
+                let nat = if b.behind_nat { NAT } else { 0 };
+                out.push(
+                    nat | match peer.transport {
+                        TransportKind::Udp => 1,
+                        TransportKind::Tcp => 2,
+                        TransportKind::Tls => 3,
+                    },
+                );
                 match peer.addr.ip() {
                     IpAddr::V4(ip) => {
                         out.push(4);
@@ -99,10 +105,12 @@ pub fn decode(value: &[u8], now: Instant) -> Option<Vec<Binding>> {
         for _ in 0..paths {
             path.push(r.str()?);
         }
+        let mut behind_nat = false;
         let source = match r.u8()? {
             0 => None,
             t => {
-                let transport = match t {
+                behind_nat = t & NAT != 0;
+                let transport = match t & !NAT {
                     1 => TransportKind::Udp,
                     2 => TransportKind::Tcp,
                     3 => TransportKind::Tls,
@@ -125,6 +133,7 @@ pub fn decode(value: &[u8], now: Instant) -> Option<Vec<Binding>> {
             cseq,
             path,
             source,
+            behind_nat,
         });
     }
     r.0.is_empty().then_some(bindings)
@@ -179,6 +188,7 @@ mod tests {
             cseq: 7,
             path: vec!["<sip:edge.test;lr>".into()],
             source,
+            behind_nat: false,
         }
     }
 
@@ -196,7 +206,9 @@ mod tests {
         let mut none = binding(now, None);
         none.q = None;
         none.path.clear();
-        let all = vec![binding(now, Some(v4)), binding(now, Some(v6)), none];
+        let mut nat = binding(now, Some(v4));
+        nat.behind_nat = true;
+        let all = vec![binding(now, Some(v4)), binding(now, Some(v6)), none, nat];
         let value = encode(&all, now);
         assert_eq!(decode(&value, now), Some(all));
         assert_eq!(decode(&encode(&[], now), now), Some(vec![]));

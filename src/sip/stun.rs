@@ -258,7 +258,9 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Malformed> {
 /// address: a Binding request gets `from` back.
 pub fn answer(bytes: &[u8], from: SocketAddr, local: SocketAddr) -> Result<Answer, Malformed> {
     let request = parse(bytes)?;
-    if request.class != Class::Request {
+    // Classic STUN is answered for Binding requests only (its Shared
+    // Secret requests need TLS; anything else is noise).
+    if request.class != Class::Request || (request.classic && request.method != BINDING) {
         return Ok(Answer::Nothing);
     }
     if !request.unknown.is_empty() {
