@@ -3,7 +3,9 @@
 //! (Debian `coturn`, RFC 5389) get their own source address back from the
 //! node's UDP port; over TCP a Binding request and an OPTIONS in one write
 //! are both answered, and a double CRLF gets a single CRLF; malformed STUN
-//! is dropped (and counted) and the node still answers SIP.
+//! is dropped (and counted) and the node still answers SIP. And a phone
+//! behind NAT without Outbound (a private contact, `rport`) is reached at the
+//! address its REGISTER came from (docs/nat.md).
 
 mod common;
 
@@ -304,4 +306,152 @@ fn malformed_stun_is_dropped_and_sip_still_answered() {
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
     }
     options_ok(&mut node, &socket, "a stream without the cookie");
+}
+
+/// The next datagram on `socket` that contains `marker`, within [`ANSWER`].
+fn recv_with(socket: &UdpSocket, marker: &str, node: &Node) -> String {
+    let deadline = Instant::now() + ANSWER;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(bytes) = recv(socket, left) else {
+            panic!("nothing with {marker:?} within {ANSWER:?}\n{}", node.log());
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if text.contains(marker) {
+            return text;
+        }
+    }
+}
+
+/// A REGISTER for `user` with this Via and Contact.
+fn register(node: SocketAddr, user: &str, via: &str, contact: &str) -> String {
+    let t = token();
+    format!(
+        "REGISTER sip:example.test SIP/2.0\r\n\
+         Via: {via};branch=z9hG4bK{t}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@example.test>;tag={t}\r\n\
+         To: <sip:{user}@example.test>\r\n\
+         Call-ID: reg-{t}@{node}\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <{contact}>\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// An INVITE for `user` from `caller`'s socket.
+fn invite(user: &str, caller: SocketAddr, call_id: &str) -> String {
+    format!(
+        "INVITE sip:{user}@example.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {caller};branch=z9hG4bK{call_id}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:carol@example.test>;tag={call_id}\r\n\
+         To: <sip:{user}@example.test>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:carol@{caller}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// A 486 to a request received as text: its Vias, From, To (tagged),
+/// Call-ID and CSeq.
+fn busy(request: &str) -> String {
+    let mut out = String::from("SIP/2.0 486 Busy Here\r\n");
+    for line in request.lines() {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if ["via", "from", "call-id", "cseq"].contains(&name.as_str()) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        } else if name == "to" {
+            out.push_str(line);
+            out.push_str(";tag=busy\r\n");
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+#[test]
+fn a_phone_behind_nat_is_called_at_the_address_its_register_came_from() {
+    let (mut node, _http) = start();
+    // Alice's phone writes its private address (the NAT's inside) in Via
+    // and Contact and asks for rport; the node sees the NAT's mapping, this
+    // socket. Nothing listens at 192.168.77.20.
+    let phone = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let private = "192.168.77.20:5060";
+    let request = register(
+        node.addr,
+        "alice",
+        &format!("SIP/2.0/UDP {private};rport"),
+        &format!("sip:alice@{private}"),
+    );
+    phone.send_to(request.as_bytes(), node.addr).expect("send");
+    let ok = recv_with(&phone, "REGISTER", &node);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(
+        ok.contains(&format!("<sip:alice@{private}>;expires=")),
+        "the contact comes back as registered: {ok}"
+    );
+
+    // Bob registers a contact that is not where his REGISTER came from, but
+    // public and without rport: he is reached at his contact, as written.
+    let bob_registrar = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let bob_phone = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let bob_at = bob_phone.local_addr().expect("local");
+    let request = register(
+        node.addr,
+        "bob",
+        &format!("SIP/2.0/UDP {}", bob_registrar.local_addr().expect("local")),
+        &format!("sip:bob@{bob_at}"),
+    );
+    bob_registrar
+        .send_to(request.as_bytes(), node.addr)
+        .expect("send");
+    let ok = recv_with(&bob_registrar, "REGISTER", &node);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+
+    // A call to Alice reaches her phone through the mapping, with her
+    // contact as the Request-URI; her 486 reaches the caller.
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let from = caller.local_addr().expect("local");
+    let call_id = format!("nat{}", token());
+    caller
+        .send_to(invite("alice", from, &call_id).as_bytes(), node.addr)
+        .expect("send");
+    let offered = recv_with(&phone, &call_id, &node);
+    assert!(
+        offered.starts_with(&format!("INVITE sip:alice@{private} SIP/2.0")),
+        "{offered}"
+    );
+    phone
+        .send_to(busy(&offered).as_bytes(), node.addr)
+        .expect("send");
+    let answer = loop {
+        let answer = recv_with(&caller, &call_id, &node);
+        if !answer.starts_with("SIP/2.0 100") {
+            break answer;
+        }
+    };
+    assert!(answer.starts_with("SIP/2.0 486"), "{answer}");
+
+    // A call to Bob goes to his contact, not to where he registered from.
+    let call_id = format!("direct{}", token());
+    caller
+        .send_to(invite("bob", from, &call_id).as_bytes(), node.addr)
+        .expect("send");
+    let offered = recv_with(&bob_phone, &call_id, &node);
+    assert!(offered.starts_with("INVITE sip:bob@"), "{offered}");
+    if let Some(stray) = recv(&bob_registrar, SILENCE) {
+        panic!(
+            "the call went to where Bob registered from: {}",
+            String::from_utf8_lossy(&stray)
+        );
+    }
+    node.assert_alive();
 }
