@@ -151,6 +151,7 @@ fn apply_mirror(mut bindings: Vec<Binding>, ops: &[MirrorOp], now: Instant) -> V
                     path: Vec::new(),
                     source: None,
                     behind_nat: false,
+                    flow: None,
                 });
             }
         }

@@ -1,6 +1,7 @@
 //! Bindings: what a REGISTER leaves behind — an address-of-record mapped to
 //! the contacts where its user can be reached, each with an expiry — and
-//! the test that tells a contact behind NAT ([`behind_nat`]).
+//! the test that tells a contact behind NAT ([`behind_nat`]), and SIP
+//! Outbound flows (RFC 5626, [`Flow`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -49,8 +50,20 @@ pub struct Binding {
     pub source: Option<Peer>,
     /// The contact cannot be reached as written (a phone behind NAT without
     /// Outbound, [`behind_nat`]): requests keep it as Request-URI but are
-    /// sent to `source`, as Kamailio's `fix_nated_register` does.
+    /// sent to `source`, as Kamailio's `fix_nated_register` does. An
+    /// Outbound flow is reached over its flow the same way.
     pub behind_nat: bool,
+    /// The Outbound flow (RFC 5626) this binding is, if any.
+    pub flow: Option<Flow>,
+}
+
+/// An Outbound flow's identity: the phone's `+sip.instance` and the
+/// `reg-id` of the registration. A REGISTER with the same pair replaces the
+/// binding, whatever its contact URI (RFC 5626 §6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub instance: String,
+    pub reg_id: u32,
 }
 
 impl Binding {
@@ -250,6 +263,7 @@ mod tests {
             path: vec![],
             source: None,
             behind_nat: false,
+            flow: None,
         };
         assert_eq!(b.q_text().as_deref(), Some("0.5"));
         let back = super::super::record::decode(

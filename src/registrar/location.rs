@@ -114,6 +114,7 @@ mod tests {
             path: vec![],
             source: None,
             behind_nat: false,
+            flow: None,
         }
     }
 

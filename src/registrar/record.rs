@@ -8,7 +8,8 @@
 //!           call_id:str cseq:u32 path_count:u8 path:str* source
 //! str     = len:u16 bytes (UTF-8)
 //! source  = 0 (none) | transport:u8 (1 UDP, 2 TCP, 3 TLS; +0x80 when the
-//!           binding is behind NAT, reached at this address) addr
+//!           binding is behind NAT, reached at this address; +0x40 when
+//!           it is an Outbound flow) addr [instance:str reg_id:u32]
 //! addr    = 4 ip:4 port:u16 | 6 ip:16 port:u16
 //! ```
 //! Integers are big-endian. Decoding reads hostile bytes: every length is
@@ -17,13 +18,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::binding::Binding;
+use super::binding::{Binding, Flow};
 use crate::sip::transaction::{Peer, TransportKind};
 
 const FORMAT: u8 = 1;
 const NO_Q: u16 = u16::MAX;
 /// The bit of the source's transport byte that says "behind NAT".
 const NAT: u8 = 0x80;
+/// The bit of the source's transport byte that says "a flow follows".
+const FLOW: u8 = 0x40;
 
 /// The value holding `bindings` (expiry as seconds left from `now`). At most
 /// 255 bindings and 255 Path entries each, strings cut at 65,535 bytes (the
@@ -58,12 +61,14 @@ pub fn encode(bindings: &[Binding], now: Instant) -> Vec<u8> {
             None => out.push(0),
             Some(peer) => {
                 let nat = if b.behind_nat { NAT } else { 0 };
+                let flow = if b.flow.is_some() { FLOW } else { 0 };
                 out.push(
-                    nat | match peer.transport {
-                        TransportKind::Udp => 1,
-                        TransportKind::Tcp => 2,
-                        TransportKind::Tls => 3,
-                    },
+                    nat | flow
+                        | match peer.transport {
+                            TransportKind::Udp => 1,
+                            TransportKind::Tcp => 2,
+                            TransportKind::Tls => 3,
+                        },
                 );
                 match peer.addr.ip() {
                     IpAddr::V4(ip) => {
@@ -76,6 +81,10 @@ pub fn encode(bindings: &[Binding], now: Instant) -> Vec<u8> {
                     }
                 }
                 out.extend_from_slice(&peer.addr.port().to_be_bytes());
+                if let Some(flow) = &b.flow {
+                    put_str(&mut out, &flow.instance);
+                    out.extend_from_slice(&flow.reg_id.to_be_bytes());
+                }
             }
         }
     }
@@ -106,11 +115,12 @@ pub fn decode(value: &[u8], now: Instant) -> Option<Vec<Binding>> {
             path.push(r.str()?);
         }
         let mut behind_nat = false;
+        let mut flow = None;
         let source = match r.u8()? {
             0 => None,
             t => {
                 behind_nat = t & NAT != 0;
-                let transport = match t & !NAT {
+                let transport = match t & !(NAT | FLOW) {
                     1 => TransportKind::Udp,
                     2 => TransportKind::Tcp,
                     3 => TransportKind::Tls,
@@ -122,6 +132,11 @@ pub fn decode(value: &[u8], now: Instant) -> Option<Vec<Binding>> {
                     _ => return None,
                 };
                 let addr = SocketAddr::new(ip, r.u16()?);
+                if t & FLOW != 0 {
+                    let instance = r.str()?;
+                    let reg_id = r.u32()?;
+                    flow = Some(Flow { instance, reg_id });
+                }
                 Some(Peer { transport, addr })
             }
         };
@@ -134,6 +149,7 @@ pub fn decode(value: &[u8], now: Instant) -> Option<Vec<Binding>> {
             path,
             source,
             behind_nat,
+            flow,
         });
     }
     r.0.is_empty().then_some(bindings)
@@ -189,6 +205,7 @@ mod tests {
             path: vec!["<sip:edge.test;lr>".into()],
             source,
             behind_nat: false,
+            flow: None,
         }
     }
 
@@ -208,6 +225,10 @@ mod tests {
         none.path.clear();
         let mut nat = binding(now, Some(v4));
         nat.behind_nat = true;
+        nat.flow = Some(Flow {
+            instance: "<urn:uuid:00000000-0000-1000-8000-000a95a0e128>".into(),
+            reg_id: 2,
+        });
         let all = vec![binding(now, Some(v4)), binding(now, Some(v6)), none, nat];
         let value = encode(&all, now);
         assert_eq!(decode(&value, now), Some(all));
