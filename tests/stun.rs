@@ -5,7 +5,8 @@
 //! are both answered, and a double CRLF gets a single CRLF; malformed STUN
 //! is dropped (and counted) and the node still answers SIP. And a phone
 //! behind NAT without Outbound (a private contact, `rport`) is reached at the
-//! address its REGISTER came from (docs/nat.md).
+//! address its REGISTER came from, and an Outbound phone over the TCP
+//! connection it registered on (docs/nat.md).
 
 mod common;
 
@@ -453,5 +454,74 @@ fn a_phone_behind_nat_is_called_at_the_address_its_register_came_from() {
             String::from_utf8_lossy(&stray)
         );
     }
+    node.assert_alive();
+}
+
+/// Reads SIP messages off `stream` until one contains `marker`.
+fn read_with(stream: &mut TcpStream, marker: &str, node: &Node) -> String {
+    loop {
+        let message = read_stream_message(stream)
+            .unwrap_or_else(|e| panic!("reading for {marker:?}: {e}\n{}", node.log()))
+            .unwrap_or_else(|| panic!("connection closed before {marker:?}\n{}", node.log()));
+        let text = String::from_utf8_lossy(&message).into_owned();
+        if text.contains(marker) {
+            return text;
+        }
+    }
+}
+
+#[test]
+fn an_outbound_phone_is_called_over_the_connection_it_registered_on() {
+    let (mut node, _http) = start();
+    let mut phone = TcpStream::connect(node.addr).expect("connect");
+    phone.set_read_timeout(Some(ANSWER)).expect("timeout");
+    let instance = "+sip.instance=\"<urn:uuid:0c3f4a52-3b1e-4d7e-9b1a-5f0e2a9c1d11>\"";
+    let private = "192.168.77.21";
+    let mut cseq = 0;
+    let mut register_from = |phone: &mut TcpStream, port: u16| {
+        cseq += 1;
+        let request = format!(
+            "REGISTER sip:example.test SIP/2.0\r\n\
+             Via: SIP/2.0/TCP {private}:{port};branch=z9hG4bKob{cseq}x{}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:alice@example.test>;tag=ob\r\n\
+             To: <sip:alice@example.test>\r\n\
+             Call-ID: outbound-{}\r\n\
+             CSeq: {cseq} REGISTER\r\n\
+             Supported: path, outbound\r\n\
+             Contact: <sip:alice@{private}:{port};transport=tcp;ob>;{instance};reg-id=1\r\n\
+             Expires: 600\r\n\
+             Content-Length: 0\r\n\r\n",
+            token(),
+            node.port()
+        );
+        phone.write_all(request.as_bytes()).expect("write");
+        read_with(phone, "REGISTER", &node)
+    };
+    let ok = register_from(&mut phone, 5060);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(ok.contains("Require: outbound"), "{ok}");
+    assert!(ok.contains("Flow-Timer: 100"), "{ok}");
+    // The same instance and reg-id from another contact: one binding, the new one.
+    let ok = register_from(&mut phone, 5070);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let contacts: Vec<&str> = ok.lines().filter(|l| l.starts_with("Contact:")).collect();
+    assert_eq!(contacts.len(), 1, "{ok}");
+    assert!(contacts[0].contains(&format!("{private}:5070")), "{ok}");
+
+    // A call reaches the phone over its connection, not at the private contact.
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let from = caller.local_addr().expect("local");
+    let call_id = format!("ob{}", token());
+    caller
+        .send_to(invite("alice", from, &call_id).as_bytes(), node.addr)
+        .expect("send");
+    let offered = read_with(&mut phone, &call_id, &node);
+    assert!(
+        offered.starts_with(&format!(
+            "INVITE sip:alice@{private}:5070;transport=tcp;ob SIP/2.0"
+        )),
+        "{offered}"
+    );
     node.assert_alive();
 }
