@@ -10,6 +10,7 @@ use ezk_sip_types::uri::SipUri;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sip::target::{NextHop, next_hop, uri_transport};
 use crate::sip::transaction::Peer;
 
 /// A canonical address-of-record, `user@domain` in the form keys are made of:
@@ -85,15 +86,16 @@ impl Binding {
 }
 
 /// True when a phone registering `contact` from `source` is behind NAT and
-/// must be reached at its source address (nathelper's test, RFC 3581): the
-/// contact is an IP address that differs from where the REGISTER came from,
-/// and the phone either asked for `rport` (it knows responses must follow
-/// the packet's path) or gave a private address (RFC 1918, RFC 6598 shared
-/// space, IPv6 unique-local) that cannot be reached from here. Over TCP and
-/// TLS only the IP counts: a stream's source port is always an ephemeral
-/// one, not the phone's listening port. A contact with a host name is taken
-/// as written.
-pub fn behind_nat(contact: &str, source: Peer, rport: bool) -> bool {
+/// must be reached at its source address (nathelper's `nat_uac_test` and
+/// `fix_nated_register`): the contact is an IP address that is not where
+/// the REGISTER came from, and either the phone's own Via was not either
+/// (`via_nated`: a NAT rewrote the packet on its way) or the contact is a
+/// private address (RFC 1918, RFC 6598 shared space, IPv6 unique-local)
+/// that cannot be reached from here. Over TCP and TLS only the IP counts: a
+/// stream's source port is always an ephemeral one, not the phone's
+/// listening port. A contact with a host name, or one that names another
+/// transport than the REGISTER came over, is taken as written.
+pub fn behind_nat(contact: &str, source: Peer, via_nated: bool) -> bool {
     let Ok(uri) = contact
         .trim()
         .trim_start_matches('<')
@@ -102,21 +104,27 @@ pub fn behind_nat(contact: &str, source: Peer, rport: bool) -> bool {
     else {
         return false;
     };
-    let ip = match uri.host_port.host {
-        ezk_sip_types::host::Host::IP4(ip) => IpAddr::V4(ip),
-        ezk_sip_types::host::Host::IP6(ip) => IpAddr::V6(ip),
-        ezk_sip_types::host::Host::Name(_) => return false,
+    let NextHop::Peer(at) = next_hop(&uri) else {
+        return false;
     };
-    let port = uri
-        .host_port
-        .port
-        .unwrap_or(if uri.sips { 5061 } else { 5060 });
+    if uri_transport(&uri).is_some_and(|t| t != source.transport) {
+        return false;
+    }
     let differs = if source.transport.reliable() {
-        ip != source.addr.ip()
+        at.addr.ip() != source.addr.ip()
     } else {
-        SocketAddr::new(ip, port) != source.addr
+        at.addr != source.addr
     };
-    differs && (rport || is_private(ip))
+    differs && (via_nated || is_private(at.addr.ip()))
+}
+
+/// True when a Via's sent-by is not `source` (IP, and port over UDP): the
+/// packet was rewritten on its way, by a NAT. A host name is not compared.
+pub fn via_differs(sent_by: Option<SocketAddr>, source: Peer) -> bool {
+    sent_by.is_some_and(|sent_by| {
+        sent_by.ip() != source.addr.ip()
+            || (!source.transport.reliable() && sent_by.port() != source.addr.port())
+    })
 }
 
 /// Addresses that are not routed on the Internet: behind a NAT.
@@ -213,18 +221,24 @@ mod tests {
     fn contacts_behind_nat_are_told_from_reachable_ones() {
         use TransportKind::{Tcp, Udp};
         let nat = peer(Udp, "203.0.113.5:40000");
-        // A private contact that is not the source: behind NAT, rport or not.
+        // A private contact that is not the source: behind NAT.
         assert!(behind_nat("sip:alice@192.168.1.20:5060", nat, false));
         assert!(behind_nat("<sip:alice@10.0.0.7>", nat, false));
         assert!(behind_nat("sip:alice@172.16.3.4:5062", nat, false));
         assert!(behind_nat("sip:alice@100.64.0.9:5060", nat, false));
         assert!(behind_nat("sip:alice@[fd00::1]:5060", nat, false));
-        // A public contact that is not the source: only when rport was asked.
+        // A public contact that is not the source: only when the Via says
+        // a NAT rewrote the packet (else: a third-party registration).
         assert!(!behind_nat("sip:alice@198.51.100.9:5060", nat, false));
         assert!(behind_nat("sip:alice@198.51.100.9:5060", nat, true));
-        // The source itself, or a host name: taken as written.
+        // The source itself, a host name, another transport: as written.
         assert!(!behind_nat("sip:alice@203.0.113.5:40000", nat, true));
         assert!(!behind_nat("sip:alice@phone.example.test", nat, true));
+        assert!(!behind_nat(
+            "sip:alice@198.51.100.9:5061;transport=tls",
+            nat,
+            true
+        ));
         assert!(!behind_nat("not a uri", nat, true));
         // A private phone seen at its own address (no NAT between): as written.
         let lan = peer(Udp, "192.168.1.20:5060");
@@ -245,6 +259,20 @@ mod tests {
             tcp,
             false
         ));
+    }
+
+    #[test]
+    fn a_via_rewritten_on_its_way_says_nat() {
+        use TransportKind::{Tcp, Udp};
+        let addr = |s: &str| Some(s.parse::<SocketAddr>().expect("addr"));
+        let udp = peer(Udp, "203.0.113.5:40000");
+        assert!(via_differs(addr("192.168.1.20:5060"), udp));
+        assert!(via_differs(addr("203.0.113.5:5060"), udp), "port rewritten");
+        assert!(!via_differs(addr("203.0.113.5:40000"), udp));
+        assert!(!via_differs(None, udp), "a host name is not compared");
+        let tcp = peer(Tcp, "203.0.113.5:51234");
+        assert!(!via_differs(addr("203.0.113.5:5060"), tcp));
+        assert!(via_differs(addr("10.1.1.1:5060"), tcp));
     }
 
     #[test]

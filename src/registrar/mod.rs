@@ -63,9 +63,9 @@ pub struct Registration {
     pub change: Change,
     pub path: Vec<String>,
     pub source: Peer,
-    /// The top Via asked for `rport` (RFC 3581): the phone knows its
-    /// answers must follow the packet back, as behind a NAT.
-    pub rport: bool,
+    /// The top Via's sent-by is not where the REGISTER came from: a NAT
+    /// rewrote the packet on its way ([`binding::via_differs`]).
+    pub via_nated: bool,
 }
 
 /// What the REGISTER asks for.
@@ -232,9 +232,15 @@ pub fn read(
         }
         Change::Update(changes)
     };
-    let rport = request
-        .top_via()
-        .is_some_and(|via| via.params.get("rport").is_some());
+    let sent_by = request.top_via().and_then(|via| {
+        let ip = via.sent_by.ip()?;
+        let port = via.sent_by.port.unwrap_or(match source.transport {
+            crate::sip::transaction::TransportKind::Tls => 5061,
+            _ => 5060,
+        });
+        Some(std::net::SocketAddr::new(ip, port))
+    });
+    let via_nated = binding::via_differs(sent_by, source);
     Ok(Registration {
         aor,
         call_id,
@@ -242,7 +248,7 @@ pub fn read(
         change,
         path,
         source,
-        rport,
+        via_nated,
     })
 }
 
@@ -306,7 +312,7 @@ pub fn apply(
                             || binding::behind_nat(
                                 &change.contact,
                                 registration.source,
-                                registration.rport,
+                                registration.via_nated,
                             ),
                         flow: change.flow.clone(),
                     });
@@ -521,7 +527,7 @@ mod tests {
         req.headers.remove(&Name::VIA);
         req.headers.insert(Name::VIA, via);
         let reg = read(&req, Aor::new("alice", "example.test"), nat, &config).expect("read");
-        assert!(reg.rport);
+        assert!(reg.via_nated);
         let bindings = apply(&reg, vec![], &config, now).expect("accepted");
         assert_eq!(bindings[0].contact, "sip:alice@192.168.1.20:5060");
         assert!(bindings[0].behind_nat);
