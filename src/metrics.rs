@@ -1,6 +1,7 @@
 //! The node's metrics in Prometheus form (`/metrics`): SIP messages by method
 //! and direction, overlay lookups and their hops, stabilize rounds, items
-//! and registrations. Counters are shared handles, bumped where things happen.
+//! and registrations, STUN answered on the SIP ports. Counters are shared
+//! handles, bumped where things happen.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -16,6 +17,13 @@ pub struct MessageLabels {
     pub method: &'static str,
     /// "in" or "out".
     pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StunLabels {
+    /// "answered" (Binding success), "refused" (420, 400), "ignored"
+    /// (indications, responses) or "malformed" (dropped).
+    pub outcome: &'static str,
 }
 
 /// Every metric the node exports.
@@ -40,6 +48,8 @@ pub struct Metrics {
     /// Items and removes refused or not used: no valid signature of their
     /// writer or remover (certificate mode).
     pub bad_signatures: Counter,
+    /// STUN messages on the SIP ports, by what became of them.
+    pub stun: Family<StunLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -58,13 +68,14 @@ impl Default for Metrics {
             items_over_limit: Counter::default(),
             overlay_rate_limited: Counter::default(),
             bad_signatures: Counter::default(),
+            stun: Family::default(),
         }
     }
 }
 
 /// A method name as a label that needs no allocation.
 fn method_label(method: &str) -> &'static str {
-    const KNOWN: [&str; 15] = [
+    const KNOWN: [&str; 16] = [
         "INVITE",
         "ACK",
         "BYE",
@@ -80,6 +91,7 @@ fn method_label(method: &str) -> &'static str {
         "PRACK",
         "PUBLISH",
         "response",
+        "stun",
     ];
     KNOWN
         .iter()
@@ -117,6 +129,9 @@ pub fn label_of(method: &ezk_sip_types::Method) -> &'static str {
 /// The label of a message about to be sent, from its first word: the
 /// method of a request, or "response".
 pub fn label_of_bytes(bytes: &[u8]) -> &'static str {
+    if crate::sip::stun::looks_like_stun(bytes) {
+        return "stun";
+    }
     let first = bytes.split(|b| *b == b' ').next().unwrap_or_default();
     if first.starts_with(b"SIP/") {
         return "response";
@@ -203,6 +218,11 @@ impl Metrics {
             "overlay_bad_signatures",
             "Items and removes refused or not used: no valid signature of their writer or remover",
             self.bad_signatures.clone(),
+        );
+        registry.register(
+            "stun",
+            "STUN messages on the SIP ports, by outcome",
+            self.stun.clone(),
         );
         let mut text = String::new();
         if encode(&mut text, &registry).is_err() {

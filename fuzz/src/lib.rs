@@ -102,6 +102,16 @@ fn cut(stream: &[u8], sizes: impl Iterator<Item = usize>) -> Vec<Cut> {
                     assert!(buf[..len].iter().all(|b| *b == b'\r' || *b == b'\n'));
                     buf.drain(..len);
                 }
+                Ok(Frame::Stun { len }) => {
+                    assert!(
+                        len >= 20 && len <= buf.len() && len <= 1500,
+                        "STUN of {len} in {}",
+                        buf.len()
+                    );
+                    let frame: Vec<u8> = buf.drain(..len).collect();
+                    let _ = p2psip::sip::stun::parse(&frame);
+                    out.push(Cut::Message(frame));
+                }
                 Ok(Frame::Message { len }) => {
                     assert!(
                         len > 0 && len <= buf.len(),

@@ -14,14 +14,15 @@
 //! own modules route requests ([`routing`]), run the registrar's
 //! read-modify-write of bindings ([`registration`]), check what comes in
 //! ([`checks`]), fetch and publish users' credentials ([`credentials`];
-//! the decisions are the [`Auth`] component's) and keep the node's
-//! periodic chores ([`upkeep`]).
+//! the decisions are the [`Auth`] component's), answer STUN on the SIP
+//! ports ([`stun`]) and keep the node's periodic chores ([`upkeep`]).
 
 mod checks;
 mod credentials;
 mod offline;
 mod registration;
 mod routing;
+mod stun;
 mod upkeep;
 
 #[cfg(test)]
@@ -411,6 +412,17 @@ impl Core {
             Admission::Drop => return,
             Admission::Busy { retry_after } => Some(retry_after),
         };
+        // A CRLF keep-alive in a datagram (on streams the framing answers
+        // them): no answer, not a 400.
+        if crate::sip::stun::is_keepalive(&bytes) {
+            return;
+        }
+        if crate::sip::stun::looks_like_stun(&bytes) {
+            if retry_after.is_none() {
+                self.on_stun(&bytes, from, now);
+            }
+            return;
+        }
         match Message::parse(bytes.clone()) {
             Err(error) => {
                 debug!(%error, from = %from.addr, "unparsable message");

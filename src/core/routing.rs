@@ -482,13 +482,16 @@ fn group_by_q(bindings: &[Binding]) -> Vec<Vec<Target>> {
             warn!(contact = %b.contact, "stored contact does not parse");
             continue;
         };
-        // Reuse the connection the REGISTER came over when the contact names
-        // that very connection, or is a TLS contact registered over TLS (a
-        // phone's TLS listening port is rarely reachable, nor certified);
-        // otherwise reach the contact as it says.
+        // A contact behind NAT is reached where its REGISTER came from
+        // (UDP: the NAT's mapping; TCP/TLS: the connection). Otherwise reuse
+        // the connection the REGISTER came over when the contact names that
+        // very connection, or is a TLS contact registered over TLS (a phone's
+        // TLS listening port is rarely reachable, nor certified); else reach
+        // the contact as it says.
         let via_connection = b.source.filter(|source| {
-            source.transport.reliable()
-                && matches!(next_hop(&uri), NextHop::Peer(p) if p.addr == source.addr
+            b.behind_nat
+                || source.transport.reliable()
+                    && matches!(next_hop(&uri), NextHop::Peer(p) if p.addr == source.addr
                     || (p.transport == TransportKind::Tls && source.transport == TransportKind::Tls))
         });
         let target = Target {

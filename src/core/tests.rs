@@ -1,6 +1,7 @@
 //! The node's core driven without sockets: messages in, messages out, a
 //! virtual clock. A registration and a proxied call, then every timer run
-//! out: nothing may be left behind.
+//! out: nothing may be left behind. A phone behind NAT reached at its
+//! source; STUN and keep-alives in the input path.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -178,5 +179,108 @@ Content-Length: 0
     assert!(
         core.routed.is_empty(),
         "no routing entry left after a relayed 2xx"
+    );
+}
+
+#[test]
+fn a_phone_behind_nat_is_reached_where_its_register_came_from() {
+    let t0 = Instant::now();
+    let mut core = core(t0);
+    // Alice's phone sits behind a NAT: it writes its private address, the
+    // node sees the NAT's mapping 127.0.0.1:40000.
+    core.handle_input(
+        datagram(
+            request(
+                "REGISTER sip:example.test SIP/2.0
+Via: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKnat1;rport
+From: <sip:alice@example.test>;tag=a1
+To: <sip:alice@example.test>
+Call-ID: reg-nat
+CSeq: 1 REGISTER
+Contact: <sip:alice@192.168.1.20:5060>
+Expires: 600
+Content-Length: 0
+
+",
+            ),
+            40000,
+        ),
+        t0,
+    );
+    let out = sent(&mut core);
+    assert!(
+        matches!(&out[..], [(p, Message::Response(r))] if *p == udp(40000) && r.status == 200),
+        "REGISTER answered 200 at the mapping: {out:?}"
+    );
+    core.handle_input(
+        datagram(
+            request(
+                "INVITE sip:alice@example.test SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKinvnat
+Max-Forwards: 70
+From: <sip:bob@example.test>;tag=b1
+To: <sip:alice@example.test>
+Call-ID: call-nat
+CSeq: 1 INVITE
+Contact: <sip:bob@127.0.0.1:7000>
+Content-Length: 0
+
+",
+            ),
+            7000,
+        ),
+        t0,
+    );
+    let out = sent(&mut core);
+    let forwarded = out
+        .iter()
+        .find_map(|(peer, m)| match m {
+            Message::Request(r) => Some((*peer, r.clone())),
+            _ => None,
+        })
+        .expect("the INVITE is forwarded");
+    assert_eq!(forwarded.0, udp(40000), "sent to the NAT's mapping");
+    assert_eq!(
+        forwarded.1.uri.to_string(),
+        "sip:alice@192.168.1.20:5060",
+        "the contact as registered stays the Request-URI"
+    );
+}
+
+#[test]
+fn stun_is_answered_and_keepalives_and_garbage_are_not() {
+    let t0 = Instant::now();
+    let mut core = core(t0);
+    let binding = crate::sip::stun::binding_request([3; 12], true);
+    core.handle_input(datagram(Bytes::from(binding), 41000), t0);
+    let mut answers = Vec::new();
+    loop {
+        match core.poll_output() {
+            Output::Transmit { to, bytes } => answers.push((to, bytes)),
+            Output::Timeout(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(answers.len(), 1, "one answer");
+    assert_eq!(answers[0].0, udp(41000));
+    let answer = crate::sip::stun::parse(&answers[0].1).expect("STUN");
+    assert_eq!(answer.mapped, Some(udp(41000).addr));
+    for bytes in [
+        &b"\r\n"[..],
+        b"\r\n\r\n",
+        &[0u8; 20][..],
+        &[0u8, 1, 0, 4][..],
+    ] {
+        core.handle_input(datagram(Bytes::copy_from_slice(bytes), 41000), t0);
+        assert!(sent(&mut core).is_empty(), "{bytes:?} answered");
+    }
+    let text = core.metrics.encode();
+    assert!(
+        text.contains("p2psip_stun_total{outcome=\"answered\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("p2psip_stun_total{outcome=\"malformed\"} 1"),
+        "{text}"
     );
 }

@@ -150,6 +150,8 @@ fn apply_mirror(mut bindings: Vec<Binding>, ops: &[MirrorOp], now: Instant) -> V
                     cseq: 0,
                     path: Vec::new(),
                     source: None,
+                    behind_nat: false,
+                    flow: None,
                 });
             }
         }

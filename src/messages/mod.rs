@@ -257,11 +257,11 @@ impl OfflineMessages {
             .filter_map(|i| StoredMessage::from_item(i).map(|m| (i.name.clone(), m)))
             .collect();
         messages.sort_by(|a, b| a.0.cmp(&b.0));
-        // Over a connection the MESSAGE goes back the way the REGISTER
-        // came; over UDP to the contact itself.
-        let connected = binding
-            .source
-            .filter(|p| p.transport != crate::sip::transaction::TransportKind::Udp);
+        // Over a connection, or from behind NAT, the MESSAGE goes back the
+        // way the REGISTER came; over UDP to the contact itself.
+        let connected = binding.source.filter(|p| {
+            binding.behind_nat || p.transport != crate::sip::transaction::TransportKind::Udp
+        });
         let peer = connected.or_else(|| {
             let uri: SipUri = binding.contact.parse().ok()?;
             match next_hop(&uri) {

@@ -113,6 +113,8 @@ mod tests {
             cseq: 1,
             path: vec![],
             source: None,
+            behind_nat: false,
+            flow: None,
         }
     }
 

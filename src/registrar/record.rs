@@ -7,7 +7,9 @@
 //! binding = contact:str q:u16 (0xffff: none) expires_in:u32 (seconds left)
 //!           call_id:str cseq:u32 path_count:u8 path:str* source
 //! str     = len:u16 bytes (UTF-8)
-//! source  = 0 (none) | transport:u8 (1 UDP, 2 TCP, 3 TLS) addr
+//! source  = 0 (none) | transport:u8 (1 UDP, 2 TCP, 3 TLS; +0x80 when the
+//!           binding is behind NAT, reached at this address; +0x40 when
+//!           it is an Outbound flow) addr [instance:str reg_id:u32]
 //! addr    = 4 ip:4 port:u16 | 6 ip:16 port:u16
 //! ```
 //! Integers are big-endian. Decoding reads hostile bytes: every length is
@@ -16,11 +18,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::binding::Binding;
+use super::binding::{Binding, Flow};
 use crate::sip::transaction::{Peer, TransportKind};
 
 const FORMAT: u8 = 1;
 const NO_Q: u16 = u16::MAX;
+/// The bit of the source's transport byte that says "behind NAT".
+const NAT: u8 = 0x80;
+/// The bit of the source's transport byte that says "a flow follows".
+const FLOW: u8 = 0x40;
 
 /// The value holding `bindings` (expiry as seconds left from `now`). At most
 /// 255 bindings and 255 Path entries each, strings cut at 65,535 bytes (the
@@ -54,11 +60,16 @@ pub fn encode(bindings: &[Binding], now: Instant) -> Vec<u8> {
         match b.source {
             None => out.push(0),
             Some(peer) => {
-                out.push(match peer.transport {
-                    TransportKind::Udp => 1,
-                    TransportKind::Tcp => 2,
-                    TransportKind::Tls => 3,
-                });
+                let nat = if b.behind_nat { NAT } else { 0 };
+                let flow = if b.flow.is_some() { FLOW } else { 0 };
+                out.push(
+                    nat | flow
+                        | match peer.transport {
+                            TransportKind::Udp => 1,
+                            TransportKind::Tcp => 2,
+                            TransportKind::Tls => 3,
+                        },
+                );
                 match peer.addr.ip() {
                     IpAddr::V4(ip) => {
                         out.push(4);
@@ -70,6 +81,10 @@ pub fn encode(bindings: &[Binding], now: Instant) -> Vec<u8> {
                     }
                 }
                 out.extend_from_slice(&peer.addr.port().to_be_bytes());
+                if let Some(flow) = &b.flow {
+                    put_str(&mut out, &flow.instance);
+                    out.extend_from_slice(&flow.reg_id.to_be_bytes());
+                }
             }
         }
     }
@@ -99,10 +114,13 @@ pub fn decode(value: &[u8], now: Instant) -> Option<Vec<Binding>> {
         for _ in 0..paths {
             path.push(r.str()?);
         }
+        let mut behind_nat = false;
+        let mut flow = None;
         let source = match r.u8()? {
             0 => None,
             t => {
-                let transport = match t {
+                behind_nat = t & NAT != 0;
+                let transport = match t & !(NAT | FLOW) {
                     1 => TransportKind::Udp,
                     2 => TransportKind::Tcp,
                     3 => TransportKind::Tls,
@@ -114,6 +132,11 @@ pub fn decode(value: &[u8], now: Instant) -> Option<Vec<Binding>> {
                     _ => return None,
                 };
                 let addr = SocketAddr::new(ip, r.u16()?);
+                if t & FLOW != 0 {
+                    let instance = r.str()?;
+                    let reg_id = r.u32()?;
+                    flow = Some(Flow { instance, reg_id });
+                }
                 Some(Peer { transport, addr })
             }
         };
@@ -125,6 +148,8 @@ pub fn decode(value: &[u8], now: Instant) -> Option<Vec<Binding>> {
             cseq,
             path,
             source,
+            behind_nat,
+            flow,
         });
     }
     r.0.is_empty().then_some(bindings)
@@ -179,6 +204,8 @@ mod tests {
             cseq: 7,
             path: vec!["<sip:edge.test;lr>".into()],
             source,
+            behind_nat: false,
+            flow: None,
         }
     }
 
@@ -196,7 +223,13 @@ mod tests {
         let mut none = binding(now, None);
         none.q = None;
         none.path.clear();
-        let all = vec![binding(now, Some(v4)), binding(now, Some(v6)), none];
+        let mut nat = binding(now, Some(v4));
+        nat.behind_nat = true;
+        nat.flow = Some(Flow {
+            instance: "<urn:uuid:00000000-0000-1000-8000-000a95a0e128>".into(),
+            reg_id: 2,
+        });
+        let all = vec![binding(now, Some(v4)), binding(now, Some(v6)), none, nat];
         let value = encode(&all, now);
         assert_eq!(decode(&value, now), Some(all));
         assert_eq!(decode(&encode(&[], now), now), Some(vec![]));

@@ -6,8 +6,12 @@
 //! hands them to [`Message::parse`](super::message::Message::parse).
 //! CRLF keep-alives between messages (RFC 5626 §3.5.1) are reported apart so
 //! the transport can answer a double-CRLF ping with a single CRLF pong.
+//! A STUN message (RFC 8489 §6.2.2: STUN and SIP share the connection) is
+//! told from SIP by its first byte and cookie and framed by its own length
+//! ([`super::stun::frame_len`]), at most 1,500 bytes.
 
 use super::message::{MAX_MESSAGE_SIZE, find_head_end};
+use super::stun;
 
 /// What the front of a stream buffer holds.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,6 +22,8 @@ pub enum Frame {
     KeepAlive { len: usize, ping: bool },
     /// A whole message of `len` bytes.
     Message { len: usize },
+    /// A whole STUN message of `len` bytes.
+    Stun { len: usize },
 }
 
 /// Why a stream can no longer be framed; the connection should be closed
@@ -30,6 +36,8 @@ pub enum FrameError {
     BodyTooLarge(usize),
     #[error("bad Content-Length")]
     BadContentLength,
+    #[error("bad STUN message: {0}")]
+    Stun(stun::Malformed),
 }
 
 /// Looks at the front of `buf` and tells what is there.
@@ -44,6 +52,12 @@ pub fn check(buf: &[u8]) -> Result<Frame, FrameError> {
             return Ok(Frame::KeepAlive { len: crlf, ping });
         }
         return Ok(Frame::Incomplete);
+    }
+    if stun::looks_like_stun(buf) {
+        return match stun::frame_len(buf).map_err(FrameError::Stun)? {
+            Some(len) => Ok(Frame::Stun { len }),
+            None => Ok(Frame::Incomplete),
+        };
     }
     let Some(head_len) = find_head_end(buf) else {
         if buf.len() > MAX_MESSAGE_SIZE {
@@ -136,6 +150,25 @@ mod tests {
         assert!(
             matches!(check(max.as_bytes()), Err(FrameError::BodyTooLarge(_))),
             "a Content-Length near usize::MAX must not overflow"
+        );
+    }
+
+    #[test]
+    fn stun_then_sip_in_one_read_are_two_frames() {
+        let binding = stun::binding_request([9; 12], true);
+        let mut buf = binding.clone();
+        buf.extend_from_slice(b"OPTIONS sip:b SIP/2.0\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(check(&buf), Ok(Frame::Stun { len: binding.len() }));
+        assert!(matches!(
+            check(&buf[binding.len()..]),
+            Ok(Frame::Message { .. })
+        ));
+        assert_eq!(check(&binding[..10]), Ok(Frame::Incomplete));
+        let mut classic = binding.clone();
+        classic[4] = 0;
+        assert_eq!(
+            check(&classic),
+            Err(FrameError::Stun(stun::Malformed::NoCookie))
         );
     }
 }

@@ -1,7 +1,9 @@
-//! The SIP stack: messages, stream framing, transactions and transports.
+//! The SIP stack: messages, stream framing, STUN on the SIP ports,
+//! transactions and transports.
 
 pub mod framing;
 pub mod message;
+pub mod stun;
 pub mod target;
 pub mod transaction;
 pub mod transport;

@@ -1,7 +1,8 @@
 //! One stream connection (TCP or TLS): reads bytes, cuts them into
-//! messages by Content-Length, answers CRLF keep-alive pings, and writes
-//! what the node sends to this peer. It closes a connection that stays
-//! idle too long or takes too long over one message ([`super::limits`]).
+//! messages by Content-Length (STUN by its own length), answers CRLF
+//! keep-alive pings, and writes what the node sends to this peer. It
+//! closes a connection that stays idle too long or takes too long over one
+//! message ([`super::limits`]).
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -125,7 +126,7 @@ async fn drain_frames<W: AsyncWrite + Unpin>(
                     let _ = timeout(WRITE_TIMEOUT, writer.write_all(b"\r\n")).await;
                 }
             }
-            Frame::Message { len } => {
+            Frame::Message { len } | Frame::Stun { len } => {
                 let bytes = buf.split_to(len).freeze();
                 framed = true;
                 if inbound
