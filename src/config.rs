@@ -75,6 +75,8 @@ pub struct Config {
     pub overlay_limits: OverlayLimits,
     /// Offline instant messages (`[messages]`, docs/services.md).
     pub messages: MessagesSection,
+    /// Presence and message-summary (`[presence]`, docs/services.md).
+    pub presence: PresenceSection,
     /// The address other nodes and phones reach this node at, when it is not
     /// the bound `sip` one (a port mapping): put in Via, Contact,
     /// Record-Route and the node's place in the ring.
@@ -135,6 +137,29 @@ impl Default for MessagesSection {
     }
 }
 
+/// The `[presence]` section: SUBSCRIBE/NOTIFY and PUBLISH for our users.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceSection {
+    /// Serve SUBSCRIBE (`presence`, `message-summary`) and PUBLISH here.
+    pub enabled: bool,
+    /// Seconds a subscription or publication lasts at least (below: 423).
+    pub min_expires: u32,
+    /// Seconds at most (longer ones are shortened).
+    pub max_expires: u32,
+}
+
+impl Default for PresenceSection {
+    fn default() -> Self {
+        let d = crate::presence::PresenceConfig::default();
+        PresenceSection {
+            enabled: d.enabled,
+            min_expires: d.min_expires,
+            max_expires: d.max_expires,
+        }
+    }
+}
+
 /// The `[registrar]` section.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -188,6 +213,7 @@ impl Default for Config {
             overlay_revoked: Vec::new(),
             overlay_limits: OverlayLimits::default(),
             messages: MessagesSection::default(),
+            presence: PresenceSection::default(),
             advertise: None,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -332,6 +358,19 @@ impl Config {
                 why: "must be at least 1".into(),
             });
         }
+        let p = &self.presence;
+        if p.min_expires == 0 || p.min_expires > p.max_expires {
+            return Err(ConfigError::Invalid {
+                key: "presence.min_expires",
+                why: format!("must be between 1 and max_expires ({})", p.max_expires),
+            });
+        }
+        if p.max_expires > 86_400 {
+            return Err(ConfigError::Invalid {
+                key: "presence.max_expires",
+                why: format!("{} is more than a day", p.max_expires),
+            });
+        }
         let l = &self.overlay_limits;
         for (key, value) in [
             ("overlay_limits.items_per_writer", l.items_per_writer as u64),
@@ -445,6 +484,14 @@ impl Config {
             max_bytes: m.max_bytes_per_user,
             keep_for: std::time::Duration::from_secs(m.keep_s),
             known_for: std::time::Duration::from_secs(m.known_s),
+        }
+    }
+
+    pub fn presence_config(&self) -> crate::presence::PresenceConfig {
+        crate::presence::PresenceConfig {
+            enabled: self.presence.enabled,
+            min_expires: self.presence.min_expires,
+            max_expires: self.presence.max_expires,
         }
     }
 

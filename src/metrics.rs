@@ -37,6 +37,10 @@ pub struct Metrics {
     pub items_over_limit: Counter,
     /// Overlay requests refused with 503: their member was over its rate.
     pub overlay_rate_limited: Counter,
+    /// Presence and message-summary subscriptions this node holds.
+    pub presence_subscriptions: Gauge,
+    /// NOTIFYs sent to watchers.
+    pub presence_notifies: Counter,
 }
 
 impl Default for Metrics {
@@ -54,6 +58,8 @@ impl Default for Metrics {
             records_refused: Counter::default(),
             items_over_limit: Counter::default(),
             overlay_rate_limited: Counter::default(),
+            presence_subscriptions: Gauge::default(),
+            presence_notifies: Counter::default(),
         }
     }
 }
@@ -194,6 +200,16 @@ impl Metrics {
             "overlay_rate_limited",
             "Overlay requests refused with 503: their member was over its rate",
             self.overlay_rate_limited.clone(),
+        );
+        registry.register(
+            "presence_subscriptions",
+            "Presence and message-summary subscriptions held here",
+            self.presence_subscriptions.clone(),
+        );
+        registry.register(
+            "presence_notifies",
+            "NOTIFYs sent to watchers",
+            self.presence_notifies.clone(),
         );
         let mut text = String::new();
         if encode(&mut text, &registry).is_err() {

@@ -1,0 +1,916 @@
+//! Presence (RFC 3856, PIDF bodies RFC 3863, PUBLISH RFC 3903) and
+//! message-summary (RFC 3842) as the notifier of SUBSCRIBE/NOTIFY (RFC
+//! 6665), sans-I/O like the other components: the core hands it
+//! SUBSCRIBE and PUBLISH requests for users of the overlay domains, the
+//! answers of the ring operations it asked for ([`RingOp`]) and of its
+//! NOTIFYs, and time; it answers through the [`Outbox`] and queues ring
+//! operations for the core to start (`core/presence.rs`).
+//!
+//! The node that accepts a subscription keeps its dialog and sends every
+//! NOTIFY. A presentity's state is read from the items under her key (one
+//! fetch: bindings, publication, stored messages, [`state`]) when a
+//! subscription starts, when this node sees her change (a REGISTER, a
+//! PUBLISH, a stored or delivered message) and every [`POLL_EVERY`]
+//! while someone here watches her, so changes made through other nodes
+//! arrive too. Each subscription is also kept as a ring item under this
+//! node's own key ([`subscription`]): the node holds it itself (a node is
+//! always the successor of its own id), so with `--data` it is on disk and
+//! read back on start.
+
+pub mod pidf;
+pub mod state;
+pub mod subscription;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ezk_sip_types::Name;
+use tracing::debug;
+
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, owner};
+use crate::registrar::binding::Aor;
+use crate::ring::{Item, NodeId, OpId};
+use crate::sip::message::{HeaderAccess, Request, Response, raw_tag};
+use crate::sip::transaction::{ClientKey, Peer, ServerKey};
+use pidf::Status;
+use state::{Publication, Snapshot};
+use subscription::Subscription;
+
+/// The event packages served (`Allow-Events`).
+pub const ALLOW_EVENTS: &str = "presence, message-summary";
+/// How often the state of a watched presentity is read again.
+pub const POLL_EVERY: Duration = Duration::from_secs(5);
+/// Subscriptions a node holds at most; beyond: 503.
+pub const MAX_SUBSCRIPTIONS: usize = 10_000;
+/// Bounds on what a subscription keeps of its SUBSCRIBE (else 400).
+const MAX_FIELD: usize = 512;
+const MAX_ROUTES: usize = 8;
+/// Added to a restored subscription's CSeq: NOTIFYs sent after its item
+/// was last written are not counted in it.
+const CSEQ_GAP: u32 = 1000;
+
+/// `[presence]` in the config.
+#[derive(Clone, Debug)]
+pub struct PresenceConfig {
+    /// SUBSCRIBE and PUBLISH for our users are served here (else proxied).
+    pub enabled: bool,
+    /// A subscription or publication shorter than this gets 423.
+    pub min_expires: u32,
+    /// Longer ones are shortened to this.
+    pub max_expires: u32,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            enabled: true,
+            min_expires: 60,
+            max_expires: 3600,
+        }
+    }
+}
+
+/// An event package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Package {
+    Presence,
+    MessageSummary,
+}
+
+impl Package {
+    pub fn parse(name: &str) -> Option<Package> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "presence" => Some(Package::Presence),
+            "message-summary" => Some(Package::MessageSummary),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Package::Presence => "presence",
+            Package::MessageSummary => "message-summary",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Package::Presence => pidf::CONTENT_TYPE,
+            Package::MessageSummary => "application/simple-message-summary",
+        }
+    }
+
+    /// The body of a NOTIFY for `aor` in state `snapshot`.
+    fn body(self, aor: &Aor, snapshot: &Snapshot) -> String {
+        match self {
+            Package::Presence => pidf::document(aor.as_str(), &snapshot.status),
+            Package::MessageSummary => state::message_summary(aor, snapshot.messages),
+        }
+    }
+}
+
+/// The Event header of a request: its package and `id` parameter; `None`
+/// for a missing header or a package not served (489).
+pub fn read_event(request: &Request) -> Option<(Package, Option<String>)> {
+    let value = request.raw(&Name::EVENT)?;
+    let mut parts = value.split(';');
+    let package = Package::parse(parts.next()?)?;
+    let id = parts
+        .filter_map(|p| p.split_once('='))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case("id"))
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_graphic()));
+    Some((package, id))
+}
+
+/// Why a SUBSCRIBE or PUBLISH is refused.
+fn refuse(request: &Request, status: u16, reason: &str) -> Response {
+    let mut response = request.final_response(status);
+    if !reason.is_empty() {
+        response.reason = reason.to_string();
+    }
+    response
+}
+
+/// A ring operation for the core to start on this component's behalf.
+pub enum RingOp {
+    /// Fetch the items under a key; the answer goes to [`Presence::on_fetched`].
+    Fetch { key: NodeId, purpose: Purpose },
+    /// Store an item; with a purpose, the outcome goes to [`Presence::on_stored`].
+    Store {
+        item: Item,
+        purpose: Option<Purpose>,
+    },
+    /// Remove an item; with a purpose, the outcome goes to [`Presence::on_stored`].
+    Remove {
+        key: NodeId,
+        name: String,
+        purpose: Option<Purpose>,
+    },
+}
+
+/// What a ring operation's answer is for.
+pub enum Purpose {
+    /// A watched presentity's state.
+    Watch(Aor),
+    /// A PUBLISH waiting for her current publication.
+    Publish(Box<Publishing>),
+    /// A PUBLISH whose publication is being stored or removed.
+    Published(Box<Publishing>),
+}
+
+/// A PUBLISH in progress.
+pub struct Publishing {
+    key: ServerKey,
+    request: Request,
+    aor: Aor,
+    /// The status of its body (none: a refresh or a removal).
+    status: Option<Status>,
+    if_match: Option<String>,
+    expires: u32,
+    /// The entity-tag given to the new publication.
+    etag: String,
+}
+
+/// A subscription and where its NOTIFYs stand.
+struct Entry {
+    sub: Subscription,
+    /// The body of the last NOTIFY sent.
+    last_body: Option<String>,
+    /// A NOTIFY is out and not answered yet.
+    in_flight: bool,
+    /// Something to tell once the NOTIFY out is answered.
+    dirty: bool,
+    /// Send a NOTIFY even if the body is the same (a refresh).
+    force: bool,
+    /// It ends: the next NOTIFY is the final one.
+    ending: bool,
+    final_sent: bool,
+    /// Its ring item was written (removed when it ends).
+    stored: bool,
+}
+
+/// A presentity watched from this node.
+struct Watched {
+    subs: BTreeSet<u64>,
+    snapshot: Option<Snapshot>,
+    next_poll: Instant,
+    fetching: bool,
+    /// Fetch again as soon as the fetch under way is done.
+    again: bool,
+}
+
+/// The notifier's state on this node.
+pub struct Presence {
+    pub config: PresenceConfig,
+    /// Our address: the Contact of our 200s and NOTIFYs, our Via.
+    local: SocketAddr,
+    metrics: Metrics,
+    /// This node's own key, under which its subscriptions are kept.
+    node: Option<NodeId>,
+    entries: HashMap<u64, Entry>,
+    dialogs: HashMap<(String, String, String), u64>,
+    watched: HashMap<Aor, Watched>,
+    notifying: HashMap<ClientKey, u64>,
+    ops: VecDeque<RingOp>,
+    /// Ring operations started for us, and what each answer is for.
+    started: HashMap<OpId, Purpose>,
+    next_id: u64,
+    wall: Option<(u64, Instant)>,
+}
+
+impl Presence {
+    pub fn new(config: PresenceConfig, local: SocketAddr, metrics: Metrics) -> Presence {
+        Presence {
+            config,
+            local,
+            metrics,
+            node: None,
+            entries: HashMap::new(),
+            dialogs: HashMap::new(),
+            watched: HashMap::new(),
+            notifying: HashMap::new(),
+            ops: VecDeque::new(),
+            started: HashMap::new(),
+            next_id: 1,
+            wall: None,
+        }
+    }
+
+    /// The wall-clock time at `now` (versions of the items written).
+    pub fn set_wall_clock(&mut self, wall_ms: u64, now: Instant) {
+        self.wall = Some((wall_ms, now));
+    }
+
+    fn wall_ms(&self, now: Instant) -> u64 {
+        let (at, then) = self.wall.unwrap_or((0, now));
+        let ms = u64::try_from(now.saturating_duration_since(then).as_millis()).unwrap_or(0);
+        at.saturating_add(ms)
+    }
+
+    /// Subscriptions held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The next ring operation to start.
+    pub fn poll_op(&mut self) -> Option<RingOp> {
+        self.ops.pop_front()
+    }
+
+    /// The core started ring operation `op` for `purpose`.
+    pub fn started(&mut self, op: OpId, purpose: Purpose) {
+        self.started.insert(op, purpose);
+    }
+
+    /// What ring operation `op` was for, if it was ours.
+    pub fn take(&mut self, op: OpId) -> Option<Purpose> {
+        self.started.remove(&op)
+    }
+
+    /// Whether the subscriptions kept on disk were read back already.
+    pub fn has_node(&self) -> bool {
+        self.node.is_some()
+    }
+
+    /// This node's key is `node`; `items` are those it holds under it
+    /// (read back from disk): its subscriptions are taken up again, and
+    /// each watcher gets a NOTIFY with the state as it is now.
+    pub fn restore(&mut self, node: NodeId, items: &[Item], now: Instant) {
+        if self.node.is_some() {
+            return;
+        }
+        self.node = Some(node);
+        for item in items {
+            if item.expires <= now {
+                continue;
+            }
+            if let Some(sub) = Subscription::from_item(item, CSEQ_GAP) {
+                debug!(presentity = %sub.presentity, call_id = %sub.call_id, "subscription restored");
+                let id = self.insert(sub, false, now);
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    entry.stored = true;
+                }
+            }
+        }
+    }
+
+    /// Whether an in-dialog SUBSCRIBE belongs to one of our subscriptions.
+    pub fn knows_dialog(&self, request: &Request) -> bool {
+        dialog_of(request).is_some_and(|d| self.dialogs.contains_key(&d))
+    }
+
+    /// A new SUBSCRIBE for `presentity`, already authorized.
+    pub fn subscribe(
+        &mut self,
+        key: ServerKey,
+        request: &Request,
+        from: Peer,
+        presentity: Aor,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        let response = match self.accept(request, from, presentity, out, now) {
+            Ok(response) | Err(response) => response,
+        };
+        out.respond(key, response, now);
+    }
+
+    fn accept(
+        &mut self,
+        request: &Request,
+        from: Peer,
+        presentity: Aor,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> Result<Response, Response> {
+        let local = self.local;
+        let (package, event_id) = read_event(request).ok_or_else(|| bad_event(request))?;
+        let expires = self.read_expires(request)?;
+        if self.entries.len() >= MAX_SUBSCRIPTIONS {
+            return Err(refuse(
+                request,
+                503,
+                "Service Unavailable (too many subscriptions)",
+            ));
+        }
+        let bad = |why: &str| refuse(request, 400, &format!("Bad Request ({why})"));
+        let call_id = request.raw(&Name::CALL_ID).map(|v| v.to_string());
+        let from_raw = request.raw(&Name::FROM).map(|v| v.to_string());
+        let to_raw = request.raw(&Name::TO).map(|v| v.to_string());
+        let (Some(call_id), Some(from_raw), Some(to_raw)) = (call_id, from_raw, to_raw) else {
+            return Err(bad("missing dialog headers"));
+        };
+        let remote_tag = raw_tag(&from_raw).ok_or_else(|| bad("From without a tag"))?;
+        let contact = request
+            .raw(&Name::CONTACT)
+            .and_then(|c| contact_uri(c))
+            .ok_or_else(|| bad("missing or bad Contact"))?;
+        let route: Vec<String> = request
+            .headers
+            .get_raw(&Name::RECORD_ROUTE)
+            .flat_map(|v| split_commas(v))
+            .collect();
+        let fields = [&call_id, &from_raw, &to_raw, &contact];
+        if fields.iter().any(|f| f.len() > MAX_FIELD)
+            || route.len() > MAX_ROUTES
+            || route.iter().any(|r| r.len() > MAX_FIELD)
+        {
+            return Err(bad("dialog headers too long"));
+        }
+        let local_tag = out.random_hex();
+        let sub = Subscription {
+            package,
+            event_id,
+            presentity,
+            call_id,
+            local_tag,
+            remote_tag,
+            local_uri: without_tag(&to_raw),
+            remote_uri: without_tag(&from_raw),
+            contact,
+            route,
+            source: from,
+            expires: now + Duration::from_secs(u64::from(expires)),
+            cseq: 0,
+        };
+        let mut response = request.response(200);
+        response.headers.remove(&Name::TO);
+        response
+            .headers
+            .insert(Name::TO, format!("{to_raw};tag={}", sub.local_tag));
+        response.headers.insert(Name::EXPIRES, expires.to_string());
+        response
+            .headers
+            .insert(Name::CONTACT, format!("<sip:{local}>"));
+        response.headers.insert(Name::ALLOW_EVENTS, ALLOW_EVENTS);
+        debug!(presentity = %sub.presentity, package = package.name(), expires, "subscription accepted");
+        let id = self.insert(sub, expires > 0, now);
+        if expires == 0 {
+            // A one-off fetch of the state: one NOTIFY, terminated.
+            if let Some(entry) = self.entries.get_mut(&id) {
+                entry.ending = true;
+            }
+        }
+        Ok(response)
+    }
+
+    /// Keeps `sub`, writes its item when `durable`, reads its presentity's state.
+    fn insert(&mut self, sub: Subscription, durable: bool, now: Instant) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let aor = sub.presentity.clone();
+        self.dialogs.insert(sub.dialog(), id);
+        let mut entry = Entry {
+            sub,
+            last_body: None,
+            in_flight: false,
+            dirty: false,
+            force: true,
+            ending: false,
+            final_sent: false,
+            stored: false,
+        };
+        if durable && let Some(node) = self.node {
+            let item = entry.sub.to_item(node, self.wall_ms(now));
+            self.ops.push_back(RingOp::Store {
+                item,
+                purpose: None,
+            });
+            entry.stored = true;
+        }
+        self.entries.insert(id, entry);
+        let watched = self.watched.entry(aor.clone()).or_insert_with(|| Watched {
+            subs: BTreeSet::new(),
+            snapshot: None,
+            next_poll: now,
+            fetching: false,
+            again: false,
+        });
+        watched.subs.insert(id);
+        self.metrics
+            .presence_subscriptions
+            .set(self.entries.len() as i64);
+        self.changed(&aor, now);
+        id
+    }
+
+    /// An in-dialog SUBSCRIBE: a refresh, or with `Expires: 0` the end.
+    pub fn refresh(&mut self, key: ServerKey, request: &Request, out: &mut Outbox, now: Instant) {
+        let Some(id) = dialog_of(request).and_then(|d| self.dialogs.get(&d).copied()) else {
+            return out.respond(key, refuse(request, 481, ""), now);
+        };
+        if read_event(request).is_none() {
+            return out.respond(key, bad_event(request), now);
+        }
+        let expires = match self.read_expires(request) {
+            Ok(expires) => expires,
+            Err(response) => return out.respond(key, response, now),
+        };
+        let mut response = request.response(200);
+        response.headers.insert(Name::EXPIRES, expires.to_string());
+        response.headers.insert(Name::ALLOW_EVENTS, ALLOW_EVENTS);
+        let node = self.node;
+        let wall = self.wall_ms(now);
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return out.respond(key, refuse(request, 481, ""), now);
+        };
+        if let Some(contact) = request.raw(&Name::CONTACT).and_then(|c| contact_uri(c))
+            && contact.len() <= MAX_FIELD
+        {
+            entry.sub.contact = contact;
+        }
+        entry.sub.expires = now + Duration::from_secs(u64::from(expires));
+        entry.force = true;
+        if expires == 0 {
+            entry.ending = true;
+        } else if let Some(node) = node {
+            let item = entry.sub.to_item(node, wall);
+            self.ops.push_back(RingOp::Store {
+                item,
+                purpose: None,
+            });
+            entry.stored = true;
+        }
+        out.respond(key, response, now);
+        self.tell(id, out, now);
+    }
+
+    /// `Expires` of a SUBSCRIBE or PUBLISH: 3600 when absent, shortened to
+    /// `max_expires`; 0 stays 0; under `min_expires` is refused (423).
+    fn read_expires(&self, request: &Request) -> Result<u32, Response> {
+        let expires = match request.raw(&Name::EXPIRES) {
+            None => 3600,
+            Some(text) => text
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| refuse(request, 400, "Bad Request (Expires is not a number)"))?,
+        };
+        if expires > 0 && expires < self.config.min_expires {
+            let mut response = refuse(request, 423, "");
+            response
+                .headers
+                .insert(Name::MIN_EXPIRES, self.config.min_expires.to_string());
+            return Err(response);
+        }
+        Ok(expires.min(self.config.max_expires))
+    }
+
+    /// Something about `aor` may have changed: read her state again now.
+    pub fn changed(&mut self, aor: &Aor, now: Instant) {
+        let Some(watched) = self.watched.get_mut(aor) else {
+            return;
+        };
+        if watched.fetching {
+            watched.again = true;
+            return;
+        }
+        watched.fetching = true;
+        watched.next_poll = now + POLL_EVERY;
+        self.ops.push_back(RingOp::Fetch {
+            key: NodeId::of_key(aor.as_str()),
+            purpose: Purpose::Watch(aor.clone()),
+        });
+    }
+
+    /// Something about `aor` was changed by an operation that ends without
+    /// an answer (a removal): read her state again in a moment.
+    pub fn changed_soon(&mut self, aor: &Aor, now: Instant) {
+        if let Some(watched) = self.watched.get_mut(aor)
+            && !watched.fetching
+        {
+            watched.next_poll = watched.next_poll.min(now + Duration::from_millis(500));
+        }
+    }
+
+    /// A fetch asked for `purpose` answered.
+    pub fn on_fetched(
+        &mut self,
+        purpose: Purpose,
+        items: Option<Vec<Item>>,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        match purpose {
+            Purpose::Watch(aor) => self.on_state(&aor, items, out, now),
+            Purpose::Publish(publishing) => self.publish_fetched(*publishing, items, out, now),
+            Purpose::Published(publishing) => {
+                out.respond(publishing.key, refuse(&publishing.request, 500, ""), now)
+            }
+        }
+    }
+
+    fn on_state(&mut self, aor: &Aor, items: Option<Vec<Item>>, out: &mut Outbox, now: Instant) {
+        let Some(watched) = self.watched.get_mut(aor) else {
+            return;
+        };
+        watched.fetching = false;
+        watched.next_poll = now + POLL_EVERY;
+        if let Some(items) = items {
+            watched.snapshot = Some(state::snapshot(aor, &items, now));
+        }
+        let again = std::mem::take(&mut watched.again);
+        let ids: Vec<u64> = watched.subs.iter().copied().collect();
+        for id in ids {
+            self.tell(id, out, now);
+        }
+        if again {
+            self.changed(aor, now);
+        }
+    }
+
+    /// Sends subscription `id` a NOTIFY if it has something new to say.
+    fn tell(&mut self, id: u64, out: &mut Outbox, now: Instant) {
+        let local = self.local;
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let aor = entry.sub.presentity.clone();
+        let Some(snapshot) = self.watched.get(&aor).and_then(|w| w.snapshot.clone()) else {
+            return;
+        };
+        if entry.final_sent {
+            return;
+        }
+        let body = entry.sub.package.body(&aor, &snapshot);
+        if !entry.force && !entry.ending && entry.last_body.as_deref() == Some(body.as_str()) {
+            return;
+        }
+        if entry.in_flight {
+            entry.dirty = true;
+            return;
+        }
+        let state = if entry.ending || entry.sub.expires <= now {
+            entry.final_sent = true;
+            "terminated;reason=timeout".to_string()
+        } else {
+            format!("active;expires={}", entry.sub.remaining(now))
+        };
+        let peer = entry.sub.peer();
+        let Some(request) = entry
+            .sub
+            .notify(&state, body.clone(), local, out.new_branch())
+        else {
+            debug!(contact = %entry.sub.contact, "a watcher's contact does not parse");
+            return self.end(id);
+        };
+        entry.last_body = Some(body);
+        entry.force = false;
+        entry.dirty = false;
+        entry.in_flight = true;
+        let key = out.request(owner::PRESENCE, request, peer, now);
+        self.notifying.insert(key, id);
+        self.metrics.presence_notifies.inc();
+    }
+
+    /// The answer to a NOTIFY (`None`: no answer).
+    pub fn on_notify_answer(
+        &mut self,
+        key: ClientKey,
+        status: Option<u16>,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        if status.is_some_and(|s| s < 200) {
+            return;
+        }
+        let Some(id) = self.notifying.remove(&key) else {
+            return;
+        };
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        entry.in_flight = false;
+        let ok = status.is_some_and(|s| (200..300).contains(&s));
+        if !ok {
+            // RFC 6665 §4.2.2: a failed NOTIFY ends the subscription.
+            debug!(?status, call_id = %entry.sub.call_id, "NOTIFY failed: subscription removed");
+            return self.end(id);
+        }
+        if entry.final_sent {
+            return self.end(id);
+        }
+        if entry.dirty || entry.ending {
+            self.tell(id, out, now);
+        }
+    }
+
+    /// Drops subscription `id` and its item.
+    fn end(&mut self, id: u64) {
+        let Some(entry) = self.entries.remove(&id) else {
+            return;
+        };
+        self.dialogs.remove(&entry.sub.dialog());
+        let aor = &entry.sub.presentity;
+        if let Some(watched) = self.watched.get_mut(aor) {
+            watched.subs.remove(&id);
+            if watched.subs.is_empty() {
+                self.watched.remove(aor);
+            }
+        }
+        if entry.stored
+            && let Some(node) = self.node
+        {
+            self.ops.push_back(RingOp::Remove {
+                key: node,
+                name: entry.sub.item_name(),
+                purpose: None,
+            });
+        }
+        self.metrics
+            .presence_subscriptions
+            .set(self.entries.len() as i64);
+    }
+
+    /// Expired subscriptions get their final NOTIFY; watched presentities
+    /// due are read again.
+    pub fn handle_timeout(&mut self, out: &mut Outbox, now: Instant) {
+        let expired: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.ending && e.sub.expires <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(entry) = self.entries.get_mut(&id) {
+                entry.ending = true;
+            }
+            self.tell(id, out, now);
+        }
+        let due: Vec<Aor> = self
+            .watched
+            .iter()
+            .filter(|(_, w)| !w.fetching && w.next_poll <= now)
+            .map(|(aor, _)| aor.clone())
+            .collect();
+        for aor in due {
+            self.changed(&aor, now);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let polls = self
+            .watched
+            .values()
+            .filter(|w| !w.fetching)
+            .map(|w| w.next_poll);
+        let ends = self
+            .entries
+            .values()
+            .filter(|e| !e.ending)
+            .map(|e| e.sub.expires);
+        polls.chain(ends).min()
+    }
+
+    /// A PUBLISH for `aor`, already authorized.
+    pub fn publish(
+        &mut self,
+        key: ServerKey,
+        request: Request,
+        aor: Aor,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        match self.read_publish(&request) {
+            Err(response) => out.respond(key, response, now),
+            Ok((status, if_match, expires)) => {
+                let publishing = Publishing {
+                    key,
+                    request,
+                    aor: aor.clone(),
+                    status,
+                    if_match,
+                    expires,
+                    etag: out.random_hex(),
+                };
+                self.ops.push_back(RingOp::Fetch {
+                    key: NodeId::of_key(aor.as_str()),
+                    purpose: Purpose::Publish(Box::new(publishing)),
+                });
+            }
+        }
+    }
+
+    /// What a PUBLISH asks: the status of its body, its SIP-If-Match and Expires.
+    fn read_publish(
+        &self,
+        request: &Request,
+    ) -> Result<(Option<Status>, Option<String>, u32), Response> {
+        match read_event(request) {
+            Some((Package::Presence, _)) => {}
+            _ => return Err(bad_event(request)),
+        }
+        let expires = self.read_expires(request)?;
+        let if_match = request
+            .raw(&Name::from("SIP-If-Match"))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty() && v.len() <= 128);
+        if request.body.is_empty() {
+            if if_match.is_none() {
+                return Err(refuse(
+                    request,
+                    400,
+                    "Bad Request (PUBLISH without a body or SIP-If-Match)",
+                ));
+            }
+            return Ok((None, if_match, expires));
+        }
+        let content_type = request
+            .raw(&Name::CONTENT_TYPE)
+            .map(|v| v.to_ascii_lowercase());
+        if !content_type.is_some_and(|t| t.trim().starts_with(pidf::CONTENT_TYPE)) {
+            let mut response = refuse(request, 415, "");
+            response.headers.insert(Name::ACCEPT, pidf::CONTENT_TYPE);
+            return Err(response);
+        }
+        match pidf::parse(&request.body) {
+            Ok(status) => Ok((Some(status), if_match, expires)),
+            Err(pidf::Refused::TooLarge) => Err(refuse(request, 413, "")),
+            Err(pidf::Refused::Malformed(why)) => {
+                Err(refuse(request, 400, &format!("Bad Request (PIDF: {why})")))
+            }
+        }
+    }
+
+    fn publish_fetched(
+        &mut self,
+        mut publishing: Publishing,
+        items: Option<Vec<Item>>,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        let Some(items) = items else {
+            let response = refuse(&publishing.request, 503, "");
+            return out.respond(publishing.key, response, now);
+        };
+        let current = state::publication(&items, now);
+        if let Some(tag) = &publishing.if_match
+            && current.as_ref().is_none_or(|c| c.etag != *tag)
+        {
+            let response = refuse(&publishing.request, 412, "");
+            return out.respond(publishing.key, response, now);
+        }
+        let key = NodeId::of_key(publishing.aor.as_str());
+        if publishing.expires == 0 {
+            self.ops.push_back(RingOp::Remove {
+                key,
+                name: state::PUBLICATION_NAME.to_string(),
+                purpose: Some(Purpose::Published(Box::new(publishing))),
+            });
+            return;
+        }
+        let Some(status) = publishing.status.clone().or(current.map(|c| c.status)) else {
+            let response = refuse(&publishing.request, 412, "");
+            return out.respond(publishing.key, response, now);
+        };
+        publishing.status = Some(status.clone());
+        let publication = Publication {
+            etag: publishing.etag.clone(),
+            status,
+        };
+        let expires = now + Duration::from_secs(u64::from(publishing.expires));
+        let item = publication.to_item(&publishing.aor, self.wall_ms(now), expires);
+        self.ops.push_back(RingOp::Store {
+            item,
+            purpose: Some(Purpose::Published(Box::new(publishing))),
+        });
+    }
+
+    /// A store or removal asked for `purpose` is done.
+    pub fn on_stored(&mut self, purpose: Purpose, stored: bool, out: &mut Outbox, now: Instant) {
+        let Purpose::Published(publishing) = purpose else {
+            return;
+        };
+        let Publishing {
+            key,
+            request,
+            aor,
+            expires,
+            etag,
+            ..
+        } = *publishing;
+        if !stored {
+            return out.respond(key, refuse(&request, 503, ""), now);
+        }
+        let mut response = request.final_response(200);
+        response.headers.insert(Name::EXPIRES, expires.to_string());
+        if expires > 0 {
+            response.headers.insert(Name::from("SIP-ETag"), etag);
+        }
+        debug!(%aor, expires, "publication");
+        out.respond(key, response, now);
+        self.changed(&aor, now);
+    }
+}
+
+/// The 489 for an event package not served.
+fn bad_event(request: &Request) -> Response {
+    let mut response = refuse(request, 489, "");
+    response.headers.insert(Name::ALLOW_EVENTS, ALLOW_EVENTS);
+    response
+}
+
+/// The dialog an in-dialog request names, as the notifier sees it:
+/// Call-ID, our tag (its To tag), the watcher's tag (its From tag).
+fn dialog_of(request: &Request) -> Option<(String, String, String)> {
+    let call_id = request.raw(&Name::CALL_ID)?.to_string();
+    let ours = raw_tag(request.raw(&Name::TO)?)?;
+    let theirs = raw_tag(request.raw(&Name::FROM)?)?;
+    Some((call_id, ours, theirs))
+}
+
+/// The URI of a Contact value (`<uri>;params` or a bare URI), if it is a SIP URI.
+fn contact_uri(value: &str) -> Option<String> {
+    let value = value.split(',').next()?.trim();
+    let uri = match (value.find('<'), value.find('>')) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        _ => value.split(';').next()?,
+    };
+    let uri = uri.trim();
+    uri.parse::<ezk_sip_types::uri::SipUri>().ok()?;
+    Some(uri.to_string())
+}
+
+/// A From/To value without its tag parameter.
+fn without_tag(value: &str) -> String {
+    let (head, params) = match value.rfind('>') {
+        Some(close) => value.split_at(close + 1),
+        None => match value.find(';') {
+            Some(at) => value.split_at(at),
+            None => (value, ""),
+        },
+    };
+    let kept: String = params
+        .split(';')
+        .filter(|p| !p.is_empty() && !p.trim().to_ascii_lowercase().starts_with("tag="))
+        .map(|p| format!(";{}", p.trim()))
+        .collect();
+    format!("{}{kept}", head.trim())
+}
+
+/// Values of a comma-separated header (commas inside `<…>` kept).
+fn split_commas(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(value[start..i].trim().to_string());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(value[start..].trim().to_string());
+    out.retain(|v| !v.is_empty());
+    out
+}
