@@ -14,6 +14,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::members::{Member, consistent, logs};
 use common::phone::Phone;
 use common::*;
 
@@ -466,31 +467,41 @@ fn message_summary_counts_the_messages_waiting() {
     });
 }
 
+/// A ring member with its HTTP server, joining through `join`.
+fn member(join: Option<SocketAddr>) -> Member {
+    let http = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let http_arg = http.to_string();
+    let join_arg = join.map(|j| j.to_string());
+    let mut args = vec!["--http", http_arg.as_str()];
+    if let Some(j) = &join_arg {
+        args.extend(["--join", j.as_str()]);
+    }
+    Member {
+        node: Node::start(&args),
+        http,
+    }
+}
+
 #[test]
 fn through_one_node_of_a_ring_a_watcher_sees_a_user_registered_at_another() {
-    let first = Node::start(&[]);
-    let join = first.addr.to_string();
-    let second = Node::start(&["--join", &join]);
-    let third = Node::start(&["--join", &join]);
-    let nodes = [&first, &second, &third];
-    let logs = || {
-        nodes
-            .iter()
-            .map(|n| format!("--- {}:\n{}", n.addr, tail(&n.log(), 30)))
-            .collect::<String>()
-    };
-    // Bob registers at the third node (retried while it is still joining).
+    let first = member(None);
+    let join = Some(first.node.addr);
+    let members = [first, member(join), member(join)];
     wait_until(
-        "bob registered at the third node",
+        "a consistent ring",
         WAIT,
-        || register(third.addr, "bob", "sip:bob@127.0.0.1:9", 600) == 200,
-        logs,
+        || consistent(&members),
+        || logs(&members),
     );
-    let mut alice = Watcher::new("alice", first.addr);
+    let [first, second, third] = &members;
+    // Bob registers at the third node; alice watches him through the first.
+    let contact = "sip:bob@127.0.0.1:9";
+    assert_eq!(register(third.node.addr, "bob", contact, 600), 200);
+    let mut alice = Watcher::new("alice", first.node.addr);
     let ok = alice.subscribe("bob", "presence", 600);
-    assert_eq!(ok.status, 200, "{}\n{}", ok.text, logs());
+    assert_eq!(ok.status, 200, "{}\n{}", ok.text, logs(&members));
     alice.notify_where("saying open", |n| basic(n) == Some("open"));
-    // She leaves through the second node: closed, seen at the first.
-    assert_eq!(register(second.addr, "bob", "sip:bob@127.0.0.1:9", 0), 200);
+    // He leaves through the second node: closed, told by the first.
+    assert_eq!(register(second.node.addr, "bob", contact, 0), 200);
     alice.notify_where("saying closed", |n| basic(n) == Some("closed"));
 }
