@@ -21,6 +21,9 @@ pub mod pidf;
 pub mod state;
 pub mod subscription;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
