@@ -570,4 +570,27 @@ mod tests {
         let mut config = Config::from_toml("[registrar]\nmin_expires = 0").expect("parses");
         assert!(config.validate().is_err());
     }
+
+    #[test]
+    fn presence_bounds_are_checked_by_key() {
+        let config = Config::from_toml("").expect("empty config");
+        let presence = config.presence_config();
+        assert!(presence.enabled);
+        assert_eq!((presence.min_expires, presence.max_expires), (60, 3600));
+        for (text, key) in [
+            ("[presence]\nmin_expires = 0", "presence.min_expires"),
+            ("[presence]\nmin_expires = 600\nmax_expires = 300", "presence.min_expires"),
+            ("[presence]\nmax_expires = 100000", "presence.max_expires"),
+        ] {
+            let mut config = Config::from_toml(text).expect("parses");
+            let err = config.validate().expect_err(text).to_string();
+            assert!(err.starts_with(&format!("config key `{key}`")), "{err}");
+            assert!(!err.contains('\n'));
+        }
+        let err = Config::from_toml("[presence]\nenabled = \"yes\"").expect_err("not a bool");
+        assert!(err.contains("enabled"), "{err}");
+        let mut off = Config::from_toml("[presence]\nenabled = false").expect("parses");
+        off.validate().expect("valid");
+        assert!(!off.presence_config().enabled);
+    }
 }
