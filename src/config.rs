@@ -579,7 +579,10 @@ mod tests {
         assert_eq!((presence.min_expires, presence.max_expires), (60, 3600));
         for (text, key) in [
             ("[presence]\nmin_expires = 0", "presence.min_expires"),
-            ("[presence]\nmin_expires = 600\nmax_expires = 300", "presence.min_expires"),
+            (
+                "[presence]\nmin_expires = 600\nmax_expires = 300",
+                "presence.min_expires",
+            ),
             ("[presence]\nmax_expires = 100000", "presence.max_expires"),
         ] {
             let mut config = Config::from_toml(text).expect("parses");

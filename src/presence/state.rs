@@ -1,7 +1,8 @@
 //! A presentity's state as the ring holds it: her binding set (open while
 //! one binding is live), her publication (RFC 3903: the status she
 //! PUBLISHed, an item of its own under her key, which replaces the derived
-//! one while it lives) and the count of her stored offline messages (for
+//! one while it lives and she is registered: a phone that vanished without
+//! un-publishing is closed when its binding ends) and the count of her stored offline messages (for
 //! `message-summary`, RFC 3842). One fetch of the items under her key
 //! gives all three.
 
@@ -99,8 +100,8 @@ pub fn snapshot(aor: &Aor, items: &[Item], now: Instant) -> Snapshot {
         .and_then(|i| crate::registrar::record::decode(&i.value, now))
         .is_some_and(|bindings| bindings.iter().any(|b| b.is_live(now)));
     let status = match publication(items, now) {
-        Some(published) => published.status,
-        None => Status {
+        Some(published) if registered => published.status,
+        _ => Status {
             open: registered,
             note: None,
         },
@@ -123,6 +124,7 @@ pub fn message_summary(aor: &Aor, messages: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registrar::binding::Binding;
     use std::time::Duration;
 
     #[test]
@@ -141,11 +143,26 @@ mod tests {
         assert_eq!(back.etag, "e1");
         assert_eq!(back.status.note.as_deref(), Some("On the phoneX: y"));
         assert!(!snapshot(&aor, &[], now).status.open);
-        let state = snapshot(&aor, std::slice::from_ref(&item), now);
-        assert_eq!(state.status, back.status);
-        // Expired: no longer hers.
+        // Registered: what she published.
+        let binding = Binding {
+            contact: "sip:bob@127.0.0.1:5070".into(),
+            q: None,
+            expires_at: now + Duration::from_secs(120),
+            call_id: "c".into(),
+            cseq: 1,
+            path: Vec::new(),
+            source: None,
+        };
+        let bindings = crate::overlay::store::to_item(&aor, &[binding], 1, now);
+        let items = [bindings.clone(), item.clone()];
+        assert_eq!(snapshot(&aor, &items, now).status, back.status);
+        // Not registered: closed, whatever she published.
+        let alone = snapshot(&aor, std::slice::from_ref(&item), now).status;
+        assert_eq!((alone.open, alone.note), (false, None));
+        // Expired: no longer hers; registered, she is open.
         let late = now + Duration::from_secs(61);
-        assert_eq!(snapshot(&aor, &[item], late).status.note, None);
+        let state = snapshot(&aor, &[bindings, item], late).status;
+        assert_eq!((state.open, state.note), (true, None));
     }
 
     #[test]
