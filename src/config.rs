@@ -137,6 +137,30 @@ impl Default for MessagesSection {
     }
 }
 
+/// The key set on line `line` (from 1) of a TOML text, with its section
+/// (`presence.enabled`), when that line is a `key = value`.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let mut section = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if let Some(name) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            section = name.trim().to_string();
+        }
+        if i + 1 == line {
+            let (key, _) = l.split_once('=')?;
+            let key = key.trim().trim_matches('"');
+            if key.is_empty() || key.starts_with('[') {
+                return None;
+            }
+            return Some(match section.is_empty() {
+                true => key.to_string(),
+                false => format!("{section}.{key}"),
+            });
+        }
+    }
+    None
+}
+
 /// The `[presence]` section: SUBSCRIBE/NOTIFY and PUBLISH for our users.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -255,7 +279,10 @@ impl Config {
                 .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             let message = e.message().replace('\n', " ");
             match line {
-                Some(line) => format!("line {line}: {message}"),
+                Some(line) => match key_on_line(text, line) {
+                    Some(key) => format!("config key `{key}` (line {line}): {message}"),
+                    None => format!("line {line}: {message}"),
+                },
                 None => message,
             }
         })
@@ -591,7 +618,10 @@ mod tests {
             assert!(!err.contains('\n'));
         }
         let err = Config::from_toml("[presence]\nenabled = \"yes\"").expect_err("not a bool");
-        assert!(err.contains("enabled"), "{err}");
+        assert!(
+            err.starts_with("config key `presence.enabled` (line 2)"),
+            "{err}"
+        );
         let mut off = Config::from_toml("[presence]\nenabled = false").expect("parses");
         off.validate().expect("valid");
         assert!(!off.presence_config().enabled);
