@@ -11,7 +11,7 @@ mod common;
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::members::{Member, consistent, logs};
@@ -117,33 +117,31 @@ impl Watcher {
     /// NOTIFYs kept.
     fn receive(&mut self, deadline: Instant) -> Option<String> {
         let mut buf = vec![0u8; 65_536];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        self.socket.set_read_timeout(Some(left)).expect("timeout");
+        let (n, from) = match self.socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return None;
             }
-            self.socket.set_read_timeout(Some(left)).expect("timeout");
-            let (n, from) = match self.socket.recv_from(&mut buf) {
-                Ok(got) => got,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return None;
-                }
-                Err(e) => panic!("receive failed: {e}"),
-            };
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if text.starts_with("SIP/2.0 ") {
-                return Some(text);
-            }
-            let answer = ok_for(&text);
-            self.socket
-                .send_to(answer.as_bytes(), from)
-                .expect("answer");
-            if text.starts_with("NOTIFY ") {
-                self.notifies.push(text.clone());
-                self.seen.push(text.clone());
-            }
+            Err(e) => panic!("receive failed: {e}"),
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("SIP/2.0 ") {
             return Some(text);
         }
+        let answer = ok_for(&text);
+        self.socket
+            .send_to(answer.as_bytes(), from)
+            .expect("answer");
+        if text.starts_with("NOTIFY ") {
+            self.notifies.push(text.clone());
+            self.seen.push(text.clone());
+        }
+        Some(text)
     }
 
     /// Waits (up to 30 s) for a NOTIFY that satisfies `wanted`; the ones
@@ -263,7 +261,7 @@ fn pidf(user: &str, basic: &str, note: &str) -> String {
 }
 
 /// A lone node with an HTTP server and a data directory, at `sip`.
-fn lone_node(sip: SocketAddr, http: SocketAddr, data: &PathBuf) -> Node {
+fn lone_node(sip: SocketAddr, http: SocketAddr, data: &Path) -> Node {
     Node::builder()
         .args(["--sip", &sip.to_string(), "--domain", DOMAIN])
         .args([
