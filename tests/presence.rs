@@ -503,3 +503,56 @@ fn through_one_node_of_a_ring_a_watcher_sees_a_user_registered_at_another() {
     assert_eq!(register(second.node.addr, "bob", contact, 0), 200);
     alice.notify_where("saying closed", |n| basic(n) == Some("closed"));
 }
+
+#[test]
+fn a_subscription_outlives_the_crash_of_its_notifier() {
+    let first = member(None);
+    let join = Some(first.node.addr);
+    let mut members = vec![first, member(join), member(join), member(join)];
+    wait_until(
+        "a consistent ring of four",
+        WAIT,
+        || consistent(&members),
+        || logs(&members),
+    );
+    // Alice subscribes through the second node, which then crashes.
+    let notifier = members[1].node.addr;
+    let mut alice = Watcher::new("alice", notifier);
+    let ok = alice.subscribe("bob", "presence", 600);
+    assert_eq!(ok.status, 200, "{}\n{}", ok.text, logs(&members));
+    alice.notify_where("saying closed", |n| basic(n) == Some("closed"));
+    let mut gone = members.remove(1);
+    gone.node.kill();
+    drop(gone);
+    wait_until(
+        "a consistent ring of three",
+        WAIT,
+        || consistent(&members),
+        || logs(&members),
+    );
+    // Bob registers elsewhere: the node that took the subscription over
+    // tells alice, in her dialog, and names itself as the new target.
+    assert_eq!(
+        register(members[2].node.addr, "bob", "sip:bob@127.0.0.1:9", 600),
+        200
+    );
+    let open = alice.notify_where("saying open, from another node", |n| {
+        basic(n) == Some("open")
+    });
+    assert!(open.contains(&format!("tag={}", alice.tag)), "{open}");
+    let contact = header(&open, "Contact").unwrap_or_default().to_string();
+    assert!(!contact.contains(&notifier.to_string()), "{contact}");
+    // Her refresh goes to the new notifier and is accepted there.
+    let new: SocketAddr = contact
+        .trim_start_matches("<sip:")
+        .trim_end_matches('>')
+        .parse()
+        .expect("the new notifier's address");
+    alice.node = new;
+    assert_eq!(
+        alice.subscribe("bob", "presence", 600).status,
+        200,
+        "{}",
+        logs(&members)
+    );
+}

@@ -482,6 +482,7 @@ impl Core {
         }
         self.gateway
             .handle_timeout(self.location.overlay(), &mut self.out, now);
+        self.adopt_subscriptions(now);
         self.presence.handle_timeout(&mut self.out, now);
         self.upkeep_due(now);
     }

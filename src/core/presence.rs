@@ -14,9 +14,10 @@ use super::Core;
 use super::checks::refusal;
 use crate::auth::AuthMode;
 use crate::outbox::owner;
+use crate::presence::subscription::{Subscription, WATCH_KIND};
 use crate::presence::{Package, RingOp, read_event};
 use crate::registrar::binding::Aor;
-use crate::ring::{Item, OpId, RingError};
+use crate::ring::{Item, NodeId, OpId, RingError};
 use crate::sip::message::{HeaderAccess, Request, raw_tag};
 use crate::sip::target::user_of;
 use crate::sip::transaction::{ClientKey, Peer, ServerKey};
@@ -161,6 +162,36 @@ impl Core {
     pub(super) fn on_notify_answer(&mut self, key: ClientKey, status: Option<u16>, now: Instant) {
         self.presence
             .on_notify_answer(key, status, &mut self.out, now);
+    }
+
+    /// Subscriptions whose notifier left the ring are taken over by the
+    /// node that now holds their items as primary: a live node always
+    /// holds its own key, so an item under another node's key that lands
+    /// here, from a notifier our ring does not know, is an orphan.
+    pub(super) fn adopt_subscriptions(&mut self, now: Instant) {
+        if !self.presence.adoption_due(now) {
+            return;
+        }
+        let Some(overlay) = self.overlay() else {
+            return;
+        };
+        let ring = overlay.ring();
+        let me = ring.me();
+        let predecessor = ring.predecessor();
+        let orphans: Vec<Item> = ring
+            .all_items()
+            .filter(|i| i.kind == WATCH_KIND && i.key != me.id && i.expires > now)
+            .filter(|i| predecessor.is_none_or(|p| i.key.in_open_closed(p.id, me.id)))
+            .filter(|i| {
+                Subscription::notifier_of(i).is_some_and(|at| {
+                    at != me.addr && !ring.knows(at) && NodeId::of_addr(at) == i.key
+                })
+            })
+            .cloned()
+            .collect();
+        for item in &orphans {
+            self.presence.adopt(item, now);
+        }
     }
 
     /// Once, at the first input: the subscriptions this node kept under its

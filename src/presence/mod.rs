@@ -222,6 +222,7 @@ pub struct Presence {
     started: HashMap<OpId, Purpose>,
     next_id: u64,
     wall: Option<(u64, Instant)>,
+    next_adoption: Option<Instant>,
 }
 
 impl Presence {
@@ -239,6 +240,7 @@ impl Presence {
             started: HashMap::new(),
             next_id: 1,
             wall: None,
+            next_adoption: None,
         }
     }
 
@@ -302,6 +304,36 @@ impl Presence {
                 }
             }
         }
+    }
+
+    /// Whether it is time to look for subscriptions whose notifier left
+    /// the ring (every [`POLL_EVERY`]).
+    pub fn adoption_due(&mut self, now: Instant) -> bool {
+        if self.next_adoption.is_some_and(|at| now < at) {
+            return false;
+        }
+        self.next_adoption = Some(now + POLL_EVERY);
+        true
+    }
+
+    /// Takes over a subscription whose notifier left the ring: this node
+    /// holds its `item` as primary. It is kept under our own key from now
+    /// on (the old item removed), and its watcher gets a NOTIFY from us,
+    /// whose Contact moves the dialog's remote target here.
+    pub fn adopt(&mut self, item: &Item, now: Instant) {
+        let Some(sub) = Subscription::from_item(item, CSEQ_GAP) else {
+            return;
+        };
+        if self.dialogs.contains_key(&sub.dialog()) || self.entries.len() >= MAX_SUBSCRIPTIONS {
+            return;
+        }
+        tracing::info!(presentity = %sub.presentity, call_id = %sub.call_id, "subscription taken over from a notifier that left the ring");
+        self.ops.push_back(RingOp::Remove {
+            key: item.key,
+            name: item.name.clone(),
+            purpose: None,
+        });
+        self.insert(sub, true, now);
     }
 
     /// Whether an in-dialog SUBSCRIBE belongs to one of our subscriptions.
@@ -421,7 +453,7 @@ impl Presence {
             stored: false,
         };
         if durable && let Some(node) = self.node {
-            let item = entry.sub.to_item(node, self.wall_ms(now));
+            let item = entry.sub.to_item(node, self.local, self.wall_ms(now));
             self.ops.push_back(RingOp::Store {
                 item,
                 purpose: None,
@@ -460,6 +492,7 @@ impl Presence {
         response.headers.insert(Name::EXPIRES, expires.to_string());
         response.headers.insert(Name::ALLOW_EVENTS, ALLOW_EVENTS);
         let node = self.node;
+        let local = self.local;
         let wall = self.wall_ms(now);
         let Some(entry) = self.entries.get_mut(&id) else {
             return out.respond(key, refuse(request, 481, ""), now);
@@ -474,7 +507,7 @@ impl Presence {
         if expires == 0 {
             entry.ending = true;
         } else if let Some(node) = node {
-            let item = entry.sub.to_item(node, wall);
+            let item = entry.sub.to_item(node, local, wall);
             self.ops.push_back(RingOp::Store {
                 item,
                 purpose: None,

@@ -123,8 +123,9 @@ impl Subscription {
         Some(request)
     }
 
-    /// The ring item under `node`'s own key that keeps this subscription.
-    pub fn to_item(&self, node: NodeId, wall_ms: u64) -> Item {
+    /// The ring item under `node`'s own key that keeps this subscription
+    /// for the notifier at `notifier`.
+    pub fn to_item(&self, node: NodeId, notifier: SocketAddr, wall_ms: u64) -> Item {
         let mut value = String::with_capacity(512);
         let mut line = |name: &str, text: &str| {
             value.push_str(name);
@@ -132,6 +133,7 @@ impl Subscription {
             value.extend(text.chars().filter(|c| *c != '\r' && *c != '\n'));
             value.push_str("\r\n");
         };
+        line("notifier", &notifier.to_string());
         line("package", self.package.name());
         line("event-id", self.event_id.as_deref().unwrap_or(""));
         line("presentity", self.presentity.as_str());
@@ -208,6 +210,15 @@ impl Subscription {
         })
     }
 
+    /// The address of the notifier that wrote a subscription's item.
+    pub fn notifier_of(item: &Item) -> Option<SocketAddr> {
+        let text = std::str::from_utf8(&item.value).ok()?;
+        text.split("\r\n")
+            .find_map(|l| l.strip_prefix("notifier: "))?
+            .parse()
+            .ok()
+    }
+
     /// Seconds left, for `Subscription-State: active;expires=`.
     pub fn remaining(&self, now: Instant) -> u64 {
         self.expires.saturating_duration_since(now).as_secs()
@@ -244,7 +255,9 @@ mod tests {
     fn a_subscription_comes_back_from_its_item() {
         let now = Instant::now();
         let sub = subscription(now);
-        let item = sub.to_item(NodeId::of_key("node"), 1);
+        let notifier: SocketAddr = "127.0.0.1:5060".parse().expect("addr");
+        let item = sub.to_item(NodeId::of_key("node"), notifier, 1);
+        assert_eq!(Subscription::notifier_of(&item), Some(notifier));
         let back = Subscription::from_item(&item, 100).expect("reads back");
         assert_eq!(back.cseq, 104);
         assert_eq!(Subscription { cseq: 4, ..back }, sub);
