@@ -15,9 +15,13 @@
 //! arrive too. Each subscription is also kept as a ring item under this
 //! node's own key ([`subscription`]): the node holds it itself (a node is
 //! always the successor of its own id), so with `--data` it is on disk and
-//! read back on start.
+//! read back on start; when the node crashes, the successor that becomes
+//! primary for its key takes its subscriptions over ([`Presence::adopt`]).
+//! `notifier.rs`: when and what to NOTIFY; `publish.rs`: PUBLISH.
 
+mod notifier;
 pub mod pidf;
+mod publish;
 pub mod state;
 pub mod subscription;
 
@@ -32,14 +36,14 @@ use ezk_sip_types::Name;
 use tracing::debug;
 
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, owner};
+use crate::outbox::Outbox;
 use crate::registrar::binding::Aor;
 use crate::ring::{Item, NodeId, OpId};
 use crate::sip::message::{HeaderAccess, Request, Response, raw_tag};
 use crate::sip::transaction::{ClientKey, Peer, ServerKey};
-use pidf::Status;
-use state::{Publication, Snapshot};
-use subscription::Subscription;
+use publish::Publishing;
+use state::Snapshot;
+use subscription::{Subscription, contact_uri, dialog_of, split_commas, without_tag};
 
 /// The event packages served (`Allow-Events`).
 pub const ALLOW_EVENTS: &str = "presence, message-summary";
@@ -162,19 +166,6 @@ pub enum Purpose {
     Publish(Box<Publishing>),
     /// A PUBLISH whose publication is being stored or removed.
     Published(Box<Publishing>),
-}
-
-/// A PUBLISH in progress.
-pub struct Publishing {
-    key: ServerKey,
-    request: Request,
-    aor: Aor,
-    /// The status of its body (none: a refresh or a removal).
-    status: Option<Status>,
-    if_match: Option<String>,
-    expires: u32,
-    /// The entity-tag given to the new publication.
-    etag: String,
 }
 
 /// A subscription and where its NOTIFYs stand.
@@ -537,352 +528,6 @@ impl Presence {
         }
         Ok(expires.min(self.config.max_expires))
     }
-
-    /// Something about `aor` may have changed: read her state again now.
-    pub fn changed(&mut self, aor: &Aor, now: Instant) {
-        let Some(watched) = self.watched.get_mut(aor) else {
-            return;
-        };
-        if watched.fetching {
-            watched.again = true;
-            return;
-        }
-        watched.fetching = true;
-        watched.next_poll = now + POLL_EVERY;
-        self.ops.push_back(RingOp::Fetch {
-            key: NodeId::of_key(aor.as_str()),
-            purpose: Purpose::Watch(aor.clone()),
-        });
-    }
-
-    /// Something about `aor` was changed by an operation that ends without
-    /// an answer (a removal): read her state again in a moment.
-    pub fn changed_soon(&mut self, aor: &Aor, now: Instant) {
-        if let Some(watched) = self.watched.get_mut(aor)
-            && !watched.fetching
-        {
-            watched.next_poll = watched.next_poll.min(now + Duration::from_millis(500));
-        }
-    }
-
-    /// A fetch asked for `purpose` answered.
-    pub fn on_fetched(
-        &mut self,
-        purpose: Purpose,
-        items: Option<Vec<Item>>,
-        out: &mut Outbox,
-        now: Instant,
-    ) {
-        match purpose {
-            Purpose::Watch(aor) => self.on_state(&aor, items, out, now),
-            Purpose::Publish(publishing) => self.publish_fetched(*publishing, items, out, now),
-            Purpose::Published(publishing) => {
-                out.respond(publishing.key, refuse(&publishing.request, 500, ""), now)
-            }
-        }
-    }
-
-    fn on_state(&mut self, aor: &Aor, items: Option<Vec<Item>>, out: &mut Outbox, now: Instant) {
-        let Some(watched) = self.watched.get_mut(aor) else {
-            return;
-        };
-        watched.fetching = false;
-        watched.next_poll = now + POLL_EVERY;
-        if let Some(items) = items {
-            watched.snapshot = Some(state::snapshot(aor, &items, now));
-        }
-        let again = std::mem::take(&mut watched.again);
-        let ids: Vec<u64> = watched.subs.iter().copied().collect();
-        for id in ids {
-            self.tell(id, out, now);
-        }
-        if again {
-            self.changed(aor, now);
-        }
-    }
-
-    /// Sends subscription `id` a NOTIFY if it has something new to say.
-    fn tell(&mut self, id: u64, out: &mut Outbox, now: Instant) {
-        let local = self.local;
-        let Some(entry) = self.entries.get_mut(&id) else {
-            return;
-        };
-        let aor = entry.sub.presentity.clone();
-        let Some(snapshot) = self.watched.get(&aor).and_then(|w| w.snapshot.clone()) else {
-            return;
-        };
-        if entry.final_sent {
-            return;
-        }
-        let body = entry.sub.package.body(&aor, &snapshot);
-        if !entry.force && !entry.ending && entry.last_body.as_deref() == Some(body.as_str()) {
-            return;
-        }
-        if entry.in_flight {
-            entry.dirty = true;
-            return;
-        }
-        let state = if entry.ending || entry.sub.expires <= now {
-            entry.final_sent = true;
-            "terminated;reason=timeout".to_string()
-        } else {
-            format!("active;expires={}", entry.sub.remaining(now))
-        };
-        let peer = entry.sub.peer();
-        let Some(request) = entry
-            .sub
-            .notify(&state, body.clone(), local, out.new_branch())
-        else {
-            debug!(contact = %entry.sub.contact, "a watcher's contact does not parse");
-            return self.end(id);
-        };
-        entry.last_body = Some(body);
-        entry.force = false;
-        entry.dirty = false;
-        entry.in_flight = true;
-        let key = out.request(owner::PRESENCE, request, peer, now);
-        self.notifying.insert(key, id);
-        self.metrics.presence_notifies.inc();
-    }
-
-    /// The answer to a NOTIFY (`None`: no answer).
-    pub fn on_notify_answer(
-        &mut self,
-        key: ClientKey,
-        status: Option<u16>,
-        out: &mut Outbox,
-        now: Instant,
-    ) {
-        if status.is_some_and(|s| s < 200) {
-            return;
-        }
-        let Some(id) = self.notifying.remove(&key) else {
-            return;
-        };
-        let Some(entry) = self.entries.get_mut(&id) else {
-            return;
-        };
-        entry.in_flight = false;
-        let ok = status.is_some_and(|s| (200..300).contains(&s));
-        if !ok {
-            // RFC 6665 §4.2.2: a failed NOTIFY ends the subscription.
-            debug!(?status, call_id = %entry.sub.call_id, "NOTIFY failed: subscription removed");
-            return self.end(id);
-        }
-        if entry.final_sent {
-            return self.end(id);
-        }
-        if entry.dirty || entry.ending {
-            self.tell(id, out, now);
-        }
-    }
-
-    /// Drops subscription `id` and its item.
-    fn end(&mut self, id: u64) {
-        let Some(entry) = self.entries.remove(&id) else {
-            return;
-        };
-        self.dialogs.remove(&entry.sub.dialog());
-        let aor = &entry.sub.presentity;
-        if let Some(watched) = self.watched.get_mut(aor) {
-            watched.subs.remove(&id);
-            if watched.subs.is_empty() {
-                self.watched.remove(aor);
-            }
-        }
-        if entry.stored
-            && let Some(node) = self.node
-        {
-            self.ops.push_back(RingOp::Remove {
-                key: node,
-                name: entry.sub.item_name(),
-                purpose: None,
-            });
-        }
-        self.metrics
-            .presence_subscriptions
-            .set(self.entries.len() as i64);
-    }
-
-    /// Expired subscriptions get their final NOTIFY; watched presentities
-    /// due are read again.
-    pub fn handle_timeout(&mut self, out: &mut Outbox, now: Instant) {
-        let expired: Vec<u64> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.ending && e.sub.expires <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(entry) = self.entries.get_mut(&id) {
-                entry.ending = true;
-            }
-            self.tell(id, out, now);
-        }
-        let due: Vec<Aor> = self
-            .watched
-            .iter()
-            .filter(|(_, w)| !w.fetching && w.next_poll <= now)
-            .map(|(aor, _)| aor.clone())
-            .collect();
-        for aor in due {
-            self.changed(&aor, now);
-        }
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let polls = self
-            .watched
-            .values()
-            .filter(|w| !w.fetching)
-            .map(|w| w.next_poll);
-        let ends = self
-            .entries
-            .values()
-            .filter(|e| !e.ending)
-            .map(|e| e.sub.expires);
-        polls.chain(ends).min()
-    }
-
-    /// A PUBLISH for `aor`, already authorized.
-    pub fn publish(
-        &mut self,
-        key: ServerKey,
-        request: Request,
-        aor: Aor,
-        out: &mut Outbox,
-        now: Instant,
-    ) {
-        match self.read_publish(&request) {
-            Err(response) => out.respond(key, response, now),
-            Ok((status, if_match, expires)) => {
-                let publishing = Publishing {
-                    key,
-                    request,
-                    aor: aor.clone(),
-                    status,
-                    if_match,
-                    expires,
-                    etag: out.random_hex(),
-                };
-                self.ops.push_back(RingOp::Fetch {
-                    key: NodeId::of_key(aor.as_str()),
-                    purpose: Purpose::Publish(Box::new(publishing)),
-                });
-            }
-        }
-    }
-
-    /// What a PUBLISH asks: the status of its body, its SIP-If-Match and Expires.
-    fn read_publish(
-        &self,
-        request: &Request,
-    ) -> Result<(Option<Status>, Option<String>, u32), Response> {
-        match read_event(request) {
-            Some((Package::Presence, _)) => {}
-            _ => return Err(bad_event(request)),
-        }
-        let expires = self.read_expires(request)?;
-        let if_match = request
-            .raw(&Name::from("SIP-If-Match"))
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty() && v.len() <= 128);
-        if request.body.is_empty() {
-            if if_match.is_none() {
-                return Err(refuse(
-                    request,
-                    400,
-                    "Bad Request (PUBLISH without a body or SIP-If-Match)",
-                ));
-            }
-            return Ok((None, if_match, expires));
-        }
-        let content_type = request
-            .raw(&Name::CONTENT_TYPE)
-            .map(|v| v.to_ascii_lowercase());
-        if !content_type.is_some_and(|t| t.trim().starts_with(pidf::CONTENT_TYPE)) {
-            let mut response = refuse(request, 415, "");
-            response.headers.insert(Name::ACCEPT, pidf::CONTENT_TYPE);
-            return Err(response);
-        }
-        match pidf::parse(&request.body) {
-            Ok(status) => Ok((Some(status), if_match, expires)),
-            Err(pidf::Refused::TooLarge) => Err(refuse(request, 413, "")),
-            Err(pidf::Refused::Malformed(why)) => {
-                Err(refuse(request, 400, &format!("Bad Request (PIDF: {why})")))
-            }
-        }
-    }
-
-    fn publish_fetched(
-        &mut self,
-        mut publishing: Publishing,
-        items: Option<Vec<Item>>,
-        out: &mut Outbox,
-        now: Instant,
-    ) {
-        let Some(items) = items else {
-            let response = refuse(&publishing.request, 503, "");
-            return out.respond(publishing.key, response, now);
-        };
-        let current = state::publication(&items, now);
-        if let Some(tag) = &publishing.if_match
-            && current.as_ref().is_none_or(|c| c.etag != *tag)
-        {
-            let response = refuse(&publishing.request, 412, "");
-            return out.respond(publishing.key, response, now);
-        }
-        let key = NodeId::of_key(publishing.aor.as_str());
-        if publishing.expires == 0 {
-            self.ops.push_back(RingOp::Remove {
-                key,
-                name: state::PUBLICATION_NAME.to_string(),
-                purpose: Some(Purpose::Published(Box::new(publishing))),
-            });
-            return;
-        }
-        let Some(status) = publishing.status.clone().or(current.map(|c| c.status)) else {
-            let response = refuse(&publishing.request, 412, "");
-            return out.respond(publishing.key, response, now);
-        };
-        publishing.status = Some(status.clone());
-        let publication = Publication {
-            etag: publishing.etag.clone(),
-            status,
-        };
-        let expires = now + Duration::from_secs(u64::from(publishing.expires));
-        let item = publication.to_item(&publishing.aor, self.wall_ms(now), expires);
-        self.ops.push_back(RingOp::Store {
-            item,
-            purpose: Some(Purpose::Published(Box::new(publishing))),
-        });
-    }
-
-    /// A store or removal asked for `purpose` is done.
-    pub fn on_stored(&mut self, purpose: Purpose, stored: bool, out: &mut Outbox, now: Instant) {
-        let Purpose::Published(publishing) = purpose else {
-            return;
-        };
-        let Publishing {
-            key,
-            request,
-            aor,
-            expires,
-            etag,
-            ..
-        } = *publishing;
-        if !stored {
-            return out.respond(key, refuse(&request, 503, ""), now);
-        }
-        let mut response = request.final_response(200);
-        response.headers.insert(Name::EXPIRES, expires.to_string());
-        if expires > 0 {
-            response.headers.insert(Name::from("SIP-ETag"), etag);
-        }
-        debug!(%aor, expires, "publication");
-        out.respond(key, response, now);
-        self.changed(&aor, now);
-    }
 }
 
 /// The 489 for an event package not served.
@@ -890,63 +535,4 @@ fn bad_event(request: &Request) -> Response {
     let mut response = refuse(request, 489, "");
     response.headers.insert(Name::ALLOW_EVENTS, ALLOW_EVENTS);
     response
-}
-
-/// The dialog an in-dialog request names, as the notifier sees it:
-/// Call-ID, our tag (its To tag), the watcher's tag (its From tag).
-fn dialog_of(request: &Request) -> Option<(String, String, String)> {
-    let call_id = request.raw(&Name::CALL_ID)?.to_string();
-    let ours = raw_tag(request.raw(&Name::TO)?)?;
-    let theirs = raw_tag(request.raw(&Name::FROM)?)?;
-    Some((call_id, ours, theirs))
-}
-
-/// The URI of a Contact value (`<uri>;params` or a bare URI), if it is a SIP URI.
-fn contact_uri(value: &str) -> Option<String> {
-    let value = value.split(',').next()?.trim();
-    let uri = match (value.find('<'), value.find('>')) {
-        (Some(open), Some(close)) if open < close => &value[open + 1..close],
-        _ => value.split(';').next()?,
-    };
-    let uri = uri.trim();
-    uri.parse::<ezk_sip_types::uri::SipUri>().ok()?;
-    Some(uri.to_string())
-}
-
-/// A From/To value without its tag parameter.
-fn without_tag(value: &str) -> String {
-    let (head, params) = match value.rfind('>') {
-        Some(close) => value.split_at(close + 1),
-        None => match value.find(';') {
-            Some(at) => value.split_at(at),
-            None => (value, ""),
-        },
-    };
-    let kept: String = params
-        .split(';')
-        .filter(|p| !p.is_empty() && !p.trim().to_ascii_lowercase().starts_with("tag="))
-        .map(|p| format!(";{}", p.trim()))
-        .collect();
-    format!("{}{kept}", head.trim())
-}
-
-/// Values of a comma-separated header (commas inside `<…>` kept).
-fn split_commas(value: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut depth = 0i32;
-    let mut start = 0;
-    for (i, c) in value.char_indices() {
-        match c {
-            '<' => depth += 1,
-            '>' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(value[start..i].trim().to_string());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(value[start..].trim().to_string());
-    out.retain(|v| !v.is_empty());
-    out
 }

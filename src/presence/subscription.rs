@@ -15,7 +15,7 @@ use ezk_sip_types::{Method, Name};
 use super::Package;
 use crate::registrar::binding::Aor;
 use crate::ring::{Item, NodeId};
-use crate::sip::message::{Request, RequestUri, push_via};
+use crate::sip::message::{HeaderAccess, Request, RequestUri, push_via, raw_tag};
 use crate::sip::target::{NextHop, next_hop};
 use crate::sip::transaction::{Peer, TransportKind};
 
@@ -223,6 +223,65 @@ impl Subscription {
     pub fn remaining(&self, now: Instant) -> u64 {
         self.expires.saturating_duration_since(now).as_secs()
     }
+}
+
+/// The dialog an in-dialog request names, as the notifier sees it:
+/// Call-ID, our tag (its To tag), the watcher's tag (its From tag).
+pub(super) fn dialog_of(request: &Request) -> Option<(String, String, String)> {
+    let call_id = request.raw(&Name::CALL_ID)?.to_string();
+    let ours = raw_tag(request.raw(&Name::TO)?)?;
+    let theirs = raw_tag(request.raw(&Name::FROM)?)?;
+    Some((call_id, ours, theirs))
+}
+
+/// The URI of a Contact value (`<uri>;params` or a bare URI), if it is a SIP URI.
+pub(super) fn contact_uri(value: &str) -> Option<String> {
+    let value = value.split(',').next()?.trim();
+    let uri = match (value.find('<'), value.find('>')) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        _ => value.split(';').next()?,
+    };
+    let uri = uri.trim();
+    uri.parse::<ezk_sip_types::uri::SipUri>().ok()?;
+    Some(uri.to_string())
+}
+
+/// A From/To value without its tag parameter.
+pub(super) fn without_tag(value: &str) -> String {
+    let (head, params) = match value.rfind('>') {
+        Some(close) => value.split_at(close + 1),
+        None => match value.find(';') {
+            Some(at) => value.split_at(at),
+            None => (value, ""),
+        },
+    };
+    let kept: String = params
+        .split(';')
+        .filter(|p| !p.is_empty() && !p.trim().to_ascii_lowercase().starts_with("tag="))
+        .map(|p| format!(";{}", p.trim()))
+        .collect();
+    format!("{}{kept}", head.trim())
+}
+
+/// Values of a comma-separated header (commas inside `<…>` kept).
+pub(super) fn split_commas(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(value[start..i].trim().to_string());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(value[start..].trim().to_string());
+    out.retain(|v| !v.is_empty());
+    out
 }
 
 #[cfg(test)]
