@@ -263,6 +263,7 @@ impl Core {
             presence: crate::presence::Presence::new(
                 config.presence.clone(),
                 config.local,
+                config.sips,
                 metrics.clone(),
             ),
             out,

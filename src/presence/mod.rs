@@ -40,7 +40,7 @@ use crate::outbox::Outbox;
 use crate::registrar::binding::Aor;
 use crate::ring::{Item, NodeId, OpId};
 use crate::sip::message::{HeaderAccess, Request, Response, raw_tag};
-use crate::sip::transaction::{ClientKey, Peer, ServerKey};
+use crate::sip::transaction::{ClientKey, Peer, ServerKey, TransportKind};
 use publish::Publishing;
 use state::Snapshot;
 use subscription::{Subscription, contact_uri, dialog_of, split_commas, without_tag};
@@ -201,6 +201,8 @@ pub struct Presence {
     pub config: PresenceConfig,
     /// Our address: the Contact of our 200s and NOTIFYs, our Via.
     local: SocketAddr,
+    /// Our SIP over TLS address, if any (the Contact for watchers over TLS).
+    sips: Option<SocketAddr>,
     metrics: Metrics,
     /// This node's own key, under which its subscriptions are kept.
     node: Option<NodeId>,
@@ -217,10 +219,16 @@ pub struct Presence {
 }
 
 impl Presence {
-    pub fn new(config: PresenceConfig, local: SocketAddr, metrics: Metrics) -> Presence {
+    pub fn new(
+        config: PresenceConfig,
+        local: SocketAddr,
+        sips: Option<SocketAddr>,
+        metrics: Metrics,
+    ) -> Presence {
         Presence {
             config,
             local,
+            sips,
             metrics,
             node: None,
             entries: HashMap::new(),
@@ -244,6 +252,15 @@ impl Presence {
         let (at, then) = self.wall.unwrap_or((0, now));
         let ms = u64::try_from(now.saturating_duration_since(then).as_millis()).unwrap_or(0);
         at.saturating_add(ms)
+    }
+
+    /// Our Contact for a watcher that reached us over `transport`.
+    fn contact(&self, transport: TransportKind) -> String {
+        match (transport, self.sips) {
+            (TransportKind::Tls, Some(sips)) => format!("<sip:{sips};transport=tls>"),
+            (TransportKind::Tcp, _) => format!("<sip:{};transport=tcp>", self.local),
+            _ => format!("<sip:{}>", self.local),
+        }
     }
 
     /// Subscriptions held.
@@ -356,7 +373,6 @@ impl Presence {
         out: &mut Outbox,
         now: Instant,
     ) -> Result<Response, Response> {
-        let local = self.local;
         let (package, event_id) = read_event(request).ok_or_else(|| bad_event(request))?;
         let expires = self.read_expires(request)?;
         if self.entries.len() >= MAX_SUBSCRIPTIONS {
@@ -414,7 +430,7 @@ impl Presence {
         response.headers.insert(Name::EXPIRES, expires.to_string());
         response
             .headers
-            .insert(Name::CONTACT, format!("<sip:{local}>"));
+            .insert(Name::CONTACT, self.contact(from.transport));
         response.headers.insert(Name::ALLOW_EVENTS, ALLOW_EVENTS);
         debug!(presentity = %sub.presentity, package = package.name(), expires, "subscription accepted");
         let id = self.insert(sub, expires > 0, now);

@@ -11,7 +11,7 @@ use super::{POLL_EVERY, Presence, Purpose, RingOp, state};
 use crate::outbox::{Outbox, owner};
 use crate::registrar::binding::Aor;
 use crate::ring::{Item, NodeId};
-use crate::sip::transaction::ClientKey;
+use crate::sip::transaction::{ClientKey, TransportKind};
 
 impl Presence {
     /// Something about `aor` may have changed: read her state again now.
@@ -84,6 +84,12 @@ impl Presence {
     /// Sends subscription `id` a NOTIFY if it has something new to say.
     pub(super) fn tell(&mut self, id: u64, out: &mut Outbox, now: Instant) {
         let local = self.local;
+        let transport = self
+            .entries
+            .get(&id)
+            .map(|e| e.sub.source.transport)
+            .unwrap_or(TransportKind::Udp);
+        let contact = self.contact(transport);
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
@@ -109,9 +115,10 @@ impl Presence {
             format!("active;expires={}", entry.sub.remaining(now))
         };
         let peer = entry.sub.peer();
-        let Some(request) = entry
-            .sub
-            .notify(&state, body.clone(), local, out.new_branch())
+        let Some(request) =
+            entry
+                .sub
+                .notify(&state, body.clone(), local, &contact, out.new_branch())
         else {
             debug!(contact = %entry.sub.contact, "a watcher's contact does not parse");
             return self.end(id);

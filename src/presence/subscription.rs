@@ -88,6 +88,7 @@ impl Subscription {
         state: &str,
         body: String,
         local: SocketAddr,
+        contact: &str,
         branch: String,
     ) -> Option<Request> {
         let uri: SipUri = self.contact.parse().ok()?;
@@ -111,7 +112,7 @@ impl Subscription {
         );
         headers.insert(Name::CALL_ID, self.call_id.as_str());
         headers.insert(Name::CSEQ, format!("{} NOTIFY", self.cseq));
-        headers.insert(Name::CONTACT, format!("<sip:{local}>"));
+        headers.insert(Name::CONTACT, contact);
         let event = match &self.event_id {
             Some(id) => format!("{};id={id}", self.package.name()),
             None => self.package.name().to_string(),
@@ -339,6 +340,7 @@ mod tests {
                 "active;expires=600",
                 "body".into(),
                 local,
+                "<sip:127.0.0.1:5060>",
                 "z9hG4bKx".into(),
             )
             .expect("a NOTIFY");
