@@ -75,6 +75,8 @@ pub struct Config {
     pub overlay_limits: OverlayLimits,
     /// Offline instant messages (`[messages]`, docs/services.md).
     pub messages: MessagesSection,
+    /// Presence and message-summary (`[presence]`, docs/services.md).
+    pub presence: PresenceSection,
     /// The address other nodes and phones reach this node at, when it is not
     /// the bound `sip` one (a port mapping): put in Via, Contact,
     /// Record-Route and the node's place in the ring.
@@ -135,6 +137,53 @@ impl Default for MessagesSection {
     }
 }
 
+/// The key set on line `line` (from 1) of a TOML text, with its section
+/// (`presence.enabled`), when that line is a `key = value`.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let mut section = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if let Some(name) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            section = name.trim().to_string();
+        }
+        if i + 1 == line {
+            let (key, _) = l.split_once('=')?;
+            let key = key.trim().trim_matches('"');
+            if key.is_empty() || key.starts_with('[') {
+                return None;
+            }
+            return Some(match section.is_empty() {
+                true => key.to_string(),
+                false => format!("{section}.{key}"),
+            });
+        }
+    }
+    None
+}
+
+/// The `[presence]` section: SUBSCRIBE/NOTIFY and PUBLISH for our users.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceSection {
+    /// Serve SUBSCRIBE (`presence`, `message-summary`) and PUBLISH here.
+    pub enabled: bool,
+    /// Seconds a subscription or publication lasts at least (below: 423).
+    pub min_expires: u32,
+    /// Seconds at most (longer ones are shortened).
+    pub max_expires: u32,
+}
+
+impl Default for PresenceSection {
+    fn default() -> Self {
+        let d = crate::presence::PresenceConfig::default();
+        PresenceSection {
+            enabled: d.enabled,
+            min_expires: d.min_expires,
+            max_expires: d.max_expires,
+        }
+    }
+}
+
 /// The `[registrar]` section.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -188,6 +237,7 @@ impl Default for Config {
             overlay_revoked: Vec::new(),
             overlay_limits: OverlayLimits::default(),
             messages: MessagesSection::default(),
+            presence: PresenceSection::default(),
             advertise: None,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -229,7 +279,10 @@ impl Config {
                 .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             let message = e.message().replace('\n', " ");
             match line {
-                Some(line) => format!("line {line}: {message}"),
+                Some(line) => match key_on_line(text, line) {
+                    Some(key) => format!("config key `{key}` (line {line}): {message}"),
+                    None => format!("line {line}: {message}"),
+                },
                 None => message,
             }
         })
@@ -330,6 +383,19 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "registrar.max_contacts",
                 why: "must be at least 1".into(),
+            });
+        }
+        let p = &self.presence;
+        if p.min_expires == 0 || p.min_expires > p.max_expires {
+            return Err(ConfigError::Invalid {
+                key: "presence.min_expires",
+                why: format!("must be between 1 and max_expires ({})", p.max_expires),
+            });
+        }
+        if p.max_expires > 86_400 {
+            return Err(ConfigError::Invalid {
+                key: "presence.max_expires",
+                why: format!("{} is more than a day", p.max_expires),
             });
         }
         let l = &self.overlay_limits;
@@ -448,6 +514,14 @@ impl Config {
         }
     }
 
+    pub fn presence_config(&self) -> crate::presence::PresenceConfig {
+        crate::presence::PresenceConfig {
+            enabled: self.presence.enabled,
+            min_expires: self.presence.min_expires,
+            max_expires: self.presence.max_expires,
+        }
+    }
+
     /// Certificate mode, loaded and checked against this node's address;
     /// `None` when `overlay_ca`, `node_cert` and `node_key` are all unset.
     pub fn overlay_identity(
@@ -522,5 +596,34 @@ mod tests {
         assert!(err.starts_with("config key `domains`"), "{err}");
         let mut config = Config::from_toml("[registrar]\nmin_expires = 0").expect("parses");
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn presence_bounds_are_checked_by_key() {
+        let config = Config::from_toml("").expect("empty config");
+        let presence = config.presence_config();
+        assert!(presence.enabled);
+        assert_eq!((presence.min_expires, presence.max_expires), (60, 3600));
+        for (text, key) in [
+            ("[presence]\nmin_expires = 0", "presence.min_expires"),
+            (
+                "[presence]\nmin_expires = 600\nmax_expires = 300",
+                "presence.min_expires",
+            ),
+            ("[presence]\nmax_expires = 100000", "presence.max_expires"),
+        ] {
+            let mut config = Config::from_toml(text).expect("parses");
+            let err = config.validate().expect_err(text).to_string();
+            assert!(err.starts_with(&format!("config key `{key}`")), "{err}");
+            assert!(!err.contains('\n'));
+        }
+        let err = Config::from_toml("[presence]\nenabled = \"yes\"").expect_err("not a bool");
+        assert!(
+            err.starts_with("config key `presence.enabled` (line 2)"),
+            "{err}"
+        );
+        let mut off = Config::from_toml("[presence]\nenabled = false").expect("parses");
+        off.validate().expect("valid");
+        assert!(!off.presence_config().enabled);
     }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod overlay;
+pub mod presence;
 pub mod proxy;
 pub mod registrar;
 pub mod ring;

@@ -517,6 +517,7 @@ async fn serve(
             save_peers: false,
             auth,
             messages: config.messages_config(),
+            presence: config.presence_config(),
         },
         ring: RingConfig {
             replicas: config.replicas,

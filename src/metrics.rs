@@ -50,6 +50,10 @@ pub struct Metrics {
     pub bad_signatures: Counter,
     /// STUN messages on the SIP ports, by what became of them.
     pub stun: Family<StunLabels, Counter>,
+    /// Presence and message-summary subscriptions this node holds.
+    pub presence_subscriptions: Gauge,
+    /// NOTIFYs sent to watchers.
+    pub presence_notifies: Counter,
 }
 
 impl Default for Metrics {
@@ -69,6 +73,8 @@ impl Default for Metrics {
             overlay_rate_limited: Counter::default(),
             bad_signatures: Counter::default(),
             stun: Family::default(),
+            presence_subscriptions: Gauge::default(),
+            presence_notifies: Counter::default(),
         }
     }
 }
@@ -223,6 +229,16 @@ impl Metrics {
             "stun",
             "STUN messages on the SIP ports, by outcome",
             self.stun.clone(),
+        );
+        registry.register(
+            "presence_subscriptions",
+            "Presence and message-summary subscriptions held here",
+            self.presence_subscriptions.clone(),
+        );
+        registry.register(
+            "presence_notifies",
+            "NOTIFYs sent to watchers",
+            self.presence_notifies.clone(),
         );
         let mut text = String::new();
         if encode(&mut text, &registry).is_err() {

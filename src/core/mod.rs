@@ -20,6 +20,7 @@
 mod checks;
 mod credentials;
 mod offline;
+mod presence;
 mod registration;
 mod routing;
 mod stun;
@@ -85,6 +86,8 @@ pub struct CoreConfig {
     pub auth: AuthConfig,
     /// Offline messages' bounds and lifetimes (`[messages]`).
     pub messages: crate::messages::MessagesConfig,
+    /// Presence and message-summary (`[presence]`).
+    pub presence: crate::presence::PresenceConfig,
 }
 
 impl CoreConfig {
@@ -103,6 +106,7 @@ impl CoreConfig {
             save_peers: false,
             auth: AuthConfig::default(),
             messages: Default::default(),
+            presence: Default::default(),
         }
     }
 }
@@ -228,6 +232,8 @@ pub struct Core {
     upkeep: Upkeep,
     /// Offline instant messages: kept in the ring, delivered on REGISTER.
     messages: crate::messages::OfflineMessages,
+    /// The notifier of presence and message-summary subscriptions.
+    presence: crate::presence::Presence,
     /// Outputs other than transmits, in order.
     outputs: VecDeque<Output>,
     pub metrics: Metrics,
@@ -255,6 +261,12 @@ impl Core {
         Core {
             upkeep: Upkeep::new(&config, now),
             messages: crate::messages::OfflineMessages::new(config.messages.clone()),
+            presence: crate::presence::Presence::new(
+                config.presence.clone(),
+                config.local,
+                config.sips,
+                metrics.clone(),
+            ),
             out,
             proxy: Proxy::new(config.local).with_tls(config.sips),
             location,
@@ -282,10 +294,12 @@ impl Core {
     /// driver: Date headers and the order of stored messages.
     pub fn set_wall_clock(&mut self, wall_ms: u64, now: Instant) {
         self.messages.set_wall_clock(wall_ms, now);
+        self.presence.set_wall_clock(wall_ms, now);
     }
 
     /// Feeds one input at `now`.
     pub fn handle_input(&mut self, input: Input, now: Instant) {
+        self.restore_presence(now);
         match input {
             Input::Datagram { bytes, from } => self.receive(bytes, from, now),
             Input::Resolved { id, peers } => match self.out.asker(id) {
@@ -481,6 +495,8 @@ impl Core {
         }
         self.gateway
             .handle_timeout(self.location.overlay(), &mut self.out, now);
+        self.adopt_subscriptions(now);
+        self.presence.handle_timeout(&mut self.out, now);
         self.upkeep_due(now);
     }
 
@@ -491,6 +507,7 @@ impl Core {
             self.proxy.poll_timeout(),
             self.gateway.poll_timeout(),
             self.overlay().and_then(|o| o.poll_timeout()),
+            self.presence.poll_timeout(),
         ];
         for t in others.into_iter().flatten() {
             deadline = deadline.min(t);
@@ -539,14 +556,20 @@ impl Core {
                     }
                     owner::AUTH => self.on_credentials(fetched.op, fetched.result, now),
                     owner::MESSAGES => self.on_messages_fetched(fetched.op, fetched.result, now),
+                    owner::PRESENCE => self.on_presence_fetched(fetched.op, fetched.result, now),
                     other => debug!(?other, "a fetch for no component"),
                 }
             }
-            while let Some((_, op, stored)) = self.location.overlay().and_then(|o| o.poll_stored())
+            while let Some((who, op, stored)) =
+                self.location.overlay().and_then(|o| o.poll_stored())
             {
                 busy = true;
-                self.on_messages_stored(op, stored, now);
+                match who {
+                    owner::PRESENCE => self.on_presence_stored(op, stored, now),
+                    _ => self.on_messages_stored(op, stored, now),
+                }
             }
+            busy |= self.start_presence_ops(now);
             while let Some((server, status)) = self.proxy.poll_finished() {
                 self.gateway.forget_mirror(server);
                 if let Some(aor) = self.routed.remove(&server)
@@ -640,6 +663,9 @@ impl Core {
             }
             (owner::MESSAGES, response) => {
                 self.on_delivery_answer(key, response.map(|r| r.status), now)
+            }
+            (owner::PRESENCE, response) => {
+                self.on_notify_answer(key, response.map(|r| r.status), now)
             }
             (other, _) => debug!(?other, ?key, "an event for no component"),
         }

@@ -66,7 +66,7 @@ impl Core {
                         return;
                     };
                     let op = overlay.store_item_for(owner::MESSAGES, item, now);
-                    self.messages.storing(op, key, request);
+                    self.messages.storing(op, key, request, aor);
                 }
             };
         }
@@ -84,9 +84,12 @@ impl Core {
 
     /// A store of this component done: the MESSAGE it keeps gets 202.
     pub(super) fn on_messages_stored(&mut self, op: OpId, stored: bool, now: Instant) {
-        let Some((key, request)) = self.messages.take_storing(op) else {
+        let Some((key, request, aor)) = self.messages.take_storing(op) else {
             return;
         };
+        if stored {
+            self.presence.changed(&aor, now);
+        }
         let response = if stored {
             refusal(&request, 202, "Accepted (stored for delivery)")
         } else {
@@ -135,6 +138,7 @@ impl Core {
             && let Some(overlay) = self.location.overlay()
         {
             overlay.remove_item(item_key, name, now);
+            self.presence.changed_soon(&answered.aor, now);
         }
         if let Some((request, peer, pending)) = answered.next {
             let key = self.out.request(owner::MESSAGES, request, peer, now);

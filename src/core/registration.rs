@@ -224,6 +224,7 @@ impl Core {
                 let response = registrar::ok_response(&request, &bindings, now);
                 self.out.respond(key, with_to_tag(&request, response), now);
                 self.registered_for_messages(&aor, &bindings, now);
+                self.presence.changed(&aor, now);
             }
             (
                 Waiting::Route {

@@ -25,7 +25,7 @@ use crate::sip::message::{HeaderAccess, Request, RequestUri};
 use crate::sip::target::{NextHop, host_text, next_hop, user_of};
 use crate::sip::transaction::{Peer, ServerKey, TransportKind};
 
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, INFO, UPDATE, REFER, PRACK";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, INFO, UPDATE, REFER, PRACK";
 
 /// Where a request goes, decided before any lookup.
 pub(super) enum Routed {
@@ -66,6 +66,11 @@ impl Core {
             .as_sip()
             .map(|uri| (user_of(uri), self.local_domain(&uri.host_port)));
 
+        let for_the_node = matches!(&target, Some((None, Some(_))));
+        if !has_route && self.presence_in_dialog(key, &request, for_the_node, now) {
+            return;
+        }
+
         // Requests for the node itself.
         if !has_route && let Some((None, Some(_))) = &target {
             if request.method == Method::OPTIONS {
@@ -73,6 +78,11 @@ impl Core {
                 response.headers.insert(Name::ALLOW, ALLOW);
                 response.headers.insert(Name::ACCEPT, "application/sdp");
                 response.headers.insert(Name::SUPPORTED, "path");
+                if self.config.presence.enabled {
+                    response
+                        .headers
+                        .insert(Name::ALLOW_EVENTS, crate::presence::ALLOW_EVENTS);
+                }
                 return self.out.respond(key, response, now);
             }
             if request.method != Method::REGISTER {
@@ -146,6 +156,14 @@ impl Core {
                 .as_sip()
                 .and_then(|uri| self.local_domain(&uri.host_port));
             return self.route_register(key, request, from, uri_domain, user, now);
+        }
+        if self.serves_presence(&request)
+            && let Routed::Local {
+                aor,
+                then_dns: false,
+            } = self.route_target(&request)
+        {
+            return self.on_presence(key, request, from, aor, user, now);
         }
         self.route_request(key, request, now);
     }

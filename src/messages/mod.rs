@@ -86,7 +86,7 @@ pub struct OfflineMessages {
     /// MESSAGEs waiting for the items under their user's key.
     leaving: HashMap<OpId, (ServerKey, Request, Aor)>,
     /// MESSAGEs whose store is under way: 202 when it is done.
-    storing: HashMap<OpId, (ServerKey, Request)>,
+    storing: HashMap<OpId, (ServerKey, Request, Aor)>,
     /// Registered users whose messages are being fetched, with the contact.
     collecting: HashMap<OpId, (Aor, Binding)>,
     /// A message in flight to a user's contact.
@@ -130,11 +130,11 @@ impl OfflineMessages {
         self.leaving.remove(&op)
     }
 
-    pub fn storing(&mut self, op: OpId, key: ServerKey, request: Request) {
-        self.storing.insert(op, (key, request));
+    pub fn storing(&mut self, op: OpId, key: ServerKey, request: Request, aor: Aor) {
+        self.storing.insert(op, (key, request, aor));
     }
 
-    pub fn take_storing(&mut self, op: OpId) -> Option<(ServerKey, Request)> {
+    pub fn take_storing(&mut self, op: OpId) -> Option<(ServerKey, Request, Aor)> {
         self.storing.remove(&op)
     }
 
@@ -308,6 +308,7 @@ impl OfflineMessages {
             // Kept in the ring for her next REGISTER.
             self.delivering.remove(&delivery.aor);
             return Some(Answered {
+                aor: delivery.aor,
                 remove: None,
                 next: None,
             });
@@ -315,7 +316,12 @@ impl OfflineMessages {
         let remove = Some((delivery.key, std::mem::take(&mut delivery.current)));
         let Some((name, message)) = delivery.rest.pop_front() else {
             self.delivering.remove(&delivery.aor);
-            return Some(Answered { remove, next: None });
+            let aor = delivery.aor;
+            return Some(Answered {
+                aor,
+                remove,
+                next: None,
+            });
         };
         let request = message_request(
             &delivery.contact,
@@ -328,11 +334,17 @@ impl OfflineMessages {
         );
         let Some(request) = request else {
             self.delivering.remove(&delivery.aor);
-            return Some(Answered { remove, next: None });
+            let aor = delivery.aor;
+            return Some(Answered {
+                aor,
+                remove,
+                next: None,
+            });
         };
         delivery.current = name;
         let peer = delivery.peer;
         Some(Answered {
+            aor: delivery.aor.clone(),
             remove,
             next: Some((request, peer, Pending(delivery))),
         })
@@ -349,6 +361,8 @@ pub struct Pending(Delivery);
 
 /// What a delivered MESSAGE's answer leads to.
 pub struct Answered {
+    /// Whose message it was.
+    pub aor: Aor,
     /// The stored message to remove from the ring.
     pub remove: Option<(NodeId, String)>,
     /// The next MESSAGE to send.

@@ -327,6 +327,20 @@ impl Overlay {
         self.ring.remove(key, name, now);
     }
 
+    /// Removes an item from the ring; whether it was removed comes from
+    /// [`poll_stored`](Self::poll_stored) with `owner`.
+    pub fn remove_item_for(
+        &mut self,
+        owner: Owner,
+        key: NodeId,
+        name: String,
+        now: Instant,
+    ) -> OpId {
+        let op = self.ring.remove(key, name, now);
+        self.raw_stores.insert(op, owner);
+        op
+    }
+
     /// Starts fetching the items under `key`; the answer comes from [`poll_fetched`](Self::poll_fetched).
     pub fn fetch_items(&mut self, owner: Owner, key: NodeId, now: Instant) -> OpId {
         let op = self.ring.fetch(key, now);

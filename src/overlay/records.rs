@@ -15,6 +15,8 @@
 //!   "seen" mark (she has registered): any member.
 //! - An offline message: written once under a name of its own; removed by
 //!   any member (the node that delivered it, after her 2xx).
+//! - A presence publication (RFC 3903): replaced or removed by any member
+//!   (the node a refreshing PUBLISH reaches checks its entity-tag).
 //! - Anything else (gateway advertisements, unknown kinds): the writer only.
 
 use std::time::Instant;
@@ -23,6 +25,7 @@ use crate::auth::digest::{self, Credentials};
 use crate::auth::users::UserRecord;
 use crate::auth::{CREDENTIAL_KIND, credential_name};
 use crate::messages::record::{MESSAGE_KIND, SEEN_KIND};
+use crate::presence::state::PUBLICATION_KIND;
 use crate::registrar::binding::Aor;
 use crate::ring::{Item, KeyItems, RecordPolicy};
 
@@ -45,12 +48,13 @@ impl RecordPolicy for OverlayRecords {
             CREDENTIAL_KIND => existing.kind == CREDENTIAL_KIND && existing.value == new.value,
             DIRECTORY_KIND => existing.kind == DIRECTORY_KIND,
             SEEN_KIND => existing.kind == SEEN_KIND,
+            PUBLICATION_KIND => existing.kind == PUBLICATION_KIND,
             _ => false,
         }
     }
 
     fn may_remove(&self, existing: &Item) -> bool {
-        existing.kind == MESSAGE_KIND
+        existing.kind == MESSAGE_KIND || existing.kind == PUBLICATION_KIND
     }
 
     /// A node that authenticated the user again may also shorten her
