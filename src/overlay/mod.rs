@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::outbox::owner;
 use crate::ring::{
-    IncomingId, Item, NodeId, OpId, Outgoing, RecordRefusals, RequestId, Ring, RingConfig,
+    IncomingId, Item, NodeId, OpId, Outgoing, RecordRefusals, Ring, RingConfig,
     RingError, RingEvent, RingStatus,
 };
 use crate::sip::message::{HeaderAccess, Request, Response};
