@@ -26,8 +26,8 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::outbox::owner;
 use crate::ring::{
-    IncomingId, Item, NodeId, OpId, Outgoing, RecordRefusals, Ring, RingConfig,
-    RingError, RingEvent, RingStatus,
+    IncomingId, Item, NodeId, OpId, Outgoing, RecordRefusals, Ring, RingConfig, RingError,
+    RingEvent, RingStatus,
 };
 use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::sip::transaction::{ClientKey, Owner, Peer, ServerKey, TransportKind};

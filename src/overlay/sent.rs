@@ -90,7 +90,11 @@ mod tests {
         assert_eq!(sent.give_up(RequestId(1), t0), None, "once");
         assert_eq!(sent.give_up(RequestId(9), t0), None, "not ours");
         sent.purge(t0 + GRACE / 2);
-        assert_eq!(sent.get(ClientKey(7)), Some((RequestId(1), to)), "a late answer still counts");
+        assert_eq!(
+            sent.get(ClientKey(7)),
+            Some((RequestId(1), to)),
+            "a late answer still counts"
+        );
         sent.purge(t0 + GRACE);
         assert_eq!(sent.get(ClientKey(7)), None);
         assert_eq!(sent.remove(ClientKey(8)), Some((RequestId(2), to)));

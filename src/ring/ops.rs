@@ -138,9 +138,7 @@ impl Ring {
                 found: None,
             },
         );
-        if !kind_is_lookup
-            && let Some((holder, replicas)) = self.cached_route(key, now)
-        {
+        if !kind_is_lookup && let Some((holder, replicas)) = self.cached_route(key, now) {
             // The holder answered for this key lately: straight there.
             self.op_found(op, Ok((holder, 0, replicas)), now);
             return op;

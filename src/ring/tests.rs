@@ -342,24 +342,43 @@ fn a_fetch_after_a_store_goes_straight_to_the_holder() {
     let (mut s, it, a) = ring_and_a_distant_node();
     let primary = s.true_holders(it.key, 1)[0];
     let op = s.store(a, it.clone());
-    assert_eq!(op_requests(&s, a, op), ["route"], "the first op looks the key up");
+    assert_eq!(
+        op_requests(&s, a, op),
+        ["route"],
+        "the first op looks the key up"
+    );
     s.run_for(Duration::from_millis(500));
     assert!(matches!(
         s.take_result(a, op),
         Some(RingEvent::StoreDone { result: Ok(()), .. })
     ));
-    assert_eq!(s.nodes[a].ring.routes.len(), 1, "the holder's answer is remembered");
+    assert_eq!(
+        s.nodes[a].ring.routes.len(),
+        1,
+        "the holder's answer is remembered"
+    );
 
     let op = s.fetch(a, it.key);
-    assert_eq!(op_requests(&s, a, op), ["holder"], "no lookup: straight to the holder");
-    let to = s.nodes[a].ring.requests.pending.values().find_map(|e| match &e.pending {
-        super::requests::Pending::OpRequest { op: o, to } if *o == op => Some(*to),
-        _ => None,
-    });
+    assert_eq!(
+        op_requests(&s, a, op),
+        ["holder"],
+        "no lookup: straight to the holder"
+    );
+    let to = s.nodes[a]
+        .ring
+        .requests
+        .pending
+        .values()
+        .find_map(|e| match &e.pending {
+            super::requests::Pending::OpRequest { op: o, to } if *o == op => Some(*to),
+            _ => None,
+        });
     assert_eq!(to, Some(s.nodes[primary].ring.me()));
     s.run_for(Duration::from_millis(500));
     match s.take_result(a, op) {
-        Some(RingEvent::FetchDone { result: Ok(items), .. }) => assert_eq!(items.len(), 1),
+        Some(RingEvent::FetchDone {
+            result: Ok(items), ..
+        }) => assert_eq!(items.len(), 1),
         other => panic!("{other:?}"),
     }
 
@@ -389,7 +408,11 @@ fn the_route_cache_is_cleared_when_the_ring_moves_next_to_us() {
         s.nodes[a].ring.successor() != old
     });
     assert!(moved, "the crashed successor was replaced");
-    assert_eq!(s.nodes[a].ring.routes.len(), 0, "cleared with the successor change");
+    assert_eq!(
+        s.nodes[a].ring.routes.len(),
+        0,
+        "cleared with the successor change"
+    );
 }
 
 #[test]
@@ -400,9 +423,16 @@ fn a_cached_route_to_itself_is_taken_only_while_primary() {
     // Not primary for it.key: a route to itself must not be taken.
     s.nodes[a].ring.routes.learn(it.key, me, Vec::new(), now);
     let op = s.fetch(a, it.key);
-    assert!(s.take_result(a, op).is_none(), "not answered from its own empty store");
+    assert!(
+        s.take_result(a, op).is_none(),
+        "not answered from its own empty store"
+    );
     assert!(!op_requests(&s, a, op).is_empty());
-    assert_eq!(s.nodes[a].ring.routes.len(), 0, "the wrong route is forgotten");
+    assert_eq!(
+        s.nodes[a].ring.routes.len(),
+        0,
+        "the wrong route is forgotten"
+    );
     s.run_for(Duration::from_millis(500));
     assert!(s.take_result(a, op).is_some());
 

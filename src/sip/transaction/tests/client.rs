@@ -248,7 +248,11 @@ fn a_transaction_given_up_on_stops_at_once_and_never_times_out() {
     let mut tx = Transactions::new(Timers::default());
     let key = tx.send_request(request("OPTIONS", "z9hG4bKg1", 1), udp(UAS), t0);
     transmits(&mut tx);
-    assert_eq!(run_until(&mut tx, t0, t0 + ms(600)).len(), 1, "one retransmission at 500 ms");
+    assert_eq!(
+        run_until(&mut tx, t0, t0 + ms(600)).len(),
+        1,
+        "one retransmission at 500 ms"
+    );
     tx.give_up(key, ms(1_000), t0 + ms(700));
     assert_eq!(tx.len(), 1, "kept for the grace");
     let sent = run_until(&mut tx, t0, t0 + ms(40_000));
@@ -293,7 +297,11 @@ fn giving_up_leaves_an_invite_and_an_answered_transaction_alone() {
     tx.give_up(done, ms(1_000), t0 + ms(20));
     let sent = run_until(&mut tx, t0, t0 + ms(1_600));
     assert_eq!(sent.len(), 2, "the INVITE goes on with Timer A: {sent:?}");
-    assert_eq!(tx.poll_timeout(), Some(t0 + ms(3_500)), "the INVITE's next Timer A");
+    assert_eq!(
+        tx.poll_timeout(),
+        Some(t0 + ms(3_500)),
+        "the INVITE's next Timer A"
+    );
     run_until(&mut tx, t0, t0 + ms(32_000));
     assert!(matches!(events(&mut tx).as_slice(), [Event::Timeout { key, .. }] if *key == inv));
 }
