@@ -161,11 +161,13 @@ impl Transactions {
 
     /// The TU no longer waits for the answer of non-INVITE client
     /// transaction `key` (its owner gave up on the request, e.g. a ring
-    /// lookup that went on through another hop): retransmissions stop at
-    /// once and no [`Event::Timeout`] will come. A response that arrives
-    /// within `grace` is still passed up, so the owner can learn from a late
-    /// answer; then the transaction ends silently. An INVITE is left alone
-    /// (it ends by CANCEL), as is a transaction already answered.
+    /// lookup that went on through another hop): it ends silently `grace`
+    /// from now instead of at Timer F, with no [`Event::Timeout`], and
+    /// nothing is retransmitted after that. Within the grace Timer E goes on
+    /// and a response is still passed up, so the owner learns from a late
+    /// answer (a first datagram lost under load is still repeated). An
+    /// INVITE is left alone (it ends by CANCEL), as is a transaction
+    /// already answered.
     pub fn give_up(&mut self, key: ClientKey, grace: Duration, now: Instant) {
         let Some(txn) = self.slab.get_mut(key.0) else {
             return;
@@ -177,7 +179,6 @@ impl Transactions {
             return;
         }
         client.given_up = true;
-        self.deadlines.disarm(txn, Slot::Retransmit);
         self.deadlines.arm(txn, key.0, Slot::Lifetime, now + grace);
     }
 
@@ -356,7 +357,7 @@ impl Transactions {
                     if status < 200 {
                         client.state = ClientState::Proceeding;
                     } else if client.given_up {
-                        // Nobody retransmits any more: nothing to absorb.
+                        // Nobody waits for it: no Timer K either.
                         self.events.push_back(Event::Response {
                             key,
                             owner,
