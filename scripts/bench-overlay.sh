@@ -38,6 +38,7 @@ RESULTS=${RESULTS:-$B/overlay-$(date -u +%Y%m%d).txt}
 
 . "$HERE/bench/lib.sh"
 bench_install python3-opendht iproute2 procps
+BIN_FROM="built from the tree"; [ -n "${P2PSIP_BIN:-}" ] && BIN_FROM="binary given in P2PSIP_BIN"
 bench_binary
 bench_netns overlaybench
 [ "$N" -le 300 ] || ulimit -n 65536
@@ -45,7 +46,7 @@ bench_netns overlaybench
 OUT=$TMP/out.txt
 {
   echo "# bench-overlay.sh $N $(date -u -Is) nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | sed 's/^.*: //')\" kernel $(uname -r)"
-  echo "# p2psip $("$P2PSIP_BIN" --version 2>/dev/null | awk '{print $2}') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo ' +changes')); python3-opendht $(dpkg-query -W -f='${Version}' python3-opendht 2>/dev/null)"
+  echo "# p2psip $("$P2PSIP_BIN" --version 2>/dev/null | awk '{print $2}') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo ' +changes'), $BIN_FROM); python3-opendht $(dpkg-query -W -f='${Version}' python3-opendht 2>/dev/null)"
   echo "# ops=$OPS concurrency=$CONCURRENCY churn=$CHURN churn_wait=${CHURN_WAIT}s seed=$SEED; loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT"
 
