@@ -16,8 +16,9 @@ use crate::sip::transaction::ClientKey;
 /// With 1 s and no retransmission in it, a ring of 100 processes on a
 /// loaded 2-core machine fell apart: under load answers come later than
 /// the ring's round-trip timeouts, and a peer whose answer no longer came
-/// stayed marked dead until its successor lists emptied.
-pub const GRACE: Duration = Duration::from_secs(2);
+/// stayed marked dead until its successor lists emptied. 4 s keeps three
+/// retransmissions (at 0.5, 1.5 and 3.5 s) of the eleven Timer F allows.
+pub const GRACE: Duration = Duration::from_secs(4);
 
 /// The ring requests travelling as client transactions.
 #[derive(Default)]
