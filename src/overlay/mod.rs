@@ -12,6 +12,7 @@ pub mod gateways;
 pub mod identity;
 pub mod limits;
 pub mod records;
+pub mod sent;
 pub mod signed;
 pub mod store;
 pub mod wire;
@@ -27,8 +28,8 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::outbox::owner;
 use crate::ring::{
-    IncomingId, Item, NodeId, OpId, Outgoing, RecordRefusals, RequestId, Ring, RingConfig,
-    RingError, RingEvent, RingStatus,
+    IncomingId, Item, NodeId, OpId, Outgoing, RecordRefusals, Ring, RingConfig, RingError,
+    RingEvent, RingStatus,
 };
 use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::sip::transaction::{ClientKey, Owner, Peer, ServerKey, TransportKind};
@@ -36,6 +37,7 @@ use admission::{Admission, Refused};
 use gateways::{GatewayRecord, Gateways};
 use identity::{Members, Signing};
 use limits::MemberRates;
+use sent::SentRequests;
 use signed::{CertBook, Certified, Seals, Wall};
 use store::RingLocation;
 
@@ -61,7 +63,7 @@ pub struct OverlayCounters {
 pub struct Overlay {
     ring: Ring,
     /// Our ring requests travelling as SIP client transactions.
-    sent: HashMap<ClientKey, (RequestId, SocketAddr)>,
+    sent: SentRequests,
     /// Ring requests we received and have not answered yet.
     received: HashMap<IncomingId, (ServerKey, Request)>,
     next_incoming: u64,
@@ -121,7 +123,7 @@ impl Overlay {
         }
         Overlay {
             ring,
-            sent: HashMap::new(),
+            sent: SentRequests::default(),
             received: HashMap::new(),
             next_incoming: 1,
             location: RingLocation::new(),
@@ -456,13 +458,13 @@ impl Overlay {
         out: &mut Outbox,
         now: Instant,
     ) {
-        let Some(&(id, to)) = self.sent.get(&key) else {
+        let Some((id, to)) = self.sent.get(key) else {
             return;
         };
         if response.status < 200 {
             return;
         }
-        self.sent.remove(&key);
+        self.sent.remove(key);
         if let Some(admission) = &mut self.admission
             && let Err(why) = admission.check_response(response, now)
         {
@@ -487,7 +489,7 @@ impl Overlay {
 
     /// One of our transactions timed out.
     pub fn on_timeout(&mut self, key: ClientKey, out: &mut Outbox, now: Instant) {
-        let Some((id, _)) = self.sent.remove(&key) else {
+        let Some((id, _)) = self.sent.remove(key) else {
             return;
         };
         self.counters.failures += 1;
@@ -542,6 +544,13 @@ impl Overlay {
                 break;
             }
         }
+        // Requests the ring no longer waits for: their transactions stop.
+        while let Some(id) = self.ring.poll_given_up() {
+            if let Some(key) = self.sent.give_up(id, now) {
+                out.transactions.give_up(key, sent::GRACE, now);
+            }
+        }
+        self.sent.purge(now);
     }
 
     fn transmit(&mut self, outgoing: Outgoing, out: &mut Outbox, now: Instant) {
@@ -579,7 +588,7 @@ impl Overlay {
                     addr: to,
                 };
                 let key = out.request(owner::OVERLAY, sip, peer, now);
-                self.sent.insert(key, (id, to));
+                self.sent.insert(key, id, to);
             }
             Outgoing::Response { to, response } => {
                 let Some((key, original)) = self.received.remove(&to) else {

@@ -227,6 +227,7 @@ impl Ring {
         }
         self.neighbours.predecessor = Some(p);
         self.joining.joined = true;
+        self.routes.clear();
         self.events
             .push_back(RingEvent::PredecessorChanged { old, new: Some(p) });
         if let Some(o) = old {
@@ -263,6 +264,7 @@ impl Ring {
             let new = predecessor.filter(|p| *p != self.me && *p != leaving);
             let old = self.neighbours.predecessor;
             self.neighbours.predecessor = new;
+            self.routes.clear();
             self.events
                 .push_back(RingEvent::PredecessorChanged { old, new });
         }
@@ -422,6 +424,7 @@ impl Ring {
         self.republish(Some(peer), now);
         if self.neighbours.predecessor.map(|p| p.addr) == Some(peer.addr) {
             let old = self.neighbours.predecessor.take();
+            self.routes.clear();
             self.events
                 .push_back(RingEvent::PredecessorChanged { old, new: None });
         }
@@ -478,6 +481,9 @@ impl Ring {
         }
         let old = self.neighbours.successors.first().copied();
         let new = out.first().copied();
+        if self.neighbours.successors != out {
+            self.routes.clear();
+        }
         self.neighbours.successors = out;
         if old != new
             && let Some(new) = new

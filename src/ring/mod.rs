@@ -18,7 +18,8 @@
 //! and hears), `incoming` (the driver's entry points), `routing` (lookups),
 //! `maintenance` (join, stabilize, fingers, failure), `leave` (graceful
 //! leave), `storage` (items held here), `seal` (signed items), `ops` (the user's operations),
-//! `requests` (our requests in flight) and `timers` (the periodic work).
+//! `requests` (our requests in flight), `routes` (cached routes to keys'
+//! holders) and `timers` (the periodic work).
 
 pub mod id;
 mod message;
@@ -34,6 +35,7 @@ mod merge;
 mod ops;
 pub mod policy;
 mod requests;
+mod routes;
 mod routing;
 mod rtt;
 pub mod seal;
@@ -63,6 +65,7 @@ use maintenance::{Fingers, Joining, Neighbours, Rounds};
 use merge::Lost;
 use ops::Operations;
 use requests::Requests;
+use routes::Routes;
 use storage::Storage;
 use timers::Timers;
 
@@ -98,6 +101,8 @@ pub struct Ring {
     lost: Lost,
     /// Our requests in flight, with their deadlines.
     requests: Requests,
+    /// Keys' holders that answered us lately (`routes.rs`).
+    routes: Routes,
     /// When each periodic job is next due.
     timers: Timers,
     transmits: VecDeque<Outgoing>,
@@ -122,6 +127,7 @@ impl Ring {
             ops: Operations::new(),
             kept: Kept::default(),
             lost: Lost::default(),
+            routes: Routes::default(),
             requests: Requests::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),

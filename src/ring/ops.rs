@@ -47,6 +47,8 @@ pub(super) struct Op {
     pub(super) candidates: Vec<Peer>,
     /// Fetch: anybody answered?
     pub(super) answered: bool,
+    /// The holder and replicas the lookup found (or the cache named).
+    pub(super) found: Option<(Peer, Vec<Peer>)>,
 }
 
 pub(super) enum OpOutcome {
@@ -123,6 +125,7 @@ impl Ring {
     pub(super) fn start_op(&mut self, key: NodeId, kind: OpKind, now: Instant) -> OpId {
         let op = OpId(self.ops.next);
         self.ops.next += 1;
+        let kind_is_lookup = matches!(kind, OpKind::Lookup);
         if self.state != State::Active {
             self.finish_op(op, &kind, Err(RingError::Left));
             return op;
@@ -135,8 +138,14 @@ impl Ring {
                 attempts: 0,
                 candidates: Vec::new(),
                 answered: false,
+                found: None,
             },
         );
+        if !kind_is_lookup && let Some((holder, replicas)) = self.cached_route(key, now) {
+            // The holder answered for this key lately: straight there.
+            self.op_found(op, Ok((holder, 0, replicas)), now);
+            return op;
+        }
         self.route(
             key,
             0,
@@ -182,9 +191,32 @@ impl Ring {
         self.events.push_back(event);
     }
 
+    /// A fresh cached route to `key`'s holder (never to a dead peer, and to
+    /// this node only while it is the key's primary).
+    fn cached_route(&mut self, key: NodeId, now: Instant) -> Option<(Peer, Vec<Peer>)> {
+        let fresh_for = self.config.stabilize_every * 2;
+        let route = self.routes.get(key, fresh_for, now)?.clone();
+        let usable = if route.holder == self.me {
+            self.is_primary(key)
+        } else {
+            !self.neighbours.dead.contains_key(&route.holder.addr)
+        };
+        if !usable {
+            self.routes.forget(key);
+            return None;
+        }
+        Some((route.holder, route.replicas))
+    }
+
     /// Routes an operation again from scratch, unless it has used up its
     /// retries; false then.
     pub(super) fn retry_op(&mut self, op: OpId, now: Instant) -> bool {
+        let Some(o) = self.ops.running.get_mut(&op.0) else {
+            return false;
+        };
+        let key = o.key;
+        // Whatever route it took failed.
+        self.routes.forget(key);
         let Some(o) = self.ops.running.get_mut(&op.0) else {
             return false;
         };
@@ -192,7 +224,6 @@ impl Ring {
             return false;
         }
         o.attempts += 1;
-        let key = o.key;
         let iterative = self.config.iterative;
         self.route(key, 0, Parent::Op(op), iterative, Vec::new(), 0, false, now);
         true
@@ -218,6 +249,7 @@ impl Ring {
                 return;
             }
         };
+        o.found = Some((holder, replicas.clone()));
         let kind = o.kind.clone();
         let key = o.key;
         match kind.clone() {
@@ -345,6 +377,13 @@ impl Ring {
                     if items.iter_mut().all(|i| self.fetched_item_holds(i, now)) {
                         if let Some(o) = self.ops.running.get_mut(&op.0) {
                             o.answered = true;
+                            if !items.is_empty()
+                                && let Some((holder, replicas)) = o.found.clone()
+                                && holder == to
+                            {
+                                let key = o.key;
+                                self.routes.learn(key, holder, replicas, now);
+                            }
                         }
                         self.fetch_next(op, items, now)
                     } else {
@@ -357,6 +396,11 @@ impl Ring {
                 Some(RingResponse::Stored) => {
                     if let OpKind::Store(item) = &kind {
                         self.kept.stored(item, to);
+                    }
+                    if let Some((holder, replicas)) = o.found.clone()
+                        && holder == to
+                    {
+                        self.routes.learn(o.key, holder, replicas, now);
                     }
                     self.ops.running.remove(&op.0);
                     self.finish_op(op, &kind, Ok(OpOutcome::Done));

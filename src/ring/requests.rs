@@ -3,9 +3,10 @@
 //! driver's silence counts as failure. Timeouts come from the peer's
 //! round-trip estimate ([`super::rtt`]); a lookup forwarded recursively
 //! waits for the whole path, so it gets the ceiling and a *late* mark at a
-//! few round trips to its next hop, when that hop is probed.
+//! few round trips to its next hop, when that hop is probed. Requests given
+//! up on are queued for the driver, which stops their retransmissions.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -20,12 +21,19 @@ pub(super) struct Requests {
     /// Requests given up on, with their peer: a late answer still tells us
     /// the peer lives.
     pub(super) expired: HashMap<u64, SocketAddr>,
+    /// Requests given up on, for the driver ([`Ring::poll_given_up`]): it
+    /// stops their retransmissions.
+    pub(super) given_up: VecDeque<RequestId>,
     /// The id of the next request.
     pub(super) next: u64,
 }
 
 /// Requests given up on that are remembered for late answers.
 const MAX_EXPIRED: usize = 4096;
+
+/// Requests given up on that wait for the driver to take them; beyond, the
+/// oldest is dropped (its transport then retransmits until its own timeout).
+const MAX_GIVEN_UP: usize = 4096;
 
 /// A forwarded lookup is late after this many round trips to its next hop.
 const LATE_AFTER_RTOS: u32 = 2;
@@ -37,6 +45,7 @@ impl Requests {
             deadlines: BTreeSet::new(),
             lates: BTreeSet::new(),
             expired: HashMap::new(),
+            given_up: VecDeque::new(),
             next: 1,
         }
     }
@@ -185,9 +194,22 @@ impl Ring {
         if self.requests.expired.len() >= MAX_EXPIRED {
             self.requests.expired.clear();
         }
+        if self.requests.given_up.len() >= MAX_GIVEN_UP {
+            self.requests.given_up.pop_front();
+        }
+        self.requests.given_up.push_back(RequestId(id));
         if let Some(addr) = pending_peer_addr(pending) {
             self.requests.expired.insert(id, addr);
         }
+    }
+
+    /// The next request this ring gave up on (its deadline passed, or its
+    /// peer was found dead): nobody waits for its answer any more, so the
+    /// driver may stop retransmitting it. A late answer fed to
+    /// [`Ring::handle_response`] is still welcome (it clears the peer's dead
+    /// mark); a failure reported for it is ignored.
+    pub fn poll_given_up(&mut self) -> Option<RequestId> {
+        self.requests.given_up.pop_front()
     }
 
     /// The retransmission timeout of `addr`, from its round-trip estimate.

@@ -293,3 +293,156 @@ fn poll_timeout_is_the_earliest_timer_and_none_once_left() {
     assert_eq!(ring.poll_event(), Some(RingEvent::Left));
     assert_eq!(ring.poll_timeout(), None);
 }
+
+/// What the requests in flight for operation `op` at `node` are: "route"
+/// (a lookup) or "holder" (straight to a holder).
+fn op_requests(s: &Sim, node: usize, op: OpId) -> Vec<&'static str> {
+    use super::requests::{Parent, Pending};
+    let mut out: Vec<&'static str> = s.nodes[node]
+        .ring
+        .requests
+        .pending
+        .values()
+        .filter_map(|e| match &e.pending {
+            Pending::Route {
+                parent: Parent::Op(o),
+                ..
+            } if *o == op => Some("route"),
+            Pending::OpRequest { op: o, .. } if *o == op => Some("holder"),
+            _ => None,
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A settled ring of 12, a key, and a node that neither holds it nor is
+/// next to its holder (so that its own successor cannot answer for it).
+fn ring_and_a_distant_node() -> (Sim, Item, usize) {
+    let mut s = sim();
+    s.grow(12, Duration::from_millis(200), Duration::from_secs(10));
+    assert!(s.ring_consistent());
+    for k in 0.. {
+        let it = item(&format!("carol{k}@overlay.test"), "sip:carol@192.0.2.3", &s);
+        let holders = s.true_holders(it.key, 4);
+        if let Some(&a) = s.live_nodes().iter().find(|n| !holders.contains(n)) {
+            // Nor the node just before the primary (its successor would answer).
+            let next = s.true_holders(s.nodes[a].ring.me().id, 2)[1];
+            if next != holders[0] {
+                return (s, it, a);
+            }
+        }
+        assert!(k < 100, "no key found");
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_fetch_after_a_store_goes_straight_to_the_holder() {
+    let (mut s, it, a) = ring_and_a_distant_node();
+    let primary = s.true_holders(it.key, 1)[0];
+    let op = s.store(a, it.clone());
+    assert_eq!(
+        op_requests(&s, a, op),
+        ["route"],
+        "the first op looks the key up"
+    );
+    s.run_for(Duration::from_millis(500));
+    assert!(matches!(
+        s.take_result(a, op),
+        Some(RingEvent::StoreDone { result: Ok(()), .. })
+    ));
+    assert_eq!(
+        s.nodes[a].ring.routes.len(),
+        1,
+        "the holder's answer is remembered"
+    );
+
+    let op = s.fetch(a, it.key);
+    assert_eq!(
+        op_requests(&s, a, op),
+        ["holder"],
+        "no lookup: straight to the holder"
+    );
+    let to = s.nodes[a]
+        .ring
+        .requests
+        .pending
+        .values()
+        .find_map(|e| match &e.pending {
+            super::requests::Pending::OpRequest { op: o, to } if *o == op => Some(*to),
+            _ => None,
+        });
+    assert_eq!(to, Some(s.nodes[primary].ring.me()));
+    s.run_for(Duration::from_millis(500));
+    match s.take_result(a, op) {
+        Some(RingEvent::FetchDone {
+            result: Ok(items), ..
+        }) => assert_eq!(items.len(), 1),
+        other => panic!("{other:?}"),
+    }
+
+    // Two stabilize periods later the route is stale: a lookup again.
+    s.run_for(Duration::from_secs(3));
+    let op = s.fetch(a, it.key);
+    assert_eq!(op_requests(&s, a, op), ["route"]);
+    s.run_for(Duration::from_millis(500));
+    assert!(matches!(
+        s.take_result(a, op),
+        Some(RingEvent::FetchDone { result: Ok(_), .. })
+    ));
+}
+
+#[test]
+fn the_route_cache_is_cleared_when_the_ring_moves_next_to_us() {
+    let (mut s, it, a) = ring_and_a_distant_node();
+    s.store(a, it.clone());
+    s.run_for(Duration::from_millis(500));
+    assert_eq!(s.nodes[a].ring.routes.len(), 1);
+    let old = s.nodes[a].ring.successor();
+    let succ = (0..s.nodes.len())
+        .find(|&n| s.nodes[n].ring.me() == old)
+        .expect("successor");
+    s.crash(succ);
+    let moved = s.run_until_cond(Duration::from_millis(10), Duration::from_secs(5), |s| {
+        s.nodes[a].ring.successor() != old
+    });
+    assert!(moved, "the crashed successor was replaced");
+    assert_eq!(
+        s.nodes[a].ring.routes.len(),
+        0,
+        "cleared with the successor change"
+    );
+}
+
+#[test]
+fn a_cached_route_to_itself_is_taken_only_while_primary() {
+    let (mut s, it, a) = ring_and_a_distant_node();
+    let me = s.nodes[a].ring.me();
+    let now = s.now();
+    // Not primary for it.key: a route to itself must not be taken.
+    s.nodes[a].ring.routes.learn(it.key, me, Vec::new(), now);
+    let op = s.fetch(a, it.key);
+    assert!(
+        s.take_result(a, op).is_none(),
+        "not answered from its own empty store"
+    );
+    assert!(!op_requests(&s, a, op).is_empty());
+    assert_eq!(
+        s.nodes[a].ring.routes.len(),
+        0,
+        "the wrong route is forgotten"
+    );
+    s.run_for(Duration::from_millis(500));
+    assert!(s.take_result(a, op).is_some());
+
+    // Primary for a key of its own: answered here, no message.
+    let own = me.id;
+    s.nodes[a].ring.routes.learn(own, me, Vec::new(), now);
+    let op = s.fetch(a, own);
+    assert!(op_requests(&s, a, op).is_empty());
+    assert!(matches!(
+        s.take_result(a, op),
+        Some(RingEvent::FetchDone { result: Ok(_), .. })
+    ));
+}

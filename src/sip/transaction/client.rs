@@ -92,6 +92,7 @@ impl Transactions {
                 cancel: CancelState::None,
                 ack: None,
                 owner,
+                given_up: false,
             }),
         });
         if let Some(k) = match_key
@@ -158,6 +159,29 @@ impl Transactions {
         }
     }
 
+    /// The TU no longer waits for the answer of non-INVITE client
+    /// transaction `key` (its owner gave up on the request, e.g. a ring
+    /// lookup that went on through another hop): it ends silently `grace`
+    /// from now instead of at Timer F, with no [`Event::Timeout`], and
+    /// nothing is retransmitted after that. Within the grace Timer E goes on
+    /// and a response is still passed up, so the owner learns from a late
+    /// answer (a first datagram lost under load is still repeated). An
+    /// INVITE is left alone (it ends by CANCEL), as is a transaction
+    /// already answered.
+    pub fn give_up(&mut self, key: ClientKey, grace: Duration, now: Instant) {
+        let Some(txn) = self.slab.get_mut(key.0) else {
+            return;
+        };
+        let Kind::Client(client) = &mut txn.kind else {
+            return;
+        };
+        if client.invite || client.state == ClientState::Completed || client.given_up {
+            return;
+        }
+        client.given_up = true;
+        self.deadlines.arm(txn, key.0, Slot::Lifetime, now + grace);
+    }
+
     /// The transport could not deliver the request of a client transaction:
     /// it ends with [`Event::Timeout`] (RFC 3261 §17.1.4).
     pub fn transport_error(&mut self, key: ClientKey, _now: Instant) {
@@ -168,7 +192,7 @@ impl Transactions {
         else {
             return;
         };
-        if client.state != ClientState::Completed && !client.silent {
+        if client.state != ClientState::Completed && !client.silent && !client.given_up {
             let owner = client.owner;
             self.events.push_back(Event::Timeout { key, owner });
         }
@@ -332,6 +356,14 @@ impl Transactions {
                     let silent = client.silent;
                     if status < 200 {
                         client.state = ClientState::Proceeding;
+                    } else if client.given_up {
+                        // Nobody waits for it: no Timer K either.
+                        self.events.push_back(Event::Response {
+                            key,
+                            owner,
+                            response,
+                        });
+                        return self.terminate(id);
                     } else {
                         client.state = ClientState::Completed;
                         self.deadlines.disarm(txn, Slot::Retransmit);

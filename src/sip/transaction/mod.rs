@@ -209,6 +209,9 @@ struct Client {
     ack: Option<Message>,
     /// Who sent the request (returned with every event).
     owner: Owner,
+    /// The TU gave up on it ([`Transactions::give_up`]): it ends at the end
+    /// of the grace, with no timeout; a late response is still passed up.
+    given_up: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -51,7 +51,8 @@ impl Transactions {
             (Kind::Client(client), Slot::Lifetime) => {
                 // Timer B / F, or the 64*T1 limit after a CANCEL: a timeout.
                 // Timer D / K: the end of the Completed state.
-                if client.state != ClientState::Completed && !client.silent {
+                // After give_up: the end of the grace, silently.
+                if client.state != ClientState::Completed && !client.silent && !client.given_up {
                     let (key, owner) = (ClientKey(id), client.owner);
                     self.events.push_back(Event::Timeout { key, owner });
                 }

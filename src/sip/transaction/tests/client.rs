@@ -241,3 +241,72 @@ fn a_failed_peer_ends_only_the_transactions_that_heard_nothing() {
     assert_ne!(ended[0], elsewhere);
     assert_eq!(tx.len(), 2);
 }
+
+#[test]
+fn a_transaction_given_up_on_stops_after_its_grace_and_never_times_out() {
+    let t0 = Instant::now();
+    let mut tx = Transactions::new(Timers::default());
+    let key = tx.send_request(request("OPTIONS", "z9hG4bKg1", 1), udp(UAS), t0);
+    transmits(&mut tx);
+    assert_eq!(
+        run_until(&mut tx, t0, t0 + ms(600)).len(),
+        1,
+        "one retransmission at 500 ms"
+    );
+    tx.give_up(key, ms(1_000), t0 + ms(700));
+    assert_eq!(tx.len(), 1, "kept for the grace");
+    let sent = run_until(&mut tx, t0, t0 + ms(40_000));
+    let times: Vec<u64> = sent.iter().map(|(d, _)| d.as_millis() as u64).collect();
+    assert_eq!(
+        times,
+        [1500],
+        "Timer E within the grace only (else 9 more, to 31.5 s)"
+    );
+    assert!(events(&mut tx).is_empty(), "no timeout, then or later");
+    assert!(tx.is_empty(), "ended at the end of the grace");
+    assert_eq!(tx.poll_timeout(), None);
+}
+
+#[test]
+fn a_late_answer_within_the_grace_is_still_passed_up() {
+    let t0 = Instant::now();
+    let mut tx = Transactions::new(Timers::default());
+    let req = request("REGISTER", "z9hG4bKg2", 3);
+    let key = tx.send_request(req.clone(), udp(UAS), t0);
+    transmits(&mut tx);
+    tx.give_up(key, ms(1_000), t0 + ms(100));
+    tx.receive(answer(&req, 100, None), udp(UAS), t0 + ms(200));
+    tx.receive(answer(&req, 200, Some("t")), udp(UAS), t0 + ms(900));
+    let ev = events(&mut tx);
+    assert_eq!(ev.len(), 2, "the 100 and the 200: {ev:?}");
+    assert!(matches!(
+        ev.last(),
+        Some(Event::Response { key: k, response, .. }) if *k == key && response.status == 200
+    ));
+    assert!(tx.is_empty(), "ended with the answer, no Timer K");
+    assert!(run_until(&mut tx, t0, t0 + ms(40_000)).is_empty());
+    assert!(events(&mut tx).is_empty());
+}
+
+#[test]
+fn giving_up_leaves_an_invite_and_an_answered_transaction_alone() {
+    let t0 = Instant::now();
+    let mut tx = Transactions::new(Timers::default());
+    let inv = tx.send_request(invite("z9hG4bKg3"), udp(UAS), t0);
+    let req = request("OPTIONS", "z9hG4bKg4", 1);
+    let done = tx.send_request(req.clone(), udp(UAS), t0);
+    transmits(&mut tx);
+    tx.receive(answer(&req, 200, Some("t")), udp(UAS), t0 + ms(10));
+    events(&mut tx);
+    tx.give_up(inv, ms(1_000), t0 + ms(20));
+    tx.give_up(done, ms(1_000), t0 + ms(20));
+    let sent = run_until(&mut tx, t0, t0 + ms(1_600));
+    assert_eq!(sent.len(), 2, "the INVITE goes on with Timer A: {sent:?}");
+    assert_eq!(
+        tx.poll_timeout(),
+        Some(t0 + ms(3_500)),
+        "the INVITE's next Timer A"
+    );
+    run_until(&mut tx, t0, t0 + ms(32_000));
+    assert!(matches!(events(&mut tx).as_slice(), [Event::Timeout { key, .. }] if *key == inv));
+}
