@@ -91,7 +91,10 @@ impl Binding {
 /// the REGISTER came from, and either the phone's own Via was not either
 /// (`via_nated`: a NAT rewrote the packet on its way) or the contact is a
 /// private address (RFC 1918, RFC 6598 shared space, IPv6 unique-local)
-/// that cannot be reached from here. Over TCP and TLS only the IP counts: a
+/// while the REGISTER came from a routed one. A private contact registered
+/// from a private source is a phone on the same private network, or a
+/// third-party registration there (a PBX's LAN), and is taken as written.
+/// Over TCP and TLS only the IP counts: a
 /// stream's source port is always an ephemeral one, not the phone's
 /// listening port. A contact with a host name, or one that names another
 /// transport than the REGISTER came over, is taken as written.
@@ -115,7 +118,7 @@ pub fn behind_nat(contact: &str, source: Peer, via_nated: bool) -> bool {
     } else {
         at.addr != source.addr
     };
-    differs && (via_nated || is_private(at.addr.ip()))
+    differs && (via_nated || (is_private(at.addr.ip()) && !is_private(source.addr.ip())))
 }
 
 /// True when a Via's sent-by is not `source` (IP, and port over UDP): the
@@ -242,6 +245,12 @@ mod tests {
         assert!(!behind_nat("not a uri", nat, true));
         // A private phone seen at its own address (no NAT between): as written.
         let lan = peer(Udp, "192.168.1.20:5060");
+        // A private contact registered from another private address (a
+        // third-party registration on the LAN, here from port 5070 for the
+        // phone at 5090): as written, unless the Via says NAT.
+        let third = peer(Udp, "10.77.0.12:5070");
+        assert!(!behind_nat("sip:bob@10.77.0.12:5090", third, false));
+        assert!(behind_nat("sip:bob@10.77.0.12:5090", third, true));
         assert!(!behind_nat("sip:alice@192.168.1.20:5060", lan, true));
         assert!(
             !behind_nat("sip:alice@192.168.1.20", lan, true),
