@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod gateway;
+pub mod media;
 pub mod messages;
 pub mod metrics;
 pub mod node;
