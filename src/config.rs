@@ -75,6 +75,8 @@ pub struct Config {
     pub overlay_limits: OverlayLimits,
     /// Offline instant messages (`[messages]`, docs/services.md).
     pub messages: MessagesSection,
+    /// Voicemail for offline users (`[voicemail]`, docs/services.md).
+    pub voicemail: VoicemailSection,
     /// The address other nodes and phones reach this node at, when it is not
     /// the bound `sip` one (a port mapping): put in Via, Contact,
     /// Record-Route and the node's place in the ring.
@@ -135,6 +137,43 @@ impl Default for MessagesSection {
     }
 }
 
+/// The `[voicemail]` section: calls to offline users recorded.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoicemailSection {
+    /// Answer calls to offline users and record them (off by default).
+    pub enabled: bool,
+    /// The longest recording, in seconds (1 to 300).
+    pub max_seconds: u64,
+    /// The UDP ports of the RTP sockets, "LOW-HIGH".
+    pub port_range: String,
+    /// Recordings kept per user at most (beyond: 486).
+    pub max_per_user: usize,
+    /// Seconds a recording is kept.
+    pub keep_s: u64,
+}
+
+impl Default for VoicemailSection {
+    fn default() -> Self {
+        let d = crate::voicemail::VoicemailConfig::default();
+        VoicemailSection {
+            enabled: d.enabled,
+            max_seconds: d.max_length.as_secs(),
+            port_range: format!("{}-{}", d.ports.0, d.ports.1),
+            max_per_user: d.max_per_user,
+            keep_s: d.keep_for.as_secs(),
+        }
+    }
+}
+
+/// `"LOW-HIGH"` as two ports, LOW ≤ HIGH, neither 0.
+pub fn port_range(text: &str) -> Option<(u16, u16)> {
+    let (low, high) = text.split_once('-')?;
+    let low: u16 = low.trim().parse().ok()?;
+    let high: u16 = high.trim().parse().ok()?;
+    (low != 0 && low <= high).then_some((low, high))
+}
+
 /// The `[registrar]` section.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -188,6 +227,7 @@ impl Default for Config {
             overlay_revoked: Vec::new(),
             overlay_limits: OverlayLimits::default(),
             messages: MessagesSection::default(),
+            voicemail: VoicemailSection::default(),
             advertise: None,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -388,6 +428,21 @@ impl Config {
                 why: "give the address phones reach this node at, not 0.0.0.0 (it goes into Via and Record-Route)".into(),
             });
         }
+        if port_range(&self.voicemail.port_range).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "voicemail.port_range",
+                why: format!(
+                    "{:?} is not LOW-HIGH with 1 <= LOW <= HIGH <= 65535",
+                    self.voicemail.port_range
+                ),
+            });
+        }
+        if !(1..=300).contains(&self.voicemail.max_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "voicemail.max_seconds",
+                why: "must be between 1 and 300".into(),
+            });
+        }
         if self.sip.ip().is_unspecified() {
             return Err(ConfigError::Invalid {
                 key: "sip",
@@ -436,6 +491,18 @@ impl Config {
         crate::overlay::admission::read_secret(&text)
             .map(Some)
             .map_err(invalid)
+    }
+
+    /// `[voicemail]` as the core takes it (checked by [`Config::validate`]).
+    pub fn voicemail_config(&self) -> crate::voicemail::VoicemailConfig {
+        let v = &self.voicemail;
+        crate::voicemail::VoicemailConfig {
+            enabled: v.enabled,
+            max_length: std::time::Duration::from_secs(v.max_seconds),
+            ports: port_range(&v.port_range).unwrap_or((20000, 20999)),
+            max_per_user: v.max_per_user,
+            keep_for: std::time::Duration::from_secs(v.keep_s),
+        }
     }
 
     pub fn messages_config(&self) -> crate::messages::MessagesConfig {

@@ -22,3 +22,4 @@ pub mod ring;
 pub mod sim;
 pub mod sip;
 pub mod store;
+pub mod voicemail;

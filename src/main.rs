@@ -517,6 +517,7 @@ async fn serve(
             save_peers: false,
             auth,
             messages: config.messages_config(),
+            voicemail: config.voicemail_config(),
         },
         ring: RingConfig {
             replicas: config.replicas,

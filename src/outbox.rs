@@ -34,6 +34,8 @@ pub mod owner {
     pub const AUTH: Owner = Owner(4);
     /// Offline messages: stored messages delivered, their ring items.
     pub const MESSAGES: Owner = Owner(5);
+    /// Voicemail: users' items looked at, recordings stored, BYE at the limit.
+    pub const VOICEMAIL: Owner = Owner(6);
 }
 
 /// Names a pending resolution of a host name or an ENUM look-up.

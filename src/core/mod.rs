@@ -23,6 +23,7 @@ mod offline;
 mod registration;
 mod routing;
 mod upkeep;
+mod voicemail;
 
 #[cfg(test)]
 mod tests;
@@ -84,6 +85,8 @@ pub struct CoreConfig {
     pub auth: AuthConfig,
     /// Offline messages' bounds and lifetimes (`[messages]`).
     pub messages: crate::messages::MessagesConfig,
+    /// Voicemail (`[voicemail]`).
+    pub voicemail: crate::voicemail::VoicemailConfig,
 }
 
 impl CoreConfig {
@@ -102,6 +105,7 @@ impl CoreConfig {
             save_peers: false,
             auth: AuthConfig::default(),
             messages: Default::default(),
+            voicemail: Default::default(),
         }
     }
 }
@@ -154,6 +158,18 @@ pub enum Input {
     Users(Vec<UserRecord>),
     /// Leave the ring gracefully (items handed over), then stop.
     Leave,
+    /// The RTP socket asked for with [`Output::OpenMedia`] is bound at
+    /// this address (`None`: no port of the range was free).
+    MediaOpened {
+        call: crate::voicemail::MediaCall,
+        local: Option<SocketAddr>,
+    },
+    /// A voicemail call's media ended (asked, at its limit, or by `#`):
+    /// the caller's audio.
+    Recorded {
+        call: crate::voicemail::MediaCall,
+        samples: Vec<i16>,
+    },
     /// Time passed (the deadline of the last [`Output::Timeout`], or later).
     Timeout,
 }
@@ -189,6 +205,20 @@ pub enum Output {
     /// output after it (the 2xx that accepted them); given before every
     /// transmit of the same wake-up, so one commit covers them all.
     Persist(Vec<crate::ring::Change>),
+    /// Bind an RTP socket from `ports` on the node's address for a call
+    /// (answer with [`Input::MediaOpened`]).
+    OpenMedia {
+        call: crate::voicemail::MediaCall,
+        ports: (u16, u16),
+    },
+    /// Run this call's media on its socket (answer with [`Input::Recorded`]
+    /// when it ends).
+    StartMedia {
+        call: crate::voicemail::MediaCall,
+        recording: Box<crate::media::recording::Recording>,
+    },
+    /// End this call's media (BYE).
+    EndMedia { call: crate::voicemail::MediaCall },
     /// Nothing more now: call [`Core::handle_input`] with
     /// [`Input::Timeout`] at this instant, or earlier with other input.
     Timeout(Instant),
@@ -227,6 +257,8 @@ pub struct Core {
     upkeep: Upkeep,
     /// Offline instant messages: kept in the ring, delivered on REGISTER.
     messages: crate::messages::OfflineMessages,
+    /// Voicemail: calls to offline users answered and recorded.
+    voicemail: crate::voicemail::Voicemail,
     /// Outputs other than transmits, in order.
     outputs: VecDeque<Output>,
     pub metrics: Metrics,
@@ -254,6 +286,7 @@ impl Core {
         Core {
             upkeep: Upkeep::new(&config, now),
             messages: crate::messages::OfflineMessages::new(config.messages.clone()),
+            voicemail: crate::voicemail::Voicemail::new(config.voicemail.clone()),
             out,
             proxy: Proxy::new(config.local).with_tls(config.sips),
             location,
@@ -317,6 +350,8 @@ impl Core {
             }
             Input::Users(users) => self.set_users(users, now),
             Input::Leave => self.leave(now),
+            Input::MediaOpened { call, local } => self.on_media_opened(call, local, now),
+            Input::Recorded { call, samples } => self.on_recorded(call, &samples, now),
             Input::Timeout => self.handle_timeout(now),
         }
         self.process(now);
@@ -527,13 +562,21 @@ impl Core {
                     }
                     owner::AUTH => self.on_credentials(fetched.op, fetched.result, now),
                     owner::MESSAGES => self.on_messages_fetched(fetched.op, fetched.result, now),
+                    owner::VOICEMAIL => {
+                        self.on_voicemail_fetched(fetched.op, fetched.result, now)
+                    }
                     other => debug!(?other, "a fetch for no component"),
                 }
             }
-            while let Some((_, op, stored)) = self.location.overlay().and_then(|o| o.poll_stored())
+            while let Some((owner, op, stored)) =
+                self.location.overlay().and_then(|o| o.poll_stored())
             {
                 busy = true;
-                self.on_messages_stored(op, stored, now);
+                if owner == owner::VOICEMAIL {
+                    self.on_voicemail_stored(op, stored, now);
+                } else {
+                    self.on_messages_stored(op, stored, now);
+                }
             }
             while let Some((server, status)) = self.proxy.poll_finished() {
                 self.gateway.forget_mirror(server);
@@ -558,8 +601,12 @@ impl Core {
                 {
                     return overlay.on_request(key, request, from, &mut self.out, now);
                 }
+                if self.in_voicemail_call(&request) {
+                    return self.voicemail_request(key, request, now);
+                }
                 self.on_request(key, request, from, now)
             }
+            Event::Ack { request, .. } if self.in_voicemail_call(&request) => {}
             Event::Ack { mut request, .. } => {
                 self.strip_own_routes(&mut request);
                 if checks::decrement_max_forwards(&mut request) {
@@ -629,6 +676,7 @@ impl Core {
             (owner::MESSAGES, response) => {
                 self.on_delivery_answer(key, response.map(|r| r.status), now)
             }
+            (owner::VOICEMAIL, _) => {}
             (other, _) => debug!(?other, ?key, "an event for no component"),
         }
     }

@@ -115,7 +115,9 @@ impl OfflineMessages {
         self.wall = Some((wall_ms, now));
     }
 
-    fn wall_ms(&self, now: Instant) -> u64 {
+    /// The wall-clock time at `now`, in ms since the epoch (0 until the
+    /// driver told it).
+    pub fn wall_ms(&self, now: Instant) -> u64 {
         let (at, then) = self.wall.unwrap_or((0, now));
         let ms = u64::try_from(now.saturating_duration_since(then).as_millis()).unwrap_or(0);
         at.saturating_add(ms)
