@@ -562,9 +562,7 @@ impl Core {
                     }
                     owner::AUTH => self.on_credentials(fetched.op, fetched.result, now),
                     owner::MESSAGES => self.on_messages_fetched(fetched.op, fetched.result, now),
-                    owner::VOICEMAIL => {
-                        self.on_voicemail_fetched(fetched.op, fetched.result, now)
-                    }
+                    owner::VOICEMAIL => self.on_voicemail_fetched(fetched.op, fetched.result, now),
                     other => debug!(?other, "a fetch for no component"),
                 }
             }

@@ -49,7 +49,10 @@ mod tests {
         assert_eq!(event.volume, 10);
         assert_eq!(event.duration, 800);
         assert_eq!(KeyEvent::parse(&[7, 0, 0]), None);
-        assert_eq!(KeyEvent::parse(&[7, 0, 0, 0]).and_then(|e| e.key()), Some('7'));
+        assert_eq!(
+            KeyEvent::parse(&[7, 0, 0, 0]).and_then(|e| e.key()),
+            Some('7')
+        );
         assert_eq!(KeyEvent::parse(&[200, 0, 0, 0]).and_then(|e| e.key()), None);
     }
 }

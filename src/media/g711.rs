@@ -66,7 +66,11 @@ pub fn ulaw_decode(byte: u8) -> i16 {
     let exponent = i32::from((byte >> 4) & 0x07);
     let mantissa = i32::from(byte & 0x0f);
     let magnitude = (((mantissa << 3) + BIAS) << exponent) - BIAS;
-    (if byte & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+    (if byte & 0x80 != 0 {
+        -magnitude
+    } else {
+        magnitude
+    }) as i16
 }
 
 /// A-law of a linear sample.
@@ -99,7 +103,11 @@ pub fn alaw_decode(byte: u8) -> i16 {
     } else {
         ((mantissa << 4) + 0x108) << (exponent - 1)
     };
-    (if byte & 0x80 != 0 { magnitude } else { -magnitude }) as i16
+    (if byte & 0x80 != 0 {
+        magnitude
+    } else {
+        -magnitude
+    }) as i16
 }
 
 #[cfg(test)]

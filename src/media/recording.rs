@@ -227,7 +227,10 @@ mod tests {
         rec.handle_datagram(&rtp(0, 3, 1320, &[loud; 160]), from); // 2 lost
         rec.handle_datagram(&rtp(0, 0, 840, &[loud; 160]), from); // before the first: wraps, dropped
         rec.handle_datagram(&rtp(8, 4, 1480, &[loud; 160]), from); // other law
-        rec.handle_datagram(&rtp(0, 5, 1640, &[loud; 160]), "10.9.9.9:4000".parse().unwrap());
+        rec.handle_datagram(
+            &rtp(0, 5, 1640, &[loud; 160]),
+            "10.9.9.9:4000".parse().unwrap(),
+        );
         let samples = rec.into_samples();
         assert_eq!(samples.len(), 480);
         assert!(samples[..160].iter().all(|s| (s - 1000).abs() < 50));

@@ -176,7 +176,8 @@ mod tests {
         let g722 = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n";
         assert_eq!(parse_offer(g722.as_bytes()), Err(SdpError::NoCodec));
         // A dynamic type named like a static one counts by its name.
-        let tricky = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 opus/48000/2\r\n";
+        let tricky =
+            "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 opus/48000/2\r\n";
         assert_eq!(parse_offer(tricky.as_bytes()), Err(SdpError::NoCodec));
         assert_eq!(parse_offer(b""), Err(SdpError::Missing));
         assert_eq!(parse_offer(&[0xff, 0xfe]), Err(SdpError::Missing));

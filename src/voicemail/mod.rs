@@ -102,6 +102,9 @@ pub struct Voicemail {
     /// Recordings being stored, by recording serial; and each store's serial.
     storing: HashMap<u64, Storing>,
     stores: HashMap<OpId, u64>,
+    /// How many recordings this node last told each user of (by her AOR),
+    /// so a REGISTER refresh does not repeat the notice.
+    told: HashMap<Aor, usize>,
 }
 
 impl Voicemail {
@@ -272,10 +275,28 @@ impl Voicemail {
         }
         let done = self.storing.remove(&serial)?;
         if !done.ok {
-            tracing::warn!(serial, "a voicemail part could not be stored; recording dropped");
+            tracing::warn!(
+                serial,
+                "a voicemail part could not be stored; recording dropped"
+            );
             return None;
         }
         done.index
+    }
+}
+
+impl Voicemail {
+    /// Whether to tell `aor` she has `count` recordings: not when this
+    /// node told her the same count last.
+    pub fn should_tell(&mut self, aor: &Aor, count: usize) -> bool {
+        if count == 0 {
+            self.told.remove(aor);
+            return false;
+        }
+        if self.told.len() >= 100_000 && !self.told.contains_key(aor) {
+            self.told.clear();
+        }
+        self.told.insert(aor.clone(), count) != Some(count)
     }
 }
 

@@ -103,3 +103,13 @@ fn a_call_at_its_limit_is_still_up_and_a_failed_part_drops_it() {
     assert!(vm.stored(OpId(5), false).is_none());
     assert_eq!(vm.call_of("c1"), None);
 }
+
+#[test]
+fn the_notice_is_not_repeated_for_the_same_count() {
+    let aor = Aor::new("alice", "example.test");
+    let mut vm = Voicemail::default();
+    assert!(!vm.should_tell(&aor, 0));
+    assert!(vm.should_tell(&aor, 1));
+    assert!(!vm.should_tell(&aor, 1));
+    assert!(vm.should_tell(&aor, 2));
+}
