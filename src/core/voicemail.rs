@@ -171,7 +171,12 @@ impl Core {
             // knows with 481.
             info!(%call_id, "voicemail recording reached its limit");
         }
-        let Some((serial, index, parts)) = stored else {
+        let Some(crate::voicemail::ToStore {
+            serial,
+            index,
+            parts,
+        }) = stored
+        else {
             return;
         };
         info!(name = %index.name, samples = samples.len(), parts = parts.len(), "voicemail recorded");

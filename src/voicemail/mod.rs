@@ -78,6 +78,14 @@ struct Call {
     offer: Offer,
 }
 
+/// A recording's items, to store: the parts, then (once they are all
+/// stored, [`Voicemail::stored`]) the index.
+pub struct ToStore {
+    pub serial: u64,
+    pub index: Item,
+    pub parts: Vec<Item>,
+}
+
 /// A recording whose items are being stored.
 struct Storing {
     left: usize,
@@ -208,7 +216,7 @@ impl Voicemail {
         wall_ms: u64,
         date: String,
         now: Instant,
-    ) -> (Option<(u64, Item, Vec<Item>)>, Option<String>) {
+    ) -> (Option<ToStore>, Option<String>) {
         let mut still_up = None;
         let (aor, from) = match self.ended.remove(&media) {
             Some(ended) => ended,
@@ -250,7 +258,15 @@ impl Voicemail {
                 index: Some(index.clone()),
             },
         );
-        (Some((self.serial, index, parts)), still_up)
+        let serial = self.serial;
+        (
+            Some(ToStore {
+                serial,
+                index,
+                parts,
+            }),
+            still_up,
+        )
     }
 
     /// The store `op` belongs to recording `serial`.

@@ -76,7 +76,11 @@ fn unknown_full_and_open() {
     let samples = vec![100i16; 12_000];
     let (stored, still_up) = vm.recorded(media, &samples, 1, "date".into(), now);
     assert_eq!(still_up, None);
-    let (serial, index, parts) = stored.expect("a recording");
+    let ToStore {
+        serial,
+        index,
+        parts,
+    } = stored.expect("a recording");
     assert_eq!(parts.len(), 2);
     assert_eq!(Recorded::from_item(&index).map(|r| r.millis), Some(1500));
     vm.storing(OpId(10), serial);
@@ -98,7 +102,7 @@ fn a_call_at_its_limit_is_still_up_and_a_failed_part_drops_it() {
     vm.opened(media);
     let (stored, still_up) = vm.recorded(media, &[1; 160], 1, "d".into(), now);
     assert_eq!(still_up.as_deref(), Some("c1"));
-    let (serial, _, _) = stored.expect("a recording");
+    let serial = stored.expect("a recording").serial;
     vm.storing(OpId(5), serial);
     assert!(vm.stored(OpId(5), false).is_none());
     assert_eq!(vm.call_of("c1"), None);
