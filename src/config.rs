@@ -590,4 +590,27 @@ mod tests {
         let mut config = Config::from_toml("[registrar]\nmin_expires = 0").expect("parses");
         assert!(config.validate().is_err());
     }
+
+    #[test]
+    fn the_voicemail_section() {
+        let mut config = Config::from_toml(
+            "[voicemail]\nenabled = true\nport_range = \"30000-30009\"\nmax_seconds = 20\n",
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        let v = config.voicemail_config();
+        assert!(v.enabled);
+        assert_eq!(v.ports, (30000, 30009));
+        assert_eq!(v.max_length.as_secs(), 20);
+        assert!(!Config::default().voicemail_config().enabled);
+        for bad in ["\"30010-30000\"", "\"0-10\"", "\"many\""] {
+            let mut config =
+                Config::from_toml(&format!("[voicemail]\nport_range = {bad}\n")).expect("parses");
+            let err = config.validate().expect_err("bad range").to_string();
+            assert!(err.contains("voicemail.port_range"), "{err}");
+        }
+        let mut config = Config::from_toml("[voicemail]\nmax_seconds = 301\n").expect("parses");
+        let err = config.validate().expect_err("too long").to_string();
+        assert!(err.contains("voicemail.max_seconds"), "{err}");
+    }
 }

@@ -106,7 +106,7 @@ impl Core {
         let Some(local) = local else {
             let call_id = request.raw(&Name::CALL_ID).map(|v| v.to_string());
             if let Some(call_id) = call_id {
-                self.voicemail.hang_up(&call_id);
+                self.voicemail.forget(&call_id);
             }
             return self.out.respond(
                 key,

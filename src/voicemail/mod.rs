@@ -199,6 +199,11 @@ impl Voicemail {
         self.answered.get(call_id).map(|(m, _, _)| *m)
     }
 
+    /// The call was never answered (no RTP port): forget it.
+    pub fn forget(&mut self, call_id: &str) {
+        self.answered.remove(call_id);
+    }
+
     /// The call ended (BYE): its media should stop.
     pub fn hang_up(&mut self, call_id: &str) -> Option<MediaCall> {
         let (media, aor, from) = self.answered.remove(call_id)?;
