@@ -311,4 +311,34 @@ fn a_call_to_an_offline_user_is_recorded_and_announced() {
     assert!(message.contains("You have 1 new voicemail(s)"), "{message}");
     assert!(message.contains("sip:voicemail@example.test"), "{message}");
     node.assert_alive();
+
+    // On disk after the node stopped: the WAV holds Bob's 1 kHz tone, not
+    // the greeting's 425 Hz.
+    assert!(node.terminate().success(), "{}", node.log());
+    let store = p2psip::store::Store::open(&data).expect("open the store");
+    let mut parts: Vec<_> = store
+        .load(p2psip::store::codec::Clock::read())
+        .expect("read the store")
+        .into_iter()
+        .filter(|i| i.kind == "voicemail-audio")
+        .collect();
+    parts.sort_by(|a, b| a.name.cmp(&b.name));
+    let file: Vec<u8> = parts.into_iter().flat_map(|i| i.value).collect();
+    let samples = p2psip::media::wav::read(&file).expect("a WAV file");
+    assert_eq!(samples.len(), 8000);
+    let tone = power_at(&samples, 1000.0);
+    let greeting = power_at(&samples, 425.0);
+    assert!(tone > 100.0 * greeting, "1 kHz {tone}, 425 Hz {greeting}");
+}
+
+/// The power of `samples` at `hz` (Goertzel), at 8 kHz.
+fn power_at(samples: &[i16], hz: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for x in samples {
+        let s0 = f64::from(*x) + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    s1 * s1 + s2 * s2 - k * s1 * s2
 }
