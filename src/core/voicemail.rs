@@ -145,6 +145,10 @@ impl Core {
     /// A request inside a voicemail call: BYE ends the media; anything
     /// else (re-INVITE, INFO, ...) is refused in this slice.
     pub(super) fn voicemail_request(&mut self, key: ServerKey, request: Request, now: Instant) {
+        if request.method == Method::ACK {
+            // Never answered (RFC 3261 §17.2.3); the 2xx's ACK ends here.
+            return;
+        }
         if request.method != Method::BYE {
             let reason = "Not Implemented (only BYE inside a voicemail call)";
             return self.out.respond(key, refusal(&request, 501, reason), now);
