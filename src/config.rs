@@ -77,6 +77,8 @@ pub struct Config {
     pub messages: MessagesSection,
     /// Presence and message-summary (`[presence]`, docs/services.md).
     pub presence: PresenceSection,
+    /// Voicemail for offline users (`[voicemail]`, docs/services.md).
+    pub voicemail: VoicemailSection,
     /// The address other nodes and phones reach this node at, when it is not
     /// the bound `sip` one (a port mapping): put in Via, Contact,
     /// Record-Route and the node's place in the ring.
@@ -184,6 +186,43 @@ impl Default for PresenceSection {
     }
 }
 
+/// The `[voicemail]` section: calls to offline users recorded.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoicemailSection {
+    /// Answer calls to offline users and record them (off by default).
+    pub enabled: bool,
+    /// The longest recording, in seconds (1 to 300).
+    pub max_seconds: u64,
+    /// The UDP ports of the RTP sockets, "LOW-HIGH".
+    pub port_range: String,
+    /// Recordings kept per user at most (beyond: 486).
+    pub max_per_user: usize,
+    /// Seconds a recording is kept.
+    pub keep_s: u64,
+}
+
+impl Default for VoicemailSection {
+    fn default() -> Self {
+        let d = crate::voicemail::VoicemailConfig::default();
+        VoicemailSection {
+            enabled: d.enabled,
+            max_seconds: d.max_length.as_secs(),
+            port_range: format!("{}-{}", d.ports.0, d.ports.1),
+            max_per_user: d.max_per_user,
+            keep_s: d.keep_for.as_secs(),
+        }
+    }
+}
+
+/// `"LOW-HIGH"` as two ports, LOW ≤ HIGH, neither 0.
+pub fn port_range(text: &str) -> Option<(u16, u16)> {
+    let (low, high) = text.split_once('-')?;
+    let low: u16 = low.trim().parse().ok()?;
+    let high: u16 = high.trim().parse().ok()?;
+    (low != 0 && low <= high).then_some((low, high))
+}
+
 /// The `[registrar]` section.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -238,6 +277,7 @@ impl Default for Config {
             overlay_limits: OverlayLimits::default(),
             messages: MessagesSection::default(),
             presence: PresenceSection::default(),
+            voicemail: VoicemailSection::default(),
             advertise: None,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -454,6 +494,21 @@ impl Config {
                 why: "give the address phones reach this node at, not 0.0.0.0 (it goes into Via and Record-Route)".into(),
             });
         }
+        if port_range(&self.voicemail.port_range).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "voicemail.port_range",
+                why: format!(
+                    "{:?} is not LOW-HIGH with 1 <= LOW <= HIGH <= 65535",
+                    self.voicemail.port_range
+                ),
+            });
+        }
+        if !(1..=300).contains(&self.voicemail.max_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "voicemail.max_seconds",
+                why: "must be between 1 and 300".into(),
+            });
+        }
         if self.sip.ip().is_unspecified() {
             return Err(ConfigError::Invalid {
                 key: "sip",
@@ -502,6 +557,18 @@ impl Config {
         crate::overlay::admission::read_secret(&text)
             .map(Some)
             .map_err(invalid)
+    }
+
+    /// `[voicemail]` as the core takes it (checked by [`Config::validate`]).
+    pub fn voicemail_config(&self) -> crate::voicemail::VoicemailConfig {
+        let v = &self.voicemail;
+        crate::voicemail::VoicemailConfig {
+            enabled: v.enabled,
+            max_length: std::time::Duration::from_secs(v.max_seconds),
+            ports: port_range(&v.port_range).unwrap_or((20000, 20999)),
+            max_per_user: v.max_per_user,
+            keep_for: std::time::Duration::from_secs(v.keep_s),
+        }
     }
 
     pub fn messages_config(&self) -> crate::messages::MessagesConfig {
@@ -625,5 +692,28 @@ mod tests {
         let mut off = Config::from_toml("[presence]\nenabled = false").expect("parses");
         off.validate().expect("valid");
         assert!(!off.presence_config().enabled);
+    }
+
+    #[test]
+    fn the_voicemail_section() {
+        let mut config = Config::from_toml(
+            "[voicemail]\nenabled = true\nport_range = \"30000-30009\"\nmax_seconds = 20\n",
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        let v = config.voicemail_config();
+        assert!(v.enabled);
+        assert_eq!(v.ports, (30000, 30009));
+        assert_eq!(v.max_length.as_secs(), 20);
+        assert!(!Config::default().voicemail_config().enabled);
+        for bad in ["\"30010-30000\"", "\"0-10\"", "\"many\""] {
+            let mut config =
+                Config::from_toml(&format!("[voicemail]\nport_range = {bad}\n")).expect("parses");
+            let err = config.validate().expect_err("bad range").to_string();
+            assert!(err.contains("voicemail.port_range"), "{err}");
+        }
+        let mut config = Config::from_toml("[voicemail]\nmax_seconds = 301\n").expect("parses");
+        let err = config.validate().expect_err("too long").to_string();
+        assert!(err.contains("voicemail.max_seconds"), "{err}");
     }
 }

@@ -518,6 +518,7 @@ async fn serve(
             auth,
             messages: config.messages_config(),
             presence: config.presence_config(),
+            voicemail: config.voicemail_config(),
         },
         ring: RingConfig {
             replicas: config.replicas,

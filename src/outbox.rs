@@ -36,6 +36,8 @@ pub mod owner {
     pub const MESSAGES: Owner = Owner(5);
     /// Presence: NOTIFYs to watchers, publications and subscriptions in the ring.
     pub const PRESENCE: Owner = Owner(6);
+    /// Voicemail: users' items looked at, recordings stored, BYE at the limit.
+    pub const VOICEMAIL: Owner = Owner(7);
 }
 
 /// Names a pending resolution of a host name or an ENUM look-up.

@@ -25,6 +25,7 @@ mod registration;
 mod routing;
 mod stun;
 mod upkeep;
+mod voicemail;
 
 #[cfg(test)]
 mod tests;
@@ -88,6 +89,8 @@ pub struct CoreConfig {
     pub messages: crate::messages::MessagesConfig,
     /// Presence and message-summary (`[presence]`).
     pub presence: crate::presence::PresenceConfig,
+    /// Voicemail (`[voicemail]`).
+    pub voicemail: crate::voicemail::VoicemailConfig,
 }
 
 impl CoreConfig {
@@ -107,6 +110,7 @@ impl CoreConfig {
             auth: AuthConfig::default(),
             messages: Default::default(),
             presence: Default::default(),
+            voicemail: Default::default(),
         }
     }
 }
@@ -159,6 +163,18 @@ pub enum Input {
     Users(Vec<UserRecord>),
     /// Leave the ring gracefully (items handed over), then stop.
     Leave,
+    /// The RTP socket asked for with [`Output::OpenMedia`] is bound at
+    /// this address (`None`: no port of the range was free).
+    MediaOpened {
+        call: crate::voicemail::MediaCall,
+        local: Option<SocketAddr>,
+    },
+    /// A voicemail call's media ended (asked, at its limit, or by `#`):
+    /// the caller's audio.
+    Recorded {
+        call: crate::voicemail::MediaCall,
+        samples: Vec<i16>,
+    },
     /// Time passed (the deadline of the last [`Output::Timeout`], or later).
     Timeout,
 }
@@ -194,6 +210,20 @@ pub enum Output {
     /// output after it (the 2xx that accepted them); given before every
     /// transmit of the same wake-up, so one commit covers them all.
     Persist(Vec<crate::ring::Change>),
+    /// Bind an RTP socket from `ports` on the node's address for a call
+    /// (answer with [`Input::MediaOpened`]).
+    OpenMedia {
+        call: crate::voicemail::MediaCall,
+        ports: (u16, u16),
+    },
+    /// Run this call's media on its socket (answer with [`Input::Recorded`]
+    /// when it ends).
+    StartMedia {
+        call: crate::voicemail::MediaCall,
+        recording: Box<crate::media::recording::Recording>,
+    },
+    /// End this call's media (BYE).
+    EndMedia { call: crate::voicemail::MediaCall },
     /// Nothing more now: call [`Core::handle_input`] with
     /// [`Input::Timeout`] at this instant, or earlier with other input.
     Timeout(Instant),
@@ -234,6 +264,8 @@ pub struct Core {
     messages: crate::messages::OfflineMessages,
     /// The notifier of presence and message-summary subscriptions.
     presence: crate::presence::Presence,
+    /// Voicemail: calls to offline users answered and recorded.
+    voicemail: crate::voicemail::Voicemail,
     /// Outputs other than transmits, in order.
     outputs: VecDeque<Output>,
     pub metrics: Metrics,
@@ -267,6 +299,7 @@ impl Core {
                 config.sips,
                 metrics.clone(),
             ),
+            voicemail: crate::voicemail::Voicemail::new(config.voicemail.clone()),
             out,
             proxy: Proxy::new(config.local).with_tls(config.sips),
             location,
@@ -332,6 +365,8 @@ impl Core {
             }
             Input::Users(users) => self.set_users(users, now),
             Input::Leave => self.leave(now),
+            Input::MediaOpened { call, local } => self.on_media_opened(call, local, now),
+            Input::Recorded { call, samples } => self.on_recorded(call, &samples, now),
             Input::Timeout => self.handle_timeout(now),
         }
         self.process(now);
@@ -557,6 +592,7 @@ impl Core {
                     owner::AUTH => self.on_credentials(fetched.op, fetched.result, now),
                     owner::MESSAGES => self.on_messages_fetched(fetched.op, fetched.result, now),
                     owner::PRESENCE => self.on_presence_fetched(fetched.op, fetched.result, now),
+                    owner::VOICEMAIL => self.on_voicemail_fetched(fetched.op, fetched.result, now),
                     other => debug!(?other, "a fetch for no component"),
                 }
             }
@@ -566,6 +602,7 @@ impl Core {
                 busy = true;
                 match who {
                     owner::PRESENCE => self.on_presence_stored(op, stored, now),
+                    owner::VOICEMAIL => self.on_voicemail_stored(op, stored, now),
                     _ => self.on_messages_stored(op, stored, now),
                 }
             }
@@ -593,8 +630,12 @@ impl Core {
                 {
                     return overlay.on_request(key, request, from, &mut self.out, now);
                 }
+                if self.in_voicemail_call(&request) {
+                    return self.voicemail_request(key, request, now);
+                }
                 self.on_request(key, request, from, now)
             }
+            Event::Ack { request, .. } if self.in_voicemail_call(&request) => {}
             Event::Ack { mut request, .. } => {
                 self.strip_own_routes(&mut request);
                 if checks::decrement_max_forwards(&mut request) {
@@ -667,6 +708,7 @@ impl Core {
             (owner::PRESENCE, response) => {
                 self.on_notify_answer(key, response.map(|r| r.status), now)
             }
+            (owner::VOICEMAIL, _) => {}
             (other, _) => debug!(?other, ?key, "an event for no component"),
         }
     }

@@ -9,7 +9,7 @@ use tracing::debug;
 
 use super::Core;
 use super::checks::{local_response, refusal};
-use crate::messages::Decision;
+use crate::messages::{Decision, StoredMessage};
 use crate::outbox::owner;
 use crate::registrar::binding::{Aor, Binding};
 use crate::ring::{Item, NodeId, OpId, RingError};
@@ -71,11 +71,17 @@ impl Core {
             };
         }
         let items = result.unwrap_or_default();
+        let notice = self
+            .messages
+            .collecting_for(op)
+            .cloned()
+            .and_then(|aor| self.voicemail_notice(&aor, &items, now));
         let local = self.config.local;
         let call_id = format!("{}@{local}", self.out.random_hex());
         let branch = self.out.new_branch();
-        if let Some((request, peer, pending)) =
-            self.messages.collected(op, &items, local, call_id, branch)
+        if let Some((request, peer, pending)) = self
+            .messages
+            .collected(op, &items, notice, local, call_id, branch)
         {
             let key = self.out.request(owner::MESSAGES, request, peer, now);
             self.messages.sent(key, pending);
@@ -121,6 +127,29 @@ impl Core {
             let op = overlay.fetch_items(owner::MESSAGES, NodeId::of_key(aor.as_str()), now);
             self.messages.collecting(op, aor.clone(), contact);
         }
+    }
+
+    /// "You have N new voicemail(s)", from `voicemail@` her domain, when
+    /// recordings are stored for her and this node has not told her that
+    /// count yet.
+    fn voicemail_notice(
+        &mut self,
+        aor: &Aor,
+        items: &[Item],
+        now: Instant,
+    ) -> Option<StoredMessage> {
+        let count = crate::voicemail::count(items, now);
+        if !self.voicemail.should_tell(aor, count) {
+            return None;
+        }
+        let domain = aor.as_str().rsplit_once('@').map_or("", |(_, d)| d);
+        let wall_ms = self.messages.wall_ms(now);
+        Some(StoredMessage {
+            from: format!("<sip:voicemail@{domain}>"),
+            date: crate::messages::date::http_date(wall_ms / 1000),
+            content_type: "text/plain".to_string(),
+            body: format!("You have {count} new voicemail(s)").into_bytes(),
+        })
     }
 
     /// The answer (or none) to a MESSAGE delivering a stored one.

@@ -372,6 +372,10 @@ impl Core {
             let absent = if found.is_none() { 404 } else { 480 };
             return self.offline_message(key, request, aor, absent, now);
         }
+        if empty && self.voicemail_takes(&request) {
+            let absent = if found.is_none() { 404 } else { 480 };
+            return self.voicemail_call(key, request, aor, absent, now);
+        }
         let bindings = match found {
             None => {
                 debug!(%aor, "unknown user");

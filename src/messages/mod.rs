@@ -115,7 +115,9 @@ impl OfflineMessages {
         self.wall = Some((wall_ms, now));
     }
 
-    fn wall_ms(&self, now: Instant) -> u64 {
+    /// The wall-clock time at `now`, in ms since the epoch (0 until the
+    /// driver told it).
+    pub fn wall_ms(&self, now: Instant) -> u64 {
         let (at, then) = self.wall.unwrap_or((0, now));
         let ms = u64::try_from(now.saturating_duration_since(then).as_millis()).unwrap_or(0);
         at.saturating_add(ms)
@@ -241,12 +243,20 @@ impl OfflineMessages {
         self.collecting.insert(op, (aor, binding));
     }
 
+    /// The user whose messages the fetch `op` collects.
+    pub fn collecting_for(&self, op: OpId) -> Option<&Aor> {
+        self.collecting.get(&op).map(|(aor, _)| aor)
+    }
+
     /// The user's messages fetched: the first MESSAGE to send and where,
-    /// or `None` when there is nothing (or nowhere) to deliver.
+    /// or `None` when there is nothing (or nowhere) to deliver. `notice`
+    /// (voicemail's "You have N new voicemail(s)") goes first and is kept
+    /// nowhere: no item is removed after its 2xx.
     pub fn collected(
         &mut self,
         op: OpId,
         items: &[Item],
+        notice: Option<StoredMessage>,
         local: std::net::SocketAddr,
         call_id: String,
         branch: String,
@@ -257,6 +267,9 @@ impl OfflineMessages {
             .filter_map(|i| StoredMessage::from_item(i).map(|m| (i.name.clone(), m)))
             .collect();
         messages.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(notice) = notice {
+            messages.insert(0, (String::new(), notice));
+        }
         // Over a connection, or from behind NAT, the MESSAGE goes back the
         // way the REGISTER came; over UDP to the contact itself.
         let connected = binding.source.filter(|p| {
@@ -313,7 +326,8 @@ impl OfflineMessages {
                 next: None,
             });
         }
-        let remove = Some((delivery.key, std::mem::take(&mut delivery.current)));
+        let current = std::mem::take(&mut delivery.current);
+        let remove = (!current.is_empty()).then_some((delivery.key, current));
         let Some((name, message)) = delivery.rest.pop_front() else {
             self.delivering.remove(&delivery.aor);
             let aor = delivery.aor;

@@ -85,6 +85,9 @@ pub struct Node {
     users: Option<(PathBuf, Option<std::time::SystemTime>)>,
     /// A message here re-reads what can change at run time (SIGHUP).
     reload: Option<mpsc::Receiver<()>>,
+    /// The RTP sockets of the calls the node answers (voicemail).
+    media: super::media::MediaSockets,
+    media_done: mpsc::Receiver<(crate::voicemail::MediaCall, Vec<i16>)>,
 }
 
 impl Node {
@@ -212,8 +215,11 @@ impl Node {
                 http::write_control(dir, addr, local, token)?;
             }
         }
+        let (media_tx, media_done) = mpsc::channel(64);
         Ok(Node {
             core,
+            media: super::media::MediaSockets::new(bound.ip(), media_tx),
+            media_done,
             transports,
             inbound,
             queries,
@@ -315,6 +321,10 @@ impl Node {
                 },
                 Some((id, peers)) = resolved_rx.recv() => Wake::Input(Input::Resolved { id, peers }),
                 Some((id, uri)) = enum_rx.recv() => Wake::Input(Input::Enum { id, uri }),
+                Some((call, samples)) = self.media_done.recv() => {
+                    self.media.finished(call);
+                    Wake::Input(Input::Recorded { call, samples })
+                }
                 Some(query) = self.queries.recv() => {
                     self.answer(query);
                     Wake::Nothing
@@ -404,6 +414,13 @@ impl Node {
                 }
                 Output::SavePeers(peers) => self.save_peers(&peers),
                 Output::Persist(changes) => self.persist(&changes),
+                Output::OpenMedia { call, ports } => {
+                    let local = self.media.open(call, ports);
+                    self.core
+                        .handle_input(Input::MediaOpened { call, local }, Instant::now());
+                }
+                Output::StartMedia { call, recording } => self.media.start(call, *recording),
+                Output::EndMedia { call } => self.media.end(call),
             }
         }
     }

@@ -4,4 +4,5 @@
 pub mod driver;
 pub mod http;
 mod inventory;
+mod media;
 pub mod status_page;

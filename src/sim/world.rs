@@ -489,6 +489,11 @@ impl World {
                 loop {
                     match core.poll_output() {
                         Output::Transmit { to, bytes } => sends.push((to.addr, bytes)),
+                        // The simulation runs no media (voicemail is off).
+                        Output::OpenMedia { call, .. } => {
+                            inputs.push(Input::MediaOpened { call, local: None })
+                        }
+                        Output::StartMedia { .. } | Output::EndMedia { .. } => {}
                         Output::Resolve { id, destination } => {
                             let peers = self
                                 .dns

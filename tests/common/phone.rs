@@ -134,6 +134,13 @@ impl Phone {
         )
     }
 
+    /// Sends `request` and waits for nothing (an ACK).
+    pub fn send(&self, request: &str) {
+        self.socket
+            .send_to(request.as_bytes(), self.node)
+            .expect("send");
+    }
+
     /// Sends `request` and gives the final response to it (`None`: nothing within [`ANSWER`]).
     pub fn ask(&self, request: &str) -> Option<RawResponse> {
         let branch = request

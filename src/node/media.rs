@@ -1,0 +1,127 @@
+//! The tokio side of the calls the node answers itself: binds one RTP UDP
+//! socket per call from the configured port range, and runs each call's
+//! sans-I/O [`Recording`] on it in a task of its own (datagrams and time
+//! in, greeting packets out) until the core ends it or it ends itself;
+//! the caller's audio then goes back to the core as `Input::Recorded`.
+//! It makes no protocol decision.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::media::recording::Recording;
+use crate::voicemail::MediaCall;
+
+/// The calls' sockets and their tasks.
+pub struct MediaSockets {
+    ip: IpAddr,
+    /// Where the search for a free port starts next.
+    next: u16,
+    /// Sockets bound, waiting for their call's media to start.
+    bound: HashMap<MediaCall, std::net::UdpSocket>,
+    /// A running call's stop signal.
+    running: HashMap<MediaCall, oneshot::Sender<()>>,
+    done: mpsc::Sender<(MediaCall, Vec<i16>)>,
+}
+
+impl MediaSockets {
+    /// Sockets on `ip`; ended calls' audio is sent on `done`.
+    pub fn new(ip: IpAddr, done: mpsc::Sender<(MediaCall, Vec<i16>)>) -> MediaSockets {
+        MediaSockets {
+            ip,
+            next: 0,
+            bound: HashMap::new(),
+            running: HashMap::new(),
+            done,
+        }
+    }
+
+    /// Binds a socket from `low..=high` for `call`: the first free port
+    /// after the one taken last.
+    pub fn open(&mut self, call: MediaCall, (low, high): (u16, u16)) -> Option<SocketAddr> {
+        let span = u32::from(high - low) + 1;
+        for step in 0..span {
+            let offset = (u32::from(self.next) + step) % span;
+            let port = low + offset as u16;
+            let Ok(socket) = std::net::UdpSocket::bind((self.ip, port)) else {
+                continue;
+            };
+            if socket.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let local = socket.local_addr().ok()?;
+            self.next = ((offset + 1) % span) as u16;
+            self.bound.insert(call, socket);
+            return Some(local);
+        }
+        warn!(low, high, "no RTP port free in the voicemail range");
+        None
+    }
+
+    /// Runs `recording` on the socket bound for `call`.
+    pub fn start(&mut self, call: MediaCall, recording: Recording) {
+        let Some(socket) = self.bound.remove(&call) else {
+            return;
+        };
+        let socket = match tokio::net::UdpSocket::from_std(socket) {
+            Ok(s) => s,
+            Err(error) => {
+                warn!(%error, "RTP socket not usable");
+                return;
+            }
+        };
+        let (stop, stopped) = oneshot::channel();
+        self.running.insert(call, stop);
+        tokio::spawn(run(call, socket, recording, stopped, self.done.clone()));
+    }
+
+    /// Ends the media of `call` (its audio comes back on `done`).
+    pub fn end(&mut self, call: MediaCall) {
+        self.bound.remove(&call);
+        if let Some(stop) = self.running.remove(&call) {
+            let _ = stop.send(());
+        }
+    }
+
+    /// A call whose audio came back is over.
+    pub fn finished(&mut self, call: MediaCall) {
+        self.running.remove(&call);
+    }
+}
+
+/// One call's media: pump the recording until it ends.
+async fn run(
+    call: MediaCall,
+    socket: tokio::net::UdpSocket,
+    mut recording: Recording,
+    mut stopped: oneshot::Receiver<()>,
+    done: mpsc::Sender<(MediaCall, Vec<i16>)>,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let now = Instant::now();
+        recording.handle_timeout(now);
+        while let Some(packet) = recording.poll_transmit(now) {
+            if let Err(error) = socket.send_to(&packet, recording.remote()).await {
+                debug!(%error, "RTP send failed");
+            }
+        }
+        if recording.is_ended() {
+            break;
+        }
+        let wake = tokio::time::Instant::from_std(recording.poll_timeout());
+        tokio::select! {
+            read = socket.recv_from(&mut buf) => {
+                if let Ok((n, from)) = read {
+                    recording.handle_datagram(&buf[..n], from);
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = &mut stopped => recording.end(),
+        }
+    }
+    let _ = done.send((call, recording.into_samples())).await;
+}
