@@ -85,6 +85,18 @@ pub struct Node {
     users: Option<(PathBuf, Option<std::time::SystemTime>)>,
     /// A message here re-reads what can change at run time (SIGHUP).
     reload: Option<mpsc::Receiver<()>>,
+    /// The operator's walks and look-ups under way, by survey id.
+    surveys: std::collections::HashMap<u64, Survey>,
+    next_survey: u64,
+}
+
+/// Who waits for a walk or a look-up.
+enum Survey {
+    Ring(tokio::sync::oneshot::Sender<serde_json::Value>),
+    Lookup(
+        String,
+        tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
+    ),
 }
 
 impl Node {
@@ -221,6 +233,8 @@ impl Node {
             nameserver: options.nameserver,
             users,
             reload: None,
+            surveys: std::collections::HashMap::new(),
+            next_survey: 1,
             discovery: match options.discover {
                 Some(port) => Some(bind_discovery(local, port)?),
                 None => None,
@@ -311,10 +325,7 @@ impl Node {
                 },
                 Some((id, peers)) = resolved_rx.recv() => Wake::Input(Input::Resolved { id, peers }),
                 Some((id, uri)) = enum_rx.recv() => Wake::Input(Input::Enum { id, uri }),
-                Some(query) = self.queries.recv() => {
-                    self.answer(query);
-                    Wake::Nothing
-                }
+                Some(query) = self.queries.recv() => self.answer(query),
                 heard = recv_discovery(self.discovery.as_ref(), &mut mbuf) => match heard {
                     Some(bytes) => Wake::Input(Input::Announcement { bytes }),
                     None => Wake::Nothing,
@@ -399,12 +410,49 @@ impl Node {
                     }
                 }
                 Output::SavePeers(peers) => self.save_peers(&peers),
+                Output::Surveyed { id, report } => self.surveyed(id, report),
                 Output::Persist(changes) => self.persist(&changes),
             }
         }
     }
 
-    fn answer(&mut self, query: Query) {
+    /// A walk or look-up ended: its answer to whoever asked.
+    fn surveyed(&mut self, id: u64, report: crate::overlay::walk::Report) {
+        match self.surveys.remove(&id) {
+            Some(Survey::Ring(reply)) => {
+                let _ = reply.send(super::inventory::walk(report));
+            }
+            Some(Survey::Lookup(aor, reply)) => {
+                let _ = reply.send(super::inventory::lookup(&aor, report, Instant::now()));
+            }
+            None => {}
+        }
+    }
+
+    /// A query from the HTTP window: answered now, or (a walk, a look-up)
+    /// handed to the core, which answers with [`Output::Surveyed`].
+    fn answer(&mut self, query: Query) -> Wake {
+        let id = self.next_survey;
+        match query {
+            Query::Ring(reply) => {
+                self.next_survey += 1;
+                self.surveys.insert(id, Survey::Ring(reply));
+                Wake::Input(Input::Walk { id })
+            }
+            Query::Lookup(aor, reply) => {
+                self.next_survey += 1;
+                let key = crate::ring::NodeId::of_key(&aor);
+                self.surveys.insert(id, Survey::Lookup(aor, reply));
+                Wake::Input(Input::Lookup { id, key })
+            }
+            other => {
+                self.answer_now(other);
+                Wake::Nothing
+            }
+        }
+    }
+
+    fn answer_now(&mut self, query: Query) {
         let (transactions, forks) = self.core.load();
         self.core.metrics.transactions.set(transactions as i64);
         let registrations = self.core.registrations();
@@ -457,6 +505,7 @@ impl Node {
             Query::Metrics(reply) => {
                 let _ = reply.send(self.core.metrics.encode());
             }
+            Query::Ring(_) | Query::Lookup(..) => {}
         }
     }
 

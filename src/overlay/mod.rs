@@ -11,8 +11,10 @@ pub mod discovery;
 pub mod gateways;
 pub mod identity;
 pub mod limits;
+pub mod load;
 pub mod records;
 pub mod store;
+pub mod walk;
 pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -86,6 +88,10 @@ pub struct Overlay {
     rates: MemberRates,
     /// The ring's refused record changes already counted in the metrics.
     refusals_counted: RecordRefusals,
+    /// The operator's ring walks and look-ups under way.
+    surveys: walk::Surveys,
+    /// This node's load, as its answers to GetPredecessor carry it.
+    load: load::LoadMeter,
 }
 
 /// The reason phrase of the 403 a non-member gets.
@@ -130,6 +136,8 @@ impl Overlay {
             members: None,
             rates,
             refusals_counted: RecordRefusals::default(),
+            surveys: walk::Surveys::default(),
+            load: load::LoadMeter::default(),
         }
     }
 
@@ -311,6 +319,95 @@ impl Overlay {
         self.fetched.pop_front()
     }
 
+    /// Starts walking the ring from this node, as a member, for the
+    /// operator; the report comes from [`poll_surveyed`](Self::poll_surveyed)
+    /// with `id`. `false`: too many surveys run already.
+    pub fn start_walk(&mut self, id: u64, out: &mut Outbox, now: Instant) -> bool {
+        let started = self.surveys.walk(id, self.ring.me().addr);
+        self.pump(out, now);
+        started
+    }
+
+    /// Starts looking `key` up for the operator: its holders, the hops,
+    /// the items (see [`start_walk`](Self::start_walk)).
+    pub fn start_lookup(&mut self, id: u64, key: NodeId, out: &mut Outbox, now: Instant) -> bool {
+        let replicas = self.ring.config().replicas;
+        let started = self.surveys.lookup(id, key, replicas);
+        self.pump(out, now);
+        started
+    }
+
+    /// A finished walk or look-up.
+    pub fn poll_surveyed(&mut self) -> Option<(u64, walk::Report)> {
+        self.surveys.poll_done()
+    }
+
+    /// This node's load (measured at most every few seconds).
+    pub fn load(&mut self, now: Instant) -> load::Load {
+        let role = match self.gateways {
+            Some(_) => load::Role::Gateway,
+            None => load::Role::Node,
+        };
+        let ring = &self.ring;
+        self.load.load(now, self.counters.requests_in, role, || {
+            let status = ring.status();
+            (
+                status.items_primary as u64,
+                status.items_replica as u64,
+                status.pending_requests as u64,
+            )
+        })
+    }
+
+    /// Moves the surveys on: their questions go out (or are answered here
+    /// when they ask this node). Whether any moved.
+    fn drive_surveys(&mut self, out: &mut Outbox, now: Instant) -> bool {
+        let mut busy = false;
+        while let Some((id, step)) = self.surveys.next_step() {
+            busy = true;
+            match step {
+                walk::Step::Ask(to, request) if to == self.ring.me().addr => {
+                    let answer = self.answer_here(&request, now);
+                    self.surveys.answered(None, Some(id), answer);
+                }
+                walk::Step::Ask(to, request) => {
+                    let key = self.send_request(to, &request, out, now);
+                    self.surveys.sent(id, key, now);
+                }
+                walk::Step::Route(key) => {
+                    let op = self.ring.lookup(key, now);
+                    self.surveys.routing(id, op);
+                }
+                walk::Step::Wait | walk::Step::Done => {}
+            }
+        }
+        busy
+    }
+
+    /// A survey's question to this node itself, answered from its own state.
+    fn answer_here(&mut self, request: &crate::ring::RingRequest, now: Instant) -> walk::Answer {
+        use crate::ring::{RingRequest, RingResponse};
+        match request {
+            RingRequest::GetPredecessor => Ok((
+                RingResponse::Predecessor {
+                    predecessor: self.ring.predecessor(),
+                    successors: self.ring.successors().to_vec(),
+                },
+                Some(self.load(now)),
+            )),
+            RingRequest::Fetch { key } => {
+                let items = self
+                    .ring
+                    .local_items(*key)
+                    .into_iter()
+                    .filter(|i| i.expires > now)
+                    .collect();
+                Ok((RingResponse::Items { items }, None))
+            }
+            other => Err(format!("not asked of oneself: {other:?}")),
+        }
+    }
+
     /// Makes this node a gateway of `domains`: it advertises `me` in the ring
     /// and reports every domain's live gateway set (see [`poll_gateways`](Self::poll_gateways)).
     pub fn advertise_gateway(&mut self, me: GatewayRecord, domains: Vec<String>, now: Instant) {
@@ -411,6 +508,9 @@ impl Overlay {
         out: &mut Outbox,
         now: Instant,
     ) {
+        if self.surveys.owns(key) {
+            return self.survey_answered(key, response, out, now);
+        }
         let Some(&(id, to)) = self.sent.get(&key) else {
             return;
         };
@@ -437,8 +537,44 @@ impl Overlay {
         self.pump(out, now);
     }
 
+    /// The answer to a survey's question.
+    fn survey_answered(
+        &mut self,
+        key: ClientKey,
+        response: &Response,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        if response.status < 200 {
+            return;
+        }
+        let answer = match &mut self.admission {
+            Some(admission) => admission
+                .check_response(response, now)
+                .map_err(|why| format!("not signed by a member: {why}")),
+            None => Ok(()),
+        }
+        .and_then(|()| {
+            wire::decode_response(response, now)
+                .map_err(|e| format!("answered {} {}: {e}", response.status, response.reason))
+        })
+        .map(|ring_response| {
+            let load = response
+                .raw(&ezk_sip_types::Name::from(load::HEADER))
+                .and_then(|v| load::Load::parse(v.as_str()));
+            (ring_response, load)
+        });
+        self.surveys.answered(Some(key), None, answer);
+        self.pump(out, now);
+    }
+
     /// One of our transactions timed out.
     pub fn on_timeout(&mut self, key: ClientKey, out: &mut Outbox, now: Instant) {
+        if self.surveys.owns(key) {
+            self.surveys
+                .answered(Some(key), None, Err("no answer".into()));
+            return self.pump(out, now);
+        }
         let Some((id, _)) = self.sent.remove(&key) else {
             return;
         };
@@ -449,15 +585,20 @@ impl Overlay {
 
     pub fn handle_timeout(&mut self, out: &mut Outbox, now: Instant) {
         self.ring.handle_timeout(now);
+        self.surveys.handle_timeout(now);
         self.pump(out, now);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let gateway = self.gateways.as_ref().and_then(|g| g.poll_timeout());
-        match (self.ring.poll_timeout(), gateway) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.ring.poll_timeout(),
+            gateway,
+            self.surveys.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Starts a graceful leave: items go to the successor first.
@@ -479,6 +620,7 @@ impl Overlay {
         self.count_record_refusals();
         loop {
             let mut busy = self.location.start_ops(&mut self.ring, now);
+            busy |= self.drive_surveys(out, now);
             if let Some(gateways) = &mut self.gateways {
                 busy |= gateways.start_ops(&mut self.ring, now);
             }
@@ -504,40 +646,57 @@ impl Overlay {
                     self.counters.stabilize_rounds += 1;
                     self.metrics.stabilize_rounds.inc();
                 }
-                let mut sip = wire::encode_request(&request, &self.ring.me(), to, now);
-                self.cseq = self.cseq.wrapping_add(1);
-                let me = self.ring.me().addr;
-                let call_id = self
-                    .call_id
-                    .get_or_insert_with(|| format!("{}@{me}", out.random_hex()));
-                let fresh = Fresh {
-                    branch: out.new_branch(),
-                    tag: out.random_hex(),
-                };
-                complete_request(&mut sip, me, call_id, self.cseq, fresh);
-                if let Some(admission) = &self.admission {
-                    admission.sign_request(&mut sip, now);
-                }
-                // Certificate mode: over the members' mutual TLS.
-                let transport = match self.members {
-                    Some(_) => TransportKind::Tls,
-                    None => TransportKind::Udp,
-                };
-                let peer = Peer {
-                    transport,
-                    addr: to,
-                };
-                let key = out.request(owner::OVERLAY, sip, peer, now);
+                let key = self.send_request(to, &request, out, now);
                 self.sent.insert(key, (id, to));
             }
             Outgoing::Response { to, response } => {
                 let Some((key, original)) = self.received.remove(&to) else {
                     return;
                 };
-                let sip = wire::encode_response(&original, &response, now);
+                let mut sip = wire::encode_response(&original, &response, now);
+                if matches!(response, crate::ring::RingResponse::Predecessor { .. }) {
+                    let load = self.load(now).encode();
+                    sip.headers
+                        .insert(ezk_sip_types::Name::from(load::HEADER), load);
+                }
                 self.respond(key, sip, out, now);
             }
         }
+    }
+
+    /// Sends a ring request of ours as a SIP client transaction (signed
+    /// when admission is on, over TLS in certificate mode).
+    fn send_request(
+        &mut self,
+        to: SocketAddr,
+        request: &crate::ring::RingRequest,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> ClientKey {
+        let mut sip = wire::encode_request(request, &self.ring.me(), to, now);
+        self.cseq = self.cseq.wrapping_add(1);
+        let me = self.ring.me().addr;
+        let call_id = self
+            .call_id
+            .get_or_insert_with(|| format!("{}@{me}", out.random_hex()));
+        let fresh = Fresh {
+            branch: out.new_branch(),
+            tag: out.random_hex(),
+        };
+        complete_request(&mut sip, me, call_id, self.cseq, fresh);
+        if let Some(admission) = &self.admission {
+            admission.sign_request(&mut sip, now);
+        }
+        // Certificate mode: over the members' mutual TLS.
+        let transport = match self.members {
+            Some(_) => TransportKind::Tls,
+            None => TransportKind::Udp,
+        };
+        let peer = Peer {
+            transport,
+            addr: to,
+        };
+        out.request(owner::OVERLAY, sip, peer, now)
     }
 
     fn on_ring_event(&mut self, event: RingEvent, now: Instant) {
@@ -562,6 +721,11 @@ impl Overlay {
             }
             RingEvent::Left => info!("left the ring"),
             _ => {}
+        }
+        if let RingEvent::LookupDone { op, result } = &event
+            && self.surveys.routed(*op, result)
+        {
+            return;
         }
         if let Some(gateways) = &mut self.gateways {
             gateways.on_ring_event(&event);

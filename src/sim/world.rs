@@ -510,6 +510,7 @@ impl World {
                         Output::Announce { .. }
                         | Output::Gateways { .. }
                         | Output::SavePeers(_)
+                        | Output::Surveyed { .. }
                         | Output::Persist(_) => {}
                     }
                 }
