@@ -461,6 +461,93 @@ fn a_secret_ring_is_walked_and_looked_up_through_the_nodes_control_channel() {
     );
 }
 
+/// `p2psip certs ARGS` (must succeed).
+fn certs(args: &[&str]) {
+    let mut all = vec!["certs"];
+    all.extend_from_slice(args);
+    let out = p2psip(&all);
+    assert!(out.status.success(), "certs {args:?}: {}", said(&out));
+}
+
+#[test]
+fn a_certificate_ring_is_walked_and_looked_up_through_the_nodes_control_channel() {
+    let dir = temp_dir("cli-certs");
+    let ca = dir.join("ca");
+    certs(&["ca", "--out", &ca.display().to_string()]);
+    let mut nodes: Vec<RingNode> = Vec::new();
+    for i in 0..3 {
+        let base = port_block(2);
+        let sip = SocketAddr::from(([127, 0, 0, 1], base));
+        let http = SocketAddr::from(([127, 0, 0, 1], base + 1));
+        let enrolled = dir.join(format!("m{i}"));
+        certs(&[
+            "node",
+            "--ca",
+            &ca.display().to_string(),
+            "--sip",
+            &sip.to_string(),
+            "--out",
+            &enrolled.display().to_string(),
+        ]);
+        let data = temp_dir("cli-certs-data");
+        let mut builder = Node::builder()
+            .name(&format!("m{i}"))
+            .args(["--sip", &sip.to_string(), "--domain", DOMAIN])
+            .args(["--http", &http.to_string()])
+            .args(["--data", &data.display().to_string()])
+            .args(["--overlay-ca", &ca.join("ca.pem").display().to_string()])
+            .args([
+                "--node-cert",
+                &enrolled.join("node.pem").display().to_string(),
+            ])
+            .args([
+                "--node-key",
+                &enrolled.join("node-key.pem").display().to_string(),
+            ]);
+        if let Some(first) = nodes.first() {
+            builder = builder.args(["--join", &first.node.addr.to_string()]);
+        }
+        nodes.push(RingNode {
+            node: builder.spawn(),
+            data,
+        });
+    }
+    let mut order: Vec<(String, String)> = nodes
+        .iter()
+        .map(|n| (n.node.node_id.clone(), n.node.addr.to_string()))
+        .collect();
+    order.sort();
+    let from = &nodes[2];
+    let mut want: Vec<String> = order.iter().map(|(_, a)| a.clone()).collect();
+    let at = want
+        .iter()
+        .position(|a| *a == from.node.addr.to_string())
+        .expect("in order");
+    want.rotate_left(at);
+    wait_walk(
+        "p2psip ring --data lists the three members of a certificate ring",
+        &data_arg(from),
+        &want,
+    );
+    // A key nobody registered: its holders, no binding.
+    let aor = format!("nobody@{DOMAIN}");
+    let refs: Vec<&RingNode> = nodes.iter().collect();
+    let holders = holders_of(&refs, &aor);
+    wait_json(
+        "p2psip lookup --data names the holders on a certificate ring",
+        &["lookup", &aor, "--data", &data_arg(&nodes[1])],
+        |v| {
+            let named: Vec<String> = v["holders"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h.as_str().map(str::to_string))
+                .collect();
+            named == holders && v["bindings"].as_array().is_some_and(|b| b.is_empty())
+        },
+    );
+}
+
 /// A REGISTER for `domain` from a socket of ours; the answer.
 fn register(node: SocketAddr, domain: &str) -> Option<RawResponse> {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("udp");
