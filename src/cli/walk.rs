@@ -119,7 +119,7 @@ impl Visitor {
 pub fn walk(visitor: &mut Visitor, start: SocketAddr) -> WalkReport {
     let mut walk = RingWalk::new(start);
     loop {
-        match walk.next() {
+        match walk.next_step() {
             Step::Ask(to, request) => {
                 let answer = visitor.ask(to, &request);
                 walk.answered(answer);

@@ -89,7 +89,7 @@ impl RingWalk {
     }
 
     /// What to do next.
-    pub fn next(&mut self) -> Step {
+    pub fn next_step(&mut self) -> Step {
         if self.done {
             return Step::Done;
         }
@@ -162,7 +162,7 @@ impl RingWalk {
         }
     }
 
-    /// The result, once [`next`](Self::next) said [`Step::Done`].
+    /// The result, once [`next_step`](Self::next_step) said [`Step::Done`].
     pub fn report(&self) -> &WalkReport {
         &self.report
     }
@@ -277,7 +277,7 @@ impl KeyLookup {
         }
     }
 
-    pub fn next(&mut self) -> Step {
+    pub fn next_step(&mut self) -> Step {
         if self.waiting {
             return Step::Wait;
         }
@@ -349,7 +349,7 @@ impl KeyLookup {
         }
     }
 
-    /// The result, once [`next`](Self::next) said [`Step::Done`].
+    /// The result, once [`next_step`](Self::next_step) said [`Step::Done`].
     pub fn result(&self) -> &Result<LookupReport, String> {
         &self.result
     }
@@ -375,10 +375,10 @@ enum Survey {
 }
 
 impl Survey {
-    fn next(&mut self) -> Step {
+    fn next_step(&mut self) -> Step {
         match self {
-            Survey::Walk(w) => w.next(),
-            Survey::Lookup(l) => l.next(),
+            Survey::Walk(w) => w.next_step(),
+            Survey::Lookup(l) => l.next_step(),
         }
     }
 
@@ -438,7 +438,7 @@ impl Surveys {
             let Some((survey, _)) = self.running.get_mut(&id) else {
                 continue;
             };
-            match survey.next() {
+            match survey.next_step() {
                 Step::Wait => continue,
                 Step::Done => {
                     if let Some((survey, _)) = self.running.remove(&id) {
@@ -565,7 +565,7 @@ mod tests {
 
     fn run(walk: &mut RingWalk, ring: &[Peer], dead: &[SocketAddr]) {
         for _ in 0..100 {
-            match walk.next() {
+            match walk.next_step() {
                 Step::Ask(to, RingRequest::GetPredecessor) => {
                     walk.answered(answer_of(ring, to, dead))
                 }
@@ -622,19 +622,19 @@ mod tests {
     fn a_lookup_names_the_holder_its_replicas_and_the_items() {
         let ring = three();
         let mut lookup = KeyLookup::new(NodeId::of_key("alice@example.com"), 3);
-        assert!(matches!(lookup.next(), Step::Route(_)));
-        assert_eq!(lookup.next(), Step::Wait);
+        assert!(matches!(lookup.next_step(), Step::Route(_)));
+        assert_eq!(lookup.next_step(), Step::Wait);
         lookup.routed(Ok((ring[2], 2)));
-        let Step::Ask(to, RingRequest::GetPredecessor) = lookup.next() else {
+        let Step::Ask(to, RingRequest::GetPredecessor) = lookup.next_step() else {
             panic!("asks the holder for its successors");
         };
         lookup.answered(answer_of(&ring, to, &[]));
-        let Step::Ask(to, RingRequest::Fetch { .. }) = lookup.next() else {
+        let Step::Ask(to, RingRequest::Fetch { .. }) = lookup.next_step() else {
             panic!("fetches at the holder");
         };
         assert_eq!(to, ring[2].addr);
         lookup.answered(Ok((RingResponse::Items { items: Vec::new() }, None)));
-        assert_eq!(lookup.next(), Step::Done);
+        assert_eq!(lookup.next_step(), Step::Done);
         let report = lookup.result().as_ref().expect("found");
         let holders: Vec<SocketAddr> = report.holders.iter().map(|p| p.addr).collect();
         assert_eq!(holders, vec![ring[2].addr, ring[0].addr, ring[1].addr]);
