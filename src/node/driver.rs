@@ -487,6 +487,11 @@ impl Node {
                     }
                     object.insert("keys".into(), self.held_keys().into());
                     object.insert(
+                        "users".into(),
+                        super::inventory::users_held(&self.core, Instant::now()),
+                    );
+                    object.insert("gateways".into(), super::inventory::gateways(&self.core));
+                    object.insert(
                         "joining".into(),
                         self.core
                             .overlay()

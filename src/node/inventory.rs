@@ -95,6 +95,49 @@ pub fn items(core: &Core, now: Instant) -> Value {
     json!({ "node": node, "items": rows })
 }
 
+/// Most users listed in `/status` (for the page).
+const MAX_USERS: usize = 500;
+
+/// The AORs whose bindings this node holds, primary or replica, at most
+/// [`MAX_USERS`] (for `/status` and the page).
+pub fn users_held(core: &Core, now: Instant) -> Value {
+    let Some(overlay) = core.overlay() else {
+        return json!([]);
+    };
+    let mut rows: Vec<(String, &'static str)> = overlay
+        .ring()
+        .all_items()
+        .filter(|i| i.kind == BINDING && i.expires > now)
+        .map(|i| {
+            let held = if primary(core, i) {
+                "primary"
+            } else {
+                "replica"
+            };
+            (i.name.clone(), held)
+        })
+        .collect();
+    rows.sort();
+    rows.dedup();
+    rows.truncate(MAX_USERS);
+    json!(
+        rows.into_iter()
+            .map(|(aor, held)| json!({ "aor": aor, "held_as": held }))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// On a gateway: each domain's live gateways, whose NAPTR, SRV and A
+/// records its DNS server publishes.
+pub fn gateways(core: &Core) -> Value {
+    let sets = core.overlay().map(|o| o.gateway_sets()).unwrap_or_default();
+    json!(
+        sets.into_iter()
+            .map(|(domain, set)| json!({ "domain": domain, "gateways": set }))
+            .collect::<Vec<_>>()
+    )
+}
+
 /// A walk's report: the nodes in ring order and the problems.
 pub fn walk(report: Report) -> Value {
     match report {

@@ -415,6 +415,19 @@ impl Overlay {
         self.gateways = Some(Gateways::new(me, domains, every, now));
     }
 
+    /// The live gateway set of each domain, as this gateway last saw it
+    /// (by domain); empty on a node that is not a gateway.
+    pub fn gateway_sets(&self) -> Vec<(String, Vec<GatewayRecord>)> {
+        let mut sets: Vec<(String, Vec<GatewayRecord>)> = self
+            .gateways
+            .iter()
+            .flat_map(|g| g.sets())
+            .map(|(d, s)| (d.clone(), s.clone()))
+            .collect();
+        sets.sort();
+        sets
+    }
+
     /// A domain whose live gateway set changed.
     pub fn poll_gateways(&mut self) -> Option<(String, Vec<GatewayRecord>)> {
         self.gateways.as_mut()?.poll_change()
