@@ -2,7 +2,12 @@
 //! from any node and lists every node in ring order, reports a gap after a
 //! crash until stabilization closes it; `p2psip lookup` names the holders
 //! the Node-IDs say (SHA-1 of the address); `p2psip users` lists a
-//! registration; `p2psip check` validates a config. And what an operator
+//! registration; `p2psip check` validates a config. On rings with
+//! `overlay_secret` and with certificates, `p2psip ring --data` and
+//! `p2psip lookup --data` go through the node's control channel (the node
+//! walks as a member): all members in order with role, items and load, the
+//! holders the Node-IDs say, and `p2psip users` names the node that
+//! accepted a registration. And what an operator
 //! sees of a node: a dead `--join` warned about within 5 s with REGISTER
 //! answered 503; JSON logs without colour; plain Prometheus `/metrics`;
 //! SIGHUP reloads instead of killing; errors naming the failed socket or path.
