@@ -2,7 +2,12 @@
 //! from any node and lists every node in ring order, reports a gap after a
 //! crash until stabilization closes it; `p2psip lookup` names the holders
 //! the Node-IDs say (SHA-1 of the address); `p2psip users` lists a
-//! registration; `p2psip check` validates a config. And what an operator
+//! registration; `p2psip check` validates a config. On rings with
+//! `overlay_secret` and with certificates, `p2psip ring --data` and
+//! `p2psip lookup --data` go through the node's control channel (the node
+//! walks as a member): all members in order with role, items and load, the
+//! holders the Node-IDs say, and `p2psip users` names the node that
+//! accepted a registration. And what an operator
 //! sees of a node: a dead `--join` warned about within 5 s with REGISTER
 //! answered 503; JSON logs without colour; plain Prometheus `/metrics`;
 //! SIGHUP reloads instead of killing; errors naming the failed socket or path.
@@ -24,6 +29,11 @@ struct RingNode {
 }
 
 fn start(join: Option<SocketAddr>) -> RingNode {
+    start_with(join, &[])
+}
+
+/// A node with `--http` and `--data` (so a control channel) and `extra` flags.
+fn start_with(join: Option<SocketAddr>, extra: &[&str]) -> RingNode {
     let http = SocketAddr::from(([127, 0, 0, 1], port_block(1))).to_string();
     let data = temp_dir("cli-data");
     let data_arg = data.display().to_string();
@@ -31,6 +41,7 @@ fn start(join: Option<SocketAddr>) -> RingNode {
     if let Some(j) = join {
         args.extend(["--join".into(), j.to_string()]);
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     RingNode {
         node: Node::start(&args),
@@ -267,6 +278,278 @@ fn ring_walk_and_lookup_on_ten_nodes() {
         "p2psip ring lists the nine survivors in order, no problem",
         &data,
         &want,
+    );
+}
+
+/// The holders of `aor` the Node-IDs say: the key's successor, then the next two.
+fn holders_of(nodes: &[&RingNode], aor: &str) -> Vec<String> {
+    let key = hex(&Sha1::digest(aor.as_bytes()));
+    let mut ids: Vec<(String, SocketAddr)> = nodes
+        .iter()
+        .map(|n| (n.node.node_id.clone(), n.node.addr))
+        .collect();
+    ids.sort();
+    let at = ids.iter().position(|(id, _)| *id >= key).unwrap_or(0);
+    ids.rotate_left(at);
+    ids.iter().take(3).map(|(_, a)| a.to_string()).collect()
+}
+
+/// Polls `p2psip ARGS --json` until `right` holds of its JSON (30 s at most).
+fn wait_json(what: &str, args: &[&str], right: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = p2psip(&all);
+        if let Some(value) = json_of(&out)
+            && out.status.success()
+            && right(&value)
+        {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within 30 s: {what}\n{}",
+            said(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_secret_ring_is_walked_and_looked_up_through_the_nodes_control_channel() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("cli-secret");
+    let secret = dir.join("secret");
+    std::fs::write(
+        &secret,
+        "c2VjcmV0IHNoYXJlZCBieSB0aGUgbWVtYmVycyBvZiB0aGlzIHJpbmc=\n",
+    )
+    .expect("write secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let secret = secret.display().to_string();
+    let dns = SocketAddr::from(([127, 0, 0, 1], port_block(1))).to_string();
+    // The first node is also a gateway (it serves the domain's DNS).
+    let gateway = start_with(None, &["--overlay-secret", &secret, "--dns", &dns]);
+    let boot = gateway.node.addr;
+    let others = [
+        start_with(Some(boot), &["--overlay-secret", &secret]),
+        start_with(Some(boot), &["--overlay-secret", &secret]),
+    ];
+    let nodes: Vec<&RingNode> = std::iter::once(&gateway).chain(others.iter()).collect();
+    // The walk from any node lists all three in ring order, as members see them.
+    let mut order: Vec<(String, String)> = nodes
+        .iter()
+        .map(|n| (n.node.node_id.clone(), n.node.addr.to_string()))
+        .collect();
+    order.sort();
+    for from in &nodes {
+        let mut want: Vec<String> = order.iter().map(|(_, a)| a.clone()).collect();
+        let at = want
+            .iter()
+            .position(|a| *a == from.node.addr.to_string())
+            .expect("in order");
+        want.rotate_left(at);
+        wait_walk(
+            "p2psip ring --data lists the three members of a secret ring",
+            &data_arg(from),
+            &want,
+        );
+    }
+    // A visitor from outside the ring is refused: the walk must go through a member.
+    let outside = p2psip(&["ring", "--sip", &boot.to_string(), "--json"]);
+    assert!(!outside.status.success(), "{}", said(&outside));
+
+    // A registration through the second node.
+    let user = "erin";
+    let aor = format!("{user}@{DOMAIN}");
+    let contact = "sip:erin@127.0.0.1:5998";
+    let accepting = &others[0];
+    SippBuilder::new("register-erin", "register.xml", Transport::Udp)
+        .to(accepting.node.addr)
+        .key("user", user)
+        .key("domain", DOMAIN)
+        .key("contact", contact)
+        .key("expires", "3600")
+        .spawn()
+        .expect_success(1);
+
+    // Every node reports its role, items and load on the walk; the gateway
+    // says it is one; the registration shows in the items held.
+    let data = data_arg(&others[1]);
+    let walked = wait_json(
+        "every node's load on the walk, with the registration among the items",
+        &["ring", "--data", &data],
+        |v| {
+            let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+            let loads: Vec<&Value> = nodes.iter().map(|n| &n["load"]).collect();
+            let primary: u64 = loads.iter().filter_map(|l| l["primary"].as_u64()).sum();
+            let replica: u64 = loads.iter().filter_map(|l| l["replica"].as_u64()).sum();
+            nodes.len() == 3
+                && loads
+                    .iter()
+                    .all(|l| l["rps"].as_f64().is_some() && l["pending"].as_u64().is_some())
+                && primary >= 1
+                && replica >= 2
+        },
+    );
+    for n in walked["nodes"].as_array().into_iter().flatten() {
+        let role = if n["addr"].as_str() == Some(boot.to_string().as_str()) {
+            "gateway"
+        } else {
+            "node"
+        };
+        assert_eq!(n["load"]["role"].as_str(), Some(role), "{walked}");
+    }
+    let table = p2psip(&["ring", "--data", &data]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.status.success()
+            && text.contains("ITEMS")
+            && text.contains("LOAD")
+            && text.contains("gateway")
+            && text.contains("req/s")
+            && text.contains("3 nodes"),
+        "{}",
+        said(&table)
+    );
+
+    // The look-up through a member names the holders the Node-IDs say and the binding.
+    let holders = holders_of(&nodes, &aor);
+    for asked in &nodes {
+        let value = wait_json(
+            "p2psip lookup --data names the holders and the binding",
+            &["lookup", &aor, "--data", &data_arg(asked)],
+            |v| {
+                let named: Vec<String> = v["holders"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect();
+                named == holders && v["bindings"][0]["contact"].as_str() == Some(contact)
+            },
+        );
+        assert_eq!(
+            value["key"].as_str(),
+            Some(hex(&Sha1::digest(aor.as_bytes())).as_str())
+        );
+    }
+
+    // Every holder says which node accepted the registration.
+    for holder in &holders {
+        let node = nodes
+            .iter()
+            .find(|n| n.node.addr.to_string() == *holder)
+            .expect("holder");
+        wait_json(
+            "p2psip users names the node that accepted the REGISTER",
+            &["users", "--data", &data_arg(node)],
+            |v| {
+                v["registrations"].as_array().is_some_and(|rows| {
+                    rows.iter().any(|r| {
+                        r["aor"].as_str() == Some(aor.as_str())
+                            && r["accepted_by"].as_str()
+                                == Some(accepting.node.addr.to_string().as_str())
+                            && r["accepted_by_id"].as_str() == Some(accepting.node.node_id.as_str())
+                    })
+                })
+            },
+        );
+    }
+    let table = p2psip(&["users", "--data", &data_arg(&others[1])]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("ACCEPTED BY") && text.contains(&accepting.node.addr.to_string()),
+        "{}",
+        said(&table)
+    );
+}
+
+/// `p2psip certs ARGS` (must succeed).
+fn certs(args: &[&str]) {
+    let mut all = vec!["certs"];
+    all.extend_from_slice(args);
+    let out = p2psip(&all);
+    assert!(out.status.success(), "certs {args:?}: {}", said(&out));
+}
+
+#[test]
+fn a_certificate_ring_is_walked_and_looked_up_through_the_nodes_control_channel() {
+    let dir = temp_dir("cli-certs");
+    let ca = dir.join("ca");
+    certs(&["ca", "--out", &ca.display().to_string()]);
+    let mut nodes: Vec<RingNode> = Vec::new();
+    for i in 0..3 {
+        let base = port_block(2);
+        let sip = SocketAddr::from(([127, 0, 0, 1], base));
+        let http = SocketAddr::from(([127, 0, 0, 1], base + 1));
+        let enrolled = dir.join(format!("m{i}"));
+        certs(&[
+            "node",
+            "--ca",
+            &ca.display().to_string(),
+            "--sip",
+            &sip.to_string(),
+            "--out",
+            &enrolled.display().to_string(),
+        ]);
+        let data = temp_dir("cli-certs-data");
+        let mut builder = Node::builder()
+            .name(&format!("m{i}"))
+            .args(["--sip", &sip.to_string(), "--domain", DOMAIN])
+            .args(["--http", &http.to_string()])
+            .args(["--data", &data.display().to_string()])
+            .args(["--overlay-ca", &ca.join("ca.pem").display().to_string()])
+            .args([
+                "--node-cert",
+                &enrolled.join("node.pem").display().to_string(),
+            ])
+            .args([
+                "--node-key",
+                &enrolled.join("node-key.pem").display().to_string(),
+            ]);
+        if let Some(first) = nodes.first() {
+            builder = builder.args(["--join", &first.node.addr.to_string()]);
+        }
+        nodes.push(RingNode {
+            node: builder.spawn(),
+            data,
+        });
+    }
+    let mut order: Vec<(String, String)> = nodes
+        .iter()
+        .map(|n| (n.node.node_id.clone(), n.node.addr.to_string()))
+        .collect();
+    order.sort();
+    let from = &nodes[2];
+    let mut want: Vec<String> = order.iter().map(|(_, a)| a.clone()).collect();
+    let at = want
+        .iter()
+        .position(|a| *a == from.node.addr.to_string())
+        .expect("in order");
+    want.rotate_left(at);
+    wait_walk(
+        "p2psip ring --data lists the three members of a certificate ring",
+        &data_arg(from),
+        &want,
+    );
+    // A key nobody registered: its holders, no binding.
+    let aor = format!("nobody@{DOMAIN}");
+    let refs: Vec<&RingNode> = nodes.iter().collect();
+    let holders = holders_of(&refs, &aor);
+    wait_json(
+        "p2psip lookup --data names the holders on a certificate ring",
+        &["lookup", &aor, "--data", &data_arg(&nodes[1])],
+        |v| {
+            let named: Vec<String> = v["holders"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h.as_str().map(str::to_string))
+                .collect();
+            named == holders && v["bindings"].as_array().is_some_and(|b| b.is_empty())
+        },
     );
 }
 

@@ -13,6 +13,9 @@ use serde_json::Value;
 /// Most bytes of one answer read.
 const MAX_ANSWER: u64 = 64 * 1024 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a walk or look-up the node runs for us may take (each question
+/// it asks waits a few seconds at most; a ring with gaps takes longer).
+pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Where the node is, as the operator named it.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -73,10 +76,15 @@ impl NodeAt {
 impl Found {
     /// GET `path` from the node's HTTP server, as JSON.
     pub fn get(&self, path: &str) -> Result<Value, String> {
+        self.get_within(path, TIMEOUT)
+    }
+
+    /// GET `path`, waiting up to `timeout` for the answer.
+    pub fn get_within(&self, path: &str, timeout: Duration) -> Result<Value, String> {
         let Some(addr) = self.http else {
             return Err("this needs the node's HTTP server: --data DIR or --http ADDR".into());
         };
-        let (status, body) = get(addr, path, self.token.as_deref())?;
+        let (status, body) = get(addr, path, self.token.as_deref(), timeout)?;
         if status != 200 {
             return Err(format!("http://{addr}{path}: {status} {}", body.trim()));
         }
@@ -97,10 +105,15 @@ impl Found {
 }
 
 /// One HTTP/1.1 GET: the status code and the body.
-pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
+pub fn get(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let fail = |e: std::io::Error| format!("http://{addr}{path}: {e}");
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(fail)?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(fail)?;
+    stream.set_read_timeout(Some(timeout)).map_err(fail)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(fail)?;
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(token) = token {
@@ -153,8 +166,27 @@ fn dechunk(mut text: &str) -> String {
     out
 }
 
+/// `text` for a URL path segment: unreserved characters and `@` as they
+/// are, every other byte percent-encoded.
+pub fn path_segment(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(super::path_segment("a+b@c.d/e"), "a%2Bb@c.d%2Fe");
+    }
+
     #[test]
     fn chunked_bodies_join() {
         assert_eq!(super::dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");

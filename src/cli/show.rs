@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use super::control::NodeAt;
+use super::control::{self, NodeAt, SURVEY_TIMEOUT};
 use super::walk::{self, Visitor};
+use p2psip::node::http::is_aor;
 use p2psip::registrar::record;
 use p2psip::ring::NodeId;
 
@@ -101,20 +102,30 @@ pub fn users(at: &NodeAt) -> ExitCode {
         Err(code) => return code,
     };
     say!(
-        "{:<32} {:<8} {:>8}  {:<40} FROM",
+        "{:<32} {:<8} {:>8}  {:<40} {:<24} FROM",
         "AOR",
         "HELD AS",
         "EXPIRES",
-        "CONTACT"
+        "CONTACT",
+        "ACCEPTED BY"
     );
     for row in answer["registrations"].as_array().into_iter().flatten() {
+        // The accepting node's address when the node knows it, else its Node-ID.
+        let accepted = match &row["accepted_by"] {
+            Value::Null => {
+                let id = text(&row["accepted_by_id"]);
+                format!("id {}", id.get(..10).unwrap_or(&id))
+            }
+            other => text(other),
+        };
         for c in row["contacts"].as_array().into_iter().flatten() {
             say!(
-                "{:<32} {:<8} {:>7}s  {:<40} {}",
+                "{:<32} {:<8} {:>7}s  {:<40} {:<24} {}",
                 text(&row["aor"]),
                 text(&row["held_as"]),
                 text(&c["expires_in"]),
                 text(&c["contact"]),
+                accepted,
                 text(&c["source"])
             );
         }
@@ -151,103 +162,128 @@ pub fn items(at: &NodeAt) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `p2psip ring`: walks the ring and prints every node in order.
+/// `p2psip ring`: walks the ring and prints every node in order. With the
+/// control token (`--data`), the node walks it as a member and answers over
+/// `/control/ring`; named only by `--sip` (or `--http` without a token),
+/// the CLI walks it as a visitor (open rings only).
 pub fn ring(at: &NodeAt) -> ExitCode {
-    let start = match at.find().and_then(|f| f.sip_addr()) {
-        Ok(a) => a,
+    let found = match at.find() {
+        Ok(f) => f,
         Err(e) => return fail(e),
     };
-    let walked = Visitor::new(start).and_then(|mut v| walk::walk(&mut v, start));
+    let walked = if found.token.is_some() {
+        found.get_within("/control/ring", SURVEY_TIMEOUT)
+    } else {
+        found.sip_addr().and_then(|start| {
+            let mut visitor = Visitor::new(start)?;
+            Ok(json!(walk::walk(&mut visitor, start)))
+        })
+    };
     let walked = match walked {
         Ok(w) => w,
         Err(e) => return fail(e),
     };
+    let nodes = walked["nodes"].as_array().cloned().unwrap_or_default();
+    let problems: Vec<String> = walked["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
     if at.json {
-        print_json(&json!(walked));
+        print_json(&walked);
     } else {
         say!(
-            "{:>4}  {:<12} {:<24} {:<7} {:>7}",
+            "{:>4}  {:<12} {:<24} {:<8} {:>7}  {:>13}  LOAD",
             "#",
             "NODE-ID",
             "ADDRESS",
             "ROLE",
-            "SHARE"
+            "SHARE",
+            "ITEMS P/R"
         );
-        for (i, n) in walked.nodes.iter().enumerate() {
-            let role = if n.addr == start { "asked" } else { "member" };
+        for (i, n) in nodes.iter().enumerate() {
+            let id = text(&n["id"]);
+            let load = &n["load"];
+            let (role, items, rate) = if load.is_object() {
+                (
+                    text(&load["role"]),
+                    format!("{}/{}", text(&load["primary"]), text(&load["replica"])),
+                    format!(
+                        "{:.2} req/s, {} pending",
+                        load["rps"].as_f64().unwrap_or(0.0),
+                        text(&load["pending"])
+                    ),
+                )
+            } else {
+                ("-".into(), "-".into(), "-".into())
+            };
             say!(
-                "{:>4}  {:<12} {:<24} {:<7} {:>6.2}%",
+                "{:>4}  {:<12} {:<24} {:<8} {:>6.2}%  {:>13}  {}",
                 i + 1,
-                n.id.get(..10).unwrap_or(&n.id),
-                n.addr.to_string(),
+                id.get(..10).unwrap_or(&id),
+                text(&n["addr"]),
                 role,
-                n.share
+                n["share"].as_f64().unwrap_or(0.0),
+                items,
+                rate
             );
         }
-        say!("{} nodes", walked.nodes.len());
-        for p in &walked.problems {
+        say!("{} nodes, walked from the first", nodes.len());
+        for p in &problems {
             say!("{p}");
         }
     }
-    if walked.problems.is_empty() {
+    if problems.is_empty() && !nodes.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
 }
 
-/// `p2psip lookup USER@DOMAIN`: the key, its holders, the hops, the bindings.
+/// `p2psip lookup USER@DOMAIN`: the key, its holders, the hops, the
+/// bindings; through the node's control channel when the token is known
+/// (the node looks it up as a member), else as a visitor over SIP.
 pub fn lookup(at: &NodeAt, aor: &str) -> ExitCode {
-    if !aor
-        .split_once('@')
-        .is_some_and(|(u, d)| !u.is_empty() && !d.is_empty())
-    {
+    if !is_aor(aor) {
         eprintln!("p2psip: {aor:?} is not USER@DOMAIN");
         return ExitCode::from(2);
     }
     let aor = aor.to_ascii_lowercase();
-    let start = match at.find().and_then(|f| f.sip_addr()) {
-        Ok(a) => a,
-        Err(e) => return fail(e),
-    };
-    let key = NodeId::of_key(&aor);
-    let found = Visitor::new(start).and_then(|mut v| walk::lookup(&mut v, start, key));
-    let found = match found {
+    let found = match at.find() {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
-    let now = std::time::Instant::now();
-    let bindings: Vec<Value> = found
-        .items
-        .iter()
-        .filter(|i| i.kind == "binding" && i.name == aor)
-        .flat_map(|i| record::decode(&i.value, now).unwrap_or_default())
-        .map(|b| json!({ "contact": b.contact, "expires_in": b.remaining(now).as_secs() }))
-        .collect();
-    let holders: Vec<String> = std::iter::once(found.holder)
-        .chain(found.replicas.iter().copied())
-        .map(|p| p.addr.to_string())
-        .collect();
-    let value = json!({
-        "aor": aor,
-        "key": found.key.to_string(),
-        "holders": holders,
-        "hops": found.hops,
-        "bindings": bindings,
-    });
+    let value = if found.token.is_some() {
+        let path = format!("/control/lookup/{}", control::path_segment(&aor));
+        found.get_within(&path, SURVEY_TIMEOUT)
+    } else {
+        found.sip_addr().and_then(|start| visit_lookup(start, &aor))
+    };
+    let value = match value {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
     if at.json {
         print_json(&value);
         return ExitCode::SUCCESS;
     }
+    let holders: Vec<String> = value["holders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
     say!("{:<10} {aor}", "aor");
-    say!("{:<10} {}", "key", found.key);
+    say!("{:<10} {}", "key", text(&value["key"]));
     say!(
         "{:<10} {} (primary) {}",
         "holders",
-        holders[0],
-        holders[1..].join(" ")
+        holders.first().map(String::as_str).unwrap_or("-"),
+        holders.get(1..).unwrap_or_default().join(" ")
     );
-    say!("{:<10} {}", "hops", found.hops);
+    say!("{:<10} {}", "hops", text(&value["hops"]));
+    let bindings = value["bindings"].as_array().cloned().unwrap_or_default();
     if bindings.is_empty() {
         say!("{:<10} none", "bindings");
     }
@@ -260,4 +296,29 @@ pub fn lookup(at: &NodeAt, aor: &str) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// The look-up as a visitor: FindSuccessor through `start`, Fetch at the holder.
+fn visit_lookup(start: std::net::SocketAddr, aor: &str) -> Result<Value, String> {
+    let key = NodeId::of_key(aor);
+    let found = Visitor::new(start).and_then(|mut v| walk::lookup(&mut v, start, key))?;
+    let now = std::time::Instant::now();
+    let bindings: Vec<Value> = found
+        .items
+        .iter()
+        .filter(|i| i.kind == "binding" && i.name == aor)
+        .flat_map(|i| record::decode(&i.value, now).unwrap_or_default())
+        .map(|b| json!({ "contact": b.contact, "expires_in": b.remaining(now).as_secs() }))
+        .collect();
+    let holders: Vec<String> = std::iter::once(found.holder)
+        .chain(found.replicas.iter().copied())
+        .map(|p| p.addr.to_string())
+        .collect();
+    Ok(json!({
+        "aor": aor,
+        "key": found.key.to_string(),
+        "holders": holders,
+        "hops": found.hops,
+        "bindings": bindings,
+    }))
 }

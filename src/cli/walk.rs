@@ -1,14 +1,18 @@
-//! The operator CLI as a visitor of the overlay: it speaks the ring's own
-//! SIP messages (docs/protocol.md) from a UDP socket of its own — "who is
-//! your predecessor and what are your successors?" to walk the ring node by
-//! node, FindSuccessor and Fetch to look a key up — and checks what it sees
-//! (each node's predecessor is the node before it; Node-IDs go round once).
+//! The operator CLI as a visitor of the overlay, for a node named only by
+//! `--sip` (no control channel): it speaks the ring's own SIP messages
+//! (docs/protocol.md) from a UDP socket of its own — "who is your
+//! predecessor and what are your successors?" to walk the ring node by
+//! node ([`RingWalk`], the same walk a node runs as a member), FindSuccessor
+//! and Fetch to look a key up. Rings with `overlay_secret` or certificates
+//! refuse a visitor; there the node walks for the CLI (`/control/ring`).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ezk_sip_types::Name;
+use p2psip::overlay::load::{self, Load};
+use p2psip::overlay::walk::{RingWalk, Step, WalkReport};
 use p2psip::overlay::wire;
 use p2psip::ring::{Item, NodeId, Peer, RingRequest, RingResponse};
 use p2psip::sip::message::{HeaderAccess, Message};
@@ -16,8 +20,6 @@ use p2psip::sip::message::{HeaderAccess, Message};
 /// How long one try waits for the answer, and how many tries.
 const WAIT: Duration = Duration::from_millis(700);
 const TRIES: usize = 3;
-/// Most nodes walked before the walk is called a loop.
-const MAX_NODES: usize = 10_000;
 
 /// A socket of the CLI's own, named as a (non-member) peer.
 pub struct Visitor {
@@ -59,8 +61,13 @@ impl Visitor {
         })
     }
 
-    /// Sends `request` to `to` and waits for its final answer.
-    pub fn ask(&mut self, to: SocketAddr, request: &RingRequest) -> Result<RingResponse, String> {
+    /// Sends `request` to `to` and waits for its final answer, and the
+    /// `P2P-Load` it came with.
+    pub fn ask(
+        &mut self,
+        to: SocketAddr,
+        request: &RingRequest,
+    ) -> Result<(RingResponse, Option<Load>), String> {
         self.sent += 1;
         let now = Instant::now();
         let mut sip = wire::encode_request(request, &self.me, to, now);
@@ -93,121 +100,33 @@ impl Visitor {
                 {
                     continue;
                 }
-                return wire::decode_response(&response, Instant::now()).map_err(|e| {
-                    format!("{to} answered {} {}: {e}", response.status, response.reason)
-                });
+                let load = response
+                    .raw(&Name::from(load::HEADER))
+                    .and_then(|v| Load::parse(v.as_str()));
+                return wire::decode_response(&response, Instant::now())
+                    .map(|r| (r, load))
+                    .map_err(|e| {
+                        format!("{to} answered {} {}: {e}", response.status, response.reason)
+                    });
             }
         }
         Err(format!("{to} did not answer"))
     }
 }
 
-/// One node met on the walk.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Stop {
-    pub id: String,
-    pub addr: SocketAddr,
-    pub predecessor: Option<SocketAddr>,
-    /// Its share of the identifier circle, in percent (the keys it is primary for).
-    pub share: f64,
-}
-
-/// The walk: the nodes in ring order, from the first one asked, and what
-/// did not add up.
-#[derive(Debug, serde::Serialize)]
-pub struct Walk {
-    pub nodes: Vec<Stop>,
-    pub problems: Vec<String>,
-}
-
-/// Walks the ring by successors from `start` until it comes round.
-pub fn walk(visitor: &mut Visitor, start: SocketAddr) -> Result<Walk, String> {
-    let mut nodes: Vec<Stop> = Vec::new();
-    let mut problems = Vec::new();
-    let mut at = start;
-    let mut at_id = NodeId::of_addr(start);
+/// Walks the ring by successors from `start` until it comes round, as a
+/// visitor (the same walk a node runs as a member for `/control/ring`).
+pub fn walk(visitor: &mut Visitor, start: SocketAddr) -> WalkReport {
+    let mut walk = RingWalk::new(start);
     loop {
-        let (predecessor, successors) = match visitor.ask(at, &RingRequest::GetPredecessor)? {
-            RingResponse::Predecessor {
-                predecessor,
-                successors,
-            } => (predecessor, successors),
-            RingResponse::Refused(why) => return Err(format!("{at} refused: {why:?}")),
-            other => return Err(format!("{at} answered {other:?}")),
-        };
-        if let (Some(before), Some(pred)) = (nodes.last(), predecessor)
-            && pred.addr != before.addr
-        {
-            problems.push(format!(
-                "inconsistency: {at}'s predecessor is {}, but the walk came from {}",
-                pred.addr, before.addr
-            ));
-        }
-        nodes.push(Stop {
-            id: at_id.to_string(),
-            addr: at,
-            predecessor: predecessor.map(|p| p.addr),
-            share: 0.0,
-        });
-        if nodes.len() > MAX_NODES {
-            return Err(format!("walked {MAX_NODES} nodes without coming round"));
-        }
-        // The first successor that answers; those that do not are a gap.
-        let mut next = None;
-        for s in &successors {
-            if s.addr == start || s.addr == at {
-                next = Some(*s);
-                break;
+        match walk.next_step() {
+            Step::Ask(to, request) => {
+                let answer = visitor.ask(to, &request);
+                walk.answered(answer);
             }
-            match visitor.ask(s.addr, &RingRequest::Ping) {
-                Ok(_) => {
-                    next = Some(*s);
-                    break;
-                }
-                Err(e) => problems.push(format!("gap: {at}'s successor {} is gone ({e})", s.addr)),
-            }
+            Step::Done | Step::Wait | Step::Route(_) => return walk.report().clone(),
         }
-        let Some(next) = next else {
-            if !successors.is_empty() {
-                problems.push(format!(
-                    "gap: none of {at}'s successors answers; the walk stops"
-                ));
-            }
-            break;
-        };
-        if next.addr == start || next.addr == at {
-            break;
-        }
-        if nodes.iter().any(|n| n.addr == next.addr) {
-            problems.push(format!(
-                "loop: {next:?} comes round again without passing {start}",
-                next = next.addr
-            ));
-            break;
-        }
-        at = next.addr;
-        at_id = next.id;
     }
-    // Node-IDs must go round the circle exactly once.
-    let ids: Vec<NodeId> = nodes.iter().filter_map(|n| n.id.parse().ok()).collect();
-    let descents = (0..ids.len())
-        .filter(|&i| ids[(i + 1) % ids.len()] <= ids[i])
-        .count();
-    if ids.len() > 1 && descents != 1 {
-        problems.push(format!(
-            "order: the Node-IDs go round {descents} times, not once"
-        ));
-    }
-    for i in 0..ids.len() {
-        let before = ids[(i + ids.len() - 1) % ids.len()];
-        let share = if ids.len() == 1 {
-            1.0
-        } else {
-            ids[i].distance_from(before).as_f64()
-        };
-        nodes[i].share = share * 100.0;
-    }
-    Ok(Walk { nodes, problems })
 }
 
 /// A key looked up: its holders, the hops, and the items under it.
@@ -222,14 +141,16 @@ pub struct Lookup {
 
 /// Finds the successor of `key` through `start`, then fetches its items there.
 pub fn lookup(visitor: &mut Visitor, start: SocketAddr, key: NodeId) -> Result<Lookup, String> {
-    let found = visitor.ask(
-        start,
-        &RingRequest::FindSuccessor {
-            key,
-            hops: 1,
-            iterative: false,
-        },
-    )?;
+    let found = visitor
+        .ask(
+            start,
+            &RingRequest::FindSuccessor {
+                key,
+                hops: 1,
+                iterative: false,
+            },
+        )?
+        .0;
     let RingResponse::Found {
         successor,
         hops,
@@ -238,7 +159,7 @@ pub fn lookup(visitor: &mut Visitor, start: SocketAddr, key: NodeId) -> Result<L
     else {
         return Err(format!("{start} answered {found:?}"));
     };
-    let items = match visitor.ask(successor.addr, &RingRequest::Fetch { key })? {
+    let items = match visitor.ask(successor.addr, &RingRequest::Fetch { key })?.0 {
         RingResponse::Items { items } => items,
         other => {
             return Err(format!(

@@ -161,6 +161,12 @@ pub enum Input {
     /// This node's users (its users file, read again): their credentials
     /// are used here and published in the ring for every other node.
     Users(Vec<UserRecord>),
+    /// Walk the ring from this node for the operator (answered with
+    /// [`Output::Surveyed`] and the same `id`).
+    Walk { id: u64 },
+    /// Look a key up for the operator: holders, hops, items (answered with
+    /// [`Output::Surveyed`]).
+    Lookup { id: u64, key: crate::ring::NodeId },
     /// Leave the ring gracefully (items handed over), then stop.
     Leave,
     /// The RTP socket asked for with [`Output::OpenMedia`] is bound at
@@ -206,6 +212,11 @@ pub enum Output {
     },
     /// Peers to save for the next start.
     SavePeers(Vec<SocketAddr>),
+    /// The operator's walk or look-up `id` ([`Input::Walk`], [`Input::Lookup`]) ended.
+    Surveyed {
+        id: u64,
+        report: crate::overlay::walk::Report,
+    },
     /// Changes to the items this node holds, to write down before any
     /// output after it (the 2xx that accepted them); given before every
     /// transmit of the same wake-up, so one commit covers them all.
@@ -364,6 +375,26 @@ impl Core {
                 self.out.transactions.peer_failed(peer, now);
             }
             Input::Users(users) => self.set_users(users, now),
+            Input::Walk { id } => match self.location.overlay() {
+                Some(overlay) => {
+                    overlay.start_walk(id, &mut self.out, now);
+                }
+                None => self.outputs.push_back(Output::Surveyed {
+                    id,
+                    report: crate::overlay::walk::Report::Walk(Default::default()),
+                }),
+            },
+            Input::Lookup { id, key } => match self.location.overlay() {
+                Some(overlay) => {
+                    overlay.start_lookup(id, key, &mut self.out, now);
+                }
+                None => self.outputs.push_back(Output::Surveyed {
+                    id,
+                    report: crate::overlay::walk::Report::Lookup(Err(
+                        "this node is not in an overlay".into(),
+                    )),
+                }),
+            },
             Input::Leave => self.leave(now),
             Input::MediaOpened { call, local } => self.on_media_opened(call, local, now),
             Input::Recorded { call, samples } => self.on_recorded(call, &samples, now),
@@ -399,6 +430,9 @@ impl Core {
         }
         if let Some((domain, gateways)) = self.location.overlay().and_then(|o| o.poll_gateways()) {
             return Output::Gateways { domain, gateways };
+        }
+        if let Some((id, report)) = self.location.overlay().and_then(|o| o.poll_surveyed()) {
+            return Output::Surveyed { id, report };
         }
         Output::Timeout(self.poll_timeout())
     }

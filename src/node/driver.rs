@@ -88,6 +88,18 @@ pub struct Node {
     /// The RTP sockets of the calls the node answers (voicemail).
     media: super::media::MediaSockets,
     media_done: mpsc::Receiver<(crate::voicemail::MediaCall, Vec<i16>)>,
+    /// The operator's walks and look-ups under way, by survey id.
+    surveys: std::collections::HashMap<u64, Survey>,
+    next_survey: u64,
+}
+
+/// Who waits for a walk or a look-up.
+enum Survey {
+    Ring(tokio::sync::oneshot::Sender<serde_json::Value>),
+    Lookup(
+        String,
+        tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
+    ),
 }
 
 impl Node {
@@ -231,6 +243,8 @@ impl Node {
             nameserver: options.nameserver,
             users,
             reload: None,
+            surveys: std::collections::HashMap::new(),
+            next_survey: 1,
             discovery: match options.discover {
                 Some(port) => Some(bind_discovery(local, port)?),
                 None => None,
@@ -325,10 +339,7 @@ impl Node {
                     self.media.finished(call);
                     Wake::Input(Input::Recorded { call, samples })
                 }
-                Some(query) = self.queries.recv() => {
-                    self.answer(query);
-                    Wake::Nothing
-                }
+                Some(query) = self.queries.recv() => self.answer(query),
                 heard = recv_discovery(self.discovery.as_ref(), &mut mbuf) => match heard {
                     Some(bytes) => Wake::Input(Input::Announcement { bytes }),
                     None => Wake::Nothing,
@@ -413,6 +424,7 @@ impl Node {
                     }
                 }
                 Output::SavePeers(peers) => self.save_peers(&peers),
+                Output::Surveyed { id, report } => self.surveyed(id, report),
                 Output::Persist(changes) => self.persist(&changes),
                 Output::OpenMedia { call, ports } => {
                     let local = self.media.open(call, ports);
@@ -425,7 +437,43 @@ impl Node {
         }
     }
 
-    fn answer(&mut self, query: Query) {
+    /// A walk or look-up ended: its answer to whoever asked.
+    fn surveyed(&mut self, id: u64, report: crate::overlay::walk::Report) {
+        match self.surveys.remove(&id) {
+            Some(Survey::Ring(reply)) => {
+                let _ = reply.send(super::inventory::walk(report));
+            }
+            Some(Survey::Lookup(aor, reply)) => {
+                let _ = reply.send(super::inventory::lookup(&aor, report, Instant::now()));
+            }
+            None => {}
+        }
+    }
+
+    /// A query from the HTTP window: answered now, or (a walk, a look-up)
+    /// handed to the core, which answers with [`Output::Surveyed`].
+    fn answer(&mut self, query: Query) -> Wake {
+        let id = self.next_survey;
+        match query {
+            Query::Ring(reply) => {
+                self.next_survey += 1;
+                self.surveys.insert(id, Survey::Ring(reply));
+                Wake::Input(Input::Walk { id })
+            }
+            Query::Lookup(aor, reply) => {
+                self.next_survey += 1;
+                let key = crate::ring::NodeId::of_key(&aor);
+                self.surveys.insert(id, Survey::Lookup(aor, reply));
+                Wake::Input(Input::Lookup { id, key })
+            }
+            other => {
+                self.answer_now(other);
+                Wake::Nothing
+            }
+        }
+    }
+
+    fn answer_now(&mut self, query: Query) {
         let (transactions, forks) = self.core.load();
         self.core.metrics.transactions.set(transactions as i64);
         let registrations = self.core.registrations();
@@ -460,6 +508,11 @@ impl Node {
                     }
                     object.insert("keys".into(), self.held_keys().into());
                     object.insert(
+                        "users".into(),
+                        super::inventory::users_held(&self.core, Instant::now()),
+                    );
+                    object.insert("gateways".into(), super::inventory::gateways(&self.core));
+                    object.insert(
                         "joining".into(),
                         self.core
                             .overlay()
@@ -478,6 +531,7 @@ impl Node {
             Query::Metrics(reply) => {
                 let _ = reply.send(self.core.metrics.encode());
             }
+            Query::Ring(_) | Query::Lookup(..) => {}
         }
     }
 

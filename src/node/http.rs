@@ -30,6 +30,11 @@ pub enum Query {
     Registrations(oneshot::Sender<serde_json::Value>),
     /// Every item held here (control channel).
     Items(oneshot::Sender<serde_json::Value>),
+    /// Walk the ring from here, as a member (control channel).
+    Ring(oneshot::Sender<serde_json::Value>),
+    /// Look an AOR up through the ring, as a member (control channel):
+    /// the answer, or why there is none.
+    Lookup(String, oneshot::Sender<Result<serde_json::Value, String>>),
 }
 
 #[derive(Clone)]
@@ -79,6 +84,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/control/registrations", get(registrations))
         .route("/control/items", get(items))
+        .route("/control/ring", get(ring))
+        .route("/control/lookup/{aor}", get(lookup))
         .with_state(Shared { queries, token });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -183,6 +190,49 @@ async fn items(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
+async fn ring(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&shared, &headers) {
+        return refused;
+    }
+    match ask(&shared, Query::Ring).await {
+        Some(value) => axum::Json(value).into_response(),
+        None => stopping(),
+    }
+}
+
+/// `/control/lookup/USER@DOMAIN` (percent-encoded).
+async fn lookup(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    axum::extract::Path(aor): axum::extract::Path<String>,
+) -> Response {
+    if let Some(refused) = refusal(&shared, &headers) {
+        return refused;
+    }
+    if !is_aor(&aor) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "/control/lookup/USER@DOMAIN wanted",
+        )
+            .into_response();
+    }
+    let aor = aor.to_ascii_lowercase();
+    match ask(&shared, |tx| Query::Lookup(aor, tx)).await {
+        Some(Ok(value)) => axum::Json(value).into_response(),
+        Some(Err(why)) => (StatusCode::BAD_GATEWAY, why).into_response(),
+        None => stopping(),
+    }
+}
+
+/// `USER@DOMAIN`, both parts there, short enough to be an address.
+pub fn is_aor(text: &str) -> bool {
+    text.len() <= 512
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+        && text
+            .split_once('@')
+            .is_some_and(|(u, d)| !u.is_empty() && !d.is_empty() && !d.contains('@'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +242,15 @@ mod tests {
         let text = "# TYPE a counter\na_total 1\n# EOF\n".to_string();
         assert_eq!(prometheus_text(text), "# TYPE a counter\na_total 1\n");
         assert_eq!(prometheus_text("x 1\n".into()), "x 1\n");
+    }
+
+    #[test]
+    fn lookups_want_an_address_of_record() {
+        assert!(is_aor("alice@example.com"));
+        for bad in ["alice", "@example.com", "alice@", "a@b@c", "a b@c", "a\n@b"] {
+            assert!(!is_aor(bad), "{bad:?}");
+        }
+        assert!(!is_aor(&format!("{}@b", "a".repeat(600))));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! external assets, works offline) that fetches `/status` every two seconds
 //! and draws the ring as an SVG circle — this node, its predecessor,
 //! successors and fingers, placed by Node-ID, and the keys it holds — with
-//! the node's counters beside it.
+//! the node's counters, the users whose bindings it holds and (on a
+//! gateway) the live gateways of each domain beside it.
 
 /// The page. Each drawn node is an SVG `circle` with class `node` and a
 /// `data-addr`; the browser test counts them.
@@ -24,7 +25,10 @@ table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left;border-bott
 <span style="color:#3a3">&#9679;</span> successors <span style="color:#aaa">&#9679;</span> fingers
 <span style="color:#f90">&#9679;</span> keys held</p></div>
 <div><h2>Counters</h2><table id="counters"></table>
-<h2>Neighbours</h2><table id="peers"></table><p id="error" class="err"></p></div>
+<h2>Neighbours</h2><table id="peers"></table>
+<h2>Users held</h2><table id="users"></table>
+<h2>Gateways (DNS records published)</h2><table id="gateways"></table>
+<p id="error" class="err"></p></div>
 <script>
 "use strict";
 const NS="http://www.w3.org/2000/svg";
@@ -60,7 +64,13 @@ function draw(s){
   last={o:o,t:now};
   const pt=document.getElementById("peers");pt.innerHTML="";
   for(const [addr,[id,role]] of seen)row(pt,role,addr+"  "+id.slice(0,10));
-  for(const g of (s.gateways||[]))row(pt,"gateway",g);
+  const ut=document.getElementById("users");ut.innerHTML="";
+  for(const u of (s.users||[])){row(ut,u.aor,u.held_as);ut.rows[ut.rows.length-1].className="user";}
+  const gt=document.getElementById("gateways");gt.innerHTML="";
+  for(const d of (s.gateways||[]))for(const g of (d.gateways||[])){
+    const ports=["udp","tcp","tls"].filter(t=>g[t]).map(t=>t+" "+g[t]).join(", ");
+    row(gt,d.domain,g.name+"  "+g.addr+"  "+ports);gt.rows[gt.rows.length-1].className="gateway";
+  }
   document.getElementById("error").textContent="";
 }
 async function tick(){

@@ -129,6 +129,11 @@ impl Gateways {
         }
     }
 
+    /// The live gateway set last seen of each domain.
+    pub fn sets(&self) -> impl Iterator<Item = (&String, &Vec<GatewayRecord>)> {
+        self.seen.iter()
+    }
+
     /// A domain whose live gateway set changed.
     pub fn poll_change(&mut self) -> Option<(String, Vec<GatewayRecord>)> {
         self.changes.pop_front()

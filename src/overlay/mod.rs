@@ -11,10 +11,13 @@ pub mod discovery;
 pub mod gateways;
 pub mod identity;
 pub mod limits;
+pub mod load;
 pub mod records;
 pub mod sent;
 pub mod signed;
 pub mod store;
+mod survey;
+pub mod walk;
 pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -96,6 +99,10 @@ pub struct Overlay {
     certs: Option<Certified>,
     /// The log of bad signatures, once per period.
     bad_signatures: signed::RefusalLog,
+    /// The operator's ring walks and look-ups under way.
+    surveys: walk::Surveys,
+    /// This node's load, as its answers to GetPredecessor carry it.
+    load: load::LoadMeter,
 }
 
 /// The reason phrase of the 403 a non-member gets.
@@ -142,6 +149,8 @@ impl Overlay {
             refusals_counted: RecordRefusals::default(),
             certs: None,
             bad_signatures: signed::RefusalLog::default(),
+            surveys: walk::Surveys::default(),
+            load: load::LoadMeter::default(),
         }
     }
 
@@ -362,6 +371,19 @@ impl Overlay {
         self.gateways = Some(Gateways::new(me, domains, every, now));
     }
 
+    /// The live gateway set of each domain, as this gateway last saw it
+    /// (by domain); empty on a node that is not a gateway.
+    pub fn gateway_sets(&self) -> Vec<(String, Vec<GatewayRecord>)> {
+        let mut sets: Vec<(String, Vec<GatewayRecord>)> = self
+            .gateways
+            .iter()
+            .flat_map(|g| g.sets())
+            .map(|(d, s)| (d.clone(), s.clone()))
+            .collect();
+        sets.sort();
+        sets
+    }
+
     /// A domain whose live gateway set changed.
     pub fn poll_gateways(&mut self) -> Option<(String, Vec<GatewayRecord>)> {
         self.gateways.as_mut()?.poll_change()
@@ -458,6 +480,9 @@ impl Overlay {
         out: &mut Outbox,
         now: Instant,
     ) {
+        if self.surveys.owns(key) {
+            return self.survey_answered(key, response, out, now);
+        }
         let Some((id, to)) = self.sent.get(key) else {
             return;
         };
@@ -489,6 +514,11 @@ impl Overlay {
 
     /// One of our transactions timed out.
     pub fn on_timeout(&mut self, key: ClientKey, out: &mut Outbox, now: Instant) {
+        if self.surveys.owns(key) {
+            self.surveys
+                .answered(Some(key), None, Err("no answer".into()));
+            return self.pump(out, now);
+        }
         let Some((id, _)) = self.sent.remove(key) else {
             return;
         };
@@ -499,15 +529,20 @@ impl Overlay {
 
     pub fn handle_timeout(&mut self, out: &mut Outbox, now: Instant) {
         self.ring.handle_timeout(now);
+        self.surveys.handle_timeout(now);
         self.pump(out, now);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let gateway = self.gateways.as_ref().and_then(|g| g.poll_timeout());
-        match (self.ring.poll_timeout(), gateway) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.ring.poll_timeout(),
+            gateway,
+            self.surveys.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Starts a graceful leave: items go to the successor first.
@@ -529,6 +564,7 @@ impl Overlay {
         self.count_record_refusals(now);
         loop {
             let mut busy = self.location.start_ops(&mut self.ring, now);
+            busy |= self.drive_surveys(out, now);
             if let Some(gateways) = &mut self.gateways {
                 busy |= gateways.start_ops(&mut self.ring, now);
             }
@@ -561,33 +597,7 @@ impl Overlay {
                     self.counters.stabilize_rounds += 1;
                     self.metrics.stabilize_rounds.inc();
                 }
-                let mut sip = wire::encode_request(&request, &self.ring.me(), to, now);
-                if let Some(certs) = &self.certs {
-                    certs.attach_for_request(&mut sip.headers, &request, self.ring.me().id);
-                }
-                self.cseq = self.cseq.wrapping_add(1);
-                let me = self.ring.me().addr;
-                let call_id = self
-                    .call_id
-                    .get_or_insert_with(|| format!("{}@{me}", out.random_hex()));
-                let fresh = Fresh {
-                    branch: out.new_branch(),
-                    tag: out.random_hex(),
-                };
-                complete_request(&mut sip, me, call_id, self.cseq, fresh);
-                if let Some(admission) = &self.admission {
-                    admission.sign_request(&mut sip, now);
-                }
-                // Certificate mode: over the members' mutual TLS.
-                let transport = match self.members {
-                    Some(_) => TransportKind::Tls,
-                    None => TransportKind::Udp,
-                };
-                let peer = Peer {
-                    transport,
-                    addr: to,
-                };
-                let key = out.request(owner::OVERLAY, sip, peer, now);
+                let key = self.send_request(to, &request, out, now);
                 self.sent.insert(key, id, to);
             }
             Outgoing::Response { to, response } => {
@@ -600,9 +610,52 @@ impl Overlay {
                 {
                     certs.attach(&mut sip.headers, items.iter().map(|i| i.writer));
                 }
+                if matches!(response, crate::ring::RingResponse::Predecessor { .. }) {
+                    let load = self.load(now).encode();
+                    sip.headers
+                        .insert(ezk_sip_types::Name::from(load::HEADER), load);
+                }
                 self.respond(key, sip, out, now);
             }
         }
+    }
+
+    /// Sends a ring request of ours as a SIP client transaction (signed
+    /// when admission is on, over TLS in certificate mode).
+    fn send_request(
+        &mut self,
+        to: SocketAddr,
+        request: &crate::ring::RingRequest,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> ClientKey {
+        let mut sip = wire::encode_request(request, &self.ring.me(), to, now);
+        if let Some(certs) = &self.certs {
+            certs.attach_for_request(&mut sip.headers, request, self.ring.me().id);
+        }
+        self.cseq = self.cseq.wrapping_add(1);
+        let me = self.ring.me().addr;
+        let call_id = self
+            .call_id
+            .get_or_insert_with(|| format!("{}@{me}", out.random_hex()));
+        let fresh = Fresh {
+            branch: out.new_branch(),
+            tag: out.random_hex(),
+        };
+        complete_request(&mut sip, me, call_id, self.cseq, fresh);
+        if let Some(admission) = &self.admission {
+            admission.sign_request(&mut sip, now);
+        }
+        // Certificate mode: over the members' mutual TLS.
+        let transport = match self.members {
+            Some(_) => TransportKind::Tls,
+            None => TransportKind::Udp,
+        };
+        let peer = Peer {
+            transport,
+            addr: to,
+        };
+        out.request(owner::OVERLAY, sip, peer, now)
     }
 
     fn on_ring_event(&mut self, event: RingEvent, now: Instant) {
@@ -627,6 +680,11 @@ impl Overlay {
             }
             RingEvent::Left => info!("left the ring"),
             _ => {}
+        }
+        if let RingEvent::LookupDone { op, result } = &event
+            && self.surveys.routed(*op, result)
+        {
+            return;
         }
         if let Some(gateways) = &mut self.gateways {
             gateways.on_ring_event(&event);

@@ -515,6 +515,7 @@ impl World {
                         Output::Announce { .. }
                         | Output::Gateways { .. }
                         | Output::SavePeers(_)
+                        | Output::Surveyed { .. }
                         | Output::Persist(_) => {}
                     }
                 }
