@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use tracing::debug;
 
 use crate::overlay::identity::Signing;
+use crate::overlay::wire::{hex, hex_bytes};
 use crate::ring::seal::{self, ItemSeal, WINDOW};
 use crate::ring::{Item, NodeId, RingRequest};
 
@@ -155,28 +156,9 @@ pub fn certs_in(headers: &Headers) -> Vec<Vec<u8>> {
         .filter_map(|value| {
             let text = value.trim();
             (text.len() <= 2 * MAX_CERT).then_some(())?;
-            unhex(text)
+            hex_bytes(text)
         })
         .take(MAX_CERTS)
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
 }
 

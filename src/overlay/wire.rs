@@ -489,7 +489,8 @@ fn items_of(body: &[u8], now: Instant) -> Result<Vec<Item>, WireError> {
         .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lower-case hex (ring values and certificates on the wire).
+pub(super) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -498,7 +499,8 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+/// Hex back to bytes; `None` for an odd length or a non-hex digit.
+pub(super) fn hex_bytes(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
