@@ -28,6 +28,11 @@ use p2psip_dns::{
     DnsServer, Gateway, ResolverConfig, SipDestination, SipResolver, Target, Transport, Zones,
 };
 
+mod lookups;
+mod queries;
+
+use lookups::Lookups;
+
 /// Datagrams read in one go before the node sends what they caused.
 const UDP_BATCH: usize = 64;
 /// How often the users file is checked for changes.
@@ -437,120 +442,6 @@ impl Node {
         }
     }
 
-    /// A walk or look-up ended: its answer to whoever asked.
-    fn surveyed(&mut self, id: u64, report: crate::overlay::walk::Report) {
-        match self.surveys.remove(&id) {
-            Some(Survey::Ring(reply)) => {
-                let _ = reply.send(super::inventory::walk(report));
-            }
-            Some(Survey::Lookup(aor, reply)) => {
-                let _ = reply.send(super::inventory::lookup(&aor, report, Instant::now()));
-            }
-            None => {}
-        }
-    }
-
-    /// A query from the HTTP window: answered now, or (a walk, a look-up)
-    /// handed to the core, which answers with [`Output::Surveyed`].
-    fn answer(&mut self, query: Query) -> Wake {
-        let id = self.next_survey;
-        match query {
-            Query::Ring(reply) => {
-                self.next_survey += 1;
-                self.surveys.insert(id, Survey::Ring(reply));
-                Wake::Input(Input::Walk { id })
-            }
-            Query::Lookup(aor, reply) => {
-                self.next_survey += 1;
-                let key = crate::ring::NodeId::of_key(&aor);
-                self.surveys.insert(id, Survey::Lookup(aor, reply));
-                Wake::Input(Input::Lookup { id, key })
-            }
-            other => {
-                self.answer_now(other);
-                Wake::Nothing
-            }
-        }
-    }
-
-    fn answer_now(&mut self, query: Query) {
-        let (transactions, forks) = self.core.load();
-        self.core.metrics.transactions.set(transactions as i64);
-        let registrations = self.core.registrations();
-        self.core.metrics.registrations.set(registrations as i64);
-        let ring = self.core.overlay().map(|o| o.status());
-        if let Some(ring) = &ring {
-            self.core
-                .metrics
-                .items_primary
-                .set(ring.items_primary as i64);
-            self.core
-                .metrics
-                .items_replica
-                .set(ring.items_replica as i64);
-        }
-        match query {
-            Query::Status(reply) => {
-                let mut value = serde_json::to_value(&ring).unwrap_or_default();
-                if !value.is_object() {
-                    value = serde_json::json!({});
-                }
-                if let Some(object) = value.as_object_mut() {
-                    object.insert("uptime_s".into(), self.started.elapsed().as_secs().into());
-                    object.insert("domains".into(), self.core.config().domains.clone().into());
-                    object.insert("registrations".into(), registrations.into());
-                    object.insert("transactions".into(), transactions.into());
-                    object.insert("forks".into(), forks.into());
-                    if let Some(overlay) = self.core.overlay()
-                        && let Ok(counters) = serde_json::to_value(&overlay.counters)
-                    {
-                        object.insert("overlay".into(), counters);
-                    }
-                    object.insert("keys".into(), self.held_keys().into());
-                    object.insert(
-                        "users".into(),
-                        super::inventory::users_held(&self.core, Instant::now()),
-                    );
-                    object.insert("gateways".into(), super::inventory::gateways(&self.core));
-                    object.insert(
-                        "joining".into(),
-                        self.core
-                            .overlay()
-                            .is_some_and(|o| o.ring().is_joining())
-                            .into(),
-                    );
-                }
-                let _ = reply.send(value);
-            }
-            Query::Registrations(reply) => {
-                let _ = reply.send(super::inventory::registrations(&self.core, Instant::now()));
-            }
-            Query::Items(reply) => {
-                let _ = reply.send(super::inventory::items(&self.core, Instant::now()));
-            }
-            Query::Metrics(reply) => {
-                let _ = reply.send(self.core.metrics.encode());
-            }
-            Query::Ring(_) | Query::Lookup(..) => {}
-        }
-    }
-
-    /// The distinct keys of the items held here, at most 500 (for the page).
-    fn held_keys(&self) -> Vec<String> {
-        let Some(overlay) = self.core.overlay() else {
-            return Vec::new();
-        };
-        let mut keys: Vec<String> = overlay
-            .ring()
-            .all_items()
-            .map(|i| i.key.to_string())
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys.truncate(500);
-        keys
-    }
-
     /// Says, every few seconds, that the node is not in the ring it was told to join.
     fn warn_if_joining(&self) {
         let Some(overlay) = self.core.overlay() else {
@@ -624,50 +515,6 @@ enum Wake {
     /// A datagram of this length is in the buffer (more may follow).
     Udp(usize, SocketAddr),
     Nothing,
-}
-
-/// The resolver and the channels its answers come back on.
-struct Lookups {
-    resolver: Option<SipResolver>,
-    resolved: mpsc::Sender<(ResolveId, Vec<Peer>)>,
-    enums: mpsc::Sender<(ResolveId, Option<String>)>,
-}
-
-impl Lookups {
-    fn resolve(&self, id: ResolveId, destination: Destination) {
-        let tx = self.resolved.clone();
-        let resolver = self.resolver.clone();
-        tokio::spawn(async move {
-            let peers = resolve(resolver.as_ref(), &destination).await;
-            let _ = tx.send((id, peers)).await;
-        });
-    }
-
-    fn enum_lookup(&self, id: ResolveId, e164: String, suffix: String) {
-        let tx = self.enums.clone();
-        let resolver = self.resolver.clone();
-        tokio::spawn(async move {
-            let uri = match resolver {
-                Some(r) => r.enum_lookup(&e164, &suffix).await.unwrap_or_else(|e| {
-                    debug!(error = %e, %e164, "ENUM look-up failed");
-                    None
-                }),
-                None => None,
-            };
-            let _ = tx.send((id, uri)).await;
-        });
-    }
-
-    fn mark_dead(&self, peer: Peer) {
-        if let Some(resolver) = &self.resolver {
-            debug!(target = %peer.addr, "marking next hop dead");
-            resolver.mark_dead(&Target {
-                addr: peer.addr,
-                transport: dns_transport(peer.transport),
-                host: String::new(),
-            });
-        }
-    }
 }
 
 /// Reads a users file: its records and when it was changed.
@@ -777,55 +624,5 @@ fn to_dns_gateway(record: GatewayRecord) -> Gateway {
         udp: record.udp,
         tcp: record.tcp,
         tls: record.tls,
-    }
-}
-
-/// Resolves a destination by RFC 3263 (NAPTR, SRV, A/AAAA), in failover
-/// order; without a resolver, by the system's A/AAAA look-up.
-async fn resolve(resolver: Option<&SipResolver>, destination: &Destination) -> Vec<Peer> {
-    if let Some(resolver) = resolver {
-        let wanted = SipDestination {
-            host: destination.host.clone(),
-            port: destination.port,
-            transport: destination.transport.map(dns_transport),
-            sips: destination.sips,
-        };
-        return match resolver.resolve(&wanted).await {
-            Ok(targets) => targets
-                .into_iter()
-                .map(|t| Peer {
-                    transport: match t.transport {
-                        Transport::Udp => TransportKind::Udp,
-                        Transport::Tcp => TransportKind::Tcp,
-                        Transport::Tls => TransportKind::Tls,
-                    },
-                    addr: t.addr,
-                })
-                .collect(),
-            Err(error) => {
-                debug!(%error, host = %destination.host, "RFC 3263 resolution failed");
-                Vec::new()
-            }
-        };
-    }
-    system_resolve(destination).await
-}
-
-/// Resolves a host name with the system resolver (A/AAAA).
-async fn system_resolve(destination: &Destination) -> Vec<Peer> {
-    let transport = destination.transport.unwrap_or(TransportKind::Udp);
-    let port = destination
-        .port
-        .unwrap_or(if transport == TransportKind::Tls {
-            5061
-        } else {
-            5060
-        });
-    match tokio::net::lookup_host((destination.host.as_str(), port)).await {
-        Ok(addrs) => addrs.map(|addr| Peer { transport, addr }).collect(),
-        Err(error) => {
-            debug!(%error, host = %destination.host, "could not resolve");
-            Vec::new()
-        }
     }
 }

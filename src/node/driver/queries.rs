@@ -1,0 +1,126 @@
+//! The driver's answers to the HTTP window's queries (status, users,
+//! items, the operator's ring walks and look-ups), read off the core.
+
+use super::*;
+
+impl Node {
+    /// A walk or look-up ended: its answer to whoever asked.
+    pub(super) fn surveyed(&mut self, id: u64, report: crate::overlay::walk::Report) {
+        match self.surveys.remove(&id) {
+            Some(Survey::Ring(reply)) => {
+                let _ = reply.send(crate::node::inventory::walk(report));
+            }
+            Some(Survey::Lookup(aor, reply)) => {
+                let _ = reply.send(crate::node::inventory::lookup(&aor, report, Instant::now()));
+            }
+            None => {}
+        }
+    }
+
+    /// A query from the HTTP window: answered now, or (a walk, a look-up)
+    /// handed to the core, which answers with [`Output::Surveyed`].
+    pub(super) fn answer(&mut self, query: Query) -> Wake {
+        let id = self.next_survey;
+        match query {
+            Query::Ring(reply) => {
+                self.next_survey += 1;
+                self.surveys.insert(id, Survey::Ring(reply));
+                Wake::Input(Input::Walk { id })
+            }
+            Query::Lookup(aor, reply) => {
+                self.next_survey += 1;
+                let key = crate::ring::NodeId::of_key(&aor);
+                self.surveys.insert(id, Survey::Lookup(aor, reply));
+                Wake::Input(Input::Lookup { id, key })
+            }
+            other => {
+                self.answer_now(other);
+                Wake::Nothing
+            }
+        }
+    }
+
+    pub(super) fn answer_now(&mut self, query: Query) {
+        let (transactions, forks) = self.core.load();
+        self.core.metrics.transactions.set(transactions as i64);
+        let registrations = self.core.registrations();
+        self.core.metrics.registrations.set(registrations as i64);
+        let ring = self.core.overlay().map(|o| o.status());
+        if let Some(ring) = &ring {
+            self.core
+                .metrics
+                .items_primary
+                .set(ring.items_primary as i64);
+            self.core
+                .metrics
+                .items_replica
+                .set(ring.items_replica as i64);
+        }
+        match query {
+            Query::Status(reply) => {
+                let mut value = serde_json::to_value(&ring).unwrap_or_default();
+                if !value.is_object() {
+                    value = serde_json::json!({});
+                }
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("uptime_s".into(), self.started.elapsed().as_secs().into());
+                    object.insert("domains".into(), self.core.config().domains.clone().into());
+                    object.insert("registrations".into(), registrations.into());
+                    object.insert("transactions".into(), transactions.into());
+                    object.insert("forks".into(), forks.into());
+                    if let Some(overlay) = self.core.overlay()
+                        && let Ok(counters) = serde_json::to_value(&overlay.counters)
+                    {
+                        object.insert("overlay".into(), counters);
+                    }
+                    object.insert("keys".into(), self.held_keys().into());
+                    object.insert(
+                        "users".into(),
+                        crate::node::inventory::users_held(&self.core, Instant::now()),
+                    );
+                    object.insert(
+                        "gateways".into(),
+                        crate::node::inventory::gateways(&self.core),
+                    );
+                    object.insert(
+                        "joining".into(),
+                        self.core
+                            .overlay()
+                            .is_some_and(|o| o.ring().is_joining())
+                            .into(),
+                    );
+                }
+                let _ = reply.send(value);
+            }
+            Query::Registrations(reply) => {
+                let _ = reply.send(crate::node::inventory::registrations(
+                    &self.core,
+                    Instant::now(),
+                ));
+            }
+            Query::Items(reply) => {
+                let _ = reply.send(crate::node::inventory::items(&self.core, Instant::now()));
+            }
+            Query::Metrics(reply) => {
+                let _ = reply.send(self.core.metrics.encode());
+            }
+            Query::Ring(_) | Query::Lookup(..) => {}
+        }
+    }
+
+    /// The distinct keys of the items held here, at most 500 (for the page).
+    pub(super) fn held_keys(&self) -> Vec<String> {
+        let Some(overlay) = self.core.overlay() else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = overlay
+            .ring()
+            .all_items()
+            .map(|i| i.key.to_string())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.truncate(500);
+        keys
+    }
+}
