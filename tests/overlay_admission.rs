@@ -51,26 +51,7 @@ fn overlay_request(
     extra: &str,
     body: &str,
 ) -> String {
-    let t = token();
-    let me = format!("<sip:{}@{local}>", sha1_hex(&local.to_string()));
-    let content_type = if body.is_empty() {
-        String::new()
-    } else {
-        "Content-Type: application/json\r\n".to_string()
-    };
-    format!(
-        "REGISTER sip:{member} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch=z9hG4bK{t}\r\n\
-         P2P-Overlay: chord;op={op}\r\n\
-         From: {me};tag={t}\r\n\
-         To: <{to}>\r\n\
-         Contact: {me}\r\n\
-         {extra}{content_type}Max-Forwards: 70\r\n\
-         Call-ID: {t}@{local}\r\n\
-         CSeq: 1 REGISTER\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
+    members::overlay_request("UDP", local, member, op, to, extra, body)
 }
 
 #[test]

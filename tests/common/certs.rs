@@ -13,8 +13,8 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use super::members::{Member, peer_uri, sha1_hex};
-use super::{DOMAIN, Node, RawResponse, port_block, read_stream_message, token};
+use super::members::{Member, overlay_request, sha1_hex};
+use super::{DOMAIN, Node, RawResponse, port_block, read_stream_message};
 
 /// `p2psip certs ARGS`; the line it printed.
 pub fn certs(args: &[&str]) -> String {
@@ -182,27 +182,7 @@ impl CertMember {
         extra: &str,
         body: &str,
     ) -> RawResponse {
-        let t = token();
-        let local = self.addr;
-        let me = format!("<{}>", peer_uri(local));
-        let content_type = if body.is_empty() {
-            ""
-        } else {
-            "Content-Type: application/json\r\n"
-        };
-        let request = format!(
-            "REGISTER sip:{to} SIP/2.0\r\n\
-             Via: SIP/2.0/TLS {local};branch=z9hG4bK{t}\r\n\
-             P2P-Overlay: chord;op={op}\r\n\
-             From: {me};tag={t}\r\n\
-             To: <{to_uri}>\r\n\
-             Contact: {me}\r\n\
-             {extra}{content_type}Max-Forwards: 70\r\n\
-             Call-ID: {t}@{local}\r\n\
-             CSeq: 1 REGISTER\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let request = overlay_request("TLS", self.addr, to, op, to_uri, extra, body);
         let tcp = TcpStream::connect(to).expect("connect");
         tcp.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");

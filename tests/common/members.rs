@@ -89,6 +89,40 @@ pub fn peer_uri(addr: SocketAddr) -> String {
     format!("sip:{}@{addr}", sha1_hex(&addr.to_string()))
 }
 
+/// An overlay request as a node writes it (docs/protocol.md): `op` with
+/// its flags, To `to`, `extra` header lines and a JSON `body`, from the
+/// node at `local` over `transport` ("UDP", "TCP", "TLS") to `member`.
+pub fn overlay_request(
+    transport: &str,
+    local: SocketAddr,
+    member: SocketAddr,
+    op: &str,
+    to: &str,
+    extra: &str,
+    body: &str,
+) -> String {
+    let t = super::token();
+    let me = format!("<{}>", peer_uri(local));
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
+    format!(
+        "REGISTER sip:{member} SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {local};branch=z9hG4bK{t}\r\n\
+         P2P-Overlay: chord;op={op}\r\n\
+         From: {me};tag={t}\r\n\
+         To: <{to}>\r\n\
+         Contact: {me}\r\n\
+         {extra}{content_type}Max-Forwards: 70\r\n\
+         Call-ID: {t}@{local}\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// Sends `request` from `socket` to `to` and returns the final answer
 /// (the socket's read timeout bounds the wait).
 pub fn exchange(socket: &UdpSocket, to: SocketAddr, request: &str) -> RawResponse {
