@@ -115,11 +115,9 @@ impl Transports {
         inbound: mpsc::Sender<Inbound>,
         options: TransportOptions,
     ) -> io::Result<Transports> {
-        let udp = bind_udp(addr)?;
+        let (udp, listener) = bind_udp_and_tcp(addr).await?;
         let local = udp.local_addr()?;
         let limits = Limits::new(options.max_connections_per_source, MAX_CONNECTIONS);
-        // TCP on the same port as UDP (port 0 means: the one UDP got).
-        let listener = TcpListener::bind(local).await?;
         tokio::spawn(stream::accept_loop(
             listener,
             None,
@@ -251,6 +249,24 @@ impl Transports {
             }
         }
     }
+}
+
+/// UDP and TCP on the same port. With port 0 the port UDP got may already
+/// be taken for TCP by another process: then another port is tried, a few
+/// times. A port that was asked for is not changed.
+async fn bind_udp_and_tcp(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    const TRIES: usize = 16;
+    let mut last = None;
+    for _ in 0..TRIES {
+        let udp = bind_udp(addr)?;
+        let local = udp.local_addr()?;
+        match TcpListener::bind(local).await {
+            Ok(listener) => return Ok((udp, listener)),
+            Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
 }
 
 /// A UDP socket with room for bursts (a few MB of receive buffer).
