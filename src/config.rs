@@ -79,6 +79,8 @@ pub struct Config {
     pub presence: PresenceSection,
     /// Voicemail for offline users (`[voicemail]`, docs/services.md).
     pub voicemail: VoicemailSection,
+    /// The media relay for calls behind NAT (`[relay]`, docs/nat.md).
+    pub relay: RelaySection,
     /// The address other nodes and phones reach this node at, when it is not
     /// the bound `sip` one (a port mapping): put in Via, Contact,
     /// Record-Route and the node's place in the ring.
@@ -215,6 +217,32 @@ impl Default for VoicemailSection {
     }
 }
 
+/// The `[relay]` section: media anchored for calls behind NAT.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    /// `nat` (a side behind NAT, no ICE: the default), `always` or `off`.
+    pub mode: crate::relay::RelayMode,
+    /// The UDP ports of the relay sockets, "LOW-HIGH" (four per call).
+    pub ports: String,
+    /// Calls relayed at once at most (beyond: not anchored).
+    pub max_sessions: usize,
+    /// Seconds of silence after which an answered call's relay ends.
+    pub idle_s: u64,
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        let d = crate::relay::RelayConfig::default();
+        RelaySection {
+            mode: d.mode,
+            ports: format!("{}-{}", d.ports.0, d.ports.1),
+            max_sessions: d.max_sessions,
+            idle_s: d.idle.as_secs(),
+        }
+    }
+}
+
 /// `"LOW-HIGH"` as two ports, LOW ≤ HIGH, neither 0.
 pub fn port_range(text: &str) -> Option<(u16, u16)> {
     let (low, high) = text.split_once('-')?;
@@ -278,6 +306,7 @@ impl Default for Config {
             messages: MessagesSection::default(),
             presence: PresenceSection::default(),
             voicemail: VoicemailSection::default(),
+            relay: RelaySection::default(),
             advertise: None,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -503,6 +532,7 @@ impl Config {
                 ),
             });
         }
+        self.validate_relay()?;
         if !(1..=300).contains(&self.voicemail.max_seconds) {
             return Err(ConfigError::Invalid {
                 key: "voicemail.max_seconds",
@@ -557,6 +587,48 @@ impl Config {
         crate::overlay::admission::read_secret(&text)
             .map(Some)
             .map_err(invalid)
+    }
+
+    fn validate_relay(&self) -> Result<(), ConfigError> {
+        let invalid = |key, why: String| Err(ConfigError::Invalid { key, why });
+        let Some((low, high)) = port_range(&self.relay.ports).filter(|(l, h)| h - l >= 3) else {
+            return invalid(
+                "relay.ports",
+                format!(
+                    "{:?} is not LOW-HIGH with 1 <= LOW, LOW + 3 <= HIGH <= 65535 (a call takes four ports)",
+                    self.relay.ports
+                ),
+            );
+        };
+        if let Some((v_low, v_high)) = port_range(&self.voicemail.port_range)
+            && self.relay.mode != crate::relay::RelayMode::Off
+            && low <= v_high
+            && v_low <= high
+        {
+            return invalid(
+                "relay.ports",
+                format!("{:?} overlaps voicemail.port_range", self.relay.ports),
+            );
+        }
+        if self.relay.max_sessions == 0 {
+            return invalid("relay.max_sessions", "must be at least 1".into());
+        }
+        if !(1..=3600).contains(&self.relay.idle_s) {
+            return invalid("relay.idle_s", "must be between 1 and 3600".into());
+        }
+        Ok(())
+    }
+
+    /// `[relay]` as the proxy takes it (checked by [`Config::validate`]).
+    pub fn relay_config(&self) -> crate::relay::RelayConfig {
+        let r = &self.relay;
+        let d = crate::relay::RelayConfig::default();
+        crate::relay::RelayConfig {
+            mode: r.mode,
+            ports: port_range(&r.ports).unwrap_or(d.ports),
+            max_sessions: r.max_sessions,
+            idle: std::time::Duration::from_secs(r.idle_s),
+        }
     }
 
     /// `[voicemail]` as the core takes it (checked by [`Config::validate`]).
@@ -692,6 +764,31 @@ mod tests {
         let mut off = Config::from_toml("[presence]\nenabled = false").expect("parses");
         off.validate().expect("valid");
         assert!(!off.presence_config().enabled);
+    }
+
+    #[test]
+    fn the_relay_section() {
+        let mut config = Config::from_toml(
+            "[relay]\nmode = \"always\"\nports = \"40000-40099\"\nmax_sessions = 5\nidle_s = 10\n",
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        let r = config.relay_config();
+        assert_eq!(r.mode, crate::relay::RelayMode::Always);
+        assert_eq!(r.ports, (40000, 40099));
+        assert_eq!((r.max_sessions, r.idle.as_secs()), (5, 10));
+        assert_eq!(Config::default().relay_config().mode, crate::relay::RelayMode::Nat);
+        for (text, key) in [
+            ("ports = \"40000-40001\"", "relay.ports"),
+            ("ports = \"20500-21500\"", "relay.ports"),
+            ("max_sessions = 0", "relay.max_sessions"),
+            ("idle_s = 0", "relay.idle_s"),
+        ] {
+            let mut config = Config::from_toml(&format!("[relay]\n{text}\n")).expect("parses");
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        assert!(Config::from_toml("[relay]\nmode = \"sometimes\"\n").is_err());
     }
 
     #[test]

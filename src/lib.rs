@@ -19,6 +19,7 @@ pub mod overlay;
 pub mod presence;
 pub mod proxy;
 pub mod registrar;
+pub mod relay;
 pub mod ring;
 pub mod sim;
 pub mod sip;

@@ -519,6 +519,7 @@ async fn serve(
             messages: config.messages_config(),
             presence: config.presence_config(),
             voicemail: config.voicemail_config(),
+            relay: config.relay_config(),
         },
         ring: RingConfig {
             replicas: config.replicas,

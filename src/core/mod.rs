@@ -91,6 +91,8 @@ pub struct CoreConfig {
     pub presence: crate::presence::PresenceConfig,
     /// Voicemail (`[voicemail]`).
     pub voicemail: crate::voicemail::VoicemailConfig,
+    /// The media relay for calls behind NAT (`[relay]`).
+    pub relay: crate::relay::RelayConfig,
 }
 
 impl CoreConfig {
@@ -111,6 +113,7 @@ impl CoreConfig {
             messages: Default::default(),
             presence: Default::default(),
             voicemail: Default::default(),
+            relay: Default::default(),
         }
     }
 }
@@ -181,6 +184,9 @@ pub enum Input {
         call: crate::voicemail::MediaCall,
         samples: Vec<i16>,
     },
+    /// A relayed call's media ended by itself (silence) or could not be
+    /// set up (its ports taken): its ports are free again.
+    RelayEnded { session: crate::relay::SessionId },
     /// Time passed (the deadline of the last [`Output::Timeout`], or later).
     Timeout,
 }
@@ -235,6 +241,8 @@ pub enum Output {
     },
     /// End this call's media (BYE).
     EndMedia { call: crate::voicemail::MediaCall },
+    /// Open, update or close a relayed call's media (`crate::relay`).
+    Relay(crate::relay::RelayCommand),
     /// Nothing more now: call [`Core::handle_input`] with
     /// [`Input::Timeout`] at this instant, or earlier with other input.
     Timeout(Instant),
@@ -312,7 +320,9 @@ impl Core {
             ),
             voicemail: crate::voicemail::Voicemail::new(config.voicemail.clone()),
             out,
-            proxy: Proxy::new(config.local).with_tls(config.sips),
+            proxy: Proxy::new(config.local)
+                .with_tls(config.sips)
+                .with_relay(config.relay.clone()),
             location,
             gateway,
             auth,
@@ -398,6 +408,7 @@ impl Core {
             Input::Leave => self.leave(now),
             Input::MediaOpened { call, local } => self.on_media_opened(call, local, now),
             Input::Recorded { call, samples } => self.on_recorded(call, &samples, now),
+            Input::RelayEnded { session } => self.proxy.relay.ended(session),
             Input::Timeout => self.handle_timeout(now),
         }
         self.process(now);
@@ -417,6 +428,9 @@ impl Core {
         }
         if let Some(output) = self.outputs.pop_front() {
             return output;
+        }
+        if let Some(command) = self.proxy.relay.poll_command() {
+            return Output::Relay(command);
         }
         if let Some((id, destination)) = self.out.poll_resolve() {
             return Output::Resolve { id, destination };
@@ -673,7 +687,7 @@ impl Core {
             Event::Ack { mut request, .. } => {
                 self.strip_own_routes(&mut request);
                 if checks::decrement_max_forwards(&mut request) {
-                    self.proxy.forward_stateless(request, &mut self.out);
+                    self.proxy.forward_stateless(request, &mut self.out, now);
                 }
             }
             Event::Cancel {
@@ -706,6 +720,8 @@ impl Core {
                         && via.sent_by.port.unwrap_or(5060) == local.port()
                 });
                 if ours {
+                    let mut response = response;
+                    self.proxy.relay.on_response(&mut response);
                     forward_stray(response, &mut self.out);
                 }
             }

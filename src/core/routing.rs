@@ -277,6 +277,7 @@ impl Core {
             uri: request.uri.clone(),
             route: Vec::new(),
             via_connection: None,
+            behind_nat: false,
         };
         self.proxy
             .forward(key, request, vec![vec![target]], &mut self.out, now);
@@ -318,6 +319,7 @@ impl Core {
             uri: request.uri.clone(),
             route: Vec::new(),
             via_connection: None,
+            behind_nat: false,
         };
         // The PSTN gateway's challenges are answered with the configured credentials.
         let credentials = self.gateway.pstn_credentials();
@@ -520,6 +522,7 @@ fn group_by_q(bindings: &[Binding]) -> Vec<Vec<Target>> {
             uri: RequestUri::Sip(uri),
             route: b.path.clone(),
             via_connection,
+            behind_nat: b.behind_nat,
         };
         let q = b.q.unwrap_or(1000);
         match groups.last_mut() {

@@ -93,6 +93,9 @@ pub struct Node {
     /// The RTP sockets of the calls the node answers (voicemail).
     media: super::media::MediaSockets,
     media_done: mpsc::Receiver<(crate::voicemail::MediaCall, Vec<i16>)>,
+    /// The sockets of relayed calls' media, and the sessions that ended by themselves.
+    relay: super::relay::RelaySockets,
+    relay_ended: mpsc::Receiver<crate::relay::SessionId>,
     /// The operator's walks and look-ups under way, by survey id.
     surveys: std::collections::HashMap<u64, Survey>,
     next_survey: u64,
@@ -233,10 +236,13 @@ impl Node {
             }
         }
         let (media_tx, media_done) = mpsc::channel(64);
+        let (relay_tx, relay_ended) = mpsc::channel(64);
         Ok(Node {
             core,
             media: super::media::MediaSockets::new(bound.ip(), media_tx),
             media_done,
+            relay: super::relay::RelaySockets::new(relay_tx),
+            relay_ended,
             transports,
             inbound,
             queries,
@@ -344,6 +350,10 @@ impl Node {
                     self.media.finished(call);
                     Wake::Input(Input::Recorded { call, samples })
                 }
+                Some(session) = self.relay_ended.recv() => {
+                    self.relay.finished(session);
+                    Wake::Input(Input::RelayEnded { session })
+                }
                 Some(query) = self.queries.recv() => self.answer(query),
                 heard = recv_discovery(self.discovery.as_ref(), &mut mbuf) => match heard {
                     Some(bytes) => Wake::Input(Input::Announcement { bytes }),
@@ -438,6 +448,12 @@ impl Node {
                 }
                 Output::StartMedia { call, recording } => self.media.start(call, *recording),
                 Output::EndMedia { call } => self.media.end(call),
+                Output::Relay(command) => {
+                    if let Some(session) = self.relay.act(command) {
+                        self.core
+                            .handle_input(Input::RelayEnded { session }, Instant::now());
+                    }
+                }
             }
         }
     }

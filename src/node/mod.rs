@@ -5,4 +5,5 @@ pub mod driver;
 pub mod http;
 mod inventory;
 mod media;
+mod relay;
 pub mod status_page;

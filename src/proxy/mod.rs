@@ -47,6 +47,8 @@ pub struct Target {
     /// Send over this connection instead of resolving the URI (the
     /// contact registered over TCP or TLS).
     pub via_connection: Option<Peer>,
+    /// The contact is a binding behind NAT (the media relay anchors calls to it).
+    pub behind_nat: bool,
 }
 
 /// A request waiting for its next hop's name to resolve.
@@ -82,6 +84,9 @@ pub struct Proxy {
     /// sent (before our Record-Route and Via), to send again with an answer
     /// to a challenge.
     challengeable: HashMap<ClientKey, (Peer, Request)>,
+    /// The media relay: sees the SDP of every request forwarded and every
+    /// response relayed (`crate::relay`).
+    pub relay: crate::relay::Relay,
 }
 
 /// What a branch falls back to when its target does not answer.
@@ -117,7 +122,14 @@ impl Proxy {
             timer_c: BTreeSet::new(),
             timer_c_at: HashMap::new(),
             challengeable: HashMap::new(),
+            relay: crate::relay::Relay::new(Default::default(), local.ip()),
         }
+    }
+
+    /// The proxy with the media relay configured (`[relay]`).
+    pub fn with_relay(mut self, config: crate::relay::RelayConfig) -> Proxy {
+        self.relay = crate::relay::Relay::new(config, self.local.ip());
+        self
     }
 
     /// The proxy with a TLS address for TLS hops.
@@ -173,6 +185,9 @@ impl Proxy {
         out: &mut Outbox,
         now: Instant,
     ) {
+        let mut request = request;
+        let callee_nated = groups.iter().flatten().any(|t| t.behind_nat);
+        self.relay.on_request(&mut request, callee_nated, now);
         let mut fork = Fork::new(server, request, groups);
         fork.credentials = credentials;
         self.forks.insert(server, fork);
@@ -419,7 +434,8 @@ impl Proxy {
     }
 
     /// Forwards a request outside any transaction (ACK for a 2xx).
-    pub fn forward_stateless(&mut self, mut request: Request, out: &mut Outbox) {
+    pub fn forward_stateless(&mut self, mut request: Request, out: &mut Outbox, now: Instant) {
+        self.relay.on_request(&mut request, false, now);
         let branch = format!("z9hG4bK{}.0", loop_hash(&request));
         let hop = hop_of(&request);
         let transport = match &hop {
@@ -449,6 +465,7 @@ impl Proxy {
             return;
         };
         pop_top_via(&mut response.headers);
+        self.relay.on_response(&mut response);
         if response.status >= 200 {
             let sent = self.challengeable.remove(&key);
             if matches!(response.status, 401 | 407)
@@ -633,6 +650,7 @@ impl Proxy {
             fork.status = response.status;
             out.respond(server, response, now);
         }
+        self.relay.fork_ended(&fork.request, fork.status);
         self.finished.push((server, fork.status));
         self.forks.remove(&server);
     }

@@ -131,7 +131,7 @@ pub fn via_differs(sent_by: Option<SocketAddr>, source: Peer) -> bool {
 }
 
 /// Addresses that are not routed on the Internet: behind a NAT.
-fn is_private(ip: IpAddr) -> bool {
+pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => {
             let [a, b, ..] = ip.octets();

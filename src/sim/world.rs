@@ -494,6 +494,11 @@ impl World {
                             inputs.push(Input::MediaOpened { call, local: None })
                         }
                         Output::StartMedia { .. } | Output::EndMedia { .. } => {}
+                        // Nor relayed media: a session is ended at once.
+                        Output::Relay(crate::relay::RelayCommand::Open { session, .. }) => {
+                            inputs.push(Input::RelayEnded { session })
+                        }
+                        Output::Relay(_) => {}
                         Output::Resolve { id, destination } => {
                             let peers = self
                                 .dns
