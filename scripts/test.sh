@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="sip-tester kamailio kamailio-extra-modules bind9 bind9-dnsutils iproute2 procps sipvicious baresip-core chromium stun-client coturn"
+PKGS="sip-tester kamailio kamailio-extra-modules bind9 bind9-dnsutils iproute2 procps sipvicious baresip-core chromium stun-client coturn iptables"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

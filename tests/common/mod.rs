@@ -8,6 +8,7 @@
 
 pub mod certs;
 pub mod members;
+pub mod nat;
 pub mod netns;
 pub mod phone;
 

@@ -164,6 +164,28 @@ impl Netns {
         head.starts_with("HTTP/1.").then(|| body.to_string())
     }
 
+    /// A UDP socket bound to `addr` inside the namespace: a thread enters
+    /// it (setns), binds, and leaves; the socket stays in the namespace and
+    /// is used from the test's own threads.
+    pub fn udp_socket(&self, addr: SocketAddr) -> std::net::UdpSocket {
+        use std::os::fd::AsRawFd;
+        let path = Path::new("/run/netns").join(&self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let file = fs::File::open(&path)
+                        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+                    // SAFETY: setns on a file descriptor we own, for this thread only.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns {}: {}", path.display(), std::io::Error::last_os_error());
+                    std::net::UdpSocket::bind(addr)
+                        .unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", self.name))
+                })
+                .join()
+                .expect("the setns thread")
+        })
+    }
+
     /// Pids of the processes inside the namespace.
     pub fn pids(&self) -> Vec<u32> {
         let out = Command::new(&self.ip)
