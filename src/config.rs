@@ -777,7 +777,10 @@ mod tests {
         assert_eq!(r.mode, crate::relay::RelayMode::Always);
         assert_eq!(r.ports, (40000, 40099));
         assert_eq!((r.max_sessions, r.idle.as_secs()), (5, 10));
-        assert_eq!(Config::default().relay_config().mode, crate::relay::RelayMode::Nat);
+        assert_eq!(
+            Config::default().relay_config().mode,
+            crate::relay::RelayMode::Nat
+        );
         for (text, key) in [
             ("ports = \"40000-40001\"", "relay.ports"),
             ("ports = \"20500-21500\"", "relay.ports"),

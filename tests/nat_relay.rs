@@ -46,7 +46,10 @@ impl Phone {
     }
 
     fn via(&self) -> String {
-        format!("Via: SIP/2.0/UDP {HOME}:{SIP_PORT};rport;branch=z9hG4bK{}", token())
+        format!(
+            "Via: SIP/2.0/UDP {HOME}:{SIP_PORT};rport;branch=z9hG4bK{}",
+            token()
+        )
     }
 
     fn contact(&self) -> String {
@@ -64,7 +67,9 @@ impl Phone {
     }
 
     fn send(&self, text: &str) {
-        self.sip.send_to(text.as_bytes(), self.node).expect("send SIP");
+        self.sip
+            .send_to(text.as_bytes(), self.node)
+            .expect("send SIP");
     }
 
     /// The next SIP message that satisfies `want`, within 5 s.
@@ -124,7 +129,9 @@ fn header<'a>(text: &'a str, name: &str) -> &'a str {
         .into_iter()
         .next()
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"));
-    line.split_once(':').map(|(_, v)| v.trim()).unwrap_or_default()
+    line.split_once(':')
+        .map(|(_, v)| v.trim())
+        .unwrap_or_default()
 }
 
 /// The RTP address an SDP body names (its c= and first m=audio).
@@ -183,7 +190,14 @@ fn two_phones_behind_two_nats_talk_through_the_relay() {
     let node_addr = SocketAddr::new(nat.public_ip(), 5060);
     let node = Node::builder()
         .in_netns(&nat.public)
-        .args(["--sip", &node_addr.to_string(), "--domain", DOMAIN, "--auth", "open"])
+        .args([
+            "--sip",
+            &node_addr.to_string(),
+            "--domain",
+            DOMAIN,
+            "--auth",
+            "open",
+        ])
         .spawn();
     let alice = Phone::new("alice", nat.home(1), node_addr);
     let bob = Phone::new("bob", nat.home(2), node_addr);
@@ -204,11 +218,22 @@ fn two_phones_behind_two_nats_talk_through_the_relay() {
     alice.send(&invite);
 
     // Bob's phone gets it (through his NAT's mapping), with the relay in the SDP.
-    let got = bob.read("INVITE", |t| t.starts_with("INVITE ") && t.contains(&call_id), &node);
+    let got = bob.read(
+        "INVITE",
+        |t| t.starts_with("INVITE ") && t.contains(&call_id),
+        &node,
+    );
     let towards_bob = sdp_address(&got);
-    assert_eq!(towards_bob.ip(), nat.public_ip(), "the offer names the relay:\n{got}");
+    assert_eq!(
+        towards_bob.ip(),
+        nat.public_ip(),
+        "the offer names the relay:\n{got}"
+    );
     assert!(
-        !got.split("\r\n\r\n").nth(1).unwrap_or_default().contains(&format!("c=IN IP4 {HOME}")),
+        !got.split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .contains(&format!("c=IN IP4 {HOME}")),
         "Alice's private address reached Bob:\n{got}"
     );
     assert!((21000..25000).contains(&towards_bob.port()), "{got}");
@@ -235,13 +260,29 @@ fn two_phones_behind_two_nats_talk_through_the_relay() {
     ));
     bob.send(&ok);
 
-    let ok = alice.read("200 to INVITE", |t| t.starts_with("SIP/2.0 200") && t.contains(&call_id), &node);
+    let ok = alice.read(
+        "200 to INVITE",
+        |t| t.starts_with("SIP/2.0 200") && t.contains(&call_id),
+        &node,
+    );
     let towards_alice = sdp_address(&ok);
-    assert_eq!(towards_alice.ip(), nat.public_ip(), "the answer names the relay:\n{ok}");
-    assert_ne!(towards_alice.port(), towards_bob.port(), "one port pair per side");
+    assert_eq!(
+        towards_alice.ip(),
+        nat.public_ip(),
+        "the answer names the relay:\n{ok}"
+    );
+    assert_ne!(
+        towards_alice.port(),
+        towards_bob.port(),
+        "one port pair per side"
+    );
     let routes: Vec<String> = header_lines(&ok, "Record-Route")
         .iter()
-        .map(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()).unwrap_or_default())
+        .map(|l| {
+            l.split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        })
         .collect();
     let route = routes.join(", ");
     let in_dialog = |method: &str, cseq: u32| {
@@ -263,15 +304,28 @@ fn two_phones_behind_two_nats_talk_through_the_relay() {
         && Instant::now() < deadline
     {
         n += 1;
-        alice.rtp.send_to(&packet(false, "alice", n), towards_alice).expect("rtp");
-        bob.rtp.send_to(&packet(false, "bob", n), towards_bob).expect("rtp");
-        if n % 5 == 0 {
-            alice.rtcp.send_to(&packet(true, "alice", n), rtcp(towards_alice)).expect("rtcp");
-            bob.rtcp.send_to(&packet(true, "bob", n), rtcp(towards_bob)).expect("rtcp");
+        alice
+            .rtp
+            .send_to(&packet(false, "alice", n), towards_alice)
+            .expect("rtp");
+        bob.rtp
+            .send_to(&packet(false, "bob", n), towards_bob)
+            .expect("rtp");
+        if n.is_multiple_of(5) {
+            alice
+                .rtcp
+                .send_to(&packet(true, "alice", n), rtcp(towards_alice))
+                .expect("rtcp");
+            bob.rtcp
+                .send_to(&packet(true, "bob", n), rtcp(towards_bob))
+                .expect("rtcp");
         }
         // One packet time (20 ms) for what was sent to come through.
         let (heard, other) = drain(&alice.rtp, "bob", towards_alice);
-        assert_eq!(other, 0, "Bob's RTP reached Alice from elsewhere than the relay");
+        assert_eq!(
+            other, 0,
+            "Bob's RTP reached Alice from elsewhere than the relay"
+        );
         alice_heard += heard;
         bob_heard += drain(&bob.rtp, "alice", towards_bob).0;
         alice_rtcp += drain(&alice.rtcp, "bob", rtcp(towards_alice)).0;
@@ -282,7 +336,10 @@ fn two_phones_behind_two_nats_talk_through_the_relay() {
         "RTP both ways through the relay: Alice heard {alice_heard}, Bob {bob_heard} of {n}; node log:\n{}",
         tail(&node.log(), 40)
     );
-    assert!(alice_rtcp >= 3 && bob_rtcp >= 3, "RTCP: Alice {alice_rtcp}, Bob {bob_rtcp}");
+    assert!(
+        alice_rtcp >= 3 && bob_rtcp >= 3,
+        "RTCP: Alice {alice_rtcp}, Bob {bob_rtcp}"
+    );
 
     // Alice hangs up: the relay closes the call's ports.
     alice.send(&in_dialog("BYE", 2));
@@ -293,7 +350,10 @@ fn two_phones_behind_two_nats_talk_through_the_relay() {
         || tail(&node.log(), 40),
     );
     for n in 1000..1010 {
-        alice.rtp.send_to(&packet(false, "alice", n), towards_alice).expect("rtp");
+        alice
+            .rtp
+            .send_to(&packet(false, "alice", n), towards_alice)
+            .expect("rtp");
     }
     let mut after = 0;
     let quiet = Instant::now() + Duration::from_millis(300);

@@ -133,7 +133,12 @@ async fn run(
     ended: mpsc::Sender<SessionId>,
 ) {
     let size = crate::relay::session::MAX_PACKET + 1;
-    let (mut b0, mut b1, mut b2, mut b3) = (vec![0u8; size], vec![0u8; size], vec![0u8; size], vec![0u8; size]);
+    let (mut b0, mut b1, mut b2, mut b3) = (
+        vec![0u8; size],
+        vec![0u8; size],
+        vec![0u8; size],
+        vec![0u8; size],
+    );
     let by_itself = loop {
         let deadline = tokio::time::Instant::from_std(media.deadline());
         let (index, read) = tokio::select! {

@@ -175,7 +175,11 @@ impl Relay {
             return;
         }
         let from_caller = from_tag.is_some_and(|tag| self.calls[&call_id].caller_tag == tag);
-        let side = if from_caller { Side::Caller } else { Side::Callee };
+        let side = if from_caller {
+            Side::Caller
+        } else {
+            Side::Callee
+        };
         if let Some(body) = self.anchor_body(&call_id, side, &request.headers, &request.body) {
             request.body = body;
         }
@@ -197,7 +201,11 @@ impl Relay {
             .and_then(|v| raw_tag(v))
             .is_some_and(|tag| tag == call.caller_tag);
         // A response goes back to who sent the request: it comes from the other side.
-        let side = if to_caller { Side::Callee } else { Side::Caller };
+        let side = if to_caller {
+            Side::Callee
+        } else {
+            Side::Caller
+        };
         let invite = response
             .cseq()
             .is_ok_and(|cseq| cseq.method == Method::INVITE);
@@ -283,7 +291,8 @@ impl Relay {
                 callee_port,
             },
         );
-        if let Some(body) = self.anchor_body(&call_id, Side::Caller, &request.headers, &request.body)
+        if let Some(body) =
+            self.anchor_body(&call_id, Side::Caller, &request.headers, &request.body)
         {
             request.body = body;
         }
@@ -344,7 +353,7 @@ impl Relay {
         if high < low.saturating_add(1) {
             return None;
         }
-        let pairs = (u32::from(high) - u32::from(low) + 1) / 2;
+        let pairs = (u32::from(high) - u32::from(low)).div_ceil(2);
         let mut found = Vec::with_capacity(2);
         for step in 0..pairs {
             let offset = (u32::from(self.next_port.saturating_sub(low)) / 2 + step) % pairs;

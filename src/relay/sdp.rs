@@ -183,7 +183,10 @@ mod tests {
         assert!(body.contains("c=IN IP4 0.0.0.0\r\n"), "{body}");
         assert_eq!(remote, Remote::default());
         let no_audio = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=video 5000 RTP/AVP 96\r\n";
-        assert_eq!(rewrite(no_audio.as_bytes(), relay()), Err(SdpError::NoAudio));
+        assert_eq!(
+            rewrite(no_audio.as_bytes(), relay()),
+            Err(SdpError::NoAudio)
+        );
         assert_eq!(rewrite(&[0xff], relay()), Err(SdpError::NotText));
         let long = "a=x\r\n".repeat(MAX_LINES + 1);
         assert_eq!(rewrite(long.as_bytes(), relay()), Err(SdpError::TooLong));

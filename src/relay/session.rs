@@ -145,7 +145,13 @@ impl Media {
     }
 
     /// Whether a packet may come from `from`; the first one that may is latched.
-    fn accept(&mut self, side: Side, component: Component, from: SocketAddr, packet: &[u8]) -> bool {
+    fn accept(
+        &mut self,
+        side: Side,
+        component: Component,
+        from: SocketAddr,
+        packet: &[u8],
+    ) -> bool {
         // RTP and RTCP are version 2 (RFC 3550 §5.1): anything else (STUN,
         // garbage) is not carried.
         if packet.len() > MAX_PACKET || packet.len() < 4 || packet[0] >> 6 != 2 {

@@ -11,7 +11,9 @@ use crate::sip::message::Message;
 const NODE: &str = "10.202.1.2";
 
 fn sdp(ip: &str, port: u16) -> String {
-    format!("v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n")
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
+    )
 }
 
 /// An INVITE from a phone that wrote `via` and whose packet came from
@@ -33,7 +35,11 @@ fn invite(via: &str, source: &str, body: &str) -> Request {
 }
 
 fn in_dialog(method: &str, from_tag: &str, to_tag: &str, cseq: u32, body: &str) -> Request {
-    let ctype = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+    let ctype = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
     let text = format!(
         "{method} sip:x@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK2\r\n\
          From: <sip:a@example.test>;tag={from_tag}\r\nTo: <sip:b@example.test>;tag={to_tag}\r\n\
@@ -47,7 +53,11 @@ fn in_dialog(method: &str, from_tag: &str, to_tag: &str, cseq: u32, body: &str) 
 }
 
 fn response(status: u16, from_tag: &str, method: &str, body: &str) -> Response {
-    let ctype = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+    let ctype = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
     let text = format!(
         "SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n\
          From: <sip:a@example.test>;tag={from_tag}\r\nTo: <sip:b@example.test>;tag=b1\r\n\
@@ -83,13 +93,23 @@ fn a_caller_behind_nat_gets_both_sdps_rewritten() {
     let now = Instant::now();
     let mut relay = relay(RelayMode::Nat);
     // Alice wrote her private address; the packet came from her router.
-    let mut request = invite("10.201.1.2:5060", "10.202.1.1:40001", &sdp("10.201.1.2", 6000));
+    let mut request = invite(
+        "10.201.1.2:5060",
+        "10.202.1.1:40001",
+        &sdp("10.201.1.2", 6000),
+    );
     relay.on_request(&mut request, false, now);
     let offer = text(&request.body);
     assert!(offer.contains(&format!("c=IN IP4 {NODE}\r\n")), "{offer}");
     assert!(offer.contains("m=audio 30002 RTP/AVP 0\r\n"), "{offer}");
     let cmds = commands(&mut relay);
-    let RelayCommand::Open { caller, callee, media, .. } = &cmds[0] else {
+    let RelayCommand::Open {
+        caller,
+        callee,
+        media,
+        ..
+    } = &cmds[0]
+    else {
         panic!("{cmds:?}")
     };
     assert_eq!((*caller, *callee), (30000, 30002));
@@ -107,25 +127,57 @@ fn a_caller_behind_nat_gets_both_sdps_rewritten() {
     assert!(answer.contains("m=audio 30000 RTP/AVP 0\r\n"), "{answer}");
     assert!(!answer.contains("c=IN IP4 10.0.0.9"), "{answer}");
     let cmds = commands(&mut relay);
-    assert!(matches!(cmds[0], RelayCommand::Signalled { side: Side::Callee, .. }), "{cmds:?}");
+    assert!(
+        matches!(
+            cmds[0],
+            RelayCommand::Signalled {
+                side: Side::Callee,
+                ..
+            }
+        ),
+        "{cmds:?}"
+    );
     assert!(matches!(cmds[1], RelayCommand::Answered { .. }), "{cmds:?}");
 
     // A re-INVITE from Bob (his tag in From) moves his media.
     let mut reinvite = in_dialog("INVITE", "b1", "a1", 1, &sdp("10.0.0.10", 7100));
     relay.on_request(&mut reinvite, false, now);
-    assert!(text(&reinvite.body).contains("m=audio 30000 "), "{}", text(&reinvite.body));
+    assert!(
+        text(&reinvite.body).contains("m=audio 30000 "),
+        "{}",
+        text(&reinvite.body)
+    );
     // Its 200 from Alice (From: Bob's tag) goes towards Bob.
     let mut ok = response(200, "b1", "INVITE", &sdp("10.201.1.2", 6000));
     relay.on_response(&mut ok);
-    assert!(text(&ok.body).contains("m=audio 30002 "), "{}", text(&ok.body));
+    assert!(
+        text(&ok.body).contains("m=audio 30002 "),
+        "{}",
+        text(&ok.body)
+    );
     let cmds = commands(&mut relay);
-    assert!(matches!(cmds[0], RelayCommand::Signalled { side: Side::Callee, .. }));
-    assert!(matches!(cmds[1], RelayCommand::Signalled { side: Side::Caller, .. }));
+    assert!(matches!(
+        cmds[0],
+        RelayCommand::Signalled {
+            side: Side::Callee,
+            ..
+        }
+    ));
+    assert!(matches!(
+        cmds[1],
+        RelayCommand::Signalled {
+            side: Side::Caller,
+            ..
+        }
+    ));
 
     // BYE ends it, and frees the ports.
     let mut bye = in_dialog("BYE", "a1", "b1", 2, "");
     relay.on_request(&mut bye, false, now);
-    assert!(matches!(commands(&mut relay)[..], [RelayCommand::Close { .. }]));
+    assert!(matches!(
+        commands(&mut relay)[..],
+        [RelayCommand::Close { .. }]
+    ));
     assert!(relay.is_empty());
     assert!(relay.used.is_empty());
 }
@@ -137,13 +189,20 @@ fn a_late_offer_is_anchored_from_the_200_and_the_ack() {
     let mut request = invite("10.201.1.2:5060", "10.201.1.2:5060", "");
     request.body = Bytes::new();
     relay.on_request(&mut request, true, now);
-    assert!(matches!(commands(&mut relay)[..], [RelayCommand::Open { .. }]));
+    assert!(matches!(
+        commands(&mut relay)[..],
+        [RelayCommand::Open { .. }]
+    ));
     let mut ok = response(200, "a1", "INVITE", &sdp("10.0.0.9", 7000));
     relay.on_response(&mut ok);
     assert!(text(&ok.body).contains("m=audio 30000 "));
     let mut ack = in_dialog("ACK", "a1", "b1", 1, &sdp("10.201.1.2", 6000));
     relay.on_request(&mut ack, false, now);
-    assert!(text(&ack.body).contains("m=audio 30002 "), "{}", text(&ack.body));
+    assert!(
+        text(&ack.body).contains("m=audio 30002 "),
+        "{}",
+        text(&ack.body)
+    );
 }
 
 #[test]
@@ -158,12 +217,18 @@ fn which_calls_are_anchored() {
     assert!(relay.poll_command().is_none());
     // The callee behind NAT: anchored.
     relay.on_request(&mut request, true, now);
-    assert!(matches!(relay.poll_command(), Some(RelayCommand::Open { .. })));
+    assert!(matches!(
+        relay.poll_command(),
+        Some(RelayCommand::Open { .. })
+    ));
     // A private SDP address from a public source: the caller is behind NAT.
     let mut relay = self::relay(RelayMode::Nat);
     let mut request = invite("192.0.2.5:5060", "192.0.2.5:5060", &sdp("10.1.1.1", 6000));
     relay.on_request(&mut request, false, now);
-    assert!(matches!(relay.poll_command(), Some(RelayCommand::Open { .. })));
+    assert!(matches!(
+        relay.poll_command(),
+        Some(RelayCommand::Open { .. })
+    ));
     // ICE finds its own way.
     let mut relay = self::relay(RelayMode::Always);
     let ice = format!("{body}a=ice-ufrag:x\r\na=candidate:1 1 UDP 1 192.0.2.5 6000 typ host\r\n");
@@ -179,7 +244,10 @@ fn which_calls_are_anchored() {
     let mut relay = self::relay(RelayMode::Always);
     let mut request = invite("192.0.2.5:5060", "192.0.2.5:5060", &body);
     relay.on_request(&mut request, false, now);
-    assert!(matches!(relay.poll_command(), Some(RelayCommand::Open { .. })));
+    assert!(matches!(
+        relay.poll_command(),
+        Some(RelayCommand::Open { .. })
+    ));
 }
 
 #[test]
@@ -228,33 +296,78 @@ fn media_latches_the_first_source_behind_nat_and_the_signalled_ip_otherwise() {
     let mapped: SocketAddr = "10.202.1.1:40002".parse().unwrap();
     let bob: SocketAddr = "192.0.2.7:7000".parse().unwrap();
     let bob_rtcp: SocketAddr = "192.0.2.7:7001".parse().unwrap();
-    media.signalled(Side::Caller, Remote { rtp: Some(private), rtcp: None });
-    media.signalled(Side::Callee, Remote { rtp: Some(bob), rtcp: Some(bob_rtcp) });
+    media.signalled(
+        Side::Caller,
+        Remote {
+            rtp: Some(private),
+            rtcp: None,
+        },
+    );
+    media.signalled(
+        Side::Callee,
+        Remote {
+            rtp: Some(bob),
+            rtcp: Some(bob_rtcp),
+        },
+    );
     // Alice (behind NAT) is heard from her mapping: latched, sent to Bob's SDP address.
-    assert_eq!(media.on_packet(Side::Caller, Component::Rtp, mapped, &rtp(), now), Some(bob));
+    assert_eq!(
+        media.on_packet(Side::Caller, Component::Rtp, mapped, &rtp(), now),
+        Some(bob)
+    );
     assert_eq!(media.latched(Side::Caller), Some(mapped));
     // Someone else on Alice's side now: dropped.
     let other: SocketAddr = "10.202.1.1:40999".parse().unwrap();
-    assert_eq!(media.on_packet(Side::Caller, Component::Rtp, other, &rtp(), now), None);
+    assert_eq!(
+        media.on_packet(Side::Caller, Component::Rtp, other, &rtp(), now),
+        None
+    );
     // Bob is not behind NAT: a stranger on his side is dropped, his own IP
     // (another port: symmetric RTP) is latched and sent to Alice's mapping.
     let stranger: SocketAddr = "198.51.100.1:7000".parse().unwrap();
-    assert_eq!(media.on_packet(Side::Callee, Component::Rtp, stranger, &rtp(), now), None);
+    assert_eq!(
+        media.on_packet(Side::Callee, Component::Rtp, stranger, &rtp(), now),
+        None
+    );
     let bob_out: SocketAddr = "192.0.2.7:7777".parse().unwrap();
-    assert_eq!(media.on_packet(Side::Callee, Component::Rtp, bob_out, &rtp(), now), Some(mapped));
+    assert_eq!(
+        media.on_packet(Side::Callee, Component::Rtp, bob_out, &rtp(), now),
+        Some(mapped)
+    );
     // RTCP latches on its own: Alice's RTCP is not heard yet, so Bob's goes nowhere.
-    assert_eq!(media.on_packet(Side::Callee, Component::Rtcp, bob_rtcp, &rtp(), now), None);
+    assert_eq!(
+        media.on_packet(Side::Callee, Component::Rtcp, bob_rtcp, &rtp(), now),
+        None
+    );
     // Not RTP (a STUN request, a short packet, an oversized one): dropped.
     let mut stun = rtp();
     stun[0] = 0x00;
-    assert_eq!(media.on_packet(Side::Caller, Component::Rtp, mapped, &stun, now), None);
-    assert_eq!(media.on_packet(Side::Caller, Component::Rtp, mapped, &[0x80], now), None);
+    assert_eq!(
+        media.on_packet(Side::Caller, Component::Rtp, mapped, &stun, now),
+        None
+    );
+    assert_eq!(
+        media.on_packet(Side::Caller, Component::Rtp, mapped, &[0x80], now),
+        None
+    );
     let huge = vec![0x80; session::MAX_PACKET + 1];
-    assert_eq!(media.on_packet(Side::Caller, Component::Rtp, mapped, &huge, now), None);
+    assert_eq!(
+        media.on_packet(Side::Caller, Component::Rtp, mapped, &huge, now),
+        None
+    );
     assert_eq!(media.forwarded, [1, 1]);
     // A re-INVITE with a new address unlatches.
-    media.signalled(Side::Callee, Remote { rtp: Some(bob_out), rtcp: Some(bob_rtcp) });
-    assert_eq!(media.on_packet(Side::Caller, Component::Rtp, mapped, &rtp(), now), Some(bob_out));
+    media.signalled(
+        Side::Callee,
+        Remote {
+            rtp: Some(bob_out),
+            rtcp: Some(bob_rtcp),
+        },
+    );
+    assert_eq!(
+        media.on_packet(Side::Caller, Component::Rtp, mapped, &rtp(), now),
+        Some(bob_out)
+    );
 }
 
 #[test]

@@ -44,13 +44,38 @@ impl Nat {
             ip(&home, &["addr", "add", "10.201.1.2/24", "dev", "eth0"]);
             ip(&home, &["route", "add", "default", "via", "10.201.1.1"]);
             ip(&router, &["addr", "add", "10.201.1.1/24", "dev", "in0"]);
-            ip(&router, &["addr", "add", &format!("10.202.{i}.1/24"), "dev", "out0"]);
-            ip(&router, &["route", "add", "default", "via", &format!("10.202.{i}.2")]);
-            ip(&public, &["addr", "add", &format!("10.202.{i}.2/24"), "dev", &format!("h{i}")]);
+            ip(
+                &router,
+                &["addr", "add", &format!("10.202.{i}.1/24"), "dev", "out0"],
+            );
+            ip(
+                &router,
+                &["route", "add", "default", "via", &format!("10.202.{i}.2")],
+            );
+            ip(
+                &public,
+                &[
+                    "addr",
+                    "add",
+                    &format!("10.202.{i}.2/24"),
+                    "dev",
+                    &format!("h{i}"),
+                ],
+            );
             run(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
             run(
                 &router,
-                &["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "out0", "-j", "MASQUERADE"],
+                &[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    "out0",
+                    "-j",
+                    "MASQUERADE",
+                ],
             );
             all.push((router, home));
         }
@@ -77,7 +102,10 @@ impl Nat {
 fn link(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     // Made in `a` with a temporary peer name, then the peer moved to `b`.
     let peer = format!("{a_if}p");
-    ip(a, &["link", "add", a_if, "type", "veth", "peer", "name", &peer]);
+    ip(
+        a,
+        &["link", "add", a_if, "type", "veth", "peer", "name", &peer],
+    );
     ip(a, &["link", "set", &peer, "netns", &b.name]);
     ip(b, &["link", "set", &peer, "name", b_if]);
     ip(a, &["link", "set", a_if, "up"]);

@@ -177,7 +177,13 @@ impl Netns {
                         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
                     // SAFETY: setns on a file descriptor we own, for this thread only.
                     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(rc, 0, "setns {}: {}", path.display(), std::io::Error::last_os_error());
+                    assert_eq!(
+                        rc,
+                        0,
+                        "setns {}: {}",
+                        path.display(),
+                        std::io::Error::last_os_error()
+                    );
                     std::net::UdpSocket::bind(addr)
                         .unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", self.name))
                 })
