@@ -259,6 +259,9 @@ pub struct RegistrarSection {
     pub max_expires: u32,
     pub default_expires: u32,
     pub max_contacts: usize,
+    /// Seconds between OPTIONS keep-alives to phones behind NAT without
+    /// Outbound (0: none).
+    pub natping_s: u64,
 }
 
 impl Default for RegistrarSection {
@@ -269,6 +272,7 @@ impl Default for RegistrarSection {
             max_expires: d.max_expires,
             default_expires: d.default_expires,
             max_contacts: d.max_contacts,
+            natping_s: d.natping.map_or(0, |t| t.as_secs()),
         }
     }
 }
@@ -692,6 +696,8 @@ impl Config {
             max_expires: self.registrar.max_expires,
             default_expires: self.registrar.default_expires,
             max_contacts: self.registrar.max_contacts,
+            natping: (self.registrar.natping_s > 0)
+                .then(|| std::time::Duration::from_secs(self.registrar.natping_s)),
         }
     }
 }

@@ -364,3 +364,33 @@ fn two_phones_behind_two_nats_talk_through_the_relay() {
     let mut node = node;
     node.assert_alive();
 }
+
+#[test]
+fn a_phone_behind_nat_without_outbound_gets_options_keep_alives() {
+    let nat = Nat::new(1);
+    let node_addr = SocketAddr::new(nat.public_ip(), 5060);
+    let config = nat.public.dir.join("natping.toml");
+    std::fs::write(&config, "[registrar]\nnatping_s = 1\n").expect("config");
+    let node = Node::builder()
+        .in_netns(&nat.public)
+        .args([
+            "--sip",
+            &node_addr.to_string(),
+            "--domain",
+            DOMAIN,
+            "--auth",
+            "open",
+        ])
+        .args(["--config", &config.display().to_string()])
+        .spawn();
+    let bob = Phone::new("bob", nat.home(1), node_addr);
+    bob.register(&node);
+    // Through the router's mapping, addressed to the contact as registered.
+    let ping = bob.read("OPTIONS keep-alive", |t| t.starts_with("OPTIONS "), &node);
+    assert!(
+        ping.starts_with(&format!("OPTIONS sip:bob@{HOME}:{SIP_PORT} SIP/2.0\r\n")),
+        "{ping}"
+    );
+    // And again a round later.
+    bob.read("a second keep-alive", |t| t.starts_with("OPTIONS "), &node);
+}

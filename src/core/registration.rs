@@ -221,6 +221,10 @@ impl Core {
                     .max()
                     .unwrap_or(0);
                 tracing::info!(%aor, contacts = live, expires_s = expires, status = 200, "registration");
+                if let (Some(call_id), Ok(cseq)) = (request.raw(&Name::CALL_ID), request.cseq()) {
+                    let this = (call_id.trim(), cseq.cseq);
+                    self.upkeep.natping.registered(&aor, &bindings, this, now);
+                }
                 let response = registrar::ok_response(&request, &bindings, now);
                 self.out.respond(key, with_to_tag(&request, response), now);
                 self.registered_for_messages(&aor, &bindings, now);

@@ -27,6 +27,8 @@ pub(super) struct Upkeep {
     next_save: Option<Instant>,
     announcer: Option<Announcer>,
     leaving_until: Option<Instant>,
+    /// OPTIONS keep-alives to phones behind NAT without Outbound.
+    pub(super) natping: crate::registrar::natping::NatPing,
 }
 
 impl Upkeep {
@@ -37,6 +39,7 @@ impl Upkeep {
             next_save: config.save_peers.then_some(now + SAVE_PEERS_EVERY),
             announcer: config.discover.map(|_| Announcer::new(now)),
             leaving_until: None,
+            natping: crate::registrar::natping::NatPing::new(config.registrar.natping),
         }
     }
 
@@ -45,6 +48,7 @@ impl Upkeep {
             self.next_save,
             self.announcer.as_ref().and_then(|a| a.poll_timeout(alone)),
             self.leaving_until,
+            self.natping.poll_timeout(),
         ];
         others
             .into_iter()
@@ -58,6 +62,24 @@ impl Upkeep {
 }
 
 impl Core {
+    /// An OPTIONS keep-alive to a phone behind NAT, sent to its mapping
+    /// outside any transaction (its answer is a stray response, dropped).
+    fn natping(&mut self, mapping: crate::sip::transaction::Peer, contact: &str) {
+        let local = self.config.local;
+        let (branch, tag, call_id) = (
+            self.out.random_hex(),
+            self.out.random_hex(),
+            self.out.random_hex(),
+        );
+        let text = format!(
+            "OPTIONS {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:ping@{local}>;tag={tag}\r\nTo: <{contact}>\r\n\
+             Call-ID: {call_id}@{local}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        debug!(%contact, to = %mapping.addr, "OPTIONS keep-alive to a phone behind NAT");
+        self.out.raw(mapping, Bytes::from(text));
+    }
+
     /// Runs the chores that are due.
     pub(super) fn upkeep_due(&mut self, now: Instant) {
         if now >= self.upkeep.next_housekeeping {
@@ -72,6 +94,9 @@ impl Core {
         if self.upkeep.next_save.is_some_and(|t| now >= t) {
             self.upkeep.next_save = Some(now + SAVE_PEERS_EVERY);
             self.save_peers();
+        }
+        for (mapping, contact) in self.upkeep.natping.due(now) {
+            self.natping(mapping, &contact);
         }
         let alone = self.is_alone();
         let me = self.me();

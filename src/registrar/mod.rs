@@ -14,6 +14,7 @@
 
 pub mod binding;
 pub mod location;
+pub mod natping;
 pub mod record;
 
 use std::time::{Duration, Instant};
@@ -41,6 +42,9 @@ pub struct RegistrarConfig {
     pub max_expires: u32,
     pub default_expires: u32,
     pub max_contacts: usize,
+    /// OPTIONS keep-alives to phones behind NAT without Outbound, this
+    /// often (`natping::NatPing`); `None`: none.
+    pub natping: Option<std::time::Duration>,
 }
 
 impl Default for RegistrarConfig {
@@ -50,6 +54,7 @@ impl Default for RegistrarConfig {
             max_expires: 7200,
             default_expires: 3600,
             max_contacts: 16,
+            natping: Some(std::time::Duration::from_secs(20)),
         }
     }
 }
