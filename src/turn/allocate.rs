@@ -34,7 +34,13 @@ pub(super) struct Pending {
 }
 
 impl Server {
-    pub(super) fn allocate(&mut self, from: SocketAddr, message: &Message<'_>, auth: Auth, now: Instant) {
+    pub(super) fn allocate(
+        &mut self,
+        from: SocketAddr,
+        message: &Message<'_>,
+        auth: Auth,
+        now: Instant,
+    ) {
         if let Some(allocation) = self.allocations.get(&from) {
             if allocation.transaction == message.id {
                 let again = allocation.response.clone();
@@ -46,7 +52,15 @@ impl Server {
             return; // a retransmission while its socket is being bound
         }
         match message.get(attr::REQUESTED_TRANSPORT) {
-            None => return self.error(from, message, &auth, 400, "Bad Request (no REQUESTED-TRANSPORT)"),
+            None => {
+                return self.error(
+                    from,
+                    message,
+                    &auth,
+                    400,
+                    "Bad Request (no REQUESTED-TRANSPORT)",
+                );
+            }
             Some(value) if value.first() != Some(&UDP) => {
                 return self.error(from, message, &auth, 442, "Unsupported Transport Protocol");
             }
@@ -76,7 +90,13 @@ impl Server {
                 .ok()
                 .and_then(|t| self.reservations.remove(&u64::from_be_bytes(t)));
             let Some((port, _)) = reserved else {
-                return self.error(from, message, &auth, 508, "Insufficient Capacity (no such reservation)");
+                return self.error(
+                    from,
+                    message,
+                    &auth,
+                    508,
+                    "Insufficient Capacity (no such reservation)",
+                );
             };
             let pending = Pending {
                 auth,
@@ -96,7 +116,9 @@ impl Server {
             fingerprint: message.fingerprint,
             lifetime,
             even: even.is_some(),
-            reserve: even.and_then(|v| v.first()).is_some_and(|flags| flags & 0x80 != 0),
+            reserve: even
+                .and_then(|v| v.first())
+                .is_some_and(|flags| flags & 0x80 != 0),
             ports: Vec::new(),
             tries: 0,
         };
@@ -195,7 +217,10 @@ impl Server {
         let relayed = SocketAddr::new(self.config.relay_ip, port);
         let mut out = Writer::new(Class::Success, super::method::ALLOCATE, &pending.id);
         out.xor_address(attr::XOR_RELAYED_ADDRESS, relayed)
-            .attribute(attr::LIFETIME, &(pending.lifetime.as_secs() as u32).to_be_bytes());
+            .attribute(
+                attr::LIFETIME,
+                &(pending.lifetime.as_secs() as u32).to_be_bytes(),
+            );
         if let Some(&(reserved, _)) = pending.ports.get(1) {
             let token = self.random();
             self.reservations
@@ -207,7 +232,10 @@ impl Server {
         let response = pending.auth.seal(out, pending.fingerprint);
         let expires = now + pending.lifetime;
         info!(client = %from, user = %pending.auth.username, %relayed, lifetime_s = pending.lifetime.as_secs(), "TURN allocation");
-        *self.per_user.entry(pending.auth.username.clone()).or_default() += 1;
+        *self
+            .per_user
+            .entry(pending.auth.username.clone())
+            .or_default() += 1;
         self.by_port.insert(port, from);
         self.expiries.insert((expires, from));
         self.allocations.insert(

@@ -1,9 +1,14 @@
-//! ChannelData messages (RFC 8656 §12.4): a channel number from
-//! 0x4000–0x4FFF, a length, and the application data, padded to four bytes
-//! on streams (over UDP the padding may be left out).
+//! ChannelData messages (RFC 8656 §12.4): a channel number, a length, and
+//! the application data, padded to four bytes on streams (over UDP the
+//! padding may be left out).
+//!
+//! RFC 8656 narrowed the channel numbers to 0x4000–0x4FFF; RFC 5766 allowed
+//! 0x4000–0x7FFE, and clients of that time (coturn's own test client among
+//! them) still pick numbers above 0x4FFF. Both are accepted: nothing else
+//! on the TURN port starts with those bytes.
 
-/// The channel numbers a client may bind (RFC 8656 §12).
-pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
+/// The channel numbers a client may bind (RFC 5766 §11, a superset of RFC 8656 §12's).
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFE;
 /// ChannelData header: channel number and length.
 pub const HEADER_LEN: usize = 4;
 
@@ -51,7 +56,12 @@ mod tests {
         padded.push(0);
         assert_eq!(parse(&padded), None, "more than padding after the data");
         assert_eq!(parse(&bytes[..6]), None, "shorter than its length");
-        assert_eq!(parse(&frame(0x5000, b"x").expect("fits")), None, "reserved range");
+        assert_eq!(parse(&frame(0x7FFF, b"x").expect("fits")), None, "reserved");
+        assert_eq!(
+            parse(&frame(0x5000, b"x").expect("fits")),
+            Some((0x5000, &b"x"[..])),
+            "RFC 5766's range"
+        );
         assert_eq!(parse(&[0x40]), None);
         assert!(!looks_like_channel_data(&[0x00, 0x01]));
     }

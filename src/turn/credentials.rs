@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tracing::debug;
 
-use super::{Auth, Key, MAX_KEYS, MAX_WAITING, KEY_CACHE_FOR, Output, Server};
+use super::{Auth, KEY_CACHE_FOR, Key, MAX_KEYS, MAX_WAITING, Output, Server};
 use crate::sip::stun::message::{Message, Writer};
 use crate::sip::stun::{Class, attr};
 
@@ -48,7 +48,9 @@ impl Server {
         let key = match self.allocations.get(&from) {
             Some(allocation) if allocation.username == username => Some(allocation.key.clone()),
             _ => match self.keys.get(username) {
-                Some((key, at)) if now.saturating_duration_since(*at) < KEY_CACHE_FOR => key.clone(),
+                Some((key, at)) if now.saturating_duration_since(*at) < KEY_CACHE_FOR => {
+                    key.clone()
+                }
                 _ => {
                     self.wait_for_key(username, from, bytes, now);
                     return None;
@@ -68,7 +70,14 @@ impl Server {
     }
 
     /// 401 or 438 with the realm and a fresh nonce, no integrity.
-    fn challenge(&mut self, to: SocketAddr, message: &Message<'_>, status: u16, reason: &str, now: Instant) {
+    fn challenge(
+        &mut self,
+        to: SocketAddr,
+        message: &Message<'_>,
+        status: u16,
+        reason: &str,
+        now: Instant,
+    ) {
         let nonce = self.nonces.make(now);
         let mut out = Writer::answer(message, Class::Error);
         out.error(status, reason)
@@ -88,7 +97,10 @@ impl Server {
             return;
         }
         let list = self.waiting.entry(username.to_string()).or_default();
-        if list.iter().any(|(client, b, _)| *client == from && b == bytes) {
+        if list
+            .iter()
+            .any(|(client, b, _)| *client == from && b == bytes)
+        {
             return; // a retransmission of one already waiting
         }
         let first = list.is_empty();

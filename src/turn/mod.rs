@@ -282,8 +282,9 @@ impl Server {
         match (message.class, message.method) {
             (Class::Indication, method::SEND) => self.send_indication(from, &message, now),
             (Class::Request, method::BINDING) => {
-                if let Ok(stun::Answer::Binding(reply) | stun::Answer::Refusal { bytes: reply, .. }) =
-                    stun::answer(bytes, from, self.config.listen)
+                if let Ok(
+                    stun::Answer::Binding(reply) | stun::Answer::Refusal { bytes: reply, .. },
+                ) = stun::answer(bytes, from, self.config.listen)
                 {
                     self.to_client(from, reply);
                 }
@@ -332,7 +333,14 @@ impl Server {
     }
 
     /// An error response to an authenticated request (with its integrity).
-    fn error(&mut self, to: SocketAddr, request: &Message<'_>, auth: &Auth, status: u16, reason: &str) {
+    fn error(
+        &mut self,
+        to: SocketAddr,
+        request: &Message<'_>,
+        auth: &Auth,
+        status: u16,
+        reason: &str,
+    ) {
         debug!(status, reason, client = %to, "TURN request refused");
         let mut out = Writer::answer(request, Class::Error);
         out.error(status, reason);

@@ -122,7 +122,10 @@ mod tests {
         let nonces = Nonces::new([9; 32], start, Duration::from_secs(600));
         let nonce = nonces.make(start);
         assert_eq!(nonce.len(), 32);
-        assert_eq!(nonces.check(&nonce, start + Duration::from_secs(599)), Ok(()));
+        assert_eq!(
+            nonces.check(&nonce, start + Duration::from_secs(599)),
+            Ok(())
+        );
         assert_eq!(
             nonces.check(&nonce, start + Duration::from_secs(600)),
             Err(Stale::Expired)

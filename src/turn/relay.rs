@@ -32,7 +32,13 @@ impl Server {
         }
     }
 
-    pub(super) fn refresh(&mut self, from: SocketAddr, message: &Message<'_>, auth: Auth, now: Instant) {
+    pub(super) fn refresh(
+        &mut self,
+        from: SocketAddr,
+        message: &Message<'_>,
+        auth: Auth,
+        now: Instant,
+    ) {
         if !self.allocation_for(from, message, &auth) {
             return;
         }
@@ -56,7 +62,13 @@ impl Server {
         self.to_client(from, bytes);
     }
 
-    pub(super) fn create_permission(&mut self, from: SocketAddr, message: &Message<'_>, auth: Auth, now: Instant) {
+    pub(super) fn create_permission(
+        &mut self,
+        from: SocketAddr,
+        message: &Message<'_>,
+        auth: Auth,
+        now: Instant,
+    ) {
         if !self.allocation_for(from, message, &auth) {
             return;
         }
@@ -68,7 +80,10 @@ impl Server {
             return self.error(from, message, &auth, 400, "Bad Request (XOR-PEER-ADDRESS)");
         }
         let peers: Vec<SocketAddr> = peers.into_iter().flatten().collect();
-        if peers.iter().any(|p| p.is_ipv4() != self.config.relay_ip.is_ipv4()) {
+        if peers
+            .iter()
+            .any(|p| p.is_ipv4() != self.config.relay_ip.is_ipv4())
+        {
             return self.error(from, message, &auth, 443, "Peer Address Family Mismatch");
         }
         let max = self.config.max_permissions;
@@ -81,17 +96,31 @@ impl Server {
             .filter(|p| !allocation.permissions.contains_key(&p.ip()))
             .count();
         if allocation.permissions.len() + new > max {
-            return self.error(from, message, &auth, 508, "Insufficient Capacity (permissions)");
+            return self.error(
+                from,
+                message,
+                &auth,
+                508,
+                "Insufficient Capacity (permissions)",
+            );
         }
         for peer in peers {
-            allocation.permissions.insert(peer.ip(), now + PERMISSION_LIFETIME);
+            allocation
+                .permissions
+                .insert(peer.ip(), now + PERMISSION_LIFETIME);
         }
         let out = Writer::answer(message, Class::Success);
         let bytes = auth.seal(out, message.fingerprint);
         self.to_client(from, bytes);
     }
 
-    pub(super) fn channel_bind(&mut self, from: SocketAddr, message: &Message<'_>, auth: Auth, now: Instant) {
+    pub(super) fn channel_bind(
+        &mut self,
+        from: SocketAddr,
+        message: &Message<'_>,
+        auth: Auth,
+        now: Instant,
+    ) {
         if !self.allocation_for(from, message, &auth) {
             return;
         }
@@ -102,12 +131,20 @@ impl Server {
             .filter(|n| channel::CHANNELS.contains(n));
         let peer = message.xor_address(attr::XOR_PEER_ADDRESS);
         let (Some(number), Some(peer)) = (number, peer) else {
-            return self.error(from, message, &auth, 400, "Bad Request (CHANNEL-NUMBER, XOR-PEER-ADDRESS)");
+            debug!(number = ?message.get(attr::CHANNEL_NUMBER), peer = ?peer, "ChannelBind without a usable channel or peer");
+            return self.error(
+                from,
+                message,
+                &auth,
+                400,
+                "Bad Request (CHANNEL-NUMBER, XOR-PEER-ADDRESS)",
+            );
         };
         if peer.is_ipv4() != self.config.relay_ip.is_ipv4() {
             return self.error(from, message, &auth, 443, "Peer Address Family Mismatch");
         }
-        let (max_channels, max_permissions) = (self.config.max_channels, self.config.max_permissions);
+        let (max_channels, max_permissions) =
+            (self.config.max_channels, self.config.max_permissions);
         let Some(allocation) = self.allocations.get_mut(&from) else {
             return;
         };
@@ -120,21 +157,38 @@ impl Server {
         if bound_elsewhere {
             return self.error(from, message, &auth, 400, "Bad Request (bound otherwise)");
         }
-        let full = (!allocation.channels.contains_key(&number) && allocation.channels.len() >= max_channels)
-            || (!allocation.permissions.contains_key(&peer.ip()) && allocation.permissions.len() >= max_permissions);
+        let full = (!allocation.channels.contains_key(&number)
+            && allocation.channels.len() >= max_channels)
+            || (!allocation.permissions.contains_key(&peer.ip())
+                && allocation.permissions.len() >= max_permissions);
         if full {
-            return self.error(from, message, &auth, 508, "Insufficient Capacity (channels)");
+            return self.error(
+                from,
+                message,
+                &auth,
+                508,
+                "Insufficient Capacity (channels)",
+            );
         }
-        allocation.channels.insert(number, (peer, now + CHANNEL_LIFETIME));
+        allocation
+            .channels
+            .insert(number, (peer, now + CHANNEL_LIFETIME));
         allocation.peers.insert(peer, number);
-        allocation.permissions.insert(peer.ip(), now + PERMISSION_LIFETIME);
+        allocation
+            .permissions
+            .insert(peer.ip(), now + PERMISSION_LIFETIME);
         let out = Writer::answer(message, Class::Success);
         let bytes = auth.seal(out, message.fingerprint);
         self.to_client(from, bytes);
     }
 
     /// A Send indication: its DATA to its XOR-PEER-ADDRESS, if permitted.
-    pub(super) fn send_indication(&mut self, from: SocketAddr, message: &Message<'_>, now: Instant) {
+    pub(super) fn send_indication(
+        &mut self,
+        from: SocketAddr,
+        message: &Message<'_>,
+        now: Instant,
+    ) {
         let Some(allocation) = self.allocations.get(&from) else {
             return;
         };
@@ -157,7 +211,13 @@ impl Server {
     }
 
     /// ChannelData from the client: to the channel's peer.
-    pub(super) fn channel_data(&mut self, from: SocketAddr, number: u16, data: &[u8], now: Instant) {
+    pub(super) fn channel_data(
+        &mut self,
+        from: SocketAddr,
+        number: u16,
+        data: &[u8],
+        now: Instant,
+    ) {
         let Some(allocation) = self.allocations.get(&from) else {
             return;
         };

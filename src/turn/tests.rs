@@ -36,7 +36,11 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let now = Instant::now();
-        let mut config = TurnConfig::new("127.0.0.1:3478".parse().expect("addr"), REALM.into(), [3; 32]);
+        let mut config = TurnConfig::new(
+            "127.0.0.1:3478".parse().expect("addr"),
+            REALM.into(),
+            [3; 32],
+        );
         config.ports = (50000, 50009);
         config.max_per_user = 2;
         Fixture {
@@ -63,7 +67,8 @@ impl Fixture {
                 Output::Timeout(_) => return seen,
                 Output::OpenRelay { port } => {
                     let ok = !refuse.contains(&port);
-                    self.server.handle_input(Input::RelayOpened { port, ok }, self.now);
+                    self.server
+                        .handle_input(Input::RelayOpened { port, ok }, self.now);
                     seen.push(Output::OpenRelay { port });
                 }
                 Output::FetchCredentials { username } => {
@@ -97,7 +102,12 @@ impl Fixture {
     }
 
     /// A request with credentials (alice, `password`) unless `password` is None.
-    fn request(&mut self, method: u16, attrs: &[(u16, Vec<u8>)], password: Option<&str>) -> Vec<u8> {
+    fn request(
+        &mut self,
+        method: u16,
+        attrs: &[(u16, Vec<u8>)],
+        password: Option<&str>,
+    ) -> Vec<u8> {
         let id = self.id();
         let mut w = Writer::new(Class::Request, method, &id);
         for (kind, value) in attrs {
@@ -140,11 +150,14 @@ fn status(message: &Message<'_>) -> Option<u16> {
 fn peer_attr(f: &Fixture, addr: SocketAddr) -> Vec<u8> {
     // The XOR is with the cookie only for IPv4, so any ID will do.
     let _ = f;
-    crate::sip::stun::address(addr, Some(&{
-        let mut id = [0u8; 16];
-        id[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-        id
-    }))
+    crate::sip::stun::address(
+        addr,
+        Some(&{
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+            id
+        }),
+    )
 }
 
 #[test]
@@ -153,10 +166,16 @@ fn allocate_is_challenged_then_granted_with_the_users_ha1() {
     let answer = f.allocate(client(), &[]);
     let ok = Message::parse(&answer).expect("parses");
     assert_eq!(ok.class, Class::Success);
-    assert!(ok.check_integrity(&key("secret").md5), "answer sealed with her key");
+    assert!(
+        ok.check_integrity(&key("secret").md5),
+        "answer sealed with her key"
+    );
     assert!(ok.fingerprint);
     let relayed = ok.xor_address(attr::XOR_RELAYED_ADDRESS).expect("relayed");
-    assert_eq!(relayed.ip(), "127.0.0.1".parse::<std::net::IpAddr>().expect("ip"));
+    assert_eq!(
+        relayed.ip(),
+        "127.0.0.1".parse::<std::net::IpAddr>().expect("ip")
+    );
     assert!((50000..=50009).contains(&relayed.port()));
     assert_eq!(ok.xor_address(attr::XOR_MAPPED_ADDRESS), Some(client()));
     assert_eq!(ok.get(attr::LIFETIME), Some(&600u32.to_be_bytes()[..]));
@@ -166,10 +185,22 @@ fn allocate_is_challenged_then_granted_with_the_users_ha1() {
 #[test]
 fn a_wrong_password_or_an_unknown_user_gets_401_and_no_allocation() {
     let mut f = Fixture::new();
-    let first = f.request(method::ALLOCATE, &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])], None);
+    let first = f.request(
+        method::ALLOCATE,
+        &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])],
+        None,
+    );
     let answers = f.send(client(), &first, Some("secret"));
-    f.nonce = Message::parse(&answers[0]).expect("parses").text(attr::NONCE).expect("nonce").into();
-    let wrong = f.request(method::ALLOCATE, &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])], Some("guess"));
+    f.nonce = Message::parse(&answers[0])
+        .expect("parses")
+        .text(attr::NONCE)
+        .expect("nonce")
+        .into();
+    let wrong = f.request(
+        method::ALLOCATE,
+        &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])],
+        Some("guess"),
+    );
     let answers = f.send(client(), &wrong, Some("secret"));
     let refusal = Message::parse(&answers[0]).expect("parses");
     assert_eq!(status(&refusal), Some(401));
@@ -177,9 +208,16 @@ fn a_wrong_password_or_an_unknown_user_gets_401_and_no_allocation() {
     // No such user: the look-up says none, 401 too.
     let mut f = Fixture::new();
     f.nonce = f.server.nonces.make(f.now);
-    let unknown = f.request(method::ALLOCATE, &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])], Some("secret"));
+    let unknown = f.request(
+        method::ALLOCATE,
+        &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])],
+        Some("secret"),
+    );
     let answers = f.send(client(), &unknown, None);
-    assert_eq!(status(&Message::parse(&answers[0]).expect("parses")), Some(401));
+    assert_eq!(
+        status(&Message::parse(&answers[0]).expect("parses")),
+        Some(401)
+    );
     assert_eq!(f.server.allocations(), 0);
 }
 
@@ -188,7 +226,11 @@ fn a_stale_nonce_gets_438_with_a_fresh_one() {
     let mut f = Fixture::new();
     f.nonce = f.server.nonces.make(f.now);
     f.now += Duration::from_secs(601);
-    let late = f.request(method::ALLOCATE, &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])], Some("secret"));
+    let late = f.request(
+        method::ALLOCATE,
+        &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])],
+        Some("secret"),
+    );
     let answers = f.send(client(), &late, Some("secret"));
     let stale = Message::parse(&answers[0]).expect("parses");
     assert_eq!(status(&stale), Some(438));
@@ -201,32 +243,72 @@ fn a_stale_nonce_gets_438_with_a_fresh_one() {
 fn the_rfcs_refusals_of_allocate() {
     let mut f = Fixture::new();
     f.nonce = f.server.nonces.make(f.now);
-    let tcp = f.request(method::ALLOCATE, &[(attr::REQUESTED_TRANSPORT, vec![6, 0, 0, 0])], Some("secret"));
-    assert_eq!(status(&Message::parse(&f.send(client(), &tcp, Some("secret"))[0]).expect("parses")), Some(442));
+    let tcp = f.request(
+        method::ALLOCATE,
+        &[(attr::REQUESTED_TRANSPORT, vec![6, 0, 0, 0])],
+        Some("secret"),
+    );
+    assert_eq!(
+        status(&Message::parse(&f.send(client(), &tcp, Some("secret"))[0]).expect("parses")),
+        Some(442)
+    );
     let none = f.request(method::ALLOCATE, &[], Some("secret"));
-    assert_eq!(status(&Message::parse(&f.send(client(), &none, Some("secret"))[0]).expect("parses")), Some(400));
+    assert_eq!(
+        status(&Message::parse(&f.send(client(), &none, Some("secret"))[0]).expect("parses")),
+        Some(400)
+    );
     let v6 = f.request(
         method::ALLOCATE,
-        &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0]), (attr::REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0])],
+        &[
+            (attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0]),
+            (attr::REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0]),
+        ],
         Some("secret"),
     );
-    assert_eq!(status(&Message::parse(&f.send(client(), &v6, Some("secret"))[0]).expect("parses")), Some(440));
+    assert_eq!(
+        status(&Message::parse(&f.send(client(), &v6, Some("secret"))[0]).expect("parses")),
+        Some(440)
+    );
     let df = f.request(
         method::ALLOCATE,
-        &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0]), (attr::DONT_FRAGMENT, vec![])],
+        &[
+            (attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0]),
+            (attr::DONT_FRAGMENT, vec![]),
+        ],
         Some("secret"),
     );
-    assert_eq!(status(&Message::parse(&f.send(client(), &df, Some("secret"))[0]).expect("parses")), Some(420));
+    assert_eq!(
+        status(&Message::parse(&f.send(client(), &df, Some("secret"))[0]).expect("parses")),
+        Some(420)
+    );
     // Two allocations per user here: a third from another address is 486.
     f.allocate("127.0.0.1:40001".parse().expect("addr"), &[]);
     f.allocate("127.0.0.1:40002".parse().expect("addr"), &[]);
-    let third = f.request(method::ALLOCATE, &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])], Some("secret"));
-    let answer = f.send("127.0.0.1:40003".parse().expect("addr"), &third, Some("secret"));
-    assert_eq!(status(&Message::parse(&answer[0]).expect("parses")), Some(486));
+    let third = f.request(
+        method::ALLOCATE,
+        &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])],
+        Some("secret"),
+    );
+    let answer = f.send(
+        "127.0.0.1:40003".parse().expect("addr"),
+        &third,
+        Some("secret"),
+    );
+    assert_eq!(
+        status(&Message::parse(&answer[0]).expect("parses")),
+        Some(486)
+    );
     // A second Allocate on the same 5-tuple: 437; the same one again: the same answer.
-    let again = f.request(method::ALLOCATE, &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])], Some("secret"));
+    let again = f.request(
+        method::ALLOCATE,
+        &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])],
+        Some("secret"),
+    );
     let from = "127.0.0.1:40001".parse().expect("addr");
-    assert_eq!(status(&Message::parse(&f.send(from, &again, Some("secret"))[0]).expect("parses")), Some(437));
+    assert_eq!(
+        status(&Message::parse(&f.send(from, &again, Some("secret"))[0]).expect("parses")),
+        Some(437)
+    );
 }
 
 #[test]
@@ -237,8 +319,13 @@ fn relay_ports_run_out_with_508_and_a_taken_port_is_skipped() {
     let mut granted = 0;
     for i in 0..11u16 {
         let from: SocketAddr = format!("127.0.0.1:{}", 41000 + i).parse().expect("addr");
-        let req = f.request(method::ALLOCATE, &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])], Some("secret"));
-        f.server.handle_input(Input::FromClient { from, bytes: &req }, f.now);
+        let req = f.request(
+            method::ALLOCATE,
+            &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])],
+            Some("secret"),
+        );
+        f.server
+            .handle_input(Input::FromClient { from, bytes: &req }, f.now);
         // Port 50003 is someone else's.
         let outputs = f.drain(Some("secret"), &[50003]);
         for o in outputs {
@@ -246,7 +333,10 @@ fn relay_ports_run_out_with_508_and_a_taken_port_is_skipped() {
                 let m = Message::parse(&bytes).expect("parses");
                 if m.class == Class::Success {
                     granted += 1;
-                    assert_ne!(m.xor_address(attr::XOR_RELAYED_ADDRESS).map(|a| a.port()), Some(50003));
+                    assert_ne!(
+                        m.xor_address(attr::XOR_RELAYED_ADDRESS).map(|a| a.port()),
+                        Some(50003)
+                    );
                 } else {
                     assert_eq!(status(&m), Some(508), "allocation {i}");
                 }
@@ -262,35 +352,66 @@ fn even_port_reserves_the_next_for_its_token() {
     f.server.config.max_per_user = 10;
     let answer = f.allocate(client(), &[(attr::EVEN_PORT, vec![0x80, 0, 0, 0])]);
     let ok = Message::parse(&answer).expect("parses");
-    let port = ok.xor_address(attr::XOR_RELAYED_ADDRESS).expect("relayed").port();
+    let port = ok
+        .xor_address(attr::XOR_RELAYED_ADDRESS)
+        .expect("relayed")
+        .port();
     assert_eq!(port % 2, 0);
     let token = ok.get(attr::RESERVATION_TOKEN).expect("token").to_vec();
     let other: SocketAddr = "127.0.0.1:40010".parse().expect("addr");
     let req = f.request(
         method::ALLOCATE,
-        &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0]), (attr::RESERVATION_TOKEN, token.clone())],
+        &[
+            (attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0]),
+            (attr::RESERVATION_TOKEN, token.clone()),
+        ],
         Some("secret"),
     );
     let answer = f.send(other, &req, Some("secret"));
     let rtcp = Message::parse(&answer[0]).expect("parses");
-    assert_eq!(rtcp.xor_address(attr::XOR_RELAYED_ADDRESS).map(|a| a.port()), Some(port + 1));
+    assert_eq!(
+        rtcp.xor_address(attr::XOR_RELAYED_ADDRESS)
+            .map(|a| a.port()),
+        Some(port + 1)
+    );
     // The token is spent.
     let req = f.request(
         method::ALLOCATE,
-        &[(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0]), (attr::RESERVATION_TOKEN, token)],
+        &[
+            (attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0]),
+            (attr::RESERVATION_TOKEN, token),
+        ],
         Some("secret"),
     );
-    let answer = f.send("127.0.0.1:40011".parse().expect("addr"), &req, Some("secret"));
-    assert_eq!(status(&Message::parse(&answer[0]).expect("parses")), Some(508));
+    let answer = f.send(
+        "127.0.0.1:40011".parse().expect("addr"),
+        &req,
+        Some("secret"),
+    );
+    assert_eq!(
+        status(&Message::parse(&answer[0]).expect("parses")),
+        Some(508)
+    );
 }
 
 #[test]
 fn data_flows_with_a_permission_and_a_channel_and_not_without() {
     let mut f = Fixture::new();
     let ok = f.allocate(client(), &[]);
-    let port = Message::parse(&ok).expect("parses").xor_address(attr::XOR_RELAYED_ADDRESS).expect("relayed").port();
+    let port = Message::parse(&ok)
+        .expect("parses")
+        .xor_address(attr::XOR_RELAYED_ADDRESS)
+        .expect("relayed")
+        .port();
     // No permission yet: the peer's datagram is dropped, and so is a Send.
-    f.server.handle_input(Input::FromPeer { port, from: peer(), bytes: b"early" }, f.now);
+    f.server.handle_input(
+        Input::FromPeer {
+            port,
+            from: peer(),
+            bytes: b"early",
+        },
+        f.now,
+    );
     assert!(f.drain(None, &[]).is_empty());
     let send = {
         let id = f.id();
@@ -301,17 +422,43 @@ fn data_flows_with_a_permission_and_a_channel_and_not_without() {
     };
     assert!(f.send(client(), &send, None).is_empty());
     assert!(f.drain(None, &[]).is_empty());
-    let perm = f.request(method::CREATE_PERMISSION, &[(attr::XOR_PEER_ADDRESS, peer_attr(&f, peer()))], Some("secret"));
+    let perm = f.request(
+        method::CREATE_PERMISSION,
+        &[(attr::XOR_PEER_ADDRESS, peer_attr(&f, peer()))],
+        Some("secret"),
+    );
     let answer = f.send(client(), &perm, Some("secret"));
-    assert_eq!(Message::parse(&answer[0]).expect("parses").class, Class::Success);
-    f.server.handle_input(Input::FromClient { from: client(), bytes: &send }, f.now);
+    assert_eq!(
+        Message::parse(&answer[0]).expect("parses").class,
+        Class::Success
+    );
+    f.server.handle_input(
+        Input::FromClient {
+            from: client(),
+            bytes: &send,
+        },
+        f.now,
+    );
     assert_eq!(
         f.drain(None, &[]),
-        vec![Output::ToPeer { port, to: peer(), bytes: b"to peer".to_vec() }]
+        vec![Output::ToPeer {
+            port,
+            to: peer(),
+            bytes: b"to peer".to_vec()
+        }]
     );
-    f.server.handle_input(Input::FromPeer { port, from: peer(), bytes: b"back" }, f.now);
+    f.server.handle_input(
+        Input::FromPeer {
+            port,
+            from: peer(),
+            bytes: b"back",
+        },
+        f.now,
+    );
     let out = f.drain(None, &[]);
-    let Some(Output::ToClient { bytes, .. }) = out.first() else { panic!("{out:?}") };
+    let Some(Output::ToClient { bytes, .. }) = out.first() else {
+        panic!("{out:?}")
+    };
     let data = Message::parse(bytes).expect("parses");
     assert_eq!((data.class, data.method), (Class::Indication, method::DATA));
     assert_eq!(data.get(attr::DATA), Some(&b"back"[..]));
@@ -319,29 +466,73 @@ fn data_flows_with_a_permission_and_a_channel_and_not_without() {
     // A channel: ChannelData both ways.
     let bind = f.request(
         method::CHANNEL_BIND,
-        &[(attr::CHANNEL_NUMBER, vec![0x40, 0x00, 0, 0]), (attr::XOR_PEER_ADDRESS, peer_attr(&f, peer()))],
+        &[
+            (attr::CHANNEL_NUMBER, vec![0x40, 0x00, 0, 0]),
+            (attr::XOR_PEER_ADDRESS, peer_attr(&f, peer())),
+        ],
         Some("secret"),
     );
-    assert_eq!(Message::parse(&f.send(client(), &bind, Some("secret"))[0]).expect("parses").class, Class::Success);
-    f.server.handle_input(Input::FromPeer { port, from: peer(), bytes: b"chan" }, f.now);
+    assert_eq!(
+        Message::parse(&f.send(client(), &bind, Some("secret"))[0])
+            .expect("parses")
+            .class,
+        Class::Success
+    );
+    f.server.handle_input(
+        Input::FromPeer {
+            port,
+            from: peer(),
+            bytes: b"chan",
+        },
+        f.now,
+    );
     assert_eq!(
         f.drain(None, &[]),
-        vec![Output::ToClient { to: client(), bytes: channel::frame(0x4000, b"chan").expect("fits") }]
+        vec![Output::ToClient {
+            to: client(),
+            bytes: channel::frame(0x4000, b"chan").expect("fits")
+        }]
     );
     let cd = channel::frame(0x4000, b"up").expect("fits");
-    f.server.handle_input(Input::FromClient { from: client(), bytes: &cd }, f.now);
-    assert_eq!(f.drain(None, &[]), vec![Output::ToPeer { port, to: peer(), bytes: b"up".to_vec() }]);
+    f.server.handle_input(
+        Input::FromClient {
+            from: client(),
+            bytes: &cd,
+        },
+        f.now,
+    );
+    assert_eq!(
+        f.drain(None, &[]),
+        vec![Output::ToPeer {
+            port,
+            to: peer(),
+            bytes: b"up".to_vec()
+        }]
+    );
     // The same channel for another peer: 400.
     let other: SocketAddr = "127.0.0.3:1".parse().expect("addr");
     let bind = f.request(
         method::CHANNEL_BIND,
-        &[(attr::CHANNEL_NUMBER, vec![0x40, 0x00, 0, 0]), (attr::XOR_PEER_ADDRESS, peer_attr(&f, other))],
+        &[
+            (attr::CHANNEL_NUMBER, vec![0x40, 0x00, 0, 0]),
+            (attr::XOR_PEER_ADDRESS, peer_attr(&f, other)),
+        ],
         Some("secret"),
     );
-    assert_eq!(status(&Message::parse(&f.send(client(), &bind, Some("secret"))[0]).expect("parses")), Some(400));
+    assert_eq!(
+        status(&Message::parse(&f.send(client(), &bind, Some("secret"))[0]).expect("parses")),
+        Some(400)
+    );
     // Permissions lapse after 300 s (the channel's 600 s does not keep data flowing without one).
     f.now += PERMISSION_LIFETIME + Duration::from_secs(1);
-    f.server.handle_input(Input::FromPeer { port, from: peer(), bytes: b"late" }, f.now);
+    f.server.handle_input(
+        Input::FromPeer {
+            port,
+            from: peer(),
+            bytes: b"late",
+        },
+        f.now,
+    );
     assert!(f.drain(None, &[]).is_empty());
 }
 
@@ -349,9 +540,17 @@ fn data_flows_with_a_permission_and_a_channel_and_not_without() {
 fn refresh_extends_and_lifetime_zero_ends_and_expiry_closes_the_port() {
     let mut f = Fixture::new();
     let ok = f.allocate(client(), &[]);
-    let port = Message::parse(&ok).expect("parses").xor_address(attr::XOR_RELAYED_ADDRESS).expect("relayed").port();
+    let port = Message::parse(&ok)
+        .expect("parses")
+        .xor_address(attr::XOR_RELAYED_ADDRESS)
+        .expect("relayed")
+        .port();
     f.now += Duration::from_secs(500);
-    let refresh = f.request(method::REFRESH, &[(attr::LIFETIME, 1200u32.to_be_bytes().to_vec())], Some("secret"));
+    let refresh = f.request(
+        method::REFRESH,
+        &[(attr::LIFETIME, 1200u32.to_be_bytes().to_vec())],
+        Some("secret"),
+    );
     let answer = f.send(client(), &refresh, Some("secret"));
     let m = Message::parse(&answer[0]).expect("parses");
     assert_eq!(m.get(attr::LIFETIME), Some(&1200u32.to_be_bytes()[..]));
@@ -365,19 +564,43 @@ fn refresh_extends_and_lifetime_zero_ends_and_expiry_closes_the_port() {
     // Refresh of nothing: 437. Lifetime 0 ends one at once.
     f.nonce = f.server.nonces.make(f.now);
     let refresh = f.request(method::REFRESH, &[], Some("secret"));
-    assert_eq!(status(&Message::parse(&f.send(client(), &refresh, Some("secret"))[0]).expect("parses")), Some(437));
+    assert_eq!(
+        status(&Message::parse(&f.send(client(), &refresh, Some("secret"))[0]).expect("parses")),
+        Some(437)
+    );
     f.allocate(client(), &[]);
-    let end = f.request(method::REFRESH, &[(attr::LIFETIME, vec![0, 0, 0, 0])], Some("secret"));
+    let end = f.request(
+        method::REFRESH,
+        &[(attr::LIFETIME, vec![0, 0, 0, 0])],
+        Some("secret"),
+    );
     let answer = f.send(client(), &end, Some("secret"));
-    assert_eq!(Message::parse(&answer[0]).expect("parses").get(attr::LIFETIME), Some(&[0u8, 0, 0, 0][..]));
+    assert_eq!(
+        Message::parse(&answer[0])
+            .expect("parses")
+            .get(attr::LIFETIME),
+        Some(&[0u8, 0, 0, 0][..])
+    );
     assert_eq!(f.server.allocations(), 0);
 }
 
 #[test]
 fn garbage_is_dropped_and_binding_is_answered() {
     let mut f = Fixture::new();
-    for junk in [&b""[..], b"\x00\x01", b"INVITE sip:x SIP/2.0\r\n", &[0x40, 0, 0, 9, 1], &[0u8; 64]] {
-        f.server.handle_input(Input::FromClient { from: client(), bytes: junk }, f.now);
+    for junk in [
+        &b""[..],
+        b"\x00\x01",
+        b"INVITE sip:x SIP/2.0\r\n",
+        &[0x40, 0, 0, 9, 1],
+        &[0u8; 64],
+    ] {
+        f.server.handle_input(
+            Input::FromClient {
+                from: client(),
+                bytes: junk,
+            },
+            f.now,
+        );
         assert!(f.drain(None, &[]).is_empty(), "{junk:?}");
     }
     let binding = crate::sip::stun::binding_request([5; 12], true);

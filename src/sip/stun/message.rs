@@ -300,11 +300,7 @@ impl Writer {
 
     /// The message, with MESSAGE-INTEGRITY of `integrity` under `key` when
     /// both are given, and a FINGERPRINT when `fingerprint`.
-    pub fn finish(
-        mut self,
-        seal: Option<(Integrity, &[u8])>,
-        fingerprint: bool,
-    ) -> Vec<u8> {
+    pub fn finish(mut self, seal: Option<(Integrity, &[u8])>, fingerprint: bool) -> Vec<u8> {
         if let Some((integrity, key)) = seal {
             let (kind, size) = match integrity {
                 Integrity::Sha1 => (attr::MESSAGE_INTEGRITY, 20),
@@ -372,7 +368,8 @@ mod tests {
         assert!(message.check_integrity(&key));
         assert!(!message.check_integrity(&long_term_key(username, "example.org", "TheMatrix")));
         // The users file's HA1 is the same key.
-        let ha1 = crate::auth::users::Algorithm::Md5.hex(&format!("{username}:example.org:TheMatrIX"));
+        let ha1 =
+            crate::auth::users::Algorithm::Md5.hex(&format!("{username}:example.org:TheMatrIX"));
         let as_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(ha1, as_hex);
     }
