@@ -87,11 +87,14 @@ fn allocations_in(log: &str) -> usize {
 fn uclient_relays_through_the_node_with_the_users_password_and_not_with_another() {
     let users = users_file("turn-local");
     let turn = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let http = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
     let mut node = Node::start(&[
         "--users",
         users.to_str().expect("path"),
         "--turn",
         &turn.to_string(),
+        "--http",
+        &http.to_string(),
     ]);
 
     let refused = uclient(turn, "guess", 5, &[], "turn-wrong");
@@ -140,6 +143,18 @@ fn uclient_relays_through_the_node_with_the_users_password_and_not_with_another(
         indications.output
     );
 
+    // The status page counts them.
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(http, "/status").expect("status")).expect("json");
+    assert_eq!(status["turn"]["addr"], turn.to_string(), "{status}");
+    assert!(
+        status["turn"]["allocated_total"].as_u64() >= Some(8),
+        "{status}"
+    );
+    assert!(
+        status["turn"]["relayed_to_peers"].as_u64() >= Some(160),
+        "{status}"
+    );
     node.assert_alive();
 }
 
