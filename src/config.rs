@@ -644,6 +644,9 @@ impl Config {
         config.ports = port_range(&t.ports).unwrap_or(config.ports);
         config.max_allocations = t.max_allocations;
         config.max_per_user = t.max_per_user;
+        if let Ok(auth) = self.auth_config() {
+            config.limits = auth.limits;
+        }
         Some(config)
     }
 

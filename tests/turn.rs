@@ -10,11 +10,15 @@ mod common;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     ChildGuard, Node, add_user, http_get, port_block, require_tool, temp_dir, wait_until,
 };
+
+/// How long a run that relays may take, and how long a refused one is given.
+const RUN: Duration = Duration::from_secs(40);
+const SILENCED: Duration = Duration::from_secs(5);
 
 fn users_file(tag: &str) -> PathBuf {
     let file = temp_dir(tag).join("users");
@@ -48,8 +52,16 @@ impl Run {
 }
 
 /// `turnutils_uclient -y` (its allocations are each other's peers) with
-/// `password`, `messages` per client, and `extra` flags, bounded in time.
-fn uclient(turn: SocketAddr, password: &str, messages: u32, extra: &[&str], tag: &str) -> Run {
+/// `password`, `messages` per client, and `extra` flags; killed after
+/// `limit` (a client the node has silenced waits for ever).
+fn uclient(
+    turn: SocketAddr,
+    password: &str,
+    messages: u32,
+    extra: &[&str],
+    limit: Duration,
+    tag: &str,
+) -> Run {
     let tool = require_tool("turnutils_uclient", "coturn");
     let out = temp_dir(tag).join("uclient.log");
     let file = std::fs::File::create(&out).expect("log");
@@ -70,9 +82,19 @@ fn uclient(turn: SocketAddr, password: &str, messages: u32, extra: &[&str], tag:
         .spawn()
         .expect("spawn turnutils_uclient");
     let mut guard = ChildGuard::new("turnutils_uclient", child);
-    let status = guard.wait_bounded(Duration::from_secs(40));
+    let deadline = Instant::now() + limit;
+    let ok = loop {
+        if let Some(status) = guard.try_wait() {
+            break status.success();
+        }
+        if Instant::now() >= deadline {
+            break false; // the guard kills it
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(guard);
     Run {
-        ok: status.success(),
+        ok,
         output: common::read_lossy(&out),
     }
 }
@@ -97,16 +119,26 @@ fn uclient_relays_through_the_node_with_the_users_password_and_not_with_another(
         &http.to_string(),
     ]);
 
-    let refused = uclient(turn, "guess", 5, &[], "turn-wrong");
+    // From 127.0.0.2: its failures get it blocked (the node's [limits]),
+    // which must not silence alice on 127.0.0.1.
+    let refused = uclient(
+        turn,
+        "guess",
+        5,
+        &["-L", "127.0.0.2"],
+        SILENCED,
+        "turn-wrong",
+    );
     assert!(
         !refused.ok,
         "a wrong password allocates nothing:\n{}",
         refused.output
     );
     assert!(
-        refused.output.contains("Cannot complete Allocation"),
+        node.log()
+            .contains("source blocked after failed authentications ip=127.0.0.2"),
         "{}",
-        refused.output
+        common::tail(&node.log(), 40)
     );
     assert_eq!(
         allocations_in(&node.log()),
@@ -116,7 +148,7 @@ fn uclient_relays_through_the_node_with_the_users_password_and_not_with_another(
     );
 
     // Channels (ChannelBind, ChannelData), the default.
-    let channels = uclient(turn, "wonderland", 20, &[], "turn-channels");
+    let channels = uclient(turn, "wonderland", 20, &[], RUN, "turn-channels");
     let totals = channels.totals();
     assert!(
         channels.ok,
@@ -134,7 +166,7 @@ fn uclient_relays_through_the_node_with_the_users_password_and_not_with_another(
     );
 
     // Send and Data indications (-s).
-    let indications = uclient(turn, "wonderland", 20, &["-s"], "turn-send");
+    let indications = uclient(turn, "wonderland", 20, &["-s"], RUN, "turn-send");
     assert!(indications.ok, "{}", indications.output);
     assert_eq!(
         indications.totals(),
@@ -185,13 +217,18 @@ fn a_node_without_users_finds_the_turn_credentials_in_the_ring() {
         || b.log(),
     );
     // The credentials reach the ring at a's start or its next publication
-    // (and b remembers an absence for 30 s): try until they are there.
+    // (and b remembers an absence for 30 s): try until they are there, each
+    // time from another source address, since failures get one blocked.
     let last = std::cell::RefCell::new(String::new());
+    let attempt = std::cell::Cell::new(0u8);
     wait_until(
         "alice allocates at b with her password",
         Duration::from_secs(75),
         || {
-            let run = uclient(turn, "wonderland", 5, &["-c"], "turn-ring-run");
+            attempt.set(attempt.get() + 1);
+            let source = format!("127.0.1.{}", attempt.get());
+            let flags = ["-c", "-L", source.as_str()];
+            let run = uclient(turn, "wonderland", 5, &flags, RUN, "turn-ring-run");
             *last.borrow_mut() = run.output.clone();
             run.ok
                 && run
@@ -200,6 +237,20 @@ fn a_node_without_users_finds_the_turn_credentials_in_the_ring() {
         },
         || format!("{}\n{}", last.borrow(), common::tail(&b.log(), 40)),
     );
-    let refused = uclient(turn, "guess", 5, &["-c"], "turn-ring-wrong");
+    let before = allocations_in(&b.log());
+    let refused = uclient(
+        turn,
+        "guess",
+        5,
+        &["-c", "-L", "127.0.0.2"],
+        SILENCED,
+        "turn-ring-wrong",
+    );
     assert!(!refused.ok, "{}", refused.output);
+    assert_eq!(
+        allocations_in(&b.log()),
+        before,
+        "{}",
+        common::tail(&b.log(), 40)
+    );
 }

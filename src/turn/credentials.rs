@@ -59,6 +59,7 @@ impl Server {
         };
         let Some(key) = key.filter(|key| message.check_integrity(&key.md5)) else {
             debug!(%from, username, "TURN credentials refused");
+            self.guard.failed(from.ip(), now);
             self.challenge(from, message, 401, "Unauthorized", now);
             return None;
         };

@@ -100,6 +100,9 @@ pub struct TurnConfig {
     pub nonce_lifetime: Duration,
     /// Signs the nonces; and seeds the reservation tokens.
     pub secret: [u8; 32],
+    /// Requests per source and the block after failed authentications
+    /// (the node's `[limits]`, as for SIP).
+    pub limits: crate::auth::guard::Limits,
 }
 
 impl TurnConfig {
@@ -118,6 +121,7 @@ impl TurnConfig {
             max_lifetime: Duration::from_secs(3600),
             nonce_lifetime: Duration::from_secs(600),
             secret,
+            limits: crate::auth::guard::Limits::for_auth(),
         }
     }
 }
@@ -178,6 +182,8 @@ pub struct TurnCounters {
 pub struct Server {
     config: TurnConfig,
     nonces: Nonces,
+    /// Requests per source, and sources blocked after failed authentications.
+    guard: crate::auth::guard::Guard,
     /// By the client's address (the 5-tuple: one TURN socket, UDP).
     allocations: HashMap<SocketAddr, Allocation>,
     /// The client of each relay port.
@@ -212,6 +218,7 @@ impl Server {
         seed.copy_from_slice(&config.secret[..8]);
         Server {
             nonces: Nonces::new(config.secret, now, config.nonce_lifetime),
+            guard: crate::auth::guard::Guard::new(config.limits.clone()),
             allocations: HashMap::new(),
             by_port: HashMap::new(),
             expiries: BTreeSet::new(),
@@ -289,7 +296,13 @@ impl Server {
                     self.to_client(from, reply);
                 }
             }
-            (Class::Request, _) => self.request(from, &message, bytes, now),
+            (Class::Request, _) => {
+                // Over its rate or blocked after failed authentications: silence.
+                if self.guard.admit(from.ip(), now) != crate::auth::guard::Admission::Serve {
+                    return;
+                }
+                self.request(from, &message, bytes, now)
+            }
             _ => {}
         }
     }
@@ -375,6 +388,7 @@ impl Server {
             }
             self.keys
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < KEY_CACHE_FOR);
+            self.guard.purge(now);
             let mut dropped = 0;
             self.waiting.retain(|_, list| {
                 let before = list.len();

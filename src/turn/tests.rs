@@ -609,3 +609,33 @@ fn garbage_is_dropped_and_binding_is_answered() {
     assert_eq!(m.class, Class::Success);
     assert_eq!(m.xor_address(attr::XOR_MAPPED_ADDRESS), Some(client()));
 }
+
+#[test]
+fn a_source_guessing_passwords_is_silenced_and_others_are_not() {
+    let mut f = Fixture::new();
+    f.nonce = f.server.nonces.make(f.now);
+    let guesser: SocketAddr = "127.0.0.9:4000".parse().expect("addr");
+    let transport = (attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0]);
+    for attempt in 0..10 {
+        let guess = f.request(
+            method::ALLOCATE,
+            &[transport.clone()],
+            Some(&format!("guess{attempt}")),
+        );
+        let answers = f.send(guesser, &guess, Some("secret"));
+        assert_eq!(
+            status(&Message::parse(&answers[0]).expect("parses")),
+            Some(401),
+            "attempt {attempt}"
+        );
+    }
+    // Blocked (the node's [limits]: 10 failures): even the right password gets silence.
+    let right = f.request(method::ALLOCATE, &[transport.clone()], Some("secret"));
+    assert!(f.send(guesser, &right, Some("secret")).is_empty());
+    assert_eq!(f.server.allocations(), 0);
+    let answers = f.send(client(), &right, Some("secret"));
+    assert_eq!(
+        Message::parse(&answers[0]).expect("parses").class,
+        Class::Success
+    );
+}
