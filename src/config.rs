@@ -79,6 +79,8 @@ pub struct Config {
     pub presence: PresenceSection,
     /// Voicemail for offline users (`[voicemail]`, docs/services.md).
     pub voicemail: VoicemailSection,
+    /// A TURN server for phones' media (`[turn]`, docs/nat.md).
+    pub turn: TurnSection,
     /// The address other nodes and phones reach this node at, when it is not
     /// the bound `sip` one (a port mapping): put in Via, Contact,
     /// Record-Route and the node's place in the ring.
@@ -215,6 +217,33 @@ impl Default for VoicemailSection {
     }
 }
 
+/// The `[turn]` section: a TURN server (RFC 8656) with the users' credentials.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnSection {
+    /// The TURN UDP address (flag `--turn`); unset: no TURN server.
+    pub listen: Option<SocketAddr>,
+    /// The credentials' realm; unset: the first of `domains`.
+    pub realm: Option<String>,
+    /// The relay ports, "LOW-HIGH".
+    pub ports: String,
+    /// Allocations at most, in all and per user.
+    pub max_allocations: usize,
+    pub max_per_user: usize,
+}
+
+impl Default for TurnSection {
+    fn default() -> Self {
+        TurnSection {
+            listen: None,
+            realm: None,
+            ports: "49152-65535".into(),
+            max_allocations: 1000,
+            max_per_user: 10,
+        }
+    }
+}
+
 /// `"LOW-HIGH"` as two ports, LOW ≤ HIGH, neither 0.
 pub fn port_range(text: &str) -> Option<(u16, u16)> {
     let (low, high) = text.split_once('-')?;
@@ -278,6 +307,7 @@ impl Default for Config {
             messages: MessagesSection::default(),
             presence: PresenceSection::default(),
             voicemail: VoicemailSection::default(),
+            turn: TurnSection::default(),
             advertise: None,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -509,6 +539,7 @@ impl Config {
                 why: "must be between 1 and 300".into(),
             });
         }
+        self.validate_turn()?;
         if self.sip.ip().is_unspecified() {
             return Err(ConfigError::Invalid {
                 key: "sip",
@@ -557,6 +588,66 @@ impl Config {
         crate::overlay::admission::read_secret(&text)
             .map(Some)
             .map_err(invalid)
+    }
+
+    fn validate_turn(&self) -> Result<(), ConfigError> {
+        let t = &self.turn;
+        if port_range(&t.ports).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "turn.ports",
+                why: format!(
+                    "{:?} is not LOW-HIGH with 1 <= LOW <= HIGH <= 65535",
+                    t.ports
+                ),
+            });
+        }
+        for (key, value) in [
+            ("turn.max_allocations", t.max_allocations),
+            ("turn.max_per_user", t.max_per_user),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: "must be at least 1".into(),
+                });
+            }
+        }
+        let Some(listen) = t.listen else {
+            return Ok(());
+        };
+        if listen.ip().is_unspecified() {
+            return Err(ConfigError::Invalid {
+                key: "turn.listen",
+                why: "give the address clients reach, not 0.0.0.0 (relay sockets are bound on it and it goes into XOR-RELAYED-ADDRESS)".into(),
+            });
+        }
+        if t.realm
+            .as_deref()
+            .or(self.domains.first().map(String::as_str))
+            .is_none()
+        {
+            return Err(ConfigError::Invalid {
+                key: "turn.realm",
+                why: "the users' domain: give `realm` or at least one of `domains`".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `[turn]` as the TURN server takes it, with a zero secret the driver
+    /// replaces (checked by [`Config::validate`]); `None` without `listen`.
+    pub fn turn_config(&self) -> Option<crate::turn::TurnConfig> {
+        let t = &self.turn;
+        let listen = t.listen?;
+        let realm = t.realm.clone().or_else(|| self.domains.first().cloned())?;
+        let mut config = crate::turn::TurnConfig::new(listen, realm.to_ascii_lowercase(), [0; 32]);
+        config.ports = port_range(&t.ports).unwrap_or(config.ports);
+        config.max_allocations = t.max_allocations;
+        config.max_per_user = t.max_per_user;
+        if let Ok(auth) = self.auth_config() {
+            config.limits = auth.limits;
+        }
+        Some(config)
     }
 
     /// `[voicemail]` as the core takes it (checked by [`Config::validate`]).
@@ -692,6 +783,32 @@ mod tests {
         let mut off = Config::from_toml("[presence]\nenabled = false").expect("parses");
         off.validate().expect("valid");
         assert!(!off.presence_config().enabled);
+    }
+
+    #[test]
+    fn the_turn_section() {
+        let mut config = Config::from_toml(
+            "domains = [\"example.test\"]\n[turn]\nlisten = \"127.0.0.1:3478\"\nports = \"40000-40009\"\n",
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        let turn = config.turn_config().expect("on");
+        assert_eq!(turn.realm, "example.test");
+        assert_eq!(turn.ports, (40000, 40009));
+        assert!(Config::default().turn_config().is_none());
+        for (toml, key) in [
+            ("[turn]\nlisten = \"127.0.0.1:3478\"\n", "turn.realm"),
+            ("[turn]\nports = \"9-1\"\n", "turn.ports"),
+            (
+                "domains = [\"a.test\"]\n[turn]\nlisten = \"0.0.0.0:3478\"\n",
+                "turn.listen",
+            ),
+            ("[turn]\nmax_per_user = 0\n", "turn.max_per_user"),
+        ] {
+            let mut config = Config::from_toml(toml).expect("parses");
+            let err = config.validate().expect_err("invalid").to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

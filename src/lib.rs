@@ -23,4 +23,5 @@ pub mod ring;
 pub mod sim;
 pub mod sip;
 pub mod store;
+pub mod turn;
 pub mod voicemail;

@@ -160,6 +160,9 @@ struct NodeArgs {
     /// Serve /status and /metrics over HTTP on this address
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Serve TURN (RFC 8656, UDP) here with the users' credentials (turn.listen)
+    #[arg(long, value_name = "ADDR")]
+    turn: Option<SocketAddr>,
     /// Serve the domains' DNS (NAPTR/SRV/A) here and act as their gateway
     #[arg(long, value_name = "ADDR")]
     dns: Option<SocketAddr>,
@@ -376,6 +379,9 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
     if let Some(replicas) = args.replicas {
         config.replicas = replicas;
     }
+    if let Some(turn) = args.turn {
+        config.turn.listen = Some(turn);
+    }
     if let Some(dns) = args.dns {
         config.gateway.dns_listen = Some(dns);
     }
@@ -538,6 +544,7 @@ async fn serve(
         overlay_secret,
         transport,
         advertise: config.advertise,
+        turn: config.turn_config(),
     };
     // The error names the socket, directory or file that failed.
     let mut node = Node::bind(options)
@@ -577,6 +584,9 @@ async fn serve(
             %local,
             "overlay admission is OFF: anyone who reaches this node can join the ring and read, write or remove any record (credentials included); set `overlay_secret`"
         );
+    }
+    if let Some(turn) = node.turn_addr() {
+        info!(%turn, realm = ?config.turn_config().map(|t| t.realm), "TURN with the users' credentials");
     }
     // The one line on stdout: where the node listens (tests and scripts read it).
     match sips {

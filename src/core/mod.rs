@@ -181,6 +181,10 @@ pub enum Input {
         call: crate::voicemail::MediaCall,
         samples: Vec<i16>,
     },
+    /// The TURN server asks for a user's credentials (answered with
+    /// [`Output::TurnCredentials`] and the same `id`): from the users file,
+    /// the cache, or the ring, as digest authentication finds them.
+    TurnCredentials { id: u64, aor: Aor },
     /// Time passed (the deadline of the last [`Output::Timeout`], or later).
     Timeout,
 }
@@ -235,6 +239,12 @@ pub enum Output {
     },
     /// End this call's media (BYE).
     EndMedia { call: crate::voicemail::MediaCall },
+    /// The answer to [`Input::TurnCredentials`]: the user's record, none
+    /// (no such user), or why the ring could not say.
+    TurnCredentials {
+        id: u64,
+        found: Result<Option<UserRecord>, String>,
+    },
     /// Nothing more now: call [`Core::handle_input`] with
     /// [`Input::Timeout`] at this instant, or earlier with other input.
     Timeout(Instant),
@@ -257,6 +267,8 @@ pub struct Core {
     auth: Auth,
     /// Requests waiting for their user's credentials from the ring.
     parked: HashMap<OpId, Parked>,
+    /// The TURN server's credential look-ups waiting for the ring.
+    turn_waiting: HashMap<OpId, (u64, Aor)>,
     /// Versions of the credentials this node publishes.
     credentials_version: u64,
     /// Location operations in progress, and what the core does with each answer.
@@ -317,6 +329,7 @@ impl Core {
             gateway,
             auth,
             parked: HashMap::new(),
+            turn_waiting: HashMap::new(),
             credentials_version: 0,
             waiting: HashMap::new(),
             gateway_ops: HashSet::new(),
@@ -375,6 +388,7 @@ impl Core {
                 self.out.transactions.peer_failed(peer, now);
             }
             Input::Users(users) => self.set_users(users, now),
+            Input::TurnCredentials { id, aor } => self.turn_credentials(id, aor, now),
             Input::Walk { id } => match self.location.overlay() {
                 Some(overlay) => {
                     overlay.start_walk(id, &mut self.out, now);

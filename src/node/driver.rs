@@ -68,6 +68,8 @@ pub struct NodeOptions {
     /// The address others reach the node at, when not the bound one
     /// (`--advertise`, behind a port mapping).
     pub advertise: Option<SocketAddr>,
+    /// A TURN server (`--turn`, `[turn]`); its secret is drawn here.
+    pub turn: Option<crate::turn::TurnConfig>,
 }
 
 /// A node bound to its sockets, ready to run.
@@ -93,6 +95,13 @@ pub struct Node {
     /// The RTP sockets of the calls the node answers (voicemail).
     media: super::media::MediaSockets,
     media_done: mpsc::Receiver<(crate::voicemail::MediaCall, Vec<i16>)>,
+    /// The TURN server and its credential look-ups, with `--turn`.
+    turn: Option<(
+        super::turn::TurnService,
+        mpsc::Receiver<super::turn::CredentialQuery>,
+    )>,
+    /// Credential look-ups of the TURN server waiting for the core, by id.
+    turn_waiting: std::collections::HashMap<u64, super::turn::Reply>,
     /// The operator's walks and look-ups under way, by survey id.
     surveys: std::collections::HashMap<u64, Survey>,
     next_survey: u64,
@@ -232,8 +241,22 @@ impl Node {
                 http::write_control(dir, addr, local, token)?;
             }
         }
+        let turn = match options.turn.take() {
+            Some(mut config) => {
+                config.secret = rand::random();
+                let (tx, rx) = mpsc::channel(256);
+                let listen = config.listen;
+                let service = super::turn::start(config, tx)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("TURN on {listen}: {e}")))?;
+                Some((service, rx))
+            }
+            None => None,
+        };
         let (media_tx, media_done) = mpsc::channel(64);
         Ok(Node {
+            turn,
+            turn_waiting: std::collections::HashMap::new(),
             core,
             media: super::media::MediaSockets::new(bound.ip(), media_tx),
             media_done,
@@ -268,6 +291,11 @@ impl Node {
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http
+    }
+
+    /// The TURN server's address, with `--turn`.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().map(|(service, _)| service.addr)
     }
 
     pub fn dns_addr(&self) -> Option<SocketAddr> {
@@ -345,6 +373,12 @@ impl Node {
                     Wake::Input(Input::Recorded { call, samples })
                 }
                 Some(query) = self.queries.recv() => self.answer(query),
+                Some(query) = recv_turn(self.turn.as_mut()) => {
+                    let id = self.next_survey;
+                    self.next_survey += 1;
+                    self.turn_waiting.insert(id, query.reply);
+                    Wake::Input(Input::TurnCredentials { id, aor: query.aor })
+                }
                 heard = recv_discovery(self.discovery.as_ref(), &mut mbuf) => match heard {
                     Some(bytes) => Wake::Input(Input::Announcement { bytes }),
                     None => Wake::Nothing,
@@ -438,6 +472,11 @@ impl Node {
                 }
                 Output::StartMedia { call, recording } => self.media.start(call, *recording),
                 Output::EndMedia { call } => self.media.end(call),
+                Output::TurnCredentials { id, found } => {
+                    if let Some(reply) = self.turn_waiting.remove(&id) {
+                        let _ = reply.send(found);
+                    }
+                }
             }
         }
     }
@@ -580,6 +619,19 @@ fn bind_discovery(local: SocketAddr, port: u16) -> io::Result<(tokio::net::UdpSo
     socket.set_nonblocking(true)?;
     info!(%group, %interface, "LAN discovery on");
     Ok((tokio::net::UdpSocket::from_std(socket.into())?, group))
+}
+
+/// The TURN server's next credential look-up (never, without one).
+async fn recv_turn(
+    turn: Option<&mut (
+        super::turn::TurnService,
+        mpsc::Receiver<super::turn::CredentialQuery>,
+    )>,
+) -> Option<super::turn::CredentialQuery> {
+    match turn {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next reload request (never, without a channel).

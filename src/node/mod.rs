@@ -6,3 +6,4 @@ pub mod http;
 mod inventory;
 mod media;
 pub mod status_page;
+pub mod turn;

@@ -516,7 +516,8 @@ impl World {
                         | Output::Gateways { .. }
                         | Output::SavePeers(_)
                         | Output::Surveyed { .. }
-                        | Output::Persist(_) => {}
+                        | Output::Persist(_)
+                        | Output::TurnCredentials { .. } => {}
                     }
                 }
             };

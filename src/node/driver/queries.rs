@@ -82,6 +82,14 @@ impl Node {
                         "gateways".into(),
                         crate::node::inventory::gateways(&self.core),
                     );
+                    if let Some((service, _)) = &self.turn {
+                        let mut turn =
+                            serde_json::to_value(*service.counters.borrow()).unwrap_or_default();
+                        if let Some(turn) = turn.as_object_mut() {
+                            turn.insert("addr".into(), service.addr.to_string().into());
+                        }
+                        object.insert("turn".into(), turn);
+                    }
                     object.insert(
                         "joining".into(),
                         self.core
