@@ -79,6 +79,8 @@ pub struct Config {
     pub presence: PresenceSection,
     /// Voicemail for offline users (`[voicemail]`, docs/services.md).
     pub voicemail: VoicemailSection,
+    /// Sign-up and buddy lists over HTTP (`[signup]`, docs/services.md).
+    pub signup: SignupSection,
     /// The address other nodes and phones reach this node at, when it is not
     /// the bound `sip` one (a port mapping): put in Via, Contact,
     /// Record-Route and the node's place in the ring.
@@ -215,6 +217,34 @@ impl Default for VoicemailSection {
     }
 }
 
+/// The `[signup]` section: users claim names themselves (`POST /signup`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignupSection {
+    /// Serve sign-up (off by default; needs digest authentication).
+    pub enabled: bool,
+    /// Sign-ups one source IP may attempt per `window_s` (beyond: 429).
+    pub per_source: u32,
+    pub window_s: u64,
+    /// Days a claimed name lives in the ring.
+    pub keep_days: u64,
+    /// Buddy-list reads and writes one source may make per `window_s`.
+    pub buddy_requests: u32,
+}
+
+impl Default for SignupSection {
+    fn default() -> Self {
+        let d = crate::auth::signup::SignupConfig::default();
+        SignupSection {
+            enabled: d.enabled,
+            per_source: d.per_source,
+            window_s: d.window.as_secs(),
+            keep_days: d.keep_for.as_secs() / 86_400,
+            buddy_requests: d.buddy_requests,
+        }
+    }
+}
+
 /// `"LOW-HIGH"` as two ports, LOW ≤ HIGH, neither 0.
 pub fn port_range(text: &str) -> Option<(u16, u16)> {
     let (low, high) = text.split_once('-')?;
@@ -278,6 +308,7 @@ impl Default for Config {
             messages: MessagesSection::default(),
             presence: PresenceSection::default(),
             voicemail: VoicemailSection::default(),
+            signup: SignupSection::default(),
             advertise: None,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -503,6 +534,19 @@ impl Config {
                 ),
             });
         }
+        for (key, zero) in [
+            ("signup.per_source", self.signup.per_source == 0),
+            ("signup.window_s", !(1..=86_400).contains(&self.signup.window_s)),
+            ("signup.keep_days", !(1..=3650).contains(&self.signup.keep_days)),
+            ("signup.buddy_requests", self.signup.buddy_requests == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: "out of range (per_source and buddy_requests at least 1, window_s 1 to 86400, keep_days 1 to 3650)".into(),
+                });
+            }
+        }
         if !(1..=300).contains(&self.voicemail.max_seconds) {
             return Err(ConfigError::Invalid {
                 key: "voicemail.max_seconds",
@@ -557,6 +601,18 @@ impl Config {
         crate::overlay::admission::read_secret(&text)
             .map(Some)
             .map_err(invalid)
+    }
+
+    /// `[signup]` as the core takes it (checked by [`Config::validate`]).
+    pub fn signup_config(&self) -> crate::auth::signup::SignupConfig {
+        let s = &self.signup;
+        crate::auth::signup::SignupConfig {
+            enabled: s.enabled,
+            per_source: s.per_source,
+            window: std::time::Duration::from_secs(s.window_s),
+            keep_for: std::time::Duration::from_secs(s.keep_days * 86_400),
+            buddy_requests: s.buddy_requests,
+        }
     }
 
     /// `[voicemail]` as the core takes it (checked by [`Config::validate`]).

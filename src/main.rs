@@ -498,6 +498,9 @@ async fn serve(
     log_level: cli::logging::LogLevel,
 ) -> Result<(), String> {
     let auth = config.auth_config().map_err(|e| e.to_string())?;
+    if config.signup.enabled && auth.mode != p2psip::auth::AuthMode::Digest {
+        return Err("config key `signup.enabled`: sign-up needs digest authentication (`auth = \"digest\"` or `users`)".into());
+    }
     let overlay_secret = config.overlay_secret().map_err(|e| e.to_string())?;
     let admission = overlay_secret.is_some();
     let certified = transport.member.is_some();
@@ -519,6 +522,7 @@ async fn serve(
             messages: config.messages_config(),
             presence: config.presence_config(),
             voicemail: config.voicemail_config(),
+            signup: config.signup_config(),
         },
         ring: RingConfig {
             replicas: config.replicas,

@@ -16,6 +16,7 @@
 pub mod digest;
 pub mod guard;
 pub mod users;
+pub mod signup;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

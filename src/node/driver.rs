@@ -105,6 +105,8 @@ enum Survey {
         String,
         tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
     ),
+    /// A sign-up or a buddy list (`core/accounts.rs`).
+    Account(tokio::sync::oneshot::Sender<crate::core::AccountAnswer>),
 }
 
 impl Node {
@@ -430,6 +432,7 @@ impl Node {
                 }
                 Output::SavePeers(peers) => self.save_peers(&peers),
                 Output::Surveyed { id, report } => self.surveyed(id, report),
+                Output::Account { id, answer } => self.accounted(id, answer),
                 Output::Persist(changes) => self.persist(&changes),
                 Output::OpenMedia { call, ports } => {
                     let local = self.media.open(call, ports);
