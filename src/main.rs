@@ -419,6 +419,13 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
         };
     }
     config.validate().map_err(|e| e.to_string())?;
+    if config.signup.enabled
+        && config
+            .auth_config()
+            .is_ok_and(|auth| auth.mode == AuthMode::Open)
+    {
+        return Err("config key `signup.enabled`: sign-up needs digest authentication (`auth = \"digest\"` or `users`)".into());
+    }
     cli::logging::filter_of(&config.log_level)?;
     if let Some(path) = &config.users {
         let text = std::fs::read_to_string(path)
@@ -498,9 +505,6 @@ async fn serve(
     log_level: cli::logging::LogLevel,
 ) -> Result<(), String> {
     let auth = config.auth_config().map_err(|e| e.to_string())?;
-    if config.signup.enabled && auth.mode != p2psip::auth::AuthMode::Digest {
-        return Err("config key `signup.enabled`: sign-up needs digest authentication (`auth = \"digest\"` or `users`)".into());
-    }
     let overlay_secret = config.overlay_secret().map_err(|e| e.to_string())?;
     let admission = overlay_secret.is_some();
     let certified = transport.member.is_some();

@@ -1,0 +1,209 @@
+//! Sign-up and buddy lists with real processes over loopback: a ring of
+//! three nodes with `[signup] enabled = true` and no users file; two
+//! clients claim one name at once through two nodes (concurrent `POST
+//! /signup`): exactly one gets 201, the other 409; the winner registers at
+//! the third node with her password (digest, MD5 and SHA-256), the loser's
+//! password is refused. Bad names get 400, a name the node picks 201, a
+//! fourth attempt from one source 429 with Retry-After. Her buddy list is
+//! set at one node and read at another with her password (401 without).
+//! A node with sign-up off answers 403, and sign-up on an open node does
+//! not start.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use base64::Engine;
+use common::members::{Member, consistent, logs};
+use common::phone::Phone;
+use common::{DOMAIN, HttpAnswer, Node, http_request, port_block, temp_dir, wait_until};
+
+/// Sign-ups per source per window on the test nodes.
+const PER_SOURCE: u32 = 3;
+
+fn config(tag: &str, enabled: bool) -> PathBuf {
+    let file = temp_dir(tag).join("p2psip.toml");
+    std::fs::write(
+        &file,
+        format!("[signup]\nenabled = {enabled}\nper_source = {PER_SOURCE}\nwindow_s = 600\n"),
+    )
+    .expect("write config");
+    file
+}
+
+fn start(name: &str, config: &PathBuf, join: Option<SocketAddr>) -> Member {
+    let http = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let mut node = Node::builder()
+        .name(name)
+        .args(["--sip", "127.0.0.1:0", "--domain", DOMAIN, "--auth", "digest"])
+        .args(["--http", &http.to_string()])
+        .args(["--config", config.to_str().expect("utf-8 path")]);
+    if let Some(join) = join {
+        node = node.args(["--join", &join.to_string()]);
+    }
+    Member {
+        node: node.spawn(),
+        http,
+    }
+}
+
+fn signup(member: &Member, body: &serde_json::Value) -> HttpAnswer {
+    http_request(member.http, "POST", "/signup", "", &body.to_string()).expect("an HTTP answer")
+}
+
+fn basic(aor: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{aor}:{password}"));
+    format!("Authorization: Basic {encoded}\r\n")
+}
+
+#[test]
+fn one_name_claimed_at_once_through_two_nodes_goes_to_one_who_registers_at_the_third() {
+    let config = config("signup-on", true);
+    let a = start("signup-a", &config, None);
+    let join = a.node.addr;
+    let b = start("signup-b", &config, Some(join));
+    let c = start("signup-c", &config, Some(join));
+    let ring = [a, b, c];
+    wait_until(
+        "a consistent ring of three",
+        Duration::from_secs(30),
+        || consistent(&ring),
+        || logs(&ring),
+    );
+    let [a, b, c] = &ring;
+
+    // Two clients, one name, two nodes, at the same moment.
+    let aor = format!("carol@{DOMAIN}");
+    let passwords = ["first-password", "second-password"];
+    let start_line = Arc::new(Barrier::new(2));
+    let claims: Vec<_> = [(a.http, passwords[0]), (b.http, passwords[1])]
+        .into_iter()
+        .map(|(http, password)| {
+            let start_line = Arc::clone(&start_line);
+            let body = serde_json::json!({ "user": aor, "password": password }).to_string();
+            std::thread::spawn(move || {
+                start_line.wait();
+                http_request(http, "POST", "/signup", "", &body)
+            })
+        })
+        .collect();
+    let answers: Vec<HttpAnswer> = claims
+        .into_iter()
+        .map(|t| t.join().expect("client thread").expect("an HTTP answer"))
+        .collect();
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    let mut sorted = statuses.clone();
+    sorted.sort();
+    assert_eq!(sorted, [201, 409], "{answers:?}\n{}", logs(&ring));
+    let won = statuses.iter().position(|s| *s == 201).expect("a winner");
+    assert_eq!(answers[won].json()["aor"], aor.as_str());
+    assert_eq!(answers[1 - won].json()["error"], "name taken");
+    let (winner, loser) = (passwords[won], passwords[1 - won]);
+
+    // The winner registers at the third node, which has no users file and
+    // took no part in the claim; the loser's password does not work there.
+    let phone = Phone::new("127.0.0.1", c.node.addr);
+    for algorithm in ["MD5", "SHA-256"] {
+        let ok = phone.register_with("carol", winner, algorithm);
+        assert_eq!(ok.status, 200, "{algorithm}: {}\n{}", ok.text, logs(&ring));
+    }
+    assert_eq!(phone.register_with("carol", loser, "MD5").status, 401);
+
+    // The name stays taken, whichever node is asked: the winner's own node
+    // too, whose plain store would have replaced its own record.
+    let winners_node = [a, b][won];
+    for node in [c, winners_node] {
+        let again = signup(node, &serde_json::json!({ "user": aor, "password": "third-password" }));
+        assert_eq!(again.status, 409, "{again:?}");
+    }
+    assert_eq!(phone.register_with("carol", winner, "MD5").status, 200);
+    // Sign-ups from this source at node a so far (the claim, and maybe the
+    // repeat through the winner's node).
+    let mut at_a = if won == 0 { 2 } else { 1 };
+
+    // Names are checked before the ring is asked; a name the node picks.
+    let bad = signup(a, &serde_json::json!({ "user": format!("Bad Name@{DOMAIN}"), "password": "whatever-pass" }));
+    assert_eq!(bad.status, 400, "{bad:?}");
+    at_a += 1;
+    let foreign = signup(b, &serde_json::json!({ "user": "dave@elsewhere.test", "password": "whatever-pass" }));
+    assert_eq!(foreign.status, 400, "{foreign:?}");
+    let chosen = signup(b, &serde_json::json!({ "domain": DOMAIN, "password": "chosen-password" }));
+    assert_eq!(chosen.status, 201, "{chosen:?}");
+    let chosen_aor = chosen.json()["aor"].as_str().expect("an aor").to_string();
+    let (chosen_user, _) = chosen_aor.split_once('@').expect("user@domain");
+    assert!(chosen_user.starts_with("user"), "{chosen_aor}");
+    let chosen_phone = Phone::new("127.0.0.1", a.node.addr);
+    assert_eq!(
+        chosen_phone.register_with(chosen_user, "chosen-password", "MD5").status,
+        200
+    );
+
+    // Up to PER_SOURCE attempts from one source at one node, then 429
+    // with Retry-After.
+    for n in at_a..PER_SOURCE {
+        let name = format!("dave{n}@{DOMAIN}");
+        let dave = signup(a, &serde_json::json!({ "user": name, "password": "dave-password" }));
+        assert_eq!(dave.status, 201, "{dave:?}");
+    }
+    let limited = signup(a, &serde_json::json!({ "user": format!("erin@{DOMAIN}"), "password": "erin-password" }));
+    assert_eq!(limited.status, 429, "{limited:?}");
+    let wait: u64 = limited
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=600).contains(&wait), "{wait}");
+
+    // Her buddy list: set through a, read through c, with her password.
+    let list = serde_json::json!({ "buddies": [format!("sip:bob@{DOMAIN}"), format!("sip:dave@{DOMAIN}")] });
+    let set = http_request(a.http, "PUT", "/buddies", &basic(&aor, winner), &list.to_string())
+        .expect("an HTTP answer");
+    assert_eq!(set.status, 200, "{set:?}");
+    let read = http_request(c.http, "GET", "/buddies", &basic(&aor, winner), "")
+        .expect("an HTTP answer");
+    assert_eq!(read.status, 200, "{read:?}");
+    assert_eq!(read.json(), list);
+    for creds in [basic(&aor, loser), basic(&format!("nobody@{DOMAIN}"), winner), String::new()] {
+        let refused =
+            http_request(c.http, "GET", "/buddies", &creds, "").expect("an HTTP answer");
+        assert_eq!(refused.status, 401, "{creds:?}: {refused:?}");
+        assert!(refused.header("WWW-Authenticate").is_some(), "{refused:?}");
+    }
+    let junk = serde_json::json!({ "buddies": ["not a uri"] });
+    let refused = http_request(b.http, "PUT", "/buddies", &basic(&aor, winner), &junk.to_string())
+        .expect("an HTTP answer");
+    assert_eq!(refused.status, 400, "{refused:?}");
+    // A later change through another node replaces the list.
+    let shorter = serde_json::json!({ "buddies": [format!("sip:bob@{DOMAIN}")] });
+    let set = http_request(b.http, "PUT", "/buddies", &basic(&aor, winner), &shorter.to_string())
+        .expect("an HTTP answer");
+    assert_eq!(set.status, 200, "{set:?}\n{}", logs(&ring));
+    let read = http_request(a.http, "GET", "/buddies", &basic(&aor, winner), "")
+        .expect("an HTTP answer");
+    assert_eq!(read.json(), shorter, "{read:?}");
+}
+
+#[test]
+fn sign_up_is_refused_when_off_and_needs_digest() {
+    let off = config("signup-off", false);
+    let node = start("signup-off", &off, None);
+    let answer = signup(
+        &node,
+        &serde_json::json!({ "user": format!("carol@{DOMAIN}"), "password": "first-password" }),
+    );
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert_eq!(answer.json()["error"], "sign-up is off on this node");
+
+    // Sign-up on a node that authenticates nobody: refused at start.
+    let on = config("signup-open", true);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p2psip"))
+        .args(["node", "--sip", "127.0.0.1:0", "--domain", DOMAIN, "--auth", "open"])
+        .args(["--config", on.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run p2psip");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("signup.enabled"), "{stderr}");
+}
