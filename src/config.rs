@@ -536,8 +536,14 @@ impl Config {
         }
         for (key, zero) in [
             ("signup.per_source", self.signup.per_source == 0),
-            ("signup.window_s", !(1..=86_400).contains(&self.signup.window_s)),
-            ("signup.keep_days", !(1..=3650).contains(&self.signup.keep_days)),
+            (
+                "signup.window_s",
+                !(1..=86_400).contains(&self.signup.window_s),
+            ),
+            (
+                "signup.keep_days",
+                !(1..=3650).contains(&self.signup.keep_days),
+            ),
             ("signup.buddy_requests", self.signup.buddy_requests == 0),
         ] {
             if zero {

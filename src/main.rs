@@ -85,6 +85,14 @@ enum UsersCommand {
         #[arg(value_name = "USER@DOMAIN")]
         aor: String,
     },
+    /// Claim a name at a running node that allows sign-up: reads the
+    /// password on standard input; @DOMAIN lets the node pick the name.
+    Signup {
+        #[arg(value_name = "USER@DOMAIN")]
+        aor: String,
+        #[command(flatten)]
+        at: NodeAt,
+    },
 }
 
 #[derive(Subcommand)]
@@ -443,7 +451,10 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
 
 /// `p2psip users add`: the HA1s of a password read on standard input.
 fn users(command: UsersCommand) -> ExitCode {
-    let UsersCommand::Add { file, aor } = command;
+    let (file, aor) = match command {
+        UsersCommand::Add { file, aor } => (file, aor),
+        UsersCommand::Signup { aor, at } => return cli::signup::signup(&at, &aor),
+    };
     let Some((user, domain)) = aor
         .split_once('@')
         .filter(|(u, d)| !u.is_empty() && !d.is_empty())

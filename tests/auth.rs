@@ -320,10 +320,7 @@ fn a_user_of_one_node_registers_at_another_through_the_ring() {
         || phone.register_with("alice", "wonderland", "SHA-256").status == 200,
         || format!("{}\n{}", a.log(), b.log()),
     );
-    assert_eq!(
-        phone.register_with("alice", "guess", "SHA-256").status,
-        401
-    );
+    assert_eq!(phone.register_with("alice", "guess", "SHA-256").status, 401);
 }
 
 #[test]

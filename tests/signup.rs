@@ -3,11 +3,11 @@
 //! clients claim one name at once through two nodes (concurrent `POST
 //! /signup`): exactly one gets 201, the other 409; the winner registers at
 //! the third node with her password (digest, MD5 and SHA-256), the loser's
-//! password is refused. Bad names get 400, a name the node picks 201, a
-//! fourth attempt from one source 429 with Retry-After. Her buddy list is
-//! set at one node and read at another with her password (401 without).
-//! A node with sign-up off answers 403, and sign-up on an open node does
-//! not start.
+//! password is refused. `p2psip users signup` claims names too. Bad names
+//! get 400, a name the node picks 201, an attempt beyond the limit per
+//! source 429 with Retry-After. Her buddy list is set at one node and read
+//! at another with her password (401 without). A node with sign-up off
+//! answers 403, and sign-up on an open node does not start.
 
 mod common;
 
@@ -21,8 +21,9 @@ use common::members::{Member, consistent, logs};
 use common::phone::Phone;
 use common::{DOMAIN, HttpAnswer, Node, http_request, port_block, temp_dir, wait_until};
 
-/// Sign-ups per source per window on the test nodes.
-const PER_SOURCE: u32 = 3;
+/// Sign-ups per source per window on the test nodes (node b sees at most
+/// four from the test: the claim, its repeat, a foreign domain, a chosen name).
+const PER_SOURCE: u32 = 5;
 
 fn config(tag: &str, enabled: bool) -> PathBuf {
     let file = temp_dir(tag).join("p2psip.toml");
@@ -38,7 +39,14 @@ fn start(name: &str, config: &PathBuf, join: Option<SocketAddr>) -> Member {
     let http = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
     let mut node = Node::builder()
         .name(name)
-        .args(["--sip", "127.0.0.1:0", "--domain", DOMAIN, "--auth", "digest"])
+        .args([
+            "--sip",
+            "127.0.0.1:0",
+            "--domain",
+            DOMAIN,
+            "--auth",
+            "digest",
+        ])
         .args(["--http", &http.to_string()])
         .args(["--config", config.to_str().expect("utf-8 path")]);
     if let Some(join) = join {
@@ -52,6 +60,31 @@ fn start(name: &str, config: &PathBuf, join: Option<SocketAddr>) -> Member {
 
 fn signup(member: &Member, body: &serde_json::Value) -> HttpAnswer {
     http_request(member.http, "POST", "/signup", "", &body.to_string()).expect("an HTTP answer")
+}
+
+/// `p2psip users signup AOR --http ADDR` with `password` on standard
+/// input: the exit code, standard output and standard error.
+fn cli_signup(member: &Member, aor: &str, password: &str) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_p2psip"))
+        .args(["users", "signup", aor, "--http", &member.http.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run p2psip users signup");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("stdin");
+    drop(input);
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn basic(aor: &str, password: &str) -> String {
@@ -116,39 +149,64 @@ fn one_name_claimed_at_once_through_two_nodes_goes_to_one_who_registers_at_the_t
     // too, whose plain store would have replaced its own record.
     let winners_node = [a, b][won];
     for node in [c, winners_node] {
-        let again = signup(node, &serde_json::json!({ "user": aor, "password": "third-password" }));
+        let again = signup(
+            node,
+            &serde_json::json!({ "user": aor, "password": "third-password" }),
+        );
         assert_eq!(again.status, 409, "{again:?}");
     }
+    let (code, _, stderr) = cli_signup(c, &aor, "third-password");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("409 name taken"), "{stderr}");
+    let frank = format!("frank@{DOMAIN}");
+    let (code, stdout, stderr) = cli_signup(c, &frank, "frank-password");
+    assert_eq!((code, stdout.trim()), (Some(0), frank.as_str()), "{stderr}");
     assert_eq!(phone.register_with("carol", winner, "MD5").status, 200);
     // Sign-ups from this source at node a so far (the claim, and maybe the
     // repeat through the winner's node).
     let mut at_a = if won == 0 { 2 } else { 1 };
 
     // Names are checked before the ring is asked; a name the node picks.
-    let bad = signup(a, &serde_json::json!({ "user": format!("Bad Name@{DOMAIN}"), "password": "whatever-pass" }));
+    let bad = signup(
+        a,
+        &serde_json::json!({ "user": format!("Bad Name@{DOMAIN}"), "password": "whatever-pass" }),
+    );
     assert_eq!(bad.status, 400, "{bad:?}");
     at_a += 1;
-    let foreign = signup(b, &serde_json::json!({ "user": "dave@elsewhere.test", "password": "whatever-pass" }));
+    let foreign = signup(
+        b,
+        &serde_json::json!({ "user": "dave@elsewhere.test", "password": "whatever-pass" }),
+    );
     assert_eq!(foreign.status, 400, "{foreign:?}");
-    let chosen = signup(b, &serde_json::json!({ "domain": DOMAIN, "password": "chosen-password" }));
+    let chosen = signup(
+        b,
+        &serde_json::json!({ "domain": DOMAIN, "password": "chosen-password" }),
+    );
     assert_eq!(chosen.status, 201, "{chosen:?}");
     let chosen_aor = chosen.json()["aor"].as_str().expect("an aor").to_string();
     let (chosen_user, _) = chosen_aor.split_once('@').expect("user@domain");
     assert!(chosen_user.starts_with("user"), "{chosen_aor}");
     let chosen_phone = Phone::new("127.0.0.1", a.node.addr);
     assert_eq!(
-        chosen_phone.register_with(chosen_user, "chosen-password", "MD5").status,
+        chosen_phone
+            .register_with(chosen_user, "chosen-password", "MD5")
+            .status,
         200
     );
 
     // Up to PER_SOURCE attempts from one source at one node, then 429
     // with Retry-After.
+    // The last ones through the CLI, `p2psip users signup`.
     for n in at_a..PER_SOURCE {
         let name = format!("dave{n}@{DOMAIN}");
-        let dave = signup(a, &serde_json::json!({ "user": name, "password": "dave-password" }));
-        assert_eq!(dave.status, 201, "{dave:?}");
+        let (code, stdout, stderr) = cli_signup(a, &name, "dave-password");
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert_eq!(stdout.trim(), name);
     }
-    let limited = signup(a, &serde_json::json!({ "user": format!("erin@{DOMAIN}"), "password": "erin-password" }));
+    let limited = signup(
+        a,
+        &serde_json::json!({ "user": format!("erin@{DOMAIN}"), "password": "erin-password" }),
+    );
     assert_eq!(limited.status, 429, "{limited:?}");
     let wait: u64 = limited
         .header("Retry-After")
@@ -158,30 +216,51 @@ fn one_name_claimed_at_once_through_two_nodes_goes_to_one_who_registers_at_the_t
 
     // Her buddy list: set through a, read through c, with her password.
     let list = serde_json::json!({ "buddies": [format!("sip:bob@{DOMAIN}"), format!("sip:dave@{DOMAIN}")] });
-    let set = http_request(a.http, "PUT", "/buddies", &basic(&aor, winner), &list.to_string())
-        .expect("an HTTP answer");
+    let set = http_request(
+        a.http,
+        "PUT",
+        "/buddies",
+        &basic(&aor, winner),
+        &list.to_string(),
+    )
+    .expect("an HTTP answer");
     assert_eq!(set.status, 200, "{set:?}");
-    let read = http_request(c.http, "GET", "/buddies", &basic(&aor, winner), "")
-        .expect("an HTTP answer");
+    let read =
+        http_request(c.http, "GET", "/buddies", &basic(&aor, winner), "").expect("an HTTP answer");
     assert_eq!(read.status, 200, "{read:?}");
     assert_eq!(read.json(), list);
-    for creds in [basic(&aor, loser), basic(&format!("nobody@{DOMAIN}"), winner), String::new()] {
-        let refused =
-            http_request(c.http, "GET", "/buddies", &creds, "").expect("an HTTP answer");
+    for creds in [
+        basic(&aor, loser),
+        basic(&format!("nobody@{DOMAIN}"), winner),
+        String::new(),
+    ] {
+        let refused = http_request(c.http, "GET", "/buddies", &creds, "").expect("an HTTP answer");
         assert_eq!(refused.status, 401, "{creds:?}: {refused:?}");
         assert!(refused.header("WWW-Authenticate").is_some(), "{refused:?}");
     }
     let junk = serde_json::json!({ "buddies": ["not a uri"] });
-    let refused = http_request(b.http, "PUT", "/buddies", &basic(&aor, winner), &junk.to_string())
-        .expect("an HTTP answer");
+    let refused = http_request(
+        b.http,
+        "PUT",
+        "/buddies",
+        &basic(&aor, winner),
+        &junk.to_string(),
+    )
+    .expect("an HTTP answer");
     assert_eq!(refused.status, 400, "{refused:?}");
     // A later change through another node replaces the list.
     let shorter = serde_json::json!({ "buddies": [format!("sip:bob@{DOMAIN}")] });
-    let set = http_request(b.http, "PUT", "/buddies", &basic(&aor, winner), &shorter.to_string())
-        .expect("an HTTP answer");
+    let set = http_request(
+        b.http,
+        "PUT",
+        "/buddies",
+        &basic(&aor, winner),
+        &shorter.to_string(),
+    )
+    .expect("an HTTP answer");
     assert_eq!(set.status, 200, "{set:?}\n{}", logs(&ring));
-    let read = http_request(a.http, "GET", "/buddies", &basic(&aor, winner), "")
-        .expect("an HTTP answer");
+    let read =
+        http_request(a.http, "GET", "/buddies", &basic(&aor, winner), "").expect("an HTTP answer");
     assert_eq!(read.json(), shorter, "{read:?}");
 }
 
@@ -199,7 +278,15 @@ fn sign_up_is_refused_when_off_and_needs_digest() {
     // Sign-up on a node that authenticates nobody: refused at start.
     let on = config("signup-open", true);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_p2psip"))
-        .args(["node", "--sip", "127.0.0.1:0", "--domain", DOMAIN, "--auth", "open"])
+        .args([
+            "node",
+            "--sip",
+            "127.0.0.1:0",
+            "--domain",
+            DOMAIN,
+            "--auth",
+            "open",
+        ])
         .args(["--config", on.to_str().expect("utf-8 path")])
         .output()
         .expect("run p2psip");

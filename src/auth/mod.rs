@@ -15,8 +15,8 @@
 
 pub mod digest;
 pub mod guard;
-pub mod users;
 pub mod signup;
+pub mod users;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -133,7 +133,11 @@ impl Window {
         if self.seen.len() >= MAX_SOURCES && !self.seen.contains_key(&ip) {
             self.purge(now);
             if self.seen.len() >= MAX_SOURCES
-                && let Some(oldest) = self.seen.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k)
+                && let Some(oldest) = self
+                    .seen
+                    .iter()
+                    .min_by_key(|(_, (t, _))| *t)
+                    .map(|(k, _)| *k)
             {
                 self.seen.remove(&oldest);
             }
@@ -262,7 +266,11 @@ mod tests {
             signup.admit(ip, Some("dave"), "password1", later),
             Err(Refused::Limited(Duration::from_secs(40)))
         );
-        assert!(signup.admit(other, Some("dave"), "password1", later).is_ok());
+        assert!(
+            signup
+                .admit(other, Some("dave"), "password1", later)
+                .is_ok()
+        );
         let next = now + Duration::from_secs(60);
         assert!(signup.admit(ip, Some("dave"), "password1", next).is_ok());
         signup.purge(next + Duration::from_secs(61));

@@ -239,15 +239,9 @@ impl Core {
             return Some(AccountAnswer::unavailable("this node is not in an overlay"));
         };
         let op = overlay.fetch_items(owner::ACCOUNTS, credential_key(&aor), now);
-        self.accounts.reads.insert(
-            op,
-            BuddyAsk {
-                id,
-                aor,
-                ha1,
-                set,
-            },
-        );
+        self.accounts
+            .reads
+            .insert(op, BuddyAsk { id, aor, ha1, set });
         None
     }
 
@@ -264,8 +258,11 @@ impl Core {
         let items = match result {
             Ok(items) => items,
             Err(error) => {
-                let answer = AccountAnswer::unavailable(format!("the ring did not answer: {error}"));
-                return self.outputs.push_back(Output::Account { id: ask.id, answer });
+                let answer =
+                    AccountAnswer::unavailable(format!("the ring did not answer: {error}"));
+                return self
+                    .outputs
+                    .push_back(Output::Account { id: ask.id, answer });
             }
         };
         let record = self
@@ -278,12 +275,16 @@ impl Core {
         if !right {
             // An unknown user and a wrong password get the same answer.
             let answer = AccountAnswer::error(401, "wrong user or password");
-            return self.outputs.push_back(Output::Account { id: ask.id, answer });
+            return self
+                .outputs
+                .push_back(Output::Account { id: ask.id, answer });
         }
         let Some(list) = ask.set else {
             let list = buddies_of(&ask.aor, &items, now);
             let answer = AccountAnswer::new(200, serde_json::json!({ "buddies": list }));
-            return self.outputs.push_back(Output::Account { id: ask.id, answer });
+            return self
+                .outputs
+                .push_back(Output::Account { id: ask.id, answer });
         };
         let version = self.messages.wall_ms(now);
         let keep_for = self.accounts.signup.config().keep_for;

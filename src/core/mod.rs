@@ -17,8 +17,8 @@
 //! the decisions are the [`Auth`] component's), answer STUN on the SIP
 //! ports ([`stun`]) and keep the node's periodic chores ([`upkeep`]).
 
-mod checks;
 mod accounts;
+mod checks;
 mod credentials;
 mod offline;
 mod presence;
@@ -56,8 +56,8 @@ use crate::sip::message::{HeaderAccess, Message, Response, bad_request_reply};
 use crate::sip::target::Destination;
 use crate::sip::transaction::{Event, Owner, Peer, ServerKey, Timers};
 
-pub use checks::local_response;
 pub use accounts::{AccountAnswer, AccountRequest};
+pub use checks::local_response;
 use credentials::Parked;
 use registration::{Registering, Waiting};
 use upkeep::Upkeep;

@@ -179,7 +179,10 @@ mod tests {
     fn basic_credentials_are_read_and_junk_is_not() {
         let mut headers = HeaderMap::new();
         let encoded = base64::engine::general_purpose::STANDARD.encode("carol@example.test:pa:ss");
-        headers.insert(header::AUTHORIZATION, format!("Basic {encoded}").parse().expect("value"));
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Basic {encoded}").parse().expect("value"),
+        );
         assert_eq!(
             basic(&headers),
             Some(("carol@example.test".into(), "pa:ss".into()))

@@ -100,7 +100,9 @@ pub async fn serve(
             "/buddies",
             get(super::accounts::get_buddies).put(super::accounts::put_buddies),
         )
-        .layer(axum::extract::DefaultBodyLimit::max(super::accounts::MAX_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            super::accounts::MAX_BODY,
+        ))
         .with_state(Shared {
             queries,
             token,
@@ -121,7 +123,10 @@ async fn page() -> impl IntoResponse {
 }
 
 /// Asks the driver and waits for its answer.
-pub(super) async fn ask<T>(shared: &Shared, query: impl FnOnce(oneshot::Sender<T>) -> Query) -> Option<T> {
+pub(super) async fn ask<T>(
+    shared: &Shared,
+    query: impl FnOnce(oneshot::Sender<T>) -> Query,
+) -> Option<T> {
     let (tx, rx) = oneshot::channel();
     shared.queries.send(query(tx)).await.ok()?;
     rx.await.ok()

@@ -31,13 +31,20 @@ pub fn check_list(list: &[String]) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::with_capacity(list.len());
     for uri in list {
         let plain = uri.len() <= MAX_URI
-            && !uri.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
-        let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"));
-        let addressed = rest.and_then(|r| r.split_once('@')).is_some_and(|(u, h)| {
-            !u.is_empty() && !h.is_empty() && !h.contains('@')
-        });
+            && !uri
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+        let rest = uri
+            .strip_prefix("sip:")
+            .or_else(|| uri.strip_prefix("sips:"));
+        let addressed = rest
+            .and_then(|r| r.split_once('@'))
+            .is_some_and(|(u, h)| !u.is_empty() && !h.is_empty() && !h.contains('@'));
         if !plain || !addressed {
-            return Err(format!("not a contact URI (sip:user@host): {:?}", truncate(uri)));
+            return Err(format!(
+                "not a contact URI (sip:user@host): {:?}",
+                truncate(uri)
+            ));
         }
         if !out.contains(uri) {
             out.push(uri.clone());
@@ -52,7 +59,13 @@ fn truncate(text: &str) -> String {
 
 /// The ring item of `aor`'s list; `version` orders changes (the wall
 /// clock in ms, so that a later change through any node wins).
-pub fn buddies_item(aor: &Aor, list: &[String], version: u64, keep_for: Duration, now: Instant) -> Item {
+pub fn buddies_item(
+    aor: &Aor,
+    list: &[String],
+    version: u64,
+    keep_for: Duration,
+    now: Instant,
+) -> Item {
     Item {
         key: NodeId::of_key(aor.as_str()),
         name: buddies_name(aor),
@@ -90,7 +103,14 @@ mod tests {
             "sip:bob@example.test".to_string(),
         ];
         assert_eq!(check_list(&list).expect("good").len(), 2);
-        for bad in ["bob@example.test", "sip:bob", "sip:@x", "sip:a b@x", "sip:a@b@c", "sip:<a@b>"] {
+        for bad in [
+            "bob@example.test",
+            "sip:bob",
+            "sip:@x",
+            "sip:a b@x",
+            "sip:a@b@c",
+            "sip:<a@b>",
+        ] {
             assert!(check_list(&[bad.to_string()]).is_err(), "{bad}");
         }
         let long = vec!["sip:a@b".to_string(); MAX_BUDDIES + 1];
@@ -102,10 +122,31 @@ mod tests {
     fn the_newest_list_of_the_user_is_read_back() {
         let now = Instant::now();
         let aor = Aor::new("carol", "example.test");
-        let old = buddies_item(&aor, &["sip:bob@example.test".into()], 1, Duration::from_secs(60), now);
-        let new = buddies_item(&aor, &["sip:dave@example.test".into()], 2, Duration::from_secs(60), now);
-        let other = buddies_item(&Aor::new("eve", "example.test"), &["sip:x@y".into()], 3, Duration::from_secs(60), now);
-        assert_eq!(buddies_of(&aor, &[old.clone(), new, other], now), vec!["sip:dave@example.test"]);
+        let old = buddies_item(
+            &aor,
+            &["sip:bob@example.test".into()],
+            1,
+            Duration::from_secs(60),
+            now,
+        );
+        let new = buddies_item(
+            &aor,
+            &["sip:dave@example.test".into()],
+            2,
+            Duration::from_secs(60),
+            now,
+        );
+        let other = buddies_item(
+            &Aor::new("eve", "example.test"),
+            &["sip:x@y".into()],
+            3,
+            Duration::from_secs(60),
+            now,
+        );
+        assert_eq!(
+            buddies_of(&aor, &[old.clone(), new, other], now),
+            vec!["sip:dave@example.test"]
+        );
         assert!(buddies_of(&aor, &[old], now + Duration::from_secs(61)).is_empty());
     }
 }

@@ -126,7 +126,11 @@ mod tests {
             "{results:?}"
         );
         // Every node that holds the record holds the winner's value.
-        let winner = if results[0].is_ok() { "first" } else { "second" };
+        let winner = if results[0].is_ok() {
+            "first"
+        } else {
+            "second"
+        };
         let key = NodeId::of_key("carol@overlay.test");
         let copies: Vec<Vec<u8>> = s
             .nodes

@@ -128,8 +128,7 @@ impl Phone {
             .into_iter()
             .find(|c| c.algorithm == algorithm)
             .unwrap_or_else(|| panic!("no {algorithm} challenge in\n{}", first.text));
-        let credentials =
-            challenge.answer(user, password, "REGISTER", &format!("sip:{domain}"), 1);
+        let credentials = challenge.answer(user, password, "REGISTER", &format!("sip:{domain}"), 1);
         self.ask(&self.register(user, domain, &format!("Authorization: {credentials}\r\n")))
             .expect("an answer to the REGISTER with credentials")
     }
