@@ -43,6 +43,9 @@ pub struct Config {
     pub replicas: usize,
     /// Address for the HTTP status page and metrics.
     pub http: Option<SocketAddr>,
+    /// The same HTTP window over TLS (`tls_cert`, `tls_key`): where users
+    /// sign up and keep their buddy lists from other machines.
+    pub https: Option<SocketAddr>,
     /// Find peers on the LAN by multicast REGISTER (sip.mcast.net).
     pub discover: bool,
     /// The port of the discovery multicast group.
@@ -290,6 +293,7 @@ impl Default for Config {
             join: Vec::new(),
             replicas: 3,
             http: None,
+            https: None,
             discover: false,
             discover_port: 5060,
             registrar: RegistrarSection::default(),
@@ -525,6 +529,12 @@ impl Config {
                 why: "give the address phones reach this node at, not 0.0.0.0 (it goes into Via and Record-Route)".into(),
             });
         }
+        if self.https.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err(ConfigError::Invalid {
+                key: "https",
+                why: "needs a certificate and its key (tls_cert, tls_key)".into(),
+            });
+        }
         if port_range(&self.voicemail.port_range).is_none() {
             return Err(ConfigError::Invalid {
                 key: "voicemail.port_range",
@@ -580,8 +590,9 @@ impl Config {
             ca: self.tls_ca.clone(),
         };
         let any = files.cert.is_some() || files.key.is_some() || files.ca.is_some();
-        let tls = if self.sips.is_some() || any {
-            Some(Tls::load(&files, self.sips.is_some())?)
+        let server = self.sips.is_some() || self.https.is_some();
+        let tls = if server || any {
+            Some(Tls::load(&files, server)?)
         } else {
             None
         };

@@ -168,6 +168,9 @@ struct NodeArgs {
     /// Serve /status and /metrics over HTTP on this address
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// The same over HTTPS (needs --tls-cert and --tls-key): sign-up and buddy lists from other machines
+    #[arg(long, value_name = "ADDR")]
+    https: Option<SocketAddr>,
     /// Serve the domains' DNS (NAPTR/SRV/A) here and act as their gateway
     #[arg(long, value_name = "ADDR")]
     dns: Option<SocketAddr>,
@@ -396,6 +399,9 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
     if let Some(http) = args.http {
         config.http = Some(http);
     }
+    if let Some(https) = args.https {
+        config.https = Some(https);
+    }
     if let Some(data) = args.data {
         config.data = Some(data);
     }
@@ -548,6 +554,7 @@ async fn serve(
         },
         join: config.join.clone(),
         http: config.http,
+        https: config.https,
         data: config.data.clone(),
         dns: config.gateway.dns_listen,
         dns_ttl: config.gateway.dns_ttl,

@@ -294,3 +294,140 @@ fn sign_up_is_refused_when_off_and_needs_digest() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("signup.enabled"), "{stderr}");
 }
+
+/// `METHOD path` with a JSON `body` over TLS to `addr`, trusting `ca` only.
+fn https_request(
+    ca: &std::path::Path,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> HttpAnswer {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("ca.pem") {
+        roots.add(cert.expect("a CA certificate")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::IpAddress(addr.ip().into());
+    let connection =
+        rustls::ClientConnection::new(Arc::new(config), name).expect("client connection");
+    let socket = std::net::TcpStream::connect(addr).expect("connect to the HTTPS port");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    write!(
+        tls,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write the request");
+    let mut raw = Vec::new();
+    // The server may close without close_notify: what came is the answer.
+    let _ = tls.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .expect("an HTTP answer over TLS");
+    HttpAnswer {
+        status: head
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .expect("a status"),
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+#[test]
+fn sign_up_over_https() {
+    let dir = temp_dir("signup-https");
+    let ca = dir.join("ca");
+    let server = dir.join("server");
+    for args in [
+        vec!["certs", "ca", "--out", ca.to_str().expect("path")],
+        vec![
+            "certs",
+            "server",
+            "--ca",
+            ca.to_str().expect("path"),
+            "--name",
+            "127.0.0.1",
+            "--out",
+            server.to_str().expect("path"),
+        ],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_p2psip"))
+            .args(&args)
+            .output()
+            .expect("run p2psip certs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let https = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let config = config("signup-https", true);
+    let file = |f: &str| server.join(f).to_str().expect("utf-8 path").to_string();
+    let node = Node::builder()
+        .name("signup-https")
+        .args([
+            "--sip",
+            "127.0.0.1:0",
+            "--domain",
+            DOMAIN,
+            "--auth",
+            "digest",
+        ])
+        .args(["--https", &https.to_string()])
+        .args([
+            "--tls-cert",
+            &file("cert.pem"),
+            "--tls-key",
+            &file("key.pem"),
+        ])
+        .args(["--config", config.to_str().expect("utf-8 path")])
+        .spawn();
+    let ca_pem = ca.join("ca.pem");
+    let aor = format!("grace@{DOMAIN}");
+    let body = serde_json::json!({ "user": aor, "password": "grace-password" }).to_string();
+    let mut claimed = None;
+    wait_until(
+        "the HTTPS window answers",
+        Duration::from_secs(10),
+        || {
+            if std::net::TcpStream::connect(https).is_err() {
+                return false;
+            }
+            claimed = Some(https_request(&ca_pem, https, "POST", "/signup", "", &body));
+            true
+        },
+        || node.log(),
+    );
+    let claimed = claimed.expect("an answer");
+    assert_eq!(claimed.status, 201, "{claimed:?}");
+    let phone = Phone::new("127.0.0.1", node.addr);
+    assert_eq!(
+        phone
+            .register_with("grace", "grace-password", "SHA-256")
+            .status,
+        200
+    );
+    let list = https_request(
+        &ca_pem,
+        https,
+        "GET",
+        "/buddies",
+        &basic(&aor, "grace-password"),
+        "",
+    );
+    assert_eq!(list.status, 200, "{list:?}");
+    assert_eq!(list.json(), serde_json::json!({ "buddies": [] }));
+}

@@ -50,6 +50,8 @@ pub struct NodeOptions {
     /// Bootstrap addresses; empty means: the saved peers, else a ring of one.
     pub join: Vec<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// The HTTP window over TLS too, with the transport's certificate.
+    pub https: Option<SocketAddr>,
     pub data: Option<PathBuf>,
     /// Serve the domains' DNS here and advertise this node as their gateway.
     pub dns: Option<SocketAddr>,
@@ -220,6 +222,17 @@ impl Node {
         };
         let (query_tx, queries) = mpsc::channel(64);
         let token = options.data.as_ref().map(|_| http::new_token());
+        let tls_acceptor = options
+            .transport
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.acceptor.clone());
+        if let (Some(addr), Some(acceptor)) = (options.https, tls_acceptor) {
+            let bound = http::serve_tls(addr, acceptor, query_tx.clone(), token.clone())
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("HTTPS on {addr}: {e}")))?;
+            info!(addr = %bound, "HTTP window over TLS on https://{bound}/ (sign-up, buddy lists)");
+        }
         let http = match options.http {
             Some(addr) => Some(
                 http::serve(addr, query_tx, token.clone())

@@ -2,7 +2,8 @@
 //! the node and its place in the ring), `/metrics` (Prometheus text), and
 //! the operator's control channel under `/control/` (registrations, items),
 //! which needs the token the node keeps in its data directory; users'
-//! `/signup` and `/buddies` (`accounts.rs`). Handlers ask
+//! `/signup` and `/buddies` (`accounts.rs`); the same over TLS with
+//! `https` (`https.rs`). Handlers ask
 //! the driver, which owns the state, through a channel; they never touch it.
 
 use std::io;
@@ -87,7 +88,46 @@ pub async fn serve(
 ) -> io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = Router::new()
+    let app = router(Shared {
+        queries,
+        token,
+        private: local.ip().is_loopback(),
+    });
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let _ = axum::serve(listener, service).await;
+    });
+    Ok(local)
+}
+
+/// The same window over TLS (`https`): binds `addr`, serves until the
+/// runtime stops; returns the bound address. Passwords are taken here
+/// whatever the address.
+pub async fn serve_tls(
+    addr: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    queries: mpsc::Sender<Query>,
+    token: Option<String>,
+) -> io::Result<SocketAddr> {
+    use axum::serve::ListenerExt;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(Shared {
+        queries,
+        token,
+        private: true,
+    });
+    // `tap_io` makes the peer's address available as ConnectInfo.
+    let listener = super::https::TlsListener::new(listener, acceptor)?.tap_io(|_| {});
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let _ = axum::serve(listener, service).await;
+    });
+    Ok(local)
+}
+
+fn router(shared: Shared) -> Router {
+    Router::new()
         .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
@@ -103,16 +143,7 @@ pub async fn serve(
         .layer(axum::extract::DefaultBodyLimit::max(
             super::accounts::MAX_BODY,
         ))
-        .with_state(Shared {
-            queries,
-            token,
-            private: local.ip().is_loopback(),
-        });
-    tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        let _ = axum::serve(listener, service).await;
-    });
-    Ok(local)
+        .with_state(shared)
 }
 
 async fn page() -> impl IntoResponse {

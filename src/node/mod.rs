@@ -4,6 +4,7 @@
 mod accounts;
 pub mod driver;
 pub mod http;
+mod https;
 mod inventory;
 mod media;
 pub mod status_page;
