@@ -314,3 +314,190 @@ impl Core {
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::auth::signup::SignupConfig;
+    use crate::auth::{AuthConfig, AuthMode};
+    use crate::core::{CoreConfig, Input, Location};
+    use crate::overlay::Overlay;
+    use crate::ring::RingConfig;
+
+    /// A ring of one in digest mode with sign-up on (2 per source).
+    fn core(now: Instant) -> Core {
+        let local = SocketAddr::from(([127, 0, 0, 1], 5060));
+        let mut config = CoreConfig::new(local, vec!["example.test".into()]);
+        config.auth = AuthConfig {
+            mode: AuthMode::Digest,
+            ..AuthConfig::default()
+        };
+        config.signup = SignupConfig {
+            enabled: true,
+            per_source: 2,
+            ..SignupConfig::default()
+        };
+        let overlay = Overlay::new(local, RingConfig::default(), &[], now);
+        Core::new(config, Location::Overlay(Box::new(overlay)), now)
+    }
+
+    /// Feeds one request and gives its answer (a ring of one answers at once).
+    fn ask(core: &mut Core, id: u64, request: AccountRequest, now: Instant) -> AccountAnswer {
+        core.handle_input(Input::Account { id, request }, now);
+        loop {
+            match core.poll_output() {
+                Output::Account { id: got, answer } if got == id => return answer,
+                Output::Timeout(_) => panic!("no answer to {id}"),
+                _ => {}
+            }
+        }
+    }
+
+    fn signup(user: Option<&str>, from: [u8; 4], password: &str) -> AccountRequest {
+        AccountRequest::Signup {
+            from: IpAddr::from(from),
+            user: user.map(str::to_string),
+            domain: "Example.Test".into(),
+            password: password.into(),
+        }
+    }
+
+    fn buddies(password: &str, set: Option<Vec<String>>) -> AccountRequest {
+        AccountRequest::Buddies {
+            from: IpAddr::from([192, 0, 2, 9]),
+            aor: "carol@example.test".into(),
+            password: password.into(),
+            set,
+        }
+    }
+
+    #[test]
+    fn the_first_claim_wins_and_the_user_is_known_at_once() {
+        let now = Instant::now();
+        let mut core = core(now);
+        let won = ask(
+            &mut core,
+            1,
+            signup(Some("carol"), [192, 0, 2, 1], "password-1"),
+            now,
+        );
+        assert_eq!(won.status, 201, "{won:?}");
+        assert_eq!(won.body["aor"], "carol@example.test");
+        let taken = ask(
+            &mut core,
+            2,
+            signup(Some("carol"), [192, 0, 2, 2], "password-2"),
+            now,
+        );
+        assert_eq!(
+            (taken.status, taken.body["error"].as_str()),
+            (409, Some("name taken"))
+        );
+        let aor = Aor::new("carol", "example.test");
+        let record = core.auth.local_users().next().cloned();
+        assert!(record.is_none(), "not a users-file user");
+        let held = core
+            .overlay()
+            .map(|o| o.ring().local_items(credential_key(&aor)))
+            .unwrap_or_default();
+        let stored = credential_of(&aor, &held, now).expect("her credentials in the ring");
+        assert_eq!(stored, UserRecord::new(aor, "password-1"));
+        assert!(held[0].expires > now + Duration::from_secs(364 * 86_400));
+        // A name the node picks.
+        let chosen = ask(
+            &mut core,
+            3,
+            signup(None, [192, 0, 2, 1], "password-3"),
+            now,
+        );
+        assert_eq!(chosen.status, 201, "{chosen:?}");
+        assert!(
+            chosen.body["aor"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("user"))
+        );
+    }
+
+    #[test]
+    fn refusals_before_the_ring_bad_names_foreign_domains_and_too_many_tries() {
+        let now = Instant::now();
+        let mut core = core(now);
+        let ip = [192, 0, 2, 1];
+        let bad = ask(&mut core, 1, signup(Some("Carol"), ip, "password-1"), now);
+        assert_eq!(bad.status, 400);
+        let foreign = AccountRequest::Signup {
+            from: IpAddr::from([192, 0, 2, 5]),
+            user: Some("carol".into()),
+            domain: "elsewhere.test".into(),
+            password: "password-1".into(),
+        };
+        assert_eq!(ask(&mut core, 2, foreign, now).status, 400);
+        assert_eq!(
+            ask(&mut core, 3, signup(Some("carol"), ip, "short"), now).status,
+            400
+        );
+        let limited = ask(&mut core, 4, signup(Some("carol"), ip, "password-1"), now);
+        assert_eq!(limited.status, 429);
+        assert_eq!(limited.retry_after, Some(600));
+    }
+
+    #[test]
+    fn her_list_is_read_and_written_with_her_password_only() {
+        let now = Instant::now();
+        let mut core = core(now);
+        assert_eq!(
+            ask(
+                &mut core,
+                1,
+                signup(Some("carol"), [192, 0, 2, 1], "password-1"),
+                now
+            )
+            .status,
+            201
+        );
+        assert_eq!(
+            ask(&mut core, 2, buddies("password-1", None), now).body["buddies"],
+            serde_json::json!([])
+        );
+        let list = vec!["sip:bob@example.test".to_string()];
+        let set = ask(&mut core, 3, buddies("password-1", Some(list.clone())), now);
+        assert_eq!(set.status, 200, "{set:?}");
+        let read = ask(
+            &mut core,
+            4,
+            buddies("password-1", None),
+            now + Duration::from_millis(5),
+        );
+        assert_eq!(read.body["buddies"], serde_json::json!(list));
+        for (id, request) in [
+            (5, buddies("wrong-password", None)),
+            (6, buddies("wrong-password", Some(Vec::new()))),
+            (
+                7,
+                AccountRequest::Buddies {
+                    from: IpAddr::from([192, 0, 2, 9]),
+                    aor: "nobody@example.test".into(),
+                    password: "password-1".into(),
+                    set: None,
+                },
+            ),
+        ] {
+            assert_eq!(ask(&mut core, id, request, now).status, 401, "{id}");
+        }
+        let junk = ask(
+            &mut core,
+            8,
+            buddies("password-1", Some(vec!["junk".into()])),
+            now,
+        );
+        assert_eq!(junk.status, 400);
+        assert_eq!(
+            ask(&mut core, 9, buddies("password-1", None), now).body["buddies"],
+            serde_json::json!(list),
+            "a refused change changed nothing"
+        );
+    }
+}
