@@ -17,7 +17,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use base64::Engine;
-use common::members::{Member, consistent, logs};
+use common::members::{Member, consistent, logs, metric};
 use common::phone::Phone;
 use common::{DOMAIN, HttpAnswer, Node, http_request, port_block, temp_dir, wait_until};
 
@@ -135,6 +135,12 @@ fn one_name_claimed_at_once_through_two_nodes_goes_to_one_who_registers_at_the_t
     assert_eq!(answers[won].json()["aor"], aor.as_str());
     assert_eq!(answers[1 - won].json()["error"], "name taken");
     let (winner, loser) = (passwords[won], passwords[1 - won]);
+    let count = |m: &Member, outcome: &str| {
+        metric(m, &format!("p2psip_signups_total{{outcome=\"{outcome}\"}}"))
+    };
+    let claimants = [a, b];
+    assert_eq!(count(claimants[won], "claimed"), 1);
+    assert_eq!(count(claimants[1 - won], "taken"), 1);
 
     // The winner registers at the third node, which has no users file and
     // took no part in the claim; the loser's password does not work there.

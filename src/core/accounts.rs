@@ -114,7 +114,9 @@ impl Core {
                 user,
                 domain,
                 password,
-            } => self.signup(id, from, user, &domain, &password, now),
+            } => self
+                .signup(id, from, user, &domain, &password, now)
+                .inspect(|answer| self.count_signup(answer.status)),
             AccountRequest::Buddies {
                 from,
                 aor,
@@ -203,7 +205,21 @@ impl Core {
                 AccountAnswer::unavailable(format!("the ring did not answer: {error}"))
             }
         };
+        self.count_signup(answer.status);
         self.outputs.push_back(Output::Account { id, answer });
+    }
+
+    fn count_signup(&self, status: u16) {
+        let outcome = match status {
+            201 => "claimed",
+            409 => "taken",
+            503 => "failed",
+            _ => "refused",
+        };
+        self.metrics
+            .signups
+            .get_or_create(&crate::metrics::SignupLabels { outcome })
+            .inc();
     }
 
     /// Starts the fetch of her items (credentials and list), or answers.
@@ -286,7 +302,16 @@ impl Core {
                 .outputs
                 .push_back(Output::Account { id: ask.id, answer });
         };
-        let version = self.messages.wall_ms(now);
+        // Later than the list she has (read in the same fetch), even when
+        // this node's wall clock is a little behind the last writer's.
+        let name = buddies::buddies_name(&ask.aor);
+        let current = items
+            .iter()
+            .filter(|i| i.name == name)
+            .map(|i| i.version)
+            .max()
+            .unwrap_or(0);
+        let version = self.messages.wall_ms(now).max(current.saturating_add(1));
         let keep_for = self.accounts.signup.config().keep_for;
         let item = buddies_item(&ask.aor, &list, version, keep_for, now);
         let Some(overlay) = self.location.overlay() else {
