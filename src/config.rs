@@ -43,6 +43,9 @@ pub struct Config {
     pub replicas: usize,
     /// Address for the HTTP status page and metrics.
     pub http: Option<SocketAddr>,
+    /// The same HTTP window over TLS (`tls_cert`, `tls_key`): where users
+    /// sign up and keep their buddy lists from other machines.
+    pub https: Option<SocketAddr>,
     /// Find peers on the LAN by multicast REGISTER (sip.mcast.net).
     pub discover: bool,
     /// The port of the discovery multicast group.
@@ -81,6 +84,8 @@ pub struct Config {
     pub voicemail: VoicemailSection,
     /// A TURN server for phones' media (`[turn]`, docs/nat.md).
     pub turn: TurnSection,
+    /// Sign-up and buddy lists over HTTP (`[signup]`, docs/services.md).
+    pub signup: SignupSection,
     /// The address other nodes and phones reach this node at, when it is not
     /// the bound `sip` one (a port mapping): put in Via, Contact,
     /// Record-Route and the node's place in the ring.
@@ -244,6 +249,34 @@ impl Default for TurnSection {
     }
 }
 
+/// The `[signup]` section: users claim names themselves (`POST /signup`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignupSection {
+    /// Serve sign-up (off by default; needs digest authentication).
+    pub enabled: bool,
+    /// Sign-ups one source IP may attempt per `window_s` (beyond: 429).
+    pub per_source: u32,
+    pub window_s: u64,
+    /// Days a claimed name lives in the ring.
+    pub keep_days: u64,
+    /// Buddy-list reads and writes one source may make per `window_s`.
+    pub buddy_requests: u32,
+}
+
+impl Default for SignupSection {
+    fn default() -> Self {
+        let d = crate::auth::signup::SignupConfig::default();
+        SignupSection {
+            enabled: d.enabled,
+            per_source: d.per_source,
+            window_s: d.window.as_secs(),
+            keep_days: d.keep_for.as_secs() / 86_400,
+            buddy_requests: d.buddy_requests,
+        }
+    }
+}
+
 /// `"LOW-HIGH"` as two ports, LOW ≤ HIGH, neither 0.
 pub fn port_range(text: &str) -> Option<(u16, u16)> {
     let (low, high) = text.split_once('-')?;
@@ -289,6 +322,7 @@ impl Default for Config {
             join: Vec::new(),
             replicas: 3,
             http: None,
+            https: None,
             discover: false,
             discover_port: 5060,
             registrar: RegistrarSection::default(),
@@ -308,6 +342,7 @@ impl Default for Config {
             presence: PresenceSection::default(),
             voicemail: VoicemailSection::default(),
             turn: TurnSection::default(),
+            signup: SignupSection::default(),
             advertise: None,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -524,6 +559,12 @@ impl Config {
                 why: "give the address phones reach this node at, not 0.0.0.0 (it goes into Via and Record-Route)".into(),
             });
         }
+        if self.https.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err(ConfigError::Invalid {
+                key: "https",
+                why: "needs a certificate and its key (tls_cert, tls_key)".into(),
+            });
+        }
         if port_range(&self.voicemail.port_range).is_none() {
             return Err(ConfigError::Invalid {
                 key: "voicemail.port_range",
@@ -532,6 +573,25 @@ impl Config {
                     self.voicemail.port_range
                 ),
             });
+        }
+        for (key, zero) in [
+            ("signup.per_source", self.signup.per_source == 0),
+            (
+                "signup.window_s",
+                !(1..=86_400).contains(&self.signup.window_s),
+            ),
+            (
+                "signup.keep_days",
+                !(1..=3650).contains(&self.signup.keep_days),
+            ),
+            ("signup.buddy_requests", self.signup.buddy_requests == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: "out of range (per_source and buddy_requests at least 1, window_s 1 to 86400, keep_days 1 to 3650)".into(),
+                });
+            }
         }
         if !(1..=300).contains(&self.voicemail.max_seconds) {
             return Err(ConfigError::Invalid {
@@ -561,8 +621,9 @@ impl Config {
             ca: self.tls_ca.clone(),
         };
         let any = files.cert.is_some() || files.key.is_some() || files.ca.is_some();
-        let tls = if self.sips.is_some() || any {
-            Some(Tls::load(&files, self.sips.is_some())?)
+        let server = self.sips.is_some() || self.https.is_some();
+        let tls = if server || any {
+            Some(Tls::load(&files, server)?)
         } else {
             None
         };
@@ -648,6 +709,18 @@ impl Config {
             config.limits = auth.limits;
         }
         Some(config)
+    }
+
+    /// `[signup]` as the core takes it (checked by [`Config::validate`]).
+    pub fn signup_config(&self) -> crate::auth::signup::SignupConfig {
+        let s = &self.signup;
+        crate::auth::signup::SignupConfig {
+            enabled: s.enabled,
+            per_source: s.per_source,
+            window: std::time::Duration::from_secs(s.window_s),
+            keep_for: std::time::Duration::from_secs(s.keep_days * 86_400),
+            buddy_requests: s.buddy_requests,
+        }
     }
 
     /// `[voicemail]` as the core takes it (checked by [`Config::validate`]).

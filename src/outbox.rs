@@ -38,6 +38,8 @@ pub mod owner {
     pub const PRESENCE: Owner = Owner(6);
     /// Voicemail: users' items looked at, recordings stored, BYE at the limit.
     pub const VOICEMAIL: Owner = Owner(7);
+    /// Accounts: sign-up claims, buddy lists read and written (HTTP).
+    pub const ACCOUNTS: Owner = Owner(20);
 }
 
 /// Names a pending resolution of a host name or an ENUM look-up.

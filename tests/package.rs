@@ -17,7 +17,15 @@ fn the_debian_package_installs_and_its_service_starts_a_node() {
     let deb = common::temp_dir("package").join("p2psip-test.deb");
     let built = Command::new("cargo")
         .current_dir(root)
-        .args(["deb", "--no-build", "--profile", "dev", "--strip", "--fast", "-o"])
+        .args([
+            "deb",
+            "--no-build",
+            "--profile",
+            "dev",
+            "--strip",
+            "--fast",
+            "-o",
+        ])
         .arg(&deb)
         .output()
         .expect("run cargo deb");
@@ -29,7 +37,10 @@ fn the_debian_package_installs_and_its_service_starts_a_node() {
         String::from_utf8_lossy(&built.stderr)
     );
     let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package-test.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/package-test.sh"
+        ))
         .arg(&deb)
         .output()
         .expect("run scripts/package-test.sh");

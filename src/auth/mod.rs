@@ -15,6 +15,7 @@
 
 pub mod digest;
 pub mod guard;
+pub mod signup;
 pub mod users;
 
 use std::collections::HashMap;

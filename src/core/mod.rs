@@ -17,6 +17,7 @@
 //! the decisions are the [`Auth`] component's), answer STUN on the SIP
 //! ports ([`stun`]) and keep the node's periodic chores ([`upkeep`]).
 
+mod accounts;
 mod checks;
 mod credentials;
 mod offline;
@@ -55,6 +56,7 @@ use crate::sip::message::{HeaderAccess, Message, Response, bad_request_reply};
 use crate::sip::target::Destination;
 use crate::sip::transaction::{Event, Owner, Peer, ServerKey, Timers};
 
+pub use accounts::{AccountAnswer, AccountRequest};
 pub use checks::local_response;
 use credentials::Parked;
 use registration::{Registering, Waiting};
@@ -91,6 +93,8 @@ pub struct CoreConfig {
     pub presence: crate::presence::PresenceConfig,
     /// Voicemail (`[voicemail]`).
     pub voicemail: crate::voicemail::VoicemailConfig,
+    /// Sign-up and buddy lists through the HTTP window (`[signup]`).
+    pub signup: crate::auth::signup::SignupConfig,
 }
 
 impl CoreConfig {
@@ -111,6 +115,7 @@ impl CoreConfig {
             messages: Default::default(),
             presence: Default::default(),
             voicemail: Default::default(),
+            signup: Default::default(),
         }
     }
 }
@@ -167,6 +172,12 @@ pub enum Input {
     /// Look a key up for the operator: holders, hops, items (answered with
     /// [`Output::Surveyed`]).
     Lookup { id: u64, key: crate::ring::NodeId },
+    /// A user's sign-up or buddy list from the HTTP window (answered with
+    /// [`Output::Account`] and the same `id`).
+    Account {
+        id: u64,
+        request: accounts::AccountRequest,
+    },
     /// Leave the ring gracefully (items handed over), then stop.
     Leave,
     /// The RTP socket asked for with [`Output::OpenMedia`] is bound at
@@ -220,6 +231,11 @@ pub enum Output {
     Surveyed {
         id: u64,
         report: crate::overlay::walk::Report,
+    },
+    /// The answer to [`Input::Account`] `id`.
+    Account {
+        id: u64,
+        answer: accounts::AccountAnswer,
     },
     /// Changes to the items this node holds, to write down before any
     /// output after it (the 2xx that accepted them); given before every
@@ -289,6 +305,8 @@ pub struct Core {
     presence: crate::presence::Presence,
     /// Voicemail: calls to offline users answered and recorded.
     voicemail: crate::voicemail::Voicemail,
+    /// Sign-up and buddy lists (`accounts.rs`).
+    accounts: accounts::Accounts,
     /// Outputs other than transmits, in order.
     outputs: VecDeque<Output>,
     pub metrics: Metrics,
@@ -323,6 +341,7 @@ impl Core {
                 metrics.clone(),
             ),
             voicemail: crate::voicemail::Voicemail::new(config.voicemail.clone()),
+            accounts: accounts::Accounts::new(config.signup.clone()),
             out,
             proxy: Proxy::new(config.local).with_tls(config.sips),
             location,
@@ -409,6 +428,7 @@ impl Core {
                     )),
                 }),
             },
+            Input::Account { id, request } => self.on_account(id, request, now),
             Input::Leave => self.leave(now),
             Input::MediaOpened { call, local } => self.on_media_opened(call, local, now),
             Input::Recorded { call, samples } => self.on_recorded(call, &samples, now),
@@ -641,6 +661,7 @@ impl Core {
                     owner::MESSAGES => self.on_messages_fetched(fetched.op, fetched.result, now),
                     owner::PRESENCE => self.on_presence_fetched(fetched.op, fetched.result, now),
                     owner::VOICEMAIL => self.on_voicemail_fetched(fetched.op, fetched.result, now),
+                    owner::ACCOUNTS => self.on_account_fetched(fetched.op, fetched.result, now),
                     other => debug!(?other, "a fetch for no component"),
                 }
             }
@@ -651,8 +672,13 @@ impl Core {
                 match who {
                     owner::PRESENCE => self.on_presence_stored(op, stored, now),
                     owner::VOICEMAIL => self.on_voicemail_stored(op, stored, now),
+                    owner::ACCOUNTS => self.on_account_stored(op, stored),
                     _ => self.on_messages_stored(op, stored, now),
                 }
+            }
+            while let Some((op, result)) = self.location.overlay().and_then(|o| o.poll_claimed()) {
+                busy = true;
+                self.on_claimed(op, result, now);
             }
             busy |= self.start_presence_ops(now);
             while let Some((server, status)) = self.proxy.poll_finished() {

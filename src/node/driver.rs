@@ -50,6 +50,8 @@ pub struct NodeOptions {
     /// Bootstrap addresses; empty means: the saved peers, else a ring of one.
     pub join: Vec<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// The HTTP window over TLS too, with the transport's certificate.
+    pub https: Option<SocketAddr>,
     pub data: Option<PathBuf>,
     /// Serve the domains' DNS here and advertise this node as their gateway.
     pub dns: Option<SocketAddr>,
@@ -114,6 +116,8 @@ enum Survey {
         String,
         tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
     ),
+    /// A sign-up or a buddy list (`core/accounts.rs`).
+    Account(tokio::sync::oneshot::Sender<crate::core::AccountAnswer>),
 }
 
 impl Node {
@@ -227,6 +231,17 @@ impl Node {
         };
         let (query_tx, queries) = mpsc::channel(64);
         let token = options.data.as_ref().map(|_| http::new_token());
+        let tls_acceptor = options
+            .transport
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.acceptor.clone());
+        if let (Some(addr), Some(acceptor)) = (options.https, tls_acceptor) {
+            let bound = http::serve_tls(addr, acceptor, query_tx.clone(), token.clone())
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("HTTPS on {addr}: {e}")))?;
+            info!(addr = %bound, "HTTP window over TLS on https://{bound}/ (sign-up, buddy lists)");
+        }
         let http = match options.http {
             Some(addr) => Some(
                 http::serve(addr, query_tx, token.clone())
@@ -464,6 +479,7 @@ impl Node {
                 }
                 Output::SavePeers(peers) => self.save_peers(&peers),
                 Output::Surveyed { id, report } => self.surveyed(id, report),
+                Output::Account { id, answer } => self.accounted(id, answer),
                 Output::Persist(changes) => self.persist(&changes),
                 Output::OpenMedia { call, ports } => {
                     let local = self.media.open(call, ports);

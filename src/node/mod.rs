@@ -1,8 +1,10 @@
 //! The node's I/O: the tokio driver that pumps the sans-I/O
 //! [`Core`](crate::core::Core), and the HTTP window onto it.
 
+mod accounts;
 pub mod driver;
 pub mod http;
+mod https;
 mod inventory;
 mod media;
 pub mod status_page;

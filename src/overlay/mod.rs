@@ -20,7 +20,7 @@ mod survey;
 pub mod walk;
 pub mod wire;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -86,6 +86,9 @@ pub struct Overlay {
     /// Stores started for other parts of the node, and their outcomes.
     raw_stores: HashMap<OpId, Owner>,
     stored: VecDeque<(Owner, OpId, bool)>,
+    /// Claims (conditional stores) under way, and their outcomes.
+    claims: HashSet<OpId>,
+    claimed: VecDeque<(OpId, Result<(), RingError>)>,
     /// The shared secret and its replay window, when admission is on.
     admission: Option<Admission>,
     /// Certificate mode: which connections speak for which members.
@@ -143,6 +146,8 @@ impl Overlay {
             fetched: VecDeque::new(),
             raw_stores: HashMap::new(),
             stored: VecDeque::new(),
+            claims: HashSet::new(),
+            claimed: VecDeque::new(),
             admission: None,
             members: None,
             rates,
@@ -331,6 +336,20 @@ impl Overlay {
     /// whether the item is stored.
     pub fn poll_stored(&mut self) -> Option<(Owner, OpId, bool)> {
         self.stored.pop_front()
+    }
+
+    /// Claims (key, name) for `item`: stored only if nobody holds it yet
+    /// (`ring/claim.rs`); the outcome comes from
+    /// [`poll_claimed`](Self::poll_claimed).
+    pub fn claim_item(&mut self, item: Item, now: Instant) -> OpId {
+        let op = self.ring.claim(item, now);
+        self.claims.insert(op);
+        op
+    }
+
+    /// A claim done: stored, or why not (`Refusal::Taken`: somebody was first).
+    pub fn poll_claimed(&mut self) -> Option<(OpId, Result<(), RingError>)> {
+        self.claimed.pop_front()
     }
 
     /// Removes an item from the ring (fire and forget).
@@ -688,6 +707,12 @@ impl Overlay {
         }
         if let Some(gateways) = &mut self.gateways {
             gateways.on_ring_event(&event);
+        }
+        if let RingEvent::StoreDone { op, result } = &event
+            && self.claims.remove(op)
+        {
+            self.claimed.push_back((*op, result.clone()));
+            return;
         }
         if let RingEvent::StoreDone { op, result } = &event
             && let Some(owner) = self.raw_stores.remove(op)

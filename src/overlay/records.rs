@@ -17,6 +17,8 @@
 //!   any member (the node that delivered it, after her 2xx).
 //! - A presence publication (RFC 3903): replaced or removed by any member
 //!   (the node a refreshing PUBLISH reaches checks its entity-tag).
+//! - A buddy list: replaced by any member (the node she sets it through
+//!   checked her password against her credentials first).
 //! - Anything else (gateway advertisements, unknown kinds): the writer only.
 
 use std::time::Instant;
@@ -25,6 +27,7 @@ use crate::auth::digest::{self, Credentials};
 use crate::auth::users::UserRecord;
 use crate::auth::{CREDENTIAL_KIND, credential_name};
 use crate::messages::record::{MESSAGE_KIND, SEEN_KIND};
+use crate::presence::buddies::BUDDIES_KIND;
 use crate::presence::state::PUBLICATION_KIND;
 use crate::registrar::binding::Aor;
 use crate::ring::{Item, KeyItems, RecordPolicy};
@@ -49,6 +52,7 @@ impl RecordPolicy for OverlayRecords {
             DIRECTORY_KIND => existing.kind == DIRECTORY_KIND,
             SEEN_KIND => existing.kind == SEEN_KIND,
             PUBLICATION_KIND => existing.kind == PUBLICATION_KIND,
+            BUDDIES_KIND => existing.kind == BUDDIES_KIND,
             _ => false,
         }
     }

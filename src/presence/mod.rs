@@ -19,6 +19,7 @@
 //! primary for its key takes its subscriptions over ([`Presence::adopt`]).
 //! `notifier.rs`: when and what to NOTIFY; `publish.rs`: PUBLISH.
 
+pub mod buddies;
 mod notifier;
 pub mod pidf;
 mod publish;

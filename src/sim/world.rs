@@ -516,6 +516,7 @@ impl World {
                         | Output::Gateways { .. }
                         | Output::SavePeers(_)
                         | Output::Surveyed { .. }
+                        | Output::Account { .. }
                         | Output::Persist(_)
                         | Output::TurnCredentials { .. } => {}
                     }

@@ -1,5 +1,6 @@
 //! The driver's answers to the HTTP window's queries (status, users,
-//! items, the operator's ring walks and look-ups), read off the core.
+//! items, the operator's ring walks and look-ups, users' sign-ups and
+//! buddy lists), read off the core.
 
 use super::*;
 
@@ -13,7 +14,14 @@ impl Node {
             Some(Survey::Lookup(aor, reply)) => {
                 let _ = reply.send(crate::node::inventory::lookup(&aor, report, Instant::now()));
             }
-            None => {}
+            Some(Survey::Account(_)) | None => {}
+        }
+    }
+
+    /// A sign-up or buddy-list request ended: its answer to the HTTP window.
+    pub(super) fn accounted(&mut self, id: u64, answer: crate::core::AccountAnswer) {
+        if let Some(Survey::Account(reply)) = self.surveys.remove(&id) {
+            let _ = reply.send(answer);
         }
     }
 
@@ -32,6 +40,11 @@ impl Node {
                 let key = crate::ring::NodeId::of_key(&aor);
                 self.surveys.insert(id, Survey::Lookup(aor, reply));
                 Wake::Input(Input::Lookup { id, key })
+            }
+            Query::Account(request, reply) => {
+                self.next_survey += 1;
+                self.surveys.insert(id, Survey::Account(reply));
+                Wake::Input(Input::Account { id, request })
             }
             other => {
                 self.answer_now(other);
@@ -112,7 +125,7 @@ impl Node {
             Query::Metrics(reply) => {
                 let _ = reply.send(self.core.metrics.encode());
             }
-            Query::Ring(_) | Query::Lookup(..) => {}
+            Query::Ring(_) | Query::Lookup(..) | Query::Account(..) => {}
         }
     }
 
