@@ -19,6 +19,7 @@
 
 mod checks;
 mod credentials;
+mod mailbox;
 mod offline;
 mod presence;
 mod registration;
@@ -56,6 +57,7 @@ use crate::sip::target::Destination;
 use crate::sip::transaction::{Event, Owner, Peer, ServerKey, Timers};
 
 pub use checks::local_response;
+pub use mailbox::Downloaded;
 use credentials::Parked;
 use registration::{Registering, Waiting};
 use upkeep::Upkeep;
@@ -181,6 +183,21 @@ pub enum Input {
         call: crate::voicemail::MediaCall,
         samples: Vec<i16>,
     },
+    /// What a listening call's media says (a recording deleted, the end).
+    Playback {
+        call: crate::voicemail::MediaCall,
+        event: crate::media::playback::PlaybackEvent,
+    },
+    /// The HTTP window asks for `aor`'s recording `number` (1 the newest;
+    /// `None`: the listing) with this `Authorization` header for the path
+    /// `uri` (answered with [`Output::Downloaded`] and the same `id`).
+    Download {
+        id: u64,
+        aor: String,
+        number: Option<usize>,
+        authorization: Option<String>,
+        uri: String,
+    },
     /// Time passed (the deadline of the last [`Output::Timeout`], or later).
     Timeout,
 }
@@ -235,6 +252,14 @@ pub enum Output {
     },
     /// End this call's media (BYE).
     EndMedia { call: crate::voicemail::MediaCall },
+    /// Play recordings back on this call's socket (its events come back
+    /// as [`Input::Playback`]).
+    StartPlayback {
+        call: crate::voicemail::MediaCall,
+        playback: Box<crate::media::playback::Playback>,
+    },
+    /// The answer to [`Input::Download`] `id`.
+    Downloaded { id: u64, answer: Downloaded },
     /// Nothing more now: call [`Core::handle_input`] with
     /// [`Input::Timeout`] at this instant, or earlier with other input.
     Timeout(Instant),
@@ -398,6 +423,22 @@ impl Core {
             Input::Leave => self.leave(now),
             Input::MediaOpened { call, local } => self.on_media_opened(call, local, now),
             Input::Recorded { call, samples } => self.on_recorded(call, &samples, now),
+            Input::Playback { call, event } => self.on_playback(call, event, now),
+            Input::Download {
+                id,
+                aor,
+                number,
+                authorization,
+                uri,
+            } => {
+                let download = crate::voicemail::mailbox::Download {
+                    id,
+                    number,
+                    authorization,
+                    uri,
+                };
+                self.download(id, &aor, download, now)
+            }
             Input::Timeout => self.handle_timeout(now),
         }
         self.process(now);

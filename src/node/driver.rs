@@ -93,6 +93,11 @@ pub struct Node {
     /// The RTP sockets of the calls the node answers (voicemail).
     media: super::media::MediaSockets,
     media_done: mpsc::Receiver<(crate::voicemail::MediaCall, Vec<i16>)>,
+    /// What listening calls' media says.
+    media_events: mpsc::Receiver<(
+        crate::voicemail::MediaCall,
+        crate::media::playback::PlaybackEvent,
+    )>,
     /// The operator's walks and look-ups under way, by survey id.
     surveys: std::collections::HashMap<u64, Survey>,
     next_survey: u64,
@@ -105,6 +110,8 @@ enum Survey {
         String,
         tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
     ),
+    /// A voicemail download (or listing) over HTTP.
+    Download(tokio::sync::oneshot::Sender<crate::core::Downloaded>),
 }
 
 impl Node {
@@ -233,10 +240,15 @@ impl Node {
             }
         }
         let (media_tx, media_done) = mpsc::channel(64);
+        let mut media = super::media::MediaSockets::new(bound.ip(), media_tx);
+        let media_events = media
+            .take_events()
+            .unwrap_or_else(|| mpsc::channel(1).1);
         Ok(Node {
             core,
-            media: super::media::MediaSockets::new(bound.ip(), media_tx),
+            media,
             media_done,
+            media_events,
             transports,
             inbound,
             queries,
@@ -344,6 +356,12 @@ impl Node {
                     self.media.finished(call);
                     Wake::Input(Input::Recorded { call, samples })
                 }
+                Some((call, event)) = self.media_events.recv() => {
+                    if event == crate::media::playback::PlaybackEvent::Finished {
+                        self.media.finished(call);
+                    }
+                    Wake::Input(Input::Playback { call, event })
+                }
                 Some(query) = self.queries.recv() => self.answer(query),
                 heard = recv_discovery(self.discovery.as_ref(), &mut mbuf) => match heard {
                     Some(bytes) => Wake::Input(Input::Announcement { bytes }),
@@ -438,6 +456,14 @@ impl Node {
                 }
                 Output::StartMedia { call, recording } => self.media.start(call, *recording),
                 Output::EndMedia { call } => self.media.end(call),
+                Output::StartPlayback { call, playback } => {
+                    self.media.start_playback(call, *playback)
+                }
+                Output::Downloaded { id, answer } => {
+                    if let Some(Survey::Download(reply)) = self.surveys.remove(&id) {
+                        let _ = reply.send(answer);
+                    }
+                }
             }
         }
     }

@@ -1,7 +1,9 @@
 //! The node's HTTP window: `/` (the status page), `/status` (JSON view of
 //! the node and its place in the ring), `/metrics` (Prometheus text), and
 //! the operator's control channel under `/control/` (registrations, items),
-//! which needs the token the node keeps in its data directory. Handlers ask
+//! which needs the token the node keeps in its data directory, and users'
+//! voicemail under `/voicemail/USER@DOMAIN[/N.wav]`, which needs her digest
+//! credentials (RFC 7616, checked by the core). Handlers ask
 //! the driver, which owns the state, through a channel; they never touch it.
 
 use std::io;
@@ -35,6 +37,15 @@ pub enum Query {
     /// Look an AOR up through the ring, as a member (control channel):
     /// the answer, or why there is none.
     Lookup(String, oneshot::Sender<Result<serde_json::Value, String>>),
+    /// A user's voicemail: recording `number` (1 the newest) as WAV, or
+    /// the listing; checked against her digest credentials by the core.
+    Voicemail {
+        aor: String,
+        number: Option<usize>,
+        authorization: Option<String>,
+        uri: String,
+        reply: oneshot::Sender<crate::core::Downloaded>,
+    },
 }
 
 #[derive(Clone)]
@@ -86,6 +97,8 @@ pub async fn serve(
         .route("/control/items", get(items))
         .route("/control/ring", get(ring))
         .route("/control/lookup/{aor}", get(lookup))
+        .route("/voicemail/{aor}", get(voicemail_listing))
+        .route("/voicemail/{aor}/{file}", get(voicemail_file))
         .with_state(Shared { queries, token });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -221,6 +234,79 @@ async fn lookup(
         Some(Ok(value)) => axum::Json(value).into_response(),
         Some(Err(why)) => (StatusCode::BAD_GATEWAY, why).into_response(),
         None => stopping(),
+    }
+}
+
+/// `/voicemail/USER@DOMAIN`: her recordings, newest first, as JSON.
+async fn voicemail_listing(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::Path(aor): axum::extract::Path<String>,
+) -> Response {
+    voicemail(&shared, &headers, &uri, aor, None).await
+}
+
+/// `/voicemail/USER@DOMAIN/N.wav`: recording N (1 the newest) as WAV.
+async fn voicemail_file(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::Path((aor, file)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let number = file
+        .strip_suffix(".wav")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| (1..=1000).contains(n));
+    let Some(number) = number else {
+        return (StatusCode::NOT_FOUND, "/voicemail/USER@DOMAIN/N.wav wanted").into_response();
+    };
+    voicemail(&shared, &headers, &uri, aor, Some(number)).await
+}
+
+async fn voicemail(
+    shared: &Shared,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    aor: String,
+    number: Option<usize>,
+) -> Response {
+    use crate::core::Downloaded;
+    if !is_aor(&aor) {
+        return (StatusCode::NOT_FOUND, "/voicemail/USER@DOMAIN wanted").into_response();
+    }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 4096)
+        .map(str::to_string);
+    let query = |reply| Query::Voicemail {
+        aor: aor.to_ascii_lowercase(),
+        number,
+        authorization,
+        uri: uri.path().to_string(),
+        reply,
+    };
+    match ask(shared, query).await {
+        Some(Downloaded::Wav(wav)) => ([(header::CONTENT_TYPE, "audio/wav")], wav).into_response(),
+        Some(Downloaded::Listing(json)) => {
+            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+        }
+        Some(Downloaded::Challenge(values)) => {
+            let mut response =
+                (StatusCode::UNAUTHORIZED, "voicemail: her digest credentials wanted")
+                    .into_response();
+            for value in values {
+                if let Ok(value) = header::HeaderValue::from_str(&value) {
+                    response
+                        .headers_mut()
+                        .append(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            response
+        }
+        Some(Downloaded::NotFound(why)) => (StatusCode::NOT_FOUND, why).into_response(),
+        Some(Downloaded::Unavailable) | None => stopping(),
     }
 }
 

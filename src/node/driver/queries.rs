@@ -13,6 +13,9 @@ impl Node {
             Some(Survey::Lookup(aor, reply)) => {
                 let _ = reply.send(crate::node::inventory::lookup(&aor, report, Instant::now()));
             }
+            Some(other @ Survey::Download(_)) => {
+                self.surveys.insert(id, other);
+            }
             None => {}
         }
     }
@@ -32,6 +35,23 @@ impl Node {
                 let key = crate::ring::NodeId::of_key(&aor);
                 self.surveys.insert(id, Survey::Lookup(aor, reply));
                 Wake::Input(Input::Lookup { id, key })
+            }
+            Query::Voicemail {
+                aor,
+                number,
+                authorization,
+                uri,
+                reply,
+            } => {
+                self.next_survey += 1;
+                self.surveys.insert(id, Survey::Download(reply));
+                Wake::Input(Input::Download {
+                    id,
+                    aor,
+                    number,
+                    authorization,
+                    uri,
+                })
             }
             other => {
                 self.answer_now(other);
@@ -104,7 +124,7 @@ impl Node {
             Query::Metrics(reply) => {
                 let _ = reply.send(self.core.metrics.encode());
             }
-            Query::Ring(_) | Query::Lookup(..) => {}
+            Query::Ring(_) | Query::Lookup(..) | Query::Voicemail { .. } => {}
         }
     }
 
