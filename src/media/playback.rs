@@ -2,10 +2,11 @@
 //! (voicemail listening), as a state machine: fed RTP datagrams and time,
 //! it gives 20 ms G.711 packets of the recordings in the order given
 //! (newest first, as the core orders them), half a second of silence
-//! between two; RFC 4733 keys from her phone act on the one playing: `#`
-//! skips to the next, `7` deletes it (a [`PlaybackEvent::Deleted`] for
-//! the core, which removes it from the ring) and goes on. A key is acted
-//! on once: the packets of one press share an RTP timestamp. After the
+//! between two; RFC 4733 keys from her phone act on the one playing, or
+//! the one just played until the next begins: `#` skips to the next, `7`
+//! deletes it (a [`PlaybackEvent::Deleted`] for the core, which removes
+//! it from the ring) and goes on. A key is acted on once: the packets of
+//! one press share an RTP timestamp. After the
 //! last recording it sends nothing more and ends a minute later (the
 //! caller hangs up before).
 
@@ -49,6 +50,8 @@ pub struct Playback {
     gap: u32,
     /// Packets sent so far (their timestamps are continuous).
     sent: u32,
+    /// The recording playing, or the last played until the next begins.
+    current: Option<String>,
     /// The RTP timestamp of the last key press acted on.
     last_key: Option<u32>,
     events: VecDeque<PlaybackEvent>,
@@ -73,6 +76,7 @@ impl Playback {
             position: 0,
             gap: 0,
             sent: 0,
+            current: None,
             last_key: None,
             events: VecDeque::new(),
             done_at: None,
@@ -104,13 +108,19 @@ impl Playback {
         }
         self.last_key = Some(packet.timestamp);
         debug!(%key, "key pressed while listening");
+        let playing = self.gap == 0
+            && self.current.is_some()
+            && self.queue.front().map(|(n, _)| n) == self.current.as_ref();
         match key {
-            '#' => self.next(now),
+            '#' if playing => self.next(now),
+            '#' => self.gap = 0,
             '7' => {
-                if let Some((name, _)) = self.queue.front() {
-                    self.events.push_back(PlaybackEvent::Deleted(name.clone()));
+                if let Some(name) = self.current.take() {
+                    self.events.push_back(PlaybackEvent::Deleted(name));
                 }
-                self.next(now);
+                if playing {
+                    self.next(now);
+                }
             }
             _ => {}
         }
@@ -141,7 +151,10 @@ impl Playback {
             self.gap -= 1;
             vec![law.encode(0); SAMPLES_PER_PACKET]
         } else {
-            let (_, samples) = self.queue.front()?;
+            let (name, samples) = self.queue.front()?;
+            if self.position == 0 {
+                self.current = Some(name.clone());
+            }
             let end = (self.position + SAMPLES_PER_PACKET).min(samples.len());
             let mut payload: Vec<u8> = samples[self.position..end]
                 .iter()
@@ -280,25 +293,34 @@ mod tests {
             1,
             t0,
         );
-        let _ = play(&mut playback, t0, t0 + Duration::from_millis(100));
-        playback.handle_datagram(&key(11, 800), from, t0); // '#': a is skipped
-        playback.handle_datagram(&key(11, 800), from, t0); // the same press again
-        playback.handle_datagram(&key(7, 1600), from, t0); // '7': b deleted
-        playback.handle_datagram(&key(7, 1600), from, t0);
+        let t1 = t0 + Duration::from_millis(100);
+        let _ = play(&mut playback, t0, t1);
+        playback.handle_datagram(&key(11, 800), from, t1); // '#': a is skipped
+        playback.handle_datagram(&key(11, 800), from, t1); // the same press again
+        let t2 = t1 + Duration::from_millis(700);
+        let _ = play(&mut playback, t1, t2); // past the gap: b plays
+        playback.handle_datagram(&key(7, 1600), from, t2); // '7': b deleted
+        playback.handle_datagram(&key(7, 1600), from, t2);
         assert_eq!(
             playback.poll_event(),
             Some(PlaybackEvent::Deleted("b".into()))
         );
         assert_eq!(playback.poll_event(), None);
-        // A stranger's key is not hers.
-        playback.handle_datagram(&key(7, 2400), "10.0.0.9:4000".parse().unwrap(), t0);
+        // In the gap nothing is current any more; a stranger's key is not hers.
+        playback.handle_datagram(&key(7, 2000), from, t2);
         assert_eq!(playback.poll_event(), None);
-        playback.handle_datagram(&key(7, 3200), from, t0); // c deleted
+        let t3 = t2 + Duration::from_millis(700);
+        let _ = play(&mut playback, t2, t3); // c plays
+        playback.handle_datagram(&key(7, 2400), "10.0.0.9:4000".parse().unwrap(), t3);
+        assert_eq!(playback.poll_event(), None);
+        // c plays to its end; 7 after it still deletes it.
+        let t4 = t3 + Duration::from_secs(6);
+        let _ = play(&mut playback, t3, t4);
+        playback.handle_datagram(&key(7, 3200), from, t4);
         assert_eq!(
             playback.poll_event(),
             Some(PlaybackEvent::Deleted("c".into()))
         );
-        let now = t0 + Duration::from_millis(200);
-        assert_eq!(playback.poll_transmit(now), None);
+        assert_eq!(playback.poll_transmit(t4), None);
     }
 }
