@@ -110,29 +110,6 @@ fn recording_in(items: &[Value]) -> (usize, u64) {
     (index, audio)
 }
 
-/// Bob leaves one second of a `hz` tone for `to` through `node`.
-fn leave_tone(node: SocketAddr, to: &str, hz: f64, context: impl Fn() -> String) {
-    let bob = Phone::new("127.0.0.1", node);
-    let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind Bob's RTP");
-    let call = invite(
-        &bob,
-        "bob@elsewhere.test",
-        to,
-        &pcmu_offer(rtp.local_addr().expect("addr")),
-        "",
-    );
-    let answered = bob.ask(&call).expect("an answer to the INVITE");
-    assert_eq!(answered.status, 200, "{}\n{}", answered.text, context());
-    let node_rtp = answered_rtp(&answered);
-    bob.send(&in_dialog(&bob, "ACK", 1, &call, &answered));
-    assert!(greeting_heard(&rtp), "no greeting; log:\n{}", context());
-    send_tone(&rtp, node_rtp, hz, PACKETS);
-    let bye = bob
-        .ask(&in_dialog(&bob, "BYE", 2, &call, &answered))
-        .expect("an answer to the BYE");
-    assert_eq!(bye.status, 200, "{}", bye.text);
-}
-
 #[test]
 fn a_call_to_an_offline_user_is_recorded_announced_heard_and_deleted() {
     let (mut node, _http, data) = start_node(&[]);
@@ -383,7 +360,7 @@ fn a_recording_survives_its_holder_and_is_heard_and_downloaded_at_another_node()
         .position(|(n, _, _)| n.node_id == holder_id)
         .expect("the holder");
     let to = format!("alice@{DOMAIN}");
-    leave_tone(nodes[holder].0.addr, &to, 1300.0, || logs(&nodes));
+    leave_tone(nodes[holder].0.addr, &to, 1300.0, PACKETS, || logs(&nodes));
     let wav = 44 + 2 * 8000;
     for (i, (_, _, data)) in nodes.iter().enumerate() {
         wait_until(

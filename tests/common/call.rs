@@ -241,3 +241,26 @@ pub fn message_on(socket: &UdpSocket) -> Option<String> {
     }
     None
 }
+
+/// Bob (from another domain) leaves `packets` 20 ms packets of a `hz` tone for `to` through `node`.
+pub fn leave_tone(node: SocketAddr, to: &str, hz: f64, packets: u32, context: impl Fn() -> String) {
+    let bob = Phone::new("127.0.0.1", node);
+    let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind Bob's RTP");
+    let call = invite(
+        &bob,
+        "bob@elsewhere.test",
+        to,
+        &pcmu_offer(rtp.local_addr().expect("addr")),
+        "",
+    );
+    let answered = bob.ask(&call).expect("an answer to the INVITE");
+    assert_eq!(answered.status, 200, "{}\n{}", answered.text, context());
+    let node_rtp = answered_rtp(&answered);
+    bob.send(&in_dialog(&bob, "ACK", 1, &call, &answered));
+    assert!(!receive_audio(&rtp, 160).is_empty(), "no greeting; log:\n{}", context());
+    send_tone(&rtp, node_rtp, hz, packets);
+    let bye = bob
+        .ask(&in_dialog(&bob, "BYE", 2, &call, &answered))
+        .expect("an answer to the BYE");
+    assert_eq!(bye.status, 200, "{}", bye.text);
+}
