@@ -40,13 +40,18 @@ const PACKETS: u32 = 50;
 
 /// A node with voicemail on, its HTTP window and data directory, and `extra` flags.
 fn start_node(extra: &[&str]) -> (Node, SocketAddr, PathBuf) {
+    start_node_limited(30, extra)
+}
+
+/// The same, recording at most `seconds`.
+fn start_node_limited(seconds: u32, extra: &[&str]) -> (Node, SocketAddr, PathBuf) {
     let data = temp_dir("voicemail-data");
     let low = port_block(20);
     let config = data.join("node.toml");
     std::fs::write(
         &config,
         format!(
-            "[voicemail]\nenabled = true\nmax_seconds = 30\nport_range = \"{low}-{}\"\n",
+            "[voicemail]\nenabled = true\nmax_seconds = {seconds}\nport_range = \"{low}-{}\"\n",
             low + 19
         ),
     )
@@ -240,6 +245,45 @@ fn a_call_to_an_offline_user_is_recorded_announced_heard_and_deleted() {
     watcher.expect_success_with(1, || tail(&node.log(), 40));
     node.assert_alive();
     assert!(node.terminate().success(), "{}", node.log());
+}
+
+#[test]
+fn the_node_hangs_up_at_the_recording_limit() {
+    let (mut node, _http, data) = start_node_limited(1, &[]);
+    let alice = Phone::new("127.0.0.1", node.addr);
+    let contact = alice.addr();
+    for expires in [600, 0] {
+        let ok = alice.ask(&register(&alice, contact, expires)).expect("an answer");
+        assert_eq!(ok.status, 200, "{}", ok.text);
+    }
+    let bob = Phone::new("127.0.0.1", node.addr);
+    let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind Bob's RTP");
+    let sdp = pcmu_offer(rtp.local_addr().expect("addr"));
+    let call = invite(&bob, "bob@elsewhere.test", &format!("alice@{DOMAIN}"), &sdp, "");
+    let answered = bob.ask(&call).expect("an answer to the INVITE");
+    assert_eq!(answered.status, 200, "{}", answered.text);
+    bob.send(&in_dialog(&bob, "ACK", 1, &call, &answered));
+    // Two seconds of tone against a limit of one: the node says BYE.
+    send_tone(&rtp, answered_rtp(&answered), 1000.0, 2 * PACKETS);
+    let bye = request_on(&bob.socket, "BYE").expect("a BYE from the node");
+    let call_id = call
+        .lines()
+        .find_map(|l| l.strip_prefix("Call-ID: "))
+        .expect("Call-ID");
+    assert!(bye.contains(&format!("Call-ID: {call_id}")), "{bye}");
+    let to_tag = answered.header("To").expect("To");
+    assert!(bye.contains(&format!("From: {to_tag}")), "{bye}\n{to_tag}");
+    // What was recorded is at most the limit.
+    wait_until(
+        "a recording of one second",
+        WAIT,
+        || {
+            let (index, bytes) = recording_in(&items(&data));
+            index == 1 && bytes <= 44 + 2 * 8000
+        },
+        || format!("items: {:?}\nlog:\n{}", items(&data), tail(&node.log(), 40)),
+    );
+    node.assert_alive();
 }
 
 /// A GET over HTTP/1.1 with an `Authorization` header: the head (as a

@@ -92,13 +92,15 @@ fn phone(dir: &Path, ctrl: SocketAddr) -> (ChildGuard, std::path::PathBuf) {
     .expect("config");
     std::fs::write(conf.join("accounts"), "").expect("accounts");
     let out = dir.join("alice.out");
+    let file = std::fs::File::create(&out).expect("output");
+    // baresip's menu prints received MESSAGEs on standard error.
     let child = Command::new(baresip)
         .arg("-f")
         .arg(&conf)
         .args(["-t", "60"])
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).expect("output"))
-        .stderr(Stdio::null())
+        .stdout(file.try_clone().expect("output"))
+        .stderr(file)
         .spawn()
         .expect("spawn baresip");
     (ChildGuard::new("baresip alice", child), out)

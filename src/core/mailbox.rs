@@ -353,7 +353,10 @@ impl Core {
     /// and parts removed from the ring, her watchers told), or the end.
     pub(super) fn on_playback(&mut self, call: MediaCall, event: PlaybackEvent, now: Instant) {
         match event {
-            PlaybackEvent::Finished => self.voicemail.listen_finished(call),
+            PlaybackEvent::Finished => {
+                self.hang_up_caller(call, now);
+                self.voicemail.listen_finished(call);
+            }
             PlaybackEvent::Deleted(name) => {
                 let Some((aor, parts)) = self.voicemail.deleted(call, &name) else {
                     return;

@@ -153,6 +153,20 @@ impl Core {
         (response, (session >> 32) as u32)
     }
 
+    /// Sends the BYE of `call`'s dialog, when it is still up.
+    pub(super) fn hang_up_caller(&mut self, call: MediaCall, now: Instant) {
+        let Some(invite) = self.voicemail.take_dialog(call) else {
+            return;
+        };
+        let branch = self.out.new_branch();
+        match crate::voicemail::hangup::bye(&invite, self.config.local, branch) {
+            Some((bye, peer)) => {
+                self.out.request(owner::VOICEMAIL, bye, peer, now);
+            }
+            None => debug!("no way back to the caller: no BYE sent"),
+        }
+    }
+
     /// Whether a request belongs to a call this node answered.
     pub(super) fn in_voicemail_call(&self, request: &Request) -> bool {
         request
@@ -190,10 +204,8 @@ impl Core {
         let date = crate::messages::date::http_date(wall_ms / 1000);
         let (stored, still_up) = self.voicemail.recorded(call, samples, wall_ms, date, now);
         if let Some(call_id) = still_up {
-            // Sending the BYE at the limit is left for the next slice: the
-            // caller hangs up, and the node answers a BYE it no longer
-            // knows with 481.
-            info!(%call_id, "voicemail recording reached its limit");
+            info!(%call_id, "voicemail recording ended with the call up: hanging up");
+            self.hang_up_caller(call, now);
         }
         let Some(crate::voicemail::ToStore {
             serial,

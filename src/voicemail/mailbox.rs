@@ -268,8 +268,8 @@ mod tests {
             boxes.part_fetch(OpId(200 + n as u64), *token);
         }
         let mut done = None;
-        for n in 0..keys.len() {
-            let items = if n == 0 { vec![] } else { vec![old_parts[n].clone()] };
+        for (n, part) in old_parts.iter().enumerate().take(keys.len()) {
+            let items = if n == 0 { vec![] } else { vec![part.clone()] };
             done = boxes.part(OpId(200 + n as u64), Some(&items)).expect("ours");
         }
         assert!(done.expect("done").2[0].wav.is_none());

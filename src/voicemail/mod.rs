@@ -8,6 +8,7 @@
 //! components: the core feeds it ring answers and media events and does
 //! what it decides (`core/voicemail.rs`).
 
+pub mod hangup;
 pub mod mailbox;
 pub mod record;
 
@@ -125,6 +126,9 @@ pub struct Voicemail {
     listening: HashMap<String, Listening>,
     /// Nonces of the HTTP download's digest challenges.
     nonces: Option<crate::auth::digest::Nonces>,
+    /// The INVITE of every answered call still up, for the BYE the node
+    /// may send.
+    dialogs: HashMap<MediaCall, Request>,
 }
 
 /// A listening call waiting for its socket: the INVITE, its offer, whose
@@ -212,6 +216,7 @@ impl Voicemail {
     /// the INVITE to answer, its offer and its user.
     pub fn opened(&mut self, media: MediaCall) -> Option<(ServerKey, Request, Offer)> {
         let call = self.opening.remove(&media)?;
+        self.dialogs.insert(media, call.request.clone());
         let text = |name: &Name| call.request.raw(name).map(|v| v.to_string());
         let call_id = text(&Name::CALL_ID).unwrap_or_default();
         let from = text(&Name::FROM).unwrap_or_default();
@@ -235,12 +240,20 @@ impl Voicemail {
 
     /// The call was never answered (no RTP port): forget it.
     pub fn forget(&mut self, call_id: &str) {
-        self.answered.remove(call_id);
+        if let Some((media, _, _)) = self.answered.remove(call_id) {
+            self.dialogs.remove(&media);
+        }
+    }
+
+    /// The INVITE of `media`'s call, still up, to send its BYE (once).
+    pub fn take_dialog(&mut self, media: MediaCall) -> Option<Request> {
+        self.dialogs.remove(&media)
     }
 
     /// The call ended (BYE): its media should stop.
     pub fn hang_up(&mut self, call_id: &str) -> Option<MediaCall> {
         let (media, aor, from) = self.answered.remove(call_id)?;
+        self.dialogs.remove(&media);
         self.ended.insert(media, (aor, from));
         Some(media)
     }
@@ -371,6 +384,7 @@ impl Voicemail {
     pub fn listen_opened(&mut self, media: MediaCall, answered: bool) -> Option<Opening> {
         let opening = self.listen_opening.remove(&media)?;
         if answered {
+            self.dialogs.insert(media, opening.request.clone());
             let call_id = opening
                 .request
                 .raw(&Name::CALL_ID)
@@ -395,7 +409,9 @@ impl Voicemail {
 
     /// The listening call with this SIP Call-ID ended (BYE): its media.
     pub fn stop_listening(&mut self, call_id: &str) -> Option<MediaCall> {
-        self.listening.remove(call_id).map(|l| l.media)
+        let media = self.listening.remove(call_id)?.media;
+        self.dialogs.remove(&media);
+        Some(media)
     }
 
     /// She deleted `name` while listening on `media`: whose it is and its

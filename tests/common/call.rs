@@ -210,6 +210,12 @@ pub fn power_at(samples: &[i16], hz: f64) -> f64 {
 
 /// Waits (bounded) for a MESSAGE on `socket`, answers it 200 and gives it.
 pub fn message_on(socket: &UdpSocket) -> Option<String> {
+    request_on(socket, "MESSAGE")
+}
+
+/// Waits (bounded) for a request of `method` on `socket`, answers it 200
+/// and gives it.
+pub fn request_on(socket: &UdpSocket, method: &str) -> Option<String> {
     let deadline = Instant::now() + WAIT;
     let mut buf = vec![0u8; 70_000];
     while Instant::now() < deadline {
@@ -220,7 +226,7 @@ pub fn message_on(socket: &UdpSocket) -> Option<String> {
             continue;
         };
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("MESSAGE ") {
+        if !text.starts_with(&format!("{method} ")) {
             continue;
         }
         let head = text.split("\r\n\r\n").next().unwrap_or("");
