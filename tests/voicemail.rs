@@ -151,13 +151,25 @@ fn a_call_to_an_offline_user_is_recorded_announced_heard_and_deleted() {
 
     // Nobody called carol ever: 404, not voicemail.
     let sdp = offer(rtp_addr, "0", "a=rtpmap:0 PCMU/8000\r\n");
-    let to_carol = invite(&bob, &format!("bob@{DOMAIN}"), &format!("carol@{DOMAIN}"), &sdp, "");
+    let to_carol = invite(
+        &bob,
+        &format!("bob@{DOMAIN}"),
+        &format!("carol@{DOMAIN}"),
+        &sdp,
+        "",
+    );
     let carol = bob.ask(&to_carol).expect("an answer");
     assert_eq!(carol.status, 404, "{}", carol.text);
 
     // G.722 only: 488.
     let g722 = offer(rtp_addr, "9", "a=rtpmap:9 G722/8000\r\n");
-    let to_alice = invite(&bob, &format!("bob@{DOMAIN}"), &format!("alice@{DOMAIN}"), &g722, "");
+    let to_alice = invite(
+        &bob,
+        &format!("bob@{DOMAIN}"),
+        &format!("alice@{DOMAIN}"),
+        &g722,
+        "",
+    );
     let refused = bob.ask(&to_alice).expect("an answer");
     assert_eq!(refused.status, 488, "{}", refused.text);
 
@@ -167,7 +179,13 @@ fn a_call_to_an_offline_user_is_recorded_announced_heard_and_deleted() {
         "8 0 101",
         "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
     );
-    let call = invite(&bob, &format!("bob@{DOMAIN}"), &format!("alice@{DOMAIN}"), &sdp, "");
+    let call = invite(
+        &bob,
+        &format!("bob@{DOMAIN}"),
+        &format!("alice@{DOMAIN}"),
+        &sdp,
+        "",
+    );
     let answered = bob.ask(&call).expect("an answer to the INVITE");
     assert_eq!(answered.status, 200, "{}\n{}", answered.text, node.log());
     let body = answered.text.split("\r\n\r\n").nth(1).unwrap_or("");
@@ -222,7 +240,13 @@ fn a_call_to_an_offline_user_is_recorded_announced_heard_and_deleted() {
     // From her registered phone: her recording, played back.
     let listen = invite(&alice, &as_her, &mailbox, &listen_sdp, "");
     let answered = alice.ask(&listen).expect("an answer from voicemail@");
-    assert_eq!(answered.status, 200, "{}\n{}", answered.text, tail(&node.log(), 30));
+    assert_eq!(
+        answered.status,
+        200,
+        "{}\n{}",
+        answered.text,
+        tail(&node.log(), 30)
+    );
     alice.send(&in_dialog(&alice, "ACK", 1, &listen, &answered));
     let heard = receive_audio(&listen_rtp, 8000);
     assert_eq!(heard.len(), 8000, "{}", tail(&node.log(), 30));
@@ -253,13 +277,21 @@ fn the_node_hangs_up_at_the_recording_limit() {
     let alice = Phone::new("127.0.0.1", node.addr);
     let contact = alice.addr();
     for expires in [600, 0] {
-        let ok = alice.ask(&register(&alice, contact, expires)).expect("an answer");
+        let ok = alice
+            .ask(&register(&alice, contact, expires))
+            .expect("an answer");
         assert_eq!(ok.status, 200, "{}", ok.text);
     }
     let bob = Phone::new("127.0.0.1", node.addr);
     let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind Bob's RTP");
     let sdp = pcmu_offer(rtp.local_addr().expect("addr"));
-    let call = invite(&bob, "bob@elsewhere.test", &format!("alice@{DOMAIN}"), &sdp, "");
+    let call = invite(
+        &bob,
+        "bob@elsewhere.test",
+        &format!("alice@{DOMAIN}"),
+        &sdp,
+        "",
+    );
     let answered = bob.ask(&call).expect("an answer to the INVITE");
     assert_eq!(answered.status, 200, "{}", answered.text);
     bob.send(&in_dialog(&bob, "ACK", 1, &call, &answered));
@@ -306,7 +338,10 @@ fn http(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (RawRespon
         .expect("an HTTP head");
     let head = String::from_utf8_lossy(&bytes[..split + 4]).into_owned();
     let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (RawResponse { status, text: head }, bytes[split + 4..].to_vec())
+    (
+        RawResponse { status, text: head },
+        bytes[split + 4..].to_vec(),
+    )
 }
 
 /// The body of a chunked HTTP/1.1 answer, or the body as it is.
@@ -320,8 +355,8 @@ fn unchunked(head: &RawResponse, body: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rest = &body[..];
     while let Some(line) = rest.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..line]).trim(), 16)
-            .unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&rest[..line]).trim(), 16).unwrap_or(0);
         if size == 0 || rest.len() < line + 2 + size {
             break;
         }
@@ -381,8 +416,8 @@ fn a_recording_survives_its_holder_and_is_heard_and_downloaded_at_another_node()
         WAIT,
         || {
             nodes.iter().all(|(n, http, _)| {
-                let Some(s) = http_get(*http, "/status")
-                    .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+                let Some(s) =
+                    http_get(*http, "/status").and_then(|b| serde_json::from_str::<Value>(&b).ok())
                 else {
                     return false;
                 };
@@ -459,7 +494,13 @@ fn a_recording_survives_its_holder_and_is_heard_and_downloaded_at_another_node()
         WAIT,
         || {
             let build = |auth: &str| alice.register("alice", DOMAIN, auth);
-            let answer = with_digest(&alice, build, "REGISTER", &format!("sip:{DOMAIN}"), password);
+            let answer = with_digest(
+                &alice,
+                build,
+                "REGISTER",
+                &format!("sip:{DOMAIN}"),
+                password,
+            );
             answer.is_some_and(|r| r.status == 200)
         },
         || logs(&nodes),

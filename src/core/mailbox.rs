@@ -209,7 +209,8 @@ impl Core {
                 }
                 if let Some(number) = download.number {
                     let Some(one) = number.checked_sub(1).and_then(|n| recordings.get(n)) else {
-                        return self.downloaded(download.id, Downloaded::NotFound("no such recording"));
+                        return self
+                            .downloaded(download.id, Downloaded::NotFound("no such recording"));
                     };
                     recordings = vec![one.clone()];
                 } else {
@@ -218,7 +219,11 @@ impl Core {
                 }
             }
         }
-        match self.voicemail.mailboxes.load(aor.clone(), purpose, recordings) {
+        match self
+            .voicemail
+            .mailboxes
+            .load(aor.clone(), purpose, recordings)
+        {
             Ok(keys) => {
                 let Some(overlay) = self.location.overlay() else {
                     return;

@@ -57,8 +57,8 @@ use crate::sip::target::Destination;
 use crate::sip::transaction::{Event, Owner, Peer, ServerKey, Timers};
 
 pub use checks::local_response;
-pub use mailbox::Downloaded;
 use credentials::Parked;
+pub use mailbox::Downloaded;
 use registration::{Registering, Waiting};
 use upkeep::Upkeep;
 

@@ -289,7 +289,11 @@ mod tests {
         let long = || vec![500i16; 8000 * 5];
         let mut playback = Playback::new(
             offer(),
-            vec![("a".into(), long()), ("b".into(), long()), ("c".into(), long())],
+            vec![
+                ("a".into(), long()),
+                ("b".into(), long()),
+                ("c".into(), long()),
+            ],
             1,
             t0,
         );

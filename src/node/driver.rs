@@ -241,9 +241,7 @@ impl Node {
         }
         let (media_tx, media_done) = mpsc::channel(64);
         let mut media = super::media::MediaSockets::new(bound.ip(), media_tx);
-        let media_events = media
-            .take_events()
-            .unwrap_or_else(|| mpsc::channel(1).1);
+        let media_events = media.take_events().unwrap_or_else(|| mpsc::channel(1).1);
         Ok(Node {
             core,
             media,

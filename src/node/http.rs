@@ -293,9 +293,11 @@ async fn voicemail(
             ([(header::CONTENT_TYPE, "application/json")], json).into_response()
         }
         Some(Downloaded::Challenge(values)) => {
-            let mut response =
-                (StatusCode::UNAUTHORIZED, "voicemail: her digest credentials wanted")
-                    .into_response();
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                "voicemail: her digest credentials wanted",
+            )
+                .into_response();
             for value in values {
                 if let Ok(value) = header::HeaderValue::from_str(&value) {
                     response

@@ -29,9 +29,9 @@ use crate::auth::users::UserRecord;
 use crate::auth::{CREDENTIAL_KIND, credential_name};
 use crate::messages::record::{MESSAGE_KIND, SEEN_KIND};
 use crate::presence::state::PUBLICATION_KIND;
-use crate::voicemail::{AUDIO_KIND, VOICEMAIL_KIND};
 use crate::registrar::binding::Aor;
 use crate::ring::{Item, KeyItems, RecordPolicy};
+use crate::voicemail::{AUDIO_KIND, VOICEMAIL_KIND};
 
 use super::directory::DIRECTORY_KIND;
 use super::store::KIND as BINDING_KIND;

@@ -250,7 +250,9 @@ mod tests {
         let mut done = None;
         for n in (0..keys.len()).rev() {
             let items = [old_parts[n].clone()];
-            done = boxes.part(OpId(100 + n as u64), Some(&items)).expect("ours");
+            done = boxes
+                .part(OpId(100 + n as u64), Some(&items))
+                .expect("ours");
         }
         let (_, _, loaded) = done.expect("the last part ends the load");
         assert_eq!(loaded[0].wav.as_deref(), Some(&wav[..]));
@@ -270,7 +272,9 @@ mod tests {
         let mut done = None;
         for (n, part) in old_parts.iter().enumerate().take(keys.len()) {
             let items = if n == 0 { vec![] } else { vec![part.clone()] };
-            done = boxes.part(OpId(200 + n as u64), Some(&items)).expect("ours");
+            done = boxes
+                .part(OpId(200 + n as u64), Some(&items))
+                .expect("ours");
         }
         assert!(done.expect("done").2[0].wav.is_none());
     }

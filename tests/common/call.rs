@@ -263,7 +263,11 @@ pub fn leave_tone(node: SocketAddr, to: &str, hz: f64, packets: u32, context: im
     assert_eq!(answered.status, 200, "{}\n{}", answered.text, context());
     let node_rtp = answered_rtp(&answered);
     bob.send(&in_dialog(&bob, "ACK", 1, &call, &answered));
-    assert!(!receive_audio(&rtp, 160).is_empty(), "no greeting; log:\n{}", context());
+    assert!(
+        !receive_audio(&rtp, 160).is_empty(),
+        "no greeting; log:\n{}",
+        context()
+    );
     send_tone(&rtp, node_rtp, hz, packets);
     let bye = bob
         .ask(&in_dialog(&bob, "BYE", 2, &call, &answered))
