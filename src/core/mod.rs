@@ -20,6 +20,7 @@
 mod accounts;
 mod checks;
 mod credentials;
+mod mailbox;
 mod offline;
 mod presence;
 mod registration;
@@ -59,6 +60,7 @@ use crate::sip::transaction::{Event, Owner, Peer, ServerKey, Timers};
 pub use accounts::{AccountAnswer, AccountRequest};
 pub use checks::local_response;
 use credentials::Parked;
+pub use mailbox::Downloaded;
 use registration::{Registering, Waiting};
 use upkeep::Upkeep;
 
@@ -196,6 +198,21 @@ pub enum Input {
     /// [`Output::TurnCredentials`] and the same `id`): from the users file,
     /// the cache, or the ring, as digest authentication finds them.
     TurnCredentials { id: u64, aor: Aor },
+    /// What a listening call's media says (a recording deleted, the end).
+    Playback {
+        call: crate::voicemail::MediaCall,
+        event: crate::media::playback::PlaybackEvent,
+    },
+    /// The HTTP window asks for `aor`'s recording `number` (1 the newest;
+    /// `None`: the listing) with this `Authorization` header for the path
+    /// `uri` (answered with [`Output::Downloaded`] and the same `id`).
+    Download {
+        id: u64,
+        aor: String,
+        number: Option<usize>,
+        authorization: Option<String>,
+        uri: String,
+    },
     /// Time passed (the deadline of the last [`Output::Timeout`], or later).
     Timeout,
 }
@@ -261,6 +278,14 @@ pub enum Output {
         id: u64,
         found: Result<Option<UserRecord>, String>,
     },
+    /// Play recordings back on this call's socket (its events come back
+    /// as [`Input::Playback`]).
+    StartPlayback {
+        call: crate::voicemail::MediaCall,
+        playback: Box<crate::media::playback::Playback>,
+    },
+    /// The answer to [`Input::Download`] `id`.
+    Downloaded { id: u64, answer: Downloaded },
     /// Nothing more now: call [`Core::handle_input`] with
     /// [`Input::Timeout`] at this instant, or earlier with other input.
     Timeout(Instant),
@@ -432,6 +457,22 @@ impl Core {
             Input::Leave => self.leave(now),
             Input::MediaOpened { call, local } => self.on_media_opened(call, local, now),
             Input::Recorded { call, samples } => self.on_recorded(call, &samples, now),
+            Input::Playback { call, event } => self.on_playback(call, event, now),
+            Input::Download {
+                id,
+                aor,
+                number,
+                authorization,
+                uri,
+            } => {
+                let download = crate::voicemail::mailbox::Download {
+                    id,
+                    number,
+                    authorization,
+                    uri,
+                };
+                self.download(id, &aor, download, now)
+            }
             Input::Timeout => self.handle_timeout(now),
         }
         self.process(now);

@@ -104,6 +104,11 @@ pub struct Node {
     )>,
     /// Credential look-ups of the TURN server waiting for the core, by id.
     turn_waiting: std::collections::HashMap<u64, super::turn::Reply>,
+    /// What listening calls' media says.
+    media_events: mpsc::Receiver<(
+        crate::voicemail::MediaCall,
+        crate::media::playback::PlaybackEvent,
+    )>,
     /// The operator's walks and look-ups under way, by survey id.
     surveys: std::collections::HashMap<u64, Survey>,
     next_survey: u64,
@@ -118,6 +123,8 @@ enum Survey {
     ),
     /// A sign-up or a buddy list (`core/accounts.rs`).
     Account(tokio::sync::oneshot::Sender<crate::core::AccountAnswer>),
+    /// A voicemail download (or listing) over HTTP.
+    Download(tokio::sync::oneshot::Sender<crate::core::Downloaded>),
 }
 
 impl Node {
@@ -269,12 +276,15 @@ impl Node {
             None => None,
         };
         let (media_tx, media_done) = mpsc::channel(64);
+        let mut media = super::media::MediaSockets::new(bound.ip(), media_tx);
+        let media_events = media.take_events().unwrap_or_else(|| mpsc::channel(1).1);
         Ok(Node {
             turn,
             turn_waiting: std::collections::HashMap::new(),
             core,
-            media: super::media::MediaSockets::new(bound.ip(), media_tx),
+            media,
             media_done,
+            media_events,
             transports,
             inbound,
             queries,
@@ -387,6 +397,12 @@ impl Node {
                     self.media.finished(call);
                     Wake::Input(Input::Recorded { call, samples })
                 }
+                Some((call, event)) = self.media_events.recv() => {
+                    if event == crate::media::playback::PlaybackEvent::Finished {
+                        self.media.finished(call);
+                    }
+                    Wake::Input(Input::Playback { call, event })
+                }
                 Some(query) = self.queries.recv() => self.answer(query),
                 Some(query) = recv_turn(self.turn.as_mut()) => {
                     let id = self.next_survey;
@@ -491,6 +507,14 @@ impl Node {
                 Output::TurnCredentials { id, found } => {
                     if let Some(reply) = self.turn_waiting.remove(&id) {
                         let _ = reply.send(found);
+                    }
+                }
+                Output::StartPlayback { call, playback } => {
+                    self.media.start_playback(call, *playback)
+                }
+                Output::Downloaded { id, answer } => {
+                    if let Some(Survey::Download(reply)) = self.surveys.remove(&id) {
+                        let _ = reply.send(answer);
                     }
                 }
             }

@@ -3,7 +3,9 @@
 //! the operator's control channel under `/control/` (registrations, items),
 //! which needs the token the node keeps in its data directory; users'
 //! `/signup` and `/buddies` (`accounts.rs`); the same over TLS with
-//! `https` (`https.rs`). Handlers ask
+//! `https` (`https.rs`); users' voicemail under
+//! `/voicemail/USER@DOMAIN[/N.wav]`, which needs her digest credentials
+//! (RFC 7616, checked by the core). Handlers ask
 //! the driver, which owns the state, through a channel; they never touch it.
 
 use std::io;
@@ -42,6 +44,15 @@ pub enum Query {
         crate::core::AccountRequest,
         oneshot::Sender<crate::core::AccountAnswer>,
     ),
+    /// A user's voicemail: recording `number` (1 the newest) as WAV, or
+    /// the listing; checked against her digest credentials by the core.
+    Voicemail {
+        aor: String,
+        number: Option<usize>,
+        authorization: Option<String>,
+        uri: String,
+        reply: oneshot::Sender<crate::core::Downloaded>,
+    },
 }
 
 #[derive(Clone)]
@@ -140,6 +151,8 @@ fn router(shared: Shared) -> Router {
             "/buddies",
             get(super::accounts::get_buddies).put(super::accounts::put_buddies),
         )
+        .route("/voicemail/{aor}", get(voicemail_listing))
+        .route("/voicemail/{aor}/{file}", get(voicemail_file))
         .layer(axum::extract::DefaultBodyLimit::max(
             super::accounts::MAX_BODY,
         ))
@@ -277,6 +290,81 @@ async fn lookup(
         Some(Ok(value)) => axum::Json(value).into_response(),
         Some(Err(why)) => (StatusCode::BAD_GATEWAY, why).into_response(),
         None => stopping(),
+    }
+}
+
+/// `/voicemail/USER@DOMAIN`: her recordings, newest first, as JSON.
+async fn voicemail_listing(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::Path(aor): axum::extract::Path<String>,
+) -> Response {
+    voicemail(&shared, &headers, &uri, aor, None).await
+}
+
+/// `/voicemail/USER@DOMAIN/N.wav`: recording N (1 the newest) as WAV.
+async fn voicemail_file(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::Path((aor, file)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let number = file
+        .strip_suffix(".wav")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| (1..=1000).contains(n));
+    let Some(number) = number else {
+        return (StatusCode::NOT_FOUND, "/voicemail/USER@DOMAIN/N.wav wanted").into_response();
+    };
+    voicemail(&shared, &headers, &uri, aor, Some(number)).await
+}
+
+async fn voicemail(
+    shared: &Shared,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    aor: String,
+    number: Option<usize>,
+) -> Response {
+    use crate::core::Downloaded;
+    if !is_aor(&aor) {
+        return (StatusCode::NOT_FOUND, "/voicemail/USER@DOMAIN wanted").into_response();
+    }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 4096)
+        .map(str::to_string);
+    let query = |reply| Query::Voicemail {
+        aor: aor.to_ascii_lowercase(),
+        number,
+        authorization,
+        uri: uri.path().to_string(),
+        reply,
+    };
+    match ask(shared, query).await {
+        Some(Downloaded::Wav(wav)) => ([(header::CONTENT_TYPE, "audio/wav")], wav).into_response(),
+        Some(Downloaded::Listing(json)) => {
+            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+        }
+        Some(Downloaded::Challenge(values)) => {
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                "voicemail: her digest credentials wanted",
+            )
+                .into_response();
+            for value in values {
+                if let Ok(value) = header::HeaderValue::from_str(&value) {
+                    response
+                        .headers_mut()
+                        .append(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            response
+        }
+        Some(Downloaded::NotFound(why)) => (StatusCode::NOT_FOUND, why).into_response(),
+        Some(Downloaded::Unavailable) | None => stopping(),
     }
 }
 

@@ -15,6 +15,9 @@
 //!   "seen" mark (she has registered): any member.
 //! - An offline message: written once under a name of its own; removed by
 //!   any member (the node that delivered it, after her 2xx).
+//! - A voicemail recording (its index and audio parts): written once under
+//!   names of its own; removed by any member (the node where she listened
+//!   and pressed 7 to delete it).
 //! - A presence publication (RFC 3903): replaced or removed by any member
 //!   (the node a refreshing PUBLISH reaches checks its entity-tag).
 //! - A buddy list: replaced by any member (the node she sets it through
@@ -31,6 +34,7 @@ use crate::presence::buddies::BUDDIES_KIND;
 use crate::presence::state::PUBLICATION_KIND;
 use crate::registrar::binding::Aor;
 use crate::ring::{Item, KeyItems, RecordPolicy};
+use crate::voicemail::{AUDIO_KIND, VOICEMAIL_KIND};
 
 use super::directory::DIRECTORY_KIND;
 use super::store::KIND as BINDING_KIND;
@@ -58,7 +62,10 @@ impl RecordPolicy for OverlayRecords {
     }
 
     fn may_remove(&self, existing: &Item) -> bool {
-        existing.kind == MESSAGE_KIND || existing.kind == PUBLICATION_KIND
+        matches!(
+            existing.kind.as_str(),
+            MESSAGE_KIND | PUBLICATION_KIND | VOICEMAIL_KIND | AUDIO_KIND
+        )
     }
 
     /// A node that authenticated the user again may also shorten her

@@ -114,7 +114,9 @@ impl Package {
     fn body(self, aor: &Aor, snapshot: &Snapshot) -> String {
         match self {
             Package::Presence => pidf::document(aor.as_str(), &snapshot.status),
-            Package::MessageSummary => state::message_summary(aor, snapshot.messages),
+            Package::MessageSummary => {
+                state::message_summary(aor, snapshot.messages, snapshot.voice)
+            }
         }
     }
 }

@@ -14,7 +14,10 @@ impl Node {
             Some(Survey::Lookup(aor, reply)) => {
                 let _ = reply.send(crate::node::inventory::lookup(&aor, report, Instant::now()));
             }
-            Some(Survey::Account(_)) | None => {}
+            Some(other @ (Survey::Download(_) | Survey::Account(_))) => {
+                self.surveys.insert(id, other);
+            }
+            None => {}
         }
     }
 
@@ -45,6 +48,23 @@ impl Node {
                 self.next_survey += 1;
                 self.surveys.insert(id, Survey::Account(reply));
                 Wake::Input(Input::Account { id, request })
+            }
+            Query::Voicemail {
+                aor,
+                number,
+                authorization,
+                uri,
+                reply,
+            } => {
+                self.next_survey += 1;
+                self.surveys.insert(id, Survey::Download(reply));
+                Wake::Input(Input::Download {
+                    id,
+                    aor,
+                    number,
+                    authorization,
+                    uri,
+                })
             }
             other => {
                 self.answer_now(other);
@@ -125,7 +145,7 @@ impl Node {
             Query::Metrics(reply) => {
                 let _ = reply.send(self.core.metrics.encode());
             }
-            Query::Ring(_) | Query::Lookup(..) | Query::Account(..) => {}
+            Query::Ring(_) | Query::Lookup(..) | Query::Account(..) | Query::Voicemail { .. } => {}
         }
     }
 
