@@ -519,6 +519,7 @@ async fn serve(
             messages: config.messages_config(),
             presence: config.presence_config(),
             voicemail: config.voicemail_config(),
+            conference: config.conference_config(),
         },
         ring: RingConfig {
             replicas: config.replicas,

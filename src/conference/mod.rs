@@ -17,7 +17,8 @@ use std::collections::HashMap;
 use crate::media::sdp::Offer;
 use crate::registrar::binding::Aor;
 use crate::ring::OpId;
-use crate::sip::message::Request;
+use crate::sip::message::{HeaderAccess, Request};
+use ezk_sip_types::Name;
 use crate::sip::transaction::ServerKey;
 use crate::voicemail::MediaCall;
 
@@ -160,10 +161,14 @@ impl Conferences {
         self.opening.contains_key(&call)
     }
 
-    /// The socket of `call` is open (`answered`: the 200 goes out with
-    /// this Call-ID) or could not be (`None`: the place is given back).
-    pub fn opened(&mut self, call: MediaCall, call_id: Option<String>) -> Option<Pending> {
+    /// The socket of `call` is open (`answered`: the 200 goes out, she is
+    /// in the room under her INVITE's Call-ID) or could not be (her place
+    /// is given back).
+    pub fn opened(&mut self, call: MediaCall, answered: bool) -> Option<Pending> {
         let pending = self.opening.remove(&call)?;
+        let call_id = answered
+            .then(|| pending.request.raw(&Name::CALL_ID).map(|v| v.to_string()))
+            .flatten();
         match call_id {
             Some(call_id) => {
                 self.seats.insert(

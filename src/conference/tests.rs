@@ -72,15 +72,15 @@ fn the_maximum_and_the_last_to_leave() {
             .is_ok()
     );
     // a's socket could not be bound: her place is free again.
-    assert!(conferences.opened(a, None).is_some());
+    assert!(conferences.opened(a, false).is_some());
     assert!(!conferences.is_opening(a));
     assert_eq!(conferences.participants(&room), 1);
-    assert!(conferences.opened(b, Some("b".into())).is_some());
+    assert!(conferences.opened(b, true).is_some());
     assert_eq!(conferences.seat("b").map(|s| s.call), Some(b));
     let c = conferences
         .admit(ServerKey(5), invite("c"), room.clone(), offer())
         .expect("room for c");
-    conferences.opened(c, Some("c".into()));
+    conferences.opened(c, true);
     assert_eq!(conferences.leave("b").map(|(_, empty)| empty), Some(false));
     assert_eq!(conferences.leave("b"), None);
     assert_eq!(conferences.leave("c").map(|(_, empty)| empty), Some(true));

@@ -18,6 +18,7 @@
 //! ports ([`stun`]) and keep the node's periodic chores ([`upkeep`]).
 
 mod checks;
+mod conference;
 mod credentials;
 mod offline;
 mod presence;
@@ -91,6 +92,8 @@ pub struct CoreConfig {
     pub presence: crate::presence::PresenceConfig,
     /// Voicemail (`[voicemail]`).
     pub voicemail: crate::voicemail::VoicemailConfig,
+    /// Conferences (`[conference]`).
+    pub conference: crate::conference::ConferenceConfig,
 }
 
 impl CoreConfig {
@@ -111,6 +114,7 @@ impl CoreConfig {
             messages: Default::default(),
             presence: Default::default(),
             voicemail: Default::default(),
+            conference: Default::default(),
         }
     }
 }
@@ -235,6 +239,22 @@ pub enum Output {
     },
     /// End this call's media (BYE).
     EndMedia { call: crate::voicemail::MediaCall },
+    /// A participant joins `room`'s mixer with the socket bound for `call`
+    /// ([`Output::OpenMedia`]); her stream is `ssrc`; with `pin`, she keys
+    /// it in before she is heard.
+    JoinConference {
+        room: String,
+        call: crate::voicemail::MediaCall,
+        offer: crate::media::sdp::Offer,
+        ssrc: u32,
+        pin: Option<String>,
+    },
+    /// A participant left `room` (BYE); `last`: the room ends.
+    LeaveConference {
+        room: String,
+        call: crate::voicemail::MediaCall,
+        last: bool,
+    },
     /// Nothing more now: call [`Core::handle_input`] with
     /// [`Input::Timeout`] at this instant, or earlier with other input.
     Timeout(Instant),
@@ -277,6 +297,8 @@ pub struct Core {
     presence: crate::presence::Presence,
     /// Voicemail: calls to offline users answered and recorded.
     voicemail: crate::voicemail::Voicemail,
+    /// Conferences: the rooms this node is the focus of.
+    conference: crate::conference::Conferences,
     /// Outputs other than transmits, in order.
     outputs: VecDeque<Output>,
     pub metrics: Metrics,
@@ -311,6 +333,7 @@ impl Core {
                 metrics.clone(),
             ),
             voicemail: crate::voicemail::Voicemail::new(config.voicemail.clone()),
+            conference: crate::conference::Conferences::new(config.conference.clone()),
             out,
             proxy: Proxy::new(config.local).with_tls(config.sips),
             location,
@@ -396,6 +419,9 @@ impl Core {
                 }),
             },
             Input::Leave => self.leave(now),
+            Input::MediaOpened { call, local } if self.is_conference_media(call) => {
+                self.on_conference_opened(call, local, now)
+            }
             Input::MediaOpened { call, local } => self.on_media_opened(call, local, now),
             Input::Recorded { call, samples } => self.on_recorded(call, &samples, now),
             Input::Timeout => self.handle_timeout(now),
@@ -640,6 +666,15 @@ impl Core {
                     _ => self.on_messages_stored(op, stored, now),
                 }
             }
+            while let Some((who, op, result)) =
+                self.location.overlay().and_then(|o| o.poll_found())
+            {
+                busy = true;
+                match who {
+                    owner::CONFERENCE => self.on_focus_found(op, result, now),
+                    other => debug!(?other, "a look-up for no component"),
+                }
+            }
             busy |= self.start_presence_ops(now);
             while let Some((server, status)) = self.proxy.poll_finished() {
                 self.gateway.forget_mirror(server);
@@ -667,9 +702,13 @@ impl Core {
                 if self.in_voicemail_call(&request) {
                     return self.voicemail_request(key, request, now);
                 }
+                if self.in_conference_call(&request) {
+                    return self.conference_request(key, request, now);
+                }
                 self.on_request(key, request, from, now)
             }
-            Event::Ack { request, .. } if self.in_voicemail_call(&request) => {}
+            Event::Ack { request, .. }
+                if self.in_voicemail_call(&request) || self.in_conference_call(&request) => {}
             Event::Ack { mut request, .. } => {
                 self.strip_own_routes(&mut request);
                 if checks::decrement_max_forwards(&mut request) {
@@ -742,7 +781,7 @@ impl Core {
             (owner::PRESENCE, response) => {
                 self.on_notify_answer(key, response.map(|r| r.status), now)
             }
-            (owner::VOICEMAIL, _) => {}
+            (owner::VOICEMAIL | owner::CONFERENCE, _) => {}
             (other, _) => debug!(?other, ?key, "an event for no component"),
         }
     }

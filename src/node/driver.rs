@@ -92,6 +92,8 @@ pub struct Node {
     reload: Option<mpsc::Receiver<()>>,
     /// The RTP sockets of the calls the node answers (voicemail).
     media: super::media::MediaSockets,
+    /// The conference rooms this node mixes.
+    conference: super::conference::ConferenceRooms,
     media_done: mpsc::Receiver<(crate::voicemail::MediaCall, Vec<i16>)>,
     /// The operator's walks and look-ups under way, by survey id.
     surveys: std::collections::HashMap<u64, Survey>,
@@ -236,6 +238,7 @@ impl Node {
         Ok(Node {
             core,
             media: super::media::MediaSockets::new(bound.ip(), media_tx),
+            conference: Default::default(),
             media_done,
             transports,
             inbound,
@@ -438,6 +441,19 @@ impl Node {
                 }
                 Output::StartMedia { call, recording } => self.media.start(call, *recording),
                 Output::EndMedia { call } => self.media.end(call),
+                Output::JoinConference {
+                    room,
+                    call,
+                    offer,
+                    ssrc,
+                    pin,
+                } => match self.media.take(call) {
+                    Some(socket) => self.conference.join(room, call, socket, offer, ssrc, pin),
+                    None => warn!(call = call.0, "no socket bound for a conference participant"),
+                },
+                Output::LeaveConference { room, call, last } => {
+                    self.conference.leave(&room, call, last)
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The node's I/O: the tokio driver that pumps the sans-I/O
 //! [`Core`](crate::core::Core), and the HTTP window onto it.
 
+mod conference;
 pub mod driver;
 pub mod http;
 mod inventory;

@@ -493,7 +493,10 @@ impl World {
                         Output::OpenMedia { call, .. } => {
                             inputs.push(Input::MediaOpened { call, local: None })
                         }
-                        Output::StartMedia { .. } | Output::EndMedia { .. } => {}
+                        Output::StartMedia { .. }
+                        | Output::EndMedia { .. }
+                        | Output::JoinConference { .. }
+                        | Output::LeaveConference { .. } => {}
                         Output::Resolve { id, destination } => {
                             let peers = self
                                 .dns
