@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod call;
 pub mod certs;
 pub mod members;
 pub mod netns;
