@@ -224,6 +224,9 @@ fn wait_mix(room: &[&Caller], gone: &[f64], nodes: &[RingNode]) {
             format!("{}\n{}", report.join("\n"), logs(&members))
         },
     );
+    for (_, report) in check() {
+        eprintln!("{report}");
+    }
 }
 
 #[test]
@@ -262,6 +265,14 @@ fn three_callers_through_three_nodes_meet_at_one_focus() {
         );
     }
     wait_mix(&[&alice, &bob, &carol], &[1900.0], &nodes);
+    // The two who entered elsewhere were forwarded to the focus by their node.
+    for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != focus) {
+        assert!(
+            n.member.node.log().contains("INVITE forwarded to the room's focus"),
+            "node {i} did not forward to the focus (node {focus}):\n{}",
+            tail(&n.member.node.log(), 40)
+        );
+    }
 
     // A fourth joins through a node other than the focus.
     let dave_node = (focus + 1) % nodes.len();
