@@ -86,8 +86,23 @@ pub struct Mixer {
     /// The next tick, while anyone is in the room.
     next_tick: Option<Instant>,
     out: Vec<Outgoing>,
-    /// Ticks skipped because the driver woke too late (for the logs).
+    /// How late the ticks were mixed (for the logs and the benchmark).
+    pub lateness: Lateness,
+}
+
+/// How late the mixer's ticks went out: each is due at its instant, and
+/// its packets leave when the driver wakes for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lateness {
+    /// Ticks mixed.
+    pub ticks: u64,
+    /// Ticks mixed more than one tick (20 ms) after their time, plus the
+    /// ticks skipped (never mixed).
+    pub over: u64,
+    /// Ticks skipped because the driver woke too late.
     pub skipped: u64,
+    /// The latest a tick was mixed after its time.
+    pub max: Duration,
 }
 
 impl Mixer {
@@ -187,9 +202,16 @@ impl Mixer {
         {
             if mixed == CATCH_UP {
                 let behind = (now - tick).as_millis() / TICK.as_millis() + 1;
-                self.skipped += behind as u64;
+                self.lateness.skipped += behind as u64;
+                self.lateness.over += behind as u64;
                 self.next_tick = Some(tick + TICK * behind as u32);
                 break;
+            }
+            let late = now - tick;
+            self.lateness.ticks += 1;
+            self.lateness.max = self.lateness.max.max(late);
+            if late > TICK {
+                self.lateness.over += 1;
             }
             self.mix();
             mixed += 1;

@@ -137,11 +137,15 @@ async fn run(room: String, mut commands: mpsc::UnboundedReceiver<Command>) {
     for seat in seats.into_values() {
         seat.reader.abort();
     }
-    if mixer.skipped > 0 {
-        info!(%room, skipped = mixer.skipped, "conference room closed; ticks skipped while late");
-    } else {
-        info!(%room, "conference room closed");
-    }
+    let late = mixer.lateness;
+    info!(
+        %room,
+        ticks = late.ticks,
+        late_ticks = late.over,
+        skipped = late.skipped,
+        max_late_us = late.max.as_micros() as u64,
+        "conference room closed"
+    );
 }
 
 /// Sleeps until `wake`, or for ever without one.

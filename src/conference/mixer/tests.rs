@@ -166,6 +166,16 @@ fn joins_and_leaves_change_the_mix_and_the_last_ends_it() {
 }
 
 #[test]
+fn ticks_on_time_are_not_late() {
+    let mut room = Room::new();
+    room.join(1, Law::Pcmu, None);
+    room.settle(&[(1, 1000)]);
+    assert_eq!(room.mixer.lateness.ticks, 4);
+    assert_eq!(room.mixer.lateness.over, 0);
+    assert_eq!(room.mixer.lateness.max, Duration::ZERO);
+}
+
+#[test]
 fn outgoing_streams_are_continuous() {
     let mut room = Room::new();
     room.join(1, Law::Pcmu, None);
@@ -265,6 +275,10 @@ fn a_late_wake_up_mixes_a_few_ticks_and_skips_the_rest() {
     room.now += Duration::from_secs(1);
     room.mixer.handle_timeout(room.now);
     assert_eq!(room.mixer.drain_transmits().count(), CATCH_UP as usize);
-    assert!(room.mixer.skipped >= 40, "{}", room.mixer.skipped);
+    let late = room.mixer.lateness;
+    assert!(late.skipped >= 40, "{late:?}");
+    assert_eq!(late.ticks, u64::from(CATCH_UP));
+    assert!(late.over >= late.skipped + 4, "{late:?}");
+    assert_eq!(late.max, Duration::from_secs(1) - TICK);
     assert!(room.mixer.poll_timeout().expect("a tick") > room.now);
 }
