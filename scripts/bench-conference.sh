@@ -49,7 +49,7 @@ for n in $COUNTS; do
   c1=$(cpu_ticks "$pid"); t1=$(date +%s.%N)
   for _ in $(seq 100); do grep -q "conference room closed" "$log" && break; sleep 0.05; done
   closed=$(grep "conference room closed" "$log" | tail -1)
-  field() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$closed"; }
+  field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$closed"; }
   ticks=$(field ticks); late=$(field late_ticks); max_us=$(field max_late_us)
   joined=$(sed -n 's/.*joined=\([0-9]*\).*/\1/p' <<<"$out")
   received=$(sed -n 's/.*received=\([0-9]*\).*/\1/p' <<<"$out")
