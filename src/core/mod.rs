@@ -15,7 +15,9 @@
 //! read-modify-write of bindings ([`registration`]), check what comes in
 //! ([`checks`]), fetch and publish users' credentials ([`credentials`];
 //! the decisions are the [`Auth`] component's), answer STUN on the SIP
-//! ports ([`stun`]) and keep the node's periodic chores ([`upkeep`]).
+//! ports ([`stun`]), send INVITEs to a room on to its focus and answer
+//! them there ([`conference`]) and keep the node's periodic chores
+//! ([`upkeep`]).
 
 mod checks;
 mod conference;
