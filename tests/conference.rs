@@ -8,7 +8,8 @@
 //! through another node and is heard by all and hears all three; a fifth
 //! gets 486 (`max_participants = 4`); the fourth leaves and is heard no
 //! more while the three still hear each other; the last BYE closes the
-//! room.
+//! room. In a room of the config with a PIN, two callers are neither
+//! heard nor hear anyone until each keys the PIN in (RFC 4733 events).
 
 mod common;
 
@@ -47,7 +48,8 @@ fn start(join: Option<SocketAddr>) -> RingNode {
     std::fs::write(
         &config,
         format!(
-            "[conference]\nmax_participants = 4\nport_range = \"{ports}-{}\"\n",
+            "[conference]\nmax_participants = 4\nport_range = \"{ports}-{}\"\n\
+             [[conference.room]]\nname = \"standup\"\npin = \"42\"\n",
             ports + PORTS - 1
         ),
     )
@@ -72,9 +74,11 @@ fn start(join: Option<SocketAddr>) -> RingNode {
     }
 }
 
-/// Sends a tone every 20 ms from its RTP socket and keeps what it hears.
+/// Sends a tone every 20 ms from its RTP socket (and the keys it is
+/// given as RFC 4733 events, payload type 101) and keeps what it hears.
 struct Talker {
     hz: f64,
+    keys: Arc<Mutex<VecDeque<u8>>>,
     stop: Arc<AtomicBool>,
     heard: Arc<Mutex<VecDeque<i16>>>,
     thread: Option<JoinHandle<()>>,
@@ -84,7 +88,8 @@ impl Talker {
     fn start(rtp: UdpSocket, to: SocketAddr, hz: f64, ssrc: u32) -> Talker {
         let stop = Arc::new(AtomicBool::new(false));
         let heard = Arc::new(Mutex::new(VecDeque::new()));
-        let (stop_flag, kept) = (stop.clone(), heard.clone());
+        let keys: Arc<Mutex<VecDeque<u8>>> = Arc::default();
+        let (stop_flag, kept, to_press) = (stop.clone(), heard.clone(), keys.clone());
         let thread = std::thread::spawn(move || {
             let start = Instant::now();
             let mut buf = [0u8; 2048];
@@ -92,6 +97,19 @@ impl Talker {
             while !stop_flag.load(Ordering::Relaxed) {
                 rtp.send_to(&tone_packet(n, hz, AMPLITUDE, ssrc), to)
                     .expect("send RTP");
+                if n % 5 == 0
+                    && let Some(key) = to_press.lock().expect("lock").pop_front()
+                {
+                    // One event per 100 ms: two packets, then the end (sent twice).
+                    for flags in [0x0a, 0x0a, 0x8a, 0x8a] {
+                        let mut event = vec![0x80, 101];
+                        event.extend_from_slice(&(n as u16).to_be_bytes());
+                        event.extend_from_slice(&(n * 160).to_be_bytes());
+                        event.extend_from_slice(&ssrc.to_be_bytes());
+                        event.extend_from_slice(&[key, flags, 0x01, 0x40]);
+                        rtp.send_to(&event, to).expect("send an RTP event");
+                    }
+                }
                 n += 1;
                 let due = start + Duration::from_millis(20) * n;
                 loop {
@@ -118,6 +136,7 @@ impl Talker {
         });
         Talker {
             hz,
+            keys,
             stop,
             heard,
             thread: Some(thread),
@@ -152,10 +171,14 @@ struct Caller {
 
 /// `name` calls the room through `node` and starts talking at `hz`.
 fn join(node: &RingNode, name: &'static str, hz: f64) -> Caller {
+    join_room(node, ROOM, name, hz)
+}
+
+fn join_room(node: &RingNode, room: &str, name: &'static str, hz: f64) -> Caller {
     let phone = Phone::new("127.0.0.1", node.member.node.addr);
     let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind RTP");
     let sdp = pcmu_offer(rtp.local_addr().expect("addr"));
-    let call = invite(&phone, name, &format!("{ROOM}@{DOMAIN}"), &sdp);
+    let call = invite(&phone, name, &format!("{room}@{DOMAIN}"), &sdp);
     let ok = phone.ask(&call).expect("an answer to the INVITE");
     assert_eq!(ok.status, 200, "{name}: {}", ok.text);
     phone.send(&in_dialog(&phone, "ACK", 1, &call, &ok));
@@ -303,6 +326,28 @@ fn three_callers_through_three_nodes_meet_at_one_focus() {
         || focus_node.log().contains("conference room closed"),
         || tail(&focus_node.log(), 40),
     );
+
+    // A room of the config with a PIN: neither is heard, nor hears, before
+    // keying 4 2 in (RFC 4733); then each hears the other.
+    let frank = join_room(&nodes[0], "standup", "frank", 500.0);
+    let grace = join_room(&nodes[1], "standup", "grace", 800.0);
+    wait_until(
+        "half a second heard in the PIN room",
+        Duration::from_secs(5),
+        || frank.talker.last().len() == WINDOW && grace.talker.last().len() == WINDOW,
+        String::new,
+    );
+    for (c, other) in [(&frank, 800.0), (&grace, 500.0)] {
+        let (silent, report) = hears(c, &[], &[other, c.talker.hz]);
+        assert!(silent, "heard before the PIN: {report}");
+    }
+    for c in [&frank, &grace] {
+        c.talker.keys.lock().expect("lock").extend([4, 2]);
+    }
+    wait_mix(&[&frank, &grace], &[], &nodes);
+    leave(frank);
+    leave(grace);
+
     for n in nodes.iter_mut() {
         n.member.node.assert_alive();
     }
