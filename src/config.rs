@@ -640,10 +640,7 @@ impl Config {
             if !name_ok {
                 return Err(ConfigError::Invalid {
                     key: "conference.room.name",
-                    why: format!(
-                        "{:?}: 1 to 64 letters, digits, '-', '_' or '.'",
-                        room.name
-                    ),
+                    why: format!("{:?}: 1 to 64 letters, digits, '-', '_' or '.'", room.name),
                 });
             }
             if let Some(pin) = &room.pin
@@ -816,10 +813,22 @@ mod tests {
         assert_eq!(c.rooms[0].pin.as_deref(), Some("1234"));
         assert_eq!(c.rooms[1].pin, None);
         for (text, key) in [
-            ("[conference]\nport_range = \"9-1\"\n", "conference.port_range"),
-            ("[conference]\nmax_participants = 0\n", "conference.max_participants"),
-            ("[[conference.room]]\nname = \"a b\"\n", "conference.room.name"),
-            ("[[conference.room]]\nname = \"x\"\npin = \"12a\"\n", "conference.room.pin"),
+            (
+                "[conference]\nport_range = \"9-1\"\n",
+                "conference.port_range",
+            ),
+            (
+                "[conference]\nmax_participants = 0\n",
+                "conference.max_participants",
+            ),
+            (
+                "[[conference.room]]\nname = \"a b\"\n",
+                "conference.room.name",
+            ),
+            (
+                "[[conference.room]]\nname = \"x\"\npin = \"12a\"\n",
+                "conference.room.pin",
+            ),
         ] {
             let err = Config::from_toml(text)
                 .expect("parses")

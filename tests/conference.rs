@@ -128,7 +128,8 @@ impl Talker {
                                 }
                             }
                         }
-                        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                         Err(e) => panic!("RTP receive failed: {e}"),
                     }
                 }
@@ -146,7 +147,10 @@ impl Talker {
     /// The last half second heard.
     fn last(&self) -> Vec<i16> {
         let kept = self.heard.lock().expect("lock");
-        kept.iter().skip(kept.len().saturating_sub(WINDOW)).copied().collect()
+        kept.iter()
+            .skip(kept.len().saturating_sub(WINDOW))
+            .copied()
+            .collect()
     }
 }
 
@@ -205,7 +209,10 @@ fn leave(caller: Caller) {
 fn hears(caller: &Caller, present: &[f64], absent: &[f64]) -> (bool, String) {
     let samples = caller.talker.last();
     if samples.len() < WINDOW {
-        return (false, format!("{}: {} samples heard", caller.name, samples.len()));
+        return (
+            false,
+            format!("{}: {} samples heard", caller.name, samples.len()),
+        );
     }
     let full = tone_power(AMPLITUDE, WINDOW);
     let level = |hz: f64| power_at(&samples, hz) / full;
@@ -258,7 +265,12 @@ fn three_callers_through_three_nodes_meet_at_one_focus() {
     let join_at = first.member.node.addr;
     let mut nodes = vec![first, start(Some(join_at)), start(Some(join_at))];
     let members: Vec<&Member> = nodes.iter().map(|n| &n.member).collect();
-    wait_until("a consistent ring", WAIT, || consistent(&members), || logs(&members));
+    wait_until(
+        "a consistent ring",
+        WAIT,
+        || consistent(&members),
+        || logs(&members),
+    );
 
     // The focus: the responsible node (successor) of the room's key.
     let key = sha1_hex(&format!("{ROOM}@{DOMAIN}"));
@@ -291,7 +303,10 @@ fn three_callers_through_three_nodes_meet_at_one_focus() {
     // The two who entered elsewhere were forwarded to the focus by their node.
     for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != focus) {
         assert!(
-            n.member.node.log().contains("INVITE forwarded to the room's focus"),
+            n.member
+                .node
+                .log()
+                .contains("INVITE forwarded to the room's focus"),
             "node {i} did not forward to the focus (node {focus}):\n{}",
             tail(&n.member.node.log(), 40)
         );

@@ -112,7 +112,14 @@ impl Mixer {
 
     /// A participant joins at `now` with her offer; she sends her stream
     /// as `ssrc`; with `pin`, she must key it in first.
-    pub fn join(&mut self, call: MediaCall, offer: Offer, ssrc: u32, pin: Option<String>, now: Instant) {
+    pub fn join(
+        &mut self,
+        call: MediaCall,
+        offer: Offer,
+        ssrc: u32,
+        pin: Option<String>,
+        now: Instant,
+    ) {
         let leg = Leg {
             jitter: JitterBuffer::new(offer.law),
             offer,
@@ -191,7 +198,8 @@ impl Mixer {
             return;
         }
         leg.received += 1;
-        leg.jitter.push(packet.ssrc, packet.timestamp, packet.payload);
+        leg.jitter
+            .push(packet.ssrc, packet.timestamp, packet.payload);
     }
 
     /// Time passed: mixes every tick due by `now`.

@@ -18,9 +18,9 @@ use crate::media::sdp::Offer;
 use crate::registrar::binding::Aor;
 use crate::ring::OpId;
 use crate::sip::message::{HeaderAccess, Request};
-use ezk_sip_types::Name;
 use crate::sip::transaction::ServerKey;
 use crate::voicemail::MediaCall;
+use ezk_sip_types::Name;
 
 /// The user part that makes any address a room: `conf-NAME`.
 pub const PREFIX: &str = "conf-";
@@ -109,7 +109,10 @@ impl Conferences {
         if !self.config.enabled {
             return None;
         }
-        let user = aor.as_str().rsplit_once('@').map_or(aor.as_str(), |(u, _)| u);
+        let user = aor
+            .as_str()
+            .rsplit_once('@')
+            .map_or(aor.as_str(), |(u, _)| u);
         if let Some(room) = self.config.rooms.iter().find(|r| r.name == user) {
             return Some(room.pin.clone());
         }
@@ -139,7 +142,13 @@ impl Conferences {
         let count = self.rooms.get(&room).copied().unwrap_or(0);
         if count >= max {
             let reason = format!("Busy Here (the room is full: {max} participants)");
-            return Err((request, Refusal { status: 486, reason }));
+            return Err((
+                request,
+                Refusal {
+                    status: 486,
+                    reason,
+                },
+            ));
         }
         self.next_call += 1;
         let call = MediaCall(CALLS_FROM | self.next_call);

@@ -129,7 +129,10 @@ impl Core {
                 self.outputs.push_back(Output::OpenMedia { call, ports });
             }
             Err((request, why)) => {
-                info!(status = why.status, "conference call refused: {}", why.reason);
+                info!(
+                    status = why.status,
+                    "conference call refused: {}", why.reason
+                );
                 self.out
                     .respond(key, refusal(&request, why.status, why.reason), now)
             }

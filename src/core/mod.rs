@@ -668,8 +668,7 @@ impl Core {
                     _ => self.on_messages_stored(op, stored, now),
                 }
             }
-            while let Some((who, op, result)) =
-                self.location.overlay().and_then(|o| o.poll_found())
+            while let Some((who, op, result)) = self.location.overlay().and_then(|o| o.poll_found())
             {
                 busy = true;
                 match who {

@@ -449,7 +449,10 @@ impl Node {
                     pin,
                 } => match self.media.take(call) {
                     Some(socket) => self.conference.join(room, call, socket, offer, ssrc, pin),
-                    None => warn!(call = call.0, "no socket bound for a conference participant"),
+                    None => warn!(
+                        call = call.0,
+                        "no socket bound for a conference participant"
+                    ),
                 },
                 Output::LeaveConference { room, call, last } => {
                     self.conference.leave(&room, call, last)

@@ -65,7 +65,11 @@ pub fn in_dialog(phone: &Phone, method: &str, cseq: u32, invite: &str, ok: &RawR
     let mut routes: Vec<String> = ok
         .headers("Record-Route")
         .iter()
-        .flat_map(|v| v.split(',').map(|r| r.trim().to_string()).collect::<Vec<_>>())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|r| r.trim().to_string())
+                .collect::<Vec<_>>()
+        })
         .collect();
     routes.reverse();
     let route = if routes.is_empty() {
@@ -129,7 +133,13 @@ pub fn tone_packet(n: u32, hz: f64, amplitude: f64, ssrc: u32) -> Vec<u8> {
 /// The samples of a PCMU RTP packet (`None`: not one).
 pub fn pcmu_samples(bytes: &[u8]) -> Option<Vec<i16>> {
     let packet = Packet::parse(bytes).ok()?;
-    (packet.payload_type == 0).then(|| packet.payload.iter().map(|b| Law::Pcmu.decode(*b)).collect())
+    (packet.payload_type == 0).then(|| {
+        packet
+            .payload
+            .iter()
+            .map(|b| Law::Pcmu.decode(*b))
+            .collect()
+    })
 }
 
 /// The power of `samples` at `hz` (Goertzel), at 8 kHz.

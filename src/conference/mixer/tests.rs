@@ -231,7 +231,8 @@ fn strangers_other_types_and_garbage_are_dropped() {
         .handle_datagram(MediaCall(2), &rtp(0, 9, 0, 0, &loud), stranger);
     room.mixer
         .handle_datagram(MediaCall(2), &rtp(8, 9, 0, 0, &loud), addr(2));
-    room.mixer.handle_datagram(MediaCall(2), &[0x80, 0, 1], addr(2));
+    room.mixer
+        .handle_datagram(MediaCall(2), &[0x80, 0, 1], addr(2));
     room.mixer
         .handle_datagram(MediaCall(9), &rtp(0, 9, 0, 0, &loud), addr(9));
     let heard = room.settle(&[]);
@@ -248,19 +249,28 @@ fn a_pin_admits_only_once_keyed_in() {
     assert_eq!(heard[&1], 0, "not heard before the PIN: {heard:?}");
     assert_eq!(heard[&2], 0, "hears nobody before the PIN: {heard:?}");
     let key = |event: u8, end: bool, ts: u32| {
-        rtp(101, 9, 0, ts, &[event, (if end { 0x80 } else { 0 }) | 10, 0, 160])
+        rtp(
+            101,
+            9,
+            0,
+            ts,
+            &[event, (if end { 0x80 } else { 0 }) | 10, 0, 160],
+        )
     };
     let call = MediaCall(2);
     // A wrong PIN, ended by '#': still out.
     for (event, ts) in [(4u8, 100), (1, 200), (11, 300)] {
-        room.mixer.handle_datagram(call, &key(event, false, ts), addr(2));
-        room.mixer.handle_datagram(call, &key(event, true, ts), addr(2));
+        room.mixer
+            .handle_datagram(call, &key(event, false, ts), addr(2));
+        room.mixer
+            .handle_datagram(call, &key(event, true, ts), addr(2));
     }
     assert!(!room.mixer.is_admitted(call));
     // '4' then '2', each event sent three times (RFC 4733 §2.5.1.4): counted once.
     for (event, ts) in [(4u8, 400), (2, 500)] {
         for end in [false, true, true] {
-            room.mixer.handle_datagram(call, &key(event, end, ts), addr(2));
+            room.mixer
+                .handle_datagram(call, &key(event, end, ts), addr(2));
         }
     }
     assert!(room.mixer.is_admitted(call));
