@@ -97,7 +97,7 @@ impl Talker {
             while !stop_flag.load(Ordering::Relaxed) {
                 rtp.send_to(&tone_packet(n, hz, AMPLITUDE, ssrc), to)
                     .expect("send RTP");
-                if n % 5 == 0
+                if n.is_multiple_of(5)
                     && let Some(key) = to_press.lock().expect("lock").pop_front()
                 {
                     // One event per 100 ms: two packets, then the end (sent twice).

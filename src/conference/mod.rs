@@ -129,27 +129,24 @@ impl Conferences {
         self.looking.remove(&op)
     }
 
-    /// An INVITE for `room` at its focus: refused when the room is full,
-    /// otherwise the media call to open a socket for.
+    /// Why an INVITE for `room` is not taken: the room is full.
+    pub fn refusal(&self, room: &Aor) -> Option<Refusal> {
+        let max = self.config.max_participants;
+        (self.participants(room) >= max).then(|| Refusal {
+            status: 486,
+            reason: format!("Busy Here (the room is full: {max} participants)"),
+        })
+    }
+
+    /// An INVITE for `room` at its focus, with room for her (see
+    /// [`refusal`](Self::refusal)): the media call to open a socket for.
     pub fn admit(
         &mut self,
         key: ServerKey,
         request: Request,
         room: Aor,
         offer: Offer,
-    ) -> Result<MediaCall, (Request, Refusal)> {
-        let max = self.config.max_participants;
-        let count = self.rooms.get(&room).copied().unwrap_or(0);
-        if count >= max {
-            let reason = format!("Busy Here (the room is full: {max} participants)");
-            return Err((
-                request,
-                Refusal {
-                    status: 486,
-                    reason,
-                },
-            ));
-        }
+    ) -> MediaCall {
         self.next_call += 1;
         let call = MediaCall(CALLS_FROM | self.next_call);
         *self.rooms.entry(room.clone()).or_default() += 1;
@@ -162,7 +159,7 @@ impl Conferences {
                 offer,
             },
         );
-        Ok(call)
+        call
     }
 
     /// Whether `call` is one of ours waiting for its socket.

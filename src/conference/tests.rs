@@ -53,33 +53,24 @@ fn the_maximum_and_the_last_to_leave() {
         ..ConferenceConfig::default()
     });
     let room = Aor::new("conf-x", "example.test");
-    let a = conferences
-        .admit(ServerKey(1), invite("a"), room.clone(), offer())
-        .expect("room for a");
-    let b = conferences
-        .admit(ServerKey(2), invite("b"), room.clone(), offer())
-        .expect("room for b");
+    assert_eq!(conferences.refusal(&room), None);
+    let a = conferences.admit(ServerKey(1), invite("a"), room.clone(), offer());
+    let b = conferences.admit(ServerKey(2), invite("b"), room.clone(), offer());
     assert!(a.0 >= CALLS_FROM && a != b);
     // Two are being answered: the third is refused, in another room not.
-    let (_, refusal) = conferences
-        .admit(ServerKey(3), invite("c"), room.clone(), offer())
-        .expect_err("full");
+    let refusal = conferences.refusal(&room).expect("full");
     assert_eq!(refusal.status, 486);
     let other = Aor::new("conf-y", "example.test");
-    assert!(
-        conferences
-            .admit(ServerKey(4), invite("d"), other, offer())
-            .is_ok()
-    );
+    assert_eq!(conferences.refusal(&other), None);
+    conferences.admit(ServerKey(4), invite("d"), other, offer());
     // a's socket could not be bound: her place is free again.
     assert!(conferences.opened(a, false).is_some());
     assert!(!conferences.is_opening(a));
     assert_eq!(conferences.participants(&room), 1);
     assert!(conferences.opened(b, true).is_some());
     assert_eq!(conferences.seat("b").map(|s| s.call), Some(b));
-    let c = conferences
-        .admit(ServerKey(5), invite("c"), room.clone(), offer())
-        .expect("room for c");
+    assert_eq!(conferences.refusal(&room), None);
+    let c = conferences.admit(ServerKey(5), invite("c"), room.clone(), offer());
     conferences.opened(c, true);
     assert_eq!(conferences.leave("b").map(|(_, empty)| empty), Some(false));
     assert_eq!(conferences.leave("b"), None);

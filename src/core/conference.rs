@@ -123,20 +123,15 @@ impl Core {
                 return self.out.respond(key, refusal(&request, 488, reason), now);
             }
         };
-        match self.conference.admit(key, request, room, offer) {
-            Ok(call) => {
-                let ports = self.conference.config.ports;
-                self.outputs.push_back(Output::OpenMedia { call, ports });
-            }
-            Err((request, why)) => {
-                info!(
-                    status = why.status,
-                    "conference call refused: {}", why.reason
-                );
-                self.out
-                    .respond(key, refusal(&request, why.status, why.reason), now)
-            }
+        if let Some(why) = self.conference.refusal(&room) {
+            info!(status = why.status, %room, "conference call refused: {}", why.reason);
+            return self
+                .out
+                .respond(key, refusal(&request, why.status, why.reason), now);
         }
+        let call = self.conference.admit(key, request, room, offer);
+        let ports = self.conference.config.ports;
+        self.outputs.push_back(Output::OpenMedia { call, ports });
     }
 
     /// Whether an RTP socket was asked for a conference participant.
