@@ -86,6 +86,8 @@ pub struct Config {
     pub turn: TurnSection,
     /// Sign-up and buddy lists over HTTP (`[signup]`, docs/services.md).
     pub signup: SignupSection,
+    /// Conferences (`[conference]`, docs/services.md).
+    pub conference: ConferenceSection,
     /// The address other nodes and phones reach this node at, when it is not
     /// the bound `sip` one (a port mapping): put in Via, Contact,
     /// Record-Route and the node's place in the ring.
@@ -277,6 +279,43 @@ impl Default for SignupSection {
     }
 }
 
+/// The `[conference]` section: rooms served by their focus node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConferenceSection {
+    /// Serve `sip:conf-NAME@DOMAIN` and the rooms below (on by default).
+    pub enabled: bool,
+    /// Participants of one room at most (1 to 1000; beyond: 486).
+    pub max_participants: usize,
+    /// The UDP ports of the participants' RTP sockets, "LOW-HIGH".
+    pub port_range: String,
+    /// Rooms with a name of their own (`[[conference.room]]`); the same
+    /// list on every node of the ring.
+    pub room: Vec<ConferenceRoom>,
+}
+
+/// One `[[conference.room]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConferenceRoom {
+    /// The user part of the room's address.
+    pub name: String,
+    /// Digits (1 to 16) keyed in after answer before one is heard.
+    pub pin: Option<String>,
+}
+
+impl Default for ConferenceSection {
+    fn default() -> Self {
+        let d = crate::conference::ConferenceConfig::default();
+        ConferenceSection {
+            enabled: d.enabled,
+            max_participants: d.max_participants,
+            port_range: format!("{}-{}", d.ports.0, d.ports.1),
+            room: Vec::new(),
+        }
+    }
+}
+
 /// `"LOW-HIGH"` as two ports, LOW ≤ HIGH, neither 0.
 pub fn port_range(text: &str) -> Option<(u16, u16)> {
     let (low, high) = text.split_once('-')?;
@@ -343,6 +382,7 @@ impl Default for Config {
             voicemail: VoicemailSection::default(),
             turn: TurnSection::default(),
             signup: SignupSection::default(),
+            conference: ConferenceSection::default(),
             advertise: None,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -600,6 +640,7 @@ impl Config {
             });
         }
         self.validate_turn()?;
+        self.validate_conference()?;
         if self.sip.ip().is_unspecified() {
             return Err(ConfigError::Invalid {
                 key: "sip",
@@ -732,6 +773,68 @@ impl Config {
             ports: port_range(&v.port_range).unwrap_or((20000, 20999)),
             max_per_user: v.max_per_user,
             keep_for: std::time::Duration::from_secs(v.keep_s),
+        }
+    }
+
+    /// `[conference]`'s values, each checked.
+    fn validate_conference(&self) -> Result<(), ConfigError> {
+        let c = &self.conference;
+        if port_range(&c.port_range).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "conference.port_range",
+                why: format!(
+                    "{:?} is not LOW-HIGH with 1 <= LOW <= HIGH <= 65535",
+                    c.port_range
+                ),
+            });
+        }
+        if !(1..=1000).contains(&c.max_participants) {
+            return Err(ConfigError::Invalid {
+                key: "conference.max_participants",
+                why: "must be between 1 and 1000".into(),
+            });
+        }
+        for room in &c.room {
+            let name_ok = !room.name.is_empty()
+                && room.name.len() <= 64
+                && room
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+            if !name_ok {
+                return Err(ConfigError::Invalid {
+                    key: "conference.room.name",
+                    why: format!("{:?}: 1 to 64 letters, digits, '-', '_' or '.'", room.name),
+                });
+            }
+            if let Some(pin) = &room.pin
+                && (!(1..=16).contains(&pin.len()) || !pin.chars().all(|ch| ch.is_ascii_digit()))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "conference.room.pin",
+                    why: format!("room {:?}: 1 to 16 digits", room.name),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `[conference]` as the core takes it (checked by [`Config::validate`]).
+    pub fn conference_config(&self) -> crate::conference::ConferenceConfig {
+        let c = &self.conference;
+        let d = crate::conference::ConferenceConfig::default();
+        crate::conference::ConferenceConfig {
+            enabled: c.enabled,
+            max_participants: c.max_participants,
+            ports: port_range(&c.port_range).unwrap_or(d.ports),
+            rooms: c
+                .room
+                .iter()
+                .map(|r| crate::conference::RoomConfig {
+                    name: r.name.clone(),
+                    pin: r.pin.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -880,6 +983,48 @@ mod tests {
         ] {
             let mut config = Config::from_toml(toml).expect("parses");
             let err = config.validate().expect_err("invalid").to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_conference_section() {
+        let mut config = Config::from_toml(
+            "[conference]\nmax_participants = 3\nport_range = \"31000-31009\"\n\
+             [[conference.room]]\nname = \"standup\"\npin = \"1234\"\n\
+             [[conference.room]]\nname = \"open\"\n",
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        let c = config.conference_config();
+        assert!(c.enabled);
+        assert_eq!((c.max_participants, c.ports), (3, (31000, 31009)));
+        assert_eq!(c.rooms.len(), 2);
+        assert_eq!(c.rooms[0].pin.as_deref(), Some("1234"));
+        assert_eq!(c.rooms[1].pin, None);
+        for (text, key) in [
+            (
+                "[conference]\nport_range = \"9-1\"\n",
+                "conference.port_range",
+            ),
+            (
+                "[conference]\nmax_participants = 0\n",
+                "conference.max_participants",
+            ),
+            (
+                "[[conference.room]]\nname = \"a b\"\n",
+                "conference.room.name",
+            ),
+            (
+                "[[conference.room]]\nname = \"x\"\npin = \"12a\"\n",
+                "conference.room.pin",
+            ),
+        ] {
+            let err = Config::from_toml(text)
+                .expect("parses")
+                .validate()
+                .expect_err(text)
+                .to_string();
             assert!(err.contains(key), "{err}");
         }
     }

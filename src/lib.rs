@@ -7,6 +7,7 @@
 //! thin tokio drivers do the I/O.
 
 pub mod auth;
+pub mod conference;
 pub mod config;
 pub mod core;
 pub mod gateway;

@@ -550,6 +550,7 @@ async fn serve(
             presence: config.presence_config(),
             voicemail: config.voicemail_config(),
             signup: config.signup_config(),
+            conference: config.conference_config(),
         },
         ring: RingConfig {
             replicas: config.replicas,

@@ -40,6 +40,8 @@ pub mod owner {
     pub const VOICEMAIL: Owner = Owner(7);
     /// Accounts: sign-up claims, buddy lists read and written (HTTP).
     pub const ACCOUNTS: Owner = Owner(20);
+    /// Conferences: the look-up of a room's focus node.
+    pub const CONFERENCE: Owner = Owner(8);
 }
 
 /// Names a pending resolution of a host name or an ENUM look-up.

@@ -15,10 +15,13 @@
 //! read-modify-write of bindings ([`registration`]), check what comes in
 //! ([`checks`]), fetch and publish users' credentials ([`credentials`];
 //! the decisions are the [`Auth`] component's), answer STUN on the SIP
-//! ports ([`stun`]) and keep the node's periodic chores ([`upkeep`]).
+//! ports ([`stun`]), send INVITEs to a room on to its focus and answer
+//! them there ([`conference`]) and keep the node's periodic chores
+//! ([`upkeep`]).
 
 mod accounts;
 mod checks;
+mod conference;
 mod credentials;
 mod mailbox;
 mod offline;
@@ -97,6 +100,8 @@ pub struct CoreConfig {
     pub voicemail: crate::voicemail::VoicemailConfig,
     /// Sign-up and buddy lists through the HTTP window (`[signup]`).
     pub signup: crate::auth::signup::SignupConfig,
+    /// Conferences (`[conference]`).
+    pub conference: crate::conference::ConferenceConfig,
 }
 
 impl CoreConfig {
@@ -118,6 +123,7 @@ impl CoreConfig {
             presence: Default::default(),
             voicemail: Default::default(),
             signup: Default::default(),
+            conference: Default::default(),
         }
     }
 }
@@ -286,6 +292,22 @@ pub enum Output {
     },
     /// The answer to [`Input::Download`] `id`.
     Downloaded { id: u64, answer: Downloaded },
+    /// A participant joins `room`'s mixer with the socket bound for `call`
+    /// ([`Output::OpenMedia`]); her stream is `ssrc`; with `pin`, she keys
+    /// it in before she is heard.
+    JoinConference {
+        room: String,
+        call: crate::voicemail::MediaCall,
+        offer: crate::media::sdp::Offer,
+        ssrc: u32,
+        pin: Option<String>,
+    },
+    /// A participant left `room` (BYE); `last`: the room ends.
+    LeaveConference {
+        room: String,
+        call: crate::voicemail::MediaCall,
+        last: bool,
+    },
     /// Nothing more now: call [`Core::handle_input`] with
     /// [`Input::Timeout`] at this instant, or earlier with other input.
     Timeout(Instant),
@@ -332,6 +354,8 @@ pub struct Core {
     voicemail: crate::voicemail::Voicemail,
     /// Sign-up and buddy lists (`accounts.rs`).
     accounts: accounts::Accounts,
+    /// Conferences: the rooms this node is the focus of.
+    conference: crate::conference::Conferences,
     /// Outputs other than transmits, in order.
     outputs: VecDeque<Output>,
     pub metrics: Metrics,
@@ -367,6 +391,7 @@ impl Core {
             ),
             voicemail: crate::voicemail::Voicemail::new(config.voicemail.clone()),
             accounts: accounts::Accounts::new(config.signup.clone()),
+            conference: crate::conference::Conferences::new(config.conference.clone()),
             out,
             proxy: Proxy::new(config.local).with_tls(config.sips),
             location,
@@ -455,6 +480,9 @@ impl Core {
             },
             Input::Account { id, request } => self.on_account(id, request, now),
             Input::Leave => self.leave(now),
+            Input::MediaOpened { call, local } if self.is_conference_media(call) => {
+                self.on_conference_opened(call, local, now)
+            }
             Input::MediaOpened { call, local } => self.on_media_opened(call, local, now),
             Input::Recorded { call, samples } => self.on_recorded(call, &samples, now),
             Input::Playback { call, event } => self.on_playback(call, event, now),
@@ -721,6 +749,14 @@ impl Core {
                 busy = true;
                 self.on_claimed(op, result, now);
             }
+            while let Some((who, op, result)) = self.location.overlay().and_then(|o| o.poll_found())
+            {
+                busy = true;
+                match who {
+                    owner::CONFERENCE => self.on_focus_found(op, result, now),
+                    other => debug!(?other, "a look-up for no component"),
+                }
+            }
             busy |= self.start_presence_ops(now);
             while let Some((server, status)) = self.proxy.poll_finished() {
                 self.gateway.forget_mirror(server);
@@ -748,9 +784,13 @@ impl Core {
                 if self.in_voicemail_call(&request) {
                     return self.voicemail_request(key, request, now);
                 }
+                if self.in_conference_call(&request) {
+                    return self.conference_request(key, request, now);
+                }
                 self.on_request(key, request, from, now)
             }
-            Event::Ack { request, .. } if self.in_voicemail_call(&request) => {}
+            Event::Ack { request, .. }
+                if self.in_voicemail_call(&request) || self.in_conference_call(&request) => {}
             Event::Ack { mut request, .. } => {
                 self.strip_own_routes(&mut request);
                 if checks::decrement_max_forwards(&mut request) {
@@ -823,7 +863,7 @@ impl Core {
             (owner::PRESENCE, response) => {
                 self.on_notify_answer(key, response.map(|r| r.status), now)
             }
-            (owner::VOICEMAIL, _) => {}
+            (owner::VOICEMAIL | owner::CONFERENCE, _) => {}
             (other, _) => debug!(?other, ?key, "an event for no component"),
         }
     }

@@ -160,6 +160,9 @@ impl Core {
         if self.is_listening_call(&request) {
             return self.listen_call(key, request, from, user, now);
         }
+        if let Some(room) = self.conference_room(&request) {
+            return self.conference_call(key, request, from, room, now);
+        }
         if self.serves_presence(&request)
             && let Routed::Local {
                 aor,

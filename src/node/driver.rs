@@ -96,6 +96,8 @@ pub struct Node {
     reload: Option<mpsc::Receiver<()>>,
     /// The RTP sockets of the calls the node answers (voicemail).
     media: super::media::MediaSockets,
+    /// The conference rooms this node mixes.
+    conference: super::conference::ConferenceRooms,
     media_done: mpsc::Receiver<(crate::voicemail::MediaCall, Vec<i16>)>,
     /// The TURN server and its credential look-ups, with `--turn`.
     turn: Option<(
@@ -283,6 +285,7 @@ impl Node {
             turn_waiting: std::collections::HashMap::new(),
             core,
             media,
+            conference: Default::default(),
             media_done,
             media_events,
             transports,
@@ -516,6 +519,22 @@ impl Node {
                     if let Some(Survey::Download(reply)) = self.surveys.remove(&id) {
                         let _ = reply.send(answer);
                     }
+                }
+                Output::JoinConference {
+                    room,
+                    call,
+                    offer,
+                    ssrc,
+                    pin,
+                } => match self.media.take(call) {
+                    Some(socket) => self.conference.join(room, call, socket, offer, ssrc, pin),
+                    None => warn!(
+                        call = call.0,
+                        "no socket bound for a conference participant"
+                    ),
+                },
+                Output::LeaveConference { room, call, last } => {
+                    self.conference.leave(&room, call, last)
                 }
             }
         }

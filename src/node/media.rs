@@ -88,8 +88,13 @@ impl MediaSockets {
             self.bound.insert(call, socket);
             return Some(local);
         }
-        warn!(low, high, "no RTP port free in the voicemail range");
+        warn!(low, high, "no RTP port free in the range");
         None
+    }
+
+    /// The socket bound for `call`, for media run elsewhere (a conference).
+    pub fn take(&mut self, call: MediaCall) -> Option<std::net::UdpSocket> {
+        self.bound.remove(&call)
     }
 
     /// Runs `recording` on the socket bound for `call`.

@@ -2,6 +2,7 @@
 //! [`Core`](crate::core::Core), and the HTTP window onto it.
 
 mod accounts;
+mod conference;
 pub mod driver;
 pub mod http;
 mod https;

@@ -89,6 +89,9 @@ pub struct Overlay {
     /// Claims (conditional stores) under way, and their outcomes.
     claims: HashSet<OpId>,
     claimed: VecDeque<(OpId, Result<(), RingError>)>,
+    /// Look-ups of a key's successor started for other parts of the node.
+    raw_lookups: HashMap<OpId, Owner>,
+    found: VecDeque<(Owner, OpId, Result<crate::ring::Peer, RingError>)>,
     /// The shared secret and its replay window, when admission is on.
     admission: Option<Admission>,
     /// Certificate mode: which connections speak for which members.
@@ -148,6 +151,8 @@ impl Overlay {
             stored: VecDeque::new(),
             claims: HashSet::new(),
             claimed: VecDeque::new(),
+            raw_lookups: HashMap::new(),
+            found: VecDeque::new(),
             admission: None,
             members: None,
             rates,
@@ -381,6 +386,19 @@ impl Overlay {
     /// A fetch another part of the node started, answered: who asked, and what came.
     pub fn poll_fetched(&mut self) -> Option<Fetched> {
         self.fetched.pop_front()
+    }
+
+    /// Starts looking up the node responsible for `key` (its successor);
+    /// the answer comes from [`poll_found`](Self::poll_found).
+    pub fn lookup_for(&mut self, owner: Owner, key: NodeId, now: Instant) -> OpId {
+        let op = self.ring.lookup(key, now);
+        self.raw_lookups.insert(op, owner);
+        op
+    }
+
+    /// A look-up another part of the node started, answered.
+    pub fn poll_found(&mut self) -> Option<(Owner, OpId, Result<crate::ring::Peer, RingError>)> {
+        self.found.pop_front()
     }
 
     /// Makes this node a gateway of `domains`: it advertises `me` in the ring
@@ -703,6 +721,13 @@ impl Overlay {
         if let RingEvent::LookupDone { op, result } = &event
             && self.surveys.routed(*op, result)
         {
+            return;
+        }
+        if let RingEvent::LookupDone { op, result } = &event
+            && let Some(owner) = self.raw_lookups.remove(op)
+        {
+            let found = result.clone().map(|(peer, _)| peer);
+            self.found.push_back((owner, *op, found));
             return;
         }
         if let Some(gateways) = &mut self.gateways {

@@ -496,7 +496,9 @@ impl World {
                         Output::StartMedia { .. }
                         | Output::EndMedia { .. }
                         | Output::StartPlayback { .. }
-                        | Output::Downloaded { .. } => {}
+                        | Output::Downloaded { .. }
+                        | Output::JoinConference { .. }
+                        | Output::LeaveConference { .. } => {}
                         Output::Resolve { id, destination } => {
                             let peers = self
                                 .dns

@@ -3,11 +3,15 @@
 //! [`super::phone::Phone`]), G.711 µ-law RTP of a tone sent paced as a
 //! phone would, RFC 4733 key presses, the RTP the node sends received
 //! and decoded, and the power at a frequency (Goertzel) to tell tones
-//! apart. For the voicemail tests.
+//! apart. For the tests where the node answers calls (voicemail,
+//! conferences).
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
+
+use p2psip::media::g711::Law;
+use p2psip::media::rtp::Packet;
 
 use super::phone::Phone;
 use super::{RawResponse, WAIT, token};
@@ -273,4 +277,43 @@ pub fn leave_tone(node: SocketAddr, to: &str, hz: f64, packets: u32, context: im
         .ask(&in_dialog(&bob, "BYE", 2, &call, &answered))
         .expect("an answer to the BYE");
     assert_eq!(bye.status, 200, "{}", bye.text);
+}
+
+/// Packet `n` (20 ms, 160 samples) of a `hz` tone at `amplitude`, as PCMU
+/// RTP of stream `ssrc`.
+pub fn tone_packet(n: u32, hz: f64, amplitude: f64, ssrc: u32) -> Vec<u8> {
+    let payload: Vec<u8> = (0..160)
+        .map(|i| {
+            let t = f64::from(n * 160 + i) / 8000.0;
+            Law::Pcmu.encode((amplitude * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16)
+        })
+        .collect();
+    Packet {
+        marker: n == 0,
+        payload_type: 0,
+        sequence: n as u16,
+        timestamp: n * 160,
+        ssrc,
+        payload: &payload,
+    }
+    .build()
+}
+
+/// The samples of a PCMU RTP packet (`None`: not one).
+pub fn pcmu_samples(bytes: &[u8]) -> Option<Vec<i16>> {
+    let packet = Packet::parse(bytes).ok()?;
+    (packet.payload_type == 0).then(|| {
+        packet
+            .payload
+            .iter()
+            .map(|b| Law::Pcmu.decode(*b))
+            .collect()
+    })
+}
+
+/// The power of `samples` at `hz` (Goertzel), at 8 kHz.
+
+/// The power [`power_at`] gives for a pure tone of `amplitude` over `n` samples.
+pub fn tone_power(amplitude: f64, n: usize) -> f64 {
+    (amplitude * n as f64 / 2.0).powi(2)
 }
