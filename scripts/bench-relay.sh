@@ -17,7 +17,7 @@ SIP=127.0.0.1:25400; NG=127.0.0.1:25401
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime of a process, in clock ticks
 HZ=$(getconf CLK_TCK)
 
-printf '[relay]\nmode = "always"\nports = "21000-24999"\nmax_sessions = 5000\nidle_s = 5\n' > "$TMP/relay.toml"
+printf '[relay]\nmode = "always"\nports = "22000-25999"\nmax_sessions = 5000\nidle_s = 5\n' > "$TMP/relay.toml"
 "$BIN" node --sip "$SIP" --domain example.test --config "$TMP/relay.toml" >"$TMP/node.out" 2>"$TMP/node.err" &
 NODE=$!; PIDS+=($NODE)
 for _ in $(seq 100); do grep -q listening "$TMP/node.out" 2>/dev/null && break; sleep 0.05; done

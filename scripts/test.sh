@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="sip-tester kamailio kamailio-extra-modules bind9 bind9-dnsutils iproute2 procps sipvicious baresip-core chromium stun-client coturn iptables"
+PKGS="sip-tester kamailio kamailio-extra-modules bind9 bind9-dnsutils iproute2 procps sipvicious baresip-core chromium stun-client coturn iptables adduser"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -21,6 +21,14 @@ if [ -n "$missing" ]; then
   apt-get update -qq
   # shellcheck disable=SC2086
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# The package test (tests/package.rs) packages the built binary with
+# cargo-deb; pinned, since it warns that a later version will refuse the
+# dev profile the test packages from.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-deb 3.8.0" >&2
+  cargo install --locked --quiet cargo-deb@3.8.0
 fi
 
 echo "sipp:     $(sipp -v 2>&1 | grep -m1 SIPp | sed 's/^ *//')"

@@ -43,6 +43,9 @@ pub struct Config {
     pub replicas: usize,
     /// Address for the HTTP status page and metrics.
     pub http: Option<SocketAddr>,
+    /// The same HTTP window over TLS (`tls_cert`, `tls_key`): where users
+    /// sign up and keep their buddy lists from other machines.
+    pub https: Option<SocketAddr>,
     /// Find peers on the LAN by multicast REGISTER (sip.mcast.net).
     pub discover: bool,
     /// The port of the discovery multicast group.
@@ -81,6 +84,12 @@ pub struct Config {
     pub voicemail: VoicemailSection,
     /// The media relay for calls behind NAT (`[relay]`, docs/nat.md).
     pub relay: RelaySection,
+    /// A TURN server for phones' media (`[turn]`, docs/nat.md).
+    pub turn: TurnSection,
+    /// Sign-up and buddy lists over HTTP (`[signup]`, docs/services.md).
+    pub signup: SignupSection,
+    /// Conferences (`[conference]`, docs/services.md).
+    pub conference: ConferenceSection,
     /// The address other nodes and phones reach this node at, when it is not
     /// the bound `sip` one (a port mapping): put in Via, Contact,
     /// Record-Route and the node's place in the ring.
@@ -243,6 +252,98 @@ impl Default for RelaySection {
     }
 }
 
+/// The `[turn]` section: a TURN server (RFC 8656) with the users' credentials.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnSection {
+    /// The TURN UDP address (flag `--turn`); unset: no TURN server.
+    pub listen: Option<SocketAddr>,
+    /// The credentials' realm; unset: the first of `domains`.
+    pub realm: Option<String>,
+    /// The relay ports, "LOW-HIGH".
+    pub ports: String,
+    /// Allocations at most, in all and per user.
+    pub max_allocations: usize,
+    pub max_per_user: usize,
+}
+
+impl Default for TurnSection {
+    fn default() -> Self {
+        TurnSection {
+            listen: None,
+            realm: None,
+            ports: "49152-65535".into(),
+            max_allocations: 1000,
+            max_per_user: 10,
+        }
+    }
+}
+
+/// The `[signup]` section: users claim names themselves (`POST /signup`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignupSection {
+    /// Serve sign-up (off by default; needs digest authentication).
+    pub enabled: bool,
+    /// Sign-ups one source IP may attempt per `window_s` (beyond: 429).
+    pub per_source: u32,
+    pub window_s: u64,
+    /// Days a claimed name lives in the ring.
+    pub keep_days: u64,
+    /// Buddy-list reads and writes one source may make per `window_s`.
+    pub buddy_requests: u32,
+}
+
+impl Default for SignupSection {
+    fn default() -> Self {
+        let d = crate::auth::signup::SignupConfig::default();
+        SignupSection {
+            enabled: d.enabled,
+            per_source: d.per_source,
+            window_s: d.window.as_secs(),
+            keep_days: d.keep_for.as_secs() / 86_400,
+            buddy_requests: d.buddy_requests,
+        }
+    }
+}
+
+/// The `[conference]` section: rooms served by their focus node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConferenceSection {
+    /// Serve `sip:conf-NAME@DOMAIN` and the rooms below (on by default).
+    pub enabled: bool,
+    /// Participants of one room at most (1 to 1000; beyond: 486).
+    pub max_participants: usize,
+    /// The UDP ports of the participants' RTP sockets, "LOW-HIGH".
+    pub port_range: String,
+    /// Rooms with a name of their own (`[[conference.room]]`); the same
+    /// list on every node of the ring.
+    pub room: Vec<ConferenceRoom>,
+}
+
+/// One `[[conference.room]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConferenceRoom {
+    /// The user part of the room's address.
+    pub name: String,
+    /// Digits (1 to 16) keyed in after answer before one is heard.
+    pub pin: Option<String>,
+}
+
+impl Default for ConferenceSection {
+    fn default() -> Self {
+        let d = crate::conference::ConferenceConfig::default();
+        ConferenceSection {
+            enabled: d.enabled,
+            max_participants: d.max_participants,
+            port_range: format!("{}-{}", d.ports.0, d.ports.1),
+            room: Vec::new(),
+        }
+    }
+}
+
 /// `"LOW-HIGH"` as two ports, LOW ≤ HIGH, neither 0.
 pub fn port_range(text: &str) -> Option<(u16, u16)> {
     let (low, high) = text.split_once('-')?;
@@ -292,6 +393,7 @@ impl Default for Config {
             join: Vec::new(),
             replicas: 3,
             http: None,
+            https: None,
             discover: false,
             discover_port: 5060,
             registrar: RegistrarSection::default(),
@@ -311,6 +413,9 @@ impl Default for Config {
             presence: PresenceSection::default(),
             voicemail: VoicemailSection::default(),
             relay: RelaySection::default(),
+            turn: TurnSection::default(),
+            signup: SignupSection::default(),
+            conference: ConferenceSection::default(),
             advertise: None,
             log_level: "info".into(),
             log_format: "text".into(),
@@ -527,6 +632,12 @@ impl Config {
                 why: "give the address phones reach this node at, not 0.0.0.0 (it goes into Via and Record-Route)".into(),
             });
         }
+        if self.https.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err(ConfigError::Invalid {
+                key: "https",
+                why: "needs a certificate and its key (tls_cert, tls_key)".into(),
+            });
+        }
         if port_range(&self.voicemail.port_range).is_none() {
             return Err(ConfigError::Invalid {
                 key: "voicemail.port_range",
@@ -537,12 +648,33 @@ impl Config {
             });
         }
         self.validate_relay()?;
+        for (key, zero) in [
+            ("signup.per_source", self.signup.per_source == 0),
+            (
+                "signup.window_s",
+                !(1..=86_400).contains(&self.signup.window_s),
+            ),
+            (
+                "signup.keep_days",
+                !(1..=3650).contains(&self.signup.keep_days),
+            ),
+            ("signup.buddy_requests", self.signup.buddy_requests == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: "out of range (per_source and buddy_requests at least 1, window_s 1 to 86400, keep_days 1 to 3650)".into(),
+                });
+            }
+        }
         if !(1..=300).contains(&self.voicemail.max_seconds) {
             return Err(ConfigError::Invalid {
                 key: "voicemail.max_seconds",
                 why: "must be between 1 and 300".into(),
             });
         }
+        self.validate_turn()?;
+        self.validate_conference()?;
         if self.sip.ip().is_unspecified() {
             return Err(ConfigError::Invalid {
                 key: "sip",
@@ -564,8 +696,9 @@ impl Config {
             ca: self.tls_ca.clone(),
         };
         let any = files.cert.is_some() || files.key.is_some() || files.ca.is_some();
-        let tls = if self.sips.is_some() || any {
-            Some(Tls::load(&files, self.sips.is_some())?)
+        let server = self.sips.is_some() || self.https.is_some();
+        let tls = if server || any {
+            Some(Tls::load(&files, server)?)
         } else {
             None
         };
@@ -604,21 +737,70 @@ impl Config {
                 ),
             );
         };
-        if let Some((v_low, v_high)) = port_range(&self.voicemail.port_range)
-            && self.relay.mode != crate::relay::RelayMode::Off
-            && low <= v_high
-            && v_low <= high
-        {
-            return invalid(
-                "relay.ports",
-                format!("{:?} overlaps voicemail.port_range", self.relay.ports),
-            );
+        for (key, other) in [
+            ("voicemail.port_range", &self.voicemail.port_range),
+            ("conference.port_range", &self.conference.port_range),
+        ] {
+            if let Some((o_low, o_high)) = port_range(other)
+                && self.relay.mode != crate::relay::RelayMode::Off
+                && low <= o_high
+                && o_low <= high
+            {
+                return invalid(
+                    "relay.ports",
+                    format!("{:?} overlaps {key}", self.relay.ports),
+                );
+            }
         }
         if self.relay.max_sessions == 0 {
             return invalid("relay.max_sessions", "must be at least 1".into());
         }
         if !(1..=3600).contains(&self.relay.idle_s) {
             return invalid("relay.idle_s", "must be between 1 and 3600".into());
+        }
+        Ok(())
+    }
+
+    fn validate_turn(&self) -> Result<(), ConfigError> {
+        let t = &self.turn;
+        if port_range(&t.ports).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "turn.ports",
+                why: format!(
+                    "{:?} is not LOW-HIGH with 1 <= LOW <= HIGH <= 65535",
+                    t.ports
+                ),
+            });
+        }
+        for (key, value) in [
+            ("turn.max_allocations", t.max_allocations),
+            ("turn.max_per_user", t.max_per_user),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: "must be at least 1".into(),
+                });
+            }
+        }
+        let Some(listen) = t.listen else {
+            return Ok(());
+        };
+        if listen.ip().is_unspecified() {
+            return Err(ConfigError::Invalid {
+                key: "turn.listen",
+                why: "give the address clients reach, not 0.0.0.0 (relay sockets are bound on it and it goes into XOR-RELAYED-ADDRESS)".into(),
+            });
+        }
+        if t.realm
+            .as_deref()
+            .or(self.domains.first().map(String::as_str))
+            .is_none()
+        {
+            return Err(ConfigError::Invalid {
+                key: "turn.realm",
+                why: "the users' domain: give `realm` or at least one of `domains`".into(),
+            });
         }
         Ok(())
     }
@@ -635,6 +817,34 @@ impl Config {
         }
     }
 
+    /// `[turn]` as the TURN server takes it, with a zero secret the driver
+    /// replaces (checked by [`Config::validate`]); `None` without `listen`.
+    pub fn turn_config(&self) -> Option<crate::turn::TurnConfig> {
+        let t = &self.turn;
+        let listen = t.listen?;
+        let realm = t.realm.clone().or_else(|| self.domains.first().cloned())?;
+        let mut config = crate::turn::TurnConfig::new(listen, realm.to_ascii_lowercase(), [0; 32]);
+        config.ports = port_range(&t.ports).unwrap_or(config.ports);
+        config.max_allocations = t.max_allocations;
+        config.max_per_user = t.max_per_user;
+        if let Ok(auth) = self.auth_config() {
+            config.limits = auth.limits;
+        }
+        Some(config)
+    }
+
+    /// `[signup]` as the core takes it (checked by [`Config::validate`]).
+    pub fn signup_config(&self) -> crate::auth::signup::SignupConfig {
+        let s = &self.signup;
+        crate::auth::signup::SignupConfig {
+            enabled: s.enabled,
+            per_source: s.per_source,
+            window: std::time::Duration::from_secs(s.window_s),
+            keep_for: std::time::Duration::from_secs(s.keep_days * 86_400),
+            buddy_requests: s.buddy_requests,
+        }
+    }
+
     /// `[voicemail]` as the core takes it (checked by [`Config::validate`]).
     pub fn voicemail_config(&self) -> crate::voicemail::VoicemailConfig {
         let v = &self.voicemail;
@@ -644,6 +854,68 @@ impl Config {
             ports: port_range(&v.port_range).unwrap_or((20000, 20999)),
             max_per_user: v.max_per_user,
             keep_for: std::time::Duration::from_secs(v.keep_s),
+        }
+    }
+
+    /// `[conference]`'s values, each checked.
+    fn validate_conference(&self) -> Result<(), ConfigError> {
+        let c = &self.conference;
+        if port_range(&c.port_range).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "conference.port_range",
+                why: format!(
+                    "{:?} is not LOW-HIGH with 1 <= LOW <= HIGH <= 65535",
+                    c.port_range
+                ),
+            });
+        }
+        if !(1..=1000).contains(&c.max_participants) {
+            return Err(ConfigError::Invalid {
+                key: "conference.max_participants",
+                why: "must be between 1 and 1000".into(),
+            });
+        }
+        for room in &c.room {
+            let name_ok = !room.name.is_empty()
+                && room.name.len() <= 64
+                && room
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+            if !name_ok {
+                return Err(ConfigError::Invalid {
+                    key: "conference.room.name",
+                    why: format!("{:?}: 1 to 64 letters, digits, '-', '_' or '.'", room.name),
+                });
+            }
+            if let Some(pin) = &room.pin
+                && (!(1..=16).contains(&pin.len()) || !pin.chars().all(|ch| ch.is_ascii_digit()))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "conference.room.pin",
+                    why: format!("room {:?}: 1 to 16 digits", room.name),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `[conference]` as the core takes it (checked by [`Config::validate`]).
+    pub fn conference_config(&self) -> crate::conference::ConferenceConfig {
+        let c = &self.conference;
+        let d = crate::conference::ConferenceConfig::default();
+        crate::conference::ConferenceConfig {
+            enabled: c.enabled,
+            max_participants: c.max_participants,
+            ports: port_range(&c.port_range).unwrap_or(d.ports),
+            rooms: c
+                .room
+                .iter()
+                .map(|r| crate::conference::RoomConfig {
+                    name: r.name.clone(),
+                    pin: r.pin.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -790,6 +1062,7 @@ mod tests {
         for (text, key) in [
             ("ports = \"40000-40001\"", "relay.ports"),
             ("ports = \"20500-21500\"", "relay.ports"),
+            ("ports = \"21500-22500\"", "relay.ports"),
             ("max_sessions = 0", "relay.max_sessions"),
             ("idle_s = 0", "relay.idle_s"),
         ] {
@@ -798,6 +1071,74 @@ mod tests {
             assert!(err.contains(key), "{text}: {err}");
         }
         assert!(Config::from_toml("[relay]\nmode = \"sometimes\"\n").is_err());
+    }
+
+    #[test]
+    fn the_turn_section() {
+        let mut config = Config::from_toml(
+            "domains = [\"example.test\"]\n[turn]\nlisten = \"127.0.0.1:3478\"\nports = \"40000-40009\"\n",
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        let turn = config.turn_config().expect("on");
+        assert_eq!(turn.realm, "example.test");
+        assert_eq!(turn.ports, (40000, 40009));
+        assert!(Config::default().turn_config().is_none());
+        for (toml, key) in [
+            ("[turn]\nlisten = \"127.0.0.1:3478\"\n", "turn.realm"),
+            ("[turn]\nports = \"9-1\"\n", "turn.ports"),
+            (
+                "domains = [\"a.test\"]\n[turn]\nlisten = \"0.0.0.0:3478\"\n",
+                "turn.listen",
+            ),
+            ("[turn]\nmax_per_user = 0\n", "turn.max_per_user"),
+        ] {
+            let mut config = Config::from_toml(toml).expect("parses");
+            let err = config.validate().expect_err("invalid").to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_conference_section() {
+        let mut config = Config::from_toml(
+            "[conference]\nmax_participants = 3\nport_range = \"31000-31009\"\n\
+             [[conference.room]]\nname = \"standup\"\npin = \"1234\"\n\
+             [[conference.room]]\nname = \"open\"\n",
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        let c = config.conference_config();
+        assert!(c.enabled);
+        assert_eq!((c.max_participants, c.ports), (3, (31000, 31009)));
+        assert_eq!(c.rooms.len(), 2);
+        assert_eq!(c.rooms[0].pin.as_deref(), Some("1234"));
+        assert_eq!(c.rooms[1].pin, None);
+        for (text, key) in [
+            (
+                "[conference]\nport_range = \"9-1\"\n",
+                "conference.port_range",
+            ),
+            (
+                "[conference]\nmax_participants = 0\n",
+                "conference.max_participants",
+            ),
+            (
+                "[[conference.room]]\nname = \"a b\"\n",
+                "conference.room.name",
+            ),
+            (
+                "[[conference.room]]\nname = \"x\"\npin = \"12a\"\n",
+                "conference.room.pin",
+            ),
+        ] {
+            let err = Config::from_toml(text)
+                .expect("parses")
+                .validate()
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! thin tokio drivers do the I/O.
 
 pub mod auth;
+pub mod conference;
 pub mod config;
 pub mod core;
 pub mod gateway;
@@ -24,4 +25,5 @@ pub mod ring;
 pub mod sim;
 pub mod sip;
 pub mod store;
+pub mod turn;
 pub mod voicemail;

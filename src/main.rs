@@ -85,6 +85,14 @@ enum UsersCommand {
         #[arg(value_name = "USER@DOMAIN")]
         aor: String,
     },
+    /// Claim a name at a running node that allows sign-up: reads the
+    /// password on standard input; @DOMAIN lets the node pick the name.
+    Signup {
+        #[arg(value_name = "USER@DOMAIN")]
+        aor: String,
+        #[command(flatten)]
+        at: NodeAt,
+    },
 }
 
 #[derive(Subcommand)]
@@ -160,6 +168,12 @@ struct NodeArgs {
     /// Serve /status and /metrics over HTTP on this address
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Serve TURN (RFC 8656, UDP) here with the users' credentials (turn.listen)
+    #[arg(long, value_name = "ADDR")]
+    turn: Option<SocketAddr>,
+    /// The same over HTTPS (needs --tls-cert and --tls-key): sign-up and buddy lists from other machines
+    #[arg(long, value_name = "ADDR")]
+    https: Option<SocketAddr>,
     /// Serve the domains' DNS (NAPTR/SRV/A) here and act as their gateway
     #[arg(long, value_name = "ADDR")]
     dns: Option<SocketAddr>,
@@ -376,6 +390,9 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
     if let Some(replicas) = args.replicas {
         config.replicas = replicas;
     }
+    if let Some(turn) = args.turn {
+        config.turn.listen = Some(turn);
+    }
     if let Some(dns) = args.dns {
         config.gateway.dns_listen = Some(dns);
     }
@@ -387,6 +404,9 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
     }
     if let Some(http) = args.http {
         config.http = Some(http);
+    }
+    if let Some(https) = args.https {
+        config.https = Some(https);
     }
     if let Some(data) = args.data {
         config.data = Some(data);
@@ -419,6 +439,13 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
         };
     }
     config.validate().map_err(|e| e.to_string())?;
+    if config.signup.enabled
+        && config
+            .auth_config()
+            .is_ok_and(|auth| auth.mode == AuthMode::Open)
+    {
+        return Err("config key `signup.enabled`: sign-up needs digest authentication (`auth = \"digest\"` or `users`)".into());
+    }
     cli::logging::filter_of(&config.log_level)?;
     if let Some(path) = &config.users {
         let text = std::fs::read_to_string(path)
@@ -436,7 +463,10 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
 
 /// `p2psip users add`: the HA1s of a password read on standard input.
 fn users(command: UsersCommand) -> ExitCode {
-    let UsersCommand::Add { file, aor } = command;
+    let (file, aor) = match command {
+        UsersCommand::Add { file, aor } => (file, aor),
+        UsersCommand::Signup { aor, at } => return cli::signup::signup(&at, &aor),
+    };
     let Some((user, domain)) = aor
         .split_once('@')
         .filter(|(u, d)| !u.is_empty() && !d.is_empty())
@@ -520,6 +550,8 @@ async fn serve(
             presence: config.presence_config(),
             voicemail: config.voicemail_config(),
             relay: config.relay_config(),
+            signup: config.signup_config(),
+            conference: config.conference_config(),
         },
         ring: RingConfig {
             replicas: config.replicas,
@@ -530,6 +562,7 @@ async fn serve(
         },
         join: config.join.clone(),
         http: config.http,
+        https: config.https,
         data: config.data.clone(),
         dns: config.gateway.dns_listen,
         dns_ttl: config.gateway.dns_ttl,
@@ -539,6 +572,7 @@ async fn serve(
         overlay_secret,
         transport,
         advertise: config.advertise,
+        turn: config.turn_config(),
     };
     // The error names the socket, directory or file that failed.
     let mut node = Node::bind(options)
@@ -578,6 +612,9 @@ async fn serve(
             %local,
             "overlay admission is OFF: anyone who reaches this node can join the ring and read, write or remove any record (credentials included); set `overlay_secret`"
         );
+    }
+    if let Some(turn) = node.turn_addr() {
+        info!(%turn, realm = ?config.turn_config().map(|t| t.realm), "TURN with the users' credentials");
     }
     // The one line on stdout: where the node listens (tests and scripts read it).
     match sips {

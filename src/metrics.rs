@@ -26,6 +26,13 @@ pub struct StunLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignupLabels {
+    /// "claimed" (201), "taken" (409), "refused" (400, 403, 429) or
+    /// "failed" (503: the ring did not answer).
+    pub outcome: &'static str,
+}
+
 /// Every metric the node exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -54,6 +61,8 @@ pub struct Metrics {
     pub presence_subscriptions: Gauge,
     /// NOTIFYs sent to watchers.
     pub presence_notifies: Counter,
+    /// Sign-ups (`POST /signup`), by outcome.
+    pub signups: Family<SignupLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -75,6 +84,7 @@ impl Default for Metrics {
             stun: Family::default(),
             presence_subscriptions: Gauge::default(),
             presence_notifies: Counter::default(),
+            signups: Family::default(),
         }
     }
 }
@@ -239,6 +249,11 @@ impl Metrics {
             "presence_notifies",
             "NOTIFYs sent to watchers",
             self.presence_notifies.clone(),
+        );
+        registry.register(
+            "signups",
+            "Sign-ups through the HTTP window, by outcome",
+            self.signups.clone(),
         );
         let mut text = String::new();
         if encode(&mut text, &registry).is_err() {

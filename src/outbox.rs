@@ -38,6 +38,10 @@ pub mod owner {
     pub const PRESENCE: Owner = Owner(6);
     /// Voicemail: users' items looked at, recordings stored, BYE at the limit.
     pub const VOICEMAIL: Owner = Owner(7);
+    /// Accounts: sign-up claims, buddy lists read and written (HTTP).
+    pub const ACCOUNTS: Owner = Owner(20);
+    /// Conferences: the look-up of a room's focus node.
+    pub const CONFERENCE: Owner = Owner(8);
 }
 
 /// Names a pending resolution of a host name or an ENUM look-up.

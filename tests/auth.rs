@@ -25,28 +25,6 @@ fn users_file(tag: &str, users: &[(&str, &str)]) -> PathBuf {
     file
 }
 
-/// A REGISTER answered after a challenge with `password` and the challenge
-/// of `algorithm`; gives the final response.
-fn register_with(
-    phone: &Phone,
-    user: &str,
-    password: &str,
-    algorithm: &str,
-) -> common::RawResponse {
-    let first = phone
-        .ask(&phone.register(user, DOMAIN, ""))
-        .expect("an answer to REGISTER");
-    assert_eq!(first.status, 401, "{}", first.text);
-    let challenge = Challenge::all_of(&first)
-        .into_iter()
-        .find(|c| c.algorithm == algorithm)
-        .unwrap_or_else(|| panic!("no {algorithm} challenge in\n{}", first.text));
-    let credentials = challenge.answer(user, password, "REGISTER", &format!("sip:{DOMAIN}"), 1);
-    phone
-        .ask(&phone.register(user, DOMAIN, &format!("Authorization: {credentials}\r\n")))
-        .expect("an answer to the REGISTER with credentials")
-}
-
 #[test]
 fn registrations_are_challenged_and_checked() {
     let users = users_file(
@@ -88,7 +66,7 @@ fn registrations_are_challenged_and_checked() {
 
     // The right password, with either algorithm.
     for algorithm in ["SHA-256", "MD5"] {
-        let ok = register_with(&phone, "alice", "wonderland", algorithm);
+        let ok = phone.register_with("alice", "wonderland", algorithm);
         assert_eq!(ok.status, 200, "{algorithm}: {}", ok.text);
         assert!(
             ok.text.contains(&format!("sip:alice@{}", phone.addr())),
@@ -121,8 +99,8 @@ fn registrations_are_challenged_and_checked() {
     );
 
     // A wrong password and an unknown user look the same.
-    let wrong = register_with(&phone, "alice", "guess", "MD5");
-    let unknown = register_with(&phone, "mallory", "guess", "MD5");
+    let wrong = phone.register_with("alice", "guess", "MD5");
+    let unknown = phone.register_with("mallory", "guess", "MD5");
     assert_eq!(wrong.status, 401, "{}", wrong.text);
     assert_eq!(unknown.status, wrong.status);
     let names = |r: &common::RawResponse| -> Vec<String> {
@@ -201,7 +179,7 @@ fn phones_are_challenged_for_what_they_send_and_relaying_is_denied() {
     let node = Node::start(&["--users", users.to_str().expect("path")]);
     let alice = Phone::new("127.0.0.1", node.addr);
     let bob = Phone::new("127.0.0.1", node.addr);
-    assert_eq!(register_with(&bob, "bob", "builder", "MD5").status, 200);
+    assert_eq!(bob.register_with("bob", "builder", "MD5").status, 200);
 
     // A MESSAGE from alice without credentials: 407; with them it reaches bob.
     let to = format!("bob@{DOMAIN}");
@@ -339,13 +317,10 @@ fn a_user_of_one_node_registers_at_another_through_the_ring() {
     wait_until(
         "alice registers at b, which has no users file",
         Duration::from_secs(75),
-        || register_with(&phone, "alice", "wonderland", "SHA-256").status == 200,
+        || phone.register_with("alice", "wonderland", "SHA-256").status == 200,
         || format!("{}\n{}", a.log(), b.log()),
     );
-    assert_eq!(
-        register_with(&phone, "alice", "guess", "SHA-256").status,
-        401
-    );
+    assert_eq!(phone.register_with("alice", "guess", "SHA-256").status, 401);
 }
 
 #[test]
@@ -354,7 +329,7 @@ fn repeated_failures_silence_a_source() {
     let node = Node::start(&["--users", users.to_str().expect("path")]);
     let cracker = Phone::new("127.0.0.2", node.addr);
     for attempt in 0..10 {
-        let reply = register_with(&cracker, "alice", &format!("guess{attempt}"), "MD5");
+        let reply = cracker.register_with("alice", &format!("guess{attempt}"), "MD5");
         assert_eq!(reply.status, 401, "attempt {attempt}");
     }
     assert!(
@@ -366,7 +341,7 @@ fn repeated_failures_silence_a_source() {
     // Another source is still served.
     let phone = Phone::new("127.0.0.3", node.addr);
     assert_eq!(
-        register_with(&phone, "alice", "wonderland", "MD5").status,
+        phone.register_with("alice", "wonderland", "MD5").status,
         200
     );
 }

@@ -192,6 +192,7 @@ fn only_members_with_the_secret_join_read_or_write_the_ring() {
         let requests = [
             ("store", node.clone(), String::new(), items.clone()),
             ("store", node.clone(), forged_mac.clone(), items.clone()),
+            ("claim", node.clone(), String::new(), items.clone()),
             ("remove", key_uri.clone(), String::new(), remove.clone()),
             ("fetch", key_uri.clone(), String::new(), String::new()),
             (

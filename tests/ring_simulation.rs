@@ -5,7 +5,9 @@
 //! within three stabilization periods lookups are all correct again, with no
 //! item lost unless its registrar (the node it was stored through) and all of
 //! its r holders crashed. A second test leaves
-//! gracefully and loses nothing.
+//! gracefully and loses nothing. Racing claims (the conditional store of
+//! sign-up) give each name to exactly one claimant, and still refuse it
+//! after the holder crashed.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -263,4 +265,99 @@ fn a_restarted_node_is_taken_back_at_once() {
         sim.inconsistencies()
     );
     assert!(ok, "taken back within three stabilization periods");
+}
+
+/// The credentials a claimant `c` of name `k` offers (its value tells the
+/// claimants apart).
+fn claim_item(sim: &Sim, k: usize, c: usize) -> Item {
+    let aor = format!("new{k}@overlay.test");
+    Item {
+        key: NodeId::of_key(&aor),
+        name: format!("credential:{aor}"),
+        kind: "credential".into(),
+        value: format!("claimant {c}").into_bytes(),
+        version: 1,
+        expires: sim.now() + Duration::from_secs(24 * 3600),
+        writer: Default::default(),
+        signature: Vec::new(),
+        proof: None,
+    }
+}
+
+#[test]
+fn racing_claims_give_each_name_to_one_node_even_after_its_holder_crashes() {
+    use p2psip::ring::{Refusal, RingError};
+    let mut sim = Sim::new(config(23));
+    sim.grow(200, Duration::from_millis(20), Duration::from_secs(20));
+    assert!(sim.ring_consistent(), "{:?}", sim.inconsistencies());
+
+    // Five claimants, each through a random node, for each of 50 names, all
+    // in the same instant: one wins each name, the others hear "taken".
+    let mut ops = Vec::new();
+    for k in 0..50 {
+        for c in 0..5 {
+            let from = sim.random_live();
+            let op = sim.claim(from, claim_item(&sim, k, c));
+            ops.push((k, c, from, op));
+        }
+    }
+    sim.run_for(Duration::from_secs(10));
+    let mut winners = vec![None; 50];
+    for (k, c, from, op) in ops {
+        match sim.take_result(from, op) {
+            Some(RingEvent::StoreDone { result: Ok(()), .. }) => {
+                assert!(winners[k].is_none(), "name {k} went twice");
+                winners[k] = Some(c);
+            }
+            Some(RingEvent::StoreDone {
+                result: Err(RingError::Refused(Refusal::Taken)),
+                ..
+            }) => {}
+            other => panic!("claim {k}/{c}: {other:?}"),
+        }
+    }
+    // Names whose holders are all apart from the other chosen names' holders.
+    let mut chosen: Vec<(usize, usize)> = Vec::new();
+    let mut touched: HashSet<usize> = HashSet::new();
+    for (k, winner) in winners.iter().enumerate() {
+        let winner = winner.unwrap_or_else(|| panic!("nobody got name {k}"));
+        let it = claim_item(&sim, k, winner);
+        let holders = sim.true_holders(it.key, R);
+        for n in &holders {
+            let held = sim.nodes[*n].ring.local_items(it.key);
+            assert!(
+                held.iter().any(|i| i.value == it.value),
+                "holder {n} of name {k} lacks the winner's claim"
+            );
+        }
+        if chosen.len() < 10 && holders.iter().all(|n| !touched.contains(n)) {
+            touched.extend(holders.iter().copied());
+            chosen.push((k, holders[0]));
+        }
+    }
+    assert_eq!(chosen.len(), 10);
+    // Their primaries crash; each one's successor, a replica, answers now.
+    for (_, primary) in &chosen {
+        sim.crash(*primary);
+    }
+    sim.run_for(sim.config.ring.stabilize_every * 5);
+    for (k, _) in chosen {
+        let from = sim.random_live();
+        let it = claim_item(&sim, k, 9);
+        let before = sim.holders_of(it.key, &it.name);
+        let op = sim.claim(from, it.clone());
+        sim.run_for(Duration::from_secs(5));
+        let result = sim.take_result(from, op);
+        assert!(
+            matches!(
+                result,
+                Some(RingEvent::StoreDone {
+                    result: Err(RingError::Refused(Refusal::Taken)),
+                    ..
+                })
+            ),
+            "name {k} claimed again after its holder crashed: {result:?}; held by {before:?}, true holders {:?}",
+            sim.true_holders(it.key, R)
+        );
+    }
 }

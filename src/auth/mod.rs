@@ -15,6 +15,7 @@
 
 pub mod digest;
 pub mod guard;
+pub mod signup;
 pub mod users;
 
 use std::collections::HashMap;
@@ -148,6 +149,21 @@ impl Auth {
         self.cached.insert(aor, (record, now));
     }
 
+    /// The credentials of `aor` as known here: from the users file, or
+    /// fetched from the ring within the last [`CACHE_FOR`] (`Some(None)`:
+    /// no such user); `None` when they must be fetched.
+    pub fn known(&self, aor: &Aor, now: Instant) -> Option<Option<UserRecord>> {
+        if let Some(record) = self.local.get(aor) {
+            return Some(Some(record.clone()));
+        }
+        match self.cached.get(aor) {
+            Some((record, at)) if now.saturating_duration_since(*at) < CACHE_FOR => {
+                Some(record.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// Drops what has expired (housekeeping).
     pub fn purge(&mut self, now: Instant) {
         self.cached
@@ -213,14 +229,8 @@ impl Auth {
             return self.challenge(request, &realm, false, now);
         };
         let aor = Aor::new(&credentials.username, &realm);
-        let record = match self.local.get(&aor) {
-            Some(record) => Some(record.clone()),
-            None => match self.cached.get(&aor) {
-                Some((record, at)) if now.saturating_duration_since(*at) < CACHE_FOR => {
-                    record.clone()
-                }
-                _ => return Verdict::Fetch(aor),
-            },
+        let Some(record) = self.known(&aor, now) else {
+            return Verdict::Fetch(aor);
         };
         let method = request.method.to_string();
         match self

@@ -1,7 +1,7 @@
 //! How the operator CLI finds a node and talks to its HTTP window: by its
 //! data directory (the `control.json` the node writes there: the HTTP and
 //! SIP addresses and the control token) or by `--http ADDR`; one bounded
-//! HTTP/1.1 GET over a plain TCP stream.
+//! HTTP/1.1 request over a plain TCP stream.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -111,15 +111,35 @@ pub fn get(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    request(addr, "GET", path, token, None, timeout)
+}
+
+/// One HTTP/1.1 request, with a JSON `body` if given: the status code and
+/// the body of the answer.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let fail = |e: std::io::Error| format!("http://{addr}{path}: {e}");
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(fail)?;
     stream.set_read_timeout(Some(timeout)).map_err(fail)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(fail)?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     request.push_str("\r\n");
+    request.push_str(body.unwrap_or_default());
     stream.write_all(request.as_bytes()).map_err(fail)?;
     let mut raw = Vec::new();
     stream

@@ -6,4 +6,5 @@
 pub mod control;
 pub mod logging;
 pub mod show;
+pub mod signup;
 pub mod walk;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
-use super::Core;
+use super::{Core, Output};
 use crate::auth::users::UserRecord;
 use crate::auth::{credential_item, credential_key, credential_name, credential_of};
 use crate::outbox::owner;
@@ -80,6 +80,28 @@ impl Core {
         }
     }
 
+    /// The TURN server asks for the credentials of `aor`: known here, or
+    /// fetched from the ring (the answer comes in [`Self::on_credentials`]).
+    pub(super) fn turn_credentials(&mut self, id: u64, aor: Aor, now: Instant) {
+        if let Some(record) = self.auth.known(&aor, now) {
+            return self.outputs.push_back(Output::TurnCredentials {
+                id,
+                found: Ok(record),
+            });
+        }
+        match self.location.overlay() {
+            Some(overlay) => {
+                debug!(%aor, "fetching TURN credentials from the ring");
+                let op = overlay.fetch_items(owner::AUTH, credential_key(&aor), now);
+                self.turn_waiting.insert(op, (id, aor));
+            }
+            None => self.outputs.push_back(Output::TurnCredentials {
+                id,
+                found: Ok(None),
+            }),
+        }
+    }
+
     /// The ring answered a credentials fetch: check the request again.
     pub(super) fn on_credentials(
         &mut self,
@@ -87,6 +109,19 @@ impl Core {
         result: Result<Vec<Item>, RingError>,
         now: Instant,
     ) {
+        if let Some((id, aor)) = self.turn_waiting.remove(&op) {
+            let found = match result {
+                Ok(items) => {
+                    let record = credential_of(&aor, &items, now);
+                    self.auth.learn(aor, record.clone(), now);
+                    Ok(record)
+                }
+                Err(error) => Err(error.to_string()),
+            };
+            self.outputs
+                .push_back(Output::TurnCredentials { id, found });
+            return;
+        }
         let Some(parked) = self.parked.remove(&op) else {
             return;
         };

@@ -15,10 +15,15 @@
 //! read-modify-write of bindings ([`registration`]), check what comes in
 //! ([`checks`]), fetch and publish users' credentials ([`credentials`];
 //! the decisions are the [`Auth`] component's), answer STUN on the SIP
-//! ports ([`stun`]) and keep the node's periodic chores ([`upkeep`]).
+//! ports ([`stun`]), send INVITEs to a room on to its focus and answer
+//! them there ([`conference`]) and keep the node's periodic chores
+//! ([`upkeep`]).
 
+mod accounts;
 mod checks;
+mod conference;
 mod credentials;
+mod mailbox;
 mod offline;
 mod presence;
 mod registration;
@@ -55,8 +60,10 @@ use crate::sip::message::{HeaderAccess, Message, Response, bad_request_reply};
 use crate::sip::target::Destination;
 use crate::sip::transaction::{Event, Owner, Peer, ServerKey, Timers};
 
+pub use accounts::{AccountAnswer, AccountRequest};
 pub use checks::local_response;
 use credentials::Parked;
+pub use mailbox::Downloaded;
 use registration::{Registering, Waiting};
 use upkeep::Upkeep;
 
@@ -93,6 +100,10 @@ pub struct CoreConfig {
     pub voicemail: crate::voicemail::VoicemailConfig,
     /// The media relay for calls behind NAT (`[relay]`).
     pub relay: crate::relay::RelayConfig,
+    /// Sign-up and buddy lists through the HTTP window (`[signup]`).
+    pub signup: crate::auth::signup::SignupConfig,
+    /// Conferences (`[conference]`).
+    pub conference: crate::conference::ConferenceConfig,
 }
 
 impl CoreConfig {
@@ -114,6 +125,8 @@ impl CoreConfig {
             presence: Default::default(),
             voicemail: Default::default(),
             relay: Default::default(),
+            signup: Default::default(),
+            conference: Default::default(),
         }
     }
 }
@@ -170,6 +183,12 @@ pub enum Input {
     /// Look a key up for the operator: holders, hops, items (answered with
     /// [`Output::Surveyed`]).
     Lookup { id: u64, key: crate::ring::NodeId },
+    /// A user's sign-up or buddy list from the HTTP window (answered with
+    /// [`Output::Account`] and the same `id`).
+    Account {
+        id: u64,
+        request: accounts::AccountRequest,
+    },
     /// Leave the ring gracefully (items handed over), then stop.
     Leave,
     /// The RTP socket asked for with [`Output::OpenMedia`] is bound at
@@ -187,6 +206,25 @@ pub enum Input {
     /// A relayed call's media ended by itself (silence) or could not be
     /// set up (its ports taken): its ports are free again.
     RelayEnded { session: crate::relay::SessionId },
+    /// The TURN server asks for a user's credentials (answered with
+    /// [`Output::TurnCredentials`] and the same `id`): from the users file,
+    /// the cache, or the ring, as digest authentication finds them.
+    TurnCredentials { id: u64, aor: Aor },
+    /// What a listening call's media says (a recording deleted, the end).
+    Playback {
+        call: crate::voicemail::MediaCall,
+        event: crate::media::playback::PlaybackEvent,
+    },
+    /// The HTTP window asks for `aor`'s recording `number` (1 the newest;
+    /// `None`: the listing) with this `Authorization` header for the path
+    /// `uri` (answered with [`Output::Downloaded`] and the same `id`).
+    Download {
+        id: u64,
+        aor: String,
+        number: Option<usize>,
+        authorization: Option<String>,
+        uri: String,
+    },
     /// Time passed (the deadline of the last [`Output::Timeout`], or later).
     Timeout,
 }
@@ -223,6 +261,11 @@ pub enum Output {
         id: u64,
         report: crate::overlay::walk::Report,
     },
+    /// The answer to [`Input::Account`] `id`.
+    Account {
+        id: u64,
+        answer: accounts::AccountAnswer,
+    },
     /// Changes to the items this node holds, to write down before any
     /// output after it (the 2xx that accepted them); given before every
     /// transmit of the same wake-up, so one commit covers them all.
@@ -243,6 +286,36 @@ pub enum Output {
     EndMedia { call: crate::voicemail::MediaCall },
     /// Open, update or close a relayed call's media (`crate::relay`).
     Relay(crate::relay::RelayCommand),
+    /// The answer to [`Input::TurnCredentials`]: the user's record, none
+    /// (no such user), or why the ring could not say.
+    TurnCredentials {
+        id: u64,
+        found: Result<Option<UserRecord>, String>,
+    },
+    /// Play recordings back on this call's socket (its events come back
+    /// as [`Input::Playback`]).
+    StartPlayback {
+        call: crate::voicemail::MediaCall,
+        playback: Box<crate::media::playback::Playback>,
+    },
+    /// The answer to [`Input::Download`] `id`.
+    Downloaded { id: u64, answer: Downloaded },
+    /// A participant joins `room`'s mixer with the socket bound for `call`
+    /// ([`Output::OpenMedia`]); her stream is `ssrc`; with `pin`, she keys
+    /// it in before she is heard.
+    JoinConference {
+        room: String,
+        call: crate::voicemail::MediaCall,
+        offer: crate::media::sdp::Offer,
+        ssrc: u32,
+        pin: Option<String>,
+    },
+    /// A participant left `room` (BYE); `last`: the room ends.
+    LeaveConference {
+        room: String,
+        call: crate::voicemail::MediaCall,
+        last: bool,
+    },
     /// Nothing more now: call [`Core::handle_input`] with
     /// [`Input::Timeout`] at this instant, or earlier with other input.
     Timeout(Instant),
@@ -265,6 +338,8 @@ pub struct Core {
     auth: Auth,
     /// Requests waiting for their user's credentials from the ring.
     parked: HashMap<OpId, Parked>,
+    /// The TURN server's credential look-ups waiting for the ring.
+    turn_waiting: HashMap<OpId, (u64, Aor)>,
     /// Versions of the credentials this node publishes.
     credentials_version: u64,
     /// Location operations in progress, and what the core does with each answer.
@@ -285,6 +360,10 @@ pub struct Core {
     presence: crate::presence::Presence,
     /// Voicemail: calls to offline users answered and recorded.
     voicemail: crate::voicemail::Voicemail,
+    /// Sign-up and buddy lists (`accounts.rs`).
+    accounts: accounts::Accounts,
+    /// Conferences: the rooms this node is the focus of.
+    conference: crate::conference::Conferences,
     /// Outputs other than transmits, in order.
     outputs: VecDeque<Output>,
     pub metrics: Metrics,
@@ -319,6 +398,8 @@ impl Core {
                 metrics.clone(),
             ),
             voicemail: crate::voicemail::Voicemail::new(config.voicemail.clone()),
+            accounts: accounts::Accounts::new(config.signup.clone()),
+            conference: crate::conference::Conferences::new(config.conference.clone()),
             out,
             proxy: Proxy::new(config.local)
                 .with_tls(config.sips)
@@ -327,6 +408,7 @@ impl Core {
             gateway,
             auth,
             parked: HashMap::new(),
+            turn_waiting: HashMap::new(),
             credentials_version: 0,
             waiting: HashMap::new(),
             gateway_ops: HashSet::new(),
@@ -385,6 +467,7 @@ impl Core {
                 self.out.transactions.peer_failed(peer, now);
             }
             Input::Users(users) => self.set_users(users, now),
+            Input::TurnCredentials { id, aor } => self.turn_credentials(id, aor, now),
             Input::Walk { id } => match self.location.overlay() {
                 Some(overlay) => {
                     overlay.start_walk(id, &mut self.out, now);
@@ -405,10 +488,30 @@ impl Core {
                     )),
                 }),
             },
+            Input::Account { id, request } => self.on_account(id, request, now),
             Input::Leave => self.leave(now),
+            Input::MediaOpened { call, local } if self.is_conference_media(call) => {
+                self.on_conference_opened(call, local, now)
+            }
             Input::MediaOpened { call, local } => self.on_media_opened(call, local, now),
             Input::Recorded { call, samples } => self.on_recorded(call, &samples, now),
             Input::RelayEnded { session } => self.proxy.relay.ended(session),
+            Input::Playback { call, event } => self.on_playback(call, event, now),
+            Input::Download {
+                id,
+                aor,
+                number,
+                authorization,
+                uri,
+            } => {
+                let download = crate::voicemail::mailbox::Download {
+                    id,
+                    number,
+                    authorization,
+                    uri,
+                };
+                self.download(id, &aor, download, now)
+            }
             Input::Timeout => self.handle_timeout(now),
         }
         self.process(now);
@@ -641,6 +744,7 @@ impl Core {
                     owner::MESSAGES => self.on_messages_fetched(fetched.op, fetched.result, now),
                     owner::PRESENCE => self.on_presence_fetched(fetched.op, fetched.result, now),
                     owner::VOICEMAIL => self.on_voicemail_fetched(fetched.op, fetched.result, now),
+                    owner::ACCOUNTS => self.on_account_fetched(fetched.op, fetched.result, now),
                     other => debug!(?other, "a fetch for no component"),
                 }
             }
@@ -651,7 +755,20 @@ impl Core {
                 match who {
                     owner::PRESENCE => self.on_presence_stored(op, stored, now),
                     owner::VOICEMAIL => self.on_voicemail_stored(op, stored, now),
+                    owner::ACCOUNTS => self.on_account_stored(op, stored),
                     _ => self.on_messages_stored(op, stored, now),
+                }
+            }
+            while let Some((op, result)) = self.location.overlay().and_then(|o| o.poll_claimed()) {
+                busy = true;
+                self.on_claimed(op, result, now);
+            }
+            while let Some((who, op, result)) = self.location.overlay().and_then(|o| o.poll_found())
+            {
+                busy = true;
+                match who {
+                    owner::CONFERENCE => self.on_focus_found(op, result, now),
+                    other => debug!(?other, "a look-up for no component"),
                 }
             }
             busy |= self.start_presence_ops(now);
@@ -681,9 +798,13 @@ impl Core {
                 if self.in_voicemail_call(&request) {
                     return self.voicemail_request(key, request, now);
                 }
+                if self.in_conference_call(&request) {
+                    return self.conference_request(key, request, now);
+                }
                 self.on_request(key, request, from, now)
             }
-            Event::Ack { request, .. } if self.in_voicemail_call(&request) => {}
+            Event::Ack { request, .. }
+                if self.in_voicemail_call(&request) || self.in_conference_call(&request) => {}
             Event::Ack { mut request, .. } => {
                 self.strip_own_routes(&mut request);
                 if checks::decrement_max_forwards(&mut request) {
@@ -758,7 +879,7 @@ impl Core {
             (owner::PRESENCE, response) => {
                 self.on_notify_answer(key, response.map(|r| r.status), now)
             }
-            (owner::VOICEMAIL, _) => {}
+            (owner::VOICEMAIL | owner::CONFERENCE, _) => {}
             (other, _) => debug!(?other, ?key, "an event for no component"),
         }
     }

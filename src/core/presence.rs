@@ -90,7 +90,7 @@ impl Core {
     }
 
     /// The AOR in a request's From, when its host is one of our domains.
-    fn sender_aor(&self, request: &Request) -> Option<Aor> {
+    pub(super) fn sender_aor(&self, request: &Request) -> Option<Aor> {
         let uri = request.from_header()?.uri.uri;
         let domain = self.local_domain(&uri.host_port)?;
         Some(Aor::new(&user_of(&uri)?, &domain))

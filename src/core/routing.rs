@@ -157,6 +157,12 @@ impl Core {
                 .and_then(|uri| self.local_domain(&uri.host_port));
             return self.route_register(key, request, from, uri_domain, user, now);
         }
+        if self.is_listening_call(&request) {
+            return self.listen_call(key, request, from, user, now);
+        }
+        if let Some(room) = self.conference_room(&request) {
+            return self.conference_call(key, request, from, room, now);
+        }
         if self.serves_presence(&request)
             && let Routed::Local {
                 aor,

@@ -85,6 +85,7 @@ impl Core {
         if now >= self.upkeep.next_housekeeping {
             self.location.store().purge(now);
             self.auth.purge(now);
+            self.accounts.purge(now);
             self.upkeep.next_housekeeping = now + HOUSEKEEPING_EVERY;
         }
         if now >= self.upkeep.next_publish {

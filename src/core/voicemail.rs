@@ -66,6 +66,9 @@ impl Core {
         result: Result<Vec<Item>, RingError>,
         now: Instant,
     ) {
+        if self.is_mailbox_fetch(op) {
+            return self.on_mailbox_fetched(op, result, now);
+        }
         if let Err(error) = &result {
             debug!(%error, "could not read the callee's items");
         }
@@ -100,6 +103,9 @@ impl Core {
         local: Option<SocketAddr>,
         now: Instant,
     ) {
+        if self.voicemail.is_listen_opening(call) {
+            return self.on_listen_opened(call, local, now);
+        }
         let Some((key, request, offer)) = self.voicemail.opened(call) else {
             return;
         };
@@ -114,9 +120,28 @@ impl Core {
                 now,
             );
         };
+        let (response, ssrc) = self.media_answer(&request, &offer, local, call);
+        let recording = self.voicemail.recording(offer, ssrc, now);
+        info!(call = call.0, %local, remote = %recording.remote(), "voicemail call answered");
+        self.out.respond(key, response, now);
+        self.outputs.push_back(Output::StartMedia {
+            call,
+            recording: Box::new(recording),
+        });
+    }
+
+    /// The 200 answering a call the node takes itself, with the SDP
+    /// answer for the RTP socket at `local`, and the SSRC of its stream.
+    pub(super) fn media_answer(
+        &mut self,
+        request: &Request,
+        offer: &crate::media::sdp::Offer,
+        local: SocketAddr,
+        call: MediaCall,
+    ) -> (crate::sip::message::Response, u32) {
         let session = self.out.seed() ^ call.0;
-        let answer = sdp::answer(&offer, local, session >> 1);
-        let mut response = local_response(&request, 200);
+        let answer = sdp::answer(offer, local, session >> 1);
+        let mut response = local_response(request, 200);
         response.headers.insert(
             Name::CONTACT,
             format!("<sip:voicemail@{}>", self.config.local),
@@ -125,14 +150,21 @@ impl Core {
             .headers
             .insert(Name::CONTENT_TYPE, "application/sdp");
         response.body = Bytes::from(answer);
-        let ssrc = (session >> 32) as u32;
-        let recording = self.voicemail.recording(offer, ssrc, now);
-        info!(call = call.0, %local, remote = %recording.remote(), "voicemail call answered");
-        self.out.respond(key, response, now);
-        self.outputs.push_back(Output::StartMedia {
-            call,
-            recording: Box::new(recording),
-        });
+        (response, (session >> 32) as u32)
+    }
+
+    /// Sends the BYE of `call`'s dialog, when it is still up.
+    pub(super) fn hang_up_caller(&mut self, call: MediaCall, now: Instant) {
+        let Some(invite) = self.voicemail.take_dialog(call) else {
+            return;
+        };
+        let branch = self.out.new_branch();
+        match crate::voicemail::hangup::bye(&invite, self.config.local, branch) {
+            Some((bye, peer)) => {
+                self.out.request(owner::VOICEMAIL, bye, peer, now);
+            }
+            None => debug!("no way back to the caller: no BYE sent"),
+        }
     }
 
     /// Whether a request belongs to a call this node answered.
@@ -159,6 +191,8 @@ impl Core {
             .unwrap_or_default();
         if let Some(call) = self.voicemail.hang_up(&call_id) {
             self.outputs.push_back(Output::EndMedia { call });
+        } else if let Some(call) = self.voicemail.stop_listening(&call_id) {
+            self.outputs.push_back(Output::EndMedia { call });
         }
         self.out.respond(key, local_response(&request, 200), now);
     }
@@ -170,10 +204,8 @@ impl Core {
         let date = crate::messages::date::http_date(wall_ms / 1000);
         let (stored, still_up) = self.voicemail.recorded(call, samples, wall_ms, date, now);
         if let Some(call_id) = still_up {
-            // Sending the BYE at the limit is left for the next slice: the
-            // caller hangs up, and the node answers a BYE it no longer
-            // knows with 481.
-            info!(%call_id, "voicemail recording reached its limit");
+            info!(%call_id, "voicemail recording ended with the call up: hanging up");
+            self.hang_up_caller(call, now);
         }
         let Some(crate::voicemail::ToStore {
             serial,
@@ -196,12 +228,20 @@ impl Core {
         }
     }
 
-    /// A store of this component done: after the last part, the index.
+    /// A store of this component done: after the last part, the index;
+    /// once the index is stored, her message-summary watchers are told.
     pub(super) fn on_voicemail_stored(&mut self, op: OpId, stored: bool, now: Instant) {
-        if let Some(index) = self.voicemail.stored(op, stored)
+        if let Some(aor) = self.voicemail.index_stored(op) {
+            if stored {
+                self.presence.changed(&aor, now);
+            }
+            return;
+        }
+        if let Some((index, aor)) = self.voicemail.stored(op, stored)
             && let Some(overlay) = self.location.overlay()
         {
-            overlay.store_item(index, now);
+            let op = overlay.store_item_for(owner::VOICEMAIL, index, now);
+            self.voicemail.storing_index(op, aor);
         }
     }
 }

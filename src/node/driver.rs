@@ -50,6 +50,8 @@ pub struct NodeOptions {
     /// Bootstrap addresses; empty means: the saved peers, else a ring of one.
     pub join: Vec<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// The HTTP window over TLS too, with the transport's certificate.
+    pub https: Option<SocketAddr>,
     pub data: Option<PathBuf>,
     /// Serve the domains' DNS here and advertise this node as their gateway.
     pub dns: Option<SocketAddr>,
@@ -68,6 +70,8 @@ pub struct NodeOptions {
     /// The address others reach the node at, when not the bound one
     /// (`--advertise`, behind a port mapping).
     pub advertise: Option<SocketAddr>,
+    /// A TURN server (`--turn`, `[turn]`); its secret is drawn here.
+    pub turn: Option<crate::turn::TurnConfig>,
 }
 
 /// A node bound to its sockets, ready to run.
@@ -92,10 +96,24 @@ pub struct Node {
     reload: Option<mpsc::Receiver<()>>,
     /// The RTP sockets of the calls the node answers (voicemail).
     media: super::media::MediaSockets,
+    /// The conference rooms this node mixes.
+    conference: super::conference::ConferenceRooms,
     media_done: mpsc::Receiver<(crate::voicemail::MediaCall, Vec<i16>)>,
     /// The sockets of relayed calls' media, and the sessions that ended by themselves.
     relay: super::relay::RelaySockets,
     relay_ended: mpsc::Receiver<crate::relay::SessionId>,
+    /// The TURN server and its credential look-ups, with `--turn`.
+    turn: Option<(
+        super::turn::TurnService,
+        mpsc::Receiver<super::turn::CredentialQuery>,
+    )>,
+    /// Credential look-ups of the TURN server waiting for the core, by id.
+    turn_waiting: std::collections::HashMap<u64, super::turn::Reply>,
+    /// What listening calls' media says.
+    media_events: mpsc::Receiver<(
+        crate::voicemail::MediaCall,
+        crate::media::playback::PlaybackEvent,
+    )>,
     /// The operator's walks and look-ups under way, by survey id.
     surveys: std::collections::HashMap<u64, Survey>,
     next_survey: u64,
@@ -108,6 +126,10 @@ enum Survey {
         String,
         tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
     ),
+    /// A sign-up or a buddy list (`core/accounts.rs`).
+    Account(tokio::sync::oneshot::Sender<crate::core::AccountAnswer>),
+    /// A voicemail download (or listing) over HTTP.
+    Download(tokio::sync::oneshot::Sender<crate::core::Downloaded>),
 }
 
 impl Node {
@@ -221,6 +243,17 @@ impl Node {
         };
         let (query_tx, queries) = mpsc::channel(64);
         let token = options.data.as_ref().map(|_| http::new_token());
+        let tls_acceptor = options
+            .transport
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.acceptor.clone());
+        if let (Some(addr), Some(acceptor)) = (options.https, tls_acceptor) {
+            let bound = http::serve_tls(addr, acceptor, query_tx.clone(), token.clone())
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("HTTPS on {addr}: {e}")))?;
+            info!(addr = %bound, "HTTP window over TLS on https://{bound}/ (sign-up, buddy lists)");
+        }
         let http = match options.http {
             Some(addr) => Some(
                 http::serve(addr, query_tx, token.clone())
@@ -235,14 +268,32 @@ impl Node {
                 http::write_control(dir, addr, local, token)?;
             }
         }
+        let turn = match options.turn.take() {
+            Some(mut config) => {
+                config.secret = rand::random();
+                let (tx, rx) = mpsc::channel(256);
+                let listen = config.listen;
+                let service = super::turn::start(config, tx)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("TURN on {listen}: {e}")))?;
+                Some((service, rx))
+            }
+            None => None,
+        };
         let (media_tx, media_done) = mpsc::channel(64);
         let (relay_tx, relay_ended) = mpsc::channel(64);
+        let mut media = super::media::MediaSockets::new(bound.ip(), media_tx);
+        let media_events = media.take_events().unwrap_or_else(|| mpsc::channel(1).1);
         Ok(Node {
+            turn,
+            turn_waiting: std::collections::HashMap::new(),
             core,
-            media: super::media::MediaSockets::new(bound.ip(), media_tx),
+            media,
+            conference: Default::default(),
             media_done,
             relay: super::relay::RelaySockets::new(relay_tx),
             relay_ended,
+            media_events,
             transports,
             inbound,
             queries,
@@ -274,6 +325,11 @@ impl Node {
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http
+    }
+
+    /// The TURN server's address, with `--turn`.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().map(|(service, _)| service.addr)
     }
 
     pub fn dns_addr(&self) -> Option<SocketAddr> {
@@ -354,7 +410,19 @@ impl Node {
                     self.relay.finished(session);
                     Wake::Input(Input::RelayEnded { session })
                 }
+                Some((call, event)) = self.media_events.recv() => {
+                    if event == crate::media::playback::PlaybackEvent::Finished {
+                        self.media.finished(call);
+                    }
+                    Wake::Input(Input::Playback { call, event })
+                }
                 Some(query) = self.queries.recv() => self.answer(query),
+                Some(query) = recv_turn(self.turn.as_mut()) => {
+                    let id = self.next_survey;
+                    self.next_survey += 1;
+                    self.turn_waiting.insert(id, query.reply);
+                    Wake::Input(Input::TurnCredentials { id, aor: query.aor })
+                }
                 heard = recv_discovery(self.discovery.as_ref(), &mut mbuf) => match heard {
                     Some(bytes) => Wake::Input(Input::Announcement { bytes }),
                     None => Wake::Nothing,
@@ -440,6 +508,7 @@ impl Node {
                 }
                 Output::SavePeers(peers) => self.save_peers(&peers),
                 Output::Surveyed { id, report } => self.surveyed(id, report),
+                Output::Account { id, answer } => self.accounted(id, answer),
                 Output::Persist(changes) => self.persist(&changes),
                 Output::OpenMedia { call, ports } => {
                     let local = self.media.open(call, ports);
@@ -453,6 +522,35 @@ impl Node {
                         self.core
                             .handle_input(Input::RelayEnded { session }, Instant::now());
                     }
+                }
+                Output::TurnCredentials { id, found } => {
+                    if let Some(reply) = self.turn_waiting.remove(&id) {
+                        let _ = reply.send(found);
+                    }
+                }
+                Output::StartPlayback { call, playback } => {
+                    self.media.start_playback(call, *playback)
+                }
+                Output::Downloaded { id, answer } => {
+                    if let Some(Survey::Download(reply)) = self.surveys.remove(&id) {
+                        let _ = reply.send(answer);
+                    }
+                }
+                Output::JoinConference {
+                    room,
+                    call,
+                    offer,
+                    ssrc,
+                    pin,
+                } => match self.media.take(call) {
+                    Some(socket) => self.conference.join(room, call, socket, offer, ssrc, pin),
+                    None => warn!(
+                        call = call.0,
+                        "no socket bound for a conference participant"
+                    ),
+                },
+                Output::LeaveConference { room, call, last } => {
+                    self.conference.leave(&room, call, last)
                 }
             }
         }
@@ -596,6 +694,19 @@ fn bind_discovery(local: SocketAddr, port: u16) -> io::Result<(tokio::net::UdpSo
     socket.set_nonblocking(true)?;
     info!(%group, %interface, "LAN discovery on");
     Ok((tokio::net::UdpSocket::from_std(socket.into())?, group))
+}
+
+/// The TURN server's next credential look-up (never, without one).
+async fn recv_turn(
+    turn: Option<&mut (
+        super::turn::TurnService,
+        mpsc::Receiver<super::turn::CredentialQuery>,
+    )>,
+) -> Option<super::turn::CredentialQuery> {
+    match turn {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next reload request (never, without a channel).

@@ -1,7 +1,11 @@
 //! The node's HTTP window: `/` (the status page), `/status` (JSON view of
 //! the node and its place in the ring), `/metrics` (Prometheus text), and
 //! the operator's control channel under `/control/` (registrations, items),
-//! which needs the token the node keeps in its data directory. Handlers ask
+//! which needs the token the node keeps in its data directory; users'
+//! `/signup` and `/buddies` (`accounts.rs`); the same over TLS with
+//! `https` (`https.rs`); users' voicemail under
+//! `/voicemail/USER@DOMAIN[/N.wav]`, which needs her digest credentials
+//! (RFC 7616, checked by the core). Handlers ask
 //! the driver, which owns the state, through a channel; they never touch it.
 
 use std::io;
@@ -35,13 +39,30 @@ pub enum Query {
     /// Look an AOR up through the ring, as a member (control channel):
     /// the answer, or why there is none.
     Lookup(String, oneshot::Sender<Result<serde_json::Value, String>>),
+    /// A user's sign-up or buddy list (`/signup`, `/buddies`).
+    Account(
+        crate::core::AccountRequest,
+        oneshot::Sender<crate::core::AccountAnswer>,
+    ),
+    /// A user's voicemail: recording `number` (1 the newest) as WAV, or
+    /// the listing; checked against her digest credentials by the core.
+    Voicemail {
+        aor: String,
+        number: Option<usize>,
+        authorization: Option<String>,
+        uri: String,
+        reply: oneshot::Sender<crate::core::Downloaded>,
+    },
 }
 
 #[derive(Clone)]
-struct Shared {
+pub(super) struct Shared {
     queries: mpsc::Sender<Query>,
     /// The control channel's token; `None`: no control channel (no data directory).
     token: Option<String>,
+    /// Nobody can read what travels to this listener: it is on loopback
+    /// (or speaks HTTPS). Only then are passwords taken (`accounts.rs`).
+    pub(super) private: bool,
 }
 
 /// A new control token: 32 random bytes in hex.
@@ -78,7 +99,46 @@ pub async fn serve(
 ) -> io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = Router::new()
+    let app = router(Shared {
+        queries,
+        token,
+        private: local.ip().is_loopback(),
+    });
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let _ = axum::serve(listener, service).await;
+    });
+    Ok(local)
+}
+
+/// The same window over TLS (`https`): binds `addr`, serves until the
+/// runtime stops; returns the bound address. Passwords are taken here
+/// whatever the address.
+pub async fn serve_tls(
+    addr: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    queries: mpsc::Sender<Query>,
+    token: Option<String>,
+) -> io::Result<SocketAddr> {
+    use axum::serve::ListenerExt;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(Shared {
+        queries,
+        token,
+        private: true,
+    });
+    // `tap_io` makes the peer's address available as ConnectInfo.
+    let listener = super::https::TlsListener::new(listener, acceptor)?.tap_io(|_| {});
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let _ = axum::serve(listener, service).await;
+    });
+    Ok(local)
+}
+
+fn router(shared: Shared) -> Router {
+    Router::new()
         .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
@@ -86,11 +146,17 @@ pub async fn serve(
         .route("/control/items", get(items))
         .route("/control/ring", get(ring))
         .route("/control/lookup/{aor}", get(lookup))
-        .with_state(Shared { queries, token });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(local)
+        .route("/signup", axum::routing::post(super::accounts::signup))
+        .route(
+            "/buddies",
+            get(super::accounts::get_buddies).put(super::accounts::put_buddies),
+        )
+        .route("/voicemail/{aor}", get(voicemail_listing))
+        .route("/voicemail/{aor}/{file}", get(voicemail_file))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            super::accounts::MAX_BODY,
+        ))
+        .with_state(shared)
 }
 
 async fn page() -> impl IntoResponse {
@@ -101,13 +167,16 @@ async fn page() -> impl IntoResponse {
 }
 
 /// Asks the driver and waits for its answer.
-async fn ask<T>(shared: &Shared, query: impl FnOnce(oneshot::Sender<T>) -> Query) -> Option<T> {
+pub(super) async fn ask<T>(
+    shared: &Shared,
+    query: impl FnOnce(oneshot::Sender<T>) -> Query,
+) -> Option<T> {
     let (tx, rx) = oneshot::channel();
     shared.queries.send(query(tx)).await.ok()?;
     rx.await.ok()
 }
 
-fn stopping() -> Response {
+pub(super) fn stopping() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "node stopping").into_response()
 }
 
@@ -221,6 +290,81 @@ async fn lookup(
         Some(Ok(value)) => axum::Json(value).into_response(),
         Some(Err(why)) => (StatusCode::BAD_GATEWAY, why).into_response(),
         None => stopping(),
+    }
+}
+
+/// `/voicemail/USER@DOMAIN`: her recordings, newest first, as JSON.
+async fn voicemail_listing(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::Path(aor): axum::extract::Path<String>,
+) -> Response {
+    voicemail(&shared, &headers, &uri, aor, None).await
+}
+
+/// `/voicemail/USER@DOMAIN/N.wav`: recording N (1 the newest) as WAV.
+async fn voicemail_file(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::Path((aor, file)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let number = file
+        .strip_suffix(".wav")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| (1..=1000).contains(n));
+    let Some(number) = number else {
+        return (StatusCode::NOT_FOUND, "/voicemail/USER@DOMAIN/N.wav wanted").into_response();
+    };
+    voicemail(&shared, &headers, &uri, aor, Some(number)).await
+}
+
+async fn voicemail(
+    shared: &Shared,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    aor: String,
+    number: Option<usize>,
+) -> Response {
+    use crate::core::Downloaded;
+    if !is_aor(&aor) {
+        return (StatusCode::NOT_FOUND, "/voicemail/USER@DOMAIN wanted").into_response();
+    }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 4096)
+        .map(str::to_string);
+    let query = |reply| Query::Voicemail {
+        aor: aor.to_ascii_lowercase(),
+        number,
+        authorization,
+        uri: uri.path().to_string(),
+        reply,
+    };
+    match ask(shared, query).await {
+        Some(Downloaded::Wav(wav)) => ([(header::CONTENT_TYPE, "audio/wav")], wav).into_response(),
+        Some(Downloaded::Listing(json)) => {
+            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+        }
+        Some(Downloaded::Challenge(values)) => {
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                "voicemail: her digest credentials wanted",
+            )
+                .into_response();
+            for value in values {
+                if let Ok(value) = header::HeaderValue::from_str(&value) {
+                    response
+                        .headers_mut()
+                        .append(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            response
+        }
+        Some(Downloaded::NotFound(why)) => (StatusCode::NOT_FOUND, why).into_response(),
+        Some(Downloaded::Unavailable) | None => stopping(),
     }
 }
 

@@ -3,7 +3,9 @@
 //! sans-I/O [`Recording`] on it in a task of its own (datagrams and time
 //! in, greeting packets out) until the core ends it or it ends itself;
 //! the caller's audio then goes back to the core as `Input::Recorded`.
-//! It makes no protocol decision.
+//! A listening call's [`Playback`] runs the same way, its events (a
+//! recording deleted, the end) going back as `Input::Playback`. It makes
+//! no protocol decision.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,6 +14,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use crate::media::playback::{Playback, PlaybackEvent};
 use crate::media::recording::Recording;
 use crate::voicemail::MediaCall;
 
@@ -25,18 +28,46 @@ pub struct MediaSockets {
     /// A running call's stop signal.
     running: HashMap<MediaCall, oneshot::Sender<()>>,
     done: mpsc::Sender<(MediaCall, Vec<i16>)>,
+    /// Listening calls' events, and their receiver until the driver takes it.
+    events: mpsc::Sender<(MediaCall, PlaybackEvent)>,
+    events_rx: Option<mpsc::Receiver<(MediaCall, PlaybackEvent)>>,
 }
 
 impl MediaSockets {
     /// Sockets on `ip`; ended calls' audio is sent on `done`.
     pub fn new(ip: IpAddr, done: mpsc::Sender<(MediaCall, Vec<i16>)>) -> MediaSockets {
+        let (events, events_rx) = mpsc::channel(64);
         MediaSockets {
             ip,
             next: 0,
             bound: HashMap::new(),
             running: HashMap::new(),
             done,
+            events,
+            events_rx: Some(events_rx),
         }
+    }
+
+    /// The listening calls' events (once: the driver keeps the receiver).
+    pub fn take_events(&mut self) -> Option<mpsc::Receiver<(MediaCall, PlaybackEvent)>> {
+        self.events_rx.take()
+    }
+
+    /// Runs `playback` on the socket bound for `call`.
+    pub fn start_playback(&mut self, call: MediaCall, playback: Playback) {
+        let Some(socket) = self.bound.remove(&call) else {
+            return;
+        };
+        let socket = match tokio::net::UdpSocket::from_std(socket) {
+            Ok(s) => s,
+            Err(error) => {
+                warn!(%error, "RTP socket not usable");
+                return;
+            }
+        };
+        let (stop, stopped) = oneshot::channel();
+        self.running.insert(call, stop);
+        tokio::spawn(play(call, socket, playback, stopped, self.events.clone()));
     }
 
     /// Binds a socket from `low..=high` for `call`: the first free port
@@ -57,8 +88,13 @@ impl MediaSockets {
             self.bound.insert(call, socket);
             return Some(local);
         }
-        warn!(low, high, "no RTP port free in the voicemail range");
+        warn!(low, high, "no RTP port free in the range");
         None
+    }
+
+    /// The socket bound for `call`, for media run elsewhere (a conference).
+    pub fn take(&mut self, call: MediaCall) -> Option<std::net::UdpSocket> {
+        self.bound.remove(&call)
     }
 
     /// Runs `recording` on the socket bound for `call`.
@@ -124,4 +160,42 @@ async fn run(
         }
     }
     let _ = done.send((call, recording.into_samples())).await;
+}
+
+/// One listening call's media: pump the playback until it ends, handing
+/// its events to the core.
+async fn play(
+    call: MediaCall,
+    socket: tokio::net::UdpSocket,
+    mut playback: Playback,
+    mut stopped: oneshot::Receiver<()>,
+    events: mpsc::Sender<(MediaCall, PlaybackEvent)>,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let now = Instant::now();
+        playback.handle_timeout(now);
+        while let Some(packet) = playback.poll_transmit(now) {
+            if let Err(error) = socket.send_to(&packet, playback.remote()).await {
+                debug!(%error, "RTP send failed");
+            }
+        }
+        let ended = playback.is_ended();
+        while let Some(event) = playback.poll_event() {
+            let _ = events.send((call, event)).await;
+        }
+        if ended {
+            break;
+        }
+        let wake = tokio::time::Instant::from_std(playback.poll_timeout());
+        tokio::select! {
+            read = socket.recv_from(&mut buf) => {
+                if let Ok((n, from)) = read {
+                    playback.handle_datagram(&buf[..n], from, Instant::now());
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = &mut stopped => playback.end(),
+        }
+    }
 }

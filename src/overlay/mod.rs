@@ -20,7 +20,7 @@ mod survey;
 pub mod walk;
 pub mod wire;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -86,6 +86,12 @@ pub struct Overlay {
     /// Stores started for other parts of the node, and their outcomes.
     raw_stores: HashMap<OpId, Owner>,
     stored: VecDeque<(Owner, OpId, bool)>,
+    /// Claims (conditional stores) under way, and their outcomes.
+    claims: HashSet<OpId>,
+    claimed: VecDeque<(OpId, Result<(), RingError>)>,
+    /// Look-ups of a key's successor started for other parts of the node.
+    raw_lookups: HashMap<OpId, Owner>,
+    found: VecDeque<(Owner, OpId, Result<crate::ring::Peer, RingError>)>,
     /// The shared secret and its replay window, when admission is on.
     admission: Option<Admission>,
     /// Certificate mode: which connections speak for which members.
@@ -143,6 +149,10 @@ impl Overlay {
             fetched: VecDeque::new(),
             raw_stores: HashMap::new(),
             stored: VecDeque::new(),
+            claims: HashSet::new(),
+            claimed: VecDeque::new(),
+            raw_lookups: HashMap::new(),
+            found: VecDeque::new(),
             admission: None,
             members: None,
             rates,
@@ -333,6 +343,20 @@ impl Overlay {
         self.stored.pop_front()
     }
 
+    /// Claims (key, name) for `item`: stored only if nobody holds it yet
+    /// (`ring/claim.rs`); the outcome comes from
+    /// [`poll_claimed`](Self::poll_claimed).
+    pub fn claim_item(&mut self, item: Item, now: Instant) -> OpId {
+        let op = self.ring.claim(item, now);
+        self.claims.insert(op);
+        op
+    }
+
+    /// A claim done: stored, or why not (`Refusal::Taken`: somebody was first).
+    pub fn poll_claimed(&mut self) -> Option<(OpId, Result<(), RingError>)> {
+        self.claimed.pop_front()
+    }
+
     /// Removes an item from the ring (fire and forget).
     pub fn remove_item(&mut self, key: NodeId, name: String, now: Instant) {
         self.ring.remove(key, name, now);
@@ -362,6 +386,19 @@ impl Overlay {
     /// A fetch another part of the node started, answered: who asked, and what came.
     pub fn poll_fetched(&mut self) -> Option<Fetched> {
         self.fetched.pop_front()
+    }
+
+    /// Starts looking up the node responsible for `key` (its successor);
+    /// the answer comes from [`poll_found`](Self::poll_found).
+    pub fn lookup_for(&mut self, owner: Owner, key: NodeId, now: Instant) -> OpId {
+        let op = self.ring.lookup(key, now);
+        self.raw_lookups.insert(op, owner);
+        op
+    }
+
+    /// A look-up another part of the node started, answered.
+    pub fn poll_found(&mut self) -> Option<(Owner, OpId, Result<crate::ring::Peer, RingError>)> {
+        self.found.pop_front()
     }
 
     /// Makes this node a gateway of `domains`: it advertises `me` in the ring
@@ -686,8 +723,21 @@ impl Overlay {
         {
             return;
         }
+        if let RingEvent::LookupDone { op, result } = &event
+            && let Some(owner) = self.raw_lookups.remove(op)
+        {
+            let found = result.clone().map(|(peer, _)| peer);
+            self.found.push_back((owner, *op, found));
+            return;
+        }
         if let Some(gateways) = &mut self.gateways {
             gateways.on_ring_event(&event);
+        }
+        if let RingEvent::StoreDone { op, result } = &event
+            && self.claims.remove(op)
+        {
+            self.claimed.push_back((*op, result.clone()));
+            return;
         }
         if let RingEvent::StoreDone { op, result } = &event
             && let Some(owner) = self.raw_stores.remove(op)

@@ -15,8 +15,13 @@
 //!   "seen" mark (she has registered): any member.
 //! - An offline message: written once under a name of its own; removed by
 //!   any member (the node that delivered it, after her 2xx).
+//! - A voicemail recording (its index and audio parts): written once under
+//!   names of its own; removed by any member (the node where she listened
+//!   and pressed 7 to delete it).
 //! - A presence publication (RFC 3903): replaced or removed by any member
 //!   (the node a refreshing PUBLISH reaches checks its entity-tag).
+//! - A buddy list: replaced by any member (the node she sets it through
+//!   checked her password against her credentials first).
 //! - Anything else (gateway advertisements, unknown kinds): the writer only.
 
 use std::time::Instant;
@@ -25,9 +30,11 @@ use crate::auth::digest::{self, Credentials};
 use crate::auth::users::UserRecord;
 use crate::auth::{CREDENTIAL_KIND, credential_name};
 use crate::messages::record::{MESSAGE_KIND, SEEN_KIND};
+use crate::presence::buddies::BUDDIES_KIND;
 use crate::presence::state::PUBLICATION_KIND;
 use crate::registrar::binding::Aor;
 use crate::ring::{Item, KeyItems, RecordPolicy};
+use crate::voicemail::{AUDIO_KIND, VOICEMAIL_KIND};
 
 use super::directory::DIRECTORY_KIND;
 use super::store::KIND as BINDING_KIND;
@@ -49,12 +56,16 @@ impl RecordPolicy for OverlayRecords {
             DIRECTORY_KIND => existing.kind == DIRECTORY_KIND,
             SEEN_KIND => existing.kind == SEEN_KIND,
             PUBLICATION_KIND => existing.kind == PUBLICATION_KIND,
+            BUDDIES_KIND => existing.kind == BUDDIES_KIND,
             _ => false,
         }
     }
 
     fn may_remove(&self, existing: &Item) -> bool {
-        existing.kind == MESSAGE_KIND || existing.kind == PUBLICATION_KIND
+        matches!(
+            existing.kind.as_str(),
+            MESSAGE_KIND | PUBLICATION_KIND | VOICEMAIL_KIND | AUDIO_KIND
+        )
     }
 
     /// A node that authenticated the user again may also shorten her

@@ -243,6 +243,7 @@ impl Certified {
             RingRequest::Store { items, .. } | RingRequest::Transfer { items } => {
                 self.attach(headers, items.iter().map(|i| i.writer))
             }
+            RingRequest::Claim { item } => self.attach(headers, [item.writer]),
             RingRequest::Remove { by, replica, .. } => {
                 self.attach(headers, [if *replica { *by } else { me }])
             }

@@ -140,6 +140,12 @@ pub fn encode_request(request: &RingRequest, me: &Peer, to: SocketAddr, now: Ins
         RingRequest::Store { items, .. } | RingRequest::Transfer { items } => {
             set_items(&mut sip.headers, &mut sip.body, items, now)
         }
+        RingRequest::Claim { item } => set_items(
+            &mut sip.headers,
+            &mut sip.body,
+            std::slice::from_ref(item),
+            now,
+        ),
         RingRequest::Remove {
             name,
             replica,
@@ -193,6 +199,7 @@ fn op_of(request: &RingRequest) -> (&'static str, Vec<&'static str>) {
         RingRequest::Store { replica, .. } => {
             ("store", if *replica { vec!["replica"] } else { vec![] })
         }
+        RingRequest::Claim { .. } => ("claim", vec![]),
         RingRequest::Fetch { .. } => ("fetch", vec![]),
         RingRequest::Remove { replica, .. } => {
             ("remove", if *replica { vec!["replica"] } else { vec![] })
@@ -248,6 +255,15 @@ pub fn decode_request(request: &Request, now: Instant) -> Result<RingRequest, Wi
             items: items_of(&request.body, now)?,
             replica: flag("replica"),
         },
+        "claim" => {
+            let mut items = items_of(&request.body, now)?;
+            if items.len() != 1 {
+                return Err(WireError::BadBody("a claim carries one item".into()));
+            }
+            RingRequest::Claim {
+                item: items.remove(0),
+            }
+        }
         "fetch" => RingRequest::Fetch { key: key()? },
         "remove" => {
             let body: RemoveBody = serde_json::from_slice(&request.body)
@@ -400,7 +416,8 @@ fn status_of(refusal: &Refusal) -> u16 {
     match refusal {
         Refusal::NoRoute | Refusal::Timeout | Refusal::LookupFailed => 408,
         Refusal::Loop => 482,
-        Refusal::NotJoined | Refusal::Leaving | Refusal::Left => 503,
+        Refusal::NotJoined | Refusal::Leaving | Refusal::Left | Refusal::NotHolder => 503,
+        Refusal::Taken => 409,
         Refusal::NotWriter | Refusal::TooManyItems | Refusal::BadSignature => 403,
         Refusal::Other(_) => 500,
     }
@@ -712,6 +729,7 @@ mod tests {
             RingRequest::Transfer {
                 items: vec![item("x"), item("y")],
             },
+            RingRequest::Claim { item: item("c") },
         ] {
             let back = round_trip(request.clone());
             match (back, request) {
@@ -731,9 +749,34 @@ mod tests {
                 (RingRequest::Transfer { items: a }, RingRequest::Transfer { items: b }) => {
                     assert_eq!(strip_items(a), strip_items(b))
                 }
+                (RingRequest::Claim { item: a }, RingRequest::Claim { item: b }) => {
+                    assert_eq!(strip_items(vec![a]), strip_items(vec![b]))
+                }
                 other => panic!("changed kind: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_claim_carries_exactly_one_item_and_taken_is_409() {
+        let now = Instant::now();
+        let me = peer(5060);
+        let mut sip = encode_request(
+            &RingRequest::Transfer {
+                items: vec![item("x"), item("y")],
+            },
+            &me,
+            peer(5070).addr,
+            now,
+        );
+        sip.headers.remove(&Name::from(OVERLAY));
+        sip.headers.insert(Name::from(OVERLAY), "chord;op=claim");
+        assert!(matches!(
+            decode_request(&sip, now),
+            Err(WireError::BadBody(_))
+        ));
+        assert_eq!(status_of(&Refusal::Taken), 409);
+        assert_eq!(refusal_of(409, "already taken"), Refusal::Taken);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! primary for its key takes its subscriptions over ([`Presence::adopt`]).
 //! `notifier.rs`: when and what to NOTIFY; `publish.rs`: PUBLISH.
 
+pub mod buddies;
 mod notifier;
 pub mod pidf;
 mod publish;
@@ -113,7 +114,9 @@ impl Package {
     fn body(self, aor: &Aor, snapshot: &Snapshot) -> String {
         match self {
             Package::Presence => pidf::document(aor.as_str(), &snapshot.status),
-            Package::MessageSummary => state::message_summary(aor, snapshot.messages),
+            Package::MessageSummary => {
+                state::message_summary(aor, snapshot.messages, snapshot.voice)
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub status: Status,
     /// Offline messages stored for her.
     pub messages: usize,
+    /// Voicemail recordings stored for her.
+    pub voice: usize,
 }
 
 /// A status she published, with the entity-tag that names it.
@@ -110,14 +112,21 @@ pub fn snapshot(aor: &Aor, items: &[Item], now: Instant) -> Snapshot {
         .iter()
         .filter(|i| i.kind == MESSAGE_KIND && i.expires > now)
         .count();
-    Snapshot { status, messages }
+    let voice = crate::voicemail::count(items, now);
+    Snapshot {
+        status,
+        messages,
+        voice,
+    }
 }
 
-/// The `application/simple-message-summary` body (RFC 3842) for `aor`.
-pub fn message_summary(aor: &Aor, messages: usize) -> String {
-    let waiting = if messages > 0 { "yes" } else { "no" };
+/// The `application/simple-message-summary` body (RFC 3842) for `aor`:
+/// her stored instant messages as `Text-Message`, her voicemail
+/// recordings as `Voice-Message` (all counted new: none is marked heard).
+pub fn message_summary(aor: &Aor, messages: usize, voice: usize) -> String {
+    let waiting = if messages + voice > 0 { "yes" } else { "no" };
     format!(
-        "Messages-Waiting: {waiting}\r\nMessage-Account: sip:{aor}\r\nText-Message: {messages}/0\r\n"
+        "Messages-Waiting: {waiting}\r\nMessage-Account: sip:{aor}\r\nVoice-Message: {voice}/0\r\nText-Message: {messages}/0\r\n"
     )
 }
 
@@ -170,9 +179,13 @@ mod tests {
     #[test]
     fn the_summary_says_whether_messages_wait() {
         let aor = Aor::new("alice", "example.test");
-        let body = message_summary(&aor, 1);
+        let body = message_summary(&aor, 1, 0);
         assert!(body.starts_with("Messages-Waiting: yes\r\n"), "{body}");
         assert!(body.contains("Text-Message: 1/0"));
-        assert!(message_summary(&aor, 0).starts_with("Messages-Waiting: no"));
+        assert!(body.contains("Voice-Message: 0/0"));
+        let voice = message_summary(&aor, 0, 2);
+        assert!(voice.starts_with("Messages-Waiting: yes\r\n"), "{voice}");
+        assert!(voice.contains("Voice-Message: 2/0"));
+        assert!(message_summary(&aor, 0, 0).starts_with("Messages-Waiting: no"));
     }
 }

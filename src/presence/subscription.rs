@@ -236,7 +236,7 @@ pub(super) fn dialog_of(request: &Request) -> Option<(String, String, String)> {
 }
 
 /// The URI of a Contact value (`<uri>;params` or a bare URI), if it is a SIP URI.
-pub(super) fn contact_uri(value: &str) -> Option<String> {
+pub fn contact_uri(value: &str) -> Option<String> {
     let value = value.split(',').next()?.trim();
     let uri = match (value.find('<'), value.find('>')) {
         (Some(open), Some(close)) if open < close => &value[open + 1..close],

@@ -59,7 +59,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             mode: RelayMode::Nat,
-            ports: (21000, 24999),
+            ports: (22000, 25999),
             max_sessions: 1000,
             idle: Duration::from_secs(30),
         }

@@ -107,6 +107,17 @@ impl Ring {
                 };
                 self.respond(id, answer);
             }
+            RingRequest::Claim { item } => {
+                if self.state == State::Leaving {
+                    self.respond(id, RingResponse::Refused(Refusal::Leaving));
+                    return;
+                }
+                let answer = match self.claim_here(sender, item, now) {
+                    Ok(()) => RingResponse::Stored,
+                    Err(refusal) => RingResponse::Refused(refusal),
+                };
+                self.respond(id, answer);
+            }
             RingRequest::Fetch { key } => {
                 let items = self.local_items_at(key, now);
                 self.respond(id, RingResponse::Items { items });

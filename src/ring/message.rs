@@ -26,6 +26,12 @@ pub enum RingRequest {
     /// Store items. `replica == false`: the receiver is the key's successor and
     /// replicates them itself; `true`: just keep the copy.
     Store { items: Vec<Item>, replica: bool },
+    /// Store one item only if no live item of its (key, name) is held:
+    /// first come, first served, decided by the key's holder alone (the
+    /// receiver must be it), which then replicates it as a store. Answered
+    /// `Stored`, or refused [`Refusal::Taken`] (or [`Refusal::NotHolder`]
+    /// when the key is not the receiver's).
+    Claim { item: Item },
     /// All live items under a key.
     Fetch { key: NodeId },
     /// Remove the item (key, name); `replica == false` makes the receiver remove
@@ -116,13 +122,18 @@ pub enum Refusal {
     /// The item is not signed by its writer, or the remove not by its
     /// remover within the time window (certificate mode, `seal.rs`).
     BadSignature,
+    /// A claim found a live item under its (key, name): somebody was first.
+    Taken,
+    /// A claim reached a node that is not the key's holder (its route was
+    /// stale); the claimant routes again.
+    NotHolder,
     /// A refusal the ring has no name for, in the peer's own words.
     Other(String),
 }
 
 impl Refusal {
     /// Every refusal the ring itself gives.
-    pub const NAMED: [Refusal; 10] = [
+    pub const NAMED: [Refusal; 12] = [
         Refusal::NoRoute,
         Refusal::Timeout,
         Refusal::LookupFailed,
@@ -133,6 +144,8 @@ impl Refusal {
         Refusal::NotWriter,
         Refusal::TooManyItems,
         Refusal::BadSignature,
+        Refusal::Taken,
+        Refusal::NotHolder,
     ];
 
     /// A few words for people (and the reason phrase on the wire).
@@ -148,6 +161,8 @@ impl Refusal {
             Refusal::NotWriter => "not the record's writer",
             Refusal::TooManyItems => "too many items from this writer",
             Refusal::BadSignature => "not signed by its writer",
+            Refusal::Taken => "already taken",
+            Refusal::NotHolder => "not the key's holder",
             Refusal::Other(words) => words,
         }
     }

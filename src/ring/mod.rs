@@ -17,7 +17,7 @@
 //! The parts, one file each: `types` and `message` (what the ring says
 //! and hears), `incoming` (the driver's entry points), `routing` (lookups),
 //! `maintenance` (join, stabilize, fingers, failure), `leave` (graceful
-//! leave), `storage` (items held here), `seal` (signed items), `ops` (the user's operations),
+//! leave), `storage` (items held here), `claim` (the conditional store), `seal` (signed items), `ops` (the user's operations),
 //! `requests` (our requests in flight), `routes` (cached routes to keys'
 //! holders) and `timers` (the periodic work).
 
@@ -26,6 +26,7 @@ mod message;
 pub mod sim;
 mod types;
 
+mod claim;
 mod held;
 mod incoming;
 mod kept;

@@ -34,6 +34,8 @@ impl Operations {
 pub(super) enum OpKind {
     Lookup,
     Store(Item),
+    /// Store only if (key, name) is free (`claim.rs`).
+    Claim(Item),
     Remove(String),
     Fetch,
 }
@@ -176,7 +178,7 @@ impl Ring {
                     _ => unreachable!(),
                 }),
             },
-            OpKind::Store(_) | OpKind::Remove(_) => RingEvent::StoreDone {
+            OpKind::Store(_) | OpKind::Claim(_) | OpKind::Remove(_) => RingEvent::StoreDone {
                 op,
                 result: result.map(|_| ()),
             },
@@ -276,6 +278,33 @@ impl Ring {
                         items: vec![item],
                         replica: false,
                     };
+                    self.send(
+                        holder.addr,
+                        request,
+                        Pending::OpRequest { op, to: holder },
+                        now,
+                    );
+                }
+            }
+            OpKind::Claim(item) => {
+                if holder == self.me {
+                    let me = self.me.id;
+                    let result = self.claim_here(me, item.clone(), now);
+                    if result.is_ok() {
+                        self.kept.keep(&item);
+                        self.kept.stored(&item, self.me);
+                    }
+                    // Not ours after all (a stale route): route again.
+                    if matches!(result, Err(Refusal::NotHolder | Refusal::NotJoined))
+                        && self.retry_op(op, now)
+                    {
+                        return;
+                    }
+                    self.ops.running.remove(&op.0);
+                    let result = result.map(|()| OpOutcome::Done);
+                    self.finish_op(op, &kind, result.map_err(RingError::Refused));
+                } else {
+                    let request = RingRequest::Claim { item };
                     self.send(
                         holder.addr,
                         request,
@@ -392,10 +421,16 @@ impl Ring {
                 }
                 _ => self.fetch_next(op, Vec::new(), now),
             },
-            OpKind::Store(_) | OpKind::Remove(_) => match response {
+            OpKind::Store(_) | OpKind::Claim(_) | OpKind::Remove(_) => match response {
                 Some(RingResponse::Stored) => {
-                    if let OpKind::Store(item) = &kind {
-                        self.kept.stored(item, to);
+                    match &kind {
+                        OpKind::Store(item) => self.kept.stored(item, to),
+                        OpKind::Claim(item) => {
+                            // Ours now: stored again should its holder die.
+                            self.kept.keep(item);
+                            self.kept.stored(item, to);
+                        }
+                        _ => {}
                     }
                     if let Some((holder, replicas)) = o.found.clone()
                         && holder == to
@@ -406,7 +441,10 @@ impl Ring {
                     self.finish_op(op, &kind, Ok(OpOutcome::Done));
                 }
                 Some(RingResponse::Refused(
-                    refusal @ (Refusal::NotWriter | Refusal::TooManyItems | Refusal::BadSignature),
+                    refusal @ (Refusal::NotWriter
+                    | Refusal::TooManyItems
+                    | Refusal::BadSignature
+                    | Refusal::Taken),
                 )) => {
                     // A verdict on the record, not on the route: final.
                     self.ops.running.remove(&op.0);

@@ -401,6 +401,14 @@ impl Sim {
         op
     }
 
+    /// A conditional store (`Ring::claim`) through `node`.
+    pub fn claim(&mut self, node: usize, item: Item) -> OpId {
+        let now = self.now();
+        let op = self.nodes[node].ring.claim(item, now);
+        self.flush(node);
+        op
+    }
+
     pub fn remove(&mut self, node: usize, key: NodeId, name: String) -> OpId {
         let now = self.now();
         let op = self.nodes[node].ring.remove(key, name, now);

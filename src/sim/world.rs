@@ -493,7 +493,12 @@ impl World {
                         Output::OpenMedia { call, .. } => {
                             inputs.push(Input::MediaOpened { call, local: None })
                         }
-                        Output::StartMedia { .. } | Output::EndMedia { .. } => {}
+                        Output::StartMedia { .. }
+                        | Output::EndMedia { .. }
+                        | Output::StartPlayback { .. }
+                        | Output::Downloaded { .. }
+                        | Output::JoinConference { .. }
+                        | Output::LeaveConference { .. } => {}
                         // Nor relayed media: a session is ended at once.
                         Output::Relay(crate::relay::RelayCommand::Open { session, .. }) => {
                             inputs.push(Input::RelayEnded { session })
@@ -521,7 +526,9 @@ impl World {
                         | Output::Gateways { .. }
                         | Output::SavePeers(_)
                         | Output::Surveyed { .. }
-                        | Output::Persist(_) => {}
+                        | Output::Account { .. }
+                        | Output::Persist(_)
+                        | Output::TurnCredentials { .. } => {}
                     }
                 }
             };

@@ -14,6 +14,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+pub mod message;
+
 /// RFC 8489 §5: the fixed value at offset 4 of every RFC 5389/8489 message.
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 /// The STUN header: type, length, cookie, transaction ID.
@@ -22,11 +24,11 @@ pub const HEADER_LEN: usize = 20;
 /// request is well under 200 bytes).
 pub const MAX_STUN_SIZE: usize = 1500;
 /// What SOFTWARE says in our answers.
-const SOFTWARE: &str = concat!("p2psip ", env!("CARGO_PKG_VERSION"));
+pub(crate) const SOFTWARE: &str = concat!("p2psip ", env!("CARGO_PKG_VERSION"));
 /// The Binding method.
 pub const BINDING: u16 = 0x001;
 /// FINGERPRINT's CRC-32 is XORed with this (RFC 8489 §14.7).
-const FINGERPRINT_XOR: u32 = 0x5354_554e;
+pub(crate) const FINGERPRINT_XOR: u32 = 0x5354_554e;
 
 /// Attribute types (RFC 8489 §18.3, RFC 3489 §11.2, RFC 8445 §16.1).
 pub mod attr {
@@ -51,6 +53,18 @@ pub mod attr {
     pub const USE_CANDIDATE: u16 = 0x0025;
     pub const SOFTWARE: u16 = 0x8022;
     pub const FINGERPRINT: u16 = 0x8028;
+    // TURN (RFC 8656 §18).
+    pub const CHANNEL_NUMBER: u16 = 0x000C;
+    pub const LIFETIME: u16 = 0x000D;
+    pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+    pub const DATA: u16 = 0x0013;
+    pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+    pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+    pub const EVEN_PORT: u16 = 0x0018;
+    pub const REQUESTED_TRANSPORT: u16 = 0x0019;
+    pub const DONT_FRAGMENT: u16 = 0x001A;
+    pub const RESERVATION_TOKEN: u16 = 0x0022;
+    pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
 }
 
 /// Comprehension-required attributes this node understands (or may ignore
@@ -383,7 +397,7 @@ impl Builder {
 
 /// A (XOR-)MAPPED-ADDRESS value; XORed with the cookie and transaction ID
 /// when `xor` is given (RFC 8489 §14.2).
-fn address(addr: SocketAddr, xor: Option<&[u8; 16]>) -> Vec<u8> {
+pub(crate) fn address(addr: SocketAddr, xor: Option<&[u8; 16]>) -> Vec<u8> {
     let mask = xor.copied().unwrap_or([0; 16]);
     let port = addr.port() ^ u16::from_be_bytes([mask[0], mask[1]]);
     let mut value = vec![0, 0];
@@ -402,7 +416,7 @@ fn address(addr: SocketAddr, xor: Option<&[u8; 16]>) -> Vec<u8> {
 }
 
 /// Reads a (XOR-)MAPPED-ADDRESS value; `None` when it does not add up.
-fn read_address(value: &[u8], xor: Option<&[u8; 16]>) -> Option<SocketAddr> {
+pub(crate) fn read_address(value: &[u8], xor: Option<&[u8; 16]>) -> Option<SocketAddr> {
     let mask = xor.copied().unwrap_or([0; 16]);
     let port = u16::from_be_bytes([*value.get(2)?, *value.get(3)?])
         ^ u16::from_be_bytes([mask[0], mask[1]]);
@@ -429,7 +443,7 @@ fn read_address(value: &[u8], xor: Option<&[u8; 16]>) -> Option<SocketAddr> {
 
 /// CRC-32 (ISO 3309, the one FINGERPRINT uses), bit by bit: messages here
 /// are at most 1,500 bytes.
-fn crc32(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for byte in bytes {
         crc ^= u32::from(*byte);

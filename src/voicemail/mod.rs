@@ -8,6 +8,8 @@
 //! components: the core feeds it ring answers and media events and does
 //! what it decides (`core/voicemail.rs`).
 
+pub mod hangup;
+pub mod mailbox;
 pub mod record;
 
 use std::collections::HashMap;
@@ -91,6 +93,7 @@ struct Storing {
     left: usize,
     ok: bool,
     index: Option<Item>,
+    aor: Aor,
 }
 
 /// The state of voicemail on this node.
@@ -110,9 +113,40 @@ pub struct Voicemail {
     /// Recordings being stored, by recording serial; and each store's serial.
     storing: HashMap<u64, Storing>,
     stores: HashMap<OpId, u64>,
+    /// Stores of indexes (the recording complete), by whose it is.
+    indexes: HashMap<OpId, Aor>,
     /// How many recordings this node last told each user of (by her AOR),
     /// so a REGISTER refresh does not repeat the notice.
     told: HashMap<Aor, usize>,
+    /// Mailboxes being read (listening, downloads).
+    pub mailboxes: mailbox::Mailboxes,
+    /// Listening calls waiting for their RTP socket.
+    listen_opening: HashMap<MediaCall, Opening>,
+    /// Listening calls answered, by SIP Call-ID.
+    listening: HashMap<String, Listening>,
+    /// Nonces of the HTTP download's digest challenges.
+    nonces: Option<crate::auth::digest::Nonces>,
+    /// The INVITE of every answered call still up, for the BYE the node
+    /// may send.
+    dialogs: HashMap<MediaCall, Request>,
+}
+
+/// A listening call waiting for its socket: the INVITE, its offer, whose
+/// mailbox, and the recordings to play (name, parts, samples).
+pub struct Opening {
+    pub key: ServerKey,
+    pub request: Request,
+    pub offer: Offer,
+    pub aor: Aor,
+    pub recordings: Vec<(String, usize, Vec<i16>)>,
+}
+
+/// An answered listening call.
+struct Listening {
+    media: MediaCall,
+    aor: Aor,
+    /// The parts of each recording it plays, by name (to delete them).
+    parts: HashMap<String, usize>,
 }
 
 impl Voicemail {
@@ -182,6 +216,7 @@ impl Voicemail {
     /// the INVITE to answer, its offer and its user.
     pub fn opened(&mut self, media: MediaCall) -> Option<(ServerKey, Request, Offer)> {
         let call = self.opening.remove(&media)?;
+        self.dialogs.insert(media, call.request.clone());
         let text = |name: &Name| call.request.raw(name).map(|v| v.to_string());
         let call_id = text(&Name::CALL_ID).unwrap_or_default();
         let from = text(&Name::FROM).unwrap_or_default();
@@ -194,19 +229,31 @@ impl Voicemail {
         Recording::new(offer, self.config.max_length, ssrc, now)
     }
 
-    /// The media of the call with this SIP Call-ID, when it is ours.
+    /// The media of the call with this SIP Call-ID, when it is ours
+    /// (recording or listening).
     pub fn call_of(&self, call_id: &str) -> Option<MediaCall> {
-        self.answered.get(call_id).map(|(m, _, _)| *m)
+        self.answered
+            .get(call_id)
+            .map(|(m, _, _)| *m)
+            .or_else(|| self.listening.get(call_id).map(|l| l.media))
     }
 
     /// The call was never answered (no RTP port): forget it.
     pub fn forget(&mut self, call_id: &str) {
-        self.answered.remove(call_id);
+        if let Some((media, _, _)) = self.answered.remove(call_id) {
+            self.dialogs.remove(&media);
+        }
+    }
+
+    /// The INVITE of `media`'s call, still up, to send its BYE (once).
+    pub fn take_dialog(&mut self, media: MediaCall) -> Option<Request> {
+        self.dialogs.remove(&media)
     }
 
     /// The call ended (BYE): its media should stop.
     pub fn hang_up(&mut self, call_id: &str) -> Option<MediaCall> {
         let (media, aor, from) = self.answered.remove(call_id)?;
+        self.dialogs.remove(&media);
         self.ended.insert(media, (aor, from));
         Some(media)
     }
@@ -261,6 +308,7 @@ impl Voicemail {
                 left: parts.len(),
                 ok: true,
                 index: Some(index.clone()),
+                aor: aor.clone(),
             },
         );
         let serial = self.serial;
@@ -281,12 +329,23 @@ impl Voicemail {
 
     /// Whether `op` is one of this component's stores.
     pub fn is_store(&self, op: OpId) -> bool {
-        self.stores.contains_key(&op)
+        self.stores.contains_key(&op) || self.indexes.contains_key(&op)
+    }
+
+    /// The store `op` is of a recording's index, for `aor`.
+    pub fn storing_index(&mut self, op: OpId, aor: Aor) {
+        self.indexes.insert(op, aor);
+    }
+
+    /// The store `op` of an index is done: whose recording it was.
+    pub fn index_stored(&mut self, op: OpId) -> Option<Aor> {
+        self.indexes.remove(&op)
     }
 
     /// A store done: once every part is stored, the index to store (the
-    /// recording becomes visible only when all its audio is there).
-    pub fn stored(&mut self, op: OpId, ok: bool) -> Option<Item> {
+    /// recording becomes visible only when all its audio is there), and
+    /// whose it is.
+    pub fn stored(&mut self, op: OpId, ok: bool) -> Option<(Item, Aor)> {
         let serial = self.stores.remove(&op)?;
         let storing = self.storing.get_mut(&serial)?;
         storing.ok &= ok;
@@ -302,11 +361,84 @@ impl Voicemail {
             );
             return None;
         }
-        done.index
+        Some((done.index?, done.aor))
     }
 }
 
 impl Voicemail {
+    /// A listening call is ready to be answered: open its socket.
+    pub fn listen_open(&mut self, opening: Opening) -> MediaCall {
+        self.next_call += 1;
+        let media = MediaCall(self.next_call);
+        self.listen_opening.insert(media, opening);
+        media
+    }
+
+    /// Whether `media` is a listening call waiting for its socket.
+    pub fn is_listen_opening(&self, media: MediaCall) -> bool {
+        self.listen_opening.contains_key(&media)
+    }
+
+    /// The socket of listening call `media` is open (or not, `answered`
+    /// false): the call to answer.
+    pub fn listen_opened(&mut self, media: MediaCall, answered: bool) -> Option<Opening> {
+        let opening = self.listen_opening.remove(&media)?;
+        if answered {
+            self.dialogs.insert(media, opening.request.clone());
+            let call_id = opening
+                .request
+                .raw(&Name::CALL_ID)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let parts = opening
+                .recordings
+                .iter()
+                .map(|(name, parts, _)| (name.clone(), *parts))
+                .collect();
+            self.listening.insert(
+                call_id,
+                Listening {
+                    media,
+                    aor: opening.aor.clone(),
+                    parts,
+                },
+            );
+        }
+        Some(opening)
+    }
+
+    /// The listening call with this SIP Call-ID ended (BYE): its media.
+    pub fn stop_listening(&mut self, call_id: &str) -> Option<MediaCall> {
+        let media = self.listening.remove(call_id)?.media;
+        self.dialogs.remove(&media);
+        Some(media)
+    }
+
+    /// She deleted `name` while listening on `media`: whose it is and its
+    /// parts, to remove from the ring.
+    pub fn deleted(&mut self, media: MediaCall, name: &str) -> Option<(Aor, usize)> {
+        let call = self.listening.values_mut().find(|l| l.media == media)?;
+        let parts = call.parts.remove(name)?;
+        Some((call.aor.clone(), parts))
+    }
+
+    /// The media of listening call `media` ended by itself: forget the call.
+    pub fn listen_finished(&mut self, media: MediaCall) {
+        self.listening.retain(|_, l| l.media != media);
+    }
+
+    /// Whether the download's nonces are made yet.
+    pub fn has_nonces(&self) -> bool {
+        self.nonces.is_some()
+    }
+
+    /// The nonces of the HTTP download's challenges (made on first use
+    /// from `secret`).
+    pub fn nonces(&mut self, secret: [u8; 32], now: Instant) -> &mut crate::auth::digest::Nonces {
+        self.nonces
+            .get_or_insert_with(|| crate::auth::digest::Nonces::new(secret, now))
+    }
+
     /// Whether to tell `aor` she has `count` recordings: not when this
     /// node told her the same count last.
     pub fn should_tell(&mut self, aor: &Aor, count: usize) -> bool {

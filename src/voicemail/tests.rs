@@ -86,7 +86,10 @@ fn unknown_full_and_open() {
     vm.storing(OpId(10), serial);
     vm.storing(OpId(11), serial);
     assert!(vm.stored(OpId(10), true).is_none());
-    assert_eq!(vm.stored(OpId(11), true).map(|i| i.name), Some(index.name));
+    assert_eq!(
+        vm.stored(OpId(11), true).map(|(i, _)| i.name),
+        Some(index.name)
+    );
 }
 
 #[test]

@@ -116,6 +116,23 @@ impl Phone {
         )
     }
 
+    /// A REGISTER of `user@DOMAIN` answered after a challenge with
+    /// `password` and the challenge of `algorithm`: the final response.
+    pub fn register_with(&self, user: &str, password: &str, algorithm: &str) -> RawResponse {
+        let domain = super::DOMAIN;
+        let first = self
+            .ask(&self.register(user, domain, ""))
+            .expect("an answer to REGISTER");
+        assert_eq!(first.status, 401, "{}", first.text);
+        let challenge = Challenge::all_of(&first)
+            .into_iter()
+            .find(|c| c.algorithm == algorithm)
+            .unwrap_or_else(|| panic!("no {algorithm} challenge in\n{}", first.text));
+        let credentials = challenge.answer(user, password, "REGISTER", &format!("sip:{domain}"), 1);
+        self.ask(&self.register(user, domain, &format!("Authorization: {credentials}\r\n")))
+            .expect("an answer to the REGISTER with credentials")
+    }
+
     /// A MESSAGE (or another method) from `from` to `to`, with `extra` headers.
     pub fn request(&self, method: &str, from: &str, to: &str, extra: &str) -> String {
         let me = self.addr();

@@ -1,5 +1,6 @@
 //! The driver's answers to the HTTP window's queries (status, users,
-//! items, the operator's ring walks and look-ups), read off the core.
+//! items, the operator's ring walks and look-ups, users' sign-ups and
+//! buddy lists), read off the core.
 
 use super::*;
 
@@ -13,7 +14,17 @@ impl Node {
             Some(Survey::Lookup(aor, reply)) => {
                 let _ = reply.send(crate::node::inventory::lookup(&aor, report, Instant::now()));
             }
+            Some(other @ (Survey::Download(_) | Survey::Account(_))) => {
+                self.surveys.insert(id, other);
+            }
             None => {}
+        }
+    }
+
+    /// A sign-up or buddy-list request ended: its answer to the HTTP window.
+    pub(super) fn accounted(&mut self, id: u64, answer: crate::core::AccountAnswer) {
+        if let Some(Survey::Account(reply)) = self.surveys.remove(&id) {
+            let _ = reply.send(answer);
         }
     }
 
@@ -32,6 +43,28 @@ impl Node {
                 let key = crate::ring::NodeId::of_key(&aor);
                 self.surveys.insert(id, Survey::Lookup(aor, reply));
                 Wake::Input(Input::Lookup { id, key })
+            }
+            Query::Account(request, reply) => {
+                self.next_survey += 1;
+                self.surveys.insert(id, Survey::Account(reply));
+                Wake::Input(Input::Account { id, request })
+            }
+            Query::Voicemail {
+                aor,
+                number,
+                authorization,
+                uri,
+                reply,
+            } => {
+                self.next_survey += 1;
+                self.surveys.insert(id, Survey::Download(reply));
+                Wake::Input(Input::Download {
+                    id,
+                    aor,
+                    number,
+                    authorization,
+                    uri,
+                })
             }
             other => {
                 self.answer_now(other);
@@ -82,6 +115,14 @@ impl Node {
                         "gateways".into(),
                         crate::node::inventory::gateways(&self.core),
                     );
+                    if let Some((service, _)) = &self.turn {
+                        let mut turn =
+                            serde_json::to_value(*service.counters.borrow()).unwrap_or_default();
+                        if let Some(turn) = turn.as_object_mut() {
+                            turn.insert("addr".into(), service.addr.to_string().into());
+                        }
+                        object.insert("turn".into(), turn);
+                    }
                     object.insert(
                         "joining".into(),
                         self.core
@@ -104,7 +145,7 @@ impl Node {
             Query::Metrics(reply) => {
                 let _ = reply.send(self.core.metrics.encode());
             }
-            Query::Ring(_) | Query::Lookup(..) => {}
+            Query::Ring(_) | Query::Lookup(..) | Query::Account(..) | Query::Voicemail { .. } => {}
         }
     }
 
