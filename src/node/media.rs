@@ -55,19 +55,28 @@ impl MediaSockets {
 
     /// Runs `playback` on the socket bound for `call`.
     pub fn start_playback(&mut self, call: MediaCall, playback: Playback) {
-        let Some(socket) = self.bound.remove(&call) else {
-            return;
-        };
+        if let Some((socket, stopped)) = self.runnable(call) {
+            tokio::spawn(play(call, socket, playback, stopped, self.events.clone()));
+        }
+    }
+
+    /// The socket bound for `call` as a tokio socket, and the signal that
+    /// stops the task about to run on it ([`MediaSockets::end`]).
+    fn runnable(
+        &mut self,
+        call: MediaCall,
+    ) -> Option<(tokio::net::UdpSocket, oneshot::Receiver<()>)> {
+        let socket = self.bound.remove(&call)?;
         let socket = match tokio::net::UdpSocket::from_std(socket) {
             Ok(s) => s,
             Err(error) => {
                 warn!(%error, "RTP socket not usable");
-                return;
+                return None;
             }
         };
         let (stop, stopped) = oneshot::channel();
         self.running.insert(call, stop);
-        tokio::spawn(play(call, socket, playback, stopped, self.events.clone()));
+        Some((socket, stopped))
     }
 
     /// Binds a socket from `low..=high` for `call`: the first free port
@@ -99,19 +108,9 @@ impl MediaSockets {
 
     /// Runs `recording` on the socket bound for `call`.
     pub fn start(&mut self, call: MediaCall, recording: Recording) {
-        let Some(socket) = self.bound.remove(&call) else {
-            return;
-        };
-        let socket = match tokio::net::UdpSocket::from_std(socket) {
-            Ok(s) => s,
-            Err(error) => {
-                warn!(%error, "RTP socket not usable");
-                return;
-            }
-        };
-        let (stop, stopped) = oneshot::channel();
-        self.running.insert(call, stop);
-        tokio::spawn(run(call, socket, recording, stopped, self.done.clone()));
+        if let Some((socket, stopped)) = self.runnable(call) {
+            tokio::spawn(run(call, socket, recording, stopped, self.done.clone()));
+        }
     }
 
     /// Ends the media of `call` (its audio comes back on `done`).

@@ -190,13 +190,13 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, Malformed> {
     Ok((buf.len() >= total).then_some(total))
 }
 
-/// Reads one whole STUN message.
-pub fn parse(bytes: &[u8]) -> Result<Parsed, Malformed> {
+/// The class, method and transaction id (with the cookie in front) of one
+/// whole STUN message, its length checked against the bytes; its
+/// attributes follow at [`HEADER_LEN`]. Both readers, [`parse`] and
+/// [`message::Message`], start here.
+pub(crate) fn header(bytes: &[u8]) -> Result<(Class, u16, [u8; 16]), Malformed> {
     if bytes.len() < HEADER_LEN {
         return Err(Malformed::Short);
-    }
-    if bytes.len() > MAX_STUN_SIZE {
-        return Err(Malformed::TooLong);
     }
     if bytes[0] & 0xC0 != 0 {
         return Err(Malformed::NotStun);
@@ -215,6 +215,15 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Malformed> {
     let method = (kind & 0x000F) | ((kind >> 1) & 0x0070) | ((kind >> 2) & 0x0F80);
     let mut id = [0u8; 16];
     id.copy_from_slice(&bytes[4..HEADER_LEN]);
+    Ok((class, method, id))
+}
+
+/// Reads one whole STUN message.
+pub fn parse(bytes: &[u8]) -> Result<Parsed, Malformed> {
+    if bytes.len() > MAX_STUN_SIZE {
+        return Err(Malformed::TooLong);
+    }
+    let (class, method, id) = header(bytes)?;
     let classic = u32::from_be_bytes([id[0], id[1], id[2], id[3]]) != MAGIC_COOKIE;
     let mut parsed = Parsed {
         class,

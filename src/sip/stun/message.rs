@@ -61,29 +61,10 @@ pub struct Message<'a> {
 impl<'a> Message<'a> {
     /// Reads one whole message; it must carry the magic cookie.
     pub fn parse(bytes: &'a [u8]) -> Result<Message<'a>, Malformed> {
-        if bytes.len() < HEADER_LEN {
-            return Err(Malformed::Short);
-        }
-        if bytes[0] & 0xC0 != 0 {
-            return Err(Malformed::NotStun);
-        }
-        let kind = u16::from_be_bytes([bytes[0], bytes[1]]);
-        let length = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
-        if length % 4 != 0 || HEADER_LEN + length != bytes.len() {
-            return Err(Malformed::Length);
-        }
-        if u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) != MAGIC_COOKIE {
+        let (class, method, id) = super::header(bytes)?;
+        if u32::from_be_bytes([id[0], id[1], id[2], id[3]]) != MAGIC_COOKIE {
             return Err(Malformed::NoCookie);
         }
-        let class = match ((kind >> 4) & 1) | ((kind >> 7) & 2) {
-            0 => Class::Request,
-            1 => Class::Indication,
-            2 => Class::Success,
-            _ => Class::Error,
-        };
-        let method = (kind & 0x000F) | ((kind >> 1) & 0x0070) | ((kind >> 2) & 0x0F80);
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&bytes[4..HEADER_LEN]);
         let mut message = Message {
             class,
             method,
