@@ -48,7 +48,7 @@ fn start(join: Option<SocketAddr>) -> RingNode {
     std::fs::write(
         &config,
         format!(
-            "[conference]\nmax_participants = 4\nport_range = \"{ports}-{}\"\n\
+            "[relay]\nmode = \"off\"\n[conference]\nmax_participants = 4\nport_range = \"{ports}-{}\"\n\
              [[conference.room]]\nname = \"standup\"\npin = \"42\"\n",
             ports + PORTS - 1
         ),

@@ -51,7 +51,7 @@ fn start_node_limited(seconds: u32, extra: &[&str]) -> (Node, SocketAddr, PathBu
     std::fs::write(
         &config,
         format!(
-            "[voicemail]\nenabled = true\nmax_seconds = {seconds}\nport_range = \"{low}-{}\"\n",
+            "[relay]\nmode = \"off\"\n[voicemail]\nenabled = true\nmax_seconds = {seconds}\nport_range = \"{low}-{}\"\n",
             low + 19
         ),
     )

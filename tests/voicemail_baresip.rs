@@ -31,7 +31,7 @@ fn start_node(dir: &Path) -> Node {
     std::fs::write(
         &config,
         format!(
-            "[voicemail]\nenabled = true\nmax_seconds = 30\nport_range = \"{low}-{}\"\n",
+            "[relay]\nmode = \"off\"\n[voicemail]\nenabled = true\nmax_seconds = 30\nport_range = \"{low}-{}\"\n",
             low + 9
         ),
     )
