@@ -33,6 +33,8 @@
 #        SERVERS="kamailio p2psip"  KINDS="register call"  KAM_CHILDREN=4  RESULTS=file  KEEP=1 (keep logs)
 #        KINDS="register_auth"  (or e.g. "register call register_auth")
 #        RUST_LOG (passed to the node; unset = its default, info)
+#        NODE_DATA=1            the node (not the auth one) keeps what it accepts durably, with
+#                               --data in a fresh directory (every REGISTER durable before its 200)
 # Output: a table (kind, rate, server, cpu_ms_per_1000, ok, failed, retrans, verdict, ...),
 # the p2psip/kamailio ratios and the highest clean rates; raw lines are appended to
 # scripts/bench/results-<date>.txt.
@@ -111,7 +113,9 @@ start_node_auth() {
   echo "p2psip (auth) did not start" >&2; tail "$TMP/p2psip-auth.err" >&2; exit 1
 }
 start_node() {
-  ip netns exec "$NS" "$P2PSIP_BIN" node --sip "127.0.0.1:$NODE_PORT" --domain "$DOMAIN" \
+  local data=()
+  if [ -n "${NODE_DATA:-}" ]; then mkdir -p "$TMP/node-data"; data=(--data "$TMP/node-data"); fi
+  ip netns exec "$NS" "$P2PSIP_BIN" node --sip "127.0.0.1:$NODE_PORT" --domain "$DOMAIN" "${data[@]}" \
      >"$TMP/p2psip.out" 2>"$TMP/p2psip.err" &
   NODEPID=$!; PIDS+=($NODEPID)
   for _ in $(seq 50); do grep -q '^p2psip listening on' "$TMP/p2psip.out" && return 0; sleep 0.2; done
@@ -211,7 +215,7 @@ plan() { # RATES STEPS N
 # ---------------------------------------------------------------- header
 {
   echo "# bench-node.sh $(date -u -Is) cores=$(nproc) cpu=\"$(lscpu | sed -n 's/^Model name: *//p' | head -1)\" quick=${QUICK:-0}"
-  echo "# $(kamailio -v 2>&1 | head -1 | sed 's/^version: //') children=$KAM_CHILDREN; $(sipp -v 2>&1 | grep -m1 SIPp | sed 's/^ *//'); p2psip $("$P2PSIP_BIN" --version 2>/dev/null | awk '{print $2}') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+  echo "# $(kamailio -v 2>&1 | head -1 | sed 's/^version: //') children=$KAM_CHILDREN; $(sipp -v 2>&1 | grep -m1 SIPp | sed 's/^ *//'); p2psip $("$P2PSIP_BIN" --version 2>/dev/null | awk '{print $2}') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown))${NODE_DATA:+; node with --data (durable)}"
   echo "# loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg); SIPp and both servers share the same cores; sipp -buff_size $SIPP_BUFF"
 } | tee "$TMP/header.txt"
 
