@@ -7,9 +7,16 @@
 # (SIGTERM) and a host cut off (its link down), and checks each time that
 # `p2psip ring` lists exactly the nodes still reachable, in order, and that
 # calls still go through; and that each node's log shows its own address.
+# Then two more hosts join the LAN: a gateway host (a node of the ring that
+# also serves the overlay domain's DNS, NAPTR/SRV pointing at itself) and a
+# legacy host (Kamailio for legacy.test, whose resolver is the gateway's
+# DNS, and named serving legacy.test for the gateway); a legacy phone calls
+# an overlay user through Kamailio and the gateway, and an overlay phone
+# calls the legacy user through the gateway's RFC 3263 look-up and Kamailio.
 # Everything it made is removed on exit, also on failure.
 #
-#   scripts/multihost.sh [HOSTS]     # default 5; needs root, ip, sipp
+#   scripts/multihost.sh [HOSTS]     # default 5; needs root, ip, sipp,
+#                                    # kamailio, named (bind9), dig
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,11 +29,16 @@ TAG="mh$$"
 NET=10.77.0
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/p2psip-multihost.XXXXXX")"
 command -v sipp >/dev/null || { echo "multihost: needs sipp (sip-tester)" >&2; exit 2; }
+command -v kamailio >/dev/null || { echo "multihost: needs kamailio" >&2; exit 2; }
+NAMED="$(command -v named || echo /usr/sbin/named)"
+[ -x "$NAMED" ] || { echo "multihost: needs named (bind9)" >&2; exit 2; }
+command -v dig >/dev/null || { echo "multihost: needs dig (bind9-dnsutils)" >&2; exit 2; }
 
 cleanup() {
     for ns in $(ip netns list | awk '{print $1}' | grep "^$TAG-" || true); do
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
         ip netns delete "$ns" 2>/dev/null || true
+        rm -rf "/etc/netns/$ns"
     done
     if [ "${KEEP:-0}" = 1 ] || [ "${FAILED:-0}" = 1 ]; then
         echo "multihost: logs kept in $WORK" >&2
@@ -46,7 +58,8 @@ in_host() { local h=$1; shift; ip netns exec "$(host "$h")" "$@"; }
 ip netns add "$TAG-hub"
 ip -n "$TAG-hub" link add br0 type bridge
 ip -n "$TAG-hub" link set br0 up
-for h in $(seq 1 "$HOSTS"); do
+add_host() {
+    local h=$1
     ip netns add "$(host "$h")"
     ip link add "v$TAG$h" netns "$(host "$h")" type veth peer name "p$h" netns "$TAG-hub"
     ip -n "$TAG-hub" link set "p$h" master br0 up
@@ -54,15 +67,16 @@ for h in $(seq 1 "$HOSTS"); do
     ip -n "$(host "$h")" link set "v$TAG$h" name eth0
     ip -n "$(host "$h")" addr add "$(addr "$h")/24" dev eth0
     ip -n "$(host "$h")" link set eth0 up
-done
+}
+for h in $(seq 1 "$HOSTS"); do add_host "$h"; done
 sleep 0.5  # let the bridge ports come up (no STP by default)
 
 declare -A PID
 start_node() {
-    local h=$1 join=()
+    local h=$1 join=(); shift
     [ "$h" -ne 1 ] && join=(--join "$(addr 1):5060")
     ip netns exec "$(host "$h")" "$P2PSIP" node --sip "$(addr "$h"):5060" --http "$(addr "$h"):8080" \
-        --data "$WORK/d$h" --domain example.test --auth open "${join[@]}" \
+        --data "$WORK/d$h" --domain example.test --auth open "${join[@]}" "$@" \
         > "$WORK/n$h.out" 2> "$WORK/n$h.log" &
     PID[$h]=$!
     for _ in $(seq 1 100); do
@@ -144,4 +158,63 @@ ip -n "$(host 3)" link set eth0 up
 expect_ring 1 1 2 3
 call_from 3 call-after-return
 
-echo "multihost: ok ($HOSTS hosts: calls, messages, crash, leave, cut-off, heal)"
+# The organisation's edge: a gateway host G and a legacy host K join the LAN.
+G=$((HOSTS + 1)); K=$((HOSTS + 2))
+add_host "$G"; add_host "$K"
+# K runs named for legacy.test (the gateway's resolver for the legacy side)...
+mkdir -p "$WORK/named"
+cat > "$WORK/named/legacy.test.zone" <<ZONE
+\$TTL 60
+@         IN SOA   ns.legacy.test. hostmaster.legacy.test. ( 1 60 60 600 60 )
+@         IN NS    ns.legacy.test.
+ns        IN A     $(addr "$K")
+proxy     IN A     $(addr "$K")
+@         IN NAPTR 10 10 "S" "SIP+D2U" "" _sip._udp.legacy.test.
+_sip._udp IN SRV   0 0 5060 proxy.legacy.test.
+ZONE
+cat > "$WORK/named/named.conf" <<CONF
+options {
+    directory "$WORK/named"; pid-file "$WORK/named/named.pid";
+    session-keyfile "$WORK/named/session.key"; managed-keys-directory "$WORK/named";
+    listen-on port 53 { $(addr "$K"); }; listen-on-v6 { none; };
+    recursion no; dnssec-validation no; allow-query { any; }; notify no;
+};
+controls { };
+zone "legacy.test" { type primary; file "$WORK/named/legacy.test.zone"; };
+CONF
+ip netns exec "$(host "$K")" "$NAMED" -g -c "$WORK/named/named.conf" > "$WORK/named.log" 2>&1 &
+for _ in $(seq 1 100); do
+    in_host "$K" dig +short +time=1 +tries=1 @"$(addr "$K")" SOA legacy.test 2>/dev/null | grep -q . && break
+    sleep 0.1
+done
+in_host "$K" dig +short @"$(addr "$K")" SOA legacy.test | grep -q . || fail "named on host $K does not answer"
+# ...and G is a node of the ring that serves example.test's DNS.
+start_node "$G" --dns "$(addr "$G"):53" --nameserver "$(addr "$K"):53"
+expect_ring 1 1 2 3 "$G"
+naptr=$(in_host "$K" dig +short @"$(addr "$G")" NAPTR example.test)
+echo "multihost: gateway DNS: example.test NAPTR $naptr"
+srv=$(in_host "$K" dig +short @"$(addr "$G")" SRV _sip._udp.example.test)
+echo "$srv" | grep -q "5060 " || fail "the gateway's SRV for _sip._udp.example.test is [$srv]"
+# Kamailio on K resolves through the gateway's DNS (the namespace's resolv.conf).
+mkdir -p "/etc/netns/$(host "$K")"
+echo "nameserver $(addr "$G")" > "/etc/netns/$(host "$K")/resolv.conf"
+mkdir -p "$WORK/kam"
+ip netns exec "$(host "$K")" kamailio -DD -E -f "$PWD/tests/kamailio/legacy.cfg" -Y "$WORK/kam" \
+    -P "$WORK/kam/kamailio.pid" -m 64 -M 8 -A "LISTEN_SOCK=udp:$(addr "$K"):5060" \
+    -A KAM_CHILDREN=2 -A KAM_DEBUG=2 -A "CTL_SOCK=\"unix:$WORK/kam/ctl\"" > "$WORK/kamailio.log" 2>&1 &
+for _ in $(seq 1 150); do
+    in_host "$K" ss -Hlun "sport = :5060" 2>/dev/null | grep -q 5060 && break
+    sleep 0.1
+done
+in_host "$K" ss -Hlun "sport = :5060" | grep -q 5060 || { tail -20 "$WORK/kamailio.log" >&2; fail "kamailio on host $K did not start"; }
+# alice@legacy.test is a phone (SIPp UAS) registered with Kamailio.
+in_host "$K" sipp -sf "$SC/uas_message_call.xml" -i "$(addr "$K")" -p 5090 -mp 6300 -nostdin -m 1000 \
+    > "$WORK/uas-alice.log" 2>&1 &
+sipp_on "$K" register-alice-at-kamailio -sf "$SC/register.xml" -m 1 -key user alice -key domain legacy.test \
+    -key contact "sip:alice@$(addr "$K"):5090" -key expires 3600
+# sipp_on sends to the host's own :5060, which on K is Kamailio: the legacy side.
+call_from "$K" legacy-call-to-overlay
+sipp_on "$G" overlay-call-to-legacy -sf "$SC/uac_call.xml" -m 3 -s alice -key domain legacy.test
+grep -q "_sip._udp.example.test\|example.test" "$WORK/kamailio.log" || true
+
+echo "multihost: ok ($HOSTS hosts: calls, messages, crash, leave, cut-off, heal; a gateway and Kamailio host: legacy to overlay and back)"
