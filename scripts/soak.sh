@@ -3,8 +3,11 @@
 # registrations for a set time while nodes leave (SIGTERM), crash (SIGKILL)
 # and rejoin; at the end it prints calls attempted/completed, messages
 # sent/delivered, registrations lost (each user registered at the start
-# must still be found by `p2psip lookup`; must be 0) and each node's peak
-# resident memory (VmHWM, the highest over its restarts).
+# must still be found by `p2psip lookup`; must be 0), stored messages
+# sent/delivered (each round also sends one MESSAGE to one of 10 users who
+# are offline, answered 202 and kept in the ring; at the end they register
+# and every stored message must reach them: none may be lost) and each
+# node's peak resident memory (VmHWM, the highest over its restarts).
 #
 #   scripts/soak.sh [SECONDS]        # default 600
 #
@@ -18,6 +21,8 @@ NODES=10
 USERS=50
 BASE=${SOAK_BASE:-26000}          # SIP ports BASE.., HTTP ports BASE+100..
 UAS_PORT=$((BASE + 200))
+AWAY=10                           # users offline during the soak
+AWAY_PORT=$((BASE + 220))         # their phone (a SIPp UAS) at the end
 P2PSIP="${P2PSIP:-target/release/p2psip}"
 [ -x "$P2PSIP" ] || cargo build --release --bin p2psip
 command -v sipp >/dev/null || { echo "soak: needs sipp (apt-get install sip-tester)" >&2; exit 2; }
@@ -30,6 +35,7 @@ cleanup() {
         [ -n "${PID[$i]:-}" ] && kill -9 "${PID[$i]}" 2>/dev/null || true
     done
     [ -n "${UAS:-}" ] && kill -9 "$UAS" 2>/dev/null || true
+    [ -n "${AWAY_UAS:-}" ] && kill -9 "$AWAY_UAS" 2>/dev/null || true
     jobs -p | xargs -r kill -9 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -122,9 +128,17 @@ for i in $(seq 0 $((NODES - 1))); do
 done
 registered=$(awk '{s+=$1} END {print s+0}' "$REG_TALLY")
 echo "soak: $registered of $USERS users registered"
+# The offline users: registered once (so the ring knows them), then gone.
+for u in $(seq 1 $AWAY); do
+    for expires in 3600 0; do
+        sipp_run "away-$u-$expires" /dev/null "$(sip $((u % NODES)))" -sf "$SC"/register.xml -m 1 \
+            -p $((BASE + 450)) -mp $((BASE + 460)) -key user "away$u" -key domain example.test \
+            -key contact "sip:away$u@127.0.0.1:$AWAY_PORT" -key expires "$expires"
+    done
+done
 
-CALL_TALLY="$WORK/calls.tally"; MSG_TALLY="$WORK/msgs.tally"
-: > "$CALL_TALLY"; : > "$MSG_TALLY"
+CALL_TALLY="$WORK/calls.tally"; MSG_TALLY="$WORK/msgs.tally"; STORED_TALLY="$WORK/stored.tally"
+: > "$CALL_TALLY"; : > "$MSG_TALLY"; : > "$STORED_TALLY"
 end=$(( $(date +%s) + DURATION ))
 round=0
 churn_next=$(( $(date +%s) + 20 ))
@@ -139,7 +153,11 @@ while [ "$(date +%s)" -lt "$end" ]; do
     sipp_run "msg-$round" "$MSG_TALLY" "$(sip $(((via + 3) % NODES)))" -sf "$SC"/uac_message.xml \
         -m 10 -r 10 -p $((BASE + 420)) -mp $((BASE + 430)) -s "$user" -key domain example.test &
     messaging=$!
-    wait "$calling" "$messaging" || true
+    # One MESSAGE to an offline user: 202, stored in the ring.
+    sipp_run "stored-$round" "$STORED_TALLY" "$(sip $(((via + 5) % NODES)))" -sf "$SC"/uac_message.xml \
+        -m 1 -p $((BASE + 470)) -mp $((BASE + 480)) -s "away$(( (round % AWAY) + 1 ))" -key domain example.test &
+    storing=$!
+    wait "$calling" "$messaging" "$storing" || true
     for i in $(seq 0 $((NODES - 1))); do [ -n "${PID[$i]:-}" ] && sample "$i"; done
     if [ "$(date +%s)" -ge "$churn_next" ]; then
         # Churn, never the two nodes the others join through at once:
@@ -168,9 +186,38 @@ for u in $(seq 1 $USERS); do
         | python3 -c "import json,sys; print(len(json.load(sys.stdin)['bindings']))" 2>/dev/null || echo 0)
     [ "$found" -ge 1 ] || { lost=$((lost + 1)); echo "soak: user$u has no binding" >&2; }
 done
+# The offline users come online (each through another node than the one
+# she was last registered at) and must receive every stored message.
+sum() { awk -v c="$2" '{s+=$c} END {print s+0}' "$1"; }
+stored_ok=$(sum "$STORED_TALLY" 1); stored_failed=$(sum "$STORED_TALLY" 2)
+mkdir -p "$WORK/away-uas"
+(cd "$WORK/away-uas" && exec sipp -sf "$SC"/uas_message_call.xml -i 127.0.0.1 -p "$AWAY_PORT" \
+    -mp $((AWAY_PORT + 10)) -nostdin -m 100000000 -trace_stat -stf stat.csv -fd 1 > uas.log 2>&1) &
+AWAY_UAS=$!
+sleep 0.5
+for u in $(seq 1 $AWAY); do
+    sipp_run "away-back-$u" /dev/null "$(sip $(((u + 2) % NODES)))" -sf "$SC"/register.xml -m 1 \
+        -p $((BASE + 450)) -mp $((BASE + 460)) -key user "away$u" -key domain example.test \
+        -key contact "sip:away$u@127.0.0.1:$AWAY_PORT" -key expires 3600
+done
+received() {
+    python3 - "$WORK/away-uas/stat.csv" <<'EOF'
+import sys
+try:
+    rows = [l.strip().split(';') for l in open(sys.argv[1]) if l.strip()]
+    print(rows[-1][rows[0].index('SuccessfulCall(C)')])
+except Exception:
+    print(0)
+EOF
+}
+for _ in $(seq 1 120); do
+    [ "$(received)" -ge "$stored_ok" ] && break
+    sleep 1
+done
+sleep 2   # one more statistics period, so a late duplicate shows too
+stored_delivered=$(received)
 for i in $(seq 0 $((NODES - 1))); do [ -n "${PID[$i]:-}" ] && sample "$i"; done
 
-sum() { awk -v c="$2" '{s+=$c} END {print s+0}' "$1"; }
 calls_ok=$(sum "$CALL_TALLY" 1); calls_failed=$(sum "$CALL_TALLY" 2)
 msgs_ok=$(sum "$MSG_TALLY" 1); msgs_failed=$(sum "$MSG_TALLY" 2)
 echo
@@ -178,7 +225,8 @@ echo "soak results (${DURATION}s, $NODES nodes, $USERS users)"
 echo "calls attempted $((calls_ok + calls_failed)) completed $calls_ok"
 echo "messages sent $((msgs_ok + msgs_failed)) delivered $msgs_ok"
 echo "registrations lost $lost of $registered"
+echo "stored messages sent $((stored_ok + stored_failed)) accepted $stored_ok delivered $stored_delivered"
 for i in $(seq 0 $((NODES - 1))); do
     echo "node $i ($(sip "$i")) peak RSS $((${PEAK[$i]:-0} / 1024)) MiB"
 done
-[ "$lost" -eq 0 ]
+[ "$lost" -eq 0 ] && [ "$stored_delivered" -ge "$stored_ok" ]
