@@ -4,7 +4,7 @@
 # and rejoin; at the end it prints calls attempted/completed, messages
 # sent/delivered, registrations lost (each user registered at the start
 # must still be found by `p2psip lookup`; must be 0), stored messages
-# sent/delivered (each round also sends one MESSAGE to one of 10 users who
+# sent/delivered (each round also sends one MESSAGE to one of 20 users who
 # are offline, answered 202 and kept in the ring; at the end they register
 # and every stored message must reach them: none may be lost) and each
 # node's peak resident memory (VmHWM, the highest over its restarts).
@@ -21,7 +21,7 @@ NODES=10
 USERS=50
 BASE=${SOAK_BASE:-26000}          # SIP ports BASE.., HTTP ports BASE+100..
 UAS_PORT=$((BASE + 200))
-AWAY=10                           # users offline during the soak
+AWAY=20                           # users offline during the soak (about 11 stored messages each in 600 s, within the default bound of 20)
 AWAY_PORT=$((BASE + 220))         # their phone (a SIPp UAS) at the end
 P2PSIP="${P2PSIP:-target/release/p2psip}"
 [ -x "$P2PSIP" ] || cargo build --release --bin p2psip
