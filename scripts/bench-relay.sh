@@ -13,7 +13,8 @@ LOAD=$(dirname "$BIN")/relay-load
 TMP=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
-# Outside the relay's ports (22000-25999) and rtpengine's (30000-39999).
+# Outside the relay's ports (22000-25999) and rtpengine's (27000-29999), all below the
+# ephemeral ports (32768-60999) the load generator's sockets take.
 SIP=127.0.0.1:26400; NG=127.0.0.1:26401
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime of a process, in clock ticks
 HZ=$(getconf CLK_TCK)
@@ -25,7 +26,7 @@ for _ in $(seq 100); do grep -q listening "$TMP/node.out" 2>/dev/null && break; 
 RTPE=; PEER="not installed"
 if command -v rtpengine >/dev/null; then
   PEER=$(rtpengine --version 2>&1 | head -1)
-  rtpengine --foreground --table=-1 --interface=127.0.0.1 --listen-ng=$NG --port-min=30000 --port-max=39999 \
+  rtpengine --foreground --table=-1 --interface=127.0.0.1 --listen-ng=$NG --port-min=27000 --port-max=29999 \
     --log-stderr --log-level=3 2>"$TMP/rtpengine.err" &
   RTPE=$!; PIDS+=($RTPE)
   for _ in $(seq 100); do ss -Hlun "sport = :${NG##*:}" | grep -q . && break; sleep 0.05; done
