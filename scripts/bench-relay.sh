@@ -13,20 +13,23 @@ LOAD=$(dirname "$BIN")/relay-load
 TMP=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
-SIP=127.0.0.1:25400; NG=127.0.0.1:25401
+# Outside the relay's ports (22000-25999) and rtpengine's (27000-29999), all below the
+# ephemeral ports (32768-60999) the load generator's sockets take.
+SIP=127.0.0.1:26400; NG=127.0.0.1:26401
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime of a process, in clock ticks
 HZ=$(getconf CLK_TCK)
 
-printf '[relay]\nmode = "always"\nports = "22000-25999"\nmax_sessions = 5000\nidle_s = 5\n' > "$TMP/relay.toml"
+printf '[relay]\nmode = "always"\nports = "22000-25999"\nmax_sessions = 5000\nidle_s = 20\n' > "$TMP/relay.toml"
 "$BIN" node --sip "$SIP" --domain example.test --config "$TMP/relay.toml" >"$TMP/node.out" 2>"$TMP/node.err" &
 NODE=$!; PIDS+=($NODE)
 for _ in $(seq 100); do grep -q listening "$TMP/node.out" 2>/dev/null && break; sleep 0.05; done
-RTPE=
+RTPE=; PEER="not installed"
 if command -v rtpengine >/dev/null; then
-  rtpengine --foreground --table=-1 --interface=127.0.0.1 --listen-ng=$NG --port-min=30000 --port-max=39999 \
+  PEER=$(rtpengine --version 2>&1 | head -1)
+  rtpengine --foreground --table=-1 --interface=127.0.0.1 --listen-ng=$NG --port-min=27000 --port-max=29999 \
     --log-stderr --log-level=3 2>"$TMP/rtpengine.err" &
   RTPE=$!; PIDS+=($RTPE)
-  sleep 0.5
+  for _ in $(seq 100); do ss -Hlun "sport = :${NG##*:}" | grep -q . && break; sleep 0.05; done
 fi
 
 run() { # kind, server, streams, pid-or-empty: one line of figures
@@ -40,7 +43,7 @@ run() { # kind, server, streams, pid-or-empty: one line of figures
   else cpu="cpu=- cpu_per_stream=-"; fi
   echo "$out $cpu"
 }
-echo "# $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), ${SECS} s per run"
+echo "# $(git rev-parse --short HEAD), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), ${SECS} s per run, rtpengine: $PEER"
 for n in $COUNTS; do
   run direct 127.0.0.1:9 "$n" ""
   run p2psip "$SIP" "$n" "$NODE"

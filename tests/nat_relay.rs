@@ -3,7 +3,8 @@
 //! and call through a node on the "public" side (`tests/common/nat.rs`).
 //! The SDP each phone sees names the node's relay, not the other's private
 //! address, and RTP and RTCP flow both ways through the relay until the
-//! BYE. The phones are raw UDP sockets opened inside the home namespaces;
+//! BYE; the ACK and the callee's BYE reach the phones through their NATs
+//! (Contact aliases). The phones are raw UDP sockets opened inside the home namespaces;
 //! their SIP and RTP are written here, independent of the node's code.
 //! Needs root, iproute2 and iptables.
 
@@ -132,6 +133,16 @@ fn header<'a>(text: &'a str, name: &str) -> &'a str {
     line.split_once(':')
         .map(|(_, v)| v.trim())
         .unwrap_or_default()
+}
+
+/// The URI of a message's Contact.
+fn contact_uri(text: &str) -> String {
+    let value = header(text, "Contact");
+    value
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(uri, _)| uri.to_string())
+        .unwrap_or_else(|| panic!("no Contact URI in:\n{text}"))
 }
 
 /// The RTP address an SDP body names (its c= and first m=audio).
@@ -285,15 +296,33 @@ fn two_phones_behind_two_nats_talk_through_the_relay() {
         })
         .collect();
     let route = routes.join(", ");
+    // Each side's Contact came with the alias of its NAT's mapping
+    // (src/proxy/alias.rs): in-dialog requests go there.
+    let bob_target = contact_uri(&ok);
+    let alice_target = contact_uri(&got);
+    assert!(
+        bob_target.contains(&format!(";alias={}~", nat.router_ip(2))),
+        "{ok}"
+    );
+    assert!(
+        alice_target.contains(&format!(";alias={}~", nat.router_ip(1))),
+        "{got}"
+    );
     let in_dialog = |method: &str, cseq: u32| {
         format!(
-            "{method} sip:bob@{HOME}:{SIP_PORT} SIP/2.0\r\n{}\r\nRoute: {route}\r\nMax-Forwards: 70\r\n\
+            "{method} {bob_target} SIP/2.0\r\n{}\r\nRoute: {route}\r\nMax-Forwards: 70\r\n\
              From: <sip:alice@{DOMAIN}>;tag=alice1\r\nTo: <sip:bob@{DOMAIN}>;tag=bob1\r\n\
              Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
             alice.via()
         )
     };
     alice.send(&in_dialog("ACK", 1));
+    // The ACK reaches Bob through his NAT, with the URI he wrote.
+    let ack = bob.read("ACK", |t| t.starts_with("ACK "), &node);
+    assert!(
+        ack.starts_with(&format!("ACK sip:bob@{HOME}:{SIP_PORT} SIP/2.0\r\n")),
+        "{ack}"
+    );
 
     // Both phones talk: RTP to the relay port each was given, RTCP above it.
     let rtcp = |a: SocketAddr| SocketAddr::new(a.ip(), a.port() + 1);
@@ -341,8 +370,26 @@ fn two_phones_behind_two_nats_talk_through_the_relay() {
         "RTCP: Alice {alice_rtcp}, Bob {bob_rtcp}"
     );
 
-    // Alice hangs up: the relay closes the call's ports.
-    alice.send(&in_dialog("BYE", 2));
+    // Bob hangs up: his BYE follows the route set of the INVITE to Alice's
+    // aliased Contact, and reaches her phone through her NAT.
+    let back_route: Vec<&str> = header_lines(&got, "Record-Route")
+        .into_iter()
+        .filter_map(|l| l.split_once(':').map(|(_, v)| v.trim()))
+        .collect();
+    let bye = format!(
+        "BYE {alice_target} SIP/2.0\r\n{}\r\nRoute: {}\r\nMax-Forwards: 70\r\n\
+         From: <sip:bob@{DOMAIN}>;tag=bob1\r\nTo: <sip:alice@{DOMAIN}>;tag=alice1\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        bob.via(),
+        back_route.join(", ")
+    );
+    bob.send(&bye);
+    let bye = alice.read("BYE", |t| t.starts_with("BYE "), &node);
+    assert!(
+        bye.starts_with(&format!("BYE sip:alice@{HOME}:{SIP_PORT} SIP/2.0\r\n")),
+        "{bye}"
+    );
+    // The relay closes the call's ports.
     wait_until(
         "the relay session closed on BYE",
         Duration::from_secs(5),

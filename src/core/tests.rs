@@ -1,7 +1,7 @@
 //! The node's core driven without sockets: messages in, messages out, a
 //! virtual clock. A registration and a proxied call, then every timer run
 //! out: nothing may be left behind. A phone behind NAT reached at its
-//! source; STUN and keep-alives in the input path.
+//! source, its answer's Contact aliased and the BYE sent to the alias; STUN and keep-alives in the input path.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -245,6 +245,59 @@ Content-Length: 0
         "sip:alice@192.168.1.20:5060",
         "the contact as registered stays the Request-URI"
     );
+
+    // Alice answers with her private Contact: bob gets it with the alias of
+    // her NAT's mapping, and his BYE to it goes to the mapping with the
+    // URI she wrote (src/proxy/alias.rs).
+    let mut ok: Response = forwarded.1.response(200);
+    let to = ok.raw(&Name::TO).map(|t| t.to_string()).unwrap_or_default();
+    ok.headers.remove(&Name::TO);
+    ok.headers.insert(Name::TO, format!("{to};tag=alice2"));
+    ok.headers
+        .insert(Name::CONTACT, "<sip:alice@192.168.1.20:5060>");
+    core.handle_input(datagram(ok.to_bytes(), 40000), t0);
+    let out = sent(&mut core);
+    let relayed = out
+        .iter()
+        .find_map(|(peer, m)| match m {
+            Message::Response(r) if r.status == 200 && *peer == udp(7000) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("the 200 is relayed to bob");
+    let contact = relayed.raw(&Name::CONTACT).map(|c| c.to_string());
+    assert_eq!(
+        contact.as_deref(),
+        Some("<sip:alice@192.168.1.20:5060;alias=127.0.0.1~40000~1>")
+    );
+    core.handle_input(
+        datagram(
+            request(
+                "BYE sip:alice@192.168.1.20:5060;alias=127.0.0.1~40000~1 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bKbyenat
+Route: <sip:127.0.0.1:5060;lr>
+Max-Forwards: 70
+From: <sip:bob@example.test>;tag=b1
+To: <sip:alice@example.test>;tag=alice2
+Call-ID: call-nat
+CSeq: 2 BYE
+Content-Length: 0
+
+",
+            ),
+            7000,
+        ),
+        t0,
+    );
+    let out = sent(&mut core);
+    let bye = out
+        .iter()
+        .find_map(|(peer, m)| match m {
+            Message::Request(r) => Some((*peer, r.clone())),
+            _ => None,
+        })
+        .expect("the BYE is forwarded");
+    assert_eq!(bye.0, udp(40000), "the BYE goes to the alias");
+    assert_eq!(bye.1.uri.to_string(), "sip:alice@192.168.1.20:5060");
 }
 
 #[test]

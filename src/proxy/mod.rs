@@ -6,6 +6,7 @@
 //! Request validation, Route processing and target lookup happen before,
 //! in the node; the proxy gets a request ready to forward and its targets.
 
+pub mod alias;
 pub mod fork;
 
 use std::collections::{BTreeSet, HashMap};
@@ -87,6 +88,9 @@ pub struct Proxy {
     /// The media relay: sees the SDP of every request forwarded and every
     /// response relayed (`crate::relay`).
     pub relay: crate::relay::Relay,
+    /// Branches sent to a binding behind NAT, and where: the Contact of
+    /// their answers gets an alias for it ([`alias`]).
+    nated_branches: HashMap<ClientKey, Peer>,
 }
 
 /// What a branch falls back to when its target does not answer.
@@ -123,6 +127,7 @@ impl Proxy {
             timer_c_at: HashMap::new(),
             challengeable: HashMap::new(),
             relay: crate::relay::Relay::new(Default::default(), local.ip()),
+            nated_branches: HashMap::new(),
         }
     }
 
@@ -215,13 +220,20 @@ impl Proxy {
                     request.headers.insert(Name::ROUTE, route);
                 }
             }
-            match target
-                .via_connection
-                .map(NextHop::Peer)
-                .unwrap_or_else(|| hop_of(&request))
-            {
+            let hop = match target.via_connection {
+                Some(peer) => NextHop::Peer(peer),
+                None => last_hop_alias(&mut request)
+                    .map(NextHop::Peer)
+                    .unwrap_or_else(|| hop_of(&request)),
+            };
+            match hop {
                 NextHop::Peer(peer) => {
-                    self.send_branch(server, request, peer, out, now);
+                    let key = self.send_branch(server, request, peer, out, now);
+                    if let Some(key) = key
+                        && target.behind_nat
+                    {
+                        self.nated_branches.insert(key, peer);
+                    }
                 }
                 NextHop::Resolve(destination) => {
                     let id = out.resolve(owner::PROXY, destination);
@@ -268,6 +280,12 @@ impl Proxy {
             }
             let rr = record_route(self.address(peer.transport), peer.transport);
             crate::sip::message::prepend(&mut request.headers, Name::RECORD_ROUTE, rr.into());
+            // A caller behind NAT: in-dialog requests to it go where it was seen.
+            if crate::relay::caller_behind_nat(&fork.request)
+                && let Some(caller) = fork.request.top_via().as_ref().and_then(via_peer)
+            {
+                alias::add_to_contact(&mut request, caller);
+            }
         }
         self.counter += 1;
         let branch = format!("z9hG4bK{}.{}", loop_hash(&fork.request), self.counter);
@@ -437,7 +455,9 @@ impl Proxy {
     pub fn forward_stateless(&mut self, mut request: Request, out: &mut Outbox, now: Instant) {
         self.relay.on_request(&mut request, false, now);
         let branch = format!("z9hG4bK{}.0", loop_hash(&request));
-        let hop = hop_of(&request);
+        let hop = last_hop_alias(&mut request)
+            .map(NextHop::Peer)
+            .unwrap_or_else(|| hop_of(&request));
         let transport = match &hop {
             NextHop::Peer(p) => p.transport,
             NextHop::Resolve(d) => d.transport.unwrap_or(TransportKind::Udp),
@@ -466,6 +486,20 @@ impl Proxy {
         };
         pop_top_via(&mut response.headers);
         self.relay.on_response(&mut response);
+        if let Some(&callee) = self.nated_branches.get(&key) {
+            if response.status >= 200 {
+                self.nated_branches.remove(&key);
+            }
+            let dialog_forming = self.forks.get(&server).is_some_and(|f| {
+                matches!(
+                    f.request.method.to_string().as_str(),
+                    "INVITE" | "SUBSCRIBE" | "REFER"
+                ) && to_tag(&f.request).is_none()
+            });
+            if dialog_forming && (101..300).contains(&response.status) {
+                alias::add_to_contact(&mut response, callee);
+            }
+        }
         if response.status >= 200 {
             let sent = self.challengeable.remove(&key);
             if matches!(response.status, 401 | 407)
@@ -597,6 +631,7 @@ impl Proxy {
     /// A branch got no final response in time (or its transport failed).
     pub fn on_timeout(&mut self, key: ClientKey, out: &mut Outbox, now: Instant) {
         self.challengeable.remove(&key);
+        self.nated_branches.remove(&key);
         let Some(&server) = self.branch_of.get(&key) else {
             return;
         };
@@ -722,6 +757,15 @@ pub fn via_peer(via: &Via) -> Option<Peer> {
         transport,
         addr: SocketAddr::new(host, port),
     })
+}
+
+/// A request with no Route left whose Request-URI carries an alias of a
+/// phone behind NAT goes there, the alias taken off ([`alias`]).
+fn last_hop_alias(request: &mut Request) -> Option<Peer> {
+    if request.headers.contains(&Name::ROUTE) {
+        return None;
+    }
+    alias::take(&mut request.uri)
 }
 
 /// The next hop of a request: its first Route, else its Request-URI.

@@ -489,6 +489,8 @@ pub struct SippBuilder<'a> {
     port: Option<u16>,
     remote: Option<String>,
     calls: u32,
+    /// The signalling and media address (`-i`, `-mi`).
+    ip: String,
     args: Vec<String>,
 }
 
@@ -504,6 +506,7 @@ impl<'a> SippBuilder<'a> {
             port: None,
             remote: None,
             calls: 1,
+            ip: "127.0.0.1".to_string(),
             args: Vec::new(),
         }
     }
@@ -533,6 +536,19 @@ impl<'a> SippBuilder<'a> {
 
     pub fn calls(mut self, n: u32) -> Self {
         self.calls = n;
+        self
+    }
+
+    /// Signalling and media on `ip` instead of 127.0.0.1 (a namespace's
+    /// own address).
+    pub fn ip(mut self, ip: impl ToString) -> Self {
+        self.ip = ip.to_string();
+        self
+    }
+
+    /// Any other SIPp option.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
         self
     }
 
@@ -590,7 +606,7 @@ impl<'a> SippBuilder<'a> {
         cmd.arg("-sf")
             .arg(&scenario)
             .args(["-t", self.transport.sipp_flag()])
-            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-i", &self.ip, "-mi", &self.ip])
             .args(["-p", &port.to_string(), "-mp", &media.to_string()])
             .args(["-m", &self.calls.to_string()])
             .args(["-nostdin", "-timeout", "25s", "-timeout_error"])
