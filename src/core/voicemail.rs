@@ -77,8 +77,15 @@ impl Core {
         else {
             return;
         };
+        // A diverted call voicemail cannot take: the callee's failure.
+        let fallback = self.voicemail.take_fallback(key);
         if self.cancelled.remove(&key) {
             return;
+        }
+        if let Some(failure) = fallback
+            && !matches!(decision, Some(Decision::Open(_)))
+        {
+            return self.out.respond(key, failure, now);
         }
         match decision {
             None => self
@@ -109,11 +116,19 @@ impl Core {
         let Some((key, request, offer)) = self.voicemail.opened(call) else {
             return;
         };
-        let Some(local) = local else {
+        let cancelled = self.cancelled.remove(&key);
+        if local.is_none() || cancelled {
             let call_id = request.raw(&Name::CALL_ID).map(|v| v.to_string());
             if let Some(call_id) = call_id {
                 self.voicemail.forget(&call_id);
             }
+        }
+        if cancelled {
+            // The caller gave up meanwhile (answered 487 already).
+            self.outputs.push_back(Output::EndMedia { call });
+            return;
+        }
+        let Some(local) = local else {
             return self.out.respond(
                 key,
                 refusal(&request, 503, "Service Unavailable (no RTP port free)"),
