@@ -30,13 +30,14 @@ mod presence;
 mod registration;
 mod routing;
 mod stun;
+mod uas;
 mod upkeep;
 mod voicemail;
 
 #[cfg(test)]
-mod diversion_tests;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod voicemail_tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -365,6 +366,8 @@ pub struct Core {
     voicemail: crate::voicemail::Voicemail,
     /// Calls to users with live bindings that voicemail may still take.
     diversions: crate::voicemail::diversion::Diversions,
+    /// The 200s of calls the node answered itself, until their ACK.
+    answers: crate::sip::uas::Answers<crate::voicemail::MediaCall>,
     /// Sign-up and buddy lists (`accounts.rs`).
     accounts: accounts::Accounts,
     /// Conferences: the rooms this node is the focus of.
@@ -404,6 +407,7 @@ impl Core {
             ),
             voicemail: crate::voicemail::Voicemail::new(config.voicemail.clone()),
             diversions: crate::voicemail::diversion::Diversions::new(config.voicemail.no_answer),
+            answers: crate::sip::uas::Answers::new(config.timers),
             accounts: accounts::Accounts::new(config.signup.clone()),
             conference: crate::conference::Conferences::new(config.conference.clone()),
             out,
@@ -682,6 +686,7 @@ impl Core {
     fn handle_timeout(&mut self, now: Instant) {
         self.proxy.handle_timeout(&mut self.out, now);
         self.diversions_due(now);
+        self.answers_due(now);
         self.out.transactions.handle_timeout(now);
         if let Some(overlay) = self.location.overlay() {
             overlay.handle_timeout(&mut self.out, now);
@@ -702,6 +707,7 @@ impl Core {
             self.overlay().and_then(|o| o.poll_timeout()),
             self.presence.poll_timeout(),
             self.diversions.poll_timeout(),
+            self.answers.poll_timeout(),
         ];
         for t in others.into_iter().flatten() {
             deadline = deadline.min(t);
@@ -817,7 +823,10 @@ impl Core {
                 self.on_request(key, request, from, now)
             }
             Event::Ack { request, .. }
-                if self.in_voicemail_call(&request) || self.in_conference_call(&request) => {}
+                if self.in_voicemail_call(&request) || self.in_conference_call(&request) =>
+            {
+                self.on_answer_acked(&request)
+            }
             Event::Ack { mut request, .. } => {
                 self.strip_own_routes(&mut request);
                 if checks::decrement_max_forwards(&mut request) {

@@ -138,7 +138,7 @@ impl Core {
         let (response, ssrc) = self.media_answer(&request, &offer, local, call);
         let recording = self.voicemail.recording(offer, ssrc, now);
         info!(call = call.0, %local, remote = %recording.remote(), "voicemail call answered");
-        self.out.respond(key, response, now);
+        self.answer_call(key, &request, response, call, now);
         self.outputs.push_back(Output::StartMedia {
             call,
             recording: Box::new(recording),
@@ -173,6 +173,9 @@ impl Core {
         let Some(invite) = self.voicemail.take_dialog(call) else {
             return;
         };
+        if let Some(call_id) = invite.raw(&Name::CALL_ID) {
+            self.answers.forget(call_id.trim());
+        }
         let branch = self.out.new_branch();
         match crate::voicemail::hangup::bye(&invite, self.config.local, branch) {
             Some((bye, peer)) => {
@@ -194,7 +197,7 @@ impl Core {
     pub(super) fn voicemail_request(&mut self, key: ServerKey, request: Request, now: Instant) {
         if request.method == Method::ACK {
             // Never answered (RFC 3261 §17.2.3); the 2xx's ACK ends here.
-            return;
+            return self.on_answer_acked(&request);
         }
         if request.method != Method::BYE {
             let reason = "Not Implemented (only BYE inside a voicemail call)";
@@ -204,6 +207,7 @@ impl Core {
             .raw(&Name::CALL_ID)
             .map(|v| v.to_string())
             .unwrap_or_default();
+        self.answer_ended(&call_id);
         if let Some(call) = self.voicemail.hang_up(&call_id) {
             self.outputs.push_back(Output::EndMedia { call });
         } else if let Some(call) = self.voicemail.stop_listening(&call_id) {

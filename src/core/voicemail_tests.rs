@@ -1,8 +1,10 @@
-//! Diversion to voicemail through a whole core on a virtual clock (a ring
-//! of one, no sockets): a callee's 486 becomes voicemail's 200 and the
-//! caller never sees the 486; a callee that only rings is cancelled when
-//! `no_answer_s` is up and voicemail answers; a 2xx, a 6xx and the
-//! caller's CANCEL are relayed as without voicemail.
+//! Calls voicemail answers, through a whole core on a virtual clock (a
+//! ring of one, no sockets). Diversion: a callee's 486 becomes
+//! voicemail's 200 and the caller never sees the 486; a callee that only
+//! rings is cancelled when `no_answer_s` is up and voicemail answers; a
+//! 2xx, a 6xx and the caller's CANCEL are relayed as without voicemail.
+//! The node's 200 is re-sent until the ACK, and without one the node
+//! hangs up with a BYE after 64·T1.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -289,4 +291,98 @@ fn without_no_answer_a_ringing_call_rings_on() {
     );
     assert_eq!(to_caller(&out), Vec::<u16>::new(), "480 taken by voicemail");
     assert_eq!(media.len(), 1);
+}
+
+/// Voicemail answers a call to alice (her phone says 486): the 200.
+fn answered(core: &mut Core, n: u32, t0: Instant) -> Response {
+    register(core, t0);
+    let forwarded = call(core, n, t0);
+    let (_, media) = feed(core, &answer(&forwarded, 486), CALLEE, t0);
+    let mut answers = open(core, media[0], t0);
+    assert_eq!(answers.len(), 1);
+    answers.remove(0)
+}
+
+fn ack(ok: &Response, n: u32) -> String {
+    let to = ok.raw(&Name::TO).map(|t| t.to_string()).unwrap_or_default();
+    format!(
+        "ACK sip:voicemail@127.0.0.1:5060 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:{CALLER};branch=z9hG4bKack{n}
+Max-Forwards: 70
+From: <sip:bob@example.test>;tag=b{n}
+To: {to}
+Call-ID: call-{n}
+CSeq: 1 ACK
+Content-Length: 0
+
+"
+    )
+}
+
+#[test]
+fn the_200_is_re_sent_t1_doubling_until_the_ack() {
+    let t0 = Instant::now();
+    let mut core = core(None, t0);
+    let ok = answered(&mut core, 7, t0);
+    core.handle_input(Input::Timeout, t0 + Duration::from_millis(499));
+    assert_eq!(to_caller(&sent(&mut core).0), Vec::<u16>::new());
+    core.handle_input(Input::Timeout, t0 + Duration::from_millis(500));
+    assert_eq!(to_caller(&sent(&mut core).0), vec![200], "after T1");
+    core.handle_input(Input::Timeout, t0 + Duration::from_millis(1499));
+    assert_eq!(to_caller(&sent(&mut core).0), Vec::<u16>::new());
+    core.handle_input(Input::Timeout, t0 + Duration::from_millis(1500));
+    assert_eq!(to_caller(&sent(&mut core).0), vec![200], "after 2·T1 more");
+    feed(&mut core, &ack(&ok, 7), CALLER, t0 + Duration::from_secs(2));
+    assert!(core.answers.is_empty(), "the ACK stops it");
+    core.handle_input(Input::Timeout, t0 + Duration::from_secs(40));
+    let (out, _) = sent(&mut core);
+    assert!(
+        to_caller(&out).is_empty(),
+        "nothing more after the ACK: {out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|(_, m)| matches!(m, Message::Request(r) if r.method == Method::BYE)),
+        "no BYE after the ACK"
+    );
+}
+
+#[test]
+fn without_an_ack_the_node_hangs_up_after_64_t1() {
+    let t0 = Instant::now();
+    let mut core = core(None, t0);
+    answered(&mut core, 8, t0);
+    let mut now = t0;
+    let mut resent = 0;
+    let mut bye = None;
+    while now < t0 + Duration::from_secs(33) {
+        now = next_deadline(&mut core).max(now);
+        core.handle_input(Input::Timeout, now);
+        let (out, _) = sent(&mut core);
+        resent += to_caller(&out).iter().filter(|s| **s == 200).count();
+        if let Some(r) = out.into_iter().find_map(|(p, m)| match m {
+            Message::Request(r) if r.method == Method::BYE => Some((p, r)),
+            _ => None,
+        }) {
+            bye = Some((now, r));
+            break;
+        }
+    }
+    assert_eq!(resent, 10, "T1 doubling to T2 within 64·T1");
+    let (at, (peer, bye)) = bye.expect("a BYE");
+    assert_eq!(at, t0 + Duration::from_secs(32), "64·T1");
+    assert_eq!(peer, udp(CALLER), "to the caller's Contact");
+    assert_eq!(
+        bye.raw(&Name::CALL_ID).map(|v| v.to_string()).as_deref(),
+        Some("call-8")
+    );
+}
+
+/// Drains the outputs and gives the deadline they end with.
+fn next_deadline(core: &mut Core) -> Instant {
+    loop {
+        if let Output::Timeout(at) = core.poll_output() {
+            return at;
+        }
+    }
 }
