@@ -52,13 +52,14 @@ def finals(pending, limit):
     return got
 
 # Make every user known (a binding set's tombstone), with no live binding.
-for expires in (60, 0):
+reg_ids = [uuid.uuid4().hex for _ in range(n)]
+for cseq, expires in ((1, 60), (2, 0)):
     ids = {}
     for i in range(n):
         aor = f"<sip:vm-{i}@example.test>"
-        cid = uuid.uuid4().hex
+        cid = reg_ids[i]
         ids[cid] = i
-        sip.sendto(request("REGISTER", "sip:example.test", cid, "r", 1, aor, aor,
+        sip.sendto(request("REGISTER", "sip:example.test", cid, "r", cseq, aor, aor,
                            f"Contact: <sip:vm@{me}>;expires={expires}"), node)
     got = finals(ids, 30)
     bad = [t for t in got.values() if not t.startswith("SIP/2.0 200")]
