@@ -1173,5 +1173,15 @@ mod tests {
         let mut config = Config::from_toml("[voicemail]\nmax_seconds = 301\n").expect("parses");
         let err = config.validate().expect_err("too long").to_string();
         assert!(err.contains("voicemail.max_seconds"), "{err}");
+        assert_eq!(
+            Config::default().voicemail_config().no_answer,
+            Some(std::time::Duration::from_secs(20))
+        );
+        let mut config = Config::from_toml("[voicemail]\nno_answer_s = 0\n").expect("parses");
+        config.validate().expect("0 is off");
+        assert_eq!(config.voicemail_config().no_answer, None);
+        let mut config = Config::from_toml("[voicemail]\nno_answer_s = 3601\n").expect("parses");
+        let err = config.validate().expect_err("too long").to_string();
+        assert!(err.contains("voicemail.no_answer_s"), "{err}");
     }
 }
