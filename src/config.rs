@@ -211,6 +211,9 @@ pub struct VoicemailSection {
     pub max_per_user: usize,
     /// Seconds a recording is kept.
     pub keep_s: u64,
+    /// Seconds a call to a user with live bindings may ring unanswered
+    /// before voicemail takes it (0: never on no-answer; at most 3600).
+    pub no_answer_s: u64,
 }
 
 impl Default for VoicemailSection {
@@ -222,6 +225,7 @@ impl Default for VoicemailSection {
             port_range: format!("{}-{}", d.ports.0, d.ports.1),
             max_per_user: d.max_per_user,
             keep_s: d.keep_for.as_secs(),
+            no_answer_s: d.no_answer.map_or(0, |d| d.as_secs()),
         }
     }
 }
@@ -673,6 +677,12 @@ impl Config {
                 why: "must be between 1 and 300".into(),
             });
         }
+        if self.voicemail.no_answer_s > 3600 {
+            return Err(ConfigError::Invalid {
+                key: "voicemail.no_answer_s",
+                why: "must be between 0 (never on no-answer) and 3600".into(),
+            });
+        }
         self.validate_turn()?;
         self.validate_conference()?;
         if self.sip.ip().is_unspecified() {
@@ -854,6 +864,7 @@ impl Config {
             ports: port_range(&v.port_range).unwrap_or((20000, 20999)),
             max_per_user: v.max_per_user,
             keep_for: std::time::Duration::from_secs(v.keep_s),
+            no_answer: (v.no_answer_s > 0).then(|| std::time::Duration::from_secs(v.no_answer_s)),
         }
     }
 
@@ -1162,5 +1173,15 @@ mod tests {
         let mut config = Config::from_toml("[voicemail]\nmax_seconds = 301\n").expect("parses");
         let err = config.validate().expect_err("too long").to_string();
         assert!(err.contains("voicemail.max_seconds"), "{err}");
+        assert_eq!(
+            Config::default().voicemail_config().no_answer,
+            Some(std::time::Duration::from_secs(20))
+        );
+        let mut config = Config::from_toml("[voicemail]\nno_answer_s = 0\n").expect("parses");
+        config.validate().expect("0 is off");
+        assert_eq!(config.voicemail_config().no_answer, None);
+        let mut config = Config::from_toml("[voicemail]\nno_answer_s = 3601\n").expect("parses");
+        let err = config.validate().expect_err("too long").to_string();
+        assert!(err.contains("voicemail.no_answer_s"), "{err}");
     }
 }

@@ -177,7 +177,7 @@ impl Core {
         let ssrc = (session >> 32) as u32 ^ session as u32;
         info!(room = %pending.room, call = call.0, %local, remote = %pending.offer.remote,
             participants = self.conference.participants(&pending.room), "joined the conference");
-        self.out.respond(pending.key, response, now);
+        self.answer_call(pending.key, &pending.request, response, call, now);
         self.outputs.push_back(Output::JoinConference {
             room: pending.room.as_str().to_string(),
             call,
@@ -198,7 +198,7 @@ impl Core {
     /// last one ends it); the ACK is absorbed; anything else gets 501.
     pub(super) fn conference_request(&mut self, key: ServerKey, request: Request, now: Instant) {
         if request.method == Method::ACK {
-            return;
+            return self.on_answer_acked(&request);
         }
         if request.method != Method::BYE {
             let reason = "Not Implemented (only BYE inside a conference call)";
@@ -208,6 +208,7 @@ impl Core {
             .raw(&Name::CALL_ID)
             .map(|v| v.to_string())
             .unwrap_or_default();
+        self.answer_ended(&call_id);
         if let Some((seat, last)) = self.conference.leave(&call_id) {
             info!(room = %seat.room, call = seat.call.0, last, "left the conference");
             self.outputs.push_back(Output::LeaveConference {

@@ -347,7 +347,7 @@ impl Core {
             .map(|(name, _, samples)| (name, samples))
             .collect();
         let playback = Playback::new(opening.offer, recordings, ssrc, now);
-        self.out.respond(opening.key, response, now);
+        self.answer_call(opening.key, &opening.request, response, call, now);
         self.outputs.push_back(Output::StartPlayback {
             call,
             playback: Box::new(playback),

@@ -23,17 +23,21 @@ mod accounts;
 mod checks;
 mod conference;
 mod credentials;
+mod diversion;
 mod mailbox;
 mod offline;
 mod presence;
 mod registration;
 mod routing;
 mod stun;
+mod uas;
 mod upkeep;
 mod voicemail;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod voicemail_tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -360,6 +364,10 @@ pub struct Core {
     presence: crate::presence::Presence,
     /// Voicemail: calls to offline users answered and recorded.
     voicemail: crate::voicemail::Voicemail,
+    /// Calls to users with live bindings that voicemail may still take.
+    diversions: crate::voicemail::diversion::Diversions,
+    /// The 200s of calls the node answered itself, until their ACK.
+    answers: crate::sip::uas::Answers<crate::voicemail::MediaCall>,
     /// Sign-up and buddy lists (`accounts.rs`).
     accounts: accounts::Accounts,
     /// Conferences: the rooms this node is the focus of.
@@ -398,6 +406,8 @@ impl Core {
                 metrics.clone(),
             ),
             voicemail: crate::voicemail::Voicemail::new(config.voicemail.clone()),
+            diversions: crate::voicemail::diversion::Diversions::new(config.voicemail.no_answer),
+            answers: crate::sip::uas::Answers::new(config.timers),
             accounts: accounts::Accounts::new(config.signup.clone()),
             conference: crate::conference::Conferences::new(config.conference.clone()),
             out,
@@ -675,6 +685,8 @@ impl Core {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.proxy.handle_timeout(&mut self.out, now);
+        self.diversions_due(now);
+        self.answers_due(now);
         self.out.transactions.handle_timeout(now);
         if let Some(overlay) = self.location.overlay() {
             overlay.handle_timeout(&mut self.out, now);
@@ -694,6 +706,8 @@ impl Core {
             self.gateway.poll_timeout(),
             self.overlay().and_then(|o| o.poll_timeout()),
             self.presence.poll_timeout(),
+            self.diversions.poll_timeout(),
+            self.answers.poll_timeout(),
         ];
         for t in others.into_iter().flatten() {
             deadline = deadline.min(t);
@@ -772,7 +786,12 @@ impl Core {
                 }
             }
             busy |= self.start_presence_ops(now);
+            while let Some((server, failure)) = self.proxy.poll_held() {
+                busy = true;
+                self.on_held(server, failure, now);
+            }
             while let Some((server, status)) = self.proxy.poll_finished() {
+                self.fork_ended(server);
                 self.gateway.forget_mirror(server);
                 if let Some(aor) = self.routed.remove(&server)
                     && matches!(status, 408 | 480 | 500 | 503)
@@ -804,7 +823,10 @@ impl Core {
                 self.on_request(key, request, from, now)
             }
             Event::Ack { request, .. }
-                if self.in_voicemail_call(&request) || self.in_conference_call(&request) => {}
+                if self.in_voicemail_call(&request) || self.in_conference_call(&request) =>
+            {
+                self.on_answer_acked(&request)
+            }
             Event::Ack { mut request, .. } => {
                 self.strip_own_routes(&mut request);
                 if checks::decrement_max_forwards(&mut request) {
@@ -814,7 +836,10 @@ impl Core {
             Event::Cancel {
                 invite, request, ..
             } => {
-                if !self.proxy.on_cancel(invite, &mut self.out, now) {
+                // Diverted to voicemail and not answered yet: the proxy's
+                // fork (if still there) no longer answers for the call.
+                let diverted = self.voicemail.is_answering(invite);
+                if !self.proxy.on_cancel(invite, &mut self.out, now) || diverted {
                     // Still looking the callee up: answer 487 now, and
                     // forward nothing when the lookup ends.
                     let mut response = request.final_response(487);

@@ -410,7 +410,7 @@ impl Core {
             return self.out.respond(key, local_response(&request, 480), now);
         }
         self.routed.insert(key, aor.clone());
-        self.proxy.forward(key, request, groups, &mut self.out, now);
+        self.forward_to_user(key, request, aor, groups, now);
     }
 
     /// The domain a host stands for when it is ours: one of our domains, or

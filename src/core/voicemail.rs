@@ -77,8 +77,15 @@ impl Core {
         else {
             return;
         };
+        // A diverted call voicemail cannot take: the callee's failure.
+        let fallback = self.voicemail.take_fallback(key);
         if self.cancelled.remove(&key) {
             return;
+        }
+        if let Some(failure) = fallback
+            && !matches!(decision, Some(Decision::Open(_)))
+        {
+            return self.out.respond(key, failure, now);
         }
         match decision {
             None => self
@@ -109,11 +116,19 @@ impl Core {
         let Some((key, request, offer)) = self.voicemail.opened(call) else {
             return;
         };
-        let Some(local) = local else {
+        let cancelled = self.cancelled.remove(&key);
+        if local.is_none() || cancelled {
             let call_id = request.raw(&Name::CALL_ID).map(|v| v.to_string());
             if let Some(call_id) = call_id {
                 self.voicemail.forget(&call_id);
             }
+        }
+        if cancelled {
+            // The caller gave up meanwhile (answered 487 already).
+            self.outputs.push_back(Output::EndMedia { call });
+            return;
+        }
+        let Some(local) = local else {
             return self.out.respond(
                 key,
                 refusal(&request, 503, "Service Unavailable (no RTP port free)"),
@@ -123,7 +138,7 @@ impl Core {
         let (response, ssrc) = self.media_answer(&request, &offer, local, call);
         let recording = self.voicemail.recording(offer, ssrc, now);
         info!(call = call.0, %local, remote = %recording.remote(), "voicemail call answered");
-        self.out.respond(key, response, now);
+        self.answer_call(key, &request, response, call, now);
         self.outputs.push_back(Output::StartMedia {
             call,
             recording: Box::new(recording),
@@ -158,6 +173,9 @@ impl Core {
         let Some(invite) = self.voicemail.take_dialog(call) else {
             return;
         };
+        if let Some(call_id) = invite.raw(&Name::CALL_ID) {
+            self.answers.forget(call_id.trim());
+        }
         let branch = self.out.new_branch();
         match crate::voicemail::hangup::bye(&invite, self.config.local, branch) {
             Some((bye, peer)) => {
@@ -179,7 +197,7 @@ impl Core {
     pub(super) fn voicemail_request(&mut self, key: ServerKey, request: Request, now: Instant) {
         if request.method == Method::ACK {
             // Never answered (RFC 3261 §17.2.3); the 2xx's ACK ends here.
-            return;
+            return self.on_answer_acked(&request);
         }
         if request.method != Method::BYE {
             let reason = "Not Implemented (only BYE inside a voicemail call)";
@@ -189,6 +207,7 @@ impl Core {
             .raw(&Name::CALL_ID)
             .map(|v| v.to_string())
             .unwrap_or_default();
+        self.answer_ended(&call_id);
         if let Some(call) = self.voicemail.hang_up(&call_id) {
             self.outputs.push_back(Output::EndMedia { call });
         } else if let Some(call) = self.voicemail.stop_listening(&call_id) {

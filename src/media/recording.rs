@@ -38,6 +38,21 @@ pub struct Recording {
     /// Samples written up to here (the recording's length).
     written: usize,
     ended: bool,
+    /// How late the greeting's packets went out (for the logs and the
+    /// benchmark).
+    pub lateness: GreetingLateness,
+}
+
+/// How late the greeting's packets left: each is due 20 ms after the one
+/// before it from the answer on, and leaves when the driver asks for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GreetingLateness {
+    /// Greeting packets sent.
+    pub packets: u32,
+    /// Packets sent more than 20 ms after their time.
+    pub over: u32,
+    /// The latest a packet left after its time.
+    pub max: Duration,
 }
 
 impl Recording {
@@ -53,6 +68,7 @@ impl Recording {
             samples: Vec::new(),
             written: 0,
             ended: false,
+            lateness: GreetingLateness::default(),
         }
     }
 
@@ -117,6 +133,12 @@ impl Recording {
         let packets = (GREETING.as_millis() / PACKET.as_millis()) as u32;
         if self.ended || self.sent >= packets || now < self.started + PACKET * self.sent {
             return None;
+        }
+        let late = now.saturating_duration_since(self.started + PACKET * self.sent);
+        self.lateness.packets += 1;
+        self.lateness.max = self.lateness.max.max(late);
+        if late > PACKET {
+            self.lateness.over += 1;
         }
         let first = self.sent as usize * SAMPLES_PER_PACKET;
         let law = self.offer.law;
@@ -216,6 +238,25 @@ mod tests {
             now = rec.poll_timeout().max(now + Duration::from_millis(1));
         }
         assert_eq!(sent, 50);
+        assert_eq!(rec.lateness.packets, 50);
+        assert_eq!(rec.lateness.over, 0, "{:?}", rec.lateness);
+    }
+
+    #[test]
+    fn counts_greeting_packets_sent_late() {
+        let t0 = Instant::now();
+        let mut rec = Recording::new(offer(), Duration::from_secs(60), 1, t0);
+        assert!(rec.poll_transmit(t0).is_some());
+        // The driver wakes 45 ms late for the second packet (due at 20 ms):
+        // it and the third (due at 40 ms, 25 ms late) go out at once.
+        let woke = t0 + Duration::from_millis(65);
+        assert!(rec.poll_transmit(woke).is_some());
+        assert!(rec.poll_transmit(woke).is_some());
+        assert!(rec.poll_transmit(woke).is_some(), "the fourth, 5 ms late");
+        assert!(rec.poll_transmit(woke).is_none());
+        assert_eq!(rec.lateness.packets, 4);
+        assert_eq!(rec.lateness.over, 2);
+        assert_eq!(rec.lateness.max, Duration::from_millis(45));
     }
 
     #[test]

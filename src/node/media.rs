@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::media::playback::{Playback, PlaybackEvent};
 use crate::media::recording::Recording;
@@ -158,6 +158,14 @@ async fn run(
             _ = &mut stopped => recording.end(),
         }
     }
+    let late = recording.lateness;
+    info!(
+        call = call.0,
+        greeting_packets = late.packets,
+        late_packets = late.over,
+        max_late_us = late.max.as_micros() as u64,
+        "voicemail media ended"
+    );
     let _ = done.send((call, recording.into_samples())).await;
 }
 

@@ -30,6 +30,9 @@ pub struct Fork {
     pub credentials: Option<p2psip_bridge::digest::Credentials>,
     /// A challenge was answered already: a second one is a failure.
     pub challenged: bool,
+    /// A best final response of 486, 408 or 480 is held for the node
+    /// instead of sent upstream (voicemail may answer instead).
+    pub hold_failures: bool,
 }
 
 impl Fork {
@@ -47,6 +50,7 @@ impl Fork {
             status: 0,
             credentials: None,
             challenged: false,
+            hold_failures: false,
         }
     }
 

@@ -69,6 +69,8 @@ pub struct Proxy {
     counter: u64,
     /// Forks that ended, with the status sent upstream.
     finished: Vec<(ServerKey, u16)>,
+    /// Final responses held back for the node (`hold_failures` forks).
+    held: Vec<(ServerKey, Response)>,
     /// Branches with further resolved targets to fail over to (RFC 3263 §4.3).
     alternatives: HashMap<ClientKey, Alternatives>,
     /// When a branch with alternatives that heard nothing moves on.
@@ -119,6 +121,7 @@ impl Proxy {
             resolving: HashMap::new(),
             counter: 0,
             finished: Vec::new(),
+            held: Vec::new(),
             alternatives: HashMap::new(),
             failover_at: BTreeSet::new(),
             dead: Vec::new(),
@@ -190,13 +193,70 @@ impl Proxy {
         out: &mut Outbox,
         now: Instant,
     ) {
+        self.start(server, request, groups, credentials, false, out, now);
+    }
+
+    /// [`forward`](Self::forward), except that a best final response of
+    /// 486, 408 or 480 is not sent upstream but held for the node to
+    /// decide ([`poll_held`](Self::poll_held)): voicemail may answer
+    /// instead, or the node sends it on itself.
+    pub fn forward_holding_failures(
+        &mut self,
+        server: ServerKey,
+        request: Request,
+        groups: Vec<Vec<Target>>,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        self.start(server, request, groups, None, true, out, now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        server: ServerKey,
+        request: Request,
+        groups: Vec<Vec<Target>>,
+        credentials: Option<p2psip_bridge::digest::Credentials>,
+        hold_failures: bool,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
         let mut request = request;
         let callee_nated = groups.iter().flatten().any(|t| t.behind_nat);
         self.relay.on_request(&mut request, callee_nated, now);
         let mut fork = Fork::new(server, request, groups);
         fork.credentials = credentials;
+        fork.hold_failures = hold_failures;
         self.forks.insert(server, fork);
         self.next_group(server, out, now);
+    }
+
+    /// A final response held back by a fork started with
+    /// [`forward_holding_failures`](Self::forward_holding_failures): the
+    /// node answers the server transaction itself (with it, or otherwise).
+    pub fn poll_held(&mut self) -> Option<(ServerKey, Response)> {
+        self.held.pop()
+    }
+
+    /// The node takes the call over (no answer in time): every branch is
+    /// cancelled, no more groups are tried, and nothing the branches still
+    /// send goes upstream. False when the fork is gone or answered.
+    pub fn take_over(&mut self, server: ServerKey, out: &mut Outbox, now: Instant) -> bool {
+        let Some(fork) = self.forks.get_mut(&server) else {
+            return false;
+        };
+        if fork.answered {
+            return false;
+        }
+        fork.answered = true;
+        fork.status = 487;
+        fork.waiting.clear();
+        for key in fork.active.clone() {
+            out.transactions.cancel(key, now);
+        }
+        self.finish_if_done(server, out, now);
+        true
     }
 
     /// Starts the next group of targets, or answers when none is left.
@@ -683,7 +743,11 @@ impl Proxy {
             fork.answered = true;
             let response = fork.best_response();
             fork.status = response.status;
-            out.respond(server, response, now);
+            if fork.hold_failures && matches!(response.status, 408 | 480 | 486) {
+                self.held.push((server, response));
+            } else {
+                out.respond(server, response, now);
+            }
         }
         self.relay.fork_ended(&fork.request, fork.status);
         self.finished.push((server, fork.status));

@@ -1,5 +1,5 @@
 //! The SIP stack: messages, stream framing, STUN on the SIP ports,
-//! transactions and transports.
+//! transactions, the UAS core's 2xx retransmissions and transports.
 
 pub mod framing;
 pub mod message;
@@ -7,3 +7,4 @@ pub mod stun;
 pub mod target;
 pub mod transaction;
 pub mod transport;
+pub mod uas;

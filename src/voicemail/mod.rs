@@ -8,6 +8,7 @@
 //! components: the core feeds it ring answers and media events and does
 //! what it decides (`core/voicemail.rs`).
 
+pub mod diversion;
 pub mod hangup;
 pub mod mailbox;
 pub mod record;
@@ -42,6 +43,9 @@ pub struct VoicemailConfig {
     pub max_per_user: usize,
     /// How long a recording is kept (`keep_s`).
     pub keep_for: Duration,
+    /// How long a call to a user with live bindings rings unanswered
+    /// before voicemail takes it (`no_answer_s`; `None`: never).
+    pub no_answer: Option<Duration>,
 }
 
 impl Default for VoicemailConfig {
@@ -52,6 +56,7 @@ impl Default for VoicemailConfig {
             ports: (20000, 20999),
             max_per_user: 10,
             keep_for: record::KEEP,
+            no_answer: Some(Duration::from_secs(20)),
         }
     }
 }
@@ -129,6 +134,9 @@ pub struct Voicemail {
     /// The INVITE of every answered call still up, for the BYE the node
     /// may send.
     dialogs: HashMap<MediaCall, Request>,
+    /// Diverted calls: the callee's failure, sent instead when voicemail
+    /// cannot take the call after all (her mailbox is full).
+    fallbacks: HashMap<ServerKey, crate::sip::message::Response>,
 }
 
 /// A listening call waiting for its socket: the INVITE, its offer, whose
@@ -173,6 +181,24 @@ impl Voicemail {
     /// Whether `op` is one of this component's fetches.
     pub fn is_ours(&self, op: OpId) -> bool {
         self.looking.contains_key(&op)
+    }
+
+    /// The call on `key` was diverted after the callee's `failure`: sent
+    /// instead should voicemail refuse it.
+    pub fn fall_back(&mut self, key: ServerKey, failure: crate::sip::message::Response) {
+        self.fallbacks.insert(key, failure);
+    }
+
+    /// The failure to send instead of voicemail's refusal of `key`, if the
+    /// call was diverted after one (taken once).
+    pub fn take_fallback(&mut self, key: ServerKey) -> Option<crate::sip::message::Response> {
+        self.fallbacks.remove(&key)
+    }
+
+    /// Whether the INVITE on `key` is on its way to being answered here
+    /// (its user's items or its RTP socket awaited).
+    pub fn is_answering(&self, key: ServerKey) -> bool {
+        self.looking.values().any(|c| c.key == key) || self.opening.values().any(|c| c.key == key)
     }
 
     /// The fetch `op` answered with these items (`None`: it failed). Gives

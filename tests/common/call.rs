@@ -3,17 +3,18 @@
 //! [`super::phone::Phone`]), G.711 µ-law RTP of a tone sent paced as a
 //! phone would, RFC 4733 key presses, the RTP the node sends received
 //! and decoded, and the power at a frequency (Goertzel) to tell tones
-//! apart. For the tests where the node answers calls (voicemail,
-//! conferences).
+//! apart; a request answered after its digest challenge and an HTTP GET
+//! of a recording. For the tests where the node answers calls
+//! (voicemail, conferences).
 
-use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use p2psip::media::g711::Law;
 use p2psip::media::rtp::Packet;
 
-use super::phone::Phone;
+use super::phone::{Challenge, Phone};
 use super::{RawResponse, WAIT, token};
 
 /// An SDP offer for RTP at `rtp` with these formats and rtpmap lines.
@@ -316,4 +317,75 @@ pub fn pcmu_samples(bytes: &[u8]) -> Option<Vec<i16>> {
 /// The power [`power_at`] gives for a pure tone of `amplitude` over `n` samples.
 pub fn tone_power(amplitude: f64, n: usize) -> f64 {
     (amplitude * n as f64 / 2.0).powi(2)
+}
+
+/// A GET over HTTP/1.1 with an `Authorization` header: the head (as a
+/// [`RawResponse`], for its status and headers) and the body.
+pub fn http(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (RawResponse, Vec<u8>) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head");
+    let head = String::from_utf8_lossy(&bytes[..split + 4]).into_owned();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (
+        RawResponse { status, text: head },
+        bytes[split + 4..].to_vec(),
+    )
+}
+
+/// The body of a chunked HTTP/1.1 answer, or the body as it is.
+pub fn unchunked(head: &RawResponse, body: Vec<u8>) -> Vec<u8> {
+    if !head
+        .header("transfer-encoding")
+        .is_some_and(|t| t.contains("chunked"))
+    {
+        return body;
+    }
+    let mut out = Vec::new();
+    let mut rest = &body[..];
+    while let Some(line) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&rest[..line]).trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < line + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&rest[line + 2..line + 2 + size]);
+        rest = &rest[line + 4 + size..];
+    }
+    out
+}
+
+/// A request answered after its digest challenge (401 or 407): `build`
+/// makes it with the credentials header given.
+pub fn with_digest(
+    phone: &Phone,
+    build: impl Fn(&str) -> String,
+    method: &str,
+    uri: &str,
+    password: &str,
+) -> Option<RawResponse> {
+    let first = phone.ask(&build(""))?;
+    if first.status != 401 && first.status != 407 {
+        return Some(first);
+    }
+    let challenge = Challenge::all_of(&first).into_iter().next()?;
+    let name = if first.status == 401 {
+        "Authorization"
+    } else {
+        "Proxy-Authorization"
+    };
+    let answer = challenge.answer("alice", password, method, uri, 1);
+    phone.ask(&build(&format!("{name}: {answer}\r\n")))
 }

@@ -162,6 +162,15 @@ impl Transactions {
         }
     }
 
+    /// Where the responses of server transaction `key` go (the peer its
+    /// request came from), while it lives.
+    pub fn peer_of(&self, key: ServerKey) -> Option<Peer> {
+        match &self.slab.get(key.0)?.kind {
+            Kind::Server(server) => Some(server.from),
+            _ => None,
+        }
+    }
+
     /// Send a response on a server transaction (provisional or final).
     /// Responses go to the peer the request came from (RFC 3581: source
     /// address and port, same transport / connection). A response the state
