@@ -55,6 +55,13 @@ pub struct Metrics {
     /// Items and removes refused or not used: no valid signature of their
     /// writer or remover (certificate mode).
     pub bad_signatures: Counter,
+    /// Signatures this node made over its items and removes (certificate mode).
+    pub signatures_made: Counter,
+    /// Signatures checked in full (a public-key operation).
+    pub signatures_checked: Counter,
+    /// Signature checks answered without one: the same bytes were checked
+    /// (or signed here) before.
+    pub signatures_remembered: Counter,
     /// STUN messages on the SIP ports, by what became of them.
     pub stun: Family<StunLabels, Counter>,
     /// Presence and message-summary subscriptions this node holds.
@@ -81,6 +88,9 @@ impl Default for Metrics {
             items_over_limit: Counter::default(),
             overlay_rate_limited: Counter::default(),
             bad_signatures: Counter::default(),
+            signatures_made: Counter::default(),
+            signatures_checked: Counter::default(),
+            signatures_remembered: Counter::default(),
             stun: Family::default(),
             presence_subscriptions: Gauge::default(),
             presence_notifies: Counter::default(),
@@ -234,6 +244,21 @@ impl Metrics {
             "overlay_bad_signatures",
             "Items and removes refused or not used: no valid signature of their writer or remover",
             self.bad_signatures.clone(),
+        );
+        registry.register(
+            "overlay_signatures_made",
+            "Signatures this node made over its items and removes (certificate mode)",
+            self.signatures_made.clone(),
+        );
+        registry.register(
+            "overlay_signatures_checked",
+            "Signatures of items and removes checked in full",
+            self.signatures_checked.clone(),
+        );
+        registry.register(
+            "overlay_signatures_remembered",
+            "Signature checks answered without one: the same bytes checked or signed here before",
+            self.signatures_remembered.clone(),
         );
         registry.register(
             "stun",

@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::certs::*;
@@ -102,23 +101,6 @@ fn remove_body(rogue: &CertMember, name: &str, at: Option<u64>) -> String {
     format!("{{\"name\":\"{name}\",\"signature\":\"{signature}\"}}")
 }
 
-/// The items member `node` itself holds under the key of `name`.
-fn items_at(rogue: &CertMember, node: SocketAddr, name: &str) -> Vec<Value> {
-    let to = format!("sip:{}@overlay.invalid", sha1_hex(name));
-    let answer = rogue.ask(node, "fetch", &to, "", "");
-    let body = answer.text.split("\r\n\r\n").nth(1).unwrap_or("");
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v["items"].as_array().cloned())
-        .unwrap_or_default()
-}
-
-fn item_at(rogue: &CertMember, node: SocketAddr, name: &str) -> Option<Value> {
-    items_at(rogue, node, name)
-        .into_iter()
-        .find(|i| i["name"] == name)
-}
-
 #[test]
 fn only_items_and_removes_signed_by_their_writer_are_believed() {
     let dir = temp_dir("signed");
@@ -146,7 +128,7 @@ fn only_items_and_removes_signed_by_their_writer_are_believed() {
         Duration::from_secs(30),
         || {
             members.iter().all(|m| {
-                item_at(&rogue, m.node.addr, &aor).is_some_and(|i| {
+                rogue.item_at(m.node.addr, &aor).is_some_and(|i| {
                     i["writer"].as_str() == Some(writer.as_str())
                         && i["signature"].as_str().is_some_and(|s| s.len() > 16)
                 })
@@ -156,7 +138,7 @@ fn only_items_and_removes_signed_by_their_writer_are_believed() {
     );
     let before: Vec<Value> = members
         .iter()
-        .filter_map(|m| item_at(&rogue, m.node.addr, &aor))
+        .filter_map(|m| rogue.item_at(m.node.addr, &aor))
         .collect();
     assert_eq!(before.len(), 3);
 
@@ -269,7 +251,7 @@ fn only_items_and_removes_signed_by_their_writer_are_believed() {
     }
     let after: Vec<Value> = members
         .iter()
-        .filter_map(|m| item_at(&rogue, m.node.addr, &aor))
+        .filter_map(|m| rogue.item_at(m.node.addr, &aor))
         .collect();
     let parts = |items: &[Value]| -> Vec<(Value, Value, Value, Value)> {
         items
@@ -320,7 +302,7 @@ fn only_items_and_removes_signed_by_their_writer_are_believed() {
     };
     let answer = rogue.ask(node, "store", &to, &cert, &own(1));
     assert_eq!(answer.status, 200, "{}", answer.text);
-    assert!(item_at(&rogue, node, &name).is_some());
+    assert!(rogue.item_at(node, &name).is_some());
     let now_ms = || unix_now().as_millis() as u64;
     let remove = remove_body(&rogue, &name, Some(now_ms()));
     let answer = rogue.ask(node, "remove", &key_uri, &cert, &remove);
@@ -331,7 +313,7 @@ fn only_items_and_removes_signed_by_their_writer_are_believed() {
         || {
             members
                 .iter()
-                .all(|m| item_at(&rogue, m.node.addr, &name).is_none())
+                .all(|m| rogue.item_at(m.node.addr, &name).is_none())
         },
         || logs(&members),
     );
@@ -352,7 +334,7 @@ fn only_items_and_removes_signed_by_their_writer_are_believed() {
             answer.text
         );
     }
-    let kept = item_at(&rogue, node, &name).expect("still held");
+    let kept = rogue.item_at(node, &name).expect("still held");
     assert_eq!(kept["version"].as_u64(), Some(2));
     assert_eq!(unhex(kept["value"].as_str().unwrap_or("")), b"x");
     let _ = std::fs::remove_dir_all(&dir);

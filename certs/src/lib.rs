@@ -19,7 +19,8 @@ use time::{Duration, OffsetDateTime};
 
 pub mod node;
 pub use node::{
-    NODE_ID_URN, NodeCert, NodeKey, first_cert_der, new_node, parse_node, serial_hex, verify,
+    KeyKind, NODE_ID_URN, NodeCert, NodeKey, first_cert_der, new_node, parse_node, serial_hex,
+    verify,
 };
 
 /// The CA certificate in a CA directory.

@@ -274,6 +274,10 @@ pub enum Output {
     /// output after it (the 2xx that accepted them); given before every
     /// transmit of the same wake-up, so one commit covers them all.
     Persist(Vec<crate::ring::Change>),
+    /// Members' certificates learnt (certificate mode, with a data
+    /// directory), by Node-ID, to save beside the items so that copies
+    /// signed by their writers are believed after a restart.
+    PersistCerts(Vec<(crate::ring::NodeId, std::sync::Arc<Vec<u8>>)>),
     /// Bind an RTP socket from `ports` on the node's address for a call
     /// (answer with [`Input::MediaOpened`]).
     OpenMedia {
@@ -533,6 +537,10 @@ impl Core {
             let changes = overlay.ring_mut().take_changes();
             if !changes.is_empty() {
                 return Output::Persist(changes);
+            }
+            let certs = overlay.take_new_certs();
+            if !certs.is_empty() {
+                return Output::PersistCerts(certs);
             }
         }
         if let Some((to, bytes)) = self.out.poll_transmit() {

@@ -188,6 +188,14 @@ impl Node {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
             overlay.set_certified(member.signing.clone(), wall, now);
+            if let Some(store) = &store {
+                let saved = store.load_certs().map_err(io::Error::other)?;
+                let believed = overlay.restore_certs(&saved, now);
+                info!(
+                    saved = saved.len(),
+                    believed, "members' certificates read back"
+                );
+            }
         }
         let domains = options.core.domains.clone();
         let zone_configs = options.core.gateway.zone_configs(&domains);
@@ -510,6 +518,7 @@ impl Node {
                 Output::Surveyed { id, report } => self.surveyed(id, report),
                 Output::Account { id, answer } => self.accounted(id, answer),
                 Output::Persist(changes) => self.persist(&changes),
+                Output::PersistCerts(certs) => self.persist_certs(&certs),
                 Output::OpenMedia { call, ports } => {
                     let local = self.media.open(call, ports);
                     self.core
@@ -601,6 +610,16 @@ impl Node {
         };
         if let Err(error) = store.commit(changes, crate::store::codec::Clock::read()) {
             warn!(%error, changes = changes.len(), "could not write items to disk");
+        }
+    }
+
+    /// Saves members' certificates the core learnt (certificate mode).
+    fn persist_certs(&self, certs: &[(crate::ring::NodeId, std::sync::Arc<Vec<u8>>)]) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if let Err(error) = store.commit_certs(certs) {
+            warn!(%error, certs = certs.len(), "could not write certificates to disk");
         }
     }
 

@@ -316,7 +316,7 @@ impl Identity {
 /// certificate `cert_der`.
 pub fn verify(cert_der: &[u8], message: &[u8], signature: &[u8]) -> bool {
     match p2psip_certs::parse_node(cert_der) {
-        Ok(cert) => p2psip_certs::verify(&cert.public_key, message, signature),
+        Ok(cert) => p2psip_certs::verify(cert.key_kind, &cert.public_key, message, signature),
         Err(_) => false,
     }
 }

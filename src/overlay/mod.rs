@@ -105,6 +105,9 @@ pub struct Overlay {
     certs: Option<Certified>,
     /// The log of bad signatures, once per period.
     bad_signatures: signed::RefusalLog,
+    /// What the seal did (certificate mode), and how much of it is already
+    /// in the metrics.
+    seal_counts: Option<(Arc<signed::SealCounts>, (u64, u64, u64))>,
     /// The operator's ring walks and look-ups under way.
     surveys: walk::Surveys,
     /// This node's load, as its answers to GetPredecessor carry it.
@@ -159,6 +162,7 @@ impl Overlay {
             refusals_counted: RecordRefusals::default(),
             certs: None,
             bad_signatures: signed::RefusalLog::default(),
+            seal_counts: None,
             surveys: walk::Surveys::default(),
             load: load::LoadMeter::default(),
         }
@@ -173,9 +177,30 @@ impl Overlay {
         self.members = Some(Members::default());
         let wall = Wall::new(wall_at, now);
         let book = Arc::new(Mutex::new(CertBook::new(signing.clone())));
-        self.ring
-            .set_item_seal(Box::new(Seals::new(signing, book.clone(), wall)));
+        let seals = Seals::new(signing, book.clone(), wall);
+        self.seal_counts = Some((seals.verified.counts.clone(), (0, 0, 0)));
+        self.ring.set_item_seal(Box::new(seals));
         self.certs = Some(Certified::new(book, wall));
+    }
+
+    /// Certificate mode with a data directory: members' certificates saved
+    /// by an earlier run are believed again (each checked as if carried),
+    /// and every one learnt from now on is handed out by
+    /// [`take_new_certs`](Self::take_new_certs) to be saved. Returns how
+    /// many were believed (0 outside certificate mode).
+    pub fn restore_certs(&mut self, saved: &[Vec<u8>], now: Instant) -> usize {
+        self.certs
+            .as_ref()
+            .map_or(0, |certs| certs.restore(saved, now))
+    }
+
+    /// Members' certificates learnt since the last call, by Node-ID, to be
+    /// saved beside the items (after [`restore_certs`](Self::restore_certs)).
+    pub fn take_new_certs(&mut self) -> Vec<(NodeId, Arc<Vec<u8>>)> {
+        self.certs
+            .as_ref()
+            .map(Certified::take_unsaved)
+            .unwrap_or_default()
     }
 
     /// Certificate mode: the connection from `peer` speaks for `node`.
@@ -277,6 +302,20 @@ impl Overlay {
         self.metrics
             .items_over_limit
             .inc_by(now.over_limit.saturating_sub(before.over_limit));
+        if let Some((counts, counted)) = &mut self.seal_counts {
+            let (signed, checked, remembered) = counts.read();
+            let metrics = &self.metrics;
+            metrics
+                .signatures_made
+                .inc_by(signed.saturating_sub(counted.0));
+            metrics
+                .signatures_checked
+                .inc_by(checked.saturating_sub(counted.1));
+            metrics
+                .signatures_remembered
+                .inc_by(remembered.saturating_sub(counted.2));
+            *counted = (signed, checked, remembered);
+        }
         let bad = now.bad_signature.saturating_sub(before.bad_signature);
         if bad > 0 {
             self.metrics.bad_signatures.inc_by(bad);

@@ -18,12 +18,15 @@
 //! the `Instant`s elapsed since, as for the shared secret.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ezk_sip_types::{Headers, Name};
 use sha2::{Digest, Sha256};
 use tracing::debug;
+
+use p2psip_certs::KeyKind;
 
 use crate::overlay::identity::Signing;
 use crate::overlay::wire::{hex, hex_bytes};
@@ -41,11 +44,16 @@ pub const MAX_CERTS: usize = 16;
 const MAX_KNOWN: usize = 4096;
 /// Most remove signatures remembered against replay.
 const MAX_REMOVES_SEEN: usize = 65_536;
+/// Most (key, message, signature) triples remembered as verified
+/// ([`Verified`]); beyond, the oldest are forgotten (and checked again if
+/// they come back).
+const MAX_VERIFIED: usize = 16_384;
 
 /// A member's certificate as kept.
 struct Known {
     der: Arc<Vec<u8>>,
     public_key: Vec<u8>,
+    key_kind: KeyKind,
 }
 
 /// The members' certificates this node has checked, by Node-ID.
@@ -57,6 +65,9 @@ pub struct CertBook {
     order: VecDeque<NodeId>,
     /// Certificates refused (not from the overlay CA, revoked, …).
     pub refused: u64,
+    /// Certificates learnt and not yet handed out to be saved on disk
+    /// (`Some` only when the node keeps a data directory).
+    unsaved: Option<Vec<(NodeId, Arc<Vec<u8>>)>>,
 }
 
 impl CertBook {
@@ -68,24 +79,37 @@ impl CertBook {
             digests: HashSet::new(),
             order: VecDeque::new(),
             refused: 0,
+            unsaved: None,
         };
         if let Ok(me) = p2psip_certs::parse_node(&signing.cert_der) {
-            book.keep(signing.me, signing.cert_der.clone(), me.public_key);
+            book.keep(
+                signing.me,
+                signing.cert_der.clone(),
+                me.public_key,
+                me.key_kind,
+            );
         }
         book
     }
 
-    fn keep(&mut self, id: NodeId, der: Vec<u8>, public_key: Vec<u8>) {
+    fn keep(&mut self, id: NodeId, der: Vec<u8>, public_key: Vec<u8>, key_kind: KeyKind) {
         self.digests.insert(Sha256::digest(&der).into());
         if self.known.contains_key(&id) {
             self.order.retain(|n| *n != id);
         }
         self.order.push_back(id);
+        let der = Arc::new(der);
+        if let Some(unsaved) = &mut self.unsaved
+            && id != self.signing.me
+        {
+            unsaved.push((id, der.clone()));
+        }
         self.known.insert(
             id,
             Known {
-                der: Arc::new(der),
+                der,
                 public_key,
+                key_kind,
             },
         );
         while self.known.len() > MAX_KNOWN {
@@ -116,7 +140,7 @@ impl CertBook {
         match self.signing.check_cert(der, wall) {
             Ok(cert) => {
                 let id = NodeId::of_addr(cert.sip);
-                self.keep(id, der.to_vec(), cert.public_key);
+                self.keep(id, der.to_vec(), cert.public_key, cert.key_kind);
             }
             Err(why) => {
                 self.refused += 1;
@@ -125,9 +149,31 @@ impl CertBook {
         }
     }
 
-    /// The public key of member `id`, if its certificate is known.
-    fn public_key(&self, id: NodeId) -> Option<&[u8]> {
-        self.known.get(&id).map(|k| k.public_key.as_slice())
+    /// From now on, keep every certificate learnt for
+    /// [`take_unsaved`](Self::take_unsaved).
+    pub fn save_new(&mut self) {
+        self.unsaved.get_or_insert_with(Vec::new);
+    }
+
+    /// The certificates learnt since the last call, by Node-ID, to be saved.
+    pub fn take_unsaved(&mut self) -> Vec<(NodeId, Arc<Vec<u8>>)> {
+        self.unsaved
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Whether the certificate of member `id` is known.
+    pub fn knows(&self, id: NodeId) -> bool {
+        self.known.contains_key(&id)
+    }
+
+    /// The public key of member `id` and its algorithm, if its certificate
+    /// is known.
+    fn public_key(&self, id: NodeId) -> Option<(KeyKind, &[u8])> {
+        self.known
+            .get(&id)
+            .map(|k| (k.key_kind, k.public_key.as_slice()))
     }
 
     /// The certificates of `ids` that are known, each once, at most [`MAX_CERTS`].
@@ -227,6 +273,34 @@ impl Certified {
         }
     }
 
+    /// Certificates saved on disk by an earlier run: each checked again as
+    /// if carried (CA, validity, revocation: a certificate revoked since
+    /// is not believed), and kept; then every certificate learnt from now
+    /// on is handed out to be saved ([`take_unsaved`](Self::take_unsaved)).
+    /// Returns how many were believed.
+    pub fn restore(&self, saved: &[Vec<u8>], now: Instant) -> usize {
+        let Ok(mut book) = self.book.lock() else {
+            return 0;
+        };
+        let at = Duration::from_millis(self.wall.ms(now));
+        let refused = book.refused;
+        for der in saved {
+            book.learn(der, at);
+        }
+        let believed = saved.len() - (book.refused - refused) as usize;
+        book.refused = refused;
+        book.save_new();
+        believed
+    }
+
+    /// The certificates learnt since the last call, to be saved on disk.
+    pub fn take_unsaved(&self) -> Vec<(NodeId, Arc<Vec<u8>>)> {
+        self.book
+            .lock()
+            .map(|mut book| book.take_unsaved())
+            .unwrap_or_default()
+    }
+
     /// Adds the certificates of `ids` (writers, a remover) to a message.
     pub fn attach(&self, headers: &mut Headers, ids: impl IntoIterator<Item = NodeId>) {
         let certs = match self.book.lock() {
@@ -275,6 +349,112 @@ impl RefusalLog {
     }
 }
 
+/// Signatures already found valid, so that the same bytes are not
+/// checked twice: a replica's copy of an item this node wrote (it signed
+/// it), a copy stored again, handed over or fetched after it was stored
+/// here. An entry is SHA-256 over the public key, the message and the
+/// signature, so a hit is exactly a triple that verified (or that this
+/// node signed with its own key): a changed byte, another key (a member
+/// enrolled again) or another signature is checked in full. At most
+/// [`MAX_VERIFIED`], the oldest forgotten first.
+#[derive(Default)]
+pub struct Verified {
+    seen: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+    /// Signatures made, checked in full, and answered from here.
+    pub counts: Arc<SealCounts>,
+}
+
+/// What the seal did since the node started (shown in `/metrics`).
+#[derive(Debug, Default)]
+pub struct SealCounts {
+    /// Signatures made with our key (items and removes).
+    pub signed: AtomicU64,
+    /// Signatures checked in full (a public-key operation).
+    pub checked: AtomicU64,
+    /// Checks answered by [`Verified`]: the same bytes already held.
+    pub remembered: AtomicU64,
+}
+
+impl SealCounts {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (signed, checked, remembered) now.
+    pub fn read(&self) -> (u64, u64, u64) {
+        (
+            self.signed.load(Ordering::Relaxed),
+            self.checked.load(Ordering::Relaxed),
+            self.remembered.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Verified {
+    fn digest(public_key: &[u8], message: &[u8], signature: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"p2psip-verified-v1");
+        for part in [public_key, message, signature] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+
+    fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.seen.contains(digest)
+    }
+
+    fn insert(&mut self, digest: [u8; 32]) {
+        if !self.seen.insert(digest) {
+            return;
+        }
+        self.order.push_back(digest);
+        while self.order.len() > MAX_VERIFIED {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `signature` over `message` is `public_key`'s (of `kind`):
+    /// remembered, or checked and then remembered when valid.
+    pub fn check(
+        &mut self,
+        kind: KeyKind,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        let digest = Self::digest(public_key, message, signature);
+        if self.contains(&digest) {
+            SealCounts::bump(&self.counts.remembered);
+            return true;
+        }
+        SealCounts::bump(&self.counts.checked);
+        let valid = p2psip_certs::verify(kind, public_key, message, signature);
+        if valid {
+            self.insert(digest);
+        }
+        valid
+    }
+
+    /// Remembers a signature this node just made with `public_key`.
+    pub fn signed(&mut self, public_key: &[u8], message: &[u8], signature: &[u8]) {
+        SealCounts::bump(&self.counts.signed);
+        self.insert(Self::digest(public_key, message, signature));
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
 /// The ring's [`ItemSeal`] in certificate mode.
 pub struct Seals {
     signing: Arc<Signing>,
@@ -283,6 +463,8 @@ pub struct Seals {
     /// Remove signatures seen (by digest) and their time, against replay.
     removes_seen: HashSet<[u8; 32]>,
     removes_order: VecDeque<([u8; 32], u64)>,
+    /// Signatures found valid (or made here), not checked again.
+    pub verified: Verified,
 }
 
 impl Seals {
@@ -293,24 +475,38 @@ impl Seals {
             wall,
             removes_seen: HashSet::new(),
             removes_order: VecDeque::new(),
+            verified: Verified::default(),
         }
     }
 
     /// Whether `signature` over `message` was made by member `id`.
-    fn signed_by(&self, id: NodeId, message: &[u8], signature: &[u8]) -> bool {
+    fn signed_by(&mut self, id: NodeId, message: &[u8], signature: &[u8]) -> bool {
         let Ok(book) = self.book.lock() else {
             return false;
         };
-        book.public_key(id)
-            .is_some_and(|key| p2psip_certs::verify(key, message, signature))
+        let Some((kind, key)) = book.public_key(id) else {
+            return false;
+        };
+        self.verified.check(kind, key, message, signature)
+    }
+
+    /// Our signature over `message`, remembered as valid.
+    fn sign(&mut self, message: &[u8]) -> Option<Vec<u8>> {
+        let signature = self.signing.sign(message)?;
+        if let Ok(book) = self.book.lock()
+            && let Some((_, key)) = book.public_key(self.signing.me)
+        {
+            self.verified.signed(key, message, &signature);
+        }
+        Some(signature)
     }
 }
 
 impl ItemSeal for Seals {
-    fn sign_item(&self, item: &mut Item, now: Instant) {
+    fn sign_item(&mut self, item: &mut Item, now: Instant) {
         let expires_s = self.wall.ms(item.expires).div_ceil(1000);
         item.expires = self.wall.instant(expires_s.saturating_mul(1000), now);
-        item.signature = match self.signing.sign(&item.signed_bytes(expires_s)) {
+        item.signature = match self.sign(&item.signed_bytes(expires_s)) {
             Some(signature) => seal::join(expires_s, &signature),
             None => Vec::new(),
         };
@@ -324,9 +520,9 @@ impl ItemSeal for Seals {
         Some(self.wall.instant(expires_s.saturating_mul(1000), now))
     }
 
-    fn sign_remove(&self, key: NodeId, name: &str, by: NodeId, now: Instant) -> Vec<u8> {
+    fn sign_remove(&mut self, key: NodeId, name: &str, by: NodeId, now: Instant) -> Vec<u8> {
         let at = self.wall.ms(now);
-        match self.signing.sign(&seal::remove_bytes(key, name, by, at)) {
+        match self.sign(&seal::remove_bytes(key, name, by, at)) {
             Some(signature) => seal::join(at, &signature),
             None => Vec::new(),
         }

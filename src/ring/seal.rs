@@ -36,7 +36,7 @@ pub const WINDOW: Duration = Duration::from_secs(30);
 pub trait ItemSeal: Send {
     /// Signs `item`, written by this node: fills its `signature`, and sets
     /// its `expires` to the expiry signed (whole seconds).
-    fn sign_item(&self, item: &mut Item, now: Instant);
+    fn sign_item(&mut self, item: &mut Item, now: Instant);
 
     /// The expiry (as our `Instant`) `item`'s writer signed, when its
     /// signature is valid and made with the key of a member certificate
@@ -44,7 +44,7 @@ pub trait ItemSeal: Send {
     fn check_item(&mut self, item: &Item, now: Instant) -> Option<Instant>;
 
     /// This node's signature over the remove of (key, name) by `by`, now.
-    fn sign_remove(&self, key: NodeId, name: &str, by: NodeId, now: Instant) -> Vec<u8>;
+    fn sign_remove(&mut self, key: NodeId, name: &str, by: NodeId, now: Instant) -> Vec<u8>;
 
     /// Whether `seal` is `by`'s signature over the remove of (key, name),
     /// made within [`WINDOW`] of now and not seen before (it is remembered).

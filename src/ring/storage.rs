@@ -186,16 +186,16 @@ impl Ring {
     }
 
     /// Signs an item this node writes, when items are signed.
-    pub(super) fn sign_item(&self, item: &mut Item, now: Instant) {
-        if let Some(seal) = &self.storage.seal {
+    pub(super) fn sign_item(&mut self, item: &mut Item, now: Instant) {
+        if let Some(seal) = &mut self.storage.seal {
             seal.sign_item(item, now);
         }
     }
 
     /// This node's signature over a remove it asks for (empty when items
     /// are not signed).
-    pub(super) fn sign_remove(&self, key: NodeId, name: &str, now: Instant) -> Vec<u8> {
-        match &self.storage.seal {
+    pub(super) fn sign_remove(&mut self, key: NodeId, name: &str, now: Instant) -> Vec<u8> {
+        match &mut self.storage.seal {
             Some(seal) => seal.sign_remove(key, name, self.me.id, now),
             None => Vec::new(),
         }

@@ -528,6 +528,7 @@ impl World {
                         | Output::Surveyed { .. }
                         | Output::Account { .. }
                         | Output::Persist(_)
+                        | Output::PersistCerts(_)
                         | Output::TurnCredentials { .. } => {}
                     }
                 }

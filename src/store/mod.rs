@@ -6,16 +6,20 @@
 //! changed, before the answers that accepted them; the driver commits them
 //! here in one transaction (fsync'd) and only then sends. At start the
 //! items are read back, the expired ones dropped, and the ring holds the
-//! rest again (`Ring::restore`).
+//! rest again (`Ring::restore`). In certificate mode the members'
+//! certificates learnt are kept too ([`Output::PersistCerts`](crate::core::Output::PersistCerts)),
+//! so that after a restart a copy of an item is believed before its writer
+//! stores it again.
 
 pub mod codec;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tracing::{info, warn};
 
-use crate::ring::{Change, Item};
+use crate::ring::{Change, Item, NodeId};
 use codec::{Clock, Decoded};
 
 /// The database file in the data directory.
@@ -23,6 +27,11 @@ pub const FILE: &str = "store.redb";
 
 /// Items by (key, name).
 const ITEMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("items");
+/// Members' certificates (DER) by Node-ID (certificate mode): the keys
+/// that signed the items held here, so that a copy is believed after a
+/// restart before its writer stores it again. A member enrolled again
+/// replaces its old certificate; each is checked again when read back.
+const CERTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("certs");
 
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +61,7 @@ impl Store {
         // The table exists from the first start on, so a read never fails
         // for want of it.
         store.commit(&[], Clock::read())?;
+        store.commit_certs(&[])?;
         Ok(store)
     }
 
@@ -84,6 +94,32 @@ impl Store {
             }
         }
         txn.commit().map_err(|e| self.error(e))
+    }
+
+    /// Saves members' certificates by Node-ID, in one transaction.
+    pub fn commit_certs(&self, certs: &[(NodeId, Arc<Vec<u8>>)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut table = txn.open_table(CERTS).map_err(|e| self.error(e))?;
+            for (id, der) in certs {
+                table
+                    .insert(id.0.as_slice(), der.as_slice())
+                    .map_err(|e| self.error(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.error(e))
+    }
+
+    /// The certificates saved (not checked here: the overlay checks each).
+    pub fn load_certs(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn.open_table(CERTS).map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for record in table.iter().map_err(|e| self.error(e))? {
+            let (_, der) = record.map_err(|e| self.error(e))?;
+            out.push(der.value().to_vec());
+        }
+        Ok(out)
     }
 
     /// The live items on disk; expired and unreadable records are deleted.

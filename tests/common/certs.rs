@@ -171,6 +171,25 @@ impl CertMember {
         format!("P2P-Cert: {hex}\r\n")
     }
 
+    /// The items member `node` itself holds under the key of `name` (a
+    /// `fetch` over mutual TLS).
+    pub fn items_at(&self, node: SocketAddr, name: &str) -> Vec<serde_json::Value> {
+        let to = format!("sip:{}@overlay.invalid", sha1_hex(name));
+        let answer = self.ask(node, "fetch", &to, "", "");
+        let body = answer.text.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// The item named `name` that member `node` holds, if any.
+    pub fn item_at(&self, node: SocketAddr, name: &str) -> Option<serde_json::Value> {
+        self.items_at(node, name)
+            .into_iter()
+            .find(|i| i["name"] == name)
+    }
+
     /// Sends an overlay request (`op` with its flags, To `to_uri`, `extra`
     /// header lines, a JSON `body`) to member `to` over a new mutual TLS
     /// connection; the final response.

@@ -91,7 +91,7 @@ fn three(name: &str, now: Instant) -> (PathBuf, Node, Node, Node) {
 #[test]
 fn an_item_holds_only_with_its_writers_signature_and_certificate() {
     let now = Instant::now();
-    let (dir, a, mut b, c) = three("items", now);
+    let (dir, mut a, mut b, mut c) = three("items", now);
     let mut signed = item(a.signing.me, now);
     a.seals.sign_item(&mut signed, now);
     assert!(!signed.signature.is_empty());
@@ -157,7 +157,7 @@ fn an_item_holds_only_with_its_writers_signature_and_certificate() {
 #[test]
 fn a_remove_holds_once_within_the_window() {
     let now = Instant::now();
-    let (dir, a, mut b, _) = three("removes", now);
+    let (dir, mut a, mut b, _) = three("removes", now);
     b.book
         .lock()
         .unwrap()
@@ -256,7 +256,7 @@ fn fetch_answered(ring: &mut Ring, forged: Vec<Item>, good: Vec<Item>, now: Inst
 #[test]
 fn a_forged_answer_to_a_fetch_is_not_believed() {
     let now = Instant::now();
-    let (dir, a, b, _) = three("fetch", now);
+    let (dir, mut a, b, _) = three("fetch", now);
     // B fetches; the ring B sees is B and a "holder" that answers first.
     let bootstrap: SocketAddr = "127.0.0.1:5081".parse().unwrap();
     let mut ring = Ring::new(
@@ -303,5 +303,95 @@ fn a_forged_answer_to_a_fetch_is_not_believed() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].value, genuine.value, "the replica's genuine copy");
     assert_eq!(ring.record_refusals().bad_signature, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_signature_is_checked_in_full_once_and_only_for_the_same_bytes() {
+    let now = Instant::now();
+    let (dir, mut a, mut b, _) = three("verified", now);
+    b.book
+        .lock()
+        .unwrap()
+        .learn(&a.signing.cert_der, wall_now());
+    // A node does not check again what it signed itself.
+    let mut own = item(a.signing.me, now);
+    a.seals.sign_item(&mut own, now);
+    assert!(a.seals.check_item(&own, now).is_some());
+    assert_eq!(a.seals.verified.counts.read(), (1, 0, 1));
+    // Another checks it once in full, then remembers it.
+    assert!(b.seals.check_item(&own, now).is_some());
+    assert!(b.seals.check_item(&own, now).is_some());
+    assert_eq!(b.seals.verified.counts.read(), (0, 1, 1));
+    // One byte changed, or another signature: checked in full, refused, not
+    // remembered.
+    let mut changed = own.clone();
+    changed.version += 1;
+    assert_eq!(a.seals.check_item(&changed, now), None);
+    assert_eq!(b.seals.check_item(&changed, now), None);
+    assert_eq!(b.seals.check_item(&changed, now), None);
+    assert_eq!(b.seals.verified.counts.read().1, 3);
+    let mut other_signature = own.clone();
+    if let Some(last) = other_signature.signature.last_mut() {
+        *last ^= 1;
+    }
+    assert_eq!(b.seals.check_item(&other_signature, now), None);
+    // The same bytes in another writer's name: its key, so checked and refused.
+    let mut renamed = own.clone();
+    renamed.writer = b.signing.me;
+    assert_eq!(b.seals.check_item(&renamed, now), None);
+    // Bounded.
+    for i in 0..(MAX_VERIFIED + 10) as u64 {
+        let mut next = item(a.signing.me, now);
+        next.version = 100 + i;
+        a.seals.sign_item(&mut next, now);
+    }
+    assert_eq!(a.seals.verified.len(), MAX_VERIFIED);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn certificates_learnt_are_handed_out_to_be_saved_and_believed_again() {
+    let now = Instant::now();
+    let (dir, a, b, c) = three("saved", now);
+    let wall = Wall::new(wall_now(), now);
+    let certified = Certified::new(b.book.clone(), wall);
+    // Before the data directory is read, nothing is handed out.
+    b.book
+        .lock()
+        .unwrap()
+        .learn(&a.signing.cert_der, wall_now());
+    assert!(certified.take_unsaved().is_empty());
+    assert_eq!(certified.restore(&[], now), 0);
+    let mut d = node(member(&dir, "ca", 5073), now);
+    let mut ours = item(d.signing.me, now);
+    d.seals.sign_item(&mut ours, now);
+    // A member learnt from now on is handed out once, by Node-ID; its own
+    // certificate never.
+    b.book
+        .lock()
+        .unwrap()
+        .learn(&d.signing.cert_der, wall_now());
+    let unsaved = certified.take_unsaved();
+    assert_eq!(unsaved.len(), 1);
+    assert_eq!(unsaved[0].0, d.signing.me);
+    assert!(certified.take_unsaved().is_empty());
+
+    // After a restart: a new book knows only itself until the saved
+    // certificates are read back, each checked again (another CA's is not
+    // believed).
+    let restarted = node(b.signing.clone(), now);
+    let again = Certified::new(restarted.book.clone(), wall);
+    let saved = vec![
+        unsaved[0].1.to_vec(),
+        c.signing.cert_der.clone(),
+        b"junk".to_vec(),
+    ];
+    let mut checker = restarted;
+    assert_eq!(checker.seals.check_item(&ours, now), None, "unknown writer");
+    assert_eq!(again.restore(&saved, now), 1);
+    assert!(checker.book.lock().unwrap().knows(d.signing.me));
+    assert!(!checker.book.lock().unwrap().knows(c.signing.me));
+    assert!(checker.seals.check_item(&ours, now).is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }
