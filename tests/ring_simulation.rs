@@ -209,7 +209,10 @@ fn continuous_churn_with_ten_minute_sessions_keeps_lookups_right() {
         },
     );
     eprintln!("{stats:?}");
-    assert!(stats.joins > 50 && stats.leaves + stats.crashes > 50, "{stats:?}");
+    assert!(
+        stats.joins > 50 && stats.leaves + stats.crashes > 50,
+        "{stats:?}"
+    );
     assert!(stats.lookups.count >= 5000, "{stats:?}");
     assert_eq!(stats.unfinished, 0, "{stats:?}");
     assert!(stats.success >= 0.999, "{stats:?}");

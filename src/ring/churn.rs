@@ -53,7 +53,7 @@ impl Default for ChurnConfig {
 }
 
 /// One bucket of the window.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ChurnBucket {
     /// Start of the bucket, seconds since the window began.
     pub at_s: f64,
@@ -64,7 +64,7 @@ pub struct ChurnBucket {
 }
 
 /// What one phase measured.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ChurnStats {
     pub median_session_s: f64,
     pub nodes_mean: f64,

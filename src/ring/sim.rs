@@ -129,7 +129,7 @@ impl LookupRecord {
 }
 
 /// Summary of a batch of lookups.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct LookupStats {
     pub count: usize,
     pub correct: usize,

@@ -14,7 +14,7 @@ use super::{Args, replace_section};
 
 const TITLE: &str = "## Ring under continuous churn (simulator)";
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Phase {
     n: usize,
     stats: ChurnStats,
@@ -22,6 +22,20 @@ struct Phase {
 }
 
 pub(super) fn main(args: &Args) {
+    if let Some(json) = &args.replot {
+        // Redraw the plot from the JSON line a run printed last.
+        let text = std::fs::read_to_string(json).expect("read the JSON of a churn run");
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('['))
+            .unwrap_or("[]");
+        let phases: Vec<Phase> = serde_json::from_str(line).expect("JSON of a churn run");
+        if let Some(path) = &args.svg {
+            std::fs::write(path, svg(&phases)).expect("write svg");
+        }
+        return;
+    }
     let mut phases = Vec::new();
     println!(
         "{:>6} {:>9} | {:>8} {:>6} {:>6} | {:>9} {:>10} | {:>9} {:>5} | {:>8} {:>8} | {:>11} | {:>6}",
@@ -211,7 +225,7 @@ fn svg(phases: &[Phase]) -> String {
         .collect();
     pts.sort_by(|a, b| a.median_session_s.total_cmp(&b.median_session_s));
     let (w, h) = (640.0, 400.0);
-    let (left, right, top, bottom) = (60.0, 60.0, 40.0, 50.0);
+    let (left, right, top, bottom) = (60.0, 60.0, 70.0, 50.0);
     let xs: Vec<f64> = pts
         .iter()
         .map(|s| s.median_session_s.max(1.0).log10())
@@ -229,7 +243,8 @@ fn svg(phases: &[Phase]) -> String {
         .iter()
         .map(|s| s.success * 100.0)
         .fold(99.0_f64, f64::min)
-        .floor();
+        .floor()
+        - 1.0;
     let max_ms = pts
         .iter()
         .map(|s| s.lookups.latency_p99_ms)
@@ -255,24 +270,16 @@ fn svg(phases: &[Phase]) -> String {
         h - bottom,
         w - right
     );
-    let mut e = x0;
-    while e <= x1 {
-        let secs = 10f64.powf(e);
-        let label = if secs >= 3600.0 {
-            format!("{:.0} h", secs / 3600.0)
-        } else if secs >= 60.0 {
-            format!("{:.0} min", secs / 60.0)
-        } else {
-            format!("{secs:.0} s")
-        };
+    for p in &pts {
+        let e = p.median_session_s.max(1.0).log10();
         let _ = writeln!(
             s,
-            r##"<line x1="{0}" y1="{top}" x2="{0}" y2="{1}" stroke="#ddd"/><text x="{0}" y="{2}" text-anchor="middle">{label}</text>"##,
+            r##"<line x1="{0}" y1="{top}" x2="{0}" y2="{1}" stroke="#ddd"/><text x="{0}" y="{2}" text-anchor="middle">{3}</text>"##,
             x(e),
             h - bottom,
-            h - bottom + 16.0
+            h - bottom + 16.0,
+            session_label(p.median_session_s)
         );
-        e += 1.0;
     }
     for k in 0..=4 {
         let v = min_success + (100.0 - min_success) * k as f64 / 4.0;
@@ -325,25 +332,23 @@ fn svg(phases: &[Phase]) -> String {
     line(&mut s, "#1f77b4", "none", &|p| ys(p.success * 100.0));
     line(&mut s, "#d62728", "none", &|p| yl(p.lookups.latency_p50_ms));
     line(&mut s, "#d62728", "5,4", &|p| yl(p.lookups.latency_p99_ms));
-    let lx = left + 16.0;
-    let _ = writeln!(
-        s,
-        r##"<rect x="{0}" y="{1}" width="170" height="62" fill="white" stroke="#ccc"/>
-<line x1="{2}" y1="{3}" x2="{4}" y2="{3}" stroke="#1f77b4" stroke-width="2"/><text x="{5}" y="{6}">lookup success</text>
-<line x1="{2}" y1="{7}" x2="{4}" y2="{7}" stroke="#d62728" stroke-width="2"/><text x="{5}" y="{8}">latency p50</text>
-<line x1="{2}" y1="{9}" x2="{4}" y2="{9}" stroke="#d62728" stroke-width="2" stroke-dasharray="5,4"/><text x="{5}" y="{10}">latency p99</text>"##,
-        lx - 6.0,
-        h - bottom - 70.0,
-        lx,
-        h - bottom - 56.0,
-        lx + 24.0,
-        lx + 30.0,
-        h - bottom - 52.0,
-        h - bottom - 38.0,
-        h - bottom - 34.0,
-        h - bottom - 20.0,
-        h - bottom - 16.0
-    );
+    // The legend in one row between the title and the plot.
+    for (k, (color, dash, label)) in [
+        ("#1f77b4", "none", "lookup success"),
+        ("#d62728", "none", "latency p50"),
+        ("#d62728", "5,4", "latency p99"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let lx = left + 20.0 + k as f64 * 170.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="46" x2="{0}" y2="46" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{1}" y="50">{label}</text>"#,
+            lx + 24.0,
+            lx + 30.0
+        );
+    }
     s.push_str("</svg>\n");
     s
 }

@@ -66,6 +66,10 @@ pub(crate) struct Args {
     /// Share of departures that are crashes (the others leave gracefully).
     #[arg(long, default_value_t = 0.5)]
     crash_share: f64,
+    /// With `--churn`: simulate nothing, redraw `--svg` from the output
+    /// (its last line, the JSON) of an earlier churn run saved in this file.
+    #[arg(long)]
+    replot: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
