@@ -5,7 +5,8 @@
 //! within three stabilization periods lookups are all correct again, with no
 //! item lost unless its registrar (the node it was stored through) and all of
 //! its r holders crashed. A second test leaves
-//! gracefully and loses nothing. Racing claims (the conditional store of
+//! gracefully and loses nothing; one keeps lookups right under continuous
+//! churn. Racing claims (the conditional store of
 //! sign-up) give each name to exactly one claimant, and still refuse it
 //! after the holder crashed.
 
@@ -185,6 +186,36 @@ fn thousand_nodes_lookup_and_survive_crash_of_a_fifth() {
         saved_by_registrar > 0,
         "the scenario lost some items' holders"
     );
+}
+
+/// Continuous churn at 1,000 nodes (the benchmark's 10,000 in small,
+/// `ring-sim --churn`): sessions of median 10 minutes, half the departures
+/// crashes; after 30 s of churn, 60 s of lookups at 0.1 per node per second
+/// name the true successor at least 99.9% of the time and none is left
+/// unanswered.
+#[test]
+fn continuous_churn_with_ten_minute_sessions_keeps_lookups_right() {
+    use p2psip::ring::churn::{self, ChurnConfig};
+    let mut sim = Sim::new(config(11));
+    sim.grow_concurrent(N, Duration::from_millis(5), Duration::from_secs(30));
+    let stats = churn::run(
+        &mut sim,
+        N,
+        &ChurnConfig {
+            median_session: Duration::from_secs(600),
+            warmup: Duration::from_secs(30),
+            window: Duration::from_secs(60),
+            ..ChurnConfig::default()
+        },
+    );
+    eprintln!("{stats:?}");
+    assert!(
+        stats.joins > 50 && stats.leaves + stats.crashes > 50,
+        "{stats:?}"
+    );
+    assert!(stats.lookups.count >= 5000, "{stats:?}");
+    assert_eq!(stats.unfinished, 0, "{stats:?}");
+    assert!(stats.success >= 0.999, "{stats:?}");
 }
 
 #[test]

@@ -21,6 +21,7 @@
 //! `requests` (our requests in flight), `routes` (cached routes to keys'
 //! holders) and `timers` (the periodic work).
 
+pub mod churn;
 pub mod id;
 mod message;
 pub mod sim;

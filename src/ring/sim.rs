@@ -115,8 +115,11 @@ pub struct LookupRecord {
     /// `None`: the lookup failed.
     pub found: Option<Peer>,
     pub hops: u32,
-    /// The true successor among live nodes when the answer came.
+    /// The true successor among live nodes that have joined, when the
+    /// answer came ([`Sim::true_member_successor`]).
     pub truth: Peer,
+    /// The lookup ended because its node left the ring (`RingError::Left`).
+    pub left: bool,
 }
 
 impl LookupRecord {
@@ -126,7 +129,7 @@ impl LookupRecord {
 }
 
 /// Summary of a batch of lookups.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct LookupStats {
     pub count: usize,
     pub correct: usize,
@@ -319,6 +322,24 @@ impl Sim {
         self.join(node, bootstrap);
     }
 
+    /// Frees the state of a node that crashed or has left (it never comes
+    /// back at this address): long churn runs add nodes for ever.
+    pub fn discard(&mut self, node: usize) {
+        if self.nodes[node].alive {
+            return;
+        }
+        let addr = self.nodes[node].addr;
+        self.nodes[node].ring = Ring::new(addr, self.config.ring.clone(), self.now());
+    }
+
+    /// Lookups issued through [`Sim::lookup`] not finished yet, with the
+    /// node that issued each and when (virtual time since the start).
+    pub fn lookups_pending(&self) -> impl Iterator<Item = (usize, Duration)> + '_ {
+        self.lookups
+            .iter()
+            .map(|((node, _), (_, at))| (*node, Duration::from_micros(*at)))
+    }
+
     /// Graceful leave: the node hands over its items and goes once it is done.
     pub fn leave(&mut self, node: usize) {
         if !self.nodes[node].alive || self.nodes[node].leaving {
@@ -329,6 +350,11 @@ impl Sim {
         self.live.remove(&self.nodes[node].ring.me().id);
         self.nodes[node].ring.leave(now);
         self.flush(node);
+    }
+
+    /// The node at `addr`, if any ever was.
+    pub fn node_at(&self, addr: SocketAddr) -> Option<usize> {
+        self.by_addr.get(&addr).copied()
     }
 
     pub fn is_live(&self, node: usize) -> bool {
@@ -354,6 +380,19 @@ impl Sim {
             .map(|(_, i)| *i)
             .expect("no live node");
         self.nodes[i].ring.me()
+    }
+
+    /// The successor of `key` among live nodes whose join completed: the
+    /// node a lookup should name (one still joining is in no one's tables
+    /// yet). Falls back to [`Sim::true_successor`] while none has joined.
+    pub fn true_member_successor(&self, key: NodeId) -> Peer {
+        self.live
+            .range(key..)
+            .chain(self.live.range(..key))
+            .map(|(_, i)| &self.nodes[*i].ring)
+            .find(|ring| ring.is_joined())
+            .map(|ring| ring.me())
+            .unwrap_or_else(|| self.true_successor(key))
     }
 
     /// The `r` live nodes that should hold `key`: its successor and the next r-1.
@@ -591,11 +630,12 @@ impl Sim {
             }
             RingEvent::LookupDone { op, result } => {
                 if let Some((key, issued)) = self.lookups.remove(&(node, op.0)) {
-                    let truth = self.true_successor(key);
+                    let truth = self.true_member_successor(key);
                     let (found, hops) = match result {
                         Ok((p, h)) => (Some(*p), *h),
                         Err(_) => (None, 0),
                     };
+                    let left = matches!(result, Err(super::RingError::Left));
                     self.lookup_records.push(LookupRecord {
                         key,
                         issued_at: Duration::from_micros(issued),
@@ -603,6 +643,7 @@ impl Sim {
                         found,
                         hops,
                         truth,
+                        left,
                     });
                     return;
                 }

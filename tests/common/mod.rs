@@ -871,8 +871,17 @@ pub fn via_values(message: &str) -> Vec<String> {
 /// GET `path` from `addr` over plain HTTP/1.0; the body, or None when the
 /// server cannot be reached. Bounded by short socket timeouts.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    http_get_over(stream, addr, path)
+}
+
+/// The same GET over a connection already made to `addr`.
+pub fn http_get_over(
+    mut stream: std::net::TcpStream,
+    addr: SocketAddr,
+    path: &str,
+) -> Option<String> {
     use std::io::Write;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut text = String::new();

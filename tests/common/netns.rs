@@ -164,6 +164,36 @@ impl Netns {
         head.starts_with("HTTP/1.").then(|| body.to_string())
     }
 
+    /// A TCP connection to `addr` from inside the namespace (a thread enters
+    /// it with setns, connects, and leaves; the socket stays inside), within
+    /// `limit`; None when it cannot be made.
+    pub fn tcp_connect(&self, addr: SocketAddr, limit: Duration) -> Option<std::net::TcpStream> {
+        use std::os::fd::AsRawFd;
+        let path = Path::new("/run/netns").join(&self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let file = fs::File::open(&path).ok()?;
+                    // SAFETY: setns on a file descriptor we own, for this thread only.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    if rc != 0 {
+                        return None;
+                    }
+                    std::net::TcpStream::connect_timeout(&addr, limit).ok()
+                })
+                .join()
+                .ok()
+                .flatten()
+        })
+    }
+
+    /// An HTTP GET inside the namespace without a helper process (see
+    /// [`Netns::tcp_connect`]): the body, or None.
+    pub fn http_get_direct(&self, addr: SocketAddr, path: &str) -> Option<String> {
+        let stream = self.tcp_connect(addr, Duration::from_secs(2))?;
+        super::http_get_over(stream, addr, path)
+    }
+
     /// A UDP socket bound to `addr` inside the namespace: a thread enters
     /// it (setns), binds, and leaves; the socket stays in the namespace and
     /// is used from the test's own threads.

@@ -18,7 +18,7 @@ use p2psip::ring::{Item, NodeId, RingEvent};
 
 #[derive(Parser, Debug)]
 #[command(about = "Chord ring simulator benchmark")]
-struct Args {
+pub(crate) struct Args {
     /// Network sizes.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
     nodes: Vec<usize>,
@@ -51,6 +51,25 @@ struct Args {
     /// Machine description to quote in the Markdown.
     #[arg(long, default_value = "")]
     machine: String,
+    /// Continuous churn instead: for each N, one settled ring through one
+    /// phase per session time (warm-up, then the window); `--markdown`
+    /// writes the "## Ring under continuous churn (simulator)" section and
+    /// `--svg` its plot.
+    #[arg(long)]
+    churn: bool,
+    /// Median session times of the churn phases, in minutes, in this order.
+    #[arg(long, value_delimiter = ',', default_value = "60,10,1")]
+    sessions: Vec<f64>,
+    /// Churn before each measured window, in s.
+    #[arg(long, default_value_t = 60)]
+    warmup_secs: u64,
+    /// Share of departures that are crashes (the others leave gracefully).
+    #[arg(long, default_value_t = 0.5)]
+    crash_share: f64,
+    /// With `--churn`: simulate nothing, redraw `--svg` from the output
+    /// (its last line, the JSON) of an earlier churn run saved in this file.
+    #[arg(long)]
+    replot: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -69,8 +88,13 @@ struct Row {
     events_virtual_secs: f64,
 }
 
+mod churn;
+
 fn main() {
     let args = Args::parse();
+    if args.churn {
+        return churn::main(&args);
+    }
     let mut rows = Vec::new();
     println!(
         "{:>6} | {:>9} {:>9} {:>10} | {:>12} {:>10} | {:>11} {:>9} | {:>12} | {:>7}",
@@ -456,8 +480,15 @@ fn write_markdown(path: &PathBuf, args: &Args, rows: &[Row]) {
         args.lookup_rate
     );
     let _ = writeln!(sec, "![hops](ring-hops.svg)\n");
+    replace_section(path, "## Ring (simulator)", &sec);
+}
+
+/// Puts `sec` in place of the section titled `title` of the Markdown file at
+/// `path` (up to the next `## `), or at its end.
+fn replace_section(path: &PathBuf, title: &str, sec: &str) {
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".to_string());
-    let new = match old.find("## Ring (simulator)") {
+    let heading = format!("{title}\n");
+    let new = match old.find(&heading) {
         Some(start) => {
             let rest = &old[start + 3..];
             let end = rest
@@ -466,7 +497,7 @@ fn write_markdown(path: &PathBuf, args: &Args, rows: &[Row]) {
                 .unwrap_or(old.len());
             format!("{}{}{}", &old[..start], sec, &old[end..])
         }
-        None => format!("{}\n{}", old.trim_end(), "\n") + &sec,
+        None => format!("{}\n{}", old.trim_end(), "\n") + sec,
     };
     std::fs::write(path, new).expect("write markdown");
 }
