@@ -18,6 +18,10 @@
 //! ports ([`stun`]), send INVITEs to a room on to its focus and answer
 //! them there ([`conference`]) and keep the node's periodic chores
 //! ([`upkeep`]).
+//!
+//! Over 800 lines: the input and output enums and the dispatch between the
+//! components live here; each component's handling is already in its own
+//! file; the next split moves the `Output` queueing into `core/output.rs`.
 
 mod accounts;
 mod checks;

@@ -4,6 +4,9 @@
 //!
 //! Ring requests go out as SIP client transactions and come in as server
 //! transactions; this module maps one to the other and never touches a socket.
+//!
+//! Over 800 lines: the glue between the ring and the SIP transactions; the
+//! next split takes the location-store operations into a file of their own.
 
 pub mod admission;
 pub mod directory;
