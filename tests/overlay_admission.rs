@@ -91,8 +91,10 @@ fn only_members_with_the_secret_join_read_or_write_the_ring() {
     }
 
     // A call and a MESSAGE: registered at one member, sent through another.
+    // Alice's phone outlives the intruders' wait (up to 60 + 30 s).
     let mut alice = SippBuilder::new("alice", "uas_call.xml", Transport::Udp)
         .calls(2)
+        .timeout(Duration::from_secs(200))
         .spawn();
     alice.wait_listening();
     let mut carol = SippBuilder::new("carol", "uas_message.xml", Transport::Udp).spawn();

@@ -123,8 +123,10 @@ fn only_members_with_a_certificate_join_read_or_write_the_ring() {
     }
 
     // A call: alice registered at one member, called through another.
+    // Alice's phone outlives the intruders' wait (up to 60 + 30 s).
     let mut alice = SippBuilder::new("alice", "uas_call.xml", Transport::Udp)
         .calls(2)
+        .timeout(Duration::from_secs(200))
         .spawn();
     alice.wait_listening();
     SippBuilder::new("register-alice", "register.xml", Transport::Udp)

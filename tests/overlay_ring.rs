@@ -149,6 +149,7 @@ fn ten_nodes_form_a_ring_and_survive_failure() {
     // alice answers two calls; carol answers a message.
     let mut alice = SippBuilder::new("alice", "uas_call.xml", Transport::Udp)
         .calls(2)
+        .timeout(Duration::from_secs(120))
         .spawn();
     alice.wait_listening();
     let mut carol = SippBuilder::new("carol", "uas_message.xml", Transport::Udp).spawn();
@@ -273,7 +274,11 @@ fn a_user_outlives_all_her_holders_while_her_registrar_lives() {
         Duration::from_secs(90),
         || ring_is_consistent(&nodes),
     );
-    let mut erin = SippBuilder::new("erin", "uas_message.xml", Transport::Udp).spawn();
+    // Erin's phone must outlive the holders' death and the ring's healing
+    // (up to 60 + 75 s on a loaded machine), not SIPp's default 25 s.
+    let mut erin = SippBuilder::new("erin", "uas_message.xml", Transport::Udp)
+        .timeout(Duration::from_secs(200))
+        .spawn();
     erin.wait_listening();
     let aor = format!("erin@{DOMAIN}");
     let holders = holders_of(&nodes, &aor, 3);
@@ -305,7 +310,7 @@ fn a_user_outlives_all_her_holders_while_her_registrar_lives() {
     // then a message may get 404. The bound is generous: on a loaded
     // 2-core machine the probes of the dead holders time out slowly.
     let caller = other(&nodes, &[registrar]);
-    wait_until(
+    common::wait_until(
         "a message to erin through another node arrives",
         Duration::from_secs(75),
         || {
@@ -317,6 +322,32 @@ fn a_user_outlives_all_her_holders_while_her_registrar_lives() {
                 .finish()
                 .successful
                 == 1
+        },
+        || {
+            // What the live nodes said of the ring (not their transactions).
+            let mut out = String::new();
+            for (i, n) in nodes.iter().enumerate() {
+                let Some(n) = n else { continue };
+                let role = if i == registrar {
+                    " (registrar)"
+                } else if i == caller {
+                    " (caller)"
+                } else {
+                    ""
+                };
+                let log = n.node.log();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| !l.contains("sip::transaction"))
+                    .collect();
+                out.push_str(&format!(
+                    "--- node {i}{role} {} status {}\n{}\n",
+                    n.node.node_id,
+                    status(n).map(|s| s.to_string()).unwrap_or_default(),
+                    tail(&lines.join("\n"), 40)
+                ));
+            }
+            out
         },
     );
     erin.expect_success(1);

@@ -206,6 +206,8 @@ fn a_ring_of_processes_split_in_three_is_one_ring_again_after_healing() {
     let mut erin = SippBuilder::new("erin", "uas_message.xml", Transport::Udp)
         .in_netns(&ns)
         .calls(nodes.len() as u32)
+        // She outlives the cut and the healing (bounds 120 + 30 + 60 s).
+        .timeout(Duration::from_secs(300))
         .spawn();
     erin.wait_listening();
     let registrar = nodes[1].node.addr;

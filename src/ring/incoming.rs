@@ -94,6 +94,11 @@ impl Ring {
                     self.respond(id, RingResponse::Refused(Refusal::Leaving));
                     return;
                 }
+                let changed = if replica {
+                    Vec::new()
+                } else {
+                    self.changed_here(&items)
+                };
                 let (kept, refusal) = self.store_checked(sender, replica, items, now);
                 if !replica && !kept.is_empty() {
                     let targets: Vec<Peer> = self.replica_targets();
@@ -106,6 +111,9 @@ impl Ring {
                     None => RingResponse::Stored,
                 };
                 self.respond(id, answer);
+                if !replica {
+                    self.hand_on_strays(kept, &changed, now);
+                }
             }
             RingRequest::Claim { item } => {
                 if self.state == State::Leaving {

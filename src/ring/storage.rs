@@ -66,6 +66,9 @@ pub(super) struct Storage {
     /// The (key, name) of every item changed since the journal was last
     /// taken, when the node keeps its items on disk (`Ring::keep_journal`).
     pub(super) journal: Option<BTreeSet<(NodeId, String)>>,
+    /// Items stored here outside this node's range and handed on to their
+    /// key's successor ([`Ring::hand_on_strays`]).
+    pub(super) handed_on: u64,
 }
 
 /// A change to the items held here, for the driver to write down.
@@ -221,6 +224,12 @@ impl Ring {
     }
 
     /// The changes to records refused here so far.
+    /// How many items this node took as holder outside its range and handed
+    /// on to their key's successor.
+    pub fn items_handed_on(&self) -> u64 {
+        self.storage.handed_on
+    }
+
     pub fn record_refusals(&self) -> RecordRefusals {
         self.storage.refused
     }
@@ -435,6 +444,49 @@ impl Ring {
                 replica: true,
             };
             self.send(to.addr, request, Pending::Push { to }, now);
+        }
+    }
+
+    /// Which of `items` (by (key, name)) are new here or differ from what is
+    /// held: only those are handed on by [`hand_on_strays`](Self::hand_on_strays),
+    /// so two nodes with crossed views cannot pass an item back and forth.
+    pub(super) fn changed_here(&self, items: &[Item]) -> Vec<(NodeId, String)> {
+        items
+            .iter()
+            .filter(|i| {
+                self.storage
+                    .items
+                    .get(&i.key)
+                    .and_then(|l| l.get(&i.name))
+                    .is_none_or(|held| held != *i)
+            })
+            .map(|i| (i.key, i.name.clone()))
+            .collect()
+    }
+
+    /// Items stored here as their key's holder although this node's range
+    /// (from its predecessor) does not cover the key: the writer routed by a
+    /// stale view (e.g. a successor list that fell back on a far finger
+    /// while its successors died). They stay here, and go on to the key's
+    /// successor in the writer's name, signature untouched, so that the
+    /// true holder has them: nobody else would repair them, since the writer
+    /// only stores again when the node that took them dies.
+    pub(super) fn hand_on_strays(
+        &mut self,
+        kept: Vec<Item>,
+        changed: &[(NodeId, String)],
+        now: Instant,
+    ) {
+        if self.neighbours.predecessor.is_none() {
+            return;
+        }
+        for item in kept {
+            if self.is_primary(item.key) || !changed.contains(&(item.key, item.name.clone())) {
+                continue;
+            }
+            debug!(key = %item.key.short(), name = %item.name, "stored here outside this node's range: handed on to the key's successor");
+            self.storage.handed_on += 1;
+            self.store_again(item, now);
         }
     }
 

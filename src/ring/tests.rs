@@ -446,3 +446,55 @@ fn a_cached_route_to_itself_is_taken_only_while_primary() {
         Some(RingEvent::FetchDone { result: Ok(_), .. })
     ));
 }
+
+#[test]
+fn a_holder_outside_its_range_hands_the_item_on_to_the_key_s_successor() {
+    let mut s = sim();
+    let first = s.add_node();
+    for _ in 1..6 {
+        let n = s.add_node();
+        s.join(n, first);
+        s.run_for(Duration::from_secs(3));
+    }
+    s.run_for(Duration::from_secs(5));
+    assert!(s.ring_consistent());
+    let mut it = item("erin@overlay.test", "sip:erin@192.0.2.1", &s);
+    let order = s.true_holders(it.key, 6);
+    // Neither the holder nor one of its replicas: a writer's stale view sent
+    // the store there.
+    let stray = order[4];
+    it.writer = s.nodes[order[5]].ring.me().id;
+    let store = || RingRequest::Store {
+        items: vec![it.clone()],
+        replica: false,
+    };
+    let now = s.now();
+    let writer = it.writer;
+    s.nodes[stray]
+        .ring
+        .handle_request_as(writer, IncomingId(1), store(), now);
+    s.run_for(Duration::from_secs(3));
+    let holders = s.holders_of(it.key, &it.name);
+    assert!(
+        holders.contains(&order[0]),
+        "the true holder has it: {holders:?}"
+    );
+    assert!(
+        holders.contains(&stray),
+        "and the stray keeps its copy: {holders:?}"
+    );
+    assert_eq!(s.nodes[stray].ring.items_handed_on(), 1);
+    // The same store again changes nothing there: not handed on twice.
+    let now = s.now();
+    s.nodes[stray]
+        .ring
+        .handle_request_as(writer, IncomingId(2), store(), now);
+    s.run_for(Duration::from_secs(1));
+    assert_eq!(s.nodes[stray].ring.items_handed_on(), 1);
+    // A store at the true holder is not handed on.
+    let now = s.now();
+    s.nodes[order[0]]
+        .ring
+        .handle_request_as(writer, IncomingId(3), store(), now);
+    assert_eq!(s.nodes[order[0]].ring.items_handed_on(), 0);
+}

@@ -489,6 +489,8 @@ pub struct SippBuilder<'a> {
     port: Option<u16>,
     remote: Option<String>,
     calls: u32,
+    /// SIPp's own bound on its whole run (`-timeout`, with `-timeout_error`).
+    timeout: Duration,
     /// The signalling and media address (`-i`, `-mi`).
     ip: String,
     args: Vec<String>,
@@ -506,6 +508,7 @@ impl<'a> SippBuilder<'a> {
             port: None,
             remote: None,
             calls: 1,
+            timeout: Duration::from_secs(25),
             ip: "127.0.0.1".to_string(),
             args: Vec::new(),
         }
@@ -536,6 +539,13 @@ impl<'a> SippBuilder<'a> {
 
     pub fn calls(mut self, n: u32) -> Self {
         self.calls = n;
+        self
+    }
+
+    /// Bounds the whole run at `limit` instead of 25 s: a UAS that must
+    /// outlive a slow step of its test (a ring healing) before it is called.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = limit;
         self
     }
 
@@ -609,7 +619,12 @@ impl<'a> SippBuilder<'a> {
             .args(["-i", &self.ip, "-mi", &self.ip])
             .args(["-p", &port.to_string(), "-mp", &media.to_string()])
             .args(["-m", &self.calls.to_string()])
-            .args(["-nostdin", "-timeout", "25s", "-timeout_error"])
+            .args([
+                "-nostdin",
+                "-timeout",
+                &format!("{}s", self.timeout.as_secs().max(1)),
+            ])
+            .arg("-timeout_error")
             .args(["-trace_stat", "-stf", "stat.csv"])
             .args(["-trace_err", "-error_file", "errors.log"])
             .args(["-trace_msg", "-message_file", "messages.log"])
