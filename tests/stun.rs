@@ -525,3 +525,99 @@ fn an_outbound_phone_is_called_over_the_connection_it_registered_on() {
     );
     node.assert_alive();
 }
+
+/// RFC 5626 through the ring: an Outbound phone registers over TCP at node
+/// A; a call for her arrives at node B, which sends it to A (A's flow route
+/// is in her binding's path), and A sends it down her connection; her 486
+/// goes back the same way. A Route naming a flow A does not hold gets 430.
+#[test]
+fn an_outbound_phone_is_called_over_its_connection_through_a_second_node() {
+    let (mut a, _) = start();
+    let http_b = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let join = a.addr.to_string();
+    let mut b = Node::start(&["--http", &http_b.to_string(), "--join", &join]);
+    wait_until(
+        "b joined a",
+        ANSWER,
+        || {
+            http_get(http_b, "/status")
+                .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+                .is_some_and(|s| s["successors"][0]["id"].as_str() == Some(a.node_id.as_str()))
+        },
+        || b.log(),
+    );
+    let mut phone = TcpStream::connect(a.addr).expect("connect");
+    phone.set_read_timeout(Some(ANSWER)).expect("timeout");
+    let private = "192.168.77.22";
+    let request = format!(
+        "REGISTER sip:example.test SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {private}:5060;branch=z9hG4bKob2{}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:dora@example.test>;tag=ob2\r\n\
+         To: <sip:dora@example.test>\r\n\
+         Call-ID: outbound2-{}\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Supported: path, outbound\r\n\
+         Contact: <sip:dora@{private}:5060;transport=tcp;ob>;\
+         +sip.instance=\"<urn:uuid:5d1c0a7e-1f2b-4c3d-8e9f-0a1b2c3d4e5f>\";reg-id=1\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n",
+        token(),
+        token()
+    );
+    phone.write_all(request.as_bytes()).expect("write");
+    let ok = read_with(&mut phone, "REGISTER", &a);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+
+    // The call arrives at B; the binding B fetches from the ring names A's flow.
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let from = caller.local_addr().expect("local");
+    let call_id = format!("ob2{}", token());
+    // Her binding is in the ring before her 200: B finds it at once.
+    let call = call_id;
+    caller
+        .send_to(invite("dora", from, &call).as_bytes(), b.addr)
+        .expect("send");
+    let invite_at_phone = read_with(&mut phone, "INVITE ", &a);
+    assert!(
+        invite_at_phone.starts_with(&format!(
+            "INVITE sip:dora@{private}:5060;transport=tcp;ob SIP/2.0"
+        )),
+        "{invite_at_phone}"
+    );
+    assert!(invite_at_phone.contains(&call), "{invite_at_phone}");
+    let vias: Vec<&str> = invite_at_phone
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("via:"))
+        .collect();
+    assert!(
+        vias.len() >= 3
+            && vias[0].contains(&a.addr.to_string())
+            && vias[1].contains(&b.addr.to_string()),
+        "caller -> B -> A -> phone: {vias:?}"
+    );
+    // Her 486 goes back down the same path to the caller.
+    phone
+        .write_all(busy(&invite_at_phone).as_bytes())
+        .expect("write");
+    let answer = recv_with(&caller, "486 Busy Here", &b);
+    assert!(answer.contains(&call), "{answer}");
+
+    // A flow A does not hold: 430 Flow Failed.
+    let stranger = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let at = stranger.local_addr().expect("local");
+    let gone = format!("gone{}", token());
+    let request = invite("dora", at, &gone).replacen(
+        "Max-Forwards: 70\r\n",
+        &format!(
+            "Max-Forwards: 70\r\nRoute: <sip:ob-u7f000042-5060@{};lr;ob>\r\n",
+            a.addr
+        ),
+        1,
+    );
+    stranger.send_to(request.as_bytes(), a.addr).expect("send");
+    let refused = recv_with(&stranger, "430 Flow Failed", &a);
+    assert!(refused.contains(&gone), "{refused}");
+    a.assert_alive();
+    b.assert_alive();
+}

@@ -28,6 +28,8 @@ pub(super) struct Parked {
     pub from: Peer,
     pub aor: Aor,
     pub routed_through_us: bool,
+    /// The flow of one of our phones the request is routed to.
+    pub flow: Option<crate::registrar::flows::HeldFlow>,
 }
 
 impl Core {

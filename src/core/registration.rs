@@ -12,6 +12,7 @@ use tracing::warn;
 use super::Core;
 use super::checks::{local_response, refusal, with_to_tag};
 use crate::registrar::binding::Aor;
+use crate::registrar::flows::Flows;
 use crate::registrar::location::{LocationAnswer, LocationOp};
 use crate::registrar::{self, Change, Registration};
 use crate::sip::message::{HeaderAccess, Request};
@@ -173,8 +174,16 @@ impl Core {
                         self.out.respond(key, with_to_tag(&request, response), now);
                         self.register_done(&registration.aor, now);
                     }
-                    Ok(bindings) => {
+                    Ok(mut bindings) => {
                         let op = self.op();
+                        let this = request.raw(&Name::CALL_ID).zip(request.cseq().ok());
+                        if self.location.overlay().is_some()
+                            && let Some((call_id, cseq)) = this
+                        {
+                            // Reached only over its flow: others route to it through us.
+                            let local = self.config.local;
+                            Flows::mark(&mut bindings, (call_id.trim(), cseq.cseq), local);
+                        }
                         if let Some(overlay) = self.location.overlay() {
                             // The proof that we authenticated the user, for
                             // a holder whose record another node wrote.
@@ -225,6 +234,9 @@ impl Core {
                     let this = (call_id.trim(), cseq.cseq);
                     self.upkeep.natping.registered(&aor, &bindings, this, now);
                 }
+                self.upkeep
+                    .flows
+                    .registered(&bindings, self.config.local, now);
                 let response = registrar::ok_response(&request, &bindings, now);
                 self.out.respond(key, with_to_tag(&request, response), now);
                 self.registered_for_messages(&aor, &bindings, now);

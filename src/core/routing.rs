@@ -21,6 +21,7 @@ use super::{Core, CoreConfig};
 use crate::auth::Verdict;
 use crate::proxy::{RoutingMode, Target, loop_hash};
 use crate::registrar::binding::{Aor, Binding};
+use crate::registrar::flows::{Flows, HeldFlow};
 use crate::sip::message::{HeaderAccess, Request, RequestUri};
 use crate::sip::target::{NextHop, host_text, next_hop, user_of};
 use crate::sip::transaction::{Peer, ServerKey, TransportKind};
@@ -58,8 +59,22 @@ impl Core {
             response.headers.insert(Name::RETRY_AFTER, "5");
             return self.out.respond(key, response, now);
         }
+        let flow_token = self.own_flow_token(&request);
         let routed_through_us = self.strip_own_routes(&mut request);
         let has_route = request.headers.contains(&Name::ROUTE);
+        // Routed to one of our phones' flows by another node (or by the
+        // phone's own dialog): over that flow, or 430 when it is gone.
+        let flow = match flow_token {
+            Some(token) if !has_route => match self.upkeep.flows.find(&token, now) {
+                Some(flow) => Some(flow),
+                None => {
+                    debug!(%token, "request for a flow this node does not hold");
+                    let response = refusal(&request, 430, "Flow Failed");
+                    return self.out.respond(key, response, now);
+                }
+            },
+            _ => None,
+        };
         let _ = from;
         let target = request
             .uri
@@ -102,6 +117,7 @@ impl Core {
             from,
             aor: Aor::new("", ""),
             routed_through_us,
+            flow,
         };
         self.authenticate(parked, now);
     }
@@ -132,6 +148,9 @@ impl Core {
                     && let Some((_, realm)) = aor.as_str().rsplit_once('@')
                 {
                     crate::auth::consume_credentials(&mut parked.request, realm);
+                }
+                if let Some(flow) = parked.flow {
+                    return self.to_flow(parked.key, parked.request, flow, now);
                 }
                 self.serve(parked.key, parked.request, parked.from, user, now)
             }
@@ -392,7 +411,11 @@ impl Core {
             Some(b) if b.is_empty() => {
                 return self.out.respond(key, local_response(&request, 480), now);
             }
-            Some(b) => b,
+            Some(mut b) => {
+                // Flows of our own phones: reached by us, not through us.
+                Flows::without_own_route(&mut b, self.config.local);
+                b
+            }
         };
         if self.config.routing == RoutingMode::Redirect {
             let mut response = local_response(&request, 302);
@@ -421,6 +444,32 @@ impl Core {
 
     fn is_own_address(&self, host_port: &HostPort) -> bool {
         is_own_address(&self.config, host_port)
+    }
+
+    /// The flow token of the top Route when it names us (`registrar/flows.rs`).
+    fn own_flow_token(&self, request: &Request) -> Option<String> {
+        let routes = request.headers.get::<Vec<Routing>>(Name::ROUTE).ok()?;
+        let top = routes.first()?;
+        if !self.is_own_address(&top.uri.uri.host_port) {
+            return None;
+        }
+        user_of(&top.uri.uri).filter(|user| Flows::is_token(user))
+    }
+
+    /// Sends a request over one of our phones' flows, as addressed.
+    fn to_flow(&mut self, key: ServerKey, request: Request, flow: HeldFlow, now: Instant) {
+        if self.cancelled.remove(&key) {
+            return;
+        }
+        debug!(to = %flow.peer.addr, "over the flow the phone registered on");
+        let target = Target {
+            uri: request.uri.clone(),
+            route: Vec::new(),
+            via_connection: Some(flow.peer),
+            behind_nat: flow.behind_nat,
+        };
+        self.proxy
+            .forward(key, request, vec![vec![target]], &mut self.out, now);
     }
 
     /// Loose routing (RFC 3261 §16.4): drop Route entries that name us;
@@ -518,8 +567,11 @@ fn group_by_q(bindings: &[Binding]) -> Vec<Vec<Target>> {
         // very connection, or is a TLS contact registered over TLS (a phone's
         // TLS listening port is rarely reachable, nor certified); else reach
         // the contact as it says.
+        // A flow another node holds: through that node (its route first).
+        let elsewhere = b.path.first().is_some_and(|p| Flows::is_flow_route(p));
         let via_connection = b.source.filter(|source| {
-            b.behind_nat
+            !elsewhere
+                && b.behind_nat
                 || source.transport.reliable()
                     && matches!(next_hop(&uri), NextHop::Peer(p) if p.addr == source.addr
                     || (p.transport == TransportKind::Tls && source.transport == TransportKind::Tls))
@@ -528,7 +580,7 @@ fn group_by_q(bindings: &[Binding]) -> Vec<Vec<Target>> {
             uri: RequestUri::Sip(uri),
             route: b.path.clone(),
             via_connection,
-            behind_nat: b.behind_nat,
+            behind_nat: b.behind_nat && !elsewhere,
         };
         let q = b.q.unwrap_or(1000);
         match groups.last_mut() {

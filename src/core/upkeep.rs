@@ -29,6 +29,9 @@ pub(super) struct Upkeep {
     leaving_until: Option<Instant>,
     /// OPTIONS keep-alives to phones behind NAT without Outbound.
     pub(super) natping: crate::registrar::natping::NatPing,
+    /// The flows of phones registered here, for requests routed to them
+    /// through this node by others (`registrar/flows.rs`).
+    pub(super) flows: crate::registrar::flows::Flows,
 }
 
 impl Upkeep {
@@ -40,6 +43,7 @@ impl Upkeep {
             announcer: config.discover.map(|_| Announcer::new(now)),
             leaving_until: None,
             natping: crate::registrar::natping::NatPing::new(config.registrar.natping),
+            flows: crate::registrar::flows::Flows::default(),
         }
     }
 
@@ -86,6 +90,7 @@ impl Core {
             self.location.store().purge(now);
             self.auth.purge(now);
             self.accounts.purge(now);
+            self.upkeep.flows.purge(now);
             self.upkeep.next_housekeeping = now + HOUSEKEEPING_EVERY;
         }
         if now >= self.upkeep.next_publish {

@@ -13,6 +13,7 @@
 //! outbound` and `Flow-Timer`.
 
 pub mod binding;
+pub mod flows;
 pub mod location;
 pub mod natping;
 pub mod record;

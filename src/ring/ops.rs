@@ -261,7 +261,14 @@ impl Ring {
             }
             OpKind::Store(item) => {
                 if holder == self.me {
-                    self.kept.stored(&item, self.me);
+                    // Held here, but counted as stored only while the key is
+                    // in our range: a route that ended here because our
+                    // successors all died (a ring of one for a moment)
+                    // leaves the item due again, so the next check of kept
+                    // items stores it at the key's true successor.
+                    if self.is_primary(item.key) {
+                        self.kept.stored(&item, self.me);
+                    }
                     let me = self.me.id;
                     let (kept, refusal) = self.store_checked(me, false, vec![item], now);
                     for to in self.replica_targets() {
