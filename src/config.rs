@@ -1091,6 +1091,38 @@ mod tests {
     }
 
     #[test]
+    fn ring_role_and_promotion_are_read_and_checked() {
+        let mut config = Config::from_toml(
+            "join = [\"127.0.0.1:5060\"]\n[ring]\nrole = \"client\"\npromote_after_s = 5\nmax_clients = 2\n",
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        let mut ring = crate::ring::RingConfig::default();
+        config.ring.apply(&mut ring);
+        assert_eq!(ring.role, crate::ring::Role::Client);
+        assert_eq!(ring.promote_after, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(ring.max_clients, 2);
+        let mut never = Config::from_toml("[ring]\npromote_after_s = 0\n").expect("parses");
+        never.validate().expect("valid");
+        never.ring.apply(&mut ring);
+        assert_eq!(ring.promote_after, None);
+        let err = Config::from_toml("[ring]\nrole = \"boss\"\n").expect_err("bad role");
+        assert!(err.contains("role") && !err.contains('\n'), "{err}");
+        let mut alone = Config::from_toml("[ring]\nrole = \"auto\"\n").expect("parses");
+        let err = alone
+            .validate()
+            .expect_err("a client without join")
+            .to_string();
+        assert!(err.starts_with("config key `ring.role`"), "{err}");
+        let mut zero = Config::from_toml("[ring]\nclient_refresh_s = 0\n").expect("parses");
+        let err = zero.validate().expect_err("refresh 0").to_string();
+        assert!(
+            err.starts_with("config key `ring.client_refresh_s`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn defaults_need_no_file() {
         let config = Config::from_toml("").expect("empty config");
         assert_eq!(config.sip.to_string(), "127.0.0.1:5060");

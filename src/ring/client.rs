@@ -369,7 +369,7 @@ impl Ring {
 
     /// A request from one of our clients: carried out as our own operation
     /// where it is one, answered when it ends.
-    pub(super) fn from_client(
+    pub(super) fn on_client_request(
         &mut self,
         id: IncomingId,
         request: RingRequest,

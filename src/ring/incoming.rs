@@ -45,7 +45,7 @@ impl Ring {
             return self.client_refuses(id, &request);
         }
         let request = if self.is_our_client(sender) && !matches!(request, RingRequest::Attach) {
-            match self.from_client(id, request, now) {
+            match self.on_client_request(id, request, now) {
                 Some(request) => request,
                 None => return self.resync(now),
             }
