@@ -79,6 +79,8 @@ pub struct Config {
     pub overlay_revoked: Vec<String>,
     /// How much one member may store and ask (`[overlay_limits]`).
     pub overlay_limits: OverlayLimits,
+    /// Member or client of a super-node (`[ring]`, docs/nat.md).
+    pub ring: RingSection,
     /// Offline instant messages (`[messages]`, docs/services.md).
     pub messages: MessagesSection,
     /// Presence and message-summary (`[presence]`, docs/services.md).
@@ -124,6 +126,61 @@ impl Default for OverlayLimits {
             requests_per_interval: ring.member_requests,
             interval_secs: ring.member_interval.as_secs(),
         }
+    }
+}
+
+/// The `[ring]` section: how the node takes part in the ring
+/// (docs/nat.md "Super-nodes and clients").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RingSection {
+    /// `member` (join), `client` (attach to a super-node) or `auto` (a
+    /// client unless a member can reach it).
+    pub role: RoleSetting,
+    /// Seconds a client stays attached and reachable before it joins the
+    /// ring; 0: never.
+    pub promote_after_s: u64,
+    /// Clients this node serves as a super-node; beyond, an attach is refused.
+    pub max_clients: usize,
+    /// Seconds between a client's refreshes of its attachment.
+    pub client_refresh_s: u64,
+}
+
+/// `[ring] role`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleSetting {
+    #[default]
+    Member,
+    Client,
+    Auto,
+}
+
+impl Default for RingSection {
+    fn default() -> Self {
+        let ring = crate::ring::RingConfig::default();
+        RingSection {
+            role: RoleSetting::Member,
+            promote_after_s: ring.promote_after.map_or(0, |d| d.as_secs()),
+            max_clients: ring.max_clients,
+            client_refresh_s: ring.client_refresh.as_secs(),
+        }
+    }
+}
+
+impl RingSection {
+    /// The ring's own settings from this section.
+    pub fn apply(&self, ring: &mut crate::ring::RingConfig) {
+        use crate::ring::Role;
+        ring.role = match self.role {
+            RoleSetting::Member => Role::Member,
+            RoleSetting::Client => Role::Client,
+            RoleSetting::Auto => Role::Auto,
+        };
+        ring.promote_after = (self.promote_after_s > 0)
+            .then(|| std::time::Duration::from_secs(self.promote_after_s));
+        ring.max_clients = self.max_clients;
+        ring.client_refresh = std::time::Duration::from_secs(self.client_refresh_s);
     }
 }
 
@@ -416,6 +473,7 @@ impl Default for Config {
             node_key: None,
             overlay_revoked: Vec::new(),
             overlay_limits: OverlayLimits::default(),
+            ring: RingSection::default(),
             messages: MessagesSection::default(),
             presence: PresenceSection::default(),
             voicemail: VoicemailSection::default(),
@@ -603,6 +661,31 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "overlay_limits.interval_secs",
                 why: format!("{} is more than an hour", l.interval_secs),
+            });
+        }
+        let r = &self.ring;
+        if r.client_refresh_s == 0 || r.client_refresh_s > 3600 {
+            return Err(ConfigError::Invalid {
+                key: "ring.client_refresh_s",
+                why: format!("{} is not between 1 and 3600", r.client_refresh_s),
+            });
+        }
+        if r.promote_after_s > 30 * 86_400 {
+            return Err(ConfigError::Invalid {
+                key: "ring.promote_after_s",
+                why: format!("{} is more than 30 days", r.promote_after_s),
+            });
+        }
+        if r.max_clients > 100_000 {
+            return Err(ConfigError::Invalid {
+                key: "ring.max_clients",
+                why: format!("{} is more than 100000", r.max_clients),
+            });
+        }
+        if r.role != RoleSetting::Member && self.join.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "ring.role",
+                why: "a client needs a member to attach to: give `join`".into(),
             });
         }
         if self.replicas == 0 || self.replicas > 8 {
@@ -1005,6 +1088,38 @@ mod tests {
         config.validate().expect("the README's config is valid");
         assert_eq!(config.domains, vec!["example.test".to_string()]);
         assert!(config.gateway.upstream.is_some());
+    }
+
+    #[test]
+    fn ring_role_and_promotion_are_read_and_checked() {
+        let mut config = Config::from_toml(
+            "join = [\"127.0.0.1:5060\"]\n[ring]\nrole = \"client\"\npromote_after_s = 5\nmax_clients = 2\n",
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        let mut ring = crate::ring::RingConfig::default();
+        config.ring.apply(&mut ring);
+        assert_eq!(ring.role, crate::ring::Role::Client);
+        assert_eq!(ring.promote_after, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(ring.max_clients, 2);
+        let mut never = Config::from_toml("[ring]\npromote_after_s = 0\n").expect("parses");
+        never.validate().expect("valid");
+        never.ring.apply(&mut ring);
+        assert_eq!(ring.promote_after, None);
+        let err = Config::from_toml("[ring]\nrole = \"boss\"\n").expect_err("bad role");
+        assert!(err.contains("role") && !err.contains('\n'), "{err}");
+        let mut alone = Config::from_toml("[ring]\nrole = \"auto\"\n").expect("parses");
+        let err = alone
+            .validate()
+            .expect_err("a client without join")
+            .to_string();
+        assert!(err.starts_with("config key `ring.role`"), "{err}");
+        let mut zero = Config::from_toml("[ring]\nclient_refresh_s = 0\n").expect("parses");
+        let err = zero.validate().expect_err("refresh 0").to_string();
+        assert!(
+            err.starts_with("config key `ring.client_refresh_s`"),
+            "{err}"
+        );
     }
 
     #[test]

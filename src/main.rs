@@ -159,6 +159,10 @@ struct NodeArgs {
     /// An overlay node to join through (repeatable); none: the saved peers, else a new ring
     #[arg(long, value_name = "ADDR")]
     join: Vec<SocketAddr>,
+    /// Attach to a super-node (one of --join) as a client instead of joining
+    /// the ring; promoted once reachable for `[ring] promote_after_s`
+    #[arg(long)]
+    client: bool,
     /// Copies of each registration in the ring [default: 3]
     #[arg(long, value_name = "N")]
     replicas: Option<usize>,
@@ -390,6 +394,9 @@ fn load(args: NodeArgs) -> Result<(Config, TransportOptions), String> {
     if let Some(replicas) = args.replicas {
         config.replicas = replicas;
     }
+    if args.client {
+        config.ring.role = p2psip::config::RoleSetting::Client;
+    }
     if let Some(turn) = args.turn {
         config.turn.listen = Some(turn);
     }
@@ -553,12 +560,18 @@ async fn serve(
             signup: config.signup_config(),
             conference: config.conference_config(),
         },
-        ring: RingConfig {
-            replicas: config.replicas,
-            max_items_per_writer: config.overlay_limits.items_per_writer,
-            member_requests: config.overlay_limits.requests_per_interval,
-            member_interval: std::time::Duration::from_secs(config.overlay_limits.interval_secs),
-            ..RingConfig::default()
+        ring: {
+            let mut ring = RingConfig {
+                replicas: config.replicas,
+                max_items_per_writer: config.overlay_limits.items_per_writer,
+                member_requests: config.overlay_limits.requests_per_interval,
+                member_interval: std::time::Duration::from_secs(
+                    config.overlay_limits.interval_secs,
+                ),
+                ..RingConfig::default()
+            };
+            config.ring.apply(&mut ring);
+            ring
         },
         join: config.join.clone(),
         http: config.http,

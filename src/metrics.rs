@@ -20,6 +20,12 @@ pub struct MessageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    /// "member", "super" (a member with clients) or "client".
+    pub role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StunLabels {
     /// "answered" (Binding success), "refused" (420, 400), "ignored"
     /// (indications, responses) or "malformed" (dropped).
@@ -64,6 +70,10 @@ pub struct Metrics {
     pub signatures_remembered: Counter,
     /// STUN messages on the SIP ports, by what became of them.
     pub stun: Family<StunLabels, Counter>,
+    /// 1 for the node's role in the ring, 0 for the others.
+    pub role: Family<RoleLabels, Gauge>,
+    /// Clients attached to this node as a super-node.
+    pub clients: Gauge,
     /// Presence and message-summary subscriptions this node holds.
     pub presence_subscriptions: Gauge,
     /// NOTIFYs sent to watchers.
@@ -92,6 +102,8 @@ impl Default for Metrics {
             signatures_checked: Counter::default(),
             signatures_remembered: Counter::default(),
             stun: Family::default(),
+            role: Family::default(),
+            clients: Gauge::default(),
             presence_subscriptions: Gauge::default(),
             presence_notifies: Counter::default(),
             signups: Family::default(),
@@ -259,6 +271,16 @@ impl Metrics {
             "overlay_signatures_remembered",
             "Signature checks answered without one: the same bytes checked or signed here before",
             self.signatures_remembered.clone(),
+        );
+        registry.register(
+            "ring_role",
+            "1 for this node's role in the ring (member, super, client)",
+            self.role.clone(),
+        );
+        registry.register(
+            "ring_clients",
+            "Clients attached to this node as a super-node",
+            self.clients.clone(),
         );
         registry.register(
             "stun",

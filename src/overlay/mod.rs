@@ -35,7 +35,7 @@ use crate::outbox::Outbox;
 use crate::outbox::owner;
 use crate::ring::{
     IncomingId, Item, NodeId, OpId, Outgoing, RecordRefusals, Ring, RingConfig, RingError,
-    RingEvent, RingStatus,
+    RingEvent, RingStatus, Role,
 };
 use crate::sip::message::{HeaderAccess, Request, Response};
 use crate::sip::transaction::{ClientKey, Owner, Peer, ServerKey, TransportKind};
@@ -134,10 +134,18 @@ impl Overlay {
         let mut ring = Ring::new(local, config, now);
         ring.set_record_policy(Box::new(records::OverlayRecords));
         info!(node_id = %ring.me().id, %local, "overlay node");
-        for addr in bootstrap {
-            if *addr != local {
-                info!(bootstrap = %addr, "joining the ring");
-                ring.join(*addr, now);
+        match ring.config().role {
+            Role::Member => {
+                for addr in bootstrap {
+                    if *addr != local {
+                        info!(bootstrap = %addr, "joining the ring");
+                        ring.join(*addr, now);
+                    }
+                }
+            }
+            role => {
+                info!(members = ?bootstrap, ?role, "attaching to a super-node as a client");
+                ring.attach(bootstrap, role == Role::Auto, now);
             }
         }
         Overlay {
@@ -357,7 +365,7 @@ impl Overlay {
         if peer.addr == self.ring.me().addr {
             return false;
         }
-        if self.is_alone() {
+        if self.is_alone() && !self.ring.is_client() {
             info!(peer = %peer.addr, "discovered a peer on the LAN; joining it");
             self.ring.join(peer.addr, now);
             false

@@ -180,7 +180,11 @@ pub fn encode_request(request: &RingRequest, me: &Peer, to: SocketAddr, now: Ins
                 sip.headers.insert(Name::CONTACT, contact(s, "successor"));
             }
         }
-        RingRequest::GetPredecessor | RingRequest::Ping | RingRequest::Fetch { .. } => {}
+        RingRequest::Probe { peer } => sip.headers.insert(Name::CONTACT, contact(peer, "probe")),
+        RingRequest::GetPredecessor
+        | RingRequest::Ping
+        | RingRequest::Fetch { .. }
+        | RingRequest::Attach => {}
     }
     sip
 }
@@ -210,6 +214,8 @@ fn op_of(request: &RingRequest) -> (&'static str, Vec<&'static str>) {
         }
         RingRequest::Transfer { .. } => ("transfer", vec![]),
         RingRequest::Leave { .. } => ("leave", vec![]),
+        RingRequest::Attach => ("attach", vec![]),
+        RingRequest::Probe { .. } => ("probe", vec![]),
     }
 }
 
@@ -255,6 +261,13 @@ pub fn decode_request(request: &Request, now: Instant) -> Result<RingRequest, Wi
                 .ok_or(WireError::Missing("Contact;predecessor"))?,
         },
         "ping" => RingRequest::Ping,
+        "attach" => RingRequest::Attach,
+        "probe" => RingRequest::Probe {
+            peer: contacts_with(request.header_map(), "probe")
+                .into_iter()
+                .next()
+                .ok_or(WireError::Missing("Contact;probe"))?,
+        },
         "store" => RingRequest::Store {
             items: items_of(&request.body, now)?,
             replica: flag("replica"),
@@ -709,6 +722,8 @@ mod tests {
                 predecessor: peer(5040),
             },
             RingRequest::Ping,
+            RingRequest::Attach,
+            RingRequest::Probe { peer: peer(5090) },
             RingRequest::Fetch { key },
             RingRequest::Remove {
                 key,

@@ -40,6 +40,18 @@ impl Ring {
             self.respond(id, RingResponse::Refused(Refusal::Left));
             return;
         }
+        if self.client.is_some() {
+            // A client is no member: it answers pings only.
+            return self.client_refuses(id, &request);
+        }
+        let request = if self.is_our_client(sender) && !matches!(request, RingRequest::Attach) {
+            match self.on_client_request(id, request, now) {
+                Some(request) => request,
+                None => return self.resync(now),
+            }
+        } else {
+            request
+        };
         match request {
             RingRequest::FindSuccessor {
                 key,
@@ -176,6 +188,11 @@ impl Ring {
                 self.respond(id, RingResponse::Ok);
                 self.on_leave(leaving, predecessor, successors, now);
             }
+            RingRequest::Attach => self.on_attach(sender, id, now),
+            // Only an attached client may ask to be probed.
+            RingRequest::Probe { .. } => {
+                self.respond(id, RingResponse::Refused(Refusal::NotJoined));
+            }
         }
         self.resync(now);
     }
@@ -306,6 +323,12 @@ impl Ring {
                 }
                 self.leave_step();
             }
+            Pending::Attach { to } => self.on_attached(to, Some(response), now),
+            Pending::Reachable { .. } => self.on_probed(Some(response), now),
+            Pending::Members { .. } => self.on_members(response),
+            Pending::Reach { incoming, .. } => {
+                self.on_reach(incoming, matches!(response, RingResponse::Ok))
+            }
         }
         self.resync(now);
     }
@@ -379,6 +402,14 @@ impl Ring {
                 }
                 self.leave_step();
             }
+            Pending::Attach { to } => {
+                self.mark_dead(to, now);
+                self.on_attached(to, None, now);
+            }
+            Pending::Reachable { .. } => self.on_probed(None, now),
+            Pending::Members { .. } => {}
+            // A client unreachable is no dead member: not marked.
+            Pending::Reach { incoming, .. } => self.on_reach(incoming, false),
         }
     }
 }

@@ -418,7 +418,10 @@ impl Ring {
             return;
         }
         self.neighbours.dead.insert(peer.addr, now);
-        self.lost.lose(peer, now);
+        self.client_lost(peer, now);
+        if self.client.is_none() {
+            self.lost.lose(peer, now);
+        }
         self.fail_pending_to(peer.addr, now);
         // What we stored on it goes to the key's new successor.
         self.republish(Some(peer), now);

@@ -54,6 +54,13 @@ pub enum RingRequest {
     /// predecessor, which then stabilizes at once and adopts the newcomer as
     /// its successor instead of a period later.
     NewPredecessor { predecessor: Peer },
+    /// A client asks to attach to this member, its super-node, or refreshes
+    /// its attachment (`client.rs`). Answered `Ok`, or refused.
+    Attach,
+    /// A client asks its super-node whether it can be reached at `peer`
+    /// (the address it would have in the ring): the super-node pings it and
+    /// answers `Ok` if the ping was answered.
+    Probe { peer: Peer },
     /// Graceful leave: `leaving` goes; its predecessor and successor list let the
     /// neighbours close the gap at once.
     Leave {

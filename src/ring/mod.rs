@@ -18,7 +18,8 @@
 //! and hears), `incoming` (the driver's entry points), `routing` (lookups),
 //! `maintenance` (join, stabilize, fingers, failure), `leave` (graceful
 //! leave), `storage` (items held here), `claim` (the conditional store), `seal` (signed items), `ops` (the user's operations),
-//! `requests` (our requests in flight), `routes` (cached routes to keys'
+//! `requests` (our requests in flight), `client` (clients and
+//! super-nodes), `routes` (cached routes to keys'
 //! holders) and `timers` (the periodic work).
 
 pub mod churn;
@@ -28,6 +29,7 @@ pub mod sim;
 mod types;
 
 mod claim;
+mod client;
 mod held;
 mod incoming;
 mod kept;
@@ -48,6 +50,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+pub use client::{NOT_FOR_CLIENTS, Role, TOO_MANY_CLIENTS, UNREACHABLE};
 pub use held::KeyItems;
 pub use id::NodeId;
 pub use message::{Outgoing, Refusal, RingRequest, RingResponse};
@@ -61,6 +64,7 @@ pub use types::{
     RingStatus,
 };
 
+use client::{ClientSide, Clients};
 use kept::Kept;
 use leave::Leaving;
 use maintenance::{Fingers, Joining, Neighbours, Rounds};
@@ -107,6 +111,10 @@ pub struct Ring {
     routes: Routes,
     /// When each periodic job is next due.
     timers: Timers,
+    /// This node as a client of a super-node (`client.rs`); `None`: a member.
+    client: Option<ClientSide>,
+    /// This node's clients, as a super-node.
+    clients: Clients,
     transmits: VecDeque<Outgoing>,
     events: VecDeque<RingEvent>,
 }
@@ -131,6 +139,8 @@ impl Ring {
             lost: Lost::default(),
             routes: Routes::default(),
             requests: Requests::new(),
+            client: None,
+            clients: Clients::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -221,6 +231,9 @@ impl Ring {
             items_primary: primary,
             items_replica: replica,
             pending_requests: self.requests.pending.len(),
+            role: self.role(),
+            super_node: self.super_node().map(Into::into),
+            clients: self.client_count(),
         }
     }
 
@@ -296,5 +309,7 @@ impl Ring {
     }
 }
 
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod tests;

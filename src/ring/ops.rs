@@ -143,6 +143,11 @@ impl Ring {
                 found: None,
             },
         );
+        if !kind_is_lookup && let Some(via) = self.via() {
+            // A client: its super-node carries the operation out.
+            self.op_found(op, Ok((via, 0, Vec::new())), now);
+            return op;
+        }
         if !kind_is_lookup && let Some((holder, replicas)) = self.cached_route(key, now) {
             // The holder answered for this key lately: straight there.
             self.op_found(op, Ok((holder, 0, replicas)), now);
@@ -170,6 +175,7 @@ impl Ring {
         if self.ops.quiet.remove(&op.0) {
             return;
         }
+        let relayed = self.clients_waiting();
         let event = match kind {
             OpKind::Lookup => RingEvent::LookupDone {
                 op,
@@ -190,6 +196,9 @@ impl Ring {
                 }),
             },
         };
+        if relayed && self.relayed_end(op, &event) {
+            return;
+        }
         self.events.push_back(event);
     }
 

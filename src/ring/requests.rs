@@ -104,6 +104,24 @@ pub(super) enum Pending {
         op: OpId,
         to: Peer,
     },
+    /// A client's Attach to a super-node (`client.rs`).
+    Attach {
+        to: Peer,
+    },
+    /// A client's Probe: may the super-node reach us?
+    Reachable {
+        to: Peer,
+    },
+    /// A client asks its super-node for its successors (members to attach
+    /// to later).
+    Members {
+        to: Peer,
+    },
+    /// A super-node's Ping of a client that asked to be probed.
+    Reach {
+        incoming: IncomingId,
+        to: Peer,
+    },
     /// A Transfer or Leave sent while leaving.
     Leave {
         to: Peer,
@@ -127,7 +145,7 @@ pub(super) struct PendingEntry {
 pub(super) fn measures_rtt(p: &Pending) -> bool {
     match p {
         Pending::Route { iterative, .. } => *iterative,
-        Pending::Join { .. } => false,
+        Pending::Join { .. } | Pending::Reachable { .. } => false,
         _ => true,
     }
 }
@@ -141,7 +159,11 @@ pub(super) fn pending_peer_addr(p: &Pending) -> Option<SocketAddr> {
         | Pending::Probe { to }
         | Pending::Push { to }
         | Pending::OpRequest { to, .. }
-        | Pending::Leave { to, .. } => Some(to.addr),
+        | Pending::Leave { to, .. }
+        | Pending::Attach { to }
+        | Pending::Reachable { to }
+        | Pending::Members { to }
+        | Pending::Reach { to, .. } => Some(to.addr),
         Pending::Join { bootstrap } => Some(*bootstrap),
     }
 }
@@ -232,6 +254,12 @@ impl Ring {
                 (ceiling, (late < ceiling).then_some(late))
             }
             Pending::Join { .. } | Pending::Leave { .. } | Pending::Push { .. } => (ceiling, None),
+            // The super-node pings us first, then answers.
+            Pending::Reachable { .. } => (ceiling, None),
+            // The super-node carries the operation out, then answers.
+            Pending::OpRequest { .. } if self.client.is_some() => {
+                (super::client::relayed_timeout(ceiling), None)
+            }
             _ => (self.rto(to), None),
         }
     }

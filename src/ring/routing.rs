@@ -27,6 +27,22 @@ impl Ring {
         remote: bool,
         now: Instant,
     ) {
+        if self.client.is_some() {
+            // A client asks its super-node, which routes for it.
+            let Some(to) = self.via().filter(|v| !exclude.contains(&v.id)) else {
+                return self.answer(parent, RingResponse::Refused(Refusal::NoRoute), now);
+            };
+            let pending = Pending::Route {
+                key,
+                parent,
+                hops: hops + 1,
+                iterative: false,
+                exclude,
+                attempts,
+                to,
+            };
+            return self.send_route(pending, false, now);
+        }
         // Are we, or our successor, the answer?
         if self.neighbours.successors.is_empty() {
             let found = RingResponse::Found {

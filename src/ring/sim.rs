@@ -55,6 +55,9 @@ pub struct SimNode {
     pub sent: u64,
     /// Part of a split network ([`Sim::split`]): messages between parts are lost.
     pub part: u8,
+    /// Behind a NAT: requests to it are lost, answers to its own requests
+    /// come back.
+    pub nat: bool,
     scheduled: Option<u64>,
 }
 
@@ -269,6 +272,7 @@ impl Sim {
             leaving: false,
             sent: 0,
             part: 0,
+            nat: false,
             scheduled: None,
         });
         self.by_addr.insert(addr, i);
@@ -282,6 +286,25 @@ impl Sim {
         let addr = self.nodes[bootstrap].addr;
         self.nodes[node].ring.join(addr, now);
         self.flush(node);
+    }
+
+    /// The node attaches to `members` as a client (`client.rs`) instead of
+    /// joining; it is no holder in the ground truth while it is one.
+    pub fn attach(&mut self, node: usize, members: &[usize], auto: bool) {
+        let now = self.now();
+        let addrs: Vec<SocketAddr> = members.iter().map(|m| self.nodes[*m].addr).collect();
+        self.live.remove(&self.nodes[node].ring.me().id);
+        self.nodes[node].ring.attach(&addrs, auto, now);
+        self.flush(node);
+    }
+
+    /// A client that became a member counts as a holder again.
+    pub fn count_promoted(&mut self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.alive && !n.ring.is_client() {
+                self.live.insert(n.ring.me().id, i);
+            }
+        }
     }
 
     /// The node stops dead: no more messages in or out.
@@ -537,7 +560,8 @@ impl Sim {
                     .by_addr
                     .get(&from)
                     .is_some_and(|&f| self.nodes[f].part != self.nodes[node].part);
-                if cut {
+                let natted = self.nodes[node].nat && matches!(msg, Msg::Request { .. });
+                if cut || natted {
                     self.lost += 1;
                     return;
                 }

@@ -121,6 +121,7 @@ impl Ring {
         if self.state != State::Active {
             return;
         }
+        self.client_tick(now);
         for timer in Timer::ALL {
             if !self.timers.due(timer, now) {
                 continue;
@@ -128,6 +129,10 @@ impl Ring {
             match timer.period(&self.config) {
                 Some(period) => self.timers.set(timer, now + period),
                 None => self.timers.clear(timer),
+            }
+            if self.client.is_some() && !matches!(timer, Timer::Purge | Timer::Republish) {
+                // A client keeps no ring tables: no maintenance.
+                continue;
             }
             self.fire(timer, now);
         }
@@ -169,6 +174,11 @@ impl Ring {
         if self.state == State::Leaving {
             return request;
         }
-        self.timers.next().into_iter().chain(request).min()
+        self.timers
+            .next()
+            .into_iter()
+            .chain(request)
+            .chain(self.client_deadline())
+            .min()
     }
 }

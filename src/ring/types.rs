@@ -68,6 +68,16 @@ pub struct RingConfig {
     /// by the overlay before the ring sees them); beyond: 503.
     pub member_requests: u32,
     pub member_interval: Duration,
+    /// How this node takes part (`client.rs`): member, client, or a client
+    /// until a probe says it is reachable.
+    pub role: super::Role,
+    /// How often a client refreshes its attachment (and is probed).
+    pub client_refresh: Duration,
+    /// A client attached and reachable for this long joins the ring;
+    /// `None`: never.
+    pub promote_after: Option<Duration>,
+    /// Clients a super-node keeps; an Attach beyond is refused.
+    pub max_clients: usize,
 }
 
 impl Default for RingConfig {
@@ -88,6 +98,10 @@ impl Default for RingConfig {
             max_items_per_writer: DEFAULT_MAX_ITEMS_PER_WRITER,
             member_requests: DEFAULT_MEMBER_REQUESTS,
             member_interval: Duration::from_secs(1),
+            role: super::Role::Member,
+            client_refresh: Duration::from_secs(10),
+            promote_after: Some(Duration::from_secs(600)),
+            max_clients: 64,
         }
     }
 }
@@ -225,4 +239,10 @@ pub struct RingStatus {
     pub items_primary: usize,
     pub items_replica: usize,
     pub pending_requests: usize,
+    /// `member`, `super` (a member with clients) or `client`.
+    pub role: &'static str,
+    /// A client's super-node.
+    pub super_node: Option<PeerStatus>,
+    /// A super-node's clients.
+    pub clients: usize,
 }

@@ -88,6 +88,12 @@ impl Node {
                 .metrics
                 .items_replica
                 .set(ring.items_replica as i64);
+            for role in ["member", "super", "client"] {
+                let on = i64::from(role == ring.role);
+                let labels = crate::metrics::RoleLabels { role };
+                self.core.metrics.role.get_or_create(&labels).set(on);
+            }
+            self.core.metrics.clients.set(ring.clients as i64);
         }
         match query {
             Query::Status(reply) => {
