@@ -229,7 +229,7 @@ impl Core {
                     .map(|b| b.remaining(now).as_secs())
                     .max()
                     .unwrap_or(0);
-                tracing::info!(%aor, contacts = live, expires_s = expires, status = 200, "registration");
+                tracing::debug!(%aor, contacts = live, expires_s = expires, status = 200, "registration");
                 if let (Some(call_id), Ok(cseq)) = (request.raw(&Name::CALL_ID), request.cseq()) {
                     let this = (call_id.trim(), cseq.cseq);
                     self.upkeep.natping.registered(&aor, &bindings, this, now);

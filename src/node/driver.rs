@@ -28,9 +28,11 @@ use p2psip_dns::{
     DnsServer, Gateway, ResolverConfig, SipDestination, SipResolver, Target, Transport, Zones,
 };
 
+mod commit;
 mod lookups;
 mod queries;
 
+use commit::CommitWindow;
 use lookups::Lookups;
 
 /// Datagrams read in one go before the node sends what they caused.
@@ -84,6 +86,8 @@ pub struct Node {
     data: Option<PathBuf>,
     /// The items on disk, with `--data`.
     store: Option<crate::store::Store>,
+    /// The changes not yet committed and the transmits waiting for them.
+    commits: CommitWindow,
     started: Instant,
     /// The authoritative DNS server and its zones, on a gateway.
     dns: Option<(DnsServer, Zones)>,
@@ -308,6 +312,7 @@ impl Node {
             http,
             data: options.data,
             store,
+            commits: CommitWindow::new(commit::WINDOW),
             started: now,
             dns,
             nameserver: options.nameserver,
@@ -381,12 +386,13 @@ impl Node {
             JOIN_WARN_EVERY,
         );
         let mut reload = self.reload.take();
-        let mut deadline = self.act(&lookups);
+        let mut deadline = self.settle(&lookups);
         loop {
             if self.core.has_stopped(Instant::now()) {
                 break;
             }
             let sleep = tokio::time::Instant::from_std(deadline);
+            let commit_due = self.commits.due().map(tokio::time::Instant::from_std);
             let wake = tokio::select! {
                 _ = &mut shutdown, if !leave_asked => {
                     leave_asked = true;
@@ -453,6 +459,7 @@ impl Node {
                         None => Wake::Nothing,
                     }
                 }
+                _ = sleep_until_some(commit_due) => Wake::Nothing,
                 _ = tokio::time::sleep_until(sleep) => Wake::Input(Input::Timeout),
             };
             let now = Instant::now();
@@ -483,9 +490,24 @@ impl Node {
                 }
                 Wake::Nothing => {}
             }
-            deadline = self.act(&lookups);
+            deadline = self.settle(&lookups);
+        }
+        if let Some(group) = self.commits.take() {
+            self.commit(group);
         }
         info!("node stopped");
+    }
+
+    /// Acts on the core's outputs, commits the open group of changes when
+    /// it is due (then sends what waited for it, and acts on what that
+    /// caused); returns the core's next deadline.
+    fn settle(&mut self, lookups: &Lookups) -> Instant {
+        let mut deadline = self.act(lookups);
+        while let Some(group) = self.commits.take_due(Instant::now()) {
+            self.commit(group);
+            deadline = self.act(lookups);
+        }
+        deadline
     }
 
     /// Acts on the core's outputs until it gives the next deadline.
@@ -494,9 +516,8 @@ impl Node {
             match self.core.poll_output() {
                 Output::Timeout(deadline) => return deadline,
                 Output::Transmit { to, bytes } => {
-                    if !self.transports.send(to, bytes) {
-                        self.core
-                            .handle_input(Input::SendFailed(to), Instant::now());
+                    if let Some((to, bytes)) = self.commits.hold(to, bytes) {
+                        self.send(to, bytes);
                     }
                 }
                 Output::Announce { bytes } => {
@@ -517,7 +538,11 @@ impl Node {
                 Output::SavePeers(peers) => self.save_peers(&peers),
                 Output::Surveyed { id, report } => self.surveyed(id, report),
                 Output::Account { id, answer } => self.accounted(id, answer),
-                Output::Persist(changes) => self.persist(&changes),
+                Output::Persist(changes) => {
+                    if self.store.is_some() {
+                        self.commits.add(changes, Instant::now());
+                    }
+                }
                 Output::PersistCerts(certs) => self.persist_certs(&certs),
                 Output::OpenMedia { call, ports } => {
                     let local = self.media.open(call, ports);
@@ -601,15 +626,27 @@ impl Node {
         }
     }
 
-    /// Commits the changed items before anything after them is sent: the
-    /// core hands them out ahead of the transmits of the same wake-up, so
-    /// one commit covers a whole batch of datagrams.
-    fn persist(&self, changes: &[crate::ring::Change]) {
-        let Some(store) = &self.store else {
-            return;
-        };
-        if let Err(error) = store.commit(changes, crate::store::codec::Clock::read()) {
-            warn!(%error, changes = changes.len(), "could not write items to disk");
+    /// Sends one transmit; a failure is the core's input.
+    fn send(&mut self, to: Peer, bytes: Bytes) {
+        if !self.transports.send(to, bytes) {
+            self.core
+                .handle_input(Input::SendFailed(to), Instant::now());
+        }
+    }
+
+    /// Writes a group of changed items in one transaction, then sends what
+    /// the core had sent after them: the core hands the changes out ahead
+    /// of the transmits of the same wake-up, and the transmits of the
+    /// group's window waited (`commit.rs`), so one fsync covers every
+    /// REGISTER of the window and each 200 still follows its commit.
+    fn commit(&mut self, group: commit::Group) {
+        if let Some(store) = &self.store
+            && let Err(error) = store.commit(&group.changes, crate::store::codec::Clock::read())
+        {
+            warn!(%error, changes = group.changes.len(), "could not write items to disk");
+        }
+        for (to, bytes) in group.held {
+            self.send(to, bytes);
         }
     }
 
@@ -724,6 +761,14 @@ async fn recv_turn(
 ) -> Option<super::turn::CredentialQuery> {
     match turn {
         Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at` (never, without one).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -67,6 +67,14 @@ impl Kept {
         self.count += 1;
     }
 
+    /// Whether `item` (this version or a newer one) is kept.
+    pub(super) fn has(&self, item: &Item) -> bool {
+        self.items
+            .get(&item.key)
+            .and_then(|l| l.get(&item.name))
+            .is_some_and(|k| k.item.version >= item.version)
+    }
+
     /// The item was removed through this node: forget it.
     pub(super) fn forget(&mut self, key: NodeId, name: &str) {
         let Some(list) = self.items.get_mut(&key) else {
@@ -181,7 +189,13 @@ mod tests {
         kept.keep(&item(2, now));
         kept.stored(&item(1, now), holder);
         assert_eq!(kept.due_again(None, now).len(), 1);
+        assert!(kept.has(&item(2, now)) && kept.has(&item(1, now)));
+        assert!(
+            !kept.has(&item(3, now)),
+            "an older version kept is not this one"
+        );
         kept.purge(now + Duration::from_secs(61));
         assert_eq!(kept.len(), 0);
+        assert!(!kept.has(&item(2, now)));
     }
 }

@@ -75,7 +75,13 @@ impl Ring {
     pub fn store(&mut self, mut item: Item, now: Instant) -> OpId {
         item.writer = self.me.id;
         self.sign_item(&mut item, now);
-        self.kept.keep(&item);
+        // The holder is this node when its range has the key (the registrar
+        // of a lone node, or of its own arc): nothing to keep then
+        // (`store_here`); should the route say otherwise, the copy is kept
+        // when the store is sent.
+        if !self.is_primary(item.key) {
+            self.kept.keep(&item);
+        }
         self.start_op(item.key, OpKind::Store(item), now)
     }
 
@@ -240,6 +246,43 @@ impl Ring {
         true
     }
 
+    /// A store whose holder is this node: merged here with the operation's
+    /// own item (no copy of it is made for the match) and pushed to the
+    /// replicas. The copy [`store`](Self::store) kept is dropped: this node
+    /// holds the item itself, and a kept item whose holder is this node is
+    /// never stored again (a holder that dies is another node), so it was
+    /// only memory. Should the key move to a node that joins, the item goes
+    /// with the handover as any held item does.
+    fn store_here(&mut self, op: OpId, now: Instant) {
+        let Some(o) = self.ops.running.remove(&op.0) else {
+            return;
+        };
+        let OpKind::Store(item) = o.kind else {
+            return;
+        };
+        if self.is_primary(item.key) {
+            self.kept.forget(item.key, &item.name);
+        } else {
+            // Held here, but not in our range: the route ended here because
+            // our successors all died (a ring of one for a moment). Kept
+            // with no holder, so the next check of kept items stores it at
+            // the key's true successor.
+            self.kept.keep(&item);
+        }
+        let me = self.me.id;
+        let (kept, refusal) = self.store_checked(me, false, vec![item], now);
+        for to in self.replica_targets() {
+            self.push_items(to, kept.clone(), now);
+        }
+        let result = match refusal {
+            Some(refusal) => Err(RingError::Refused(refusal)),
+            None => Ok(()),
+        };
+        if !self.ops.quiet.remove(&op.0) {
+            self.events.push_back(RingEvent::StoreDone { op, result });
+        }
+    }
+
     /// The lookup of an operation ended.
     pub(super) fn op_found(
         &mut self,
@@ -261,6 +304,9 @@ impl Ring {
             }
         };
         o.found = Some((holder, replicas.clone()));
+        if holder == self.me && matches!(o.kind, OpKind::Store(_)) {
+            return self.store_here(op, now);
+        }
         let kind = o.kind.clone();
         let key = o.key;
         match kind.clone() {
@@ -269,38 +315,20 @@ impl Ring {
                 self.finish_op(op, &kind, Ok(OpOutcome::Found(holder, hops)));
             }
             OpKind::Store(item) => {
-                if holder == self.me {
-                    // Held here, but counted as stored only while the key is
-                    // in our range: a route that ended here because our
-                    // successors all died (a ring of one for a moment)
-                    // leaves the item due again, so the next check of kept
-                    // items stores it at the key's true successor.
-                    if self.is_primary(item.key) {
-                        self.kept.stored(&item, self.me);
-                    }
-                    let me = self.me.id;
-                    let (kept, refusal) = self.store_checked(me, false, vec![item], now);
-                    for to in self.replica_targets() {
-                        self.push_items(to, kept.clone(), now);
-                    }
-                    self.ops.running.remove(&op.0);
-                    let result = match refusal {
-                        Some(refusal) => Err(RingError::Refused(refusal)),
-                        None => Ok(OpOutcome::Done),
-                    };
-                    self.finish_op(op, &kind, result);
-                } else {
-                    let request = RingRequest::Store {
-                        items: vec![item],
-                        replica: false,
-                    };
-                    self.send(
-                        holder.addr,
-                        request,
-                        Pending::OpRequest { op, to: holder },
-                        now,
-                    );
+                // (A store this node holds itself was done by `store_here`.)
+                if !self.kept.has(&item) {
+                    self.kept.keep(&item);
                 }
+                let request = RingRequest::Store {
+                    items: vec![item],
+                    replica: false,
+                };
+                self.send(
+                    holder.addr,
+                    request,
+                    Pending::OpRequest { op, to: holder },
+                    now,
+                );
             }
             OpKind::Claim(item) => {
                 if holder == self.me {

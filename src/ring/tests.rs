@@ -41,6 +41,8 @@ fn ring_of_one_answers_itself() {
         s.take_result(a, op),
         Some(RingEvent::StoreDone { result: Ok(()), .. })
     ));
+    // Its own holder keeps no second copy to store again.
+    assert_eq!(s.nodes[a].ring.kept_items(), 0);
     let op = s.fetch(a, it.key);
     match s.take_result(a, op) {
         Some(RingEvent::FetchDone {
