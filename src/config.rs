@@ -398,7 +398,10 @@ impl Default for Config {
             data: None,
             routing: RoutingMode::Proxy,
             join: Vec::new(),
-            replicas: 3,
+            // Five: 20 % of the nodes crashing at once leaves some copy of
+            // all but ~0.03 % of the records (three: ~0.8 %), so users are
+            // found right away, before their registrars store them again.
+            replicas: 5,
             http: None,
             https: None,
             discover: false,

@@ -295,7 +295,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--churn", type=float, default=0.2)
     ap.add_argument("--churn-wait", type=float, default=30.0)
-    ap.add_argument("--replicas", type=int, default=3)
+    ap.add_argument("--replicas", type=int, default=5)
     ap.add_argument("--base-port", type=int, default=30000)
     ap.add_argument("--domain", default="overlay.test")
     ap.add_argument("--seed", type=int, default=1)

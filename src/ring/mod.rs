@@ -27,6 +27,7 @@ mod message;
 pub mod sim;
 mod types;
 
+mod answer;
 mod claim;
 mod held;
 mod incoming;
@@ -50,7 +51,7 @@ use std::time::Instant;
 
 pub use held::KeyItems;
 pub use id::NodeId;
-pub use message::{Outgoing, Refusal, RingRequest, RingResponse};
+pub use message::{Outgoing, Refusal, Reply, RingRequest, RingResponse};
 pub use policy::RecordPolicy;
 pub use seal::ItemSeal;
 pub use storage::Change;
