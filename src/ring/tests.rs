@@ -503,6 +503,13 @@ fn a_holder_outside_its_range_hands_the_item_on_to_the_key_s_successor() {
     assert_eq!(s.nodes[order[0]].ring.items_handed_on(), 0);
 }
 
+/// Semi-recursive lookups on at every node (off by default).
+fn semi_recursive(s: &mut Sim) {
+    for n in &mut s.nodes {
+        n.ring.config.semi_recursive = true;
+    }
+}
+
 /// The nonce of `node`'s semi-recursive lookup in flight for `op`.
 fn awaited_nonce(s: &Sim, node: usize, op: OpId) -> Option<u64> {
     use super::requests::{Parent, Pending};
@@ -529,6 +536,7 @@ fn awaited_nonce(s: &Sim, node: usize, op: OpId) -> Option<u64> {
 #[test]
 fn a_fetch_s_lookup_brings_the_holder_s_items_with_its_answer() {
     let (mut s, it, a) = ring_and_a_distant_node();
+    semi_recursive(&mut s);
     // Stored through the primary itself: `a` has no cached route.
     let primary = s.true_holders(it.key, 1)[0];
     s.store(primary, it.clone());
@@ -561,6 +569,7 @@ fn a_fetch_s_lookup_brings_the_holder_s_items_with_its_answer() {
 #[test]
 fn an_answer_without_the_lookup_s_nonce_is_ignored() {
     let (mut s, it, a) = ring_and_a_distant_node();
+    semi_recursive(&mut s);
     let primary = s.true_holders(it.key, 1)[0];
     let op = s.lookup(a, it.key);
     let nonce = awaited_nonce(&s, a, op).expect("semi-recursive");
@@ -590,6 +599,7 @@ fn a_lookup_meeting_a_dead_hop_fails_over_within_round_trips() {
     // Semi-recursive hops wait for their next hop's acknowledgement only
     // (a round-trip timeout), not for the whole path.
     let (mut s, it, a) = ring_and_a_distant_node();
+    semi_recursive(&mut s);
     let primary = s.true_holders(it.key, 1)[0];
     // Round-trip estimates first (as a busy node has them).
     for _ in 0..20 {
@@ -622,6 +632,7 @@ fn a_lookup_meeting_a_dead_hop_fails_over_within_round_trips() {
 fn a_first_register_is_one_lookup_and_one_store_round() {
     // A REGISTER of a new user: a fetch that finds nothing, then a store.
     let (mut s, it, a) = ring_and_a_distant_node();
+    semi_recursive(&mut s);
     let primary = s.true_holders(it.key, 1)[0];
     let op = s.fetch(a, it.key);
     assert_eq!(op_requests(&s, a, op), ["route"]);
