@@ -29,7 +29,16 @@ fn start(join: Option<SocketAddr>, data: Option<PathBuf>) -> RingNode {
     let http_arg = http.to_string();
     let data_arg = data.display().to_string();
     let join_arg = join.map(|j| j.to_string());
-    let mut args = vec!["--http", http_arg.as_str(), "--data", data_arg.as_str()];
+    // Three copies, so that killing a user's three holders kills them all
+    // (the default keeps five).
+    let mut args = vec![
+        "--http",
+        http_arg.as_str(),
+        "--data",
+        data_arg.as_str(),
+        "--replicas",
+        "3",
+    ];
     if let Some(j) = &join_arg {
         args.extend(["--join", j.as_str()]);
     }

@@ -52,6 +52,8 @@ fn config(seed: u64) -> SimConfig {
     };
     // `RING_ITERATIVE=1` runs the same scenarios with iterative lookups.
     config.ring.iterative = std::env::var("RING_ITERATIVE").is_ok_and(|v| v == "1");
+    // `RING_SEMI_RECURSIVE=1` with semi-recursive lookups (`ring/answer.rs`).
+    config.ring.semi_recursive = std::env::var("RING_SEMI_RECURSIVE").is_ok_and(|v| v == "1");
     config
 }
 

@@ -148,6 +148,7 @@ pub fn lookup(visitor: &mut Visitor, start: SocketAddr, key: NodeId) -> Result<L
                 key,
                 hops: 1,
                 iterative: false,
+                reply: None,
             },
         )?
         .0;

@@ -397,6 +397,10 @@ impl Core {
             chunk.copy_from_slice(&out.seed().to_be_bytes());
         }
         let auth = Auth::new(config.auth.clone(), secret, now);
+        if let Some(overlay) = location.overlay() {
+            // Our lookups' nonces (semi-recursive answers) are unguessable.
+            overlay.ring_mut().set_nonce_secret(out.seed());
+        }
         let gateway = Gateway::new(
             config.gateway.clone(),
             config.domains.clone(),

@@ -318,6 +318,9 @@ impl Certified {
                 self.attach(headers, items.iter().map(|i| i.writer))
             }
             RingRequest::Claim { item } => self.attach(headers, [item.writer]),
+            RingRequest::Answer {
+                items: Some(items), ..
+            } => self.attach(headers, items.iter().map(|i| i.writer)),
             RingRequest::Remove { by, replica, .. } => {
                 self.attach(headers, [if *replica { *by } else { me }])
             }

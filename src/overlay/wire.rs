@@ -23,13 +23,16 @@ use ezk_sip_types::uri::{SipUri, SipUriUserPart};
 use ezk_sip_types::{Method, Name};
 use serde::{Deserialize, Serialize};
 
-use crate::ring::{Item, NodeId, Peer, Refusal, RingRequest, RingResponse};
+use crate::ring::{Item, NodeId, Peer, Refusal, Reply, RingRequest, RingResponse};
 use crate::sip::message::{HeaderAccess, Request, RequestUri, Response};
 
 /// The header that marks an overlay request.
 pub const OVERLAY: &str = "P2P-Overlay";
 /// How many FindSuccessor messages a lookup has taken so far.
 pub const HOPS: &str = "P2P-Hops";
+/// A semi-recursive lookup's nonce (16 hex digits), on the lookup and on
+/// its answer.
+pub const NONCE: &str = "P2P-Nonce";
 /// What a 2xx response carries.
 pub const RESULT: &str = "P2P-Result";
 /// The host of key URIs (`sip:<key>@overlay.invalid`): keys are not hosts.
@@ -135,8 +138,35 @@ pub fn encode_request(request: &RingRequest, me: &Peer, to: SocketAddr, now: Ins
     sip.headers
         .insert(Name::CONTACT, format!("<{}>", node_uri(me)));
     match request {
-        RingRequest::FindSuccessor { hops, .. } => {
-            sip.headers.insert(Name::from(HOPS), hops.to_string())
+        RingRequest::FindSuccessor { hops, reply, .. } => {
+            sip.headers.insert(Name::from(HOPS), hops.to_string());
+            if let Some(reply) = reply {
+                sip.headers
+                    .insert(Name::from(NONCE), format!("{:016x}", reply.nonce));
+                sip.headers
+                    .insert(Name::CONTACT, contact(&reply.to, "reply"));
+            }
+        }
+        RingRequest::Answer {
+            nonce,
+            successor,
+            hops,
+            replicas,
+            items,
+        } => {
+            sip.headers
+                .insert(Name::from(NONCE), format!("{nonce:016x}"));
+            sip.headers.insert(Name::from(HOPS), hops.to_string());
+            if let Some(successor) = successor {
+                sip.headers
+                    .insert(Name::CONTACT, contact(successor, "successor"));
+            }
+            for r in replicas {
+                sip.headers.insert(Name::CONTACT, contact(r, "replica"));
+            }
+            if let Some(items) = items {
+                set_items(&mut sip.headers, &mut sip.body, items, now);
+            }
         }
         RingRequest::Notify { predecessor } | RingRequest::NewPredecessor { predecessor } => sip
             .headers
@@ -192,10 +222,22 @@ pub fn encode_request(request: &RingRequest, me: &Peer, to: SocketAddr, now: Ins
 /// The operation name and flags of a request's `P2P-Overlay` header.
 fn op_of(request: &RingRequest) -> (&'static str, Vec<&'static str>) {
     match request {
-        RingRequest::FindSuccessor { iterative, .. } => (
-            "find-successor",
+        RingRequest::FindSuccessor {
+            iterative, reply, ..
+        } => {
+            let mut flags = Vec::new();
             if *iterative {
-                vec!["iterative"]
+                flags.push("iterative");
+            }
+            if reply.is_some_and(|r| r.items) {
+                flags.push("items");
+            }
+            ("find-successor", flags)
+        }
+        RingRequest::Answer { items, .. } => (
+            "answer",
+            if items.is_some() {
+                vec!["items"]
             } else {
                 vec![]
             },
@@ -241,11 +283,32 @@ pub fn decode_request(request: &Request, now: Instant) -> Result<RingRequest, Wi
     Ok(match op {
         "find-successor" => RingRequest::FindSuccessor {
             key: key()?,
-            hops: request
-                .raw(&Name::from(HOPS))
-                .and_then(|h| h.trim().parse().ok())
-                .ok_or(WireError::Missing(HOPS))?,
+            hops: hops_of(request)?,
             iterative: flag("iterative"),
+            reply: match contacts_with(request.header_map(), "reply")
+                .into_iter()
+                .next()
+            {
+                Some(to) => Some(Reply {
+                    to,
+                    nonce: nonce_of(request)?,
+                    items: flag("items"),
+                }),
+                None => None,
+            },
+        },
+        "answer" => RingRequest::Answer {
+            nonce: nonce_of(request)?,
+            successor: contacts_with(request.header_map(), "successor")
+                .into_iter()
+                .next(),
+            hops: hops_of(request)?,
+            replicas: contacts_with(request.header_map(), "replica"),
+            items: if flag("items") {
+                Some(items_of(&request.body, now)?)
+            } else {
+                None
+            },
         },
         "get-predecessor" => RingRequest::GetPredecessor,
         "notify" => RingRequest::Notify {
@@ -544,6 +607,24 @@ pub(super) fn hex_bytes(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The `P2P-Hops` of a request.
+fn hops_of(request: &Request) -> Result<u32, WireError> {
+    request
+        .raw(&Name::from(HOPS))
+        .and_then(|h| h.trim().parse().ok())
+        .ok_or(WireError::Missing(HOPS))
+}
+
+/// The `P2P-Nonce` of a request: 16 hex digits.
+fn nonce_of(request: &Request) -> Result<u64, WireError> {
+    request
+        .raw(&Name::from(NONCE))
+        .map(|n| n.trim())
+        .filter(|n| n.len() == 16)
+        .and_then(|n| u64::from_str_radix(n, 16).ok())
+        .ok_or(WireError::Missing(NONCE))
+}
+
 /// The key named by the user part of the To URI.
 fn key_of_to(request: &Request) -> Result<NodeId, WireError> {
     let to = request.to_header().ok_or(WireError::Missing("To"))?;
@@ -708,11 +789,44 @@ mod tests {
                 key,
                 hops: 4,
                 iterative: true,
+                reply: None,
             },
             RingRequest::FindSuccessor {
                 key,
                 hops: 1,
                 iterative: false,
+                reply: None,
+            },
+            RingRequest::FindSuccessor {
+                key,
+                hops: 2,
+                iterative: false,
+                reply: Some(Reply {
+                    to: peer(5030),
+                    nonce: 0x0123_4567_89ab_cdef,
+                    items: true,
+                }),
+            },
+            RingRequest::Answer {
+                nonce: u64::MAX,
+                successor: Some(peer(5090)),
+                hops: 3,
+                replicas: vec![peer(5091), peer(5092)],
+                items: None,
+            },
+            RingRequest::Answer {
+                nonce: 1,
+                successor: None,
+                hops: 0,
+                replicas: Vec::new(),
+                items: None,
+            },
+            RingRequest::Answer {
+                nonce: 2,
+                successor: Some(peer(5090)),
+                hops: 1,
+                replicas: Vec::new(),
+                items: Some(Vec::new()),
             },
             RingRequest::GetPredecessor,
             RingRequest::Notify {
@@ -749,9 +863,33 @@ mod tests {
                 items: vec![item("x"), item("y")],
             },
             RingRequest::Claim { item: item("c") },
+            RingRequest::Answer {
+                nonce: 3,
+                successor: Some(peer(5090)),
+                hops: 2,
+                replicas: vec![peer(5091)],
+                items: Some(vec![item("a")]),
+            },
         ] {
             let back = round_trip(request.clone());
             match (back, request) {
+                (
+                    RingRequest::Answer {
+                        items: Some(a),
+                        nonce: na,
+                        successor: sa,
+                        ..
+                    },
+                    RingRequest::Answer {
+                        items: Some(b),
+                        nonce: nb,
+                        successor: sb,
+                        ..
+                    },
+                ) => {
+                    assert_eq!(strip_items(a), strip_items(b));
+                    assert_eq!((na, sa), (nb, sb));
+                }
                 (
                     RingRequest::Store {
                         items: a,

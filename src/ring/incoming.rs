@@ -57,6 +57,7 @@ impl Ring {
                 key,
                 hops,
                 iterative,
+                reply,
             } => {
                 if hops > self.config.max_hops {
                     self.respond(id, RingResponse::Refused(Refusal::Loop));
@@ -67,16 +68,26 @@ impl Ring {
                     self.respond(id, RingResponse::Refused(Refusal::NotJoined));
                     return;
                 }
-                self.route(
-                    key,
-                    hops,
-                    Parent::Remote(id),
-                    iterative,
-                    Vec::new(),
-                    0,
-                    true,
-                    now,
-                );
+                let parent = match reply {
+                    // Semi-recursive: acknowledged now, answered by whoever
+                    // finds it (`answer.rs`).
+                    Some(reply) if !iterative => {
+                        self.respond(id, RingResponse::Ok);
+                        Parent::Relay { reply, key }
+                    }
+                    _ => Parent::Remote(id),
+                };
+                self.route(key, hops, parent, iterative, Vec::new(), 0, true, now);
+            }
+            RingRequest::Answer {
+                nonce,
+                successor,
+                hops,
+                replicas,
+                items,
+            } => {
+                self.respond(id, RingResponse::Ok);
+                self.on_answer(sender, nonce, successor, hops, replicas, items, now);
             }
             RingRequest::GetPredecessor => {
                 let response = RingResponse::Predecessor {
@@ -219,6 +230,12 @@ impl Ring {
                 self.neighbours.rtt.sample(addr, rtt);
             }
         }
+        if matches!(pending, Pending::Route { reply: Some(_), .. }) && response == RingResponse::Ok
+        {
+            // A semi-recursive hop took it on: the answer comes from the end.
+            self.await_answer(id.0, entry.sent, pending, now);
+            return self.resync(now);
+        }
         match pending {
             Pending::Route {
                 key,
@@ -228,6 +245,7 @@ impl Ring {
                 exclude,
                 attempts,
                 to,
+                ..
             } => match response {
                 RingResponse::Found {
                     successor,
@@ -246,6 +264,7 @@ impl Ring {
                             exclude,
                             attempts,
                             to: ask,
+                            reply: None,
                         };
                         self.send_route(pending, true, now);
                     }
@@ -314,7 +333,9 @@ impl Ring {
                     }
                 }
             }
-            Pending::Notify { .. } | Pending::Push { .. } => {}
+            Pending::Notify { .. } | Pending::Push { .. } | Pending::Answer { .. } => {}
+            // Answered by its own request (`on_answer`), never by a response.
+            Pending::Await { .. } => {}
             Pending::CheckPredecessor { .. } => self.rounds.checking = false,
             Pending::OpRequest { op, to } => self.op_answer(op, to, Some(response), now),
             Pending::Leave { to, handover } => {
@@ -355,6 +376,7 @@ impl Ring {
                 mut exclude,
                 attempts,
                 to,
+                ..
             } => {
                 exclude.push(to.id);
                 if iterative {
@@ -375,6 +397,21 @@ impl Ring {
                     now,
                 );
             }
+            Pending::Await {
+                key,
+                parent,
+                mut exclude,
+                attempts,
+                to,
+                ..
+            } => {
+                // The path went silent beyond the first hop (which lives):
+                // another first hop.
+                exclude.push(to.id);
+                self.retry_route(key, 0, parent, false, exclude, attempts + 1, now);
+            }
+            // The originator went away: nothing waits for it here.
+            Pending::Answer { .. } => {}
             Pending::Join { bootstrap } => {
                 let _ = bootstrap;
                 self.join_failed(now);

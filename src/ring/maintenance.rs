@@ -107,6 +107,7 @@ impl Ring {
                 key: self.me.id,
                 hops: 1,
                 iterative: false,
+                reply: None,
             },
             Pending::Join { bootstrap },
             now,
@@ -327,6 +328,7 @@ impl Ring {
                     key,
                     hops: 1,
                     iterative,
+                    reply: None,
                 };
                 let pending = Pending::Route {
                     key,
@@ -336,6 +338,7 @@ impl Ring {
                     exclude: Vec::new(),
                     attempts: 0,
                     to,
+                    reply: None,
                 };
                 self.send(to.addr, request, pending, now);
                 return;

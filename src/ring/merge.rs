@@ -66,6 +66,7 @@ impl Ring {
             key,
             hops: 1,
             iterative,
+            reply: None,
         };
         let pending = Pending::Route {
             key,
@@ -75,6 +76,7 @@ impl Ring {
             exclude: Vec::new(),
             attempts: 0,
             to,
+            reply: None,
         };
         self.send(to.addr, request, pending, now);
     }

@@ -16,6 +16,24 @@ pub enum RingRequest {
         key: NodeId,
         hops: u32,
         iterative: bool,
+        /// Semi-recursive: the node that finds the answer sends it straight
+        /// to the originator ([`RingRequest::Answer`]) and every hop only
+        /// acknowledges the request (`Ok`) to its sender. `None`: recursive,
+        /// the answer retraces the path.
+        reply: Option<Reply>,
+    },
+    /// The answer of a semi-recursive lookup, from the node that found it
+    /// to the originator named in [`Reply`]. Carries the originator's nonce
+    /// (an answer with a nonce it does not wait for is ignored).
+    /// `successor: None`: the path failed (no route left). `items`: the
+    /// successor's own items for the key, when the lookup asked for them
+    /// and the successor answers for itself.
+    Answer {
+        nonce: u64,
+        successor: Option<Peer>,
+        hops: u32,
+        replicas: Vec<Peer>,
+        items: Option<Vec<Item>>,
     },
     /// Stabilize: "who is your predecessor, and what is your successor list?"
     GetPredecessor,
@@ -68,6 +86,19 @@ pub enum RingRequest {
         predecessor: Option<Peer>,
         successors: Vec<Peer>,
     },
+}
+
+/// Where a semi-recursive lookup's answer goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The originator.
+    pub to: Peer,
+    /// Unguessable per request: the originator accepts an answer only with
+    /// the nonce of a lookup it has in flight.
+    pub nonce: u64,
+    /// The key's successor answers for itself and sends its items for the
+    /// key with the answer (a lookup for a fetch).
+    pub items: bool,
 }
 
 /// Overlay responses, independent of the wire.

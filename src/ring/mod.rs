@@ -28,6 +28,7 @@ mod message;
 pub mod sim;
 mod types;
 
+mod answer;
 mod claim;
 mod client;
 mod held;
@@ -53,7 +54,7 @@ use std::time::Instant;
 pub use client::{NOT_FOR_CLIENTS, Role, TOO_MANY_CLIENTS, UNREACHABLE};
 pub use held::KeyItems;
 pub use id::NodeId;
-pub use message::{Outgoing, Refusal, RingRequest, RingResponse};
+pub use message::{Outgoing, Refusal, Reply, RingRequest, RingResponse};
 pub use policy::RecordPolicy;
 pub use seal::ItemSeal;
 pub use storage::Change;

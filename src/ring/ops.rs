@@ -399,6 +399,45 @@ impl Ring {
         }
     }
 
+    /// A fetch's lookup came back with the holder's own items
+    /// (semi-recursive, `answer.rs`): no second round to the holder. The
+    /// holder answered for itself, so the route to it is learnt even when
+    /// it holds nothing yet (the store of a first REGISTER goes straight
+    /// there). The replicas are asked only if the items are forged.
+    pub(super) fn op_found_items(
+        &mut self,
+        op: OpId,
+        holder: Peer,
+        replicas: Vec<Peer>,
+        items: Vec<Item>,
+        now: Instant,
+    ) {
+        let take = self.config.replicas.saturating_sub(1);
+        let Some(o) = self.ops.running.get_mut(&op.0) else {
+            return;
+        };
+        o.found = Some((holder, replicas.clone()));
+        o.candidates = replicas
+            .iter()
+            .filter(|p| **p != holder)
+            .take(take)
+            .copied()
+            .collect();
+        let key = o.key;
+        self.routes.learn(key, holder, replicas, now);
+        let mut items = items;
+        if items.iter_mut().all(|i| self.fetched_item_holds(i, now)) {
+            if let Some(o) = self.ops.running.get_mut(&op.0) {
+                o.answered = true;
+                o.candidates.clear();
+            }
+            self.fetch_next(op, items, now);
+        } else {
+            self.routes.forget(key);
+            self.fetch_next(op, Vec::new(), now);
+        }
+    }
+
     /// Ask the next holder for a fetch, or finish it.
     pub(super) fn fetch_next(&mut self, op: OpId, found: Vec<Item>, now: Instant) {
         let Some(o) = self.ops.running.get_mut(&op.0) else {

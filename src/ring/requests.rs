@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{IncomingId, NodeId, OpId, Outgoing, Peer, RequestId, Ring, RingRequest};
+use super::{IncomingId, NodeId, OpId, Outgoing, Peer, Reply, RequestId, Ring, RingRequest};
 
 /// Our requests in flight, by request id, and their deadlines in order.
 pub(super) struct Requests {
@@ -24,6 +24,10 @@ pub(super) struct Requests {
     /// Requests given up on, for the driver ([`Ring::poll_given_up`]): it
     /// stops their retransmissions.
     pub(super) given_up: VecDeque<RequestId>,
+    /// Our semi-recursive lookups in flight: nonce to request id.
+    pub(super) awaiting: HashMap<u64, u64>,
+    /// What our nonces are drawn from (`answer.rs`).
+    pub(super) secret: u64,
     /// The id of the next request.
     pub(super) next: u64,
 }
@@ -34,6 +38,9 @@ const MAX_EXPIRED: usize = 4096;
 /// Requests given up on that wait for the driver to take them; beyond, the
 /// oldest is dropped (its transport then retransmits until its own timeout).
 const MAX_GIVEN_UP: usize = 4096;
+
+/// The shortest wait for a semi-recursive hop's acknowledgement.
+const HOP_FLOOR: Duration = Duration::from_millis(30);
 
 /// A forwarded lookup is late after this many round trips to its next hop.
 const LATE_AFTER_RTOS: u32 = 2;
@@ -46,6 +53,8 @@ impl Requests {
             lates: BTreeSet::new(),
             expired: HashMap::new(),
             given_up: VecDeque::new(),
+            awaiting: HashMap::new(),
+            secret: 0,
             next: 1,
         }
     }
@@ -64,6 +73,9 @@ pub(super) enum Parent {
     SuccessorCheck,
     /// Asking a peer we had lost sight of where our successor is.
     MergeCheck(Peer),
+    /// A semi-recursive lookup passing through: the answer goes straight
+    /// to the originator (`answer.rs`), not back to the node that asked us.
+    Relay { reply: Reply, key: NodeId },
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +88,23 @@ pub(super) enum Pending {
         iterative: bool,
         exclude: Vec<NodeId>,
         attempts: u32,
+        to: Peer,
+        /// Semi-recursive: where the answer goes; `to` only acknowledges.
+        reply: Option<Reply>,
+    },
+    /// Our semi-recursive lookup, acknowledged by its first hop: waiting
+    /// for the answer from the node that finds it (`answer.rs`).
+    Await {
+        key: NodeId,
+        parent: Parent,
+        exclude: Vec<NodeId>,
+        attempts: u32,
+        /// The first hop, which acknowledged.
+        to: Peer,
+        nonce: u64,
+    },
+    /// A semi-recursive lookup's answer sent to its originator.
+    Answer {
         to: Peer,
     },
     Join {
@@ -140,12 +169,27 @@ pub(super) struct PendingEntry {
     pub(super) pending: Pending,
 }
 
+/// The nonce of our own semi-recursive lookup (not one we relay).
+pub(super) fn own_nonce(p: &Pending) -> Option<u64> {
+    match p {
+        Pending::Route {
+            reply: Some(reply),
+            parent,
+            ..
+        } if !matches!(parent, Parent::Relay { .. }) => Some(reply.nonce),
+        Pending::Await { nonce, .. } => Some(*nonce),
+        _ => None,
+    }
+}
+
 /// Does the answer to this request come from its peer alone (not after
 /// a lookup further along the ring)?
 pub(super) fn measures_rtt(p: &Pending) -> bool {
     match p {
-        Pending::Route { iterative, .. } => *iterative,
-        Pending::Join { .. } | Pending::Reachable { .. } => false,
+        Pending::Route {
+            iterative, reply, ..
+        } => *iterative || reply.is_some(),
+        Pending::Join { .. } | Pending::Reachable { .. } | Pending::Await { .. } => false,
         _ => true,
     }
 }
@@ -163,8 +207,11 @@ pub(super) fn pending_peer_addr(p: &Pending) -> Option<SocketAddr> {
         | Pending::Attach { to }
         | Pending::Reachable { to }
         | Pending::Members { to }
-        | Pending::Reach { to, .. } => Some(to.addr),
+        | Pending::Reach { to, .. }
+        | Pending::Answer { to } => Some(to.addr),
         Pending::Join { bootstrap } => Some(*bootstrap),
+        // Its first hop acknowledged; the answer comes from elsewhere.
+        Pending::Await { .. } => None,
     }
 }
 
@@ -203,6 +250,9 @@ impl Ring {
 
     pub(super) fn take_pending(&mut self, id: u64) -> Option<PendingEntry> {
         let entry = self.requests.pending.remove(&id)?;
+        if let Some(nonce) = own_nonce(&entry.pending) {
+            self.requests.awaiting.remove(&nonce);
+        }
         self.requests.deadlines.remove(&(entry.deadline, id));
         if let Some(late) = entry.late {
             self.requests.lates.remove(&(late, id));
@@ -248,11 +298,21 @@ impl Ring {
         match pending {
             // A whole path answers, or many items travel: the ceiling.
             Pending::Route {
-                iterative: false, ..
+                iterative: false,
+                reply: None,
+                ..
             } => {
                 let late = self.rto(to) * LATE_AFTER_RTOS;
                 (ceiling, (late < ceiling).then_some(late))
             }
+            // A semi-recursive hop only acknowledges: its own round trip,
+            // with a lower floor than other requests (a late hop is not
+            // taken for dead, only probed, and the lookup goes on elsewhere).
+            Pending::Route {
+                reply: Some(_),
+                iterative: false,
+                ..
+            } => (self.neighbours.rtt.timeout(to, HOP_FLOOR, ceiling), None),
             Pending::Join { .. } | Pending::Leave { .. } | Pending::Push { .. } => (ceiling, None),
             // The super-node pings us first, then answers.
             Pending::Reachable { .. } => (ceiling, None),

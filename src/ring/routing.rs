@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::requests::{Parent, Pending};
+use super::requests::{Parent, Pending, own_nonce};
 use super::{NodeId, Peer, Refusal, Ring, RingError, RingRequest, RingResponse};
 
 /// Attempts a node makes to route one lookup (other next hops) before it
@@ -73,8 +73,10 @@ impl Ring {
             return self.answer(parent, RingResponse::Refused(Refusal::NoRoute), now);
         };
         let succ = self.neighbours.successors[si];
+        // A lookup for a fetch lets the successor answer with its items.
+        let wants_items = matches!(parent, Parent::Relay { reply, .. } if reply.items);
         let next = if key.in_open_closed(self.me.id, succ.id) {
-            if self.is_fresh(succ.addr, now) {
+            if self.is_fresh(succ.addr, now) && !wants_items {
                 let replicas = self
                     .neighbours
                     .successors
@@ -103,6 +105,14 @@ impl Ring {
             // Iterative request: tell the asker where to go next.
             return self.answer(parent, RingResponse::Next { ask: next, hops }, now);
         }
+        let reply = match &parent {
+            Parent::Relay { reply, .. } => Some(*reply),
+            Parent::Op(op) if !iterative && self.config.semi_recursive => {
+                let items = self.op_is_fetch(*op);
+                Some(self.new_reply(items))
+            }
+            _ => None,
+        };
         let pending = Pending::Route {
             key,
             parent,
@@ -111,6 +121,7 @@ impl Ring {
             exclude,
             attempts,
             to: next,
+            reply,
         };
         self.send_route(pending, iterative, now);
     }
@@ -119,16 +130,29 @@ impl Ring {
     /// its `to`; `ask_iteratively`: the request asks for the next hop back
     /// instead of having it forwarded.
     pub(super) fn send_route(&mut self, pending: Pending, ask_iteratively: bool, now: Instant) {
-        let Pending::Route { key, hops, to, .. } = &pending else {
+        let Pending::Route {
+            key,
+            hops,
+            to,
+            reply,
+            ..
+        } = &pending
+        else {
             return;
         };
         let request = RingRequest::FindSuccessor {
             key: *key,
             hops: *hops,
             iterative: ask_iteratively,
+            reply: *reply,
         };
         let to = to.addr;
+        let nonce = own_nonce(&pending);
+        let id = self.requests.next;
         self.send(to, request, pending, now);
+        if let Some(nonce) = nonce {
+            self.requests.awaiting.insert(nonce, id);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -230,6 +254,7 @@ impl Ring {
                 }
             }
             Parent::MergeCheck(asked) => self.merge_answer(asked, response, now),
+            Parent::Relay { reply, key } => self.send_answer(reply, key, response, now),
             Parent::Finger(i) => {
                 let result = match response {
                     RingResponse::Found { successor, .. } => Some(successor),

@@ -309,6 +309,10 @@ fn op_requests(s: &Sim, node: usize, op: OpId) -> Vec<&'static str> {
             Pending::Route {
                 parent: Parent::Op(o),
                 ..
+            }
+            | Pending::Await {
+                parent: Parent::Op(o),
+                ..
             } if *o == op => Some("route"),
             Pending::OpRequest { op: o, .. } if *o == op => Some("holder"),
             _ => None,
@@ -499,4 +503,159 @@ fn a_holder_outside_its_range_hands_the_item_on_to_the_key_s_successor() {
         .ring
         .handle_request_as(writer, IncomingId(3), store(), now);
     assert_eq!(s.nodes[order[0]].ring.items_handed_on(), 0);
+}
+
+/// Semi-recursive lookups on at every node (off by default).
+fn semi_recursive(s: &mut Sim) {
+    for n in &mut s.nodes {
+        n.ring.config.semi_recursive = true;
+    }
+}
+
+/// The nonce of `node`'s semi-recursive lookup in flight for `op`.
+fn awaited_nonce(s: &Sim, node: usize, op: OpId) -> Option<u64> {
+    use super::requests::{Parent, Pending};
+    s.nodes[node]
+        .ring
+        .requests
+        .pending
+        .values()
+        .find_map(|e| match &e.pending {
+            Pending::Route {
+                parent: Parent::Op(o),
+                reply: Some(r),
+                ..
+            } if *o == op => Some(r.nonce),
+            Pending::Await {
+                parent: Parent::Op(o),
+                nonce,
+                ..
+            } if *o == op => Some(*nonce),
+            _ => None,
+        })
+}
+
+#[test]
+fn a_fetch_s_lookup_brings_the_holder_s_items_with_its_answer() {
+    let (mut s, it, a) = ring_and_a_distant_node();
+    semi_recursive(&mut s);
+    // Stored through the primary itself: `a` has no cached route.
+    let primary = s.true_holders(it.key, 1)[0];
+    s.store(primary, it.clone());
+    s.run_for(Duration::from_millis(500));
+    assert_eq!(s.nodes[a].ring.routes.len(), 0);
+    let op = s.fetch(a, it.key);
+    assert!(awaited_nonce(&s, a, op).is_some(), "semi-recursive");
+    // Until it ends, `a` never asks a holder: the items come with the answer.
+    for _ in 0..1000 {
+        assert!(
+            !op_requests(&s, a, op).contains(&"holder"),
+            "a second Fetch round"
+        );
+        s.run_for(Duration::from_millis(1));
+        if let Some(done) = s.take_result(a, op) {
+            match done {
+                RingEvent::FetchDone {
+                    result: Ok(items), ..
+                } => assert_eq!(items.len(), 1),
+                other => panic!("{other:?}"),
+            }
+            // The holder answered for itself: its route is learnt.
+            assert_eq!(s.nodes[a].ring.routes.len(), 1);
+            return;
+        }
+    }
+    panic!("the fetch did not end within 1 s");
+}
+
+#[test]
+fn an_answer_without_the_lookup_s_nonce_is_ignored() {
+    let (mut s, it, a) = ring_and_a_distant_node();
+    semi_recursive(&mut s);
+    let primary = s.true_holders(it.key, 1)[0];
+    let op = s.lookup(a, it.key);
+    let nonce = awaited_nonce(&s, a, op).expect("semi-recursive");
+    // A stranger names itself the successor, with a wrong nonce.
+    let stranger = Peer::of_addr("192.0.2.66:5060".parse().expect("addr"));
+    let now = s.now();
+    s.nodes[a].ring.handle_request(
+        stranger.addr,
+        IncomingId(9_999),
+        RingRequest::Answer {
+            nonce: nonce ^ 1,
+            successor: Some(stranger),
+            hops: 1,
+            replicas: Vec::new(),
+            items: None,
+        },
+        now,
+    );
+    assert_eq!(awaited_nonce(&s, a, op), Some(nonce), "still waiting");
+    s.run_for(Duration::from_millis(500));
+    let record = s.lookup_records.last().expect("ended");
+    assert_eq!(record.found, Some(s.nodes[primary].ring.me()));
+}
+
+#[test]
+fn a_lookup_meeting_a_dead_hop_fails_over_within_round_trips() {
+    // Semi-recursive hops wait for their next hop's acknowledgement only
+    // (a round-trip timeout), not for the whole path.
+    let (mut s, it, a) = ring_and_a_distant_node();
+    semi_recursive(&mut s);
+    let primary = s.true_holders(it.key, 1)[0];
+    // Round-trip estimates first (as a busy node has them).
+    for _ in 0..20 {
+        let key = s.random_key();
+        let from = s.random_live();
+        s.lookup(from, key);
+        s.run_for(Duration::from_millis(100));
+    }
+    // Crash the first hop `a` would take.
+    let first = s.nodes[a].ring.closest_preceding(it.key, &[]).expect("hop");
+    let hop = s.node_at(first.addr).expect("node");
+    assert_ne!(hop, primary);
+    s.crash(hop);
+    let start = s.now();
+    let op = s.lookup(a, it.key);
+    let done = s.run_until_cond(Duration::from_millis(1), Duration::from_secs(2), |s| {
+        !s.nodes[a].ring.ops.running.contains_key(&op.0)
+    });
+    assert!(done, "ended");
+    let took = s.now().saturating_duration_since(start);
+    let record = s.lookup_records.last().expect("recorded");
+    assert_eq!(record.key, it.key);
+    assert_eq!(record.found, Some(s.nodes[primary].ring.me()));
+    // The 2 s ceiling a recursive hop waited before; a few round trips of
+    // 10-100 ms here (the floor is 100 ms).
+    assert!(took < Duration::from_millis(700), "took {took:?}");
+}
+
+#[test]
+fn a_first_register_is_one_lookup_and_one_store_round() {
+    // A REGISTER of a new user: a fetch that finds nothing, then a store.
+    let (mut s, it, a) = ring_and_a_distant_node();
+    semi_recursive(&mut s);
+    let primary = s.true_holders(it.key, 1)[0];
+    let op = s.fetch(a, it.key);
+    assert_eq!(op_requests(&s, a, op), ["route"]);
+    let done = s.run_until_cond(Duration::from_millis(1), Duration::from_secs(1), |s| {
+        !s.nodes[a].ring.ops.running.contains_key(&op.0)
+    });
+    assert!(done);
+    match s.take_result(a, op) {
+        Some(RingEvent::FetchDone {
+            result: Ok(items), ..
+        }) => assert!(items.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    // The empty answer came from the holder itself: the store goes there.
+    let op = s.store(a, it.clone());
+    assert_eq!(op_requests(&s, a, op), ["holder"], "no second lookup");
+    s.run_for(Duration::from_millis(500));
+    assert!(matches!(
+        s.take_result(a, op),
+        Some(RingEvent::StoreDone { result: Ok(()), .. })
+    ));
+    let held = s.nodes[primary].ring.local_items_at(it.key, s.now());
+    assert_eq!(held.len(), 1);
 }

@@ -56,6 +56,12 @@ pub struct RingConfig {
     pub merge_every: Duration,
     /// Resolve our own lookups iteratively (the next hop answers "ask X next").
     pub iterative: bool,
+    /// Our own operations' recursive lookups are semi-recursive: the node
+    /// that finds the answer sends it straight back to us, and a lookup for
+    /// a fetch brings the holder's items with it (`answer.rs`). Off by
+    /// default: the 100-process benchmark with it on did not finish (see
+    /// `docs/BENCHMARKS.md`); the simulator and the unit tests turn it on.
+    pub semi_recursive: bool,
     /// How often an operation (lookup, store, fetch, remove) is retried from
     /// scratch after its route failed.
     pub op_retries: u32,
@@ -93,6 +99,7 @@ impl Default for RingConfig {
             republish_every: Duration::from_secs(5),
             merge_every: Duration::from_secs(1),
             iterative: false,
+            semi_recursive: false,
             op_retries: 4,
             max_hops: 64,
             max_items_per_writer: DEFAULT_MAX_ITEMS_PER_WRITER,
