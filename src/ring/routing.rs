@@ -40,6 +40,7 @@ impl Ring {
                 exclude,
                 attempts,
                 to,
+                reply: None,
             };
             return self.send_route(pending, false, now);
         }
