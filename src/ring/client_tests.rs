@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::sim::{Sim, SimConfig};
+use super::tests::item;
 use super::*;
 
 fn sim(promote_after: Option<Duration>, max_clients: usize) -> Sim {
@@ -14,20 +15,6 @@ fn sim(promote_after: Option<Duration>, max_clients: usize) -> Sim {
     config.ring.promote_after = promote_after;
     config.ring.max_clients = max_clients;
     Sim::new(config)
-}
-
-fn item(key: &str, name: &str, sim: &Sim) -> Item {
-    Item {
-        key: NodeId::of_key(key),
-        name: name.to_string(),
-        kind: "binding".to_string(),
-        value: name.as_bytes().to_vec(),
-        version: 1,
-        expires: sim.now() + Duration::from_secs(3600),
-        writer: Default::default(),
-        signature: Vec::new(),
-        proof: None,
-    }
 }
 
 /// Three members in a stable ring.

@@ -9,7 +9,8 @@ fn sim() -> Sim {
     Sim::new(SimConfig::default())
 }
 
-fn item(key: &str, name: &str, sim: &Sim) -> Item {
+/// A binding item under SHA-1(`key`) (also for `client_tests.rs`).
+pub(super) fn item(key: &str, name: &str, sim: &Sim) -> Item {
     Item {
         key: NodeId::of_key(key),
         name: name.to_string(),
