@@ -25,6 +25,9 @@ pub const MAX_FLOWS: usize = 100_000;
 
 /// The user part of our flow routes starts with this.
 const PREFIX: &str = "ob-";
+/// How every flow route begins and ends (`<sip:ob-TOKEN@NODE;lr;ob>`).
+const ROUTE_START: &str = "<sip:ob-";
+const ROUTE_END: &str = ";lr;ob>";
 
 /// A flow and what the binding said of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,12 +74,15 @@ impl Flows {
 
     /// Whether `route` (a Path or Route value) is one of ours (this node at `local`).
     pub fn is_own_route(route: &str, local: SocketAddr) -> bool {
-        route.starts_with(&format!("<sip:{PREFIX}")) && route.ends_with(&format!("@{local};lr;ob>"))
+        Flows::is_flow_route(route)
+            && route[..route.len() - ROUTE_END.len()]
+                .rsplit_once('@')
+                .is_some_and(|(_, node)| node.parse() == Ok(local))
     }
 
     /// Whether `route` is a flow route of some node (ours or another's).
     pub fn is_flow_route(route: &str) -> bool {
-        route.starts_with(&format!("<sip:{PREFIX}")) && route.ends_with(";lr;ob>")
+        route.starts_with(ROUTE_START) && route.ends_with(ROUTE_END)
     }
 
     /// Whether a Route's user part is a flow token.

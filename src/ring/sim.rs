@@ -5,6 +5,11 @@
 //! lost; a crashed node's messages go nowhere and requests to it time out in
 //! the sender's ring. Nothing here reads the wall clock except the base
 //! `Instant` the virtual clock counts from, so a seed replays exactly.
+//!
+//! At ~800 lines it holds one thing, the simulator's world (nodes, queue,
+//! network faults: crash, split, one-way NAT) and its observations. The next
+//! split is the observations — `LookupRecord`, `LookupStats`, the consistency
+//! checks — into a `sim/measure.rs` beside it.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
