@@ -639,13 +639,13 @@ impl Node {
         }
     }
 
-    /// Writes a group of changed items in one transaction, then sends what
-    /// the core had sent after them: the core hands the changes out ahead
-    /// of the transmits of the same wake-up, and the transmits of the
-    /// group's window waited (`commit.rs`), so one fsync covers every
+    /// Writes a group of changed items (one append to the store's log, one
+    /// sync), then sends what the core had sent after them: the core hands
+    /// the changes out ahead of the transmits of the same wake-up, and the
+    /// transmits of the group's window waited (`commit.rs`), so one sync covers every
     /// REGISTER of the window and each 200 still follows its commit.
     fn commit(&mut self, group: commit::Group) {
-        if let Some(store) = &self.store
+        if let Some(store) = &mut self.store
             && let Err(error) = store.commit(&group.changes, crate::store::codec::Clock::read())
         {
             warn!(%error, changes = group.changes.len(), "could not write items to disk");
