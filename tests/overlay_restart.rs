@@ -133,7 +133,7 @@ fn a_forged_fetch_answer_is_dropped_and_the_next_holder_asked() {
     ring.members[holder].node.kill();
     let forged_contact = "127.0.0.66:5099";
     {
-        let store = Store::open(&ring.data[holder]).expect("the holder's store");
+        let mut store = Store::open(&ring.data[holder]).expect("the holder's store");
         let mut items = store.load(Clock::read()).expect("items");
         let binding = items
             .iter_mut()

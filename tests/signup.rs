@@ -35,7 +35,7 @@ fn config(tag: &str, enabled: bool) -> PathBuf {
     file
 }
 
-fn start(name: &str, config: &PathBuf, join: Option<SocketAddr>) -> Member {
+fn start(name: &str, config: &std::path::Path, join: Option<SocketAddr>) -> Member {
     let http = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
     let mut node = Node::builder()
         .name(name)

@@ -150,7 +150,7 @@ impl Core {
                     crate::auth::consume_credentials(&mut parked.request, realm);
                 }
                 if let Some(flow) = parked.flow {
-                    return self.to_flow(parked.key, parked.request, flow, now);
+                    return self.send_on_flow(parked.key, parked.request, flow, now);
                 }
                 self.serve(parked.key, parked.request, parked.from, user, now)
             }
@@ -457,7 +457,7 @@ impl Core {
     }
 
     /// Sends a request over one of our phones' flows, as addressed.
-    fn to_flow(&mut self, key: ServerKey, request: Request, flow: HeldFlow, now: Instant) {
+    fn send_on_flow(&mut self, key: ServerKey, request: Request, flow: HeldFlow, now: Instant) {
         if self.cancelled.remove(&key) {
             return;
         }

@@ -44,7 +44,7 @@ impl Server {
         if let Some(allocation) = self.allocations.get(&from) {
             if allocation.transaction == message.id {
                 let again = allocation.response.clone();
-                return self.to_client(from, again);
+                return self.send_to_client(from, again);
             }
             return self.error(from, message, &auth, 437, "Allocation Mismatch");
         }
@@ -254,6 +254,6 @@ impl Server {
         );
         self.counters.allocations = self.allocations.len();
         self.counters.allocated_total += 1;
-        self.to_client(from, response);
+        self.send_to_client(from, response);
     }
 }

@@ -131,12 +131,12 @@ impl Server {
         let known = self.keys.contains_key(&username);
         for (from, bytes, _) in waiting {
             if known {
-                self.from_client_again(from, &bytes, now);
+                self.on_client_again(from, &bytes, now);
             }
         }
     }
 
-    fn from_client_again(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+    fn on_client_again(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
         if let Ok(message) = Message::parse(bytes) {
             self.request(from, &message, bytes, now);
         }

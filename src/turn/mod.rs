@@ -246,8 +246,8 @@ impl Server {
     /// Feeds one input.
     pub fn handle_input(&mut self, input: Input<'_>, now: Instant) {
         match input {
-            Input::FromClient { from, bytes } => self.from_client(from, bytes, now),
-            Input::FromPeer { port, from, bytes } => self.from_peer(port, from, bytes, now),
+            Input::FromClient { from, bytes } => self.on_client(from, bytes, now),
+            Input::FromPeer { port, from, bytes } => self.on_peer_data(port, from, bytes, now),
             Input::Credentials { username, key } => self.on_credentials(username, key, now),
             Input::RelayOpened { port, ok } => self.on_relay_opened(port, ok, now),
             Input::Timeout => self.on_timeout(now),
@@ -272,7 +272,7 @@ impl Server {
         deadline
     }
 
-    fn from_client(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+    fn on_client(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
         if channel::looks_like_channel_data(bytes) {
             if let Some((number, data)) = channel::parse(bytes) {
                 self.channel_data(from, number, data, now);
@@ -293,7 +293,7 @@ impl Server {
                     stun::Answer::Binding(reply) | stun::Answer::Refusal { bytes: reply, .. },
                 ) = stun::answer(bytes, from, self.config.listen)
                 {
-                    self.to_client(from, reply);
+                    self.send_to_client(from, reply);
                 }
             }
             (Class::Request, _) => {
@@ -336,13 +336,13 @@ impl Server {
         }
     }
 
-    fn to_client(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+    fn send_to_client(&mut self, to: SocketAddr, bytes: Vec<u8>) {
         self.outputs.push_back(Output::ToClient { to, bytes });
     }
 
     fn refuse(&mut self, to: SocketAddr, bytes: Vec<u8>) {
         self.counters.refused_total += 1;
-        self.to_client(to, bytes);
+        self.send_to_client(to, bytes);
     }
 
     /// An error response to an authenticated request (with its integrity).

@@ -59,7 +59,7 @@ impl Server {
         let mut out = Writer::answer(message, Class::Success);
         out.attribute(attr::LIFETIME, &lifetime.to_be_bytes());
         let bytes = auth.seal(out, message.fingerprint);
-        self.to_client(from, bytes);
+        self.send_to_client(from, bytes);
     }
 
     pub(super) fn create_permission(
@@ -111,7 +111,7 @@ impl Server {
         }
         let out = Writer::answer(message, Class::Success);
         let bytes = auth.seal(out, message.fingerprint);
-        self.to_client(from, bytes);
+        self.send_to_client(from, bytes);
     }
 
     pub(super) fn channel_bind(
@@ -179,7 +179,7 @@ impl Server {
             .insert(peer.ip(), now + PERMISSION_LIFETIME);
         let out = Writer::answer(message, Class::Success);
         let bytes = auth.seal(out, message.fingerprint);
-        self.to_client(from, bytes);
+        self.send_to_client(from, bytes);
     }
 
     /// A Send indication: its DATA to its XOR-PEER-ADDRESS, if permitted.
@@ -237,7 +237,7 @@ impl Server {
     }
 
     /// A datagram from a peer on a relay port: to the client, if permitted.
-    pub(super) fn from_peer(&mut self, port: u16, from: SocketAddr, data: &[u8], now: Instant) {
+    pub(super) fn on_peer_data(&mut self, port: u16, from: SocketAddr, data: &[u8], now: Instant) {
         let Some(client) = self.by_port.get(&port).copied() else {
             return;
         };
@@ -265,6 +265,6 @@ impl Server {
             }
         };
         self.counters.relayed_to_clients += 1;
-        self.to_client(client, bytes);
+        self.send_to_client(client, bytes);
     }
 }

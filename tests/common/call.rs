@@ -312,8 +312,6 @@ pub fn pcmu_samples(bytes: &[u8]) -> Option<Vec<i16>> {
     })
 }
 
-/// The power of `samples` at `hz` (Goertzel), at 8 kHz.
-
 /// The power [`power_at`] gives for a pure tone of `amplitude` over `n` samples.
 pub fn tone_power(amplitude: f64, n: usize) -> f64 {
     (amplitude * n as f64 / 2.0).powi(2)

@@ -228,7 +228,7 @@ fn a_source_guessing_passwords_is_silenced_and_others_are_not() {
     for attempt in 0..10 {
         let guess = f.request(
             method::ALLOCATE,
-            &[transport.clone()],
+            std::slice::from_ref(&transport),
             Some(&format!("guess{attempt}")),
         );
         let answers = f.send(guesser, &guess, Some("secret"));
@@ -239,7 +239,11 @@ fn a_source_guessing_passwords_is_silenced_and_others_are_not() {
         );
     }
     // Blocked (the node's [limits]: 10 failures): even the right password gets silence.
-    let right = f.request(method::ALLOCATE, &[transport.clone()], Some("secret"));
+    let right = f.request(
+        method::ALLOCATE,
+        std::slice::from_ref(&transport),
+        Some("secret"),
+    );
     assert!(f.send(guesser, &right, Some("secret")).is_empty());
     assert_eq!(f.server.allocations(), 0);
     let answers = f.send(client(), &right, Some("secret"));
