@@ -123,7 +123,13 @@ impl Core {
         if let Some(mark) = mark {
             overlay.store_item(mark, now);
         }
-        if may_collect {
+        // The REGISTER's own fetch of her key saw whether anything waits.
+        let nothing_waits = overlay.location.take_mail_seen(aor) == Some(false);
+        if nothing_waits {
+            // As a fetch that found no recordings would.
+            self.voicemail.should_tell(aor, 0);
+        }
+        if may_collect && !nothing_waits {
             let op = overlay.fetch_items(owner::MESSAGES, NodeId::of_key(aor.as_str()), now);
             self.messages.collecting(op, aor.clone(), contact);
         }

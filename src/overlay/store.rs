@@ -14,13 +14,17 @@ use crate::registrar::binding::{Aor, Binding};
 use crate::registrar::location::{
     LocationAnswer, LocationError, LocationOp, LocationStore, Lookup,
 };
+use crate::messages::record::MESSAGE_KIND;
 use crate::registrar::record;
+use crate::voicemail::record::VOICEMAIL_KIND;
 use crate::ring::{Item, NodeId, OpId, Ring, RingError, RingEvent};
 
 /// How long a looked-up binding set may be used without asking the ring.
 pub const CACHE_FOR: Duration = Duration::from_secs(30);
 /// How long an emptied record is kept.
 const TOMBSTONE_FOR: Duration = Duration::from_secs(3600);
+/// At most this many AORs' "mail seen" answers are kept.
+const MAIL_SEEN_BOUND: usize = 100_000;
 /// The item kind of a binding set.
 pub const KIND: &str = "binding";
 
@@ -50,6 +54,10 @@ pub struct RingLocation {
     /// AOR: sent with the item as the proof that this node authenticated
     /// the user (`records.rs`), never stored.
     proofs: HashMap<Aor, String>,
+    /// Per AOR, whether the last fetch of her key found stored messages or
+    /// voicemail beside her bindings: a REGISTER's own fetch tells, so the
+    /// delivery after it needs no second fetch when there is nothing.
+    mail: HashMap<Aor, bool>,
 }
 
 impl RingLocation {
@@ -70,6 +78,12 @@ impl RingLocation {
     /// which this node checked: it goes with the item as its proof.
     pub fn prove(&mut self, aor: &Aor, authorization: &str) {
         self.proofs.insert(aor.clone(), authorization.to_string());
+    }
+
+    /// Whether the last fetch of `aor`'s key found messages or voicemail
+    /// stored for her (`None`: no fetch told since the last ask).
+    pub fn take_mail_seen(&mut self, aor: &Aor) -> Option<bool> {
+        self.mail.remove(aor)
     }
 
     /// Hands queued operations to the ring; true when there were some.
@@ -138,6 +152,14 @@ impl RingLocation {
     }
 
     fn read_items(&mut self, aor: &Aor, items: &[Item], now: Instant) -> Lookup {
+        let mail = items.iter().any(|i| {
+            i.expires > now && (i.kind == MESSAGE_KIND || i.kind == VOICEMAIL_KIND)
+        });
+        if self.mail.len() >= MAIL_SEEN_BOUND {
+            // Fetches for calls are never asked about; a miss costs one fetch.
+            self.mail.clear();
+        }
+        self.mail.insert(aor.clone(), mail);
         let item = items
             .iter()
             .filter(|i| i.kind == KIND && i.name == aor.as_str())
@@ -219,6 +241,7 @@ impl LocationStore for RingLocation {
         if self.in_flight.is_empty() && self.queued.is_empty() {
             self.versions = HashMap::new();
             self.proofs = HashMap::new();
+            self.mail = HashMap::new();
         }
         // Likewise the cache after a burst of lookups or saves.
         if self.cache.capacity() > 4 * (self.cache.len() + 64) {
@@ -232,5 +255,45 @@ impl LocationStore for RingLocation {
 
     fn forget(&mut self, aor: &Aor) {
         RingLocation::forget(self, aor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(aor: &Aor, kind: &str, expires: Instant) -> Item {
+        Item {
+            key: NodeId::of_key(aor.as_str()),
+            name: format!("{kind}-1"),
+            kind: kind.to_string(),
+            value: Vec::new(),
+            version: 1,
+            expires,
+            writer: NodeId::default(),
+            signature: Vec::new(),
+            proof: None,
+        }
+    }
+
+    #[test]
+    fn a_fetch_tells_whether_mail_waits_once() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let alice = Aor::new("alice", "example.com");
+        let mut location = RingLocation::new();
+        assert_eq!(location.take_mail_seen(&alice), None, "no fetch yet");
+
+        location.read_items(&alice, &[item(&alice, "seen", later)], now);
+        assert_eq!(location.take_mail_seen(&alice), Some(false));
+        assert_eq!(location.take_mail_seen(&alice), None, "told once");
+
+        for kind in [MESSAGE_KIND, VOICEMAIL_KIND] {
+            location.read_items(&alice, &[item(&alice, kind, later)], now);
+            assert_eq!(location.take_mail_seen(&alice), Some(true), "{kind}");
+        }
+        // An expired message is no mail.
+        location.read_items(&alice, &[item(&alice, MESSAGE_KIND, now)], now);
+        assert_eq!(location.take_mail_seen(&alice), Some(false));
     }
 }

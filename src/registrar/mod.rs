@@ -231,9 +231,10 @@ pub fn read(
         }
         // RFC 5626 §6: a flow needs an edge proxy that keeps it — us (one
         // Via), or a first hop that says so with `ob` in its Path.
+        // (The Vias are parsed only when a flow asks: most REGISTERs make none.)
         let first_hop_keeps_flows =
-            request.vias().len() <= 1 || path.first().is_some_and(|p| p.contains(";ob"));
-        if changes.iter().any(|c| c.flow.is_some()) && !first_hop_keeps_flows {
+            || request.vias().len() <= 1 || path.first().is_some_and(|p| p.contains(";ob"));
+        if changes.iter().any(|c| c.flow.is_some()) && !first_hop_keeps_flows() {
             return Err(Refusal::new(439, "First Hop Lacks Outbound Support"));
         }
         Change::Update(changes)

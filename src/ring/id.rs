@@ -7,8 +7,31 @@ use std::str::FromStr;
 use sha1::{Digest, Sha1};
 
 /// A point on the identifier circle, big-endian: node ids and keys alike.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct NodeId(pub [u8; 20]);
+
+impl Ord for NodeId {
+    /// The byte order of the big-endian number, compared as three words
+    /// rather than by `memcmp`: the held items are a map keyed by id, and
+    /// every store walks it several times.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let words = |id: &NodeId| {
+            let b = &id.0;
+            (
+                u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+                u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+                u32::from_be_bytes([b[16], b[17], b[18], b[19]]),
+            )
+        };
+        words(self).cmp(&words(other))
+    }
+}
+
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// Number of bits in an identifier (and of fingers in a finger table).
 pub const ID_BITS: u32 = 160;
@@ -163,6 +186,20 @@ mod tests {
         let mut b = [0u8; 20];
         b[19] = last;
         NodeId(b)
+    }
+
+    #[test]
+    fn ids_order_as_their_bytes_do() {
+        let keys: Vec<NodeId> = (0..200).map(|i| NodeId::of_key(&format!("k{i}"))).collect();
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(a.cmp(b), a.0.cmp(&b.0), "{a} against {b}");
+            }
+        }
+        let mut near = [0xffu8; 20];
+        near[19] = 0xfe;
+        assert!(NodeId(near) < NodeId([0xff; 20]));
+        assert!(id(1) < id(2));
     }
 
     #[test]

@@ -319,23 +319,23 @@ impl Ring {
             return false;
         }
         item.proof = None;
-        let list = self.storage.items.get(&item.key);
-        let old_writer = match list.and_then(|l| l.get(&item.name)) {
-            Some(existing) if existing.version > item.version => return false,
-            Some(existing) => Some(existing.writer),
-            None => None,
-        };
-        let writer = item.writer;
-        let unchanged = list
-            .and_then(|l| l.get(&item.name))
-            .is_some_and(|e| *e == item);
-        let (key, name) = (item.key, item.name.clone());
-        match self.storage.items.get_mut(&key) {
-            Some(list) => list.insert(item),
+        let (key, name, writer) = (item.key, item.name.clone(), item.writer);
+        // One walk of the map for the key, whatever follows.
+        let (old_writer, unchanged) = match self.storage.items.get_mut(&key) {
+            Some(list) => {
+                let (old_writer, unchanged) = match list.get(&name) {
+                    Some(existing) if existing.version > item.version => return false,
+                    Some(existing) => (Some(existing.writer), *existing == item),
+                    None => (None, false),
+                };
+                list.insert(item);
+                (old_writer, unchanged)
+            }
             None => {
                 self.storage.items.insert(key, KeyItems::One(item));
+                (None, false)
             }
-        }
+        };
         if !unchanged {
             self.note(key, &name);
         }
