@@ -10,14 +10,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::messages::record::MESSAGE_KIND;
 use crate::registrar::binding::{Aor, Binding};
 use crate::registrar::location::{
     LocationAnswer, LocationError, LocationOp, LocationStore, Lookup,
 };
-use crate::messages::record::MESSAGE_KIND;
 use crate::registrar::record;
-use crate::voicemail::record::VOICEMAIL_KIND;
 use crate::ring::{Item, NodeId, OpId, Ring, RingError, RingEvent};
+use crate::voicemail::record::VOICEMAIL_KIND;
 
 /// How long a looked-up binding set may be used without asking the ring.
 pub const CACHE_FOR: Duration = Duration::from_secs(30);
@@ -152,9 +152,9 @@ impl RingLocation {
     }
 
     fn read_items(&mut self, aor: &Aor, items: &[Item], now: Instant) -> Lookup {
-        let mail = items.iter().any(|i| {
-            i.expires > now && (i.kind == MESSAGE_KIND || i.kind == VOICEMAIL_KIND)
-        });
+        let mail = items
+            .iter()
+            .any(|i| i.expires > now && (i.kind == MESSAGE_KIND || i.kind == VOICEMAIL_KIND));
         if self.mail.len() >= MAIL_SEEN_BOUND {
             // Fetches for calls are never asked about; a miss costs one fetch.
             self.mail.clear();

@@ -70,6 +70,10 @@ pub(crate) struct Args {
     /// (its last line, the JSON) of an earlier churn run saved in this file.
     #[arg(long)]
     replot: Option<PathBuf>,
+    /// How fast a new node is useful instead: in a settled ring of each N,
+    /// this many nodes join one after another (`join.rs`); 0: off.
+    #[arg(long, default_value_t = 0)]
+    join_trials: usize,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -89,11 +93,15 @@ struct Row {
 }
 
 mod churn;
+mod join;
 
 fn main() {
     let args = Args::parse();
     if args.churn {
         return churn::main(&args);
+    }
+    if args.join_trials > 0 {
+        return join::main(&args);
     }
     let mut rows = Vec::new();
     println!(
@@ -155,7 +163,7 @@ fn estimate(n: usize, args: &Args, period: f64, finger_period: f64) -> f64 {
     r_s + fingers + calls + churn
 }
 
-fn item(sim: &Sim, k: usize) -> Item {
+pub(crate) fn item(sim: &Sim, k: usize) -> Item {
     Item {
         key: NodeId::of_key(&format!("user{k}@overlay.test")),
         name: format!("sip:user{k}@192.0.2.1"),
