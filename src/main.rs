@@ -586,6 +586,7 @@ async fn serve(
         transport,
         advertise: config.advertise,
         turn: config.turn_config(),
+        turn_every: std::time::Duration::from_secs(config.turn.advertise_s),
     };
     // The error names the socket, directory or file that failed.
     let mut node = Node::bind(options)
