@@ -254,3 +254,81 @@ fn a_node_without_users_finds_the_turn_credentials_in_the_ring() {
         common::tail(&b.log(), 40)
     );
 }
+
+/// `GET /turn` on the node at `http`, as JSON (none while it cannot answer).
+fn turn_at(http: SocketAddr) -> Option<serde_json::Value> {
+    http_get(http, "/turn").and_then(|body| serde_json::from_str(&body).ok())
+}
+
+#[test]
+fn the_ring_finds_the_turn_server_and_forgets_it_when_its_node_dies() {
+    let users = users_file("turn-service");
+    let config = temp_dir("turn-service").join("node.toml");
+    std::fs::write(&config, "[turn]\nadvertise_s = 1\n").expect("config");
+    let config = config.to_str().expect("path");
+    let turn = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let http_c = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let a = Node::start(&["--users", users.to_str().expect("path"), "--config", config]);
+    let join = a.addr.to_string();
+    let mut b = Node::start(&[
+        "--join",
+        &join,
+        "--turn",
+        &turn.to_string(),
+        "--config",
+        config,
+    ]);
+    let c = Node::start(&[
+        "--join",
+        &join,
+        "--http",
+        &http_c.to_string(),
+        "--config",
+        config,
+    ]);
+
+    // c has no TURN server of its own: it finds b's through the ring.
+    let last = std::cell::RefCell::new(serde_json::Value::Null);
+    wait_until(
+        "c finds b's TURN server in the ring",
+        Duration::from_secs(30),
+        || {
+            let found = turn_at(http_c).unwrap_or_default();
+            let chosen = found["chosen"].clone();
+            *last.borrow_mut() = found;
+            chosen["turn"] == turn.to_string() && chosen["node"] == b.addr.to_string()
+        },
+        || format!("{}\n{}", last.borrow(), common::tail(&c.log(), 30)),
+    );
+    let found = last.borrow().clone();
+    let chosen = &found["chosen"];
+    assert_eq!(chosen["realm"], "example.test", "{found}");
+    assert_eq!(chosen["allocations"], 0, "{found}");
+    assert_eq!(chosen["max_allocations"], 1000, "{found}");
+    assert_eq!(found["relays"].as_array().map(Vec::len), Some(1), "{found}");
+    // /status lists what the last round found.
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(http_c, "/status").expect("status")).expect("json");
+    assert_eq!(
+        status["turn_relays"]["relays"][0]["turn"],
+        turn.to_string(),
+        "{status}"
+    );
+    b.assert_alive();
+
+    // b dies without a word: its advertisement lapses within three periods.
+    b.kill();
+    wait_until(
+        "c no longer offers b's TURN server",
+        Duration::from_secs(20),
+        || {
+            let found = turn_at(http_c).unwrap_or_default();
+            let gone =
+                found["chosen"].is_null() && found["relays"].as_array().is_some_and(Vec::is_empty);
+            *last.borrow_mut() = found;
+            gone
+        },
+        || format!("{}\n{}", last.borrow(), common::tail(&c.log(), 30)),
+    );
+    drop(a);
+}
