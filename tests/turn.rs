@@ -3,7 +3,9 @@
 //! user's SIP password (long-term credentials whose key is her digest HA1),
 //! binds channels or sends indications, and relays RTP-sized packets between
 //! its own allocations (`-y`); a wrong password gets no allocation; and a
-//! node with no users file finds the credentials in the ring.
+//! node with no users file finds the credentials in the ring; and a node
+//! without a TURN server finds one advertised in the ring (`GET /turn`,
+//! `p2psip turn find`) and forgets it when its node dies.
 
 mod common;
 
@@ -306,6 +308,12 @@ fn the_ring_finds_the_turn_server_and_forgets_it_when_its_node_dies() {
     assert_eq!(chosen["allocations"], 0, "{found}");
     assert_eq!(chosen["max_allocations"], 1000, "{found}");
     assert_eq!(found["relays"].as_array().map(Vec::len), Some(1), "{found}");
+    // b is c's neighbour in a ring of three: the ring has measured it.
+    assert!(chosen["rtt_ms"].as_f64().is_some(), "{found}");
+    // The operator's CLI says the same.
+    let (ok, out) = turn_find(http_c);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("chosen: turn:{turn}")), "{out}");
     // /status lists what the last round found.
     let status: serde_json::Value =
         serde_json::from_str(&http_get(http_c, "/status").expect("status")).expect("json");
@@ -330,5 +338,22 @@ fn the_ring_finds_the_turn_server_and_forgets_it_when_its_node_dies() {
         },
         || format!("{}\n{}", last.borrow(), common::tail(&c.log(), 30)),
     );
+    let (ok, out) = turn_find(http_c);
+    assert!(!ok && out.contains("chosen: none"), "{out}");
     drop(a);
+}
+
+/// `p2psip turn find --http ADDR`: whether it exited 0, and what it printed.
+fn turn_find(http: SocketAddr) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_p2psip"))
+        .args(["turn", "find", "--http", &http.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run p2psip turn find");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

@@ -129,6 +129,25 @@ fn hears(samples: &[i16], hz: f64, other: f64) -> bool {
         && power > 100.0 * power_at(window, 1000.0).max(1.0)
 }
 
+/// The TURN server the node at `http` chooses from the ring (bounded wait:
+/// its first advertisement is stored at start).
+fn wait_for_turn(public: &Netns, http: SocketAddr) -> SocketAddr {
+    let mut chosen = None;
+    wait_until(
+        "the node offers a TURN server from the ring",
+        WAIT,
+        || {
+            chosen = public
+                .http_get_direct(http, "/turn")
+                .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+                .and_then(|v| v["chosen"]["turn"].as_str().and_then(|t| t.parse().ok()));
+            chosen.is_some()
+        },
+        String::new,
+    );
+    chosen.expect("waited for it")
+}
+
 fn turn_counter(status: &serde_json::Value, name: &str) -> u64 {
     status["turn"][name].as_u64().unwrap_or(0)
 }
@@ -171,6 +190,10 @@ fn two_baresip_phones_behind_nat_talk_through_the_nodes_turn_server() {
             .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
             .unwrap_or_default()
     };
+
+    // The phones' TURN server is the one the ring offers (`/turn`).
+    let found = wait_for_turn(&nat.public, http);
+    assert_eq!(found, turn);
 
     let (_bob, bob_out, bob_heard) = phone(nat.home(2), "bob", BOB_HZ, (node_addr, turn), &[]);
     let logs = |alice: &Path| {
