@@ -298,19 +298,10 @@ impl Node {
                 config.secret = rand::random();
                 let (tx, rx) = mpsc::channel(256);
                 let listen = config.listen;
-                let realm = config.realm.clone();
-                let max_allocations = u32::try_from(config.max_allocations).unwrap_or(u32::MAX);
                 let service = super::turn::start(config, tx)
                     .await
                     .map_err(|e| io::Error::new(e.kind(), format!("TURN on {listen}: {e}")))?;
-                let me = crate::overlay::relays::TurnRecord {
-                    turn: service.addr,
-                    node: local,
-                    realm,
-                    allocations: 0,
-                    max_allocations,
-                };
-                core.advertise_turn(me, options.turn_every, wall_ms, now);
+                core.advertise_turn(service.record(local), options.turn_every, wall_ms, now);
                 Some((service, rx))
             }
             None => None,
@@ -370,9 +361,7 @@ impl Node {
 
     /// The TURN server's allocations now, with `--turn`.
     fn turn_allocations(&self) -> Option<u32> {
-        let (service, _) = self.turn.as_ref()?;
-        let allocations = service.counters.borrow().allocations;
-        Some(u32::try_from(allocations).unwrap_or(u32::MAX))
+        self.turn.as_ref().map(|(service, _)| service.allocations())
     }
 
     pub fn dns_addr(&self) -> Option<SocketAddr> {
