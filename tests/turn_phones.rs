@@ -174,7 +174,7 @@ fn two_baresip_phones_behind_nat_talk_through_the_nodes_turn_server() {
     // baresip 1.0 answers MD5 challenges only (docs/security.md).
     std::fs::write(
         &config,
-        "auth_algorithms = [\"MD5\"]\n[turn]\nports = \"49200-49299\"\n",
+        "auth_algorithms = [\"MD5\"]\n[turn]\nports = \"49200-49299\"\nadvertise_s = 1\n",
     )
     .expect("config");
     let node = Node::builder()
@@ -246,6 +246,22 @@ fn two_baresip_phones_behind_nat_talk_through_the_nodes_turn_server() {
             done
         },
         || format!("{}\n{}", last.borrow()["turn"], logs(&alice_out)),
+    );
+    // The node's advertisement in the ring carries its load now.
+    wait_until(
+        "the ring's advertisement counts the call's allocations",
+        WAIT,
+        || {
+            let advertised: serde_json::Value = nat
+                .public
+                .http_get_direct(http, "/turn")
+                .and_then(|body| serde_json::from_str(&body).ok())
+                .unwrap_or_default();
+            let counted = advertised["chosen"]["allocations"].as_u64() >= Some(4);
+            *last.borrow_mut() = advertised;
+            counted
+        },
+        || format!("{}", last.borrow()),
     );
     // And the audio arrived: each phone decoded the other's tone.
     wait_until(
