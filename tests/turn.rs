@@ -5,7 +5,7 @@
 //! its own allocations (`-y`); a wrong password gets no allocation; and a
 //! node with no users file finds the credentials in the ring; and a node
 //! without a TURN server finds one advertised in the ring (`GET /turn`,
-//! `p2psip turn find`) and forgets it when its node dies.
+//! `p2psip turn find`) and forgets it when its node leaves or dies.
 
 mod common;
 
@@ -263,7 +263,7 @@ fn turn_at(http: SocketAddr) -> Option<serde_json::Value> {
 }
 
 #[test]
-fn the_ring_finds_the_turn_server_and_forgets_it_when_its_node_dies() {
+fn the_ring_finds_turn_servers_and_forgets_them_when_their_nodes_leave_or_die() {
     let users = users_file("turn-service");
     let config = temp_dir("turn-service").join("node.toml");
     std::fs::write(&config, "[turn]\nadvertise_s = 1\n").expect("config");
@@ -323,6 +323,51 @@ fn the_ring_finds_the_turn_server_and_forgets_it_when_its_node_dies() {
         "{status}"
     );
     b.assert_alive();
+
+    // d advertises for 90 s at a time, and leaves gracefully: its
+    // advertisement goes with it, long before it would lapse.
+    let slow = temp_dir("turn-service-slow").join("node.toml");
+    std::fs::write(&slow, "[turn]\nadvertise_s = 30\n").expect("config");
+    let turn_d = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let mut d = Node::start(&[
+        "--join",
+        &join,
+        "--turn",
+        &turn_d.to_string(),
+        "--config",
+        slow.to_str().expect("path"),
+    ]);
+    let offered = |found: &serde_json::Value| -> Vec<String> {
+        found["relays"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["turn"].as_str().map(str::to_string))
+            .collect()
+    };
+    wait_until(
+        "c finds d's TURN server beside b's",
+        Duration::from_secs(30),
+        || {
+            let found = turn_at(http_c).unwrap_or_default();
+            let both = offered(&found).len() == 2;
+            *last.borrow_mut() = found;
+            both
+        },
+        || format!("{}\n{}", last.borrow(), common::tail(&d.log(), 30)),
+    );
+    assert!(d.terminate().success(), "{}", common::tail(&d.log(), 30));
+    wait_until(
+        "c no longer offers d's TURN server once d left",
+        Duration::from_secs(15),
+        || {
+            let found = turn_at(http_c).unwrap_or_default();
+            let left = offered(&found) == vec![turn.to_string()];
+            *last.borrow_mut() = found;
+            left
+        },
+        || format!("{}\n{}", last.borrow(), common::tail(&d.log(), 30)),
+    );
 
     // b dies without a word: its advertisement lapses within three periods.
     b.kill();

@@ -643,7 +643,11 @@ impl Overlay {
         if let Some(gateways) = &mut self.gateways {
             gateways.stop();
         }
-        self.relays.stop();
+        // Our TURN server goes with us (best effort: the remove runs beside
+        // the hand-over, and the item expires anyway).
+        if let Some((key, name)) = self.relays.withdraw(self.ring.me().id) {
+            self.ring.remove(key, name, now);
+        }
         self.ring.leave(now);
         self.pump(out, now);
     }

@@ -8,7 +8,8 @@
 //! key holds them all). The item is named by the TURN address and says
 //! where the server is and how full it is ([`TurnRecord`]); it is written
 //! in the node's name, so only that node may change it, and it lives three
-//! periods: a node that dies drops out of the set within that.
+//! periods: a node that dies drops out of the set within that, one that
+//! leaves removes it.
 //!
 //! Any node finds the servers by fetching the buckets (every round on a
 //! TURN node, on demand elsewhere, a set reused for one period), and ranks
@@ -35,6 +36,9 @@ pub const LOAD_WEIGHT: Duration = Duration::from_millis(50);
 pub const UNMEASURED: Duration = Duration::from_secs(2);
 /// The period of rounds on a node that does not say otherwise (`[turn] advertise_s`).
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(10);
+/// How soon an advertisement that could not be stored (or a node still
+/// joining) tries again.
+const RETRY: Duration = Duration::from_secs(1);
 /// Servers kept from one round at most (the rest are not read).
 const MAX_KNOWN: usize = 256;
 
@@ -149,6 +153,8 @@ pub struct Relays {
     /// A round was asked for (someone waits for the set).
     asked: bool,
     in_flight: HashSet<OpId>,
+    /// The store of our advertisement under way.
+    storing: Option<OpId>,
     gathered: Vec<(TurnRecord, Instant)>,
     known: Vec<(TurnRecord, Instant)>,
     learnt: Option<Instant>,
@@ -169,6 +175,7 @@ impl Relays {
             next_round: now,
             asked: false,
             in_flight: HashSet::new(),
+            storing: None,
             gathered: Vec::new(),
             known: Vec::new(),
             learnt: None,
@@ -202,6 +209,15 @@ impl Relays {
     /// Stops advertising (the node leaves); the item expires by itself.
     pub fn stop(&mut self) {
         self.stopped = true;
+    }
+
+    /// Stops advertising and gives the key and name of our item, to remove
+    /// it from the ring (a graceful leave); `None` when there is none.
+    pub fn withdraw(&mut self, me: NodeId) -> Option<(NodeId, String)> {
+        let was = !self.stopped;
+        self.stop();
+        let record = self.me.as_ref().filter(|_| was)?;
+        Some((key_of(bucket_of(me)), record.turn.to_string()))
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -239,6 +255,13 @@ impl Relays {
         if !advertise_due && !self.asked {
             return false;
         }
+        if ring.is_joining() {
+            // Not in the ring yet: nothing to store into or fetch from.
+            if advertise_due {
+                self.next_round = now + RETRY.min(self.every);
+            }
+            return false;
+        }
         if let Some(me) = self.me.as_ref().filter(|_| advertise_due) {
             self.next_round = now + self.every;
             let item = Item {
@@ -254,7 +277,7 @@ impl Relays {
                 signature: Vec::new(),
                 proof: None,
             };
-            ring.store(item, now);
+            self.storing = Some(ring.store(item, now));
         }
         self.asked = false;
         self.gathered.clear();
@@ -266,6 +289,16 @@ impl Relays {
 
     /// Takes the answer to one of our fetches.
     pub fn on_ring_event(&mut self, event: &RingEvent, now: Instant) {
+        if let RingEvent::StoreDone { op, result } = event
+            && self.storing == Some(*op)
+        {
+            self.storing = None;
+            if result.is_err() {
+                // Stored nowhere: again soon rather than a period later.
+                self.next_round = self.next_round.min(now + RETRY);
+            }
+            return;
+        }
         let RingEvent::FetchDone { op, result } = event else {
             return;
         };

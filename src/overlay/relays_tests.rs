@@ -154,6 +154,45 @@ fn an_advertisement_is_found_through_the_ring_and_expires_without_refreshes() {
 }
 
 #[test]
+fn a_withdrawn_advertisement_is_gone_at_once() {
+    let t0 = Instant::now();
+    let every = Duration::from_secs(10);
+    let node = addr("127.0.0.1:5060");
+    let mut ring = Ring::new(node, RingConfig::default(), t0);
+    let mut server = Relays::new(every, t0);
+    server.advertise(record("127.0.0.1:3478", "127.0.0.1:5060", 0), every, 1, t0);
+    assert!(server.start_ops(&mut ring, t0));
+    drain(&mut ring, &mut [&mut server], t0);
+    assert_eq!(server.known().len(), 1);
+    let (key, name) = server.withdraw(ring.me().id).expect("advertised");
+    assert_eq!(server.withdraw(ring.me().id), None, "once");
+    assert_eq!(server.poll_timeout(), None);
+    ring.remove(key, name, t0);
+    let mut asker = Relays::new(every, t0);
+    asker.want(1, t0);
+    assert!(asker.start_ops(&mut ring, t0));
+    drain(&mut ring, &mut [&mut asker], t0);
+    assert_eq!(asker.poll_answered(), Some(1));
+    assert!(asker.known().is_empty(), "well before its expiry");
+    // A node that never advertised has nothing to withdraw.
+    assert_eq!(asker.withdraw(ring.me().id), None);
+}
+
+#[test]
+fn a_node_still_joining_advertises_once_it_is_in_the_ring() {
+    let t0 = Instant::now();
+    let every = Duration::from_secs(30);
+    let mut ring = Ring::new(addr("127.0.0.1:5060"), RingConfig::default(), t0);
+    ring.join(addr("127.0.0.1:5070"), t0);
+    assert!(ring.is_joining());
+    let mut server = Relays::new(every, t0);
+    server.advertise(record("127.0.0.1:3478", "127.0.0.1:5060", 0), every, 1, t0);
+    assert!(!server.start_ops(&mut ring, t0));
+    // Not a period later: a second later, and no busy loop meanwhile.
+    assert_eq!(server.poll_timeout(), Some(t0 + RETRY));
+}
+
+#[test]
 fn servers_spread_over_the_buckets() {
     let mut seen = [false; BUCKETS as usize];
     for i in 0..64u8 {
