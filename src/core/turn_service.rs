@@ -25,6 +25,7 @@ impl Core {
     }
 
     pub(super) fn on_turn_load(&mut self, allocations: u32) {
+        tracing::debug!(allocations, "TURN load for the ring's advertisement");
         if let Some(overlay) = self.location.overlay() {
             overlay.set_turn_load(allocations);
         }
