@@ -329,6 +329,9 @@ pub struct TurnSection {
     /// Allocations at most, in all and per user.
     pub max_allocations: usize,
     pub max_per_user: usize,
+    /// Seconds between the TURN server's advertisements in the ring (each
+    /// lives three), and for how long a set found there is reused.
+    pub advertise_s: u64,
 }
 
 impl Default for TurnSection {
@@ -339,6 +342,7 @@ impl Default for TurnSection {
             ports: "49152-65535".into(),
             max_allocations: 1000,
             max_per_user: 10,
+            advertise_s: 10,
         }
     }
 }
@@ -875,6 +879,7 @@ impl Config {
         for (key, value) in [
             ("turn.max_allocations", t.max_allocations),
             ("turn.max_per_user", t.max_per_user),
+            ("turn.advertise_s", t.advertise_s as usize),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -1225,6 +1230,7 @@ mod tests {
                 "turn.listen",
             ),
             ("[turn]\nmax_per_user = 0\n", "turn.max_per_user"),
+            ("[turn]\nadvertise_s = 0\n", "turn.advertise_s"),
         ] {
             let mut config = Config::from_toml(toml).expect("parses");
             let err = config.validate().expect_err("invalid").to_string();

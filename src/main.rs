@@ -64,6 +64,9 @@ enum Command {
     },
     /// The items a running node holds.
     Items(NodeAt),
+    /// TURN servers advertised in the ring (`turn find`).
+    #[command(subcommand)]
+    Turn(TurnCommand),
     /// Validate a config file and exit: 0, or 2 with the one-line error.
     Check {
         #[arg(long, value_name = "FILE")]
@@ -93,6 +96,13 @@ enum UsersCommand {
         #[command(flatten)]
         at: NodeAt,
     },
+}
+
+#[derive(Subcommand)]
+enum TurnCommand {
+    /// The TURN servers a running node finds in the ring, ranked by its
+    /// round trip to them and their load, and the one to use.
+    Find(NodeAt),
 }
 
 #[derive(Subcommand)]
@@ -241,6 +251,7 @@ fn main() -> ExitCode {
         Some(Command::Ring(at)) => return cli::show::ring(&at),
         Some(Command::Lookup { aor, at }) => return cli::show::lookup(&at, &aor),
         Some(Command::Items(at)) => return cli::show::items(&at),
+        Some(Command::Turn(TurnCommand::Find(at))) => return cli::turn::find(&at),
         Some(Command::Check { config }) => return check(config),
         Some(Command::Certs(command)) => return certs(command),
         None => NodeArgs::default(),
@@ -586,6 +597,7 @@ async fn serve(
         transport,
         advertise: config.advertise,
         turn: config.turn_config(),
+        turn_every: std::time::Duration::from_secs(config.turn.advertise_s),
     };
     // The error names the socket, directory or file that failed.
     let mut node = Node::bind(options)

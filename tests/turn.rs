@@ -3,7 +3,9 @@
 //! user's SIP password (long-term credentials whose key is her digest HA1),
 //! binds channels or sends indications, and relays RTP-sized packets between
 //! its own allocations (`-y`); a wrong password gets no allocation; and a
-//! node with no users file finds the credentials in the ring.
+//! node with no users file finds the credentials in the ring; and a node
+//! without a TURN server finds one advertised in the ring (`GET /turn`,
+//! `p2psip turn find`) and forgets it when its node leaves or dies.
 
 mod common;
 
@@ -253,4 +255,150 @@ fn a_node_without_users_finds_the_turn_credentials_in_the_ring() {
         "{}",
         common::tail(&b.log(), 40)
     );
+}
+
+/// `GET /turn` on the node at `http`, as JSON (none while it cannot answer).
+fn turn_at(http: SocketAddr) -> Option<serde_json::Value> {
+    http_get(http, "/turn").and_then(|body| serde_json::from_str(&body).ok())
+}
+
+#[test]
+fn the_ring_finds_turn_servers_and_forgets_them_when_their_nodes_leave_or_die() {
+    let users = users_file("turn-service");
+    let config = temp_dir("turn-service").join("node.toml");
+    std::fs::write(&config, "[turn]\nadvertise_s = 1\n").expect("config");
+    let config = config.to_str().expect("path");
+    let turn = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let http_c = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let a = Node::start(&["--users", users.to_str().expect("path"), "--config", config]);
+    let join = a.addr.to_string();
+    let mut b = Node::start(&[
+        "--join",
+        &join,
+        "--turn",
+        &turn.to_string(),
+        "--config",
+        config,
+    ]);
+    let c = Node::start(&[
+        "--join",
+        &join,
+        "--http",
+        &http_c.to_string(),
+        "--config",
+        config,
+    ]);
+
+    // c has no TURN server of its own: it finds b's through the ring.
+    let last = std::cell::RefCell::new(serde_json::Value::Null);
+    wait_until(
+        "c finds b's TURN server in the ring",
+        Duration::from_secs(30),
+        || {
+            let found = turn_at(http_c).unwrap_or_default();
+            let chosen = found["chosen"].clone();
+            *last.borrow_mut() = found;
+            chosen["turn"] == turn.to_string() && chosen["node"] == b.addr.to_string()
+        },
+        || format!("{}\n{}", last.borrow(), common::tail(&c.log(), 30)),
+    );
+    let found = last.borrow().clone();
+    let chosen = &found["chosen"];
+    assert_eq!(chosen["realm"], "example.test", "{found}");
+    assert_eq!(chosen["allocations"], 0, "{found}");
+    assert_eq!(chosen["max_allocations"], 1000, "{found}");
+    assert_eq!(found["relays"].as_array().map(Vec::len), Some(1), "{found}");
+    // b is c's neighbour in a ring of three: the ring has measured it.
+    assert!(chosen["rtt_ms"].as_f64().is_some(), "{found}");
+    // The operator's CLI says the same.
+    let (ok, out) = turn_find(http_c);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("chosen: turn:{turn}")), "{out}");
+    // /status lists what the last round found.
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(http_c, "/status").expect("status")).expect("json");
+    assert_eq!(
+        status["turn_relays"]["relays"][0]["turn"],
+        turn.to_string(),
+        "{status}"
+    );
+    b.assert_alive();
+
+    // d advertises for 90 s at a time, and leaves gracefully: its
+    // advertisement goes with it, long before it would lapse.
+    let slow = temp_dir("turn-service-slow").join("node.toml");
+    std::fs::write(&slow, "[turn]\nadvertise_s = 30\n").expect("config");
+    let turn_d = SocketAddr::from(([127, 0, 0, 1], port_block(1)));
+    let mut d = Node::start(&[
+        "--join",
+        &join,
+        "--turn",
+        &turn_d.to_string(),
+        "--config",
+        slow.to_str().expect("path"),
+    ]);
+    let offered = |found: &serde_json::Value| -> Vec<String> {
+        found["relays"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["turn"].as_str().map(str::to_string))
+            .collect()
+    };
+    wait_until(
+        "c finds d's TURN server beside b's",
+        Duration::from_secs(30),
+        || {
+            let found = turn_at(http_c).unwrap_or_default();
+            let both = offered(&found).len() == 2;
+            *last.borrow_mut() = found;
+            both
+        },
+        || format!("{}\n{}", last.borrow(), common::tail(&d.log(), 30)),
+    );
+    assert!(d.terminate().success(), "{}", common::tail(&d.log(), 30));
+    wait_until(
+        "c no longer offers d's TURN server once d left",
+        Duration::from_secs(15),
+        || {
+            let found = turn_at(http_c).unwrap_or_default();
+            let left = offered(&found) == vec![turn.to_string()];
+            *last.borrow_mut() = found;
+            left
+        },
+        || format!("{}\n{}", last.borrow(), common::tail(&d.log(), 30)),
+    );
+
+    // b dies without a word: its advertisement lapses within three periods.
+    b.kill();
+    wait_until(
+        "c no longer offers b's TURN server",
+        Duration::from_secs(20),
+        || {
+            let found = turn_at(http_c).unwrap_or_default();
+            let gone =
+                found["chosen"].is_null() && found["relays"].as_array().is_some_and(Vec::is_empty);
+            *last.borrow_mut() = found;
+            gone
+        },
+        || format!("{}\n{}", last.borrow(), common::tail(&c.log(), 30)),
+    );
+    let (ok, out) = turn_find(http_c);
+    assert!(!ok && out.contains("chosen: none"), "{out}");
+    drop(a);
+}
+
+/// `p2psip turn find --http ADDR`: whether it exited 0, and what it printed.
+fn turn_find(http: SocketAddr) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_p2psip"))
+        .args(["turn", "find", "--http", &http.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run p2psip turn find");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

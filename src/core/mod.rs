@@ -34,6 +34,7 @@ mod presence;
 mod registration;
 mod routing;
 mod stun;
+mod turn_service;
 mod uas;
 mod upkeep;
 mod voicemail;
@@ -218,6 +219,11 @@ pub enum Input {
     /// [`Output::TurnCredentials`] and the same `id`): from the users file,
     /// the cache, or the ring, as digest authentication finds them.
     TurnCredentials { id: u64, aor: Aor },
+    /// The allocations this node's TURN server holds now (advertised in the ring).
+    TurnLoad { allocations: u32 },
+    /// Find the TURN servers of the ring and choose one (answered with
+    /// [`Output::TurnFound`] and the same `id`).
+    FindTurn { id: u64 },
     /// What a listening call's media says (a recording deleted, the end).
     Playback {
         call: crate::voicemail::MediaCall,
@@ -303,6 +309,11 @@ pub enum Output {
     TurnCredentials {
         id: u64,
         found: Result<Option<UserRecord>, String>,
+    },
+    /// The answer to [`Input::FindTurn`]: the servers ranked, the one chosen.
+    TurnFound {
+        id: u64,
+        choice: crate::overlay::relays::RelayChoice,
     },
     /// Play recordings back on this call's socket (its events come back
     /// as [`Input::Playback`]).
@@ -490,6 +501,8 @@ impl Core {
             }
             Input::Users(users) => self.set_users(users, now),
             Input::TurnCredentials { id, aor } => self.turn_credentials(id, aor, now),
+            Input::TurnLoad { allocations } => self.on_turn_load(allocations),
+            Input::FindTurn { id } => self.find_turn(id, now),
             Input::Walk { id } => match self.location.overlay() {
                 Some(overlay) => {
                     overlay.start_walk(id, &mut self.out, now);
@@ -789,6 +802,7 @@ impl Core {
                     _ => self.on_messages_stored(op, stored, now),
                 }
             }
+            busy |= self.turn_answers(now);
             while let Some((op, result)) = self.location.overlay().and_then(|o| o.poll_claimed()) {
                 busy = true;
                 self.on_claimed(op, result, now);

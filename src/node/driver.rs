@@ -46,6 +46,8 @@ const UDP_BATCH: usize = 64;
 const USERS_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often a node not yet in the ring it was told to join says so.
 const JOIN_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often the TURN server's allocations are read for its advertisement.
+const TURN_LOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// The peer cache file in the data directory.
 const PEERS_FILE: &str = "peers.json";
 
@@ -79,6 +81,9 @@ pub struct NodeOptions {
     pub advertise: Option<SocketAddr>,
     /// A TURN server (`--turn`, `[turn]`); its secret is drawn here.
     pub turn: Option<crate::turn::TurnConfig>,
+    /// How often the TURN server is advertised in the ring, and how long
+    /// a set of servers found there is reused (`[turn] advertise_s`).
+    pub turn_every: std::time::Duration,
 }
 
 /// A node bound to its sockets, ready to run.
@@ -139,6 +144,8 @@ enum Survey {
     Account(tokio::sync::oneshot::Sender<crate::core::AccountAnswer>),
     /// A voicemail download (or listing) over HTTP.
     Download(tokio::sync::oneshot::Sender<crate::core::Downloaded>),
+    /// The TURN servers of the ring (`/turn`).
+    Turn(tokio::sync::oneshot::Sender<serde_json::Value>),
 }
 
 impl Node {
@@ -215,6 +222,7 @@ impl Node {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
             .unwrap_or(0);
         core.set_wall_clock(wall_ms, now);
+        core.set_turn_period(options.turn_every, now);
         let dns = match options.dns {
             Some(addr) => {
                 let zones = Zones::new();
@@ -293,6 +301,7 @@ impl Node {
                 let service = super::turn::start(config, tx)
                     .await
                     .map_err(|e| io::Error::new(e.kind(), format!("TURN on {listen}: {e}")))?;
+                core.advertise_turn(service.record(local), options.turn_every, wall_ms, now);
                 Some((service, rx))
             }
             None => None,
@@ -350,6 +359,11 @@ impl Node {
         self.turn.as_ref().map(|(service, _)| service.addr)
     }
 
+    /// The TURN server's allocations now, with `--turn`.
+    fn turn_allocations(&self) -> Option<u32> {
+        self.turn.as_ref().map(|(service, _)| service.allocations())
+    }
+
     pub fn dns_addr(&self) -> Option<SocketAddr> {
         self.dns.as_ref().map(|(server, _)| server.local_addr())
     }
@@ -391,6 +405,8 @@ impl Node {
             JOIN_WARN_EVERY,
         );
         let mut reload = self.reload.take();
+        let mut turn_load = tokio::time::interval(TURN_LOAD_EVERY);
+        let mut allocations = 0;
         let mut deadline = self.settle(&lookups);
         loop {
             if self.core.has_stopped(Instant::now()) {
@@ -449,6 +465,13 @@ impl Node {
                 _ = users_check.tick(), if self.users.is_some() => match self.users_changed() {
                     Some(records) => Wake::Input(Input::Users(records)),
                     None => Wake::Nothing,
+                },
+                _ = turn_load.tick(), if self.turn.is_some() => match self.turn_allocations() {
+                    Some(now) if now != allocations => {
+                        allocations = now;
+                        Wake::Input(Input::TurnLoad { allocations })
+                    }
+                    _ => Wake::Nothing,
                 },
                 _ = join_check.tick() => {
                     self.warn_if_joining();
@@ -562,6 +585,7 @@ impl Node {
                             .handle_input(Input::RelayEnded { session }, Instant::now());
                     }
                 }
+                Output::TurnFound { id, choice } => self.turn_found(id, choice),
                 Output::TurnCredentials { id, found } => {
                     if let Some(reply) = self.turn_waiting.remove(&id) {
                         let _ = reply.send(found);

@@ -1,5 +1,6 @@
 //! The node's HTTP window: `/` (the status page), `/status` (JSON view of
 //! the node and its place in the ring), `/metrics` (Prometheus text), and
+//! `/turn` (the TURN servers of the ring and the one chosen), and
 //! the operator's control channel under `/control/` (registrations, items),
 //! which needs the token the node keeps in its data directory; users'
 //! `/signup` and `/buddies` (`accounts.rs`); the same over TLS with
@@ -30,6 +31,8 @@ const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub enum Query {
     Status(oneshot::Sender<serde_json::Value>),
     Metrics(oneshot::Sender<String>),
+    /// The TURN servers of the ring, ranked, and the one chosen (`/turn`).
+    Turn(oneshot::Sender<serde_json::Value>),
     /// The registrations held here (control channel).
     Registrations(oneshot::Sender<serde_json::Value>),
     /// Every item held here (control channel).
@@ -142,6 +145,7 @@ fn router(shared: Shared) -> Router {
         .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/turn", get(turn))
         .route("/control/registrations", get(registrations))
         .route("/control/items", get(items))
         .route("/control/ring", get(ring))
@@ -182,6 +186,15 @@ pub(super) fn stopping() -> Response {
 
 async fn status(State(shared): State<Shared>) -> Response {
     match ask(&shared, Query::Status).await {
+        Some(value) => axum::Json(value).into_response(),
+        None => stopping(),
+    }
+}
+
+/// `/turn`: the TURN servers advertised in the ring, ranked from this
+/// node, and the one to use (`chosen`, null when none is known).
+async fn turn(State(shared): State<Shared>) -> Response {
+    match ask(&shared, Query::Turn).await {
         Some(value) => axum::Json(value).into_response(),
         None => stopping(),
     }

@@ -2,8 +2,9 @@
 //! external assets, works offline) that fetches `/status` every two seconds
 //! and draws the ring as an SVG circle — this node, its predecessor,
 //! successors and fingers, placed by Node-ID, and the keys it holds — with
-//! the node's counters, the users whose bindings it holds and (on a
-//! gateway) the live gateways of each domain beside it.
+//! the node's counters, the users whose bindings it holds, (on a
+//! gateway) the live gateways of each domain and the TURN servers the
+//! ring advertises beside it.
 
 /// The page. Each drawn node is an SVG `circle` with class `node` and a
 /// `data-addr`; the browser test counts them.
@@ -28,6 +29,7 @@ table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left;border-bott
 <h2>Neighbours</h2><table id="peers"></table>
 <h2>Users held</h2><table id="users"></table>
 <h2>Gateways (DNS records published)</h2><table id="gateways"></table>
+<h2>TURN servers (from the ring, best first)</h2><table id="turn"></table>
 <p id="error" class="err"></p></div>
 <script>
 "use strict";
@@ -70,6 +72,12 @@ function draw(s){
   for(const d of (s.gateways||[]))for(const g of (d.gateways||[])){
     const ports=["udp","tcp","tls"].filter(t=>g[t]).map(t=>t+" "+g[t]).join(", ");
     row(gt,d.domain,g.name+"  "+g.addr+"  "+ports);gt.rows[gt.rows.length-1].className="gateway";
+  }
+  const tt=document.getElementById("turn");tt.innerHTML="";
+  for(const t of ((s.turn_relays||{}).relays||[])){
+    const rtt=t.rtt_ms==null?"rtt ?":"rtt "+t.rtt_ms.toFixed(1)+" ms";
+    row(tt,t.turn,t.realm+"  "+rtt+"  "+t.allocations+"/"+t.max_allocations+" allocations");
+    tt.rows[tt.rows.length-1].className="turn";
   }
   document.getElementById("error").textContent="";
 }

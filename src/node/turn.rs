@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::auth::users::UserRecord;
+use crate::overlay::relays::TurnRecord;
 use crate::registrar::binding::Aor;
 use crate::turn::{Input, Key, Output, Server, TurnConfig, TurnCounters};
 
@@ -40,7 +41,28 @@ pub struct TurnService {
     pub addr: SocketAddr,
     /// Its counters, as of its last wake-up.
     pub counters: watch::Receiver<TurnCounters>,
+    realm: String,
+    max_allocations: usize,
     task: JoinHandle<()>,
+}
+
+impl TurnService {
+    /// Its advertisement in the ring (`overlay/relays.rs`) for the node at
+    /// ring address `node`, with no allocations yet.
+    pub fn record(&self, node: SocketAddr) -> TurnRecord {
+        TurnRecord {
+            turn: self.addr,
+            node,
+            realm: self.realm.clone(),
+            allocations: 0,
+            max_allocations: u32::try_from(self.max_allocations).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The allocations it holds now.
+    pub fn allocations(&self) -> u32 {
+        u32::try_from(self.counters.borrow().allocations).unwrap_or(u32::MAX)
+    }
 }
 
 impl Drop for TurnService {
@@ -59,10 +81,14 @@ pub async fn start(
     config.listen = addr;
     info!(%addr, realm = %config.realm, ports = ?config.ports, "TURN server listening (udp)");
     let (counters_tx, counters) = watch::channel(TurnCounters::default());
+    let realm = config.realm.clone();
+    let max_allocations = config.max_allocations;
     let task = tokio::spawn(run(config, socket, queries, counters_tx));
     Ok(TurnService {
         addr,
         counters,
+        realm,
+        max_allocations,
         task,
     })
 }

@@ -16,10 +16,12 @@ pub mod identity;
 pub mod limits;
 pub mod load;
 pub mod records;
+pub mod relays;
 pub mod sent;
 pub mod signed;
 pub mod store;
 mod survey;
+mod turn;
 pub mod walk;
 pub mod wire;
 
@@ -83,6 +85,8 @@ pub struct Overlay {
     pub metrics: Metrics,
     /// Gateway advertisements, when this node is a gateway.
     gateways: Option<Gateways>,
+    /// TURN servers advertised in the ring (ours too, with `--turn`).
+    relays: relays::Relays,
     /// Fetches started for other parts of the node, and their answers.
     raw_fetches: HashMap<OpId, Owner>,
     fetched: VecDeque<Fetched>,
@@ -159,6 +163,7 @@ impl Overlay {
             counters: OverlayCounters::default(),
             metrics: Metrics::default(),
             gateways: None,
+            relays: relays::Relays::new(relays::DEFAULT_EVERY, now),
             raw_fetches: HashMap::new(),
             fetched: VecDeque::new(),
             raw_stores: HashMap::new(),
@@ -625,6 +630,7 @@ impl Overlay {
         [
             self.ring.poll_timeout(),
             gateway,
+            self.relays.poll_timeout(),
             self.surveys.poll_timeout(),
         ]
         .into_iter()
@@ -636,6 +642,11 @@ impl Overlay {
     pub fn leave(&mut self, out: &mut Outbox, now: Instant) {
         if let Some(gateways) = &mut self.gateways {
             gateways.stop();
+        }
+        // Our TURN server goes with us (best effort: the remove runs beside
+        // the hand-over, and the item expires anyway).
+        if let Some((key, name)) = self.relays.withdraw(self.ring.me().id) {
+            self.ring.remove(key, name, now);
         }
         self.ring.leave(now);
         self.pump(out, now);
@@ -655,6 +666,7 @@ impl Overlay {
             if let Some(gateways) = &mut self.gateways {
                 busy |= gateways.start_ops(&mut self.ring, now);
             }
+            busy |= self.relays.start_ops(&mut self.ring, now);
             while let Some(outgoing) = self.ring.poll_transmit() {
                 busy = true;
                 self.transmit(outgoing, out, now);
@@ -783,6 +795,7 @@ impl Overlay {
         if let Some(gateways) = &mut self.gateways {
             gateways.on_ring_event(&event);
         }
+        self.relays.on_ring_event(&event, now);
         if let RingEvent::StoreDone { op, result } = &event
             && self.claims.remove(op)
         {

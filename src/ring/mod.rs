@@ -287,6 +287,11 @@ impl Ring {
         self.kept.len()
     }
 
+    /// The smoothed round trip to the peer at `addr`, if it ever answered us.
+    pub fn rtt(&self, addr: SocketAddr) -> Option<std::time::Duration> {
+        self.neighbours.rtt.srtt(addr)
+    }
+
     /// How many peers this node lost sight of and still tries, to merge a
     /// split ring.
     pub fn lost_peers(&self) -> usize {

@@ -58,6 +58,11 @@ impl RoundTrips {
         }
     }
 
+    /// The smoothed round trip of `addr`, if it was ever measured.
+    pub(super) fn srtt(&self, addr: SocketAddr) -> Option<Duration> {
+        self.peers.get(&addr).map(|e| e.srtt)
+    }
+
     /// The retransmission timeout of `addr`: SRTT + 4·RTTVAR within
     /// `[floor, ceiling]`; for a peer never measured, that of all peers;
     /// the ceiling before any sample.

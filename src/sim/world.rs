@@ -529,7 +529,8 @@ impl World {
                         | Output::Account { .. }
                         | Output::Persist(_)
                         | Output::PersistCerts(_)
-                        | Output::TurnCredentials { .. } => {}
+                        | Output::TurnCredentials { .. }
+                        | Output::TurnFound { .. } => {}
                     }
                 }
             };

@@ -14,7 +14,7 @@ impl Node {
             Some(Survey::Lookup(aor, reply)) => {
                 let _ = reply.send(crate::node::inventory::lookup(&aor, report, Instant::now()));
             }
-            Some(other @ (Survey::Download(_) | Survey::Account(_))) => {
+            Some(other @ (Survey::Download(_) | Survey::Account(_) | Survey::Turn(_))) => {
                 self.surveys.insert(id, other);
             }
             None => {}
@@ -28,11 +28,23 @@ impl Node {
         }
     }
 
+    /// The TURN servers of the ring were found: the answer to `/turn`.
+    pub(super) fn turn_found(&mut self, id: u64, choice: crate::overlay::relays::RelayChoice) {
+        if let Some(Survey::Turn(reply)) = self.surveys.remove(&id) {
+            let _ = reply.send(serde_json::to_value(choice).unwrap_or_default());
+        }
+    }
+
     /// A query from the HTTP window: answered now, or (a walk, a look-up)
     /// handed to the core, which answers with [`Output::Surveyed`].
     pub(super) fn answer(&mut self, query: Query) -> Wake {
         let id = self.next_survey;
         match query {
+            Query::Turn(reply) => {
+                self.next_survey += 1;
+                self.surveys.insert(id, Survey::Turn(reply));
+                Wake::Input(Input::FindTurn { id })
+            }
             Query::Ring(reply) => {
                 self.next_survey += 1;
                 self.surveys.insert(id, Survey::Ring(reply));
@@ -130,6 +142,11 @@ impl Node {
                         object.insert("turn".into(), turn);
                     }
                     object.insert(
+                        "turn_relays".into(),
+                        serde_json::to_value(self.core.turn_relays(Instant::now()))
+                            .unwrap_or_default(),
+                    );
+                    object.insert(
                         "joining".into(),
                         self.core
                             .overlay()
@@ -151,7 +168,11 @@ impl Node {
             Query::Metrics(reply) => {
                 let _ = reply.send(self.core.metrics.encode());
             }
-            Query::Ring(_) | Query::Lookup(..) | Query::Account(..) | Query::Voicemail { .. } => {}
+            Query::Ring(_)
+            | Query::Lookup(..)
+            | Query::Account(..)
+            | Query::Voicemail { .. }
+            | Query::Turn(_) => {}
         }
     }
 
