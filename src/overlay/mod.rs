@@ -214,10 +214,16 @@ impl Overlay {
             .unwrap_or_default()
     }
 
-    /// Certificate mode: the connection from `peer` speaks for `node`.
-    pub fn member_connected(&mut self, peer: Peer, node: SocketAddr) {
+    /// Certificate mode: the connection from `peer` speaks for `node`,
+    /// whose certificate (DER, checked by the handshake) is `cert`: it is
+    /// kept as if carried, so that the items `node` signed need not carry
+    /// it over this connection (`signed.rs`, [`Certified::attach`]).
+    pub fn member_connected(&mut self, peer: Peer, node: SocketAddr, cert: &[u8], now: Instant) {
         if let Some(members) = &mut self.members {
             members.connected(peer, node);
+        }
+        if let Some(certs) = &self.certs {
+            certs.learn_one(cert, now);
         }
     }
 
@@ -695,7 +701,8 @@ impl Overlay {
                 if let (Some(certs), crate::ring::RingResponse::Items { items }) =
                     (&self.certs, &response)
                 {
-                    certs.attach(&mut sip.headers, items.iter().map(|i| i.writer));
+                    let me = self.ring.me().id;
+                    certs.attach(&mut sip.headers, items.iter().map(|i| i.writer), [me]);
                 }
                 if matches!(response, crate::ring::RingResponse::Predecessor { .. }) {
                     let load = self.load(now).encode();
@@ -718,7 +725,7 @@ impl Overlay {
     ) -> ClientKey {
         let mut sip = wire::encode_request(request, &self.ring.me(), to, now);
         if let Some(certs) = &self.certs {
-            certs.attach_for_request(&mut sip.headers, request, self.ring.me().id);
+            certs.attach_for_request(&mut sip.headers, request, self.ring.me().id, to);
         }
         self.cseq = self.cseq.wrapping_add(1);
         let me = self.ring.me().addr;

@@ -259,6 +259,14 @@ impl Certified {
         Certified { book, wall }
     }
 
+    /// Keeps a member's certificate from its TLS handshake (checked again
+    /// as if carried).
+    pub fn learn_one(&self, der: &[u8], now: Instant) {
+        if let Ok(mut book) = self.book.lock() {
+            book.learn(der, Duration::from_millis(self.wall.ms(now)));
+        }
+    }
+
     /// Keeps the certificates a message from a member carries.
     pub fn learn(&self, headers: &Headers, now: Instant) {
         let carried = certs_in(headers);
@@ -301,28 +309,45 @@ impl Certified {
             .unwrap_or_default()
     }
 
-    /// Adds the certificates of `ids` (writers, a remover) to a message.
-    pub fn attach(&self, headers: &mut Headers, ids: impl IntoIterator<Item = NodeId>) {
+    /// Adds the certificates of `ids` (writers, a remover) to a message,
+    /// but those of `known`: the receiver has them already (its own, and
+    /// ours, which it took from the TLS handshake of the connection the
+    /// message arrives on).
+    pub fn attach(
+        &self,
+        headers: &mut Headers,
+        ids: impl IntoIterator<Item = NodeId>,
+        known: impl IntoIterator<Item = NodeId>,
+    ) {
+        let known: Vec<NodeId> = known.into_iter().collect();
         let certs = match self.book.lock() {
-            Ok(book) => book.certs_of(ids),
+            Ok(book) => book.certs_of(ids.into_iter().filter(|id| !known.contains(id))),
             Err(_) => return,
         };
         add_certs(headers, &certs);
     }
 
-    /// Adds what a ring request needs: its items' writers' certificates, or
-    /// its remover's (`me` when we ask for the remove).
-    pub fn attach_for_request(&self, headers: &mut Headers, request: &RingRequest, me: NodeId) {
+    /// Adds what a ring request to the member at `to` needs: its items'
+    /// writers' certificates, or its remover's (`me` when we ask for the
+    /// remove), but ours and `to`'s own (see [`attach`](Self::attach)).
+    pub fn attach_for_request(
+        &self,
+        headers: &mut Headers,
+        request: &RingRequest,
+        me: NodeId,
+        to: std::net::SocketAddr,
+    ) {
+        let known = [me, NodeId::of_addr(to)];
         match request {
             RingRequest::Store { items, .. } | RingRequest::Transfer { items } => {
-                self.attach(headers, items.iter().map(|i| i.writer))
+                self.attach(headers, items.iter().map(|i| i.writer), known)
             }
-            RingRequest::Claim { item } => self.attach(headers, [item.writer]),
+            RingRequest::Claim { item } => self.attach(headers, [item.writer], known),
             RingRequest::Answer {
                 items: Some(items), ..
-            } => self.attach(headers, items.iter().map(|i| i.writer)),
+            } => self.attach(headers, items.iter().map(|i| i.writer), known),
             RingRequest::Remove { by, replica, .. } => {
-                self.attach(headers, [if *replica { *by } else { me }])
+                self.attach(headers, [if *replica { *by } else { me }], known)
             }
             _ => {}
         }
