@@ -106,6 +106,9 @@ pub struct Overlay {
     /// Certificate mode: the members' certificates that travel with signed
     /// items, and the wall clock they are checked at.
     certs: Option<Certified>,
+    /// Items to store written at one time, signed together when they are
+    /// handed to the ring ([`batch_stores`](Self::batch_stores)).
+    batched: Option<Vec<Item>>,
     /// The log of bad signatures, once per period.
     bad_signatures: signed::RefusalLog,
     /// What the seal did (certificate mode), and how much of it is already
@@ -153,6 +156,7 @@ impl Overlay {
             sent: SentRequests::default(),
             received: HashMap::new(),
             next_incoming: 1,
+            batched: None,
             location: RingLocation::new(),
             cseq: 1,
             call_id: None,
@@ -380,9 +384,33 @@ impl Overlay {
         }
     }
 
-    /// Stores an item in the ring (fire and forget).
+    /// Stores an item in the ring (fire and forget); between
+    /// [`batch_stores`](Self::batch_stores) and
+    /// [`flush_stores`](Self::flush_stores), at the flush.
     pub fn store_item(&mut self, item: Item, now: Instant) {
-        self.ring.store(item, now);
+        match &mut self.batched {
+            Some(batched) => batched.push(item),
+            None => {
+                self.ring.store(item, now);
+            }
+        }
+    }
+
+    /// From now until [`flush_stores`](Self::flush_stores), the items
+    /// [`store_item`](Self::store_item) gets are written at one time: in
+    /// certificate mode one signature covers them all (`signed/batch.rs`).
+    pub fn batch_stores(&mut self) {
+        self.batched.get_or_insert_with(Vec::new);
+    }
+
+    /// Hands the items stored since [`batch_stores`](Self::batch_stores) to
+    /// the ring, signed together.
+    pub fn flush_stores(&mut self, now: Instant) {
+        if let Some(items) = self.batched.take()
+            && !items.is_empty()
+        {
+            self.ring.store_all(items, now);
+        }
     }
 
     /// Stores an item in the ring; whether it was stored comes from

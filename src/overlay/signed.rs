@@ -530,22 +530,61 @@ impl Seals {
     }
 }
 
-impl ItemSeal for Seals {
-    fn sign_item(&mut self, item: &mut Item, now: Instant) {
+impl Seals {
+    /// The expiry `item` is signed with (whole seconds since the Unix
+    /// epoch); its `expires` is set to it.
+    fn signed_expiry(&self, item: &mut Item, now: Instant) -> u64 {
         let expires_s = self.wall.ms(item.expires).div_ceil(1000);
         item.expires = self.wall.instant(expires_s.saturating_mul(1000), now);
+        expires_s
+    }
+}
+
+impl ItemSeal for Seals {
+    fn sign_item(&mut self, item: &mut Item, now: Instant) {
+        let expires_s = self.signed_expiry(item, now);
         item.signature = match self.sign(&item.signed_bytes(expires_s)) {
             Some(signature) => seal::join(expires_s, &signature),
             None => Vec::new(),
         };
     }
 
+    fn sign_items(&mut self, items: &mut [Item], now: Instant) {
+        for group in items.chunks_mut(batch::MAX_ITEMS) {
+            if let [item] = group {
+                self.sign_item(item, now);
+                continue;
+            }
+            let mut expiries = Vec::with_capacity(group.len());
+            let mut digests = Vec::with_capacity(group.len());
+            for item in group.iter_mut() {
+                let expires_s = self.signed_expiry(item, now);
+                digests.push(batch::digest(&item.signed_bytes(expires_s)));
+                expiries.push(expires_s);
+            }
+            let digests = batch::flat(&digests);
+            let signature = self.sign(&batch::message(&digests));
+            for (item, expires_s) in group.iter_mut().zip(expiries) {
+                item.signature = match &signature {
+                    Some(signature) => seal::join(expires_s, &batch::join(&digests, signature)),
+                    None => Vec::new(),
+                };
+            }
+        }
+    }
+
     fn check_item(&mut self, item: &Item, now: Instant) -> Option<Instant> {
         let (expires_s, signature) = seal::split(&item.signature)?;
-        if !self.signed_by(item.writer, &item.signed_bytes(expires_s), signature) {
-            return None;
-        }
-        Some(self.wall.instant(expires_s.saturating_mul(1000), now))
+        let signed = item.signed_bytes(expires_s);
+        let valid = match batch::split(signature) {
+            // Signed with other items: its digest among theirs, and those signed.
+            Some((digests, signature)) => {
+                batch::covers(digests, &batch::digest(&signed))
+                    && self.signed_by(item.writer, &batch::message(digests), signature)
+            }
+            None => self.signed_by(item.writer, &signed, signature),
+        };
+        valid.then(|| self.wall.instant(expires_s.saturating_mul(1000), now))
     }
 
     fn sign_remove(&mut self, key: NodeId, name: &str, by: NodeId, now: Instant) -> Vec<u8> {
@@ -593,5 +632,6 @@ impl ItemSeal for Seals {
     }
 }
 
+mod batch;
 #[cfg(test)]
 mod tests;
