@@ -463,6 +463,22 @@ impl Ring {
         let Some(o) = self.ops.running.get_mut(&op.0) else {
             return;
         };
+        if found.is_empty() && o.candidates.is_empty() && !o.answered {
+            // Nobody answered with items we believe (a forged answer, no
+            // replica known yet — a holder just back names none): our own
+            // copy, when we hold one, checked when it was stored here.
+            let key = o.key;
+            let items = self.local_items_at(key, now);
+            if !items.is_empty() {
+                if let Some(o) = self.ops.running.get_mut(&op.0) {
+                    o.answered = true;
+                }
+                return self.fetch_next(op, items, now);
+            }
+        }
+        let Some(o) = self.ops.running.get_mut(&op.0) else {
+            return;
+        };
         if !found.is_empty() || o.candidates.is_empty() {
             let o = self.ops.running.remove(&op.0).expect("op");
             let result = if o.answered || !found.is_empty() {

@@ -168,7 +168,6 @@ fn items_signed_together_hold_each_alone_and_are_checked_once() {
     let mut items = vec![item(a.signing.me, now), entry];
     a.seals.sign_items(&mut items, now);
     assert_eq!(a.seals.verified.counts.read().0, 1, "one signature for both");
-    assert_ne!(items[0].signature, items[1].signature);
     for signed in &items {
         assert!(b.seals.check_item(signed, now).is_some());
     }
