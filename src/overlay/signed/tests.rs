@@ -167,7 +167,11 @@ fn items_signed_together_hold_each_alone_and_are_checked_once() {
     entry.value.clear();
     let mut items = vec![item(a.signing.me, now), entry];
     a.seals.sign_items(&mut items, now);
-    assert_eq!(a.seals.verified.counts.read().0, 1, "one signature for both");
+    assert_eq!(
+        a.seals.verified.counts.read().0,
+        1,
+        "one signature for both"
+    );
     for signed in &items {
         assert!(b.seals.check_item(signed, now).is_some());
     }
