@@ -177,9 +177,11 @@ pub enum Input {
     ConnectionClosed(Peer),
     /// Certificate mode: messages from `peer` (a TLS connection) come
     /// from the overlay member at `node`, as its verified certificate says.
+    /// `cert`: that certificate (DER).
     Member {
         peer: Peer,
         node: std::net::SocketAddr,
+        cert: std::sync::Arc<Vec<u8>>,
     },
     /// Bytes for this peer could not be sent.
     SendFailed(Peer),
@@ -485,9 +487,9 @@ impl Core {
                 }
             }
             Input::Announcement { bytes } => self.on_announcement(bytes, now),
-            Input::Member { peer, node } => {
+            Input::Member { peer, node, cert } => {
                 if let Some(overlay) = self.location.overlay() {
-                    overlay.member_connected(peer, node);
+                    overlay.member_connected(peer, node, &cert, now);
                 }
             }
             Input::ConnectionClosed(peer) | Input::SendFailed(peer) => {

@@ -221,6 +221,9 @@ impl Core {
             ) => {
                 let bindings = saved.unwrap_or_default();
                 if let Some(overlay) = self.location.overlay() {
+                    // Her directory entry and "seen" mark (below): one
+                    // signature for both (`overlay/signed/batch.rs`).
+                    overlay.batch_stores();
                     overlay.update_directory(&aor, &bindings, previous_latest, now);
                 }
                 let live = bindings.iter().filter(|b| b.is_live(now)).count();
@@ -240,6 +243,9 @@ impl Core {
                 let response = registrar::ok_response(&request, &bindings, now);
                 self.out.respond(key, with_to_tag(&request, response), now);
                 self.registered_for_messages(&aor, &bindings, now);
+                if let Some(overlay) = self.location.overlay() {
+                    overlay.flush_stores(now);
+                }
                 self.presence.changed(&aor, now);
             }
             (

@@ -425,7 +425,9 @@ impl Node {
                 },
                 Some(event) = self.inbound.recv() => match event {
                     Inbound::Message { bytes, from } => Wake::Input(Input::Datagram { bytes, from }),
-                    Inbound::Member { peer, node } => Wake::Input(Input::Member { peer, node }),
+                    Inbound::Member { peer, node, cert } => {
+                        Wake::Input(Input::Member { peer, node, cert })
+                    }
                     Inbound::Closed { peer } => {
                         self.transports.on_inbound(&Inbound::Closed { peer });
                         Wake::Input(Input::ConnectionClosed(peer))

@@ -77,12 +77,16 @@ impl MemberTls {
     /// The member a verified TLS peer speaks for: its certificate (already
     /// verified against the overlay CA by the handshake) must be a node
     /// certificate whose Node-ID is its address's, and not revoked.
-    pub fn member(&self, certs: Option<&[CertificateDer<'_>]>) -> Result<SocketAddr, String> {
+    /// Also returns the certificate (DER).
+    pub fn member(
+        &self,
+        certs: Option<&[CertificateDer<'_>]>,
+    ) -> Result<(SocketAddr, Arc<Vec<u8>>), String> {
         let cert = certs
             .and_then(|c| c.first())
             .ok_or("no certificate presented")?;
         let node = check_node_cert(cert, &self.revoked)?;
-        Ok(node.sip)
+        Ok((node.sip, Arc::new(cert.to_vec())))
     }
 }
 

@@ -110,6 +110,9 @@ pub struct Overlay {
     /// Certificate mode: the members' certificates that travel with signed
     /// items, and the wall clock they are checked at.
     certs: Option<Certified>,
+    /// Items to store written at one time, signed together when they are
+    /// handed to the ring ([`batch_stores`](Self::batch_stores)).
+    batched: Option<Vec<Item>>,
     /// The log of bad signatures, once per period.
     bad_signatures: signed::RefusalLog,
     /// What the seal did (certificate mode), and how much of it is already
@@ -157,6 +160,7 @@ impl Overlay {
             sent: SentRequests::default(),
             received: HashMap::new(),
             next_incoming: 1,
+            batched: None,
             location: RingLocation::new(),
             cseq: 1,
             call_id: None,
@@ -219,10 +223,16 @@ impl Overlay {
             .unwrap_or_default()
     }
 
-    /// Certificate mode: the connection from `peer` speaks for `node`.
-    pub fn member_connected(&mut self, peer: Peer, node: SocketAddr) {
+    /// Certificate mode: the connection from `peer` speaks for `node`,
+    /// whose certificate (DER, checked by the handshake) is `cert`: it is
+    /// kept as if carried, so that the items `node` signed need not carry
+    /// it over this connection (`signed.rs`, [`Certified::attach`]).
+    pub fn member_connected(&mut self, peer: Peer, node: SocketAddr, cert: &[u8], now: Instant) {
         if let Some(members) = &mut self.members {
             members.connected(peer, node);
+        }
+        if let Some(certs) = &self.certs {
+            certs.learn_one(cert, now);
         }
     }
 
@@ -379,9 +389,33 @@ impl Overlay {
         }
     }
 
-    /// Stores an item in the ring (fire and forget).
+    /// Stores an item in the ring (fire and forget); between
+    /// [`batch_stores`](Self::batch_stores) and
+    /// [`flush_stores`](Self::flush_stores), at the flush.
     pub fn store_item(&mut self, item: Item, now: Instant) {
-        self.ring.store(item, now);
+        match &mut self.batched {
+            Some(batched) => batched.push(item),
+            None => {
+                self.ring.store(item, now);
+            }
+        }
+    }
+
+    /// From now until [`flush_stores`](Self::flush_stores), the items
+    /// [`store_item`](Self::store_item) gets are written at one time: in
+    /// certificate mode one signature covers them all (`signed/batch.rs`).
+    pub fn batch_stores(&mut self) {
+        self.batched.get_or_insert_with(Vec::new);
+    }
+
+    /// Hands the items stored since [`batch_stores`](Self::batch_stores) to
+    /// the ring, signed together.
+    pub fn flush_stores(&mut self, now: Instant) {
+        if let Some(items) = self.batched.take()
+            && !items.is_empty()
+        {
+            self.ring.store_all(items, now);
+        }
     }
 
     /// Stores an item in the ring; whether it was stored comes from
@@ -707,7 +741,8 @@ impl Overlay {
                 if let (Some(certs), crate::ring::RingResponse::Items { items }) =
                     (&self.certs, &response)
                 {
-                    certs.attach(&mut sip.headers, items.iter().map(|i| i.writer));
+                    let me = self.ring.me().id;
+                    certs.attach(&mut sip.headers, items.iter().map(|i| i.writer), [me]);
                 }
                 if matches!(response, crate::ring::RingResponse::Predecessor { .. }) {
                     let load = self.load(now).encode();
@@ -730,7 +765,7 @@ impl Overlay {
     ) -> ClientKey {
         let mut sip = wire::encode_request(request, &self.ring.me(), to, now);
         if let Some(certs) = &self.certs {
-            certs.attach_for_request(&mut sip.headers, request, self.ring.me().id);
+            certs.attach_for_request(&mut sip.headers, request, self.ring.me().id, to);
         }
         self.cseq = self.cseq.wrapping_add(1);
         let me = self.ring.me().addr;

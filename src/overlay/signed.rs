@@ -18,7 +18,6 @@
 //! the `Instant`s elapsed since, as for the shared secret.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,10 +43,6 @@ pub const MAX_CERTS: usize = 16;
 const MAX_KNOWN: usize = 4096;
 /// Most remove signatures remembered against replay.
 const MAX_REMOVES_SEEN: usize = 65_536;
-/// Most (key, message, signature) triples remembered as verified
-/// ([`Verified`]); beyond, the oldest are forgotten (and checked again if
-/// they come back).
-const MAX_VERIFIED: usize = 16_384;
 
 /// A member's certificate as kept.
 struct Known {
@@ -259,6 +254,14 @@ impl Certified {
         Certified { book, wall }
     }
 
+    /// Keeps a member's certificate from its TLS handshake (checked again
+    /// as if carried).
+    pub fn learn_one(&self, der: &[u8], now: Instant) {
+        if let Ok(mut book) = self.book.lock() {
+            book.learn(der, Duration::from_millis(self.wall.ms(now)));
+        }
+    }
+
     /// Keeps the certificates a message from a member carries.
     pub fn learn(&self, headers: &Headers, now: Instant) {
         let carried = certs_in(headers);
@@ -301,28 +304,45 @@ impl Certified {
             .unwrap_or_default()
     }
 
-    /// Adds the certificates of `ids` (writers, a remover) to a message.
-    pub fn attach(&self, headers: &mut Headers, ids: impl IntoIterator<Item = NodeId>) {
+    /// Adds the certificates of `ids` (writers, a remover) to a message,
+    /// but those of `known`: the receiver has them already (its own, and
+    /// ours, which it took from the TLS handshake of the connection the
+    /// message arrives on).
+    pub fn attach(
+        &self,
+        headers: &mut Headers,
+        ids: impl IntoIterator<Item = NodeId>,
+        known: impl IntoIterator<Item = NodeId>,
+    ) {
+        let known: Vec<NodeId> = known.into_iter().collect();
         let certs = match self.book.lock() {
-            Ok(book) => book.certs_of(ids),
+            Ok(book) => book.certs_of(ids.into_iter().filter(|id| !known.contains(id))),
             Err(_) => return,
         };
         add_certs(headers, &certs);
     }
 
-    /// Adds what a ring request needs: its items' writers' certificates, or
-    /// its remover's (`me` when we ask for the remove).
-    pub fn attach_for_request(&self, headers: &mut Headers, request: &RingRequest, me: NodeId) {
+    /// Adds what a ring request to the member at `to` needs: its items'
+    /// writers' certificates, or its remover's (`me` when we ask for the
+    /// remove), but ours and `to`'s own (see [`attach`](Self::attach)).
+    pub fn attach_for_request(
+        &self,
+        headers: &mut Headers,
+        request: &RingRequest,
+        me: NodeId,
+        to: std::net::SocketAddr,
+    ) {
+        let known = [me, NodeId::of_addr(to)];
         match request {
             RingRequest::Store { items, .. } | RingRequest::Transfer { items } => {
-                self.attach(headers, items.iter().map(|i| i.writer))
+                self.attach(headers, items.iter().map(|i| i.writer), known)
             }
-            RingRequest::Claim { item } => self.attach(headers, [item.writer]),
+            RingRequest::Claim { item } => self.attach(headers, [item.writer], known),
             RingRequest::Answer {
                 items: Some(items), ..
-            } => self.attach(headers, items.iter().map(|i| i.writer)),
+            } => self.attach(headers, items.iter().map(|i| i.writer), known),
             RingRequest::Remove { by, replica, .. } => {
-                self.attach(headers, [if *replica { *by } else { me }])
+                self.attach(headers, [if *replica { *by } else { me }], known)
             }
             _ => {}
         }
@@ -349,112 +369,6 @@ impl RefusalLog {
         }
         self.last = Some(now);
         Some(std::mem::take(&mut self.unlogged))
-    }
-}
-
-/// Signatures already found valid, so that the same bytes are not
-/// checked twice: a replica's copy of an item this node wrote (it signed
-/// it), a copy stored again, handed over or fetched after it was stored
-/// here. An entry is SHA-256 over the public key, the message and the
-/// signature, so a hit is exactly a triple that verified (or that this
-/// node signed with its own key): a changed byte, another key (a member
-/// enrolled again) or another signature is checked in full. At most
-/// [`MAX_VERIFIED`], the oldest forgotten first.
-#[derive(Default)]
-pub struct Verified {
-    seen: HashSet<[u8; 32]>,
-    order: VecDeque<[u8; 32]>,
-    /// Signatures made, checked in full, and answered from here.
-    pub counts: Arc<SealCounts>,
-}
-
-/// What the seal did since the node started (shown in `/metrics`).
-#[derive(Debug, Default)]
-pub struct SealCounts {
-    /// Signatures made with our key (items and removes).
-    pub signed: AtomicU64,
-    /// Signatures checked in full (a public-key operation).
-    pub checked: AtomicU64,
-    /// Checks answered by [`Verified`]: the same bytes already held.
-    pub remembered: AtomicU64,
-}
-
-impl SealCounts {
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// (signed, checked, remembered) now.
-    pub fn read(&self) -> (u64, u64, u64) {
-        (
-            self.signed.load(Ordering::Relaxed),
-            self.checked.load(Ordering::Relaxed),
-            self.remembered.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl Verified {
-    fn digest(public_key: &[u8], message: &[u8], signature: &[u8]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(b"p2psip-verified-v1");
-        for part in [public_key, message, signature] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part);
-        }
-        h.finalize().into()
-    }
-
-    fn contains(&self, digest: &[u8; 32]) -> bool {
-        self.seen.contains(digest)
-    }
-
-    fn insert(&mut self, digest: [u8; 32]) {
-        if !self.seen.insert(digest) {
-            return;
-        }
-        self.order.push_back(digest);
-        while self.order.len() > MAX_VERIFIED {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-    }
-
-    /// Whether `signature` over `message` is `public_key`'s (of `kind`):
-    /// remembered, or checked and then remembered when valid.
-    pub fn check(
-        &mut self,
-        kind: KeyKind,
-        public_key: &[u8],
-        message: &[u8],
-        signature: &[u8],
-    ) -> bool {
-        let digest = Self::digest(public_key, message, signature);
-        if self.contains(&digest) {
-            SealCounts::bump(&self.counts.remembered);
-            return true;
-        }
-        SealCounts::bump(&self.counts.checked);
-        let valid = p2psip_certs::verify(kind, public_key, message, signature);
-        if valid {
-            self.insert(digest);
-        }
-        valid
-    }
-
-    /// Remembers a signature this node just made with `public_key`.
-    pub fn signed(&mut self, public_key: &[u8], message: &[u8], signature: &[u8]) {
-        SealCounts::bump(&self.counts.signed);
-        self.insert(Self::digest(public_key, message, signature));
-    }
-
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
     }
 }
 
@@ -505,22 +419,61 @@ impl Seals {
     }
 }
 
-impl ItemSeal for Seals {
-    fn sign_item(&mut self, item: &mut Item, now: Instant) {
+impl Seals {
+    /// The expiry `item` is signed with (whole seconds since the Unix
+    /// epoch); its `expires` is set to it.
+    fn signed_expiry(&self, item: &mut Item, now: Instant) -> u64 {
         let expires_s = self.wall.ms(item.expires).div_ceil(1000);
         item.expires = self.wall.instant(expires_s.saturating_mul(1000), now);
+        expires_s
+    }
+}
+
+impl ItemSeal for Seals {
+    fn sign_item(&mut self, item: &mut Item, now: Instant) {
+        let expires_s = self.signed_expiry(item, now);
         item.signature = match self.sign(&item.signed_bytes(expires_s)) {
             Some(signature) => seal::join(expires_s, &signature),
             None => Vec::new(),
         };
     }
 
+    fn sign_items(&mut self, items: &mut [Item], now: Instant) {
+        for group in items.chunks_mut(batch::MAX_ITEMS) {
+            if let [item] = group {
+                self.sign_item(item, now);
+                continue;
+            }
+            let mut expiries = Vec::with_capacity(group.len());
+            let mut digests = Vec::with_capacity(group.len());
+            for item in group.iter_mut() {
+                let expires_s = self.signed_expiry(item, now);
+                digests.push(batch::digest(&item.signed_bytes(expires_s)));
+                expiries.push(expires_s);
+            }
+            let digests = batch::flat(&digests);
+            let signature = self.sign(&batch::message(&digests));
+            for (item, expires_s) in group.iter_mut().zip(expiries) {
+                item.signature = match &signature {
+                    Some(signature) => seal::join(expires_s, &batch::join(&digests, signature)),
+                    None => Vec::new(),
+                };
+            }
+        }
+    }
+
     fn check_item(&mut self, item: &Item, now: Instant) -> Option<Instant> {
         let (expires_s, signature) = seal::split(&item.signature)?;
-        if !self.signed_by(item.writer, &item.signed_bytes(expires_s), signature) {
-            return None;
-        }
-        Some(self.wall.instant(expires_s.saturating_mul(1000), now))
+        let signed = item.signed_bytes(expires_s);
+        let valid = match batch::split(signature) {
+            // Signed with other items: its digest among theirs, and those signed.
+            Some((digests, signature)) => {
+                batch::covers(digests, &batch::digest(&signed))
+                    && self.signed_by(item.writer, &batch::message(digests), signature)
+            }
+            None => self.signed_by(item.writer, &signed, signature),
+        };
+        valid.then(|| self.wall.instant(expires_s.saturating_mul(1000), now))
     }
 
     fn sign_remove(&mut self, key: NodeId, name: &str, by: NodeId, now: Instant) -> Vec<u8> {
@@ -568,5 +521,10 @@ impl ItemSeal for Seals {
     }
 }
 
+mod batch;
 #[cfg(test)]
 mod tests;
+mod verified;
+#[cfg(test)]
+use verified::MAX_VERIFIED;
+pub use verified::{SealCounts, Verified};

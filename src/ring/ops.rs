@@ -75,6 +75,26 @@ impl Ring {
     pub fn store(&mut self, mut item: Item, now: Instant) -> OpId {
         item.writer = self.me.id;
         self.sign_item(&mut item, now);
+        self.store_signed(item, now)
+    }
+
+    /// [`store`](Self::store) of several items written at one time: signed
+    /// together when the seal does so (`seal.rs`); one operation each.
+    pub fn store_all(&mut self, mut items: Vec<Item>, now: Instant) -> Vec<OpId> {
+        for item in &mut items {
+            item.writer = self.me.id;
+        }
+        if let Some(seal) = &mut self.storage.seal {
+            seal.sign_items(&mut items, now);
+        }
+        items
+            .into_iter()
+            .map(|item| self.store_signed(item, now))
+            .collect()
+    }
+
+    /// Stores an item written here and signed.
+    fn store_signed(&mut self, item: Item, now: Instant) -> OpId {
         // The holder is this node when its range has the key (the registrar
         // of a lone node, or of its own arc): nothing to keep then
         // (`store_here`); should the route say otherwise, the copy is kept
@@ -440,6 +460,22 @@ impl Ring {
 
     /// Ask the next holder for a fetch, or finish it.
     pub(super) fn fetch_next(&mut self, op: OpId, found: Vec<Item>, now: Instant) {
+        let Some(o) = self.ops.running.get_mut(&op.0) else {
+            return;
+        };
+        if found.is_empty() && o.candidates.is_empty() && !o.answered {
+            // Nobody answered with items we believe (a forged answer, no
+            // replica known yet — a holder just back names none): our own
+            // copy, when we hold one, checked when it was stored here.
+            let key = o.key;
+            let items = self.local_items_at(key, now);
+            if !items.is_empty() {
+                if let Some(o) = self.ops.running.get_mut(&op.0) {
+                    o.answered = true;
+                }
+                return self.fetch_next(op, items, now);
+            }
+        }
         let Some(o) = self.ops.running.get_mut(&op.0) else {
             return;
         };

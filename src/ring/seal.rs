@@ -38,6 +38,15 @@ pub trait ItemSeal: Send {
     /// its `expires` to the expiry signed (whole seconds).
     fn sign_item(&mut self, item: &mut Item, now: Instant);
 
+    /// Signs `items`, written by this node at one time, as
+    /// [`sign_item`](Self::sign_item) does each; a seal may sign them
+    /// together (one signature that each item carries).
+    fn sign_items(&mut self, items: &mut [Item], now: Instant) {
+        for item in items {
+            self.sign_item(item, now);
+        }
+    }
+
     /// The expiry (as our `Instant`) `item`'s writer signed, when its
     /// signature is valid and made with the key of a member certificate
     /// naming `item.writer`; `None` otherwise.

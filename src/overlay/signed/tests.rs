@@ -155,6 +155,52 @@ fn an_item_holds_only_with_its_writers_signature_and_certificate() {
 }
 
 #[test]
+fn items_signed_together_hold_each_alone_and_are_checked_once() {
+    let now = Instant::now();
+    let (dir, mut a, mut b, _) = three("together", now);
+    b.book
+        .lock()
+        .unwrap()
+        .learn(&a.signing.cert_der, wall_now());
+    let mut entry = item(a.signing.me, now);
+    entry.kind = "directory".into();
+    entry.value.clear();
+    let mut items = vec![item(a.signing.me, now), entry];
+    a.seals.sign_items(&mut items, now);
+    assert_eq!(
+        a.seals.verified.counts.read().0,
+        1,
+        "one signature for both"
+    );
+    for signed in &items {
+        assert!(b.seals.check_item(signed, now).is_some());
+    }
+    let (_, checked, remembered) = b.seals.verified.counts.read();
+    assert_eq!((checked, remembered), (1, 1), "one public-key check");
+
+    // Another value is not among the signed digests.
+    let mut forged = items[0].clone();
+    forged.value = b"attacker".to_vec();
+    assert_eq!(b.seals.check_item(&forged, now), None);
+    // Its digest put in the list: the list is not the one signed.
+    let (expires_s, signature) = seal::split(&items[0].signature).unwrap();
+    let (digests, inner) = batch::split(signature).unwrap();
+    let mut listed = digests.to_vec();
+    listed[..32].copy_from_slice(&batch::digest(&forged.signed_bytes(expires_s)));
+    forged.signature = seal::join(expires_s, &batch::join(&listed, inner));
+    assert_eq!(b.seals.check_item(&forged, now), None);
+    // Another writer named; B's own group in A's name.
+    let mut other = items[1].clone();
+    other.writer = b.signing.me;
+    assert_eq!(b.seals.check_item(&other, now), None);
+    let mut theirs = vec![item(a.signing.me, now), item(a.signing.me, now)];
+    theirs[1].name = "bob@example.test".into();
+    b.seals.sign_items(&mut theirs, now);
+    assert_eq!(b.seals.check_item(&theirs[0], now), None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_remove_holds_once_within_the_window() {
     let now = Instant::now();
     let (dir, mut a, mut b, _) = three("removes", now);

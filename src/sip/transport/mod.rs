@@ -67,8 +67,14 @@ pub enum Inbound {
     /// A connection closed (or could not be opened).
     Closed { peer: Peer },
     /// In certificate mode: the connection from `peer` carries a verified
-    /// member certificate for the node at `node` (sent before its messages).
-    Member { peer: Peer, node: SocketAddr },
+    /// member certificate for the node at `node` (sent before its messages);
+    /// `cert` is that certificate (DER), so that its signed items need not
+    /// carry it.
+    Member {
+        peer: Peer,
+        node: SocketAddr,
+        cert: std::sync::Arc<Vec<u8>>,
+    },
 }
 
 /// How to bind the transports beyond the UDP/TCP address.

@@ -118,14 +118,17 @@ async fn accept_member_or_plain(
 async fn serve<S>(
     stream: S,
     peer: Peer,
-    member: Option<std::net::SocketAddr>,
+    member: Option<(std::net::SocketAddr, std::sync::Arc<Vec<u8>>)>,
     inbound: mpsc::Sender<Inbound>,
     slot: Slot,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    if let Some(node) = member
-        && inbound.send(Inbound::Member { peer, node }).await.is_err()
+    if let Some((node, cert)) = member
+        && inbound
+            .send(Inbound::Member { peer, node, cert })
+            .await
+            .is_err()
     {
         return;
     }
@@ -217,12 +220,16 @@ async fn run_member(
         }
     };
     match member.member(stream.get_ref().1.peer_certificates()) {
-        Ok(node) if node == peer.addr => {
-            if inbound.send(Inbound::Member { peer, node }).await.is_ok() {
+        Ok((node, cert)) if node == peer.addr => {
+            if inbound
+                .send(Inbound::Member { peer, node, cert })
+                .await
+                .is_ok()
+            {
                 connection::run(stream, peer, outgoing, inbound).await;
             }
         }
-        Ok(node) => {
+        Ok((node, _)) => {
             warn!(to = %peer.addr, certificate = %node, "overlay TLS connection refused: the certificate is for another node")
         }
         Err(why) => warn!(to = %peer.addr, %why, "overlay TLS connection refused"),
