@@ -178,27 +178,41 @@ fn a_forged_fetch_answer_is_dropped_and_the_next_holder_asked() {
     let refused_before = metric(&ring.members[asker], "p2psip_overlay_bad_signatures_total");
 
     // A MESSAGE through the third member: it asks the holder first, drops
-    // the forged answer, asks a replica, and alice's phone gets it.
+    // the forged answer, asks a replica, and alice's phone gets it. Right
+    // after the ring is whole a member may still route alice's key to
+    // itself (its own copy is genuine: the MESSAGE arrives, but the holder
+    // was not asked); then it is tried again once the answer it cached
+    // (`CACHE_FOR`, 30 s) is gone, at most twice more.
     let stranger = Phone::new("127.0.0.3", ring.members[asker].node.addr);
-    let message = stranger.request("MESSAGE", "eve@elsewhere.test", &aor, "");
-    stranger
-        .socket
-        .send_to(message.as_bytes(), ring.members[asker].node.addr)
-        .expect("send");
     alice
         .socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut buf = vec![0u8; 65_536];
-    let reached = (0..20).any(|_| {
-        alice.socket.recv_from(&mut buf).is_ok_and(|(n, _)| {
-            let text = String::from_utf8_lossy(&buf[..n]);
-            text.starts_with("MESSAGE") && text.contains("eve@elsewhere.test")
-        })
-    });
-    assert!(reached, "alice got the MESSAGE\n{}", logs(&ring.members));
-    // It was the fetch answer that was refused, on the asking member.
-    let refused_after = metric(&ring.members[asker], "p2psip_overlay_bad_signatures_total");
+    let mut refused_after = refused_before;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            // No event tells that a cached answer expired: wait it out.
+            std::thread::sleep(Duration::from_secs(31));
+        }
+        let message = stranger.request("MESSAGE", "eve@elsewhere.test", &aor, "");
+        stranger
+            .socket
+            .send_to(message.as_bytes(), ring.members[asker].node.addr)
+            .expect("send");
+        let reached = (0..20).any(|_| {
+            alice.socket.recv_from(&mut buf).is_ok_and(|(n, _)| {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                text.starts_with("MESSAGE") && text.contains("eve@elsewhere.test")
+            })
+        });
+        assert!(reached, "alice got the MESSAGE\n{}", logs(&ring.members));
+        // It was the fetch answer that was refused, on the asking member.
+        refused_after = metric(&ring.members[asker], "p2psip_overlay_bad_signatures_total");
+        if refused_after > refused_before {
+            break;
+        }
+    }
     assert!(
         refused_after > refused_before,
         "{refused_before} -> {refused_after}"
