@@ -618,6 +618,33 @@ fn an_outbound_phone_is_called_over_its_connection_through_a_second_node() {
     stranger.send_to(request.as_bytes(), a.addr).expect("send");
     let refused = recv_with(&stranger, "430 Flow Failed", &a);
     assert!(refused.contains(&gone), "{refused}");
+
+    // Her connection closes: the flow failed, and A removes her binding
+    // (RFC 5626 §7) rather than keep routing to a flow that is gone.
+    drop(phone);
+    wait_until(
+        "A removed the closed flow's binding",
+        ANSWER,
+        || {
+            a.log()
+                .contains("outbound flow closed: its binding removed")
+        },
+        || a.log(),
+    );
+    let after = format!("after{}", token());
+    caller
+        .send_to(invite("dora", from, &after).as_bytes(), a.addr)
+        .expect("send");
+    let answer = recv_with(&caller, &after, &a);
+    let answer = if answer.starts_with("SIP/2.0 100") {
+        recv_with(&caller, &after, &a)
+    } else {
+        answer
+    };
+    assert!(
+        answer.starts_with("SIP/2.0 480") || answer.starts_with("SIP/2.0 404"),
+        "no binding left for dora: {answer}"
+    );
     a.assert_alive();
     b.assert_alive();
 }

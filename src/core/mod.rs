@@ -496,6 +496,9 @@ impl Core {
                 if let Some(overlay) = self.location.overlay() {
                     overlay.connection_closed(peer);
                 }
+                if peer.transport.reliable() {
+                    self.connection_failed(peer, now);
+                }
                 // Whatever was on its way to the peer will not arrive: the
                 // client transactions end at once (RFC 3261 §17.1.4), and
                 // their owners fail over instead of waiting for Timer B/F.

@@ -39,6 +39,14 @@ pub(super) enum Waiting {
         aor: Aor,
         then_dns: bool,
     },
+    /// The connection of an Outbound flow of hers closed (RFC 5626 §7):
+    /// her bindings are read, to drop the ones over it.
+    FlowFetch { aor: Aor, peer: Peer },
+    /// Saved without them.
+    FlowSave {
+        aor: Aor,
+        previous_latest: Option<Instant>,
+    },
 }
 
 /// REGISTERs waiting for the one in progress for the same AOR.
@@ -106,6 +114,23 @@ impl Core {
         );
     }
 
+    /// The connection to `peer` closed: the Outbound bindings it carried go,
+    /// by the same read-modify-write as a REGISTER, one at a time per AOR.
+    pub(super) fn connection_failed(&mut self, peer: Peer, now: Instant) {
+        for aor in self.upkeep.flows.failed(peer, now) {
+            if self.registering.0.contains_key(&aor) {
+                // A REGISTER of hers is under way (likely over a new
+                // connection): what it saves stands.
+                tracing::debug!(%aor, peer = %peer.addr, "flow closed during a registration: left to it");
+                continue;
+            }
+            self.registering.0.insert(aor.clone(), VecDeque::new());
+            let op = self.op();
+            self.location.store().fetch(op, &aor, now);
+            self.waiting.insert(op, Waiting::FlowFetch { aor, peer });
+        }
+    }
+
     /// A REGISTER for `aor` ended: start the next one waiting, if any.
     fn register_done(&mut self, aor: &Aor, now: Instant) {
         let next = self.registering.0.get_mut(aor).and_then(|q| q.pop_front());
@@ -130,8 +155,11 @@ impl Core {
             return;
         }
         let registered_aor = match (&waiting, &answer) {
-            (Waiting::RegisterSave { aor, .. }, _) => Some(aor.clone()),
+            (Waiting::RegisterSave { aor, .. }, _) | (Waiting::FlowSave { aor, .. }, _) => {
+                Some(aor.clone())
+            }
             (Waiting::RegisterFetch { registration, .. }, Err(_)) => Some(registration.aor.clone()),
+            (Waiting::FlowFetch { aor, .. }, Err(_)) => Some(aor.clone()),
             _ => None,
         };
         self.answer_location(waiting, answer, now);
@@ -149,6 +177,52 @@ impl Core {
                 let mut response = local_response(&request, 503);
                 response.headers.insert(Name::RETRY_AFTER, "5");
                 self.out.respond(key, response, now);
+            }
+            (Waiting::FlowFetch { aor, .. }, Err(error))
+            | (Waiting::FlowSave { aor, .. }, Err(error)) => {
+                warn!(%error, %aor, "location store failed: a closed flow's binding stays until it expires");
+            }
+            (Waiting::FlowFetch { aor, peer }, Ok(existing)) => {
+                let live: Vec<_> = existing
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|b| b.is_live(now))
+                    .collect();
+                let previous_latest = live.iter().map(|b| b.expires_at).max();
+                let before = live.len();
+                let kept: Vec<_> = live
+                    .into_iter()
+                    .filter(|b| !(b.source == Some(peer) && b.flow.is_some()))
+                    .collect();
+                if kept.len() == before {
+                    return self.register_done(&aor, now);
+                }
+                tracing::info!(%aor, peer = %peer.addr, removed = before - kept.len(), "outbound flow closed: its binding removed");
+                let op = self.op();
+                self.location.store().save(op, &aor, kept, now);
+                self.waiting.insert(
+                    op,
+                    Waiting::FlowSave {
+                        aor,
+                        previous_latest,
+                    },
+                );
+            }
+            (
+                Waiting::FlowSave {
+                    aor,
+                    previous_latest,
+                },
+                Ok(saved),
+            ) => {
+                let bindings = saved.unwrap_or_default();
+                if let Some(overlay) = self.location.overlay() {
+                    overlay.update_directory(&aor, &bindings, previous_latest, now);
+                }
+                self.upkeep
+                    .flows
+                    .registered(&aor, &bindings, self.config.local, now);
+                self.presence.changed(&aor, now);
             }
             (
                 Waiting::RegisterFetch {
@@ -239,7 +313,7 @@ impl Core {
                 }
                 self.upkeep
                     .flows
-                    .registered(&bindings, self.config.local, now);
+                    .registered(&aor, &bindings, self.config.local, now);
                 let response = registrar::ok_response(&request, &bindings, now);
                 self.out.respond(key, with_to_tag(&request, response), now);
                 self.registered_for_messages(&aor, &bindings, now);

@@ -12,12 +12,17 @@
 //! 430 Flow Failed when the flow is gone. A token names only a flow this node
 //! accepted a live registration on: it cannot be used to reach any other
 //! address. Sans-I/O: the core asks and forwards.
+//!
+//! An Outbound flow over a connection fails when the connection closes
+//! (RFC 5626 §7: the registrar then removes the flow's binding): the flows
+//! remember which AORs registered one over each connection, and
+//! [`Flows::failed`] hands them to the core to remove.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::binding::Binding;
+use super::binding::{Aor, Binding};
 use crate::sip::transaction::{Peer, TransportKind};
 
 /// Flows remembered at most (beyond, new ones are not).
@@ -42,7 +47,13 @@ pub struct HeldFlow {
 #[derive(Debug, Default)]
 pub struct Flows {
     flows: HashMap<String, (HeldFlow, Instant)>,
+    /// The AORs with a live Outbound binding over each connection, by the
+    /// connection's peer, each until its binding expires.
+    outbound: HashMap<Peer, Vec<(Aor, Instant)>>,
 }
+
+/// AORs remembered per connection at most (one phone registers a few).
+const MAX_AORS_PER_FLOW: usize = 16;
 
 impl Flows {
     /// Whether `binding` is reached only where its REGISTER came from, so
@@ -104,9 +115,10 @@ impl Flows {
         }
     }
 
-    /// Remembers the flows of the bindings this node accepted (those with
-    /// our route first), until each binding expires.
-    pub fn registered(&mut self, bindings: &[Binding], local: SocketAddr, now: Instant) {
+    /// Remembers the flows of the bindings this node accepted for `aor`
+    /// (those with our route first), until each binding expires.
+    pub fn registered(&mut self, aor: &Aor, bindings: &[Binding], local: SocketAddr, now: Instant) {
+        self.remember_outbound(aor, bindings, now);
         for b in bindings {
             let Some(peer) = b.source else { continue };
             if !b
@@ -136,6 +148,45 @@ impl Flows {
         }
     }
 
+    /// Which connections carry an Outbound binding of `aor` (its bindings
+    /// as saved: a connection without one any more forgets her).
+    fn remember_outbound(&mut self, aor: &Aor, bindings: &[Binding], now: Instant) {
+        for aors in self.outbound.values_mut() {
+            aors.retain(|(a, _)| a != aor);
+        }
+        for b in bindings {
+            let Some(peer) = b.source.filter(|p| p.transport.reliable()) else {
+                continue;
+            };
+            if b.flow.is_none() || !b.is_live(now) {
+                continue;
+            }
+            if self.outbound.len() >= MAX_FLOWS && !self.outbound.contains_key(&peer) {
+                continue;
+            }
+            let aors = self.outbound.entry(peer).or_default();
+            if let Some((_, until)) = aors.iter_mut().find(|(a, _)| a == aor) {
+                *until = (*until).max(b.expires_at);
+            } else if aors.len() < MAX_AORS_PER_FLOW {
+                aors.push((aor.clone(), b.expires_at));
+            }
+        }
+        self.outbound.retain(|_, aors| !aors.is_empty());
+    }
+
+    /// The connection to `peer` closed: the AORs whose live Outbound
+    /// binding it carried, to be removed (and forgotten here).
+    pub fn failed(&mut self, peer: Peer, now: Instant) -> Vec<Aor> {
+        self.flows.remove(&Flows::token(peer));
+        self.outbound
+            .remove(&peer)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, until)| *until > now)
+            .map(|(aor, _)| aor)
+            .collect()
+    }
+
     /// The live flow `token` names, if this node holds one.
     pub fn find(&self, token: &str, now: Instant) -> Option<HeldFlow> {
         self.flows
@@ -160,6 +211,10 @@ impl Flows {
     /// Drops expired flows.
     pub fn purge(&mut self, now: Instant) {
         self.flows.retain(|_, (_, until)| *until > now);
+        for aors in self.outbound.values_mut() {
+            aors.retain(|(_, until)| *until > now);
+        }
+        self.outbound.retain(|_, aors| !aors.is_empty());
     }
 
     pub fn len(&self) -> usize {
@@ -175,6 +230,10 @@ impl Flows {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn alice() -> Aor {
+        Aor::new("alice", "example.test")
+    }
 
     fn peer(transport: TransportKind, addr: &str) -> Peer {
         Peer {
@@ -229,7 +288,7 @@ mod tests {
         assert_eq!(bindings[0].path.len(), 1);
 
         let mut flows = Flows::default();
-        flows.registered(&bindings, local, now);
+        flows.registered(&alice(), &bindings, local, now);
         assert_eq!(flows.len(), 1);
         let token = Flows::token(tcp);
         assert!(Flows::is_token(&token));
@@ -273,9 +332,46 @@ mod tests {
         )];
         Flows::mark(&mut bindings, ("c", 1), local);
         let mut flows = Flows::default();
-        flows.registered(&bindings, local, now);
+        flows.registered(&alice(), &bindings, local, now);
         bindings[0].expires_at = now;
-        flows.registered(&bindings, local, now);
+        flows.registered(&alice(), &bindings, local, now);
         assert!(flows.is_empty());
+    }
+
+    #[test]
+    fn a_closed_connection_names_the_aors_of_its_outbound_bindings_once() {
+        use crate::registrar::binding::Flow;
+        let now = Instant::now();
+        let local: SocketAddr = "127.0.0.1:5060".parse().expect("addr");
+        let tcp = peer(TransportKind::Tcp, "127.0.0.9:40001");
+        let until = now + Duration::from_secs(60);
+        let mut outbound = binding(Some(tcp), false, "c", until);
+        outbound.flow = Some(Flow {
+            instance: "<urn:uuid:1>".into(),
+            reg_id: 1,
+        });
+        let mut flows = Flows::default();
+        // A TCP binding without Outbound: its connection closing removes nothing.
+        flows.registered(
+            &alice(),
+            &[binding(Some(tcp), false, "c", until)],
+            local,
+            now,
+        );
+        assert!(flows.failed(tcp, now).is_empty());
+
+        flows.registered(&alice(), &[outbound.clone()], local, now);
+        let other = peer(TransportKind::Tcp, "127.0.0.9:40002");
+        assert!(flows.failed(other, now).is_empty(), "another connection");
+        assert_eq!(flows.failed(tcp, now), vec![alice()]);
+        assert!(flows.failed(tcp, now).is_empty(), "named once");
+
+        // Unregistered (no binding over it any more): nothing to remove.
+        flows.registered(&alice(), &[outbound.clone()], local, now);
+        flows.registered(&alice(), &[], local, now);
+        assert!(flows.failed(tcp, now).is_empty());
+        // Expired: nothing either.
+        flows.registered(&alice(), &[outbound], local, now);
+        assert!(flows.failed(tcp, until).is_empty());
     }
 }
