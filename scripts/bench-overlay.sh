@@ -20,6 +20,7 @@
 # Usage: scripts/bench-overlay.sh [N]          (N = 100 by default; ~4 min at 100)
 # env:   P2PSIP_BIN=path  OPS=1000  CONCURRENCY=16  CHURN=0.2  CHURN_WAIT=30  SEED=1
 #        PEERS="p2psip opendht"  KEEP=1 (keep the nodes' logs)  RESULTS=file
+#        SEMI=1 (the nodes run with [ring] semi_recursive = true)
 # Run it under the benchmark lock, with the release binary built under the same lock:
 #        flock /tmp/bench.lock cargo build --release -p p2psip
 #        flock /tmp/bench.lock scripts/bench-overlay.sh 100
@@ -57,7 +58,7 @@ for peer in $PEERS; do
       mkdir -p "$TMP/p2psip"
       timeout -k 10 "$LIMIT" ip netns exec "$NS" python3 "$B/overlay_p2psip.py" --bin "$P2PSIP_BIN" \
         --tmp "$TMP/p2psip" --n "$N" --ops "$OPS" --concurrency "$CONCURRENCY" --churn "$CHURN" \
-        --churn-wait "$CHURN_WAIT" --seed "$SEED" </dev/null 2>"$TMP/p2psip.err" | tee -a "$OUT"
+        --churn-wait "$CHURN_WAIT" --seed "$SEED" ${SEMI:+--semi-recursive} </dev/null 2>"$TMP/p2psip.err" | tee -a "$OUT"
       rc=${PIPESTATUS[0]} ;;
     opendht)
       timeout -k 10 "$LIMIT" ip netns exec "$NS" /usr/bin/python3 "$B/opendht-anchor.py" --single "$N" \

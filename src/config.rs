@@ -144,6 +144,9 @@ pub struct RingSection {
     pub max_clients: usize,
     /// Seconds between a client's refreshes of its attachment.
     pub client_refresh_s: u64,
+    /// Semi-recursive lookups for the node's own operations (the last hop
+    /// answers the originator directly); off by default (docs/ring.md).
+    pub semi_recursive: bool,
 }
 
 /// `[ring] role`.
@@ -164,6 +167,7 @@ impl Default for RingSection {
             promote_after_s: ring.promote_after.map_or(0, |d| d.as_secs()),
             max_clients: ring.max_clients,
             client_refresh_s: ring.client_refresh.as_secs(),
+            semi_recursive: ring.semi_recursive,
         }
     }
 }
@@ -181,6 +185,7 @@ impl RingSection {
             .then(|| std::time::Duration::from_secs(self.promote_after_s));
         ring.max_clients = self.max_clients;
         ring.client_refresh = std::time::Duration::from_secs(self.client_refresh_s);
+        ring.semi_recursive = self.semi_recursive;
     }
 }
 
@@ -1111,6 +1116,10 @@ mod tests {
         assert_eq!(ring.role, crate::ring::Role::Client);
         assert_eq!(ring.promote_after, Some(std::time::Duration::from_secs(5)));
         assert_eq!(ring.max_clients, 2);
+        let semi = Config::from_toml("[ring]\nsemi_recursive = true\n").expect("parses");
+        let mut semi_ring = crate::ring::RingConfig::default();
+        semi.ring.apply(&mut semi_ring);
+        assert!(semi_ring.semi_recursive);
         let mut never = Config::from_toml("[ring]\npromote_after_s = 0\n").expect("parses");
         never.validate().expect("valid");
         never.ring.apply(&mut ring);

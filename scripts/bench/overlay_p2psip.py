@@ -107,6 +107,8 @@ class Node:
             if join:
                 f.write(f'join = ["{join}"]\n')
             f.write("[limits]\nrequests = 0\n")
+            if args.semi_recursive:
+                f.write("[ring]\nsemi_recursive = true\n")
         out = open(os.path.join(args.tmp, f"node-{self.i}.out"), "w")
         err = open(os.path.join(args.tmp, f"node-{self.i}.err"), "w")
         self.proc = subprocess.Popen([args.bin, "node", "--config", conf], stdout=out, stderr=err,
@@ -302,6 +304,8 @@ def main():
     ap.add_argument("--op-timeout", type=float, default=8.0)
     ap.add_argument("--bootstrap-timeout", type=float, default=120.0)
     ap.add_argument("--idle", type=float, default=10.0)
+    ap.add_argument("--semi-recursive", action="store_true",
+                    help="nodes run with [ring] semi_recursive = true")
     args = ap.parse_args()
     rng = random.Random(args.seed * 1000 + args.n)
     random.seed(args.seed)

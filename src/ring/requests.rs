@@ -39,9 +39,6 @@ const MAX_EXPIRED: usize = 4096;
 /// oldest is dropped (its transport then retransmits until its own timeout).
 const MAX_GIVEN_UP: usize = 4096;
 
-/// The shortest wait for a semi-recursive hop's acknowledgement.
-const HOP_FLOOR: Duration = Duration::from_millis(30);
-
 /// A forwarded lookup is late after this many round trips to its next hop.
 const LATE_AFTER_RTOS: u32 = 2;
 
@@ -306,13 +303,14 @@ impl Ring {
                 (ceiling, (late < ceiling).then_some(late))
             }
             // A semi-recursive hop only acknowledges: its own round trip,
-            // with a lower floor than other requests (a late hop is not
-            // taken for dead, only probed, and the lookup goes on elsewhere).
+            // floored as other requests' are (a 30 ms floor took hops that
+            // were merely late on a loaded machine for lost, and the
+            // re-routes multiplied the load: docs/BENCHMARKS.md).
             Pending::Route {
                 reply: Some(_),
                 iterative: false,
                 ..
-            } => (self.neighbours.rtt.timeout(to, HOP_FLOOR, ceiling), None),
+            } => (self.rto(to), None),
             Pending::Join { .. } | Pending::Leave { .. } | Pending::Push { .. } => (ceiling, None),
             // The super-node pings us first, then answers.
             Pending::Reachable { .. } => (ceiling, None),
