@@ -50,6 +50,9 @@ pub struct Flows {
     /// The AORs with a live Outbound binding over each connection, by the
     /// connection's peer, each until its binding expires.
     outbound: HashMap<Peer, Vec<(Aor, Instant)>>,
+    /// The reverse: the connections each AOR has an Outbound binding over,
+    /// so a registration touches only her own entries.
+    over: HashMap<Aor, Vec<Peer>>,
 }
 
 /// AORs remembered per connection at most (one phone registers a few).
@@ -151,9 +154,10 @@ impl Flows {
     /// Which connections carry an Outbound binding of `aor` (its bindings
     /// as saved: a connection without one any more forgets her).
     fn remember_outbound(&mut self, aor: &Aor, bindings: &[Binding], now: Instant) {
-        for aors in self.outbound.values_mut() {
-            aors.retain(|(a, _)| a != aor);
+        for peer in self.over.remove(aor).unwrap_or_default() {
+            self.forget(peer, aor);
         }
+        let mut peers = Vec::new();
         for b in bindings {
             let Some(peer) = b.source.filter(|p| p.transport.reliable()) else {
                 continue;
@@ -169,19 +173,38 @@ impl Flows {
                 *until = (*until).max(b.expires_at);
             } else if aors.len() < MAX_AORS_PER_FLOW {
                 aors.push((aor.clone(), b.expires_at));
+                peers.push(peer);
             }
         }
-        self.outbound.retain(|_, aors| !aors.is_empty());
+        if !peers.is_empty() {
+            self.over.insert(aor.clone(), peers);
+        }
+    }
+
+    /// `aor` has no Outbound binding over `peer` any more.
+    fn forget(&mut self, peer: Peer, aor: &Aor) {
+        if let Some(aors) = self.outbound.get_mut(&peer) {
+            aors.retain(|(a, _)| a != aor);
+            if aors.is_empty() {
+                self.outbound.remove(&peer);
+            }
+        }
     }
 
     /// The connection to `peer` closed: the AORs whose live Outbound
     /// binding it carried, to be removed (and forgotten here).
     pub fn failed(&mut self, peer: Peer, now: Instant) -> Vec<Aor> {
         self.flows.remove(&Flows::token(peer));
-        self.outbound
-            .remove(&peer)
-            .unwrap_or_default()
-            .into_iter()
+        let aors = self.outbound.remove(&peer).unwrap_or_default();
+        for (aor, _) in &aors {
+            if let Some(peers) = self.over.get_mut(aor) {
+                peers.retain(|p| *p != peer);
+                if peers.is_empty() {
+                    self.over.remove(aor);
+                }
+            }
+        }
+        aors.into_iter()
             .filter(|(_, until)| *until > now)
             .map(|(aor, _)| aor)
             .collect()
@@ -215,6 +238,15 @@ impl Flows {
             aors.retain(|(_, until)| *until > now);
         }
         self.outbound.retain(|_, aors| !aors.is_empty());
+        let outbound = &self.outbound;
+        self.over.retain(|aor, peers| {
+            peers.retain(|p| {
+                outbound
+                    .get(p)
+                    .is_some_and(|aors| aors.iter().any(|(a, _)| a == aor))
+            });
+            !peers.is_empty()
+        });
     }
 
     pub fn len(&self) -> usize {

@@ -8,7 +8,6 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use p2psip::ring::churn::{self, ChurnConfig, ChurnStats};
-use p2psip::ring::sim::{Sim, SimConfig};
 
 use super::{Args, replace_section};
 
@@ -55,21 +54,7 @@ pub(super) fn main(args: &Args) {
     );
     for &n in &args.nodes {
         let wall = Instant::now();
-        let mut sim = Sim::new(SimConfig {
-            seed: args.seed ^ n as u64,
-            ..SimConfig::default()
-        });
-        sim.grow_concurrent(
-            n,
-            Duration::from_millis(args.join_spacing_ms),
-            Duration::from_secs(args.settle_secs),
-        );
-        if !sim.ring_consistent() {
-            eprintln!(
-                "N={n}: ring not yet consistent before churn: {:?}",
-                sim.inconsistencies()
-            );
-        }
+        let mut sim = super::settled_ring(args, n, args.seed ^ n as u64, "yet before churn");
         for &minutes in &args.sessions {
             let config = ChurnConfig {
                 median_session: Duration::from_secs_f64(minutes * 60.0),

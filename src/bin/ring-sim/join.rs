@@ -16,9 +16,9 @@
 use std::time::Duration;
 
 use p2psip::ring::NodeId;
-use p2psip::ring::sim::{Sim, SimConfig};
+use p2psip::ring::sim::Sim;
 
-use super::{Args, item};
+use super::{Args, item, settled_ring};
 
 /// Lookups of each kind issued per step while a node joins.
 const LOOKUPS_PER_STEP: usize = 4;
@@ -51,21 +51,12 @@ pub(crate) fn main(args: &Args) {
 }
 
 fn run(args: &Args, n: usize) -> Vec<Trial> {
-    let mut sim = Sim::new(SimConfig {
-        seed: args.seed ^ n as u64 ^ 0x6a6f696e,
-        ..SimConfig::default()
-    });
-    sim.grow_concurrent(
+    let mut sim = settled_ring(
+        args,
         n,
-        Duration::from_millis(args.join_spacing_ms),
-        Duration::from_secs(args.settle_secs),
+        args.seed ^ n as u64 ^ 0x6a6f696e,
+        "before the joins",
     );
-    if !sim.ring_consistent() {
-        eprintln!(
-            "N={n}: ring not consistent before the joins: {:?}",
-            sim.inconsistencies()
-        );
-    }
     let items: Vec<_> = (0..ITEMS_PER_NODE * n).map(|k| item(&sim, k)).collect();
     for it in &items {
         let from = sim.random_live();

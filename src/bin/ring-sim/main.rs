@@ -177,27 +177,34 @@ pub(crate) fn item(sim: &Sim, k: usize) -> Item {
     }
 }
 
-fn run(args: &Args, n: usize) -> Row {
-    let wall = Instant::now();
+/// A ring of `n` nodes grown with concurrent joins and left to settle, as
+/// every mode starts; says so when it is not consistent `when` (a few words).
+pub(crate) fn settled_ring(args: &Args, n: usize, seed: u64, when: &str) -> Sim {
     let mut sim = Sim::new(SimConfig {
-        seed: args.seed ^ n as u64,
+        seed,
         ..SimConfig::default()
     });
-    let period = sim.config.ring.stabilize_every;
-    let finger_period = sim.config.ring.fix_fingers_every;
-    let r = sim.config.ring.replicas;
     sim.grow_concurrent(
         n,
         Duration::from_millis(args.join_spacing_ms),
         Duration::from_secs(args.settle_secs),
     );
-    let consistent = sim.ring_consistent();
-    if !consistent {
+    if !sim.ring_consistent() {
         eprintln!(
-            "N={n}: ring not yet consistent: {:?}",
+            "N={n}: ring not consistent {when}: {:?}",
             sim.inconsistencies()
         );
     }
+    sim
+}
+
+fn run(args: &Args, n: usize) -> Row {
+    let wall = Instant::now();
+    let mut sim = settled_ring(args, n, args.seed ^ n as u64, "yet");
+    let period = sim.config.ring.stabilize_every;
+    let finger_period = sim.config.ring.fix_fingers_every;
+    let r = sim.config.ring.replicas;
+    let consistent = sim.ring_consistent();
 
     // One item per node.
     let items: Vec<Item> = (0..n).map(|k| item(&sim, k)).collect();
