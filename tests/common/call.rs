@@ -392,28 +392,11 @@ pub fn with_digest(
 /// source (its `ausine` makes 48 kHz only, and G.711 wants 8 kHz), as
 /// `DIR/tone.wav`.
 pub fn tone_wav(dir: &std::path::Path, hz: f64) -> std::path::PathBuf {
-    const RATE: u32 = 8000;
-    let samples = RATE * 40;
-    let mut wav = Vec::with_capacity(44 + 2 * samples as usize);
-    let data = 2 * samples;
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
-    wav.extend_from_slice(&RATE.to_le_bytes());
-    wav.extend_from_slice(&(RATE * 2).to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&data.to_le_bytes());
-    for n in 0..samples {
-        let t = f64::from(n) / f64::from(RATE);
-        let v = (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
-        wav.extend_from_slice(&v.to_le_bytes());
-    }
+    let rate = f64::from(p2psip::media::SAMPLE_RATE);
+    let samples: Vec<i16> = (0..p2psip::media::SAMPLE_RATE * 40)
+        .map(|n| (8000.0 * (2.0 * std::f64::consts::PI * hz * f64::from(n) / rate).sin()) as i16)
+        .collect();
     let path = dir.join("tone.wav");
-    std::fs::write(&path, wav).expect("tone.wav");
+    std::fs::write(&path, p2psip::media::wav::write(&samples)).expect("tone.wav");
     path
 }
